@@ -1,0 +1,112 @@
+"""Which files to check: paths given on the command line, folders walked with excludes and .gitignore."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+
+from ckpt_doctor.config import Settings
+
+SUFFIXES = (".py", ".pyi", ".ipynb")
+
+
+def discover(paths: list[str], settings: Settings, force_exclude: bool = False) -> tuple[list[str], list[str]]:
+    """(files to check, one-line errors for paths that do not exist)."""
+    files: list[str] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    patterns = list(settings.exclude) + list(settings.extend_exclude)
+
+    def add(path: Path) -> None:
+        key = os.path.normcase(os.path.abspath(path))
+        if key not in seen:
+            seen.add(key)
+            files.append(str(path))
+
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for file in _walk(path, settings, patterns):
+                add(file)
+        elif path.is_file() or path.is_symlink():
+            if force_exclude and (_excluded(path, settings.root, patterns) or _gitignored(path, settings)):
+                continue
+            add(path)
+        else:
+            errors.append(f"{raw}: no such file or directory")
+    return files, errors
+
+
+def _walk(top: Path, settings: Settings, patterns: list[str]):
+    ignores: dict[Path, object] = {}
+    if settings.respect_gitignore:  # .gitignore files above `top`, up to the repository root
+        for folder in Path(os.path.abspath(top)).parents:
+            spec = _gitignore_spec(folder)
+            if spec is not None:
+                ignores[folder] = spec
+            if (folder / ".git").exists():
+                break
+    for folder, dirnames, filenames in os.walk(top, followlinks=False):
+        here = Path(folder)
+        spec = _gitignore_spec(here) if settings.respect_gitignore else None
+        if spec is not None:
+            ignores[Path(os.path.abspath(here))] = spec
+        dirnames[:] = sorted(
+            d for d in dirnames if not _excluded(here / d, settings.root, patterns) and not _ignored(here / d, ignores, True)
+        )
+        for name in sorted(filenames):
+            path = here / name
+            if path.suffix in SUFFIXES and not _excluded(path, settings.root, patterns) and not _ignored(path, ignores, False):
+                yield path
+
+
+def _excluded(path: Path, root: Path, patterns: list[str]) -> bool:
+    name = path.name
+    try:
+        relative = path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        relative = path.as_posix()
+    for pattern in patterns:
+        pattern = pattern.rstrip("/")
+        if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(relative, pattern) or relative.startswith(pattern + "/") or relative == pattern:
+            return True
+    return False
+
+
+def _gitignore_spec(folder: Path):
+    gitignore = folder / ".gitignore"
+    if not gitignore.is_file():
+        return None
+    import pathspec
+
+    try:
+        lines = gitignore.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _ignored(path: Path, ignores: dict, is_dir: bool) -> bool:
+    absolute = Path(os.path.abspath(path))
+    for base, spec in ignores.items():
+        try:
+            relative = absolute.relative_to(base).as_posix()
+        except ValueError:
+            continue
+        if spec.match_file(relative + ("/" if is_dir else "")):
+            return True
+    return False
+
+
+def _gitignored(path: Path, settings: Settings) -> bool:
+    if not settings.respect_gitignore:
+        return False
+    resolved = path.resolve()
+    for folder in resolved.parents:
+        spec = _gitignore_spec(folder)
+        if spec is not None and spec.match_file(resolved.relative_to(folder).as_posix()):
+            return True
+        if (folder / ".git").exists():
+            break
+    return False

@@ -1,0 +1,665 @@
+"""The one extraction pass: source text -> `ScriptFacts`.
+
+One `ast.parse`, one walk. The walk resolves names through imports, aliases, `functools.partial`
+and local shadowing, propagates simple constants (module constants, dict literals, argparse
+defaults, dataclass field defaults) and records every call and attribute assignment with its
+resolved callee and evaluated keyword arguments. Rules are functions of these records; adding a
+rule never adds a walk.
+
+Function bodies are walked after the module body, as Python runs them: by the time `main()` is
+called the whole module has executed, so a module-level `checkpoint = torch.load(...)` shadows an
+imported `checkpoint` inside every function.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from ckpt_doctor.findings import Position, Span
+from ckpt_doctor.values import (
+    MISSING,
+    UNKNOWN,
+    Const,
+    DictVal,
+    Instance,
+    Namespace,
+    Origin,
+    PartialVal,
+    QualName,
+    TupleVal,
+    Value,
+)
+
+# `from transformers.training_args import TrainingArguments` and `from transformers import
+# TrainingArguments` name the same class: for these packages a public name is its top-level name.
+_FLAT_PACKAGES = {"transformers", "peft", "trl", "accelerate"}
+_ALIASES = {
+    "torch.nn.parallel.distributed.DistributedDataParallel": "torch.nn.parallel.DistributedDataParallel",
+    "torch.distributed.fsdp.fully_sharded_data_parallel.FullyShardedDataParallel": (
+        "torch.distributed.fsdp.FullyShardedDataParallel"
+    ),
+    "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.apply_activation_checkpointing": (
+        "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.apply_activation_checkpointing"
+    ),
+}
+_STAR_EXPORTS = {"torch.utils.checkpoint": ("checkpoint", "checkpoint_sequential")}
+_PARTIAL = {"functools.partial"}
+
+
+def canonical(name: str) -> str:
+    return _ALIASES.get(name, name)
+
+
+@dataclass
+class Call:
+    """One call site, with its callee resolved as far as the pass could."""
+
+    qualname: str | None  # "torch.utils.checkpoint.checkpoint", "transformers.TrainingArguments", ...
+    method: str | None  # for `x.y(...)` on a value we cannot name: "y"
+    receiver: str | None  # source text of `x` in `x.y(...)`: "model", "self.model"
+    receiver_value: Value
+    args: list[Value]
+    arg_names: list[str | None]  # source text of each positional argument that is a (dotted) name
+    kwargs: dict[str, Value]
+    keyword_spans: dict[str, Span]
+    star_args: bool
+    star_kwargs: bool
+    span: Span
+    statement: Span  # the enclosing statement (where inserted lines go)
+    scope: str  # "<module>" or the function's dotted name
+    line: int
+    node: ast.Call
+    via_partial: "Call | None" = None  # the functools.partial(...) call this one goes through
+
+    @property
+    def name(self) -> str:
+        """The last component of the callee: `checkpoint`, `from_pretrained`, `TrainingArguments`."""
+        if self.qualname:
+            return self.qualname.rsplit(".", 1)[-1]
+        return self.method or ""
+
+    def kwarg(self, name: str) -> Value:
+        if name in self.kwargs:
+            return self.kwargs[name]
+        return UNKNOWN if self.star_kwargs else MISSING
+
+    def receiver_root(self) -> str | None:
+        if not self.receiver:
+            return None
+        return self.receiver.split(".", 1)[0]
+
+
+@dataclass
+class AttrAssign:
+    """`target.attr = value`, e.g. `model.config.use_cache = False`."""
+
+    target: str  # source text of the whole target: "model.config.use_cache"
+    attr: str  # "use_cache"
+    base_value: Value
+    value: Value
+    span: Span
+    scope: str
+    line: int
+
+
+@dataclass
+class ScriptFacts:
+    path: str
+    calls: list[Call] = field(default_factory=list)
+    attr_assigns: list[AttrAssign] = field(default_factory=list)
+    imports: dict[str, int] = field(default_factory=dict)  # imported module/qualname -> first line
+    argparse_defaults: dict[str, Const] = field(default_factory=dict)
+    dataclass_fields: dict[str, dict[str, Value]] = field(default_factory=dict)
+    strings: list[tuple[str, int]] = field(default_factory=list)  # string literals of interest (paths)
+    lines: list[str] = field(default_factory=list)
+
+    # -- queries rules use ------------------------------------------------------------------
+    def calls_to(self, *qualnames: str) -> list[Call]:
+        wanted = set(qualnames)
+        return [c for c in self.calls if c.qualname in wanted]
+
+    def calls_named(self, *names: str) -> list[Call]:
+        """Calls whose callee ends in one of `names`, resolved or not (methods of unknown objects)."""
+        wanted = set(names)
+        return [c for c in self.calls if c.name in wanted]
+
+    def method_calls(self, *methods: str) -> list[Call]:
+        """`x.m(...)` calls for each method name `m`, whatever `x` is."""
+        wanted = set(methods)
+        return [c for c in self.calls if c.receiver is not None and c.name in wanted]
+
+    def imports_any(self, *prefixes: str) -> bool:
+        return any(name == p or name.startswith(p + ".") for name in self.imports for p in prefixes)
+
+    def assigns_to(self, attr: str) -> list[AttrAssign]:
+        return [a for a in self.attr_assigns if a.attr == attr]
+
+
+class FactsError(Exception):
+    pass
+
+
+def extract(text: str, path: str = "<string>") -> ScriptFacts:
+    """Parse `text` and run the one extraction pass. Raises SyntaxError, or FactsError when too deep."""
+    try:
+        tree = ast.parse(text, filename=path, type_comments=False)
+    except (RecursionError, MemoryError):
+        raise FactsError("too deeply nested to analyse") from None
+    facts = ScriptFacts(path=path, lines=_split_lines(text))
+    try:
+        _Extractor(facts).run(tree)
+    except RecursionError:
+        raise FactsError("too deeply nested to analyse") from None
+    return facts
+
+
+def _split_lines(text: str) -> list[str]:
+    return re.split(r"\r\n|\r|\n", text)
+
+
+# -- scopes ---------------------------------------------------------------------------------
+
+
+class _Scope:
+    def __init__(self, name: str, parent: "_Scope | None", kind: str, local_names: set[str] | None = None):
+        self.name = name
+        self.parent = parent
+        self.kind = kind  # module | function | class
+        self.bindings: dict[str, Value] = {}
+        self.local_names = local_names or set()
+
+    def lookup(self, name: str) -> Value | None:
+        scope: _Scope | None = self
+        first = True
+        while scope is not None:
+            if scope.kind != "class" or first:
+                if name in scope.bindings:
+                    return scope.bindings[name]
+                if scope.kind == "function" and name in scope.local_names:
+                    return UNKNOWN  # a local (or parameter) not yet bound to anything we know
+            first = False
+            scope = scope.parent
+        return None
+
+
+def _assigned_names(body: Iterable[ast.stmt]) -> set[str]:
+    """Names bound anywhere in a function body (not in nested functions/classes)."""
+    names: set[str] = set()
+    stack = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                names.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.Lambda):
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _params(args: ast.arguments) -> set[str]:
+    every = args.posonlyargs + args.args + args.kwonlyargs
+    names = {a.arg for a in every}
+    if args.vararg:
+        names.add(args.vararg.arg)
+    if args.kwarg:
+        names.add(args.kwarg.arg)
+    return names
+
+
+# -- the pass -------------------------------------------------------------------------------
+
+_STRING_OF_INTEREST = re.compile(r"\.(json|ya?ml)$", re.IGNORECASE)
+
+
+class _Extractor:
+    def __init__(self, facts: ScriptFacts) -> None:
+        self.facts = facts
+        self.lines = facts.lines
+        self.call_records: dict[int, Call] = {}
+        self.pending: list[tuple[ast.AST, _Scope]] = []
+        self.statement: Span | None = None
+
+    # positions
+    def _col(self, line: int, byte_col: int) -> int:
+        text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        if text.isascii():
+            return byte_col + 1
+        return len(text.encode("utf-8")[:byte_col].decode("utf-8", errors="replace")) + 1
+
+    def span(self, node: ast.AST) -> Span:
+        start = Position(node.lineno, self._col(node.lineno, node.col_offset))
+        end_line = getattr(node, "end_lineno", None) or node.lineno
+        end_col = getattr(node, "end_col_offset", None)
+        end = Position(end_line, self._col(end_line, end_col) if end_col is not None else start.column)
+        return Span(start, end)
+
+    # driver
+    def run(self, tree: ast.Module) -> None:
+        self._prepass(tree)
+        module = _Scope("<module>", None, "module")
+        self.block(tree.body, module)
+        while self.pending:
+            node, scope = self.pending.pop(0)
+            self.function_body(node, scope)
+
+    def _prepass(self, tree: ast.Module) -> None:
+        """Collect what is defined anywhere but used everywhere: argparse options, dataclass fields."""
+        module_consts: dict[str, Value] = {}
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+                if isinstance(stmt.value, ast.Constant):
+                    module_consts[stmt.targets[0].id] = Const(stmt.value.value, Origin(stmt.lineno, "constant"))
+        consts = _Scope("<prepass>", None, "module")
+        consts.bindings.update(module_consts)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
+                self._argparse_option(node, consts)
+            elif isinstance(node, ast.ClassDef) and any(_is_dataclass_decorator(d) for d in node.decorator_list):
+                self.facts.dataclass_fields[node.name] = self._dataclass_fields(node, consts)
+
+    def _argparse_option(self, node: ast.Call, consts: _Scope) -> None:
+        flags = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        kw = {k.arg: k.value for k in node.keywords if k.arg}
+        if "dest" in kw and isinstance(kw["dest"], ast.Constant):
+            dest = str(kw["dest"].value)
+        else:
+            longs = [f for f in flags if f.startswith("--")]
+            chosen = longs[0] if longs else (flags[0] if flags else None)
+            if chosen is None:
+                return
+            dest = chosen.lstrip("-").replace("-", "_")
+        action = kw.get("action")
+        action_name = action.value if isinstance(action, ast.Constant) else None
+        if "default" in kw:
+            value = self.eval(kw["default"], consts)
+            if not isinstance(value, Const):
+                return
+            default = value.value
+        elif action_name == "store_true":
+            default = False
+        elif action_name == "store_false":
+            default = True
+        else:
+            default = None
+        self.facts.argparse_defaults.setdefault(dest, Const(default, Origin(node.lineno, "argparse default")))
+
+    def _dataclass_fields(self, node: ast.ClassDef, consts: _Scope) -> dict[str, Value]:
+        fields: dict[str, Value] = {}
+        for stmt in node.body:
+            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+                continue
+            name = stmt.target.id
+            value_node = stmt.value
+            if value_node is None:
+                fields[name] = UNKNOWN
+                continue
+            if isinstance(value_node, ast.Call) and _dotted(value_node.func) in ("field", "dataclasses.field"):
+                default = next((k.value for k in value_node.keywords if k.arg == "default"), None)
+                if default is None:
+                    fields[name] = UNKNOWN
+                    continue
+                value_node = default
+            value = self.eval(value_node, consts)
+            if isinstance(value, Const):
+                value = Const(value.value, Origin(value_node.lineno, "dataclass default"))
+            fields[name] = value
+        return fields
+
+    # statements
+    def block(self, body: list[ast.stmt], scope: _Scope) -> None:
+        for stmt in body:
+            self.stmt(stmt, scope)
+
+    def function_body(self, node: ast.FunctionDef | ast.AsyncFunctionDef, parent: _Scope) -> None:
+        name = node.name if parent.kind == "module" else f"{parent.name}.{node.name}"
+        scope = _Scope(name, parent, "function", _assigned_names(node.body) | _params(node.args))
+        self.block(node.body, scope)
+
+    def stmt(self, node: ast.stmt, scope: _Scope) -> None:
+        previous = self.statement
+        self.statement = self.span(node)
+        try:
+            self._stmt(node, scope)
+        finally:
+            self.statement = previous
+
+    def _stmt(self, node: ast.stmt, scope: _Scope) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for expr in node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d]:
+                self.record_calls(expr, scope)
+            scope.bindings[node.name] = QualName(f"<local>.{node.name}")
+            self.pending.append((node, scope))
+        elif isinstance(node, ast.ClassDef):
+            for expr in node.decorator_list + node.bases + [k.value for k in node.keywords]:
+                self.record_calls(expr, scope)
+            class_scope = _Scope(f"{scope.name}.{node.name}" if scope.kind != "module" else node.name, scope, "class")
+            self.block(node.body, class_scope)
+            scope.bindings[node.name] = QualName(f"<local>.{node.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                self.facts.imports.setdefault(alias.name, node.lineno)
+                if alias.asname:
+                    scope.bindings[alias.asname] = QualName(canonical(alias.name))
+                else:
+                    top = alias.name.split(".")[0]
+                    scope.bindings[top] = QualName(top)
+        elif isinstance(node, ast.ImportFrom):
+            module = ("." * node.level) + (node.module or "")
+            for alias in node.names:
+                if alias.name == "*":
+                    for name in _STAR_EXPORTS.get(module, ()):
+                        scope.bindings[name] = QualName(f"{module}.{name}")
+                    continue
+                qual = self._import_qualname(module, alias.name)
+                self.facts.imports.setdefault(qual, node.lineno)
+                scope.bindings[alias.asname or alias.name] = QualName(qual)
+        elif isinstance(node, ast.Assign):
+            value = self.eval(node.value, scope)
+            self.record_calls(node.value, scope)
+            for target in node.targets:
+                self.bind(target, value, scope, node)
+        elif isinstance(node, ast.AnnAssign):
+            if node.value is not None:
+                value = self.eval(node.value, scope)
+                self.record_calls(node.value, scope)
+                self.bind(node.target, value, scope, node)
+        elif isinstance(node, ast.AugAssign):
+            self.record_calls(node.value, scope)
+            self.bind(node.target, UNKNOWN, scope, node)
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            self.record_calls(node.iter, scope)
+            self.bind(node.target, UNKNOWN, scope, node)
+            self.block(node.body, scope)
+            self.block(node.orelse, scope)
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                self.record_calls(item.context_expr, scope)
+                if item.optional_vars is not None:
+                    self.bind(item.optional_vars, UNKNOWN, scope, node)
+            self.block(node.body, scope)
+        elif isinstance(node, (ast.If, ast.While)):
+            self.record_calls(node.test, scope)
+            self.block(node.body, scope)
+            self.block(node.orelse, scope)
+        elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+            self.block(node.body, scope)
+            for handler in node.handlers:
+                if handler.name:
+                    scope.bindings[handler.name] = UNKNOWN
+                self.block(handler.body, scope)
+            self.block(node.orelse, scope)
+            self.block(node.finalbody, scope)
+        elif type(node).__name__ == "Match":
+            self.record_calls(node.subject, scope)
+            for case in node.cases:
+                self.block(case.body, scope)
+        else:  # Expr, Return, Raise, Assert, Delete, Global, ...
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.expr):
+                    self.record_calls(child, scope)
+
+    @staticmethod
+    def _import_qualname(module: str, name: str) -> str:
+        top = module.split(".")[0]
+        if top in _FLAT_PACKAGES and not module.startswith("."):
+            return f"{top}.{name}"
+        return canonical(f"{module}.{name}")
+
+    def bind(self, target: ast.expr, value: Value, scope: _Scope, stmt: ast.stmt) -> None:
+        if isinstance(target, ast.Name):
+            if isinstance(value, Const) and value.origin and value.origin.kind == "literal":
+                value = Const(value.value, Origin(value.origin.line, "constant"))
+            scope.bindings[target.id] = value
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            items = value.items if isinstance(value, TupleVal) and len(value.items) == len(target.elts) else None
+            for index, element in enumerate(target.elts):
+                element = element.value if isinstance(element, ast.Starred) else element
+                self.bind(element, items[index] if items else UNKNOWN, scope, stmt)
+        elif isinstance(target, ast.Attribute):
+            base = self.eval(target.value, scope)
+            self.facts.attr_assigns.append(
+                AttrAssign(
+                    target=_dotted(target) or target.attr,
+                    attr=target.attr,
+                    base_value=base,
+                    value=value,
+                    span=self.span(stmt),
+                    scope=scope.name,
+                    line=stmt.lineno,
+                )
+            )
+        elif isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name):
+            container = scope.lookup(target.value.id)
+            key = self.eval(target.slice, scope)
+            if isinstance(container, DictVal) and isinstance(key, Const) and isinstance(key.value, str):
+                container.items[key.value] = value
+        elif isinstance(target, ast.Starred):
+            self.bind(target.value, UNKNOWN, scope, stmt)
+
+    # expressions
+    def record_calls(self, expr: ast.AST, scope: _Scope) -> None:
+        """Record every call inside `expr` (lambdas and comprehensions included)."""
+        for node in ast.walk(expr):
+            if isinstance(node, ast.Call) and id(node) not in self.call_records:
+                self.call(node, scope)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _STRING_OF_INTEREST.search(node.value):
+                self.facts.strings.append((node.value, node.lineno))
+
+    def call(self, node: ast.Call, scope: _Scope) -> Call:
+        known = self.call_records.get(id(node))
+        if known is not None:
+            return known
+        func_value = self.eval(node.func, scope)
+        qualname = method = receiver = None
+        receiver_value: Value = UNKNOWN
+        partial: PartialVal | None = None
+        if isinstance(func_value, PartialVal):
+            partial = func_value
+            func_value = partial.func
+        if isinstance(func_value, QualName):
+            qualname = func_value.name
+        if isinstance(node.func, ast.Attribute):
+            receiver = _dotted(node.func.value)
+            receiver_value = self.eval(node.func.value, scope)
+            if qualname is None:
+                method = node.func.attr
+        kwargs: dict[str, Value] = {}
+        spans: dict[str, Span] = {}
+        star_kwargs = False
+        if partial is not None:
+            kwargs.update(partial.kwargs)
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                spread = self.eval(keyword.value, scope)
+                if isinstance(spread, DictVal):
+                    kwargs.update(spread.items)
+                    star_kwargs = star_kwargs or not spread.complete
+                else:
+                    star_kwargs = True
+                continue
+            kwargs[keyword.arg] = self.eval(keyword.value, scope)
+            spans[keyword.arg] = self.span(keyword)
+        args = [self.eval(a, scope) for a in node.args if not isinstance(a, ast.Starred)]
+        record = Call(
+            qualname=qualname,
+            method=method,
+            receiver=receiver,
+            receiver_value=receiver_value,
+            args=args,
+            arg_names=[_dotted(a) for a in node.args if not isinstance(a, ast.Starred)],
+            kwargs=kwargs,
+            keyword_spans=spans,
+            star_args=any(isinstance(a, ast.Starred) for a in node.args),
+            star_kwargs=star_kwargs,
+            span=self.span(node),
+            statement=self.statement or self.span(node),
+            scope=scope.name,
+            line=node.lineno,
+            node=node,
+        )
+        if partial is not None:
+            record.via_partial = partial.call
+        self.call_records[id(node)] = record
+        self.facts.calls.append(record)
+        return record
+
+    def eval(self, node: ast.AST, scope: _Scope) -> Value:
+        if isinstance(node, ast.Constant):
+            return Const(node.value, Origin(node.lineno))
+        if isinstance(node, ast.Name):
+            found = scope.lookup(node.id)
+            if found is not None:
+                return found
+            if node.id in ("True", "False", "None"):
+                return Const({"True": True, "False": False, "None": None}[node.id], Origin(node.lineno))
+            return QualName(node.id) if node.id in _BUILTINS else UNKNOWN
+        if isinstance(node, ast.Attribute):
+            base = self.eval(node.value, scope)
+            if isinstance(base, QualName):
+                return QualName(canonical(f"{base.name}.{node.attr}"))
+            if isinstance(base, Namespace):
+                return base.get(node.attr)
+            if isinstance(base, Instance) and node.attr in base.call.kwargs:
+                return base.call.kwargs[node.attr]
+            returned_by_local_function = isinstance(base, Instance) and base.qualname.startswith("<local>.")
+            if isinstance(node.value, ast.Name) and (base is UNKNOWN or returned_by_local_function):
+                return self._namespace_fallback(node.attr)
+            return UNKNOWN
+        if isinstance(node, ast.Dict):
+            items: dict[str, Value] = {}
+            complete = True
+            for key, value in zip(node.keys, node.values):
+                if key is None:
+                    spread = self.eval(value, scope)
+                    if isinstance(spread, DictVal):
+                        items.update(spread.items)
+                        complete = complete and spread.complete
+                    else:
+                        complete = False
+                    continue
+                key_value = self.eval(key, scope)
+                if isinstance(key_value, Const) and isinstance(key_value.value, str):
+                    items[key_value.value] = self.eval(value, scope)
+                else:
+                    complete = False
+            return DictVal(items, node.lineno, complete, self.span(node))
+        if isinstance(node, (ast.Tuple, ast.List)):
+            return TupleVal([self.eval(e, scope) for e in node.elts])
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
+            inner = self.eval(node.operand, scope)
+            if isinstance(inner, Const):
+                try:
+                    result = (not inner.value) if isinstance(node.op, ast.Not) else -inner.value
+                except TypeError:
+                    return UNKNOWN
+                return Const(result, inner.origin)
+            return UNKNOWN
+        if isinstance(node, ast.Subscript):
+            container = self.eval(node.value, scope)
+            key = self.eval(node.slice, scope)
+            if isinstance(container, DictVal) and isinstance(key, Const) and isinstance(key.value, str):
+                return container.get(key.value) if container.complete else container.items.get(key.value, UNKNOWN)
+            if isinstance(container, TupleVal) and isinstance(key, Const) and isinstance(key.value, int):
+                try:
+                    return container.items[key.value]
+                except IndexError:
+                    return UNKNOWN
+            return UNKNOWN
+        if isinstance(node, ast.IfExp):
+            body, other = self.eval(node.body, scope), self.eval(node.orelse, scope)
+            if isinstance(body, Const) and isinstance(other, Const) and body.value == other.value:
+                return body
+            return UNKNOWN
+        if isinstance(node, ast.Call):
+            return self._eval_call(node, scope)
+        return UNKNOWN
+
+    def _namespace_fallback(self, attr: str) -> Value:
+        """`args.lr` where `args` came from a function we did not follow: argparse / dataclass defaults."""
+        if attr in self.facts.argparse_defaults:
+            return self.facts.argparse_defaults[attr]
+        owners = [f for f in self.facts.dataclass_fields.values() if attr in f]
+        if len(owners) == 1:
+            return owners[0][attr]
+        return UNKNOWN
+
+    def _eval_call(self, node: ast.Call, scope: _Scope) -> Value:
+        func = self.eval(node.func, scope)
+        if isinstance(func, QualName) and func.name == "dict" and not node.args:
+            record = self.call(node, scope)
+            return DictVal(dict(record.kwargs), node.lineno, not record.star_kwargs, record.span)
+        if isinstance(func, QualName) and func.name in _PARTIAL and node.args:
+            record = self.call(node, scope)
+            target = self.eval(node.args[0], scope)
+            return PartialVal(target, dict(record.kwargs), record)
+        record = self.call(node, scope)
+        if isinstance(func, QualName):
+            local = func.name.startswith("<local>.")
+            class_name = func.name.split(".", 1)[1] if local else None
+            if class_name and class_name in self.facts.dataclass_fields:
+                fields = dict(self.facts.dataclass_fields[class_name])
+                fields.update(record.kwargs)
+                return Namespace(fields, kind="dataclass")
+            return Instance(func.name, record)
+        if isinstance(node.func, ast.Attribute):
+            receiver = record.receiver_value
+            attr = node.func.attr
+            if attr in ("parse_args", "parse_known_args") and _is_argparse(receiver):
+                namespace = Namespace(dict(self.facts.argparse_defaults))
+                return namespace if attr == "parse_args" else TupleVal([namespace, UNKNOWN])
+            if attr in ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict"):
+                return self._hf_parser_result(receiver)
+            if isinstance(receiver, Instance):
+                return Instance(f"{receiver.qualname}().{attr}", record)
+        return UNKNOWN
+
+    def _hf_parser_result(self, parser: Value) -> Value:
+        if not isinstance(parser, Instance) or not parser.call.args:
+            return UNKNOWN
+        classes = parser.call.args[0]
+        items = classes.items if isinstance(classes, TupleVal) else [classes]
+        out: list[Value] = []
+        for item in items:
+            if isinstance(item, QualName) and item.name.startswith("<local>."):
+                fields = self.facts.dataclass_fields.get(item.name.split(".", 1)[1], {})
+                out.append(Namespace(dict(fields), kind="dataclass"))
+            elif isinstance(item, QualName):
+                out.append(Namespace({}, kind="command line", config_class=item.name))
+            else:
+                out.append(UNKNOWN)
+        return TupleVal(out)
+
+
+def _is_argparse(value: Value) -> bool:
+    return isinstance(value, Instance) and value.qualname in ("argparse.ArgumentParser",)
+
+
+def _is_dataclass_decorator(node: ast.expr) -> bool:
+    target = node.func if isinstance(node, ast.Call) else node
+    return _dotted(target) in ("dataclass", "dataclasses.dataclass")
+
+
+def _dotted(node: ast.AST) -> str | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+_BUILTINS = {"dict", "print", "len", "getattr", "setattr", "isinstance", "super", "range", "open", "list", "tuple"}
+

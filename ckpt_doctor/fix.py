@@ -1,0 +1,276 @@
+"""Applying fixes: LibCST transforms located by the positions the facts pass recorded.
+
+LibCST is imported here only, so `check` without `--fix`/`--diff`/fix edits never pays for it.
+Every transform keeps the comments and formatting around what it touches; the result is parsed
+again before anyone sees it, and a fix that would not parse is dropped.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from ckpt_doctor.findings import Applicability, FixSpec, Position, Span
+
+FIXABLE_KINDS = {"set_keyword", "set_dict_key", "insert_after", "insert_before", "rename_attribute", "rename_method", "rename_keywords"}
+
+
+class FixError(Exception):
+    pass
+
+
+def applicable(spec: FixSpec | None, unsafe: bool) -> bool:
+    if spec is None or spec.kind not in FIXABLE_KINDS:
+        return False
+    if spec.applicability is Applicability.SAFE:
+        return True
+    return unsafe and spec.applicability is Applicability.UNSAFE
+
+
+def apply_fixes(text: str, specs: Iterable[FixSpec]) -> str:
+    """`text` with every spec applied (those that overlap the same node are applied once each)."""
+    specs = [s for s in specs if s.kind in FIXABLE_KINDS]
+    if not specs:
+        return text
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError as exc:
+        raise FixError(f"LibCST cannot parse the file: {exc.message}") from None
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    positions = wrapper.resolve(PositionProvider)
+    transformer = _transformer(cst)(specs, positions)
+    new_module = wrapper.module.visit(transformer)
+    new_text = new_module.code
+    imports = [imp for s in specs for imp in s.imports]
+    if imports:
+        new_text = _add_imports(new_text, imports)
+    try:
+        ast.parse(new_text)
+    except SyntaxError as exc:  # never hand back code that does not parse
+        raise FixError(f"fix produced invalid Python ({exc.msg}); nothing was changed") from None
+    return new_text
+
+
+def edits_for(text: str, spec: FixSpec) -> list[tuple[str, Position, Position]]:
+    """The fix of one finding as text edits (content, start, end), ruff-style, 1-based."""
+    try:
+        new_text = apply_fixes(text, [spec])
+    except FixError:
+        return []
+    if new_text == text:
+        return []
+    start = 0
+    limit = min(len(text), len(new_text))
+    while start < limit and text[start] == new_text[start]:
+        start += 1
+    end_old, end_new = len(text), len(new_text)
+    while end_old > start and end_new > start and text[end_old - 1] == new_text[end_new - 1]:
+        end_old -= 1
+        end_new -= 1
+    return [(new_text[start:end_new], _offset_to_position(text, start), _offset_to_position(text, end_old))]
+
+
+def _offset_to_position(text: str, offset: int) -> Position:
+    line = text.count("\n", 0, offset) + 1
+    line_start = text.rfind("\n", 0, offset) + 1
+    return Position(line, offset - line_start + 1)
+
+
+def unified_diff(path: str, old: str, new: str) -> str:
+    return "".join(
+        difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile=f"a/{path}", tofile=f"b/{path}")
+    )
+
+
+def write_atomically(path: str | Path, data: bytes, expected: bytes | None = None) -> None:
+    """Replace `path` with `data` in one rename; refuse if the file changed since it was read."""
+    path = Path(path)
+    if expected is not None:
+        try:
+            current = path.read_bytes()
+        except OSError as exc:
+            raise FixError(f"cannot re-read before writing: {exc.strerror or exc}") from None
+        if current != expected:
+            raise FixError("file changed while it was being checked; not written")
+    if not os.access(path, os.W_OK):
+        raise FixError("file is read-only; not written")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ckpt-doctor.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
+def _add_imports(text: str, imports: list[str]) -> str:
+    lines = text.splitlines(keepends=True)
+    missing = [imp for imp in dict.fromkeys(imports) if not any(line.strip() == imp for line in lines)]
+    if not missing:
+        return text
+    tree = ast.parse(text)
+    insert_at = 0
+    for node in tree.body:
+        is_docstring = isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant) and isinstance(node.value.value, str)
+        if is_docstring or isinstance(node, (ast.Import, ast.ImportFrom)):
+            insert_at = node.end_lineno or insert_at
+            continue
+        break
+    newline = "\r\n" if "\r\n" in text else "\n"
+    return "".join(lines[:insert_at] + [imp + newline for imp in missing] + lines[insert_at:])
+
+
+def _transformer(cst):  # built lazily so importing this module does not import libcst
+    class FixTransformer(cst.CSTTransformer):
+        def __init__(self, specs: list[FixSpec], positions) -> None:
+            super().__init__()
+            self.positions = positions
+            self.by_start: dict[tuple[int, int], list[FixSpec]] = {}
+            self.statement_specs: dict[int, list[FixSpec]] = {}
+            for spec in specs:
+                if spec.kind in ("insert_after", "insert_before", "rename_attribute"):
+                    self.statement_specs.setdefault(spec.span.start.line, []).append(spec)
+                else:
+                    self.by_start.setdefault((spec.span.start.line, spec.span.start.column), []).append(spec)
+            self.done: set[int] = set()
+
+        def _specs_at(self, node, *kinds: str) -> list[FixSpec]:
+            position = self.positions.get(node)
+            if position is None:
+                return []
+            specs = self.by_start.get((position.start.line, position.start.column + 1), [])
+            end = (position.end.line, position.end.column + 1)
+            return [s for s in specs if s.kind in kinds and (s.span.end.line, s.span.end.column) == end and id(s) not in self.done]
+
+        # calls: keywords, renames, dict(...) literals
+        def leave_Call(self, original, updated):
+            for spec in self._specs_at(original, "set_keyword", "set_dict_key", "rename_method", "rename_keywords"):
+                self.done.add(id(spec))
+                if spec.kind == "set_keyword":
+                    updated = self._set_keyword(updated, str(spec.arg("name")), str(spec.arg("value")), bool(spec.arg("replace")))
+                elif spec.kind == "set_dict_key":  # `dict(a=1)` form
+                    updated = self._set_keyword(updated, str(spec.arg("key")), str(spec.arg("value")), False)
+                elif spec.kind == "rename_method" and isinstance(updated.func, cst.Attribute) and updated.func.attr.value == spec.arg("old"):
+                    updated = updated.with_changes(func=updated.func.with_changes(attr=cst.Name(str(spec.arg("new")))))
+                    updated = self._rename_keywords(updated, spec.arg("keywords") or ())
+                elif spec.kind == "rename_keywords":
+                    updated = self._rename_keywords(updated, spec.arg("renames") or ())
+            return updated
+
+        def _rename_keywords(self, call, renames):
+            mapping = dict(renames)
+            existing = {a.keyword.value for a in call.args if a.keyword is not None}
+            args = []
+            for arg in call.args:
+                if arg.keyword is not None and arg.keyword.value in mapping and mapping[arg.keyword.value] not in existing:
+                    arg = arg.with_changes(keyword=cst.Name(mapping[arg.keyword.value]))
+                args.append(arg)
+            return call.with_changes(args=args)
+
+        def _set_keyword(self, call, name: str, value: str, replace: bool):
+            expression = cst.parse_expression(value)
+            for index, arg in enumerate(call.args):
+                if arg.keyword is not None and arg.keyword.value == name:
+                    if not replace:
+                        return call
+                    args = list(call.args)
+                    args[index] = arg.with_changes(value=expression)
+                    return call.with_changes(args=args)
+            new_arg = cst.Arg(
+                value=expression,
+                keyword=cst.Name(name),
+                equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")),
+            )
+            return call.with_changes(args=_append(cst, list(call.args), new_arg))
+
+        def leave_Dict(self, original, updated):
+            for spec in self._specs_at(original, "set_dict_key"):
+                self.done.add(id(spec))
+                key = str(spec.arg("key"))
+                present = any(
+                    isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString) and e.key.evaluated_value == key
+                    for e in updated.elements
+                )
+                if present:
+                    continue
+                quote = '"'
+                for element in updated.elements:
+                    if isinstance(element, cst.DictElement) and isinstance(element.key, cst.SimpleString):
+                        quote = element.key.quote
+                        break
+                element = cst.DictElement(
+                    key=cst.SimpleString(f"{quote}{key}{quote}"),
+                    value=cst.parse_expression(str(spec.arg("value"))),
+                    whitespace_before_colon=cst.SimpleWhitespace(""),
+                    whitespace_after_colon=cst.SimpleWhitespace(" "),
+                )
+                updated = updated.with_changes(elements=_append(cst, list(updated.elements), element))
+            return updated
+
+        # statements: insertions and attribute renames, looked up by the original statement's position
+        def _rewrite_body(self, original_body, updated_body):
+            out = []
+            changed = False
+            for original, statement in zip(original_body, updated_body):
+                position = self.positions.get(original)
+                specs = self.statement_specs.get(position.start.line, []) if position else []
+                specs = [s for s in specs if id(s) not in self.done]
+                for spec in specs:
+                    self.done.add(id(spec))
+                    changed = True
+                    if spec.kind == "insert_before":
+                        out.append(cst.parse_statement(str(spec.arg("code")) + "\n"))
+                    elif spec.kind == "rename_attribute":
+                        statement = statement.visit(_AttributeRenamer(cst, str(spec.arg("old")), str(spec.arg("new"))))
+                out.append(statement)
+                out.extend(cst.parse_statement(str(s.arg("code")) + "\n") for s in specs if s.kind == "insert_after")
+            return out, changed
+
+        def leave_IndentedBlock(self, original, updated):
+            body, changed = self._rewrite_body(original.body, updated.body)
+            return updated.with_changes(body=body) if changed else updated
+
+        def leave_Module(self, original, updated):
+            body, changed = self._rewrite_body(original.body, updated.body)
+            return updated.with_changes(body=body) if changed else updated
+
+    return FixTransformer
+
+
+def _append(cst, items: list, new_item) -> list:
+    """Append to a comma-separated sequence, following its existing comma and line style."""
+    if not items:
+        return [new_item]
+    last = items[-1]
+    last_comma = last.comma
+    if isinstance(last_comma, cst.Comma):
+        separator = items[-2].comma if len(items) >= 2 and isinstance(items[-2].comma, cst.Comma) else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+        return items[:-1] + [last.with_changes(comma=separator), new_item.with_changes(comma=last_comma)]
+    return items[:-1] + [last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), new_item]
+
+
+def _AttributeRenamer(cst, old: str, new: str):
+    class Renamer(cst.CSTTransformer):
+        def leave_AssignTarget(self, original, updated):
+            target = updated.target
+            if isinstance(target, cst.Attribute) and target.attr.value == old:
+                return updated.with_changes(target=target.with_changes(attr=cst.Name(new)))
+            return updated
+
+    return Renamer()

@@ -1,0 +1,113 @@
+"""Checking one file: source -> facts -> findings, with noqa, per-file ignores and notebook cells.
+
+`check_file` is what a worker process runs; it never raises for a bad file, it returns the error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ckpt_doctor.config import Settings
+from ckpt_doctor.facts import FactsError, extract
+from ckpt_doctor.findings import Finding, Position, Span
+from ckpt_doctor.rules import Context, all_rules, run_rules
+from ckpt_doctor.source import SourceError, SourceFile, read_source
+from ckpt_doctor.versions import TargetVersions
+
+# A file that mentions none of these cannot trigger any rule: it skips the parse.
+PREFILTER = re.compile(r"checkpoint|use_cache|kbit|deepspeed|\btrl\b|TrainingArguments|find_unused|fsdp", re.IGNORECASE)
+_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Za-z0-9]+(?:\s*,\s*[A-Za-z0-9]+)*))?", re.IGNORECASE)
+
+
+@dataclass
+class FileResult:
+    path: str
+    findings: list[Finding] = field(default_factory=list)
+    error: str | None = None  # one line, already naming the file
+    source: SourceFile | None = None
+    dependencies: list[str] = field(default_factory=list)  # other files the findings depend on
+
+
+def check_file(path: str, settings: Settings) -> FileResult:
+    try:
+        source = read_source(path, settings.max_file_size)
+    except SourceError as exc:
+        return FileResult(path, error=str(exc))
+    return check_source(source, settings)
+
+
+def check_source(source: SourceFile, settings: Settings) -> FileResult:
+    dependencies: list[str] = []
+    try:
+        findings = lint_text(source, settings, dependencies)
+    except SyntaxError as exc:
+        return FileResult(source.path, error=_syntax_error(source, exc), source=source)
+    except FactsError as exc:
+        return FileResult(source.path, error=f"{source.path}: {exc}", source=source)
+    return FileResult(source.path, findings, source=source, dependencies=dependencies)
+
+
+def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | None = None) -> list[Finding]:
+    if not PREFILTER.search(source.text):
+        if source.text.strip():
+            compile_check(source)
+        return []
+    facts = extract(source.text, source.path)
+    if dependencies is not None and source.path != "-":
+        folder = Path(source.path).parent
+        dependencies.extend(str(folder / name) for name, _ in facts.strings if (folder / name).is_file())
+    versions = TargetVersions(settings.target_versions, script=source.path if source.path != "-" else None, root=settings.root)
+    ctx = Context(facts, versions, settings, source.path)
+    rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(source.path, r.code)]
+    findings = [f for f in run_rules(ctx, rules) if not _suppressed(facts.lines, f)]
+    if source.cells is not None:
+        findings = [f for f in (_to_cell(source, f) for f in findings) if f is not None]
+    unique = {(f.code, f.span): f for f in findings}
+    return sorted(unique.values(), key=lambda f: f.sort_key)
+
+
+def compile_check(source: SourceFile) -> None:
+    """A file the prefilter skips must still be reported if it is not Python at all."""
+    import ast
+
+    ast.parse(source.text, filename=source.path)
+
+
+def _suppressed(lines: list[str], finding: Finding) -> bool:
+    line = lines[finding.span.start.line - 1] if 0 < finding.span.start.line <= len(lines) else ""
+    if "noqa" not in line.lower():
+        return False
+    for match in _NOQA.finditer(line):
+        codes = match.group("codes")
+        if not codes:
+            return True
+        if any(finding.code.startswith(code.strip().upper()) for code in codes.split(",")):
+            return True
+    return False
+
+
+def _to_cell(source: SourceFile, finding: Finding) -> Finding | None:
+    assert source.cells is not None
+    start = source.cells.locate(finding.span.start.line)
+    end = source.cells.locate(finding.span.end.line) or start
+    if start is None:
+        return None
+    finding.cell = start[0]
+    finding.cell_span = Span(Position(start[1], finding.span.start.column), Position(end[1], finding.span.end.column))
+    return finding
+
+
+def _syntax_error(source: SourceFile, exc: SyntaxError) -> str:
+    line, column = exc.lineno or 0, (exc.offset or 0)
+    where = f"{line}:{column}"
+    if source.cells is not None:
+        located = source.cells.locate(line)
+        if located:
+            where = f"cell {located[0] + 1}:{located[1]}:{column}"
+    message = exc.msg or "invalid syntax"
+    hint = ""
+    if "print" in message or "Missing parentheses" in message or source.text.lstrip().startswith("print "):
+        hint = " (Python 2 code?)"
+    return f"{source.path}:{where}: cannot parse: {message}{hint}"

@@ -1,0 +1,235 @@
+"""Output formats for `check`: concise, full, json (ruff's shape), github, sarif."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from typing import Callable, TextIO
+
+from ckpt_doctor import __version__
+from ckpt_doctor.findings import Applicability, Finding, Severity
+from ckpt_doctor.rules import DOCS_URL, get_rule
+from ckpt_doctor.runner import RunResult
+
+FORMATS = ("concise", "full", "json", "github", "sarif")
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def render(fmt: str, run: RunResult, out: TextIO, *, unsafe_fixes: bool = False, show_fix_hint: bool = True) -> None:
+    RENDERERS[fmt](run, out, unsafe_fixes, show_fix_hint)
+
+
+def _where(finding: Finding) -> str:
+    if finding.cell is not None and finding.cell_span is not None:
+        return f"{finding.path}:cell {finding.cell + 1}:{finding.cell_span.start.line}:{finding.cell_span.start.column}"
+    return f"{finding.path}:{finding.span.start.line}:{finding.span.start.column}"
+
+
+def _row(finding: Finding) -> tuple[int, int, int, int]:
+    span = finding.cell_span if finding.cell_span is not None else finding.span
+    return span.start.line, span.start.column, span.end.line, span.end.column
+
+
+def _fixable(finding: Finding, unsafe: bool) -> bool:
+    from ckpt_doctor.fix import applicable
+
+    return applicable(finding.fix, unsafe)
+
+
+def _concise(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
+    for finding in run.findings:
+        out.write(f"{_where(finding)}: {finding.code} [{finding.severity}] {finding.message}\n")
+    _summary(run, out, unsafe, hint)
+
+
+def _full(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
+    sources = {r.path: r.source for r in run.files if r.source is not None}
+    for finding in run.findings:
+        out.write(f"{_where(finding)}: {finding.code} [{finding.severity}] {finding.message}\n")
+        source = sources.get(finding.path)
+        if source is not None:
+            line = finding.span.start.line
+            number = finding.cell_span.start.line if finding.cell_span else line
+            text = source.line_text(line)
+            gutter = len(str(number))
+            out.write(f"{' ' * gutter} |\n{number} | {text}\n")
+            start = finding.span.start.column
+            end = finding.span.end.column if finding.span.end.line == line else len(text) + 1
+            out.write(f"{' ' * gutter} | {' ' * (start - 1)}{'^' * max(1, end - start)}\n")
+        if finding.fix is not None:
+            kind = {Applicability.SAFE: "safe fix", Applicability.UNSAFE: "unsafe fix", Applicability.DISPLAY_ONLY: "suggestion"}[finding.fix.applicability]
+            out.write(f"  = help: {finding.fix.message} ({kind})\n")
+        rule = get_rule(finding.code)
+        out.write(f"  = docs: ckpt-doctor rules {finding.code}" + (f"  ({rule.url})" if rule else "") + "\n\n")
+    _summary(run, out, unsafe, hint)
+
+
+def _summary(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
+    findings = run.findings
+    if run.fixes_applied and not run.diffs:
+        out.write(f"Fixed {run.fixes_applied} finding{'s' if run.fixes_applied != 1 else ''}.\n")
+    if not findings:
+        if not run.errors and not run.fixes_applied:
+            out.write("All checks passed!\n")
+        return
+    counts = Counter(f.severity for f in findings)
+    parts = [f"{counts[s]} {s}" + ("s" if counts[s] != 1 and s is not Severity.INFO else "") for s in (Severity.ERROR, Severity.WARNING, Severity.INFO) if counts[s]]
+    out.write(f"Found {len(findings)} finding{'s' if len(findings) != 1 else ''} ({', '.join(parts)}).\n")
+    if hint:
+        safe = sum(1 for f in findings if _fixable(f, False))
+        more = sum(1 for f in findings if _fixable(f, True)) - safe
+        if safe:
+            out.write(f"[*] {safe} fixable with the `--fix` option.\n")
+        if more and not unsafe:
+            out.write(f"{more} more fixable with `--fix --unsafe-fixes`.\n")
+
+
+def _edits(finding: Finding, sources: dict) -> list[dict]:
+    from ckpt_doctor.fix import edits_for
+
+    source = sources.get(finding.path)
+    if source is None or finding.fix is None or finding.fix.applicability is Applicability.DISPLAY_ONLY:
+        return []
+    edits = []
+    for content, start, end in edits_for(source.text, finding.fix):
+        if source.cells is not None:
+            start_cell, end_cell = source.cells.locate(start.line), source.cells.locate(end.line)
+            if not start_cell or not end_cell or start_cell[0] != end_cell[0]:
+                return []
+            start = type(start)(start_cell[1], start.column)
+            end = type(end)(end_cell[1], end.column)
+        edits.append({"content": content, "location": {"row": start.line, "column": start.column}, "end_location": {"row": end.line, "column": end.column}})
+    return edits
+
+
+def json_objects(run: RunResult) -> list[dict]:
+    sources = {r.path: r.source for r in run.files if r.source is not None}
+    objects = []
+    for finding in run.findings:
+        start_row, start_col, end_row, end_col = _row(finding)
+        fix = None
+        if finding.fix is not None:
+            fix = {"applicability": str(finding.fix.applicability), "message": finding.fix.message, "edits": _edits(finding, sources)}
+        objects.append(
+            {
+                "cell": None if finding.cell is None else finding.cell + 1,
+                "code": finding.code,
+                "end_location": {"row": end_row, "column": end_col},
+                "filename": os.path.abspath(finding.path),
+                "fix": fix,
+                "location": {"row": start_row, "column": start_col},
+                "message": finding.message,
+                "noqa_row": start_row,
+                "severity": str(finding.severity),
+                "url": DOCS_URL.format(code=finding.code),
+            }
+        )
+    return objects
+
+
+def _json(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
+    json.dump(json_objects(run), out, indent=2)
+    out.write("\n")
+
+
+_GITHUB_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def _github_escape(text: str, property_value: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if property_value:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def _github(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
+    for finding in run.findings:
+        start_row, start_col, end_row, end_col = _row(finding)
+        title = _github_escape(f"ckpt-doctor ({finding.code})", True)
+        where = _where(finding)
+        out.write(
+            f"::{_GITHUB_LEVEL[finding.severity]} title={title},file={_github_escape(finding.path, True)},"
+            f"line={start_row},col={start_col},endLine={end_row},endColumn={end_col}::"
+            f"{_github_escape(where)}: {finding.code} {_github_escape(finding.message)}\n"
+        )
+    for error in run.errors:
+        path = error.split(":", 1)[0]
+        out.write(f"::error title=ckpt-doctor,file={_github_escape(path, True)}::{_github_escape(error)}\n")
+
+
+_SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+
+
+def sarif_document(run: RunResult) -> dict:
+    from ckpt_doctor.rules import all_rules
+
+    rules = all_rules()
+    index = {r.code: i for i, r in enumerate(rules)}
+    results = []
+    for finding in run.findings:
+        start_row, start_col, end_row, end_col = _row(finding)
+        result = {
+            "ruleId": finding.code,
+            "ruleIndex": index.get(finding.code, 0),
+            "level": _SARIF_LEVEL[finding.severity],
+            "message": {"text": finding.message},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": _uri(finding.path)},
+                        "region": {"startLine": start_row, "startColumn": start_col, "endLine": end_row, "endColumn": end_col},
+                    }
+                }
+            ],
+        }
+        if finding.cell is not None:
+            result["properties"] = {"cell": finding.cell + 1}
+        results.append(result)
+    notifications = [{"level": "error", "message": {"text": error}} for error in run.errors]
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "ckpt-doctor",
+                        "version": __version__,
+                        "informationUri": "https://github.com/ckpt-doctor/ckpt-doctor",
+                        "rules": [
+                            {
+                                "id": r.code,
+                                "name": r.name,
+                                "shortDescription": {"text": r.summary},
+                                "helpUri": r.url,
+                                "defaultConfiguration": {"level": _SARIF_LEVEL[r.severity]},
+                            }
+                            for r in rules
+                        ],
+                    }
+                },
+                "invocations": [{"executionSuccessful": not run.errors, "toolExecutionNotifications": notifications}],
+                "results": results,
+            }
+        ],
+    }
+
+
+def _uri(path: str) -> str:
+    relative = os.path.relpath(path) if not path.startswith("..") else path
+    return relative.replace(os.sep, "/")
+
+
+def _sarif(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
+    json.dump(sarif_document(run), out, indent=2)
+    out.write("\n")
+
+
+RENDERERS: dict[str, Callable[[RunResult, TextIO, bool, bool], None]] = {
+    "concise": _concise,
+    "full": _full,
+    "json": _json,
+    "github": _github,
+    "sarif": _sarif,
+}

@@ -1,0 +1,57 @@
+"""Rule pages (`rules/CKPTnnn.md`): finding them, and reading their examples.
+
+The pages live in the repository's `rules/` folder; `ckpt_doctor/_pages` links there so a built
+wheel carries them as package data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_PAGE_FOLDERS = (Path(__file__).parent / "_pages", Path(__file__).parent.parent / "rules")
+
+
+def page_path(code: str) -> Path | None:
+    for folder in _PAGE_FOLDERS:
+        candidate = folder / f"{code}.md"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def page_text(code: str) -> str | None:
+    path = page_path(code)
+    return path.read_text(encoding="utf-8") if path else None
+
+
+@dataclass
+class PageExamples:
+    code: str
+    bad: str
+    good: str
+    assumes: dict[str, str]  # target versions the examples are written for
+    marked_lines: list[int]  # lines of `bad` that carry `# CKPTnnn`
+
+
+_BLOCK = re.compile(r"^## (Example|Use instead)\s*\n+```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def examples(code: str) -> PageExamples:
+    text = page_text(code)
+    if text is None:
+        raise FileNotFoundError(f"rules/{code}.md")
+    blocks = {title: body for title, body in _BLOCK.findall(text)}
+    bad, good = blocks.get("Example"), blocks.get("Use instead")
+    if bad is None or good is None:
+        raise ValueError(f"rules/{code}.md needs '## Example' and '## Use instead' python blocks")
+    assumes = {}
+    match = re.search(r"^Examples assume:\s*(.+)$", text, re.MULTILINE)
+    if match:
+        for item in match.group(1).split():
+            package, _, version = item.strip("`").partition("==")
+            assumes[package] = version
+    marker = re.compile(rf"#\s*{code}\b")
+    marked = [n for n, line in enumerate(bad.splitlines(), start=1) if marker.search(line)]
+    return PageExamples(code, bad, good, assumes, marked)

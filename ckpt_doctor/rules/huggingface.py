@@ -1,0 +1,337 @@
+"""CKPT2xx: Hugging Face checkpointing (transformers, PEFT, TRL)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ckpt_doctor.facts import AttrAssign, Call
+from ckpt_doctor.findings import Applicability, FixSpec, Severity
+from ckpt_doctor.rules import Context, Report, rule
+from ckpt_doctor.rules.shared import insert_after, insert_before, set_keyword, uses_peft, zero3_with_peft
+from ckpt_doctor.training import TRANSFORMERS_KWARGS_SINCE, TRL_INPUT_GRADS_SINCE, HFSite, is_training_config
+from ckpt_doctor.values import Const, DictVal, Instance, Missing, Namespace, truth
+
+# transformers release that added `activation_checkpointing*` and made `gradient_checkpointing*` aliases.
+ACTIVATION_CHECKPOINTING_SINCE = "5.23"  # docs/version-facts.md [H3]
+SAVE_METHODS = ("save_pretrained", "push_to_hub", "save_model")
+STEP_METHODS = ("backward", "step", "train")
+
+
+def _kwargs_fix(site: HFSite, applicability: Applicability) -> FixSpec | None:
+    """Make the checkpointing kwargs of `site` say `use_reentrant: False`."""
+    if isinstance(site.kwargs, DictVal) and site.kwargs.span is not None:
+        return FixSpec(
+            "set_dict_key",
+            site.kwargs.span,
+            (("key", "use_reentrant"), ("value", "False")),
+            applicability,
+            'Add `"use_reentrant": False` to the checkpointing kwargs',
+        )
+    if site.call is not None and (isinstance(site.kwargs, Missing) or (isinstance(site.kwargs, Const) and site.kwargs.value is None)):
+        return set_keyword(site.call, site.kwargs_name or "gradient_checkpointing_kwargs", '{"use_reentrant": False}', applicability,
+                           f'Pass `{site.kwargs_name}={{"use_reentrant": False}}`', replace=True)
+    return None
+
+
+def _site_label(site: HFSite) -> str:
+    if site.kind == "model method" and site.call is not None:
+        return f"`{site.call.receiver}.{site.call.name}()`"
+    if site.kind == "training config" and site.call is not None:
+        flag = site.flag_name or "gradient_checkpointing"
+        how = f"`{flag}=True`" if not site.flag_defaulted else f"its default `{flag}=True`"
+        return f"`{site.call.name}` with {how}"
+    if site.kind == "kbit preparation":
+        return "`prepare_model_for_kbit_training`"
+    return f"`{(site.config_class or 'TrainingArguments').rsplit('.', 1)[-1]}` from the command line"
+
+
+def _reentrant_sites(ctx: Context) -> list[HFSite]:
+    return [s for s in ctx.training.hf_sites if s.enabled and s.mode.reentrant is True]
+
+
+@rule(
+    "CKPT201",
+    "checkpointing-kwargs-missing-use-reentrant",
+    Severity.WARNING,
+    fix=Applicability.SAFE,
+    summary="Hugging Face checkpointing that falls back to torch's reentrant default",
+)
+def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
+    applicability = Applicability.UNSAFE if zero3_with_peft(ctx) else Applicability.SAFE
+    for site in _reentrant_sites(ctx):
+        if site.kind == "kbit preparation" and ctx.training.quantized is False:
+            continue  # CKPT207: it does not turn checkpointing on at all
+        if isinstance(site.kwargs, DictVal):
+            problem = f"`{site.kwargs_name}` has no `use_reentrant`"
+        elif site.kind == "kbit preparation":
+            problem = "it passes `{}` as checkpointing kwargs"
+        else:
+            problem = f"no `{site.kwargs_name}` is given"
+        symptom = (
+            'torch warns "the use_reentrant parameter should be passed explicitly" on every call'
+            if site.mode.torch_warns
+            else "the legacy variant: no keyword arguments, no `torch.autograd.grad`, gradients silently None over frozen inputs"
+        )
+        fix = _kwargs_fix(site, applicability)
+        if site.kind != "kbit preparation" and not ctx.versions.at_least("transformers", TRANSFORMERS_KWARGS_SINCE):
+            fix = None  # no gradient_checkpointing_kwargs before transformers 4.35
+        yield Report(
+            site.span,
+            f"{_site_label(site)}: {problem}, so reentrant checkpointing runs ({site.mode.reason}; {symptom}); "
+            'pass `{"use_reentrant": False}`',
+            fix=fix,
+        )
+
+
+@rule(
+    "CKPT202",
+    "reentrant-checkpointing-frozen-inputs",
+    Severity.ERROR,
+    fix=Applicability.SAFE,
+    summary="reentrant checkpointing over frozen inputs (PEFT/LoRA) without `enable_input_require_grads()`",
+)
+def reentrant_frozen_inputs(ctx: Context) -> Iterator[Report]:
+    training = ctx.training
+    frozen = _frozen_evidence(ctx)
+    if frozen is None or training.input_grad_calls:
+        return
+    peft_lines = [c.line for c in training.peft_calls]
+    for site in _reentrant_sites(ctx):
+        if _inputs_made_to_require_grad(ctx, site, peft_lines):
+            continue
+        yield Report(
+            site.span,
+            f"{_site_label(site)} runs reentrant checkpointing ({site.mode.reason}) over {frozen}, and nothing calls "
+            "`enable_input_require_grads()`: torch warns \"None of the inputs have requires_grad=True. Gradients will "
+            "be None\" and the adapters silently never train",
+            fix=_input_grads_fix(ctx, site),
+        )
+    for call in training.torch_checkpoint_sites:
+        if training.torch_mode(call).reentrant is True and training.peft_calls and not training.hf_sites:
+            yield Report(
+                call.span,
+                f"reentrant `{call.name}` over {frozen}: when no input of the checkpointed block requires grad, torch "
+                "warns \"None of the inputs have requires_grad=True. Gradients will be None\" and the block's trainable "
+                "parameters get no gradient; use `use_reentrant=False`",
+                fix=set_keyword(call, "use_reentrant", "False", Applicability.SAFE, "Add `use_reentrant=False`", replace=True),
+            )
+
+
+def _frozen_evidence(ctx: Context) -> str | None:
+    if uses_peft(ctx):
+        return "a PEFT model's frozen base"
+    for call in ctx.facts.method_calls("requires_grad_"):
+        if call.args and truth(call.args[0]) is False or truth(call.kwarg("requires_grad")) is False:
+            return f"parameters frozen at line {call.line}"
+    for assign in ctx.facts.assigns_to("requires_grad"):
+        if truth(assign.value) is False:
+            return f"parameters frozen at line {assign.line}"
+    return None
+
+
+def _inputs_made_to_require_grad(ctx: Context, site: HFSite, peft_lines: list[int]) -> bool:
+    """Whether a library makes the embedding output require grad for this site by itself."""
+    training = ctx.training
+    if site.kind == "kbit preparation":
+        return True  # peft calls enable_input_require_grads() when the kwargs are reentrant
+    if training.transformers_5 and site.kind in ("model method", "training config"):
+        return True  # activation_checkpointing_enable() calls enable_input_require_grads() for text models
+    if site.kind == "training config" and site.config_class and site.config_class.startswith("trl."):
+        return ctx.versions.at_least("trl", TRL_INPUT_GRADS_SINCE)  # TRL trainers call enable_input_require_grads()
+    if site.kind == "command line":
+        return True
+    if site.kind == "model method" and any(line > site.call.line for line in peft_lines):
+        return True  # get_peft_model() after checkpointing was enabled prepares the inputs itself
+    return False
+
+
+def _input_grads_fix(ctx: Context, site: HFSite) -> FixSpec | None:
+    if site.kind == "model method" and site.call is not None and site.call.receiver:
+        return insert_after(site.call.statement, f"{site.call.receiver}.enable_input_require_grads()", Applicability.SAFE,
+                            f"Insert `{site.call.receiver}.enable_input_require_grads()`")
+    peft = ctx.training.facts.calls_to("peft.get_peft_model")
+    if peft and peft[0].arg_names and peft[0].arg_names[0]:
+        name = peft[0].arg_names[0]
+        return insert_after(peft[0].statement, f"{name}.enable_input_require_grads()", Applicability.SAFE,
+                            f"Insert `{name}.enable_input_require_grads()`")
+    return None
+
+
+@rule(
+    "CKPT203",
+    "use-cache-with-checkpointing",
+    Severity.WARNING,
+    fix=Applicability.SAFE,
+    summary="custom training loop with checkpointing on and `use_cache` left on",
+)
+def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
+    training = ctx.training
+    if not training.custom_loop or training.uses_trainer:
+        return
+    if any(truth(a.value) is False for a in ctx.facts.assigns_to("use_cache")):
+        return
+    if any(truth(c.kwarg("use_cache")) is False for c in ctx.facts.calls):
+        return
+    for site in training.hf_sites:
+        if site.kind != "model method" or not site.enabled or site.call is None:
+            continue
+        receiver = site.call.receiver or "model"
+        yield Report(
+            site.span,
+            f"checkpointing is on in a hand-written loop but `{receiver}.config.use_cache` is not turned off: transformers "
+            "warns \"`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`\" on every "
+            "step, and models that do not switch it off themselves keep a KV cache nobody reads",
+            fix=insert_after(site.call.statement, f"{receiver}.config.use_cache = False", Applicability.SAFE,
+                             f"Insert `{receiver}.config.use_cache = False`"),
+        )
+        return
+
+
+@rule(
+    "CKPT204",
+    "use-cache-not-restored-before-save",
+    Severity.INFO,
+    fix=Applicability.UNSAFE,
+    summary="`config.use_cache = False` never restored before saving",
+)
+def use_cache_not_restored(ctx: Context) -> Iterator[Report]:
+    turned_off = [a for a in ctx.facts.assigns_to("use_cache") if truth(a.value) is False and a.target.endswith("config.use_cache")]
+    if not turned_off:
+        return
+    restored = [a for a in ctx.facts.assigns_to("use_cache") if truth(a.value) is True]
+    for save in ctx.facts.method_calls(*SAVE_METHODS):
+        before = [a for a in turned_off if a.scope == save.scope and a.line < save.line] or (
+            [a for a in turned_off if a.scope == "<module>" or a.scope != save.scope]
+        )
+        if not before:
+            continue
+        off = before[-1]
+        if any(r.line > off.line and r.line < save.line and r.scope == save.scope for r in restored):
+            continue
+        if any(r.scope == save.scope and r.line < save.line for r in restored):
+            continue
+        model_config = off.target.rsplit(".", 1)[0]
+        yield Report(
+            save.span,
+            f"`{save.receiver}.{save.name}()` saves the config with `use_cache=False` (set at line {off.line}): "
+            "generation with the saved model runs without its KV cache, much slower, until someone notices",
+            fix=insert_before(save.statement, f"{model_config}.use_cache = True", Applicability.UNSAFE,
+                              f"Insert `{model_config}.use_cache = True` before saving"),
+        )
+        return
+
+
+@rule(
+    "CKPT205",
+    "deprecated-gradient-checkpointing-name",
+    Severity.INFO,
+    fix=Applicability.SAFE,
+    summary="deprecated `gradient_checkpointing*` names where `activation_checkpointing*` exists",
+)
+def deprecated_name(ctx: Context) -> Iterator[Report]:
+    if not ctx.versions.at_least("transformers", ACTIVATION_CHECKPOINTING_SINCE):
+        return
+    target = ctx.versions.get("transformers").describe("transformers")
+    for call in ctx.facts.method_calls("gradient_checkpointing_enable", "gradient_checkpointing_disable"):
+        new = call.name.replace("gradient_", "activation_")
+        yield Report(
+            call.span,
+            f"`{call.name}` is a deprecated alias of `{new}` on {target} (FutureWarning, removed in v6)",
+            fix=FixSpec("rename_method", call.span, (("old", call.name), ("new", new), ("keywords", (("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),))),
+                        Applicability.SAFE, f"Rename to `{new}`"),
+        )
+    for call in ctx.facts.calls:
+        if not is_training_config(call.qualname):
+            continue
+        old_names = [k for k in ("gradient_checkpointing", "gradient_checkpointing_kwargs") if k in call.keyword_spans]
+        clashes = [k.replace("gradient_", "activation_") for k in old_names if k.replace("gradient_", "activation_") in call.kwargs]
+        if old_names and not clashes:
+            renames = tuple((k, k.replace("gradient_", "activation_")) for k in old_names)
+            yield Report(
+                call.keyword_spans[old_names[0]],
+                f"`{'`, `'.join(old_names)}` on `{call.name}` is a deprecated alias on {target}: it is copied to "
+                "`activation_checkpointing*` once, in `__post_init__`, and will be removed in v6",
+                fix=FixSpec("rename_keywords", call.span, (("renames", renames),), Applicability.SAFE, "Rename to `activation_checkpointing*`"),
+            )
+
+
+@rule(
+    "CKPT206",
+    "training-args-checkpointing-set-after-init",
+    Severity.ERROR,
+    fix=Applicability.UNSAFE,
+    summary="`args.gradient_checkpointing = ...` after the training arguments were built",
+)
+def set_after_init(ctx: Context) -> Iterator[Report]:
+    if not ctx.versions.at_least("transformers", ACTIVATION_CHECKPOINTING_SINCE):
+        return
+    target = ctx.versions.get("transformers").describe("transformers")
+    for assign in ctx.facts.attr_assigns:
+        if assign.attr not in ("gradient_checkpointing", "gradient_checkpointing_kwargs") or not _is_training_args(assign):
+            continue
+        new = assign.attr.replace("gradient_", "activation_")
+        yield Report(
+            assign.span,
+            f"`{assign.target} = ...` after the arguments were built does nothing on {target}: "
+            f"`{assign.attr}` is a deprecated alias resolved once in `TrainingArguments.__post_init__`, and the Trainer reads "
+            f"`{new}`; assign `{new}` instead",
+            fix=FixSpec("rename_attribute", assign.span, (("old", assign.attr), ("new", new)), Applicability.UNSAFE, f"Assign `{new}` instead"),
+        )
+
+
+def _is_training_args(assign: AttrAssign) -> bool:
+    base = assign.base_value
+    if isinstance(base, Instance):
+        return is_training_config(base.qualname)
+    if isinstance(base, Namespace):
+        return is_training_config(base.config_class)
+    return False
+
+
+@rule(
+    "CKPT207",
+    "kbit-preparation-on-unquantized-model",
+    Severity.WARNING,
+    summary="`prepare_model_for_kbit_training` on a model that is not quantized",
+)
+def kbit_on_unquantized(ctx: Context) -> Iterator[Report]:
+    if ctx.training.quantized is not False:
+        return
+    loads = ", ".join(str(c.line) for c in ctx.training.model_loads)
+    for call in ctx.training.kbit_calls:
+        yield Report(
+            call.span,
+            f"`prepare_model_for_kbit_training` on a model loaded without 4/8-bit quantization (line {loads}): it upcasts "
+            "every fp16/bf16 weight to fp32, doubling weight memory, and does not turn checkpointing on for an "
+            "unquantized model; drop it, or load the model with a `BitsAndBytesConfig`",
+        )
+
+
+@rule(
+    "CKPT208",
+    "checkpointing-in-eval-mode",
+    Severity.WARNING,
+    summary="checkpointing on, but the training step runs with the model in `eval()` mode",
+)
+def checkpointing_in_eval_mode(ctx: Context) -> Iterator[Report]:
+    training = ctx.training
+    if training.uses_trainer or not any(s.kind == "model method" and s.enabled for s in training.hf_sites):
+        return
+    calls = ctx.facts.calls
+    for evaluation in ctx.facts.method_calls("eval"):
+        if evaluation.args or evaluation.kwargs:
+            continue
+        later = sorted((c for c in calls if c.scope == evaluation.scope and c.line > evaluation.line), key=lambda c: c.line)
+        for call in later:
+            if call.name == "train" and call.receiver and not call.args:
+                break
+            if call.name == "train" and call.receiver and truth(call.args[0]) is not False:
+                break
+            if call.name in ("backward",) or (call.name == "step" and call.receiver and "optim" in call.receiver):
+                yield Report(
+                    evaluation.span,
+                    f"`{evaluation.receiver}.eval()` and the training step at line {call.line} runs in eval mode: "
+                    "transformers only checkpoints when `self.training` is True, so checkpointing saves no memory "
+                    "(and dropout is off); call `.train()` before the loop",
+                )
+                return

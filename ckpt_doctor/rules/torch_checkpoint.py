@@ -1,0 +1,157 @@
+"""CKPT1xx: direct use of `torch.utils.checkpoint`."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ckpt_doctor.facts import Call
+from ckpt_doctor.findings import Applicability, FixSpec, Severity
+from ckpt_doctor.rules import Context, Report, rule
+from ckpt_doctor.rules.shared import set_keyword, zero3_with_peft
+from ckpt_doctor.values import Const, Missing, constant
+
+# Keywords `torch.utils.checkpoint.checkpoint` itself takes (torch 2.13, torch/utils/checkpoint.py);
+# any other keyword is meant for the wrapped function.
+CHECKPOINT_KEYWORDS = {"use_reentrant", "context_fn", "determinism_check", "debug", "early_stop", "preserve_rng_state"}
+NON_REENTRANT_ONLY = {"context_fn", "debug"}
+DROPOUT_KEYWORDS = {"dropout", "p", "hidden_dropout_prob", "attention_dropout", "attention_probs_dropout_prob", "resid_pdrop", "attn_pdrop", "embd_pdrop", "lora_dropout", "hidden_dropout", "dropout_rate", "classifier_dropout"}
+
+
+def _label(call: Call) -> str:
+    if call.name == "partial":
+        return "`functools.partial(checkpoint, ...)`"
+    return f"`{call.name}`"
+
+
+@rule(
+    "CKPT101",
+    "checkpoint-use-reentrant-unset",
+    Severity.WARNING,
+    fix=Applicability.SAFE,
+    summary="`torch.utils.checkpoint` called without an explicit `use_reentrant`",
+)
+def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
+    unsafe = zero3_with_peft(ctx)
+    for call in ctx.training.torch_checkpoint_sites:
+        if not isinstance(call.kwarg("use_reentrant"), Missing):
+            continue
+        yield Report(
+            call.span,
+            f"{_label(call)} without `use_reentrant`: torch warns \"the use_reentrant parameter should be passed "
+            "explicitly\" on every call and falls back to the reentrant variant; pass `use_reentrant=False`",
+            fix=set_keyword(
+                call,
+                "use_reentrant",
+                "False",
+                Applicability.UNSAFE if unsafe else Applicability.SAFE,
+                "Add `use_reentrant=False`",
+            ),
+        )
+
+
+@rule(
+    "CKPT102",
+    "checkpoint-reentrant-explicit",
+    Severity.INFO,
+    fix=Applicability.UNSAFE,
+    summary="`use_reentrant=True` where the non-reentrant variant works",
+)
+def reentrant_explicit(ctx: Context) -> Iterator[Report]:
+    if zero3_with_peft(ctx):
+        return  # reentrant is the workaround there (CKPT304)
+    for call in ctx.training.torch_checkpoint_sites:
+        value = call.kwarg("use_reentrant")
+        if isinstance(value, Const) and value.value is True:
+            yield Report(
+                call.keyword_spans.get("use_reentrant", call.span),
+                f"{_label(call)} with `use_reentrant=True`: the reentrant variant is legacy (no `torch.autograd.grad`, "
+                "no keyword arguments, gradients silently None when no input requires grad); prefer `use_reentrant=False`",
+                fix=set_keyword(call, "use_reentrant", "False", Applicability.UNSAFE, "Set `use_reentrant=False`", replace=True),
+            )
+
+
+@rule(
+    "CKPT103",
+    "reentrant-checkpoint-with-kwargs",
+    Severity.ERROR,
+    fix=Applicability.UNSAFE,
+    summary="reentrant checkpoint given keyword arguments for the wrapped function",
+)
+def reentrant_with_kwargs(ctx: Context) -> Iterator[Report]:
+    for call in ctx.training.torch_checkpoint_sites:
+        if call.name == "partial" or ctx.training.torch_mode(call).reentrant is not True:
+            continue
+        extra = sorted(k for k in call.kwargs if k not in CHECKPOINT_KEYWORDS)
+        only_non_reentrant = sorted(k for k in call.kwargs if k in NON_REENTRANT_ONLY)
+        if extra:
+            error = f"ValueError: Unexpected keyword arguments: {','.join(extra)}"
+        elif only_non_reentrant:
+            error = "ValueError: Passing `context_fn` or `debug` is only supported when use_reentrant=False."
+        else:
+            continue
+        yield Report(
+            call.span,
+            f"reentrant {_label(call)} with keyword arguments raises `{error}`; set `use_reentrant=False`",
+            fix=set_keyword(call, "use_reentrant", "False", Applicability.UNSAFE, "Set `use_reentrant=False`", replace=True),
+        )
+
+
+@rule(
+    "CKPT104",
+    "reentrant-checkpoint-with-autograd-grad",
+    Severity.ERROR,
+    fix=Applicability.DISPLAY_ONLY,
+    summary="reentrant checkpoint in a module that uses `torch.autograd.grad` or `.backward(inputs=...)`",
+)
+def reentrant_with_autograd_grad(ctx: Context) -> Iterator[Report]:
+    grads = ctx.facts.calls_to("torch.autograd.grad")
+    grads += [c for c in ctx.facts.calls if c.name == "backward" and c.receiver and "inputs" in c.kwargs]
+    if not grads:
+        return
+    where = f"line {grads[0].line}"
+    for call in ctx.training.torch_checkpoint_sites:
+        if ctx.training.torch_mode(call).reentrant is True:
+            yield Report(
+                call.span,
+                f"reentrant {_label(call)} with `torch.autograd.grad` / `.backward(inputs=...)` at {where}: the backward "
+                "raises `RuntimeError: When use_reentrant=True, torch.utils.checkpoint is incompatible with .grad() or "
+                "passing an `inputs` parameter to .backward()`; use `use_reentrant=False`",
+                fix=set_keyword(call, "use_reentrant", "False", Applicability.DISPLAY_ONLY, "Use `use_reentrant=False`", replace=True),
+            )
+
+
+@rule(
+    "CKPT105",
+    "checkpoint-rng-state-not-preserved",
+    Severity.WARNING,
+    fix=Applicability.UNSAFE,
+    summary="`preserve_rng_state=False` in a model with dropout",
+)
+def rng_state_not_preserved(ctx: Context) -> Iterator[Report]:
+    dropout_line = _dropout_evidence(ctx)
+    if dropout_line is None:
+        return
+    for call in ctx.training.torch_checkpoint_sites:
+        value = call.kwarg("preserve_rng_state")
+        if isinstance(value, Const) and value.value is False:
+            yield Report(
+                call.keyword_spans.get("preserve_rng_state", call.span),
+                f"{_label(call)} with `preserve_rng_state=False` while dropout is active (line {dropout_line}): the "
+                "recomputation draws new dropout masks, so the gradients do not match the forward pass",
+                fix=set_keyword(call, "preserve_rng_state", "True", Applicability.UNSAFE, "Set `preserve_rng_state=True`", replace=True),
+            )
+
+
+def _dropout_evidence(ctx: Context) -> int | None:
+    for call in ctx.facts.calls:
+        if call.name in ("Dropout", "Dropout1d", "Dropout2d", "dropout", "AlphaDropout"):
+            p = call.kwarg("p")
+            if isinstance(p, Missing):
+                p = call.args[0] if call.args else Const(0.5 if call.name != "dropout" else 0.5)
+            if constant(p, 0.5) != 0:
+                return call.line
+        for name in DROPOUT_KEYWORDS & set(call.kwargs) - {"p"}:
+            value = constant(call.kwargs[name])
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                return call.line
+    return None

@@ -1,0 +1,299 @@
+"""What the script's training does, derived from its facts: where checkpointing is turned on, in which
+mode, on which libraries' defaults, and what else the model goes through (PEFT, k-bit, DDP, ...).
+
+This is the layer between raw call records and rules: rules ask "is reentrant checkpointing in
+effect, and why?" instead of re-reading keyword arguments. Every library default used here is
+cited in docs/version-facts.md and on the rule pages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from ckpt_doctor.facts import Call, ScriptFacts
+from ckpt_doctor.findings import Position, Span
+from ckpt_doctor.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, Value, truth
+from ckpt_doctor.versions import TargetVersions
+
+CHECKPOINT = "torch.utils.checkpoint.checkpoint"
+CHECKPOINT_SEQUENTIAL = "torch.utils.checkpoint.checkpoint_sequential"
+TORCH_CHECKPOINTS = (CHECKPOINT, CHECKPOINT_SEQUENTIAL)
+PARTIAL = "functools.partial"
+
+HF_ENABLE_METHODS = ("gradient_checkpointing_enable", "activation_checkpointing_enable")
+HF_TRAINING_ARGS = ("transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments")
+TRL_NON_TRAINING_CONFIGS = ("trl.ModelConfig", "trl.ScriptArguments")
+
+# Version boundaries, each verified in docs/version-facts.md (section in brackets).
+TRANSFORMERS_KWARGS_SINCE = "4.35"  # gradient_checkpointing_kwargs exists [H1]
+TRANSFORMERS_EXPLICIT_REENTRANT_SINCE = "4.38"  # model default {"use_reentrant": True}: no torch warning [H1]
+TRANSFORMERS_TRAINER_PASSES_NONE_SINCE = "4.45"  # Trainer stops turning None into {} [H5]
+TRANSFORMERS_NON_REENTRANT_DEFAULT = "5.0"  # model default {"use_reentrant": False}; input grads for text models [H1, H2]
+TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE = "5.16"  # Trainer pops every_n_layers/offload, passes `kwargs or None` [H5]
+TRAINER_OWN_KEYS = {"every_n_layers", "offload"}
+TRL_CHECKPOINTING_DEFAULT_ON = "0.22"  # configs default gradient_checkpointing=True [R1]
+TRL_INPUT_GRADS_SINCE = "0.27"  # trainers call enable_input_require_grads() for PEFT models [R2]
+TRL_NON_REENTRANT_SINCE = "0.28"  # trainers setdefault use_reentrant=False on transformers < 5; force True under ZeRO-3 + PEFT [R2]
+
+
+def is_training_config(qualname: str | None) -> bool:
+    if not qualname:
+        return False
+    if qualname in HF_TRAINING_ARGS:
+        return True
+    return qualname.startswith("trl.") and qualname.endswith("Config") and qualname not in TRL_NON_TRAINING_CONFIGS
+
+
+@dataclass
+class Mode:
+    """Whether checkpointing at a site is reentrant, and the sentence that explains why."""
+
+    reentrant: bool | None
+    reason: str
+    torch_warns: bool = False  # torch's "use_reentrant parameter should be passed explicitly" warning
+
+
+@dataclass
+class HFSite:
+    """A place that turns Hugging Face checkpointing on (or may)."""
+
+    kind: str  # "model method" | "training config" | "kbit preparation" | "command line"
+    call: Call | None
+    span: Span
+    enabled: bool | None  # True on, False off, None: depends on the command line / unknown
+    kwargs_name: str | None  # keyword carrying the checkpointing kwargs, if any
+    kwargs: Value
+    mode: Mode
+    config_class: str | None = None
+    flag_name: str | None = None  # the keyword that switched it on ("gradient_checkpointing", ...)
+    flag_defaulted: bool = False  # on because the library's default is on (TRL)
+
+
+class Training:
+    def __init__(self, facts: ScriptFacts, versions: TargetVersions) -> None:
+        self.facts = facts
+        self.versions = versions
+
+    # -- versions -----------------------------------------------------------------------------
+    @property
+    def transformers_5(self) -> bool:
+        return self.versions.at_least("transformers", TRANSFORMERS_NON_REENTRANT_DEFAULT)
+
+    def hf_default_mode(self) -> Mode:
+        """The mode of `gradient_checkpointing_enable()` with no kwargs [H1]."""
+        target = self.versions.get("transformers").describe("transformers")
+        if self.transformers_5:
+            return Mode(False, f"{target} defaults to use_reentrant=False")
+        if self.versions.at_least("transformers", TRANSFORMERS_EXPLICIT_REENTRANT_SINCE):
+            return Mode(True, f"{target} defaults to use_reentrant=True")
+        return Mode(True, f"{target} passes no use_reentrant, so torch's reentrant default applies", torch_warns=True)
+
+    def mode_of_kwargs(self, kwargs: Value) -> Mode:
+        if isinstance(kwargs, Missing) or (isinstance(kwargs, Const) and kwargs.value is None):
+            return self.hf_default_mode()
+        if isinstance(kwargs, DictVal):
+            value = kwargs.get("use_reentrant")
+            if isinstance(value, Const):
+                return Mode(bool(value.value), f"use_reentrant={value.value!r}")
+            if isinstance(value, Missing):
+                return Mode(True, "the checkpointing kwargs lack use_reentrant, so torch's reentrant default applies", torch_warns=True)
+        return Mode(None, "the checkpointing kwargs are not known statically")
+
+    def trainer_mode(self, kwargs: Value, trl: bool) -> Mode:
+        """The mode the Trainer (or a TRL trainer) ends up with for these config kwargs [H5, R2]."""
+        at_least = self.versions.at_least
+        if trl and at_least("trl", TRL_NON_REENTRANT_SINCE) and not self.transformers_5:
+            if isinstance(kwargs, Missing) or (isinstance(kwargs, Const) and kwargs.value is None) or (
+                isinstance(kwargs, DictVal) and isinstance(kwargs.get("use_reentrant"), Missing)
+            ):
+                return Mode(False, f"{self.versions.get('trl').describe('trl')} sets use_reentrant=False when the kwargs omit it")
+        missing = isinstance(kwargs, Missing) or (isinstance(kwargs, Const) and kwargs.value is None)
+        if missing and not at_least("transformers", TRANSFORMERS_TRAINER_PASSES_NONE_SINCE):
+            target = self.versions.get("transformers").describe("transformers")
+            return Mode(True, f"the {target} Trainer passes {{}} as checkpointing kwargs, so torch's reentrant default applies", torch_warns=True)
+        if (
+            at_least("transformers", TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE)
+            and isinstance(kwargs, DictVal)
+            and kwargs.complete
+            and not set(kwargs.items) - TRAINER_OWN_KEYS
+        ):
+            return self.hf_default_mode()
+        return self.mode_of_kwargs(kwargs)
+
+    # -- torch.utils.checkpoint ----------------------------------------------------------------
+    @cached_property
+    def torch_checkpoint_sites(self) -> list[Call]:
+        """Direct calls and `functools.partial(checkpoint, ...)` wrappers; calls through a partial
+        are represented by the partial itself (that is where `use_reentrant` belongs)."""
+        sites = []
+        for call in self.facts.calls:
+            if call.qualname in TORCH_CHECKPOINTS and call.via_partial is None:
+                sites.append(call)
+            elif call.qualname == PARTIAL and call.args and _names(call.args[0], TORCH_CHECKPOINTS):
+                sites.append(call)
+        return sites
+
+    @staticmethod
+    def torch_mode(call: Call) -> Mode:
+        value = call.kwarg("use_reentrant")
+        if isinstance(value, Missing):
+            return Mode(True, "no use_reentrant is passed, so torch defaults to the reentrant variant")
+        if isinstance(value, Const) and value.value is not None:
+            return Mode(bool(value.value), f"use_reentrant={value.value!r}")
+        if isinstance(value, Const):
+            return Mode(True, "use_reentrant=None, so torch defaults to the reentrant variant")
+        return Mode(None, "use_reentrant is not known statically")
+
+    # -- Hugging Face checkpointing -------------------------------------------------------------
+    @cached_property
+    def hf_sites(self) -> list[HFSite]:
+        sites: list[HFSite] = []
+        for call in self.facts.method_calls(*HF_ENABLE_METHODS):
+            kwargs_name = "activation_checkpointing_kwargs" if call.name.startswith("activation") else "gradient_checkpointing_kwargs"
+            kwargs = call.kwarg(kwargs_name)
+            if isinstance(kwargs, Missing) and call.args:
+                kwargs = call.args[0]
+            sites.append(HFSite("model method", call, call.span, True, kwargs_name, kwargs, self.mode_of_kwargs(kwargs)))
+        for call in self.facts.calls:
+            if is_training_config(call.qualname):
+                sites.append(self._config_site(call))
+            elif call.qualname == "peft.prepare_model_for_kbit_training":
+                enabled = call.kwarg("use_gradient_checkpointing")
+                if isinstance(enabled, Missing) and len(call.args) > 1:
+                    enabled = call.args[1]
+                on = True if isinstance(enabled, Missing) else truth(enabled)
+                kwargs = call.kwarg("gradient_checkpointing_kwargs")
+                if isinstance(kwargs, Missing) or (isinstance(kwargs, Const) and kwargs.value is None):
+                    # peft passes `{}` (peft/utils/other.py, prepare_model_for_kbit_training)
+                    mode = Mode(True, "prepare_model_for_kbit_training passes {} as checkpointing kwargs, so torch's reentrant default applies")
+                else:
+                    mode = self.mode_of_kwargs(kwargs)
+                sites.append(HFSite("kbit preparation", call, call.span, on, "gradient_checkpointing_kwargs", kwargs, mode))
+        for namespace, line in self._cli_configs():
+            sites.append(
+                HFSite(
+                    "command line",
+                    None,
+                    Span(Position(line, 1), Position(line, 1)),
+                    self._trl_default(namespace.config_class),
+                    None,
+                    UNKNOWN,
+                    Mode(None, "set on the command line"),
+                    config_class=namespace.config_class,
+                    flag_defaulted=True,
+                )
+            )
+        return sites
+
+    def _config_site(self, call: Call) -> HFSite:
+        flag_name = None
+        enabled: bool | None = None
+        defaulted = False
+        for name in ("activation_checkpointing", "gradient_checkpointing"):
+            value = call.kwarg(name)
+            if not isinstance(value, Missing):
+                flag_name, enabled = name, truth(value)
+                break
+        else:
+            enabled = self._trl_default(call.qualname) if not call.star_kwargs else None
+            defaulted = True
+        kwargs_name = "gradient_checkpointing_kwargs"
+        kwargs: Value = MISSING
+        for name in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
+            value = call.kwarg(name)
+            if not isinstance(value, Missing):
+                kwargs_name, kwargs = name, value
+                break
+        if flag_name == "activation_checkpointing" or kwargs_name == "activation_checkpointing_kwargs":
+            kwargs_name = "activation_checkpointing_kwargs"
+        mode = self.trainer_mode(kwargs, trl=bool(call.qualname and call.qualname.startswith("trl.")))
+        return HFSite("training config", call, call.span, enabled, kwargs_name, kwargs, mode, call.qualname, flag_name, defaulted)
+
+    def _trl_default(self, qualname: str | None) -> bool | None:
+        if qualname and qualname.startswith("trl."):
+            return True if self.versions.at_least("trl", TRL_CHECKPOINTING_DEFAULT_ON) else False
+        return False if qualname in HF_TRAINING_ARGS else None
+
+    def _cli_configs(self) -> list[tuple[Namespace, int]]:
+        """TrainingArguments / TRL configs built by HfArgumentParser from the command line."""
+        found = []
+        for call in self.facts.calls:
+            if call.name in ("parse_args_into_dataclasses", "parse_args_and_config") and isinstance(call.receiver_value, Instance):
+                parser = call.receiver_value.call
+                classes = parser.args[0] if parser.args else UNKNOWN
+                items = getattr(classes, "items", [classes])
+                for item in items:
+                    name = getattr(item, "name", None)
+                    if is_training_config(name):
+                        found.append((Namespace({}, kind="command line", config_class=name), call.line))
+        return found
+
+    @cached_property
+    def checkpointing_sites(self) -> list[HFSite]:
+        """HF sites where checkpointing is (or may be) on."""
+        return [s for s in self.hf_sites if s.enabled is not False]
+
+    @property
+    def checkpointing_on(self) -> bool:
+        return bool(self.torch_checkpoint_sites) or any(s.enabled for s in self.hf_sites)
+
+    @property
+    def checkpointing_maybe_on(self) -> bool:
+        return self.checkpointing_on or any(s.enabled is None for s in self.hf_sites)
+
+    # -- models, PEFT, quantization ------------------------------------------------------------
+    @cached_property
+    def model_loads(self) -> list[Call]:
+        return [c for c in self.facts.calls if c.name in ("from_pretrained", "from_config") and _is_model_class(c)]
+
+    @cached_property
+    def peft_calls(self) -> list[Call]:
+        return self.facts.calls_to("peft.get_peft_model", "peft.PeftModel.from_pretrained", "peft.PeftModelForCausalLM")
+
+    @cached_property
+    def kbit_calls(self) -> list[Call]:
+        return self.facts.calls_to("peft.prepare_model_for_kbit_training")
+
+    @cached_property
+    def input_grad_calls(self) -> list[Call]:
+        return self.facts.method_calls("enable_input_require_grads")
+
+    @property
+    def quantized(self) -> bool | None:
+        """True when a model load asks for 4/8-bit weights, None when it cannot be told."""
+        unknown = False
+        for call in self.model_loads:
+            for name in ("load_in_4bit", "load_in_8bit"):
+                if truth(call.kwarg(name)):
+                    return True
+            quant = call.kwarg("quantization_config")
+            if isinstance(quant, Instance):
+                return True
+            if not isinstance(quant, Missing) and not (isinstance(quant, Const) and quant.value is None):
+                unknown = True
+        if self.facts.calls_to("transformers.BitsAndBytesConfig", "transformers.GPTQConfig", "transformers.AwqConfig"):
+            return True
+        if unknown or not self.model_loads:
+            return None
+        return False
+
+    @property
+    def custom_loop(self) -> bool:
+        """A hand-written loop: the script calls `.backward()` itself (or accelerate's)."""
+        return any(c.name == "backward" and c.receiver for c in self.facts.calls)
+
+    @property
+    def uses_trainer(self) -> bool:
+        return any(c.qualname and c.qualname.startswith(("transformers.", "trl.")) and c.qualname.endswith("Trainer") for c in self.facts.calls)
+
+
+def _names(value: Value, qualnames: tuple[str, ...]) -> bool:
+    return getattr(value, "name", None) in qualnames
+
+
+def _is_model_class(call: Call) -> bool:
+    qualname = call.qualname or ""
+    owner = qualname.rsplit(".", 2)[-2] if qualname.count(".") >= 1 else ""
+    return owner.startswith("Auto") and "Model" in owner or owner.endswith(("ForCausalLM", "ForSeq2SeqLM", "ForSequenceClassification", "Model", "LMHeadModel"))
+

@@ -1,0 +1,126 @@
+"""What the facts pass knows about the value of an expression, without running anything.
+
+A value is one of a few small shapes: a constant (with where it came from), a dict literal, a
+qualified name (an imported module, class or function), the result of calling something, a
+`functools.partial`, an argparse namespace or a dataclass instance whose defaults we read, or
+`UNKNOWN`. Rules only ever ask a handful of questions of them (`truth`, `constant`, `get`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value came from, so findings can say 'the argparse default at line 12'."""
+
+    line: int
+    kind: str = "literal"  # literal | constant | argparse default | dataclass default | library default
+
+    def describe(self) -> str:
+        if self.kind == "literal":
+            return f"line {self.line}"
+        return f"the {self.kind} at line {self.line}"
+
+
+@dataclass(frozen=True)
+class Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = Unknown()
+
+
+@dataclass(frozen=True)
+class Const:
+    value: Any
+    origin: Origin | None = None
+
+
+@dataclass
+class DictVal:
+    items: dict[str, "Value"]
+    line: int = 0
+    complete: bool = True  # False when the literal has **spread or non-constant keys
+    span: Any = None  # findings.Span of the `{...}` or `dict(...)` expression, for fixes
+
+    def get(self, key: str) -> "Value":
+        return self.items.get(key, UNKNOWN if not self.complete else MISSING)
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A key or keyword that is certainly absent (distinct from UNKNOWN)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = Missing()
+
+
+@dataclass(frozen=True)
+class QualName:
+    name: str  # e.g. "torch.utils.checkpoint.checkpoint"
+
+
+@dataclass
+class Instance:
+    """The result of calling `qualname` (a class or function) at a call site."""
+
+    qualname: str
+    call: Any  # facts.Call; typed loosely to keep this module free of cycles
+
+
+@dataclass
+class PartialVal:
+    func: "Value"
+    kwargs: dict[str, "Value"]
+    call: Any = None  # the facts.Call of `functools.partial(...)` itself
+
+
+@dataclass
+class Namespace:
+    """`parser.parse_args()` or a dataclass instance from `HfArgumentParser`: attribute -> default."""
+
+    fields: dict[str, "Value"] = field(default_factory=dict)
+    kind: str = "argparse"
+    # For an HfArgumentParser TrainingArguments/TRL config built from the command line.
+    config_class: str | None = None
+
+    def get(self, name: str) -> "Value":
+        return self.fields.get(name, UNKNOWN)
+
+
+@dataclass
+class TupleVal:
+    items: list["Value"]
+
+
+Value = Union[Unknown, Missing, Const, DictVal, QualName, Instance, PartialVal, Namespace, TupleVal]
+
+
+def constant(value: Value, default: Any = None) -> Any:
+    return value.value if isinstance(value, Const) else default
+
+
+def truth(value: Value) -> bool | None:
+    """True / False when the value is a known constant, None when it cannot be known."""
+    if isinstance(value, Const):
+        return bool(value.value)
+    if isinstance(value, Missing):
+        return None
+    if isinstance(value, DictVal):
+        return bool(value.items) if value.complete else None
+    return None
+
+
+def is_known(value: Value) -> bool:
+    return isinstance(value, (Const, DictVal)) and (not isinstance(value, DictVal) or value.complete)
+
+
+def origin_of(value: Value) -> Origin | None:
+    return value.origin if isinstance(value, Const) else None

@@ -1,0 +1,74 @@
+"""Every rule has a page, and every page's examples run through the checker.
+
+Bad example: flagged by its rule exactly on the lines marked `# CKPTnnn`. Good example: no finding
+of any rule. The fix of the bad example (unsafe ones included) parses, is idempotent, and leaves
+the rule with nothing to report.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+
+from ckpt_doctor.config import Settings
+from ckpt_doctor.fix import applicable, apply_fixes
+from ckpt_doctor.lint import lint_text
+from ckpt_doctor.rule_pages import examples, page_text
+from ckpt_doctor.rules import all_rules
+from ckpt_doctor.source import SourceFile
+
+NEWEST = {"torch": "2.13", "transformers": "5.24", "peft": "0.21", "trl": "1.16"}
+RULES = [r for r in all_rules() if r.code < "CKPT400"]
+
+
+def lint(code: str, targets: dict[str, str], select: str = "CKPT"):
+    settings = Settings(target_versions={**NEWEST, **targets}, select=[select])
+    return lint_text(SourceFile("example.py", code, code.encode()), settings)
+
+
+@pytest.mark.parametrize("rule", all_rules(), ids=lambda r: r.code)
+def test_page_header_matches_the_rule(rule):
+    text = page_text(rule.code)
+    assert text is not None, f"rules/{rule.code}.md is missing"
+    assert text.startswith(f"# {rule.code}: {rule.name}\n")
+    table = re.search(r"^\| *([a-z]+) *\| *([^|]+?) *\|", text.split("|---|", 1)[1], re.MULTILINE)
+    assert table, "the Severity | Fix | Applies to table is missing"
+    assert table.group(1) == str(rule.severity)
+    fix_cell = table.group(2).lower()
+    if rule.fix is None:
+        assert fix_cell.startswith(("none", "no fix")), fix_cell
+    else:
+        assert fix_cell.startswith(str(rule.fix)), fix_cell
+    for section in ("## What it does", "## Why is this bad", "## Example", "## Use instead", "## Fix safety"):
+        assert section in text
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
+def test_bad_example_is_flagged_on_the_marked_lines(rule):
+    page = examples(rule.code)
+    ast.parse(page.bad)
+    assert page.marked_lines, f"{rule.code}: mark the reported line(s) with '# {rule.code}'"
+    lines = sorted({f.span.start.line for f in lint(page.bad, page.assumes) if f.code == rule.code})
+    assert lines == page.marked_lines
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
+def test_good_example_is_clean(rule):
+    page = examples(rule.code)
+    ast.parse(page.good)
+    assert [(f.code, f.span.start.line, f.message) for f in lint(page.good, page.assumes)] == []
+
+
+@pytest.mark.parametrize("rule", [r for r in RULES if r.fix is not None and str(r.fix) != "display-only"], ids=lambda r: r.code)
+def test_fix_of_bad_example_parses_is_idempotent_and_clears_the_rule(rule):
+    page = examples(rule.code)
+    findings = lint(page.bad, page.assumes, select=rule.code)
+    specs = [f.fix for f in findings if applicable(f.fix, unsafe=True)]
+    assert specs, f"{rule.code} offers a fix, but none applies to its example"
+    fixed = apply_fixes(page.bad, specs)
+    ast.parse(fixed)
+    assert fixed != page.bad
+    # flagged no more, so a second --fix has nothing left to do
+    assert [f for f in lint(fixed, page.assumes, select=rule.code)] == []

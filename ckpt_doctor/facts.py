@@ -73,6 +73,7 @@ class Call:
     line: int
     node: ast.Call
     via_partial: "Call | None" = None  # the functools.partial(...) call this one goes through
+    assigned_to: str | None = None  # `model` in `model = AutoModel.from_pretrained(...)`
 
     @property
     def name(self) -> str:
@@ -367,6 +368,8 @@ class _Extractor:
         elif isinstance(node, ast.Assign):
             value = self.eval(node.value, scope)
             self.record_calls(node.value, scope)
+            if isinstance(node.value, ast.Call) and len(node.targets) == 1:
+                self.call_records[id(node.value)].assigned_to = _dotted(node.targets[0])
             for target in node.targets:
                 self.bind(target, value, scope, node)
         elif isinstance(node, ast.AnnAssign):

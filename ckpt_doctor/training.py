@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from ckpt_doctor.ds_config import DeepSpeedConfig, read_deepspeed_configs
 from ckpt_doctor.facts import Call, ScriptFacts
 from ckpt_doctor.findings import Position, Span
 from ckpt_doctor.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, Value, truth
@@ -277,6 +278,17 @@ class Training:
         if unknown or not self.model_loads:
             return None
         return False
+
+    @cached_property
+    def deepspeed_configs(self) -> list[DeepSpeedConfig]:
+        return read_deepspeed_configs(self.facts)
+
+    @property
+    def zero_stage(self) -> tuple[int, DeepSpeedConfig] | None:
+        for config in self.deepspeed_configs:
+            if config.zero_stage is not None:
+                return config.zero_stage, config
+        return None
 
     @property
     def custom_loop(self) -> bool:

@@ -61,6 +61,8 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
     for site in _reentrant_sites(ctx):
         if site.kind == "kbit preparation" and ctx.training.quantized is False:
             continue  # CKPT207: it does not turn checkpointing on at all
+        if isinstance(site.kwargs, DictVal) and not isinstance(site.kwargs.get("use_reentrant"), Missing):
+            continue  # an explicit choice
         if isinstance(site.kwargs, DictVal):
             problem = f"`{site.kwargs_name}` has no `use_reentrant`"
         elif site.kind == "kbit preparation":
@@ -315,19 +317,28 @@ def kbit_on_unquantized(ctx: Context) -> Iterator[Report]:
 )
 def checkpointing_in_eval_mode(ctx: Context) -> Iterator[Report]:
     training = ctx.training
-    if training.uses_trainer or not any(s.kind == "model method" and s.enabled for s in training.hf_sites):
+    sites = [s for s in training.hf_sites if s.kind == "model method" and s.enabled]
+    if training.uses_trainer or not sites or not training.custom_loop:
         return
     calls = ctx.facts.calls
+    trains = [c for c in calls if c.name == "train" and c.receiver and (not c.args or truth(c.args[0]) is not False)]
+    if not trains and training.model_loads and any(c.name == "from_pretrained" for c in training.model_loads):
+        step = next(c for c in calls if c.name == "backward" and c.receiver)
+        yield Report(
+            sites[0].span,
+            f"checkpointing is on, but nothing calls `.train()`: `from_pretrained` returns the model in eval mode, so the "
+            f"step at line {step.line} runs with `self.training` False, transformers skips checkpointing (no memory "
+            "saved) and dropout is off; call `model.train()` before the loop",
+        )
+        return
     for evaluation in ctx.facts.method_calls("eval"):
         if evaluation.args or evaluation.kwargs:
             continue
         later = sorted((c for c in calls if c.scope == evaluation.scope and c.line > evaluation.line), key=lambda c: c.line)
         for call in later:
-            if call.name == "train" and call.receiver and not call.args:
+            if call in trains:
                 break
-            if call.name == "train" and call.receiver and truth(call.args[0]) is not False:
-                break
-            if call.name in ("backward",) or (call.name == "step" and call.receiver and "optim" in call.receiver):
+            if call.name == "backward" or (call.name == "step" and call.receiver and "optim" in call.receiver):
                 yield Report(
                     evaluation.span,
                     f"`{evaluation.receiver}.eval()` and the training step at line {call.line} runs in eval mode: "

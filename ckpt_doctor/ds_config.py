@@ -1,0 +1,90 @@
+"""DeepSpeed configurations a script builds or names, read as plain dicts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ckpt_doctor.facts import Call, ScriptFacts
+from ckpt_doctor.values import Const, DictVal, TupleVal, Value
+
+
+def to_python(value: Value) -> object:
+    """A constant, dict or list value as plain Python; anything unknown becomes `...`."""
+    if isinstance(value, Const):
+        return value.value
+    if isinstance(value, DictVal):
+        return {k: to_python(v) for k, v in value.items.items()}
+    if isinstance(value, TupleVal):
+        return [to_python(v) for v in value.items]
+    return ...
+
+
+@dataclass
+class DeepSpeedConfig:
+    data: dict
+    line: int
+    where: str  # "the dict at line 12" / "ds_config.json (named at line 30)"
+
+    @property
+    def zero_stage(self) -> int | None:
+        stage = (self.data.get("zero_optimization") or {}).get("stage") if isinstance(self.data.get("zero_optimization"), dict) else None
+        return stage if isinstance(stage, int) else None
+
+
+def read_deepspeed_configs(facts: ScriptFacts) -> list[DeepSpeedConfig]:
+    """DeepSpeed configs the script builds (dict literals, DeepSpeedPlugin) or names (a .json next to it)."""
+    found: list[DeepSpeedConfig] = []
+    seen_lines: set[int] = set()
+    for call in facts.calls:
+        for name in ("deepspeed", "config", "config_params", "hf_ds_config", "config_file"):
+            value = call.kwargs.get(name)
+            if value is None:
+                continue
+            if name != "deepspeed" and not _is_deepspeed_call(call):
+                continue
+            config = _config_from_value(facts.path, value, call.line)
+            if config is not None and config.line not in seen_lines:
+                seen_lines.add(config.line)
+                found.append(config)
+        if call.qualname in ("accelerate.DeepSpeedPlugin", "accelerate.utils.DeepSpeedPlugin"):
+            stage = call.kwarg("zero_stage")
+            if isinstance(stage, Const):
+                found.append(DeepSpeedConfig({"zero_optimization": {"stage": stage.value}}, call.line, f"the DeepSpeedPlugin at line {call.line}"))
+    # dict literals that look like DeepSpeed configs, bound to a name and never passed where we saw it
+    for value in _dict_literals(facts):
+        if ("zero_optimization" in value.items or "activation_checkpointing" in value.items) and value.line not in seen_lines:
+            seen_lines.add(value.line)
+            found.append(DeepSpeedConfig(to_python(value), value.line, f"the DeepSpeed config at line {value.line}"))
+    return found
+
+
+def _is_deepspeed_call(call: Call) -> bool:
+    return bool(call.qualname and call.qualname.startswith("deepspeed.")) or call.name == "HfDeepSpeedConfig"
+
+
+def _config_from_value(script: str, value: Value, line: int) -> DeepSpeedConfig | None:
+    if isinstance(value, DictVal):
+        return DeepSpeedConfig(to_python(value), value.line or line, f"the DeepSpeed config at line {value.line or line}")
+    if isinstance(value, Const) and isinstance(value.value, str) and value.value.endswith(".json"):
+        path = Path(script).parent / value.value
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if isinstance(data, dict):
+            return DeepSpeedConfig(data, value.origin.line if value.origin else line, f"{value.value} (named at line {line})")
+    return None
+
+
+def _dict_literals(facts: ScriptFacts) -> list[DictVal]:
+    out = []
+    for call in facts.calls:
+        for value in list(call.kwargs.values()) + list(call.args):
+            if isinstance(value, DictVal):
+                out.append(value)
+    for assign in facts.attr_assigns:
+        if isinstance(assign.value, DictVal):
+            out.append(assign.value)
+    return out

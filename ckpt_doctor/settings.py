@@ -1,0 +1,247 @@
+"""The training settings a script states (model, batch, sequence, dtype, optimizer, LoRA, ...), each
+with the line it came from, or the library default used in its place. Input of the CKPT4xx rules
+and of `ckpt-doctor estimate train.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ckpt_doctor.facts import Call
+from ckpt_doctor.training import Training, is_training_config
+from ckpt_doctor.values import Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
+
+SEQ_LEN_NAMES = ("max_seq_length", "max_length", "block_size", "model_max_length", "max_seq_len", "seq_len", "cutoff_len", "max_len", "context_length", "sequence_length")
+BATCH_NAMES = ("per_device_train_batch_size", "train_batch_size", "micro_batch_size", "batch_size")
+DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16", "float32": "fp32", "fp32": "fp32", "float": "fp32"}
+# TrainingArguments(optim=...) and torch / bitsandbytes optimizer classes -> estimate's optimizer names
+OPTIM_NAMES = {
+    "adamw_torch": "adamw", "adamw_hf": "adamw", "adamw_torch_fused": "adamw-fused", "adamw_apex_fused": "adamw-fused",
+    "adamw_bnb_8bit": "adamw-8bit", "adamw_8bit": "adamw-8bit", "paged_adamw_8bit": "paged-adamw-8bit",
+    "paged_adamw_32bit": "adamw", "adafactor": "adafactor", "sgd": "sgd",
+}
+OPTIM_CLASSES = {
+    "torch.optim.AdamW": "adamw", "torch.optim.Adam": "adamw", "torch.optim.SGD": "sgd",
+    "bitsandbytes.optim.AdamW8bit": "adamw-8bit", "bitsandbytes.optim.Adam8bit": "adamw-8bit",
+    "bitsandbytes.optim.PagedAdamW8bit": "paged-adamw-8bit", "transformers.Adafactor": "adafactor",
+    "transformers.optimization.Adafactor": "adafactor",
+}
+ATTN_NAMES = {"eager": "eager", "sdpa": "sdpa", "flash_attention_2": "flash", "flash_attention_3": "flash", "flex_attention": "sdpa"}
+
+
+@dataclass
+class Setting:
+    value: object
+    line: int | None = None  # None: not in the script, a default
+    note: str = ""  # "argparse default", "TrainingArguments default", ...
+
+    @property
+    def stated(self) -> bool:
+        return self.line is not None
+
+    def describe(self) -> str:
+        if self.line is None:
+            return f"{self.value} ({self.note or 'default'})"
+        return f"{self.value} (line {self.line}{', ' + self.note if self.note else ''})"
+
+
+@dataclass
+class ScriptSettings:
+    model: Setting | None = None
+    model_load: Call | None = None
+    batch_size: Setting = field(default_factory=lambda: Setting(1, None, "assumed"))
+    seq_len: Setting | None = None
+    dtype: Setting = field(default_factory=lambda: Setting("fp32", None, "torch default"))
+    mixed_precision: Setting = field(default_factory=lambda: Setting("no", None, "default"))
+    optimizer: Setting = field(default_factory=lambda: Setting("adamw", None, "assumed"))
+    attn: Setting = field(default_factory=lambda: Setting("sdpa", None, "transformers default"))
+    lora_r: Setting | None = None
+    lora_targets: Setting | None = None
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    gradient_accumulation: Setting = field(default_factory=lambda: Setting(1, None, "default"))
+    gpus: Setting = field(default_factory=lambda: Setting(1, None, "assumed"))
+    zero: Setting = field(default_factory=lambda: Setting(0, None, "none"))
+    checkpointing: Setting = field(default_factory=lambda: Setting("none", None, "off"))
+    config_call: Call | None = None  # TrainingArguments / TRL config, where a flag fix goes
+    is_training: bool = False
+
+    def as_flags(self) -> dict[str, object]:
+        """The settings in `estimate`'s flag names (what the user would type)."""
+        flags: dict[str, object] = {
+            "batch_size": self.batch_size.value, "dtype": self.dtype.value, "mixed_precision": self.mixed_precision.value,
+            "optimizer": self.optimizer.value, "attn": self.attn.value, "gradient_accumulation": self.gradient_accumulation.value,
+            "gpus": self.gpus.value, "zero": self.zero.value, "load_in_4bit": self.load_in_4bit, "load_in_8bit": self.load_in_8bit,
+            "checkpointing": self.checkpointing.value,
+        }
+        if self.model is not None:
+            flags["model"] = self.model.value
+        if self.seq_len is not None:
+            flags["seq_len"] = self.seq_len.value
+        if self.lora_r is not None:
+            flags["lora_r"] = self.lora_r.value
+        if self.lora_targets is not None:
+            flags["lora_targets"] = self.lora_targets.value
+        return flags
+
+
+def _setting(value: Value, note: str = "") -> Setting | None:
+    if isinstance(value, Const) and value.value is not None:
+        origin = value.origin
+        kind = origin.kind if origin and origin.kind not in ("literal", "constant") else ""
+        return Setting(value.value, origin.line if origin else None, note or kind)
+    return None
+
+
+def read_settings(training: Training) -> ScriptSettings:
+    facts = training.facts
+    versions = training.versions
+    out = ScriptSettings()
+    configs = [c for c in facts.calls if is_training_config(c.qualname)]
+    out.config_call = configs[0] if configs else None
+    out.is_training = bool(configs) or training.custom_loop or training.uses_trainer
+
+    # model
+    for call in training.model_loads:
+        value = call.args[0] if call.args else call.kwarg("pretrained_model_name_or_path")
+        found = _setting(value)
+        if found is not None and isinstance(found.value, str):
+            out.model, out.model_load = found, call
+            break
+        if out.model_load is None:
+            out.model_load = call
+    if out.model is None:
+        for call in facts.calls:
+            if call.qualname and call.qualname.startswith("trl.") and call.qualname.endswith("Trainer"):
+                found = _setting(call.kwarg("model"))
+                if found is not None and isinstance(found.value, str):
+                    out.model = found
+                    break
+
+    load = out.model_load
+    transformers_5 = training.transformers_5
+    if load is not None:
+        for name in ("dtype", "torch_dtype"):
+            dtype = _dtype(load.kwarg(name))
+            if dtype is not None:
+                out.dtype = Setting(dtype, load.line)
+                break
+        else:
+            if transformers_5:
+                out.dtype = Setting("auto", None, "transformers 5 loads the checkpoint's dtype")
+            else:
+                out.dtype = Setting("fp32", None, "transformers 4 loads fp32 by default")
+        attn = constant(load.kwarg("attn_implementation"))
+        if isinstance(attn, str) and attn in ATTN_NAMES:
+            out.attn = Setting(ATTN_NAMES[attn], load.line)
+        out.load_in_4bit = truth(load.kwarg("load_in_4bit")) is True
+        out.load_in_8bit = truth(load.kwarg("load_in_8bit")) is True
+    for call in facts.calls_to("transformers.BitsAndBytesConfig"):
+        out.load_in_4bit = out.load_in_4bit or truth(call.kwarg("load_in_4bit")) is True
+        out.load_in_8bit = out.load_in_8bit or truth(call.kwarg("load_in_8bit")) is True
+
+    # training arguments
+    config = out.config_call
+    trl = bool(config and config.qualname and config.qualname.startswith("trl."))
+    if config is not None:
+        batch = _setting(config.kwarg("per_device_train_batch_size"))
+        out.batch_size = batch or Setting(8, None, f"{config.name} default")
+        accumulation = _setting(config.kwarg("gradient_accumulation_steps"))
+        if accumulation:
+            out.gradient_accumulation = accumulation
+        for flag, mode in (("bf16", "bf16"), ("fp16", "fp16")):
+            if truth(config.kwarg(flag)) is True:
+                out.mixed_precision = Setting(mode, config.line)
+        if trl and out.mixed_precision.value == "no" and truth(config.kwarg("fp16")) is not True and isinstance(config.kwarg("bf16"), Missing):
+            out.mixed_precision = Setting("bf16", None, "TRL default bf16=True")
+        optim = constant(config.kwarg("optim"))
+        if isinstance(optim, str) and optim in OPTIM_NAMES:
+            out.optimizer = Setting(OPTIM_NAMES[optim], config.line)
+        else:
+            default = "adamw-fused" if transformers_5 else "adamw"
+            out.optimizer = Setting(default, None, f"{config.name} default optim")
+    else:
+        for call in facts.calls:
+            if call.name == "DataLoader":
+                batch = _setting(call.kwarg("batch_size"))
+                if batch:
+                    out.batch_size = batch
+                    break
+    for call in facts.calls:
+        if call.qualname in OPTIM_CLASSES:
+            name = OPTIM_CLASSES[call.qualname]
+            if name == "adamw" and truth(call.kwarg("fused")) is True:
+                name = "adamw-fused"
+            out.optimizer = Setting(name, call.line)
+            break
+        if call.name == "Accelerator":
+            mixed = constant(call.kwarg("mixed_precision"))
+            if mixed in ("bf16", "fp16"):
+                out.mixed_precision = Setting(mixed, call.line)
+
+    # sequence length: the first stated one, in this order of names
+    out.seq_len = _seq_len(facts.calls, facts.argparse_defaults)
+    if out.seq_len is None and trl:
+        out.seq_len = Setting(1024, None, "TRL default max_length")
+
+    # LoRA
+    for call in facts.calls_to("peft.LoraConfig"):
+        r = _setting(call.kwarg("r"))
+        out.lora_r = r or Setting(8, None, "LoraConfig default")
+        targets = call.kwarg("target_modules")
+        if isinstance(targets, TupleVal) and all(isinstance(t, Const) and isinstance(t.value, str) for t in targets.items):
+            out.lora_targets = Setting(",".join(t.value for t in targets.items), call.line)
+        elif isinstance(targets, Const) and isinstance(targets.value, str):
+            out.lora_targets = Setting(targets.value, call.line)
+        break
+
+    # sharding
+    stage = training.zero_stage
+    if stage is not None:
+        out.zero = Setting(stage[0], stage[1].line, f"DeepSpeed ZeRO-{stage[0]}, {stage[1].where}")
+    for call in facts.calls:
+        if call.name in ("FullyShardedDataParallel", "FSDP", "fully_shard", "FullyShardedDataParallelPlugin", "FSDPStrategy"):
+            out.zero = Setting(3, call.line, "FSDP full shard")
+            break
+        fsdp = call.kwarg("fsdp") if is_training_config(call.qualname) else None
+        if isinstance(fsdp, Const) and fsdp.value and "shard_grad_op" not in str(fsdp.value):
+            out.zero = Setting(3, call.line, "FSDP full shard")
+            break
+
+    # checkpointing as written
+    sites = [s for s in training.hf_sites if s.enabled]
+    if training.torch_checkpoint_sites or sites:
+        plan = "full"
+        for site in sites:
+            kwargs = site.kwargs
+            every = constant(kwargs.get("every_n_layers")) if isinstance(kwargs, DictVal) else None
+            if site.call is not None:
+                every = constant(site.call.kwarg("every_n_layers"), every)
+            if isinstance(every, int) and every > 1:
+                plan = f"every_{every}"
+        line = sites[0].span.start.line if sites else training.torch_checkpoint_sites[0].line
+        out.checkpointing = Setting(plan, line)
+    return out
+
+
+def _dtype(value: Value) -> str | None:
+    if isinstance(value, QualName):
+        return DTYPES.get(value.name.rsplit(".", 1)[-1])
+    if isinstance(value, Const) and isinstance(value.value, str):
+        return "auto" if value.value == "auto" else DTYPES.get(value.value)
+    if isinstance(value, Instance):
+        return None
+    return None
+
+
+def _seq_len(calls: list[Call], argparse_defaults: dict[str, Const]) -> Setting | None:
+    for name in SEQ_LEN_NAMES:
+        for call in calls:
+            found = _setting(call.kwarg(name)) if name in call.kwargs else None
+            if found is not None and isinstance(found.value, int) and found.value > 0:
+                return found
+        if name in argparse_defaults:
+            found = _setting(argparse_defaults[name])
+            if found is not None and isinstance(found.value, int) and found.value > 0:
+                return found
+    return None

@@ -53,11 +53,13 @@ class FixSpec:
 
     kinds and their arguments:
       set_keyword      span: the call; name, value (source text), replace (bool: overwrite if present)
+      set_keywords     span: the call; keywords ((name, value), ...), each set or overwritten
       set_dict_key     span: the dict literal; key, value (source text)
       insert_after     span: the statement to insert after; code (one statement, no indentation)
       insert_before    span: the statement to insert before; code
-      rename_attribute span: the Attribute or Name node; old, new
-      rename_keyword   span: the call; old, new
+      rename_attribute span: the assignment statement; old, new (the assigned attribute)
+      rename_method    span: the call; old, new (method name), keywords ((old, new), ...)
+      rename_keywords  span: the call; renames ((old, new), ...)
     """
 
     kind: str

@@ -17,7 +17,7 @@ from typing import Iterable
 
 from ckpt_doctor.findings import Applicability, FixSpec, Position, Span
 
-FIXABLE_KINDS = {"set_keyword", "set_dict_key", "insert_after", "insert_before", "rename_attribute", "rename_method", "rename_keywords"}
+FIXABLE_KINDS = {"set_keyword", "set_keywords", "set_dict_key", "insert_after", "insert_before", "rename_attribute", "rename_method", "rename_keywords"}
 
 
 class FixError(Exception):
@@ -160,10 +160,13 @@ def _transformer(cst):  # built lazily so importing this module does not import 
 
         # calls: keywords, renames, dict(...) literals
         def leave_Call(self, original, updated):
-            for spec in self._specs_at(original, "set_keyword", "set_dict_key", "rename_method", "rename_keywords"):
+            for spec in self._specs_at(original, "set_keyword", "set_keywords", "set_dict_key", "rename_method", "rename_keywords"):
                 self.done.add(id(spec))
                 if spec.kind == "set_keyword":
                     updated = self._set_keyword(updated, str(spec.arg("name")), str(spec.arg("value")), bool(spec.arg("replace")))
+                elif spec.kind == "set_keywords":
+                    for name, value in spec.arg("keywords") or ():
+                        updated = self._set_keyword(updated, name, value, True)
                 elif spec.kind == "set_dict_key":  # `dict(a=1)` form
                     updated = self._set_keyword(updated, str(spec.arg("key")), str(spec.arg("value")), False)
                 elif spec.kind == "rename_method" and isinstance(updated.func, cst.Attribute) and updated.func.attr.value == spec.arg("old"):

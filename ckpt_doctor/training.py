@@ -164,6 +164,8 @@ class Training:
                 if isinstance(enabled, Missing) and len(call.args) > 1:
                     enabled = call.args[1]
                 on = True if isinstance(enabled, Missing) else truth(enabled)
+                if on and self.quantized is False:
+                    on = False  # peft only enables checkpointing for quantized models [P2]
                 kwargs = call.kwarg("gradient_checkpointing_kwargs")
                 if isinstance(kwargs, Missing) or (isinstance(kwargs, Const) and kwargs.value is None):
                     # peft passes `{}` (peft/utils/other.py, prepare_model_for_kbit_training)

@@ -272,22 +272,30 @@ def set_after_init(ctx: Context) -> Iterator[Report]:
         if assign.attr not in ("gradient_checkpointing", "gradient_checkpointing_kwargs") or not _is_training_args(assign):
             continue
         new = assign.attr.replace("gradient_", "activation_")
+        trl = _config_class(assign).startswith("trl.")
         yield Report(
             assign.span,
             f"`{assign.target} = ...` after the arguments were built does nothing on {target}: "
             f"`{assign.attr}` is a deprecated alias resolved once in `TrainingArguments.__post_init__`, and the Trainer reads "
             f"`{new}`; assign `{new}` instead",
-            fix=FixSpec("rename_attribute", assign.span, (("old", assign.attr), ("new", new)), Applicability.UNSAFE, f"Assign `{new}` instead"),
+            # TRL trainers also read the old name, which only the constructor keeps in step [H3]
+            fix=FixSpec("rename_attribute", assign.span, (("old", assign.attr), ("new", new)),
+                        Applicability.DISPLAY_ONLY if trl else Applicability.UNSAFE,
+                        f"Pass `{new}` to the config's constructor" if trl else f"Assign `{new}` instead"),
         )
 
 
-def _is_training_args(assign: AttrAssign) -> bool:
+def _config_class(assign: AttrAssign) -> str:
     base = assign.base_value
     if isinstance(base, Instance):
-        return is_training_config(base.qualname)
+        return base.qualname
     if isinstance(base, Namespace):
-        return is_training_config(base.config_class)
-    return False
+        return base.config_class or ""
+    return ""
+
+
+def _is_training_args(assign: AttrAssign) -> bool:
+    return is_training_config(_config_class(assign))
 
 
 @rule(

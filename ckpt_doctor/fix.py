@@ -47,8 +47,10 @@ def apply_fixes(text: str, specs: Iterable[FixSpec]) -> str:
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     transformer = _transformer(cst)(specs, positions)
-    new_module = wrapper.module.visit(transformer)
-    new_text = new_module.code
+    try:
+        new_text = wrapper.module.visit(transformer).code
+    except cst.ParserSyntaxError as exc:  # a fix's own code did not parse
+        raise FixError(f"fix produced invalid Python ({exc.message}); nothing was changed") from None
     imports = [imp for s in specs for imp in s.imports]
     if imports:
         new_text = _add_imports(new_text, imports)
@@ -200,7 +202,7 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                 keyword=cst.Name(name),
                 equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")),
             )
-            return call.with_changes(args=_append(cst, list(call.args), new_arg))
+            return call.with_changes(args=_append(cst, list(call.args), new_arg, call.whitespace_before_args))
 
         def leave_Dict(self, original, updated):
             for spec in self._specs_at(original, "set_dict_key"):
@@ -223,7 +225,7 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                     whitespace_before_colon=cst.SimpleWhitespace(""),
                     whitespace_after_colon=cst.SimpleWhitespace(" "),
                 )
-                updated = updated.with_changes(elements=_append(cst, list(updated.elements), element))
+                updated = updated.with_changes(elements=_append(cst, list(updated.elements), element, updated.lbrace.whitespace_after))
             return updated
 
         # statements: insertions and attribute renames, looked up by the original statement's position
@@ -256,16 +258,26 @@ def _transformer(cst):  # built lazily so importing this module does not import 
     return FixTransformer
 
 
-def _append(cst, items: list, new_item) -> list:
-    """Append to a comma-separated sequence, following its existing comma and line style."""
+def _append(cst, items: list, new_item, opening=None) -> list:
+    """Append to a comma-separated sequence, following its existing comma and line style.
+
+    `opening` is the whitespace after the opening bracket, the indentation of the first item.
+    Comments sit in the whitespace after a comma, so they stay with the item they follow.
+    """
     if not items:
         return [new_item]
     last = items[-1]
-    last_comma = last.comma
-    if isinstance(last_comma, cst.Comma):
-        separator = items[-2].comma if len(items) >= 2 and isinstance(items[-2].comma, cst.Comma) else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-        return items[:-1] + [last.with_changes(comma=separator), new_item.with_changes(comma=last_comma)]
-    return items[:-1] + [last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), new_item]
+    comma = last.comma
+    if not isinstance(comma, cst.Comma):
+        return items[:-1] + [last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), new_item]
+    after = comma.whitespace_after
+    if not isinstance(after, cst.ParenthesizedWhitespace):  # `f(a, b,)` on one line
+        return items[:-1] + [last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), new_item.with_changes(comma=comma)]
+    previous = items[-2].comma.whitespace_after if len(items) >= 2 and isinstance(items[-2].comma, cst.Comma) else opening
+    indent = previous.last_line if isinstance(previous, cst.ParenthesizedWhitespace) else cst.SimpleWhitespace("    ")
+    last = last.with_changes(comma=comma.with_changes(whitespace_after=after.with_changes(last_line=indent)))
+    closing = cst.ParenthesizedWhitespace(first_line=cst.TrailingWhitespace(), empty_lines=[], indent=after.indent, last_line=after.last_line)
+    return items[:-1] + [last, new_item.with_changes(comma=cst.Comma(whitespace_after=closing))]
 
 
 def _AttributeRenamer(cst, old: str, new: str):

@@ -202,7 +202,14 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                 keyword=cst.Name(name),
                 equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")),
             )
-            return call.with_changes(args=_append(cst, list(call.args), new_arg, call.whitespace_before_args))
+            args = list(call.args)
+            closing = args[-1].whitespace_after_arg if args else None
+            if args:
+                args[-1] = args[-1].with_changes(whitespace_after_arg=cst.SimpleWhitespace(""))
+            args, closing = _append(cst, args, new_arg, call.whitespace_before_args, closing)
+            if closing is not None:
+                args[-1] = args[-1].with_changes(whitespace_after_arg=closing)
+            return call.with_changes(args=args)
 
         def leave_Dict(self, original, updated):
             for spec in self._specs_at(original, "set_dict_key"):
@@ -225,7 +232,8 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                     whitespace_before_colon=cst.SimpleWhitespace(""),
                     whitespace_after_colon=cst.SimpleWhitespace(" "),
                 )
-                updated = updated.with_changes(elements=_append(cst, list(updated.elements), element, updated.lbrace.whitespace_after))
+                elements, closing = _append(cst, list(updated.elements), element, updated.lbrace.whitespace_after, updated.rbrace.whitespace_before)
+                updated = updated.with_changes(elements=elements, rbrace=updated.rbrace.with_changes(whitespace_before=closing))
             return updated
 
         # statements: insertions and attribute renames, looked up by the original statement's position
@@ -258,26 +266,36 @@ def _transformer(cst):  # built lazily so importing this module does not import 
     return FixTransformer
 
 
-def _append(cst, items: list, new_item, opening=None) -> list:
-    """Append to a comma-separated sequence, following its existing comma and line style.
+def _append(cst, items: list, new_item, opening=None, closing=None):
+    """Append to a comma-separated sequence, following its comma and line style.
 
-    `opening` is the whitespace after the opening bracket, the indentation of the first item.
-    Comments sit in the whitespace after a comma, so they stay with the item they follow.
+    `opening` is the whitespace after the opening bracket and `closing` the whitespace before the
+    closing one (LibCST keeps it on the last call argument, or on a dict's closing brace). Comments
+    live in those whitespace nodes, so each stays on the line of the item it follows. Returns the
+    new items and the new closing whitespace.
     """
     if not items:
-        return [new_item]
+        return [new_item], closing
     last = items[-1]
-    comma = last.comma
-    if not isinstance(comma, cst.Comma):
-        return items[:-1] + [last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), new_item]
-    after = comma.whitespace_after
-    if not isinstance(after, cst.ParenthesizedWhitespace):  # `f(a, b,)` on one line
-        return items[:-1] + [last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), new_item.with_changes(comma=comma)]
+    comma = last.comma if isinstance(last.comma, cst.Comma) else None
     previous = items[-2].comma.whitespace_after if len(items) >= 2 and isinstance(items[-2].comma, cst.Comma) else opening
     indent = previous.last_line if isinstance(previous, cst.ParenthesizedWhitespace) else cst.SimpleWhitespace("    ")
+    if isinstance(closing, cst.ParenthesizedWhitespace):  # the closing bracket on its own line
+        separator = cst.Comma(
+            whitespace_before=comma.whitespace_before if comma else cst.SimpleWhitespace(""),
+            whitespace_after=cst.ParenthesizedWhitespace(first_line=closing.first_line, empty_lines=closing.empty_lines, indent=True, last_line=indent),
+        )
+        new_item = new_item.with_changes(comma=cst.Comma() if comma else cst.MaybeSentinel.DEFAULT)
+        new_closing = cst.ParenthesizedWhitespace(first_line=cst.TrailingWhitespace(), empty_lines=[], indent=closing.indent, last_line=closing.last_line)
+        return items[:-1] + [last.with_changes(comma=separator), new_item], new_closing
+    if comma is None:
+        return items[:-1] + [last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), new_item], closing
+    after = comma.whitespace_after
+    if not isinstance(after, cst.ParenthesizedWhitespace):  # `f(a, b,)` on one line
+        return items[:-1] + [last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), new_item.with_changes(comma=comma)], closing
     last = last.with_changes(comma=comma.with_changes(whitespace_after=after.with_changes(last_line=indent)))
-    closing = cst.ParenthesizedWhitespace(first_line=cst.TrailingWhitespace(), empty_lines=[], indent=after.indent, last_line=after.last_line)
-    return items[:-1] + [last, new_item.with_changes(comma=cst.Comma(whitespace_after=closing))]
+    trailing = cst.ParenthesizedWhitespace(first_line=cst.TrailingWhitespace(), empty_lines=[], indent=after.indent, last_line=after.last_line)
+    return items[:-1] + [last, new_item.with_changes(comma=cst.Comma(whitespace_after=trailing))], closing
 
 
 def _AttributeRenamer(cst, old: str, new: str):

@@ -31,6 +31,7 @@ def keyword_fix(code: str, name="use_reentrant", value="False", replace=False) -
         ("checkpoint(f, *xs, **kw)\n", "checkpoint(f, *xs, **kw, use_reentrant=False)\n"),
         ("checkpoint(\n    f,\n    x,\n)\n", "checkpoint(\n    f,\n    x,\n    use_reentrant=False,\n)\n"),
         ("checkpoint(\n    f,  # the block\n    x,  # its input\n)\n", "checkpoint(\n    f,  # the block\n    x,  # its input\n    use_reentrant=False,\n)\n"),
+        ("checkpoint(\n    f,  # a\n    x  # b\n)\n", "checkpoint(\n    f,  # a\n    x,  # b\n    use_reentrant=False\n)\n"),
         ("y = [checkpoint(f, x) for f in fs]\n", "y = [checkpoint(f, x, use_reentrant=False) for f in fs]\n"),
         ("checkpoint(f, x, use_reentrant=True)\n", "checkpoint(f, x, use_reentrant=True)\n"),
     ],
@@ -54,6 +55,13 @@ def test_set_dict_key_keeps_quote_style():
     assert apply_fixes(code, [spec]) == (
         "model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'preserve_rng_state': True, 'use_reentrant': False})\n"
     )
+
+
+def test_set_dict_key_in_a_multiline_dict_keeps_comments_on_their_lines():
+    code = "d = {\n    'a': 1,  # c\n}\nmodel.gradient_checkpointing_enable(gradient_checkpointing_kwargs=d)\n"
+    (call,) = extract(code).method_calls("gradient_checkpointing_enable")
+    spec = FixSpec("set_dict_key", call.kwargs["gradient_checkpointing_kwargs"].span, (("key", "use_reentrant"), ("value", "False")))
+    assert apply_fixes(code, [spec]).startswith("d = {\n    'a': 1,  # c\n    'use_reentrant': False,\n}\n")
 
 
 def test_insert_after_in_nested_block_keeps_indentation_and_comments():

@@ -95,6 +95,7 @@ def check(
     """Check training scripts and notebooks for checkpointing misuse and OOM risk."""
     from ckpt_doctor.config import ConfigError, load_settings, parse_severity, parse_size
     from ckpt_doctor.discovery import discover
+    from ckpt_doctor.lint import FileResult
     from ckpt_doctor.report import render
     from ckpt_doctor.runner import RunOptions, run_check, stderr_progress
     from ckpt_doctor.versions import parse_target_versions
@@ -128,8 +129,9 @@ def check(
     options = RunOptions(fix=fix and not diff, unsafe_fixes=unsafe_fixes, diff=diff, use_cache=not no_cache, jobs=jobs,
                          keep_sources=fmt in ("full", "json"))
     run = run_check(files, settings, options, progress=stderr_progress)
+    run.files.extend(FileResult(line.split(":", 1)[0], error=line) for line in missing)
 
-    for line in missing + run.errors:
+    for line in run.errors:
         click.echo(f"error: {line}", err=True)
     if diff:
         for text in run.diffs:
@@ -140,7 +142,7 @@ def check(
     else:
         render(fmt, run, sys.stdout, unsafe_fixes=unsafe_fixes)
 
-    if missing or run.errors:
+    if run.errors:
         sys.exit(EXIT_ERROR)
     if diff:
         sys.exit(EXIT_FINDINGS if run.diffs else EXIT_CLEAN)

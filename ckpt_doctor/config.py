@@ -12,6 +12,7 @@ fail-on = "warning"               # error | warning | info
 gpu-memory = "80GiB"
 checkpointing-threshold = 1_000_000_000   # parameters
 max-file-size = "10MiB"
+model-configs = { "my-org/my-model" = "configs/my-model/config.json" }
 ```
 """
 
@@ -43,7 +44,7 @@ DEFAULT_CHECKPOINTING_THRESHOLD = 1_000_000_000
 _KNOWN_KEYS = {
     "select", "ignore", "extend-select", "exclude", "extend-exclude", "per-file-ignores", "target-versions",
     "fail-on", "gpu-memory", "checkpointing-threshold", "max-file-size", "respect-gitignore", "output-format",
-    "cache-dir",
+    "cache-dir", "model-configs",
 }
 
 
@@ -67,6 +68,7 @@ class Settings:
     respect_gitignore: bool = True
     output_format: str | None = None
     cache_dir: str | None = None
+    model_configs: dict[str, str] = field(default_factory=dict)  # model id -> local config.json (CKPT4xx)
     root: Path = field(default_factory=Path.cwd)  # the folder of the config file (or cwd)
     config_file: Path | None = None
 
@@ -120,8 +122,8 @@ def find_config(start: Path) -> Path | None:
         if candidate.is_file():
             try:
                 data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-                continue
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"{candidate}: cannot read configuration: {exc}") from None
             if "ckpt-doctor" in data.get("tool", {}):
                 return candidate
     return None
@@ -154,12 +156,15 @@ def apply_table(settings: Settings, table: dict) -> None:
         raise ValueError(f"unknown key(s): {', '.join(sorted(unknown))}")
     for key in ("select", "ignore", "extend-select", "exclude", "extend-exclude"):
         if key in table:
-            setattr(settings, key.replace("-", "_"), _string_list(key, table[key]))
+            values = _string_list(key, table[key])
+            if key in ("select", "ignore", "extend-select"):
+                _check_codes(key, values)
+            setattr(settings, key.replace("-", "_"), values)
     if "per-file-ignores" in table:
         value = table["per-file-ignores"]
         if not isinstance(value, dict):
             raise ValueError("per-file-ignores must be a table of glob = [codes]")
-        settings.per_file_ignores = {k: _string_list(k, v) for k, v in value.items()}
+        settings.per_file_ignores = {k: _check_codes(k, _string_list(k, v)) for k, v in value.items()}
     if "target-versions" in table:
         settings.target_versions = parse_target_versions(table["target-versions"])
     if "fail-on" in table:
@@ -176,6 +181,18 @@ def apply_table(settings: Settings, table: dict) -> None:
         settings.output_format = str(table["output-format"])
     if "cache-dir" in table:
         settings.cache_dir = str(table["cache-dir"])
+    if "model-configs" in table:
+        value = table["model-configs"]
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ValueError('model-configs must be a table of "model id" = "path/to/config.json"')
+        settings.model_configs = dict(value)
+
+
+def _check_codes(key: str, codes: list[str]) -> list[str]:
+    for code in codes:
+        if not valid_code_prefix(code):
+            raise ValueError(f"{key}: {code!r} is not a rule code or prefix (e.g. CKPT1, CKPT201, ALL)")
+    return codes
 
 
 def _string_list(key: str, value: object) -> list[str]:

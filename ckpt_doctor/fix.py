@@ -42,15 +42,13 @@ def apply_fixes(text: str, specs: Iterable[FixSpec]) -> str:
 
     try:
         module = cst.parse_module(text)
+        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        positions = wrapper.resolve(PositionProvider)
+        new_text = wrapper.module.visit(_transformer(cst)(specs, positions)).code
     except cst.ParserSyntaxError as exc:
-        raise FixError(f"LibCST cannot parse the file: {exc.message}") from None
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    positions = wrapper.resolve(PositionProvider)
-    transformer = _transformer(cst)(specs, positions)
-    try:
-        new_text = wrapper.module.visit(transformer).code
-    except cst.ParserSyntaxError as exc:  # a fix's own code did not parse
-        raise FixError(f"fix produced invalid Python ({exc.message}); nothing was changed") from None
+        raise FixError(f"LibCST cannot parse the code: {exc.message}") from None
+    except RecursionError:
+        raise FixError("too deeply nested to fix") from None
     imports = [imp for s in specs for imp in s.imports]
     if imports:
         new_text = _add_imports(new_text, imports)
@@ -86,10 +84,22 @@ def _offset_to_position(text: str, offset: int) -> Position:
     return Position(line, offset - line_start + 1)
 
 
-def unified_diff(path: str, old: str, new: str) -> str:
-    return "".join(
-        difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile=f"a/{path}", tofile=f"b/{path}")
-    )
+def unified_diff(path: str, old: str, new: str, notebook: bool = False) -> str:
+    """A unified diff; for a notebook, one per changed code cell, headed `path:cell N`."""
+    if not notebook:
+        return "".join(
+            difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile=f"a/{path}", tofile=f"b/{path}")
+        )
+    from ckpt_doctor.source import split_cells
+
+    before, after = split_cells(old), split_cells(new)
+    parts = []
+    for index in sorted(after):
+        a, b = before.get(index, []), after[index]
+        if a != b:
+            name = f"{path}:cell {index + 1}"
+            parts.extend(difflib.unified_diff([x + "\n" for x in a], [x + "\n" for x in b], fromfile=f"a/{name}", tofile=f"b/{name}"))
+    return "".join(parts)
 
 
 def write_atomically(path: str | Path, data: bytes, expected: bytes | None = None) -> None:
@@ -102,9 +112,9 @@ def write_atomically(path: str | Path, data: bytes, expected: bytes | None = Non
             raise FixError(f"cannot re-read before writing: {exc.strerror or exc}") from None
         if current != expected:
             raise FixError("file changed while it was being checked; not written")
-    if not os.access(path, os.W_OK):
-        raise FixError("file is read-only; not written")
     mode = stat.S_IMODE(path.stat().st_mode)
+    if not os.access(path, os.W_OK) or not mode & 0o222:  # root may write anything: respect the mode bits
+        raise FixError("file is read-only; not written")
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ckpt-doctor.tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -247,8 +257,10 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                 for spec in specs:
                     self.done.add(id(spec))
                     changed = True
-                    if spec.kind == "insert_before":
-                        out.append(cst.parse_statement(str(spec.arg("code")) + "\n"))
+                    if spec.kind == "insert_before":  # comments above the statement stay above both
+                        inserted = cst.parse_statement(str(spec.arg("code")) + "\n")
+                        out.append(inserted.with_changes(leading_lines=statement.leading_lines))
+                        statement = statement.with_changes(leading_lines=[])
                     elif spec.kind == "rename_attribute":
                         statement = statement.visit(_AttributeRenamer(cst, str(spec.arg("old")), str(spec.arg("new"))))
                 out.append(statement)

@@ -18,6 +18,8 @@ from ckpt_doctor.versions import TargetVersions
 
 # A file that mentions none of these cannot trigger any rule: it skips the parse.
 PREFILTER = re.compile(r"checkpoint|use_cache|kbit|deepspeed|\btrl\b|TrainingArguments|find_unused|fsdp", re.IGNORECASE)
+# The memory rules (CKPT4xx) look at any script that loads a model and trains it.
+MEMORY_PREFILTER = re.compile(r"from_pretrained|Trainer\b|\.backward\(")
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Za-z0-9]+(?:\s*,\s*[A-Za-z0-9]+)*))?", re.IGNORECASE)
 
 
@@ -50,7 +52,8 @@ def check_source(source: SourceFile, settings: Settings) -> FileResult:
 
 
 def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | None = None) -> list[Finding]:
-    if not PREFILTER.search(source.text):
+    memory_rules = settings.enabled("CKPT401") or settings.enabled("CKPT404")
+    if not PREFILTER.search(source.text) and not (memory_rules and MEMORY_PREFILTER.search(source.text)):
         if source.text.strip():
             compile_check(source)
         return []
@@ -96,7 +99,17 @@ def _to_cell(source: SourceFile, finding: Finding) -> Finding | None:
         return None
     finding.cell = start[0]
     finding.cell_span = Span(Position(start[1], finding.span.start.column), Position(end[1], finding.span.end.column))
+    finding.message = _LINE_REFERENCE.sub(lambda m: _cell_line(source, int(m.group(1))), finding.message)
     return finding
+
+
+# Rules speak of "line N" in the joined notebook text; the user reads cells.
+_LINE_REFERENCE = re.compile(r"\bline (\d+)\b")
+
+
+def _cell_line(source: SourceFile, line: int) -> str:
+    located = source.cells.locate(line) if source.cells else None
+    return f"cell {located[0] + 1}, line {located[1]}" if located else f"line {line}"
 
 
 def _syntax_error(source: SourceFile, exc: SyntaxError) -> str:

@@ -217,8 +217,10 @@ def sarif_document(run: RunResult) -> dict:
 
 
 def _uri(path: str) -> str:
+    from urllib.parse import quote
+
     relative = os.path.relpath(path) if not path.startswith("..") else path
-    return relative.replace(os.sep, "/")
+    return quote(relative.replace(os.sep, "/"))
 
 
 def _sarif(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:

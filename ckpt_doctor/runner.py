@@ -92,6 +92,8 @@ def _check_cached(path: str, settings: Settings) -> FileResult:
     key = cache.key(source.raw, os.path.abspath(path), versions_key)
     cached = cache.get(key)
     if cached is not None:
+        for finding in cached:
+            finding.path = path  # the same file named another way (./a.py, ../a.py)
         return FileResult(path, cached, source=source)
     result = check_source(source, settings)
     if result.error is None:
@@ -127,7 +129,7 @@ def _fix_file(result: FileResult, settings: Settings, options: RunOptions, run: 
     if text == source.text:
         return result
     if options.diff:
-        run.diffs.append(unified_diff(source.path, source.text, text))
+        run.diffs.append(unified_diff(source.path, source.text, text, notebook=source.is_notebook))
         run.fixes_applied += applied
         return result
     try:

@@ -104,8 +104,11 @@ def _read_python(name: str, raw: bytes) -> SourceFile:
         raise SourceError(name, "binary file (contains NUL bytes), not Python source")
     bom = raw.startswith(codecs.BOM_UTF8)
     try:
-        encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
+        encoding, cookie = tokenize.detect_encoding(io.BytesIO(raw).readline)
     except SyntaxError as exc:
+        if "invalid or missing encoding declaration" in str(exc.msg):
+            offset = _first_non_utf8(raw)
+            raise SourceError(name, f"not valid UTF-8 (byte 0x{raw[offset]:02x} at offset {offset}) and no coding declaration") from None
         raise SourceError(name, f"bad encoding declaration: {exc.msg}") from None
     if encoding == "utf-8-sig":
         encoding = "utf-8"
@@ -117,6 +120,14 @@ def _read_python(name: str, raw: bytes) -> SourceFile:
             name, f"not valid {encoding.upper()} (byte 0x{body[exc.start]:02x} at offset {exc.start})"
         ) from None
     return SourceFile(path=name, text=text, raw=raw, encoding=encoding, bom=bom)
+
+
+def _first_non_utf8(raw: bytes) -> int:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return 0
 
 
 def _read_notebook(name: str, raw: bytes) -> SourceFile:
@@ -154,17 +165,22 @@ def _read_notebook(name: str, raw: bytes) -> SourceFile:
     return SourceFile(path=name, text="".join(out), raw=raw, notebook=doc, cells=cell_map)
 
 
-def _render_notebook(source: SourceFile, new_text: str) -> bytes:
-    doc = json.loads(json.dumps(source.notebook))  # deep copy
+def split_cells(text: str) -> dict[int, list[str]]:
+    """A notebook's joined source back into its code cells' lines, magics restored."""
     cells: dict[int, list[str]] = {}
     current: int | None = None
-    for line in new_text.splitlines():
+    for line in text.splitlines():
         if line.startswith(_CELL_MARKER):
             current = int(line[len(_CELL_MARKER) :])
             cells[current] = []
         elif current is not None:
             cells[current].append(line[len(_MAGIC_PREFIX) :] if line.startswith(_MAGIC_PREFIX) else line)
-    for index, lines in cells.items():
+    return cells
+
+
+def _render_notebook(source: SourceFile, new_text: str) -> bytes:
+    doc = json.loads(json.dumps(source.notebook))  # deep copy
+    for index, lines in split_cells(new_text).items():
         cell = doc["cells"][index]
         original = cell.get("source", "")
         text = "\n".join(lines)

@@ -129,7 +129,7 @@ def pins_near(folder: Path, root: Path | None = None) -> dict[str, tuple[Version
 
 
 _REQUIREMENT = re.compile(
-    r"""^\s*["']?(?P<name>torch|transformers|peft|trl|accelerate|deepspeed)(\[[^\]]*\])?\s*(?P<spec>[^;"'#\n]*)""",
+    r"""^[ \t]*["']?(?P<name>torch|transformers|peft|trl|accelerate|deepspeed)(?![\w.-])(\[[^\]]*\])?[ \t]*(?P<spec>[^;"'#\n]*)""",
     re.IGNORECASE | re.MULTILINE,
 )
 

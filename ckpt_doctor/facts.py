@@ -357,6 +357,7 @@ class _Extractor:
                     scope.bindings[top] = QualName(top)
         elif isinstance(node, ast.ImportFrom):
             module = ("." * node.level) + (node.module or "")
+            self.facts.imports.setdefault(module, node.lineno)
             for alias in node.names:
                 if alias.name == "*":
                     for name in _STAR_EXPORTS.get(module, ()):
@@ -624,6 +625,8 @@ class _Extractor:
             if attr in ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict"):
                 return self._hf_parser_result(receiver)
             if isinstance(receiver, Instance):
+                if attr in _RETURNS_SELF:
+                    return receiver  # `model.to("cuda")` is still the model
                 return Instance(f"{receiver.qualname}().{attr}", record)
         return UNKNOWN
 
@@ -664,5 +667,7 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
+# nn.Module methods that return the module itself
+_RETURNS_SELF = {"to", "cuda", "cpu", "half", "float", "bfloat16", "double", "train", "eval", "requires_grad_", "to_empty"}
 _BUILTINS = {"dict", "print", "len", "getattr", "setattr", "isinstance", "super", "range", "open", "list", "tuple"}
 

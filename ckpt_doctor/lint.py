@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ckpt_doctor.api_era import version_ceilings
 from ckpt_doctor.config import Settings
 from ckpt_doctor.facts import FactsError, extract
 from ckpt_doctor.findings import Finding, Position, Span
@@ -61,7 +62,9 @@ def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | 
     if dependencies is not None and source.path != "-":
         folder = Path(source.path).parent
         dependencies.extend(str(folder / name) for name, _ in facts.strings if (folder / name).is_file())
-    versions = TargetVersions(settings.target_versions, script=source.path if source.path != "-" else None, root=settings.root)
+    versions = TargetVersions(
+        settings.target_versions, script=source.path, root=settings.root, ceilings=version_ceilings(facts), inline_pins=source.pip_pins()
+    )
     ctx = Context(facts, versions, settings, source.path)
     rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(source.path, r.code)]
     findings = [f for f in run_rules(ctx, rules) if not _suppressed(facts.lines, f)]

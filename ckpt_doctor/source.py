@@ -66,6 +66,26 @@ class SourceFile:
         lines = self.text.splitlines()
         return lines[line - 1] if 1 <= line <= len(lines) else ""
 
+    def pip_pins(self) -> dict:
+        """Versions pinned by `%pip install` / `!pip install` lines of a notebook."""
+        from ckpt_doctor.versions import pins_in_pip_command
+
+        pins: dict = {}
+        commands: list[str] = []
+        continued = False
+        for line in self.text.splitlines() if self.notebook is not None else ():
+            magic = line[len(_MAGIC_PREFIX) :] if line.startswith(_MAGIC_PREFIX) else None
+            if magic is not None and (continued or "pip install" in magic):
+                commands[-1:] = [commands[-1] + " " + magic] if continued else [*commands[-1:], magic]
+                continued = magic.rstrip().endswith("\\")
+            else:
+                continued = False
+        for command in commands:
+            if "install" in command:
+                for package, version in pins_in_pip_command(command.split("install", 1)[1].replace("\\", " ")).items():
+                    pins.setdefault(package, version)
+        return pins
+
     def with_text(self, new_text: str) -> "SourceFile":
         """This file as it will be once `new_text` is written (cell map rebuilt for notebooks)."""
         raw = self.render(new_text)
@@ -157,8 +177,10 @@ def _read_notebook(name: str, raw: bytes) -> SourceFile:
         out.append(f"{_CELL_MARKER}{index}\n")
         cell_map.lines.append(None)
         hidden = source.lstrip().startswith("%%")  # a cell magic: the whole cell is not Python
+        continued = False  # a magic line ending in a backslash goes on on the next line
         for number, line in enumerate(source.splitlines(), start=1):
-            if hidden or _MAGIC_LINE.match(line):
+            if hidden or continued or _MAGIC_LINE.match(line):
+                continued = line.rstrip().endswith("\\")
                 line = _MAGIC_PREFIX + line
             out.append(line + "\n")
             cell_map.lines.append((index, number))

@@ -22,6 +22,8 @@ CHECKPOINT_SEQUENTIAL = "torch.utils.checkpoint.checkpoint_sequential"
 TORCH_CHECKPOINTS = (CHECKPOINT, CHECKPOINT_SEQUENTIAL)
 PARTIAL = "functools.partial"
 
+# peft's k-bit preparation; `prepare_model_for_int8_training` is its older name (peft <= 0.9)
+KBIT_PREPARATION = ("peft.prepare_model_for_kbit_training", "peft.prepare_model_for_int8_training")
 HF_ENABLE_METHODS = ("gradient_checkpointing_enable", "activation_checkpointing_enable")
 HF_TRAINING_ARGS = ("transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments")
 TRL_NON_TRAINING_CONFIGS = ("trl.ModelConfig", "trl.ScriptArguments")
@@ -159,7 +161,7 @@ class Training:
         for call in self.facts.calls:
             if is_training_config(call.qualname):
                 sites.append(self._config_site(call))
-            elif call.qualname == "peft.prepare_model_for_kbit_training":
+            elif call.qualname in KBIT_PREPARATION:
                 enabled = call.kwarg("use_gradient_checkpointing")
                 if isinstance(enabled, Missing) and len(call.args) > 1:
                     enabled = call.args[1]
@@ -256,7 +258,7 @@ class Training:
 
     @cached_property
     def kbit_calls(self) -> list[Call]:
-        return self.facts.calls_to("peft.prepare_model_for_kbit_training")
+        return self.facts.calls_to(*KBIT_PREPARATION)
 
     @cached_property
     def input_grad_calls(self) -> list[Call]:

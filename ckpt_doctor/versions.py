@@ -55,8 +55,19 @@ class Target:
 
 
 class TargetVersions:
-    def __init__(self, explicit: dict[str, str] | None = None, script: str | Path | None = None, root: Path | None = None):
+    def __init__(
+        self,
+        explicit: dict[str, str] | None = None,
+        script: str | Path | None = None,
+        root: Path | None = None,
+        ceilings: dict[str, tuple[str, str]] | None = None,
+        inline_pins: dict[str, Version] | None = None,
+    ):
+        self._inline = inline_pins or {}  # `%pip install transformers==4.44.2` in a notebook
         self._explicit = {k.lower(): v for k, v in (explicit or {}).items()}
+        # From the script's own API use (ckpt_doctor.api_era): they cap the installed / newest-known
+        # guess, never a version the project states.
+        self._ceilings = ceilings or {}
         self._script = Path(script).resolve() if script else None
         self._root = root
         self._cache: dict[str, Target] = {}
@@ -72,15 +83,20 @@ class TargetVersions:
     def _resolve(self, package: str) -> Target:
         if package in self._explicit:
             return Target(Version.parse(self._explicit[package]), "target version")
+        if package in self._inline:
+            return Target(self._inline[package], "pinned by %pip install in the notebook")
         if self._script is not None:
             pinned = pins_near(self._script.parent, self._root)
             if package in pinned:
                 version, where = pinned[package]
                 return Target(version, f"pinned in {_short(where)}")
-        installed = _installed(package)
-        if installed is not None:
-            return Target(installed, "installed")
-        return Target(Version.parse(NEWEST_KNOWN[package]), "newest known")
+        guess = _installed(package)
+        target = Target(guess, "installed") if guess is not None else Target(Version.parse(NEWEST_KNOWN[package]), "newest known")
+        if package in self._ceilings:
+            ceiling, reason = self._ceilings[package]
+            if Version.parse(ceiling) < target.version:
+                return Target(Version.parse(ceiling), f"inferred: {reason}")
+        return target
 
 
 def parse_target_versions(items: list[str] | dict[str, str]) -> dict[str, str]:
@@ -143,10 +159,18 @@ def _pins_in(text: str) -> dict[str, Version]:
     return pins
 
 
+def pins_in_pip_command(line: str) -> dict[str, Version]:
+    """`%pip install -q "transformers==4.44.2" trl<0.10` -> {"transformers": 4.44.2, "trl": 0.9.999}."""
+    pins: dict[str, Version] = {}
+    for token in re.findall(r"[\w.\[\]-]+\s*(?:[=~<>!]=?\s*[\w.*]+,?)+", line):
+        pins.update(_pins_in(token))
+    return pins
+
+
 def _version_from_spec(spec: str) -> Version | None:
     """`==4.46.0` / `~=4.46` -> 4.46; `>=4.40,<5` -> just below 5 (the newest the pin admits)."""
     spec = spec.strip()
-    exact = re.search(r"(?:===?|~=)\s*([0-9][0-9.]*)", spec)
+    exact = re.search(r"(?:===?|~=|<=)\s*([0-9][0-9.]*)", spec)
     if exact:
         return Version.parse(exact.group(1))
     upper = re.search(r"<\s*([0-9][0-9.]*)", spec)

@@ -13,6 +13,7 @@ from ckpt_doctor.values import Const, DictVal, Instance, Missing, Namespace, tru
 
 # transformers release that added `activation_checkpointing*` and made `gradient_checkpointing*` aliases.
 ACTIVATION_CHECKPOINTING_SINCE = "5.23"  # docs/version-facts.md [H3]
+PEFT_KBIT_KWARGS_SINCE = "0.6"  # prepare_model_for_kbit_training(gradient_checkpointing_kwargs=...) [P2]
 SAVE_METHODS = ("save_pretrained", "push_to_hub", "save_model")
 STEP_METHODS = ("backward", "step", "train")
 
@@ -31,6 +32,13 @@ def _kwargs_fix(site: HFSite, applicability: Applicability) -> FixSpec | None:
         return set_keyword(site.call, site.kwargs_name or "gradient_checkpointing_kwargs", '{"use_reentrant": False}', applicability,
                            f'Pass `{site.kwargs_name}={{"use_reentrant": False}}`', replace=True)
     return None
+
+
+def _kwargs_supported(ctx: Context, site: HFSite) -> bool:
+    """transformers takes checkpointing kwargs from 4.35, peft's k-bit preparation from 0.6 [H1, P2]."""
+    if site.kind == "kbit preparation":
+        return ctx.versions.at_least("peft", PEFT_KBIT_KWARGS_SINCE) and site.call is not None and site.call.name != "prepare_model_for_int8_training"
+    return ctx.versions.at_least("transformers", TRANSFORMERS_KWARGS_SINCE)
 
 
 def _site_label(site: HFSite) -> str:
@@ -63,6 +71,8 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
             continue  # CKPT207: it does not turn checkpointing on at all
         if isinstance(site.kwargs, DictVal) and not isinstance(site.kwargs.get("use_reentrant"), Missing):
             continue  # an explicit choice
+        if not _kwargs_supported(ctx, site):
+            continue  # nothing to pass them to: the target release takes no checkpointing kwargs
         if isinstance(site.kwargs, DictVal):
             problem = f"`{site.kwargs_name}` has no `use_reentrant`"
         elif site.kind == "kbit preparation":
@@ -75,8 +85,6 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
             else "the legacy variant: no keyword arguments, no `torch.autograd.grad`, gradients silently None over frozen inputs"
         )
         fix = _kwargs_fix(site, applicability)
-        if site.kind != "kbit preparation" and not ctx.versions.at_least("transformers", TRANSFORMERS_KWARGS_SINCE):
-            fix = None  # no gradient_checkpointing_kwargs before transformers 4.35
         yield Report(
             site.span,
             f"{_site_label(site)}: {problem}, so reentrant checkpointing runs ({site.mode.reason}; {symptom}); "
@@ -97,6 +105,8 @@ def reentrant_frozen_inputs(ctx: Context) -> Iterator[Report]:
     frozen = _frozen_evidence(ctx)
     if frozen is None or training.input_grad_calls:
         return
+    if any(s.kind == "kbit preparation" and s.enabled for s in training.hf_sites):
+        return  # peft's k-bit preparation makes the inputs require grad itself for reentrant kwargs [P2]
     peft_lines = [c.line for c in training.peft_calls]
     for site in _reentrant_sites(ctx):
         if _inputs_made_to_require_grad(ctx, site, peft_lines):
@@ -175,18 +185,31 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
     if any(truth(c.kwarg("use_cache")) is False for c in ctx.facts.calls):
         return
     for site in training.hf_sites:
-        if site.kind != "model method" or not site.enabled or site.call is None:
+        if not site.enabled or site.call is None or site.kind not in ("model method", "kbit preparation"):
             continue
-        receiver = site.call.receiver or "model"
+        if site.kind == "model method":
+            receiver, model = site.call.receiver, site.call.receiver_value
+        else:
+            receiver, model = site.call.arg_names[0] if site.call.arg_names else None, site.call.args[0] if site.call.args else None
+        if not receiver or not _generates(model):
+            continue  # only models with a KV cache (causal / seq2seq LMs) and a name to fix
         yield Report(
             site.span,
             f"checkpointing is on in a hand-written loop but `{receiver}.config.use_cache` is not turned off: transformers "
-            "warns \"`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`\" on every "
-            "step, and models that do not switch it off themselves keep a KV cache nobody reads",
+            "warns \"`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`\", and "
+            "remote-code models that do not switch it off themselves keep a KV cache nobody reads",
             fix=insert_after(site.call.statement, f"{receiver}.config.use_cache = False", Applicability.SAFE,
                              f"Insert `{receiver}.config.use_cache = False`"),
         )
         return
+
+
+def _generates(model: object) -> bool:
+    """Whether `model` was loaded as a model class with a KV cache (causal or seq2seq LM)."""
+    if not isinstance(model, Instance):
+        return False
+    owner = model.qualname.rsplit(".", 2)[-2] if model.qualname.count(".") >= 2 else ""
+    return owner.endswith(("ForCausalLM", "LMHeadModel", "ForSeq2SeqLM", "ForConditionalGeneration", "ForSpeechSeq2Seq", "ForVision2Seq", "ForImageTextToText"))
 
 
 @rule(
@@ -197,21 +220,16 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
     summary="`config.use_cache = False` never restored before saving",
 )
 def use_cache_not_restored(ctx: Context) -> Iterator[Report]:
-    turned_off = [a for a in ctx.facts.assigns_to("use_cache") if truth(a.value) is False and a.target.endswith("config.use_cache")]
-    if not turned_off:
-        return
-    restored = [a for a in ctx.facts.assigns_to("use_cache") if truth(a.value) is True]
+    assigns = ctx.facts.assigns_to("use_cache")
+    turned_off = [a for a in assigns if truth(a.value) is False and a.target.endswith("config.use_cache")]
+    if not turned_off or any(truth(a.value) is True for a in assigns):
+        return  # never turned off, or turned back on somewhere (the order across functions is not known)
+    if ctx.training.peft_calls and not ctx.facts.method_calls("merge_and_unload"):
+        return  # a PEFT model saves its adapters only: no config.json with use_cache in it
     for save in ctx.facts.method_calls(*SAVE_METHODS):
-        before = [a for a in turned_off if a.scope == save.scope and a.line < save.line] or (
-            [a for a in turned_off if a.scope == "<module>" or a.scope != save.scope]
-        )
-        if not before:
-            continue
-        off = before[-1]
-        if any(r.line > off.line and r.line < save.line and r.scope == save.scope for r in restored):
-            continue
-        if any(r.scope == save.scope and r.line < save.line for r in restored):
-            continue
+        if save.receiver_root() == "self":
+            continue  # a method of the script's own class, not the library's save
+        off = turned_off[-1]
         model_config = off.target.rsplit(".", 1)[0]
         yield Report(
             save.span,

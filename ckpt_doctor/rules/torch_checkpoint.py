@@ -14,6 +14,7 @@ from ckpt_doctor.values import Const, Missing, constant
 # any other keyword is meant for the wrapped function.
 CHECKPOINT_KEYWORDS = {"use_reentrant", "context_fn", "determinism_check", "debug", "early_stop", "preserve_rng_state"}
 NON_REENTRANT_ONLY = {"context_fn", "debug"}
+CHECKPOINT_WRAPPER = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.checkpoint_wrapper"
 DROPOUT_KEYWORDS = {"dropout", "p", "hidden_dropout_prob", "attention_dropout", "attention_probs_dropout_prob", "resid_pdrop", "attn_pdrop", "embd_pdrop", "lora_dropout", "hidden_dropout", "dropout_rate", "classifier_dropout"}
 
 
@@ -131,7 +132,8 @@ def rng_state_not_preserved(ctx: Context) -> Iterator[Report]:
     dropout_line = _dropout_evidence(ctx)
     if dropout_line is None:
         return
-    for call in ctx.training.torch_checkpoint_sites:
+    wrappers = ctx.facts.calls_to(CHECKPOINT_WRAPPER)  # passes preserve_rng_state on to checkpoint
+    for call in ctx.training.torch_checkpoint_sites + wrappers:
         value = call.kwarg("preserve_rng_state")
         if isinstance(value, Const) and value.value is False:
             yield Report(

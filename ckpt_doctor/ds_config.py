@@ -74,7 +74,8 @@ def _config_from_value(script: str, value: Value, line: int) -> DeepSpeedConfig 
         except (OSError, ValueError):
             return None
         if isinstance(data, dict):
-            return DeepSpeedConfig(data, value.origin.line if value.origin else line, f"{value.value} (named at line {line})")
+            named = value.origin.line if value.origin else line
+            return DeepSpeedConfig(data, named, f"{value.value} (named at line {named})")
     return None
 
 

@@ -64,6 +64,7 @@ class Call:
     args: list[Value]
     arg_names: list[str | None]  # source text of each positional argument that is a (dotted) name
     kwargs: dict[str, Value]
+    kwarg_names: dict[str, str]  # source text of each keyword value that is a (dotted) name
     keyword_spans: dict[str, Span]
     star_args: bool
     star_kwargs: bool
@@ -81,6 +82,11 @@ class Call:
         if self.qualname:
             return self.qualname.rsplit(".", 1)[-1]
         return self.method or ""
+
+    @property
+    def is_method(self) -> bool:
+        """`x.m(...)`, whatever `x` is (also `model(**b).loss.backward()`)."""
+        return isinstance(self.node.func, ast.Attribute)
 
     def kwarg(self, name: str) -> Value:
         if name in self.kwargs:
@@ -503,6 +509,7 @@ class _Extractor:
             args=args,
             arg_names=[_dotted(a) for a in node.args if not isinstance(a, ast.Starred)],
             kwargs=kwargs,
+            kwarg_names={k.arg: name for k in node.keywords if k.arg and (name := _dotted(k.value))},
             keyword_spans=spans,
             star_args=any(isinstance(a, ast.Starred) for a in node.args),
             star_kwargs=star_kwargs,

@@ -297,7 +297,7 @@ class Training:
     @property
     def custom_loop(self) -> bool:
         """A hand-written loop: the script calls `.backward()` itself (or accelerate's)."""
-        return any(c.name == "backward" and c.receiver for c in self.facts.calls)
+        return any(c.name == "backward" and c.is_method for c in self.facts.calls)
 
     @property
     def uses_trainer(self) -> bool:

@@ -100,11 +100,13 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
         return
     for site in ctx.training.hf_sites:
         if site.enabled is True:
+            consequence = "every layer is recomputed twice in the backward"
+            if site.kind == "training config" and "fsdp_config" in external[1]:
+                consequence = "the Trainer refuses to start: \"ValueError: ... can't both be set to True\" [H6]"
             yield Report(
                 site.span,
-                f"{_site_label(site)} and {external[1]} both checkpoint the model: every layer is recomputed twice in the "
-                "backward (and the transformers 5 Trainer raises \"ValueError: `fsdp_config['activation_checkpointing']` "
-                "... can't both be set to True\"); keep FSDP's checkpointing and drop the Hugging Face one",
+                f"{_site_label(site)} and {external[1]} both checkpoint the model: {consequence}; keep FSDP's "
+                "checkpointing and drop the Hugging Face one",
             )
 
 
@@ -124,11 +126,18 @@ def trainer_fsdp_flag(ctx: Context) -> Iterator[Report]:
         fsdp = site.call.kwarg("fsdp")
         if isinstance(fsdp, Missing) or (isinstance(fsdp, Const) and not fsdp.value):
             continue
+        if ctx.versions.at_least("transformers", "5.23"):
+            warning = ("When using FSDP, prefer `fsdp_config['activation_checkpointing']` (FSDP's own activation "
+                       "checkpointing) over the `activation_checkpointing` training argument; the latter introduces a "
+                       "redundant AllGather in the backward pass.")
+        else:
+            warning = ("When using FSDP full shard, instead of using `gradient_checkpointing` in TrainingArguments, please "
+                       "use `activation_checkpointing` in `fsdp_config`. The former introduces a redundant AllGather "
+                       "operation in backward pass.")
         yield Report(
             site.span,
-            f"{_site_label(site)} together with `fsdp=`: transformers warns \"When using FSDP, prefer "
-            "`fsdp_config['activation_checkpointing']` ... the latter introduces a redundant AllGather in the backward "
-            "pass\"; move it to `fsdp_config={\"activation_checkpointing\": True}`",
+            f"{_site_label(site)} together with `fsdp=`: transformers warns \"{warning}\" ; move it to "
+            "`fsdp_config={\"activation_checkpointing\": True}`",
         )
 
 

@@ -132,8 +132,11 @@ def reentrant_frozen_inputs(ctx: Context) -> Iterator[Report]:
 def _frozen_evidence(ctx: Context) -> str | None:
     if uses_peft(ctx):
         return "a PEFT model's frozen base"
+    trained = _trained_model_names(ctx)
     for call in ctx.facts.method_calls("requires_grad_"):
-        if call.args and truth(call.args[0]) is False or truth(call.kwarg("requires_grad")) is False:
+        frozen = (call.args and truth(call.args[0]) is False) or truth(call.kwarg("requires_grad")) is False
+        receiver = call.receiver or ""
+        if frozen and ("embed" in receiver or receiver.split(".", 1)[0] in trained):
             return f"parameters frozen at line {call.line}"
     for assign in ctx.facts.assigns_to("requires_grad"):
         if truth(assign.value) is False:
@@ -141,13 +144,22 @@ def _frozen_evidence(ctx: Context) -> str | None:
     return None
 
 
+def _trained_model_names(ctx: Context) -> set[str]:
+    """Names of the model being trained: receivers of the checkpointing calls, `Trainer(model=...)`."""
+    names = {s.call.receiver_root() for s in ctx.training.hf_sites if s.kind == "model method" and s.call is not None}
+    for call in ctx.facts.calls:
+        if call.name.endswith("Trainer") and "model" in call.kwarg_names:
+            names.add(call.kwarg_names["model"].split(".", 1)[0])
+    return {n for n in names if n}
+
+
 def _inputs_made_to_require_grad(ctx: Context, site: HFSite, peft_lines: list[int]) -> bool:
     """Whether a library makes the embedding output require grad for this site by itself."""
     training = ctx.training
     if site.kind == "kbit preparation":
         return True  # peft calls enable_input_require_grads() when the kwargs are reentrant
-    if training.transformers_5 and site.kind in ("model method", "training config"):
-        return True  # activation_checkpointing_enable() calls enable_input_require_grads() for text models
+    if training.transformers_5 and site.kind in ("model method", "training config") and not _non_text_model(training):
+        return True  # activation_checkpointing_enable() calls enable_input_require_grads() for text models [H2]
     if site.kind == "training config" and site.config_class and site.config_class.startswith("trl."):
         return ctx.versions.at_least("trl", TRL_INPUT_GRADS_SINCE)  # TRL trainers call enable_input_require_grads()
     if site.kind == "command line":
@@ -155,6 +167,16 @@ def _inputs_made_to_require_grad(ctx: Context, site: HFSite, peft_lines: list[in
     if site.kind == "model method" and any(line > site.call.line for line in peft_lines):
         return True  # get_peft_model() after checkpointing was enabled prepares the inputs itself
     return False
+
+
+# Model classes whose main input is not `input_ids` (pixel_values, input_features, input_values)
+_NON_TEXT_CLASSES = ("ForImageClassification", "ForObjectDetection", "ForSemanticSegmentation", "ForVideoClassification",
+                     "ForAudioClassification", "ForSpeechSeq2Seq", "ForCTC", "ViTModel", "CLIPVisionModel", "WhisperModel",
+                     "ForDepthEstimation", "ForImageSegmentation", "ForUniversalSegmentation", "ForMaskedImageModeling")
+
+
+def _non_text_model(training) -> bool:
+    return any(any(part in (c.qualname or "") for part in _NON_TEXT_CLASSES) for c in training.model_loads)
 
 
 def _input_grads_fix(ctx: Context, site: HFSite) -> FixSpec | None:
@@ -349,7 +371,7 @@ def checkpointing_in_eval_mode(ctx: Context) -> Iterator[Report]:
     calls = ctx.facts.calls
     trains = [c for c in calls if c.name == "train" and c.receiver and (not c.args or truth(c.args[0]) is not False)]
     if not trains and training.model_loads and any(c.name == "from_pretrained" for c in training.model_loads):
-        step = next(c for c in calls if c.name == "backward" and c.receiver)
+        step = next(c for c in calls if c.name == "backward" and c.is_method)
         yield Report(
             sites[0].span,
             f"checkpointing is on, but nothing calls `.train()`: `from_pretrained` returns the model in eval mode, so the "

@@ -106,7 +106,7 @@ def reentrant_with_kwargs(ctx: Context) -> Iterator[Report]:
 )
 def reentrant_with_autograd_grad(ctx: Context) -> Iterator[Report]:
     grads = ctx.facts.calls_to("torch.autograd.grad")
-    grads += [c for c in ctx.facts.calls if c.name == "backward" and c.receiver and "inputs" in c.kwargs]
+    grads += [c for c in ctx.facts.calls if c.name == "backward" and c.is_method and "inputs" in c.kwargs]
     if not grads:
         return
     where = f"line {grads[0].line}"

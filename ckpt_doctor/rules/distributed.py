@@ -102,7 +102,7 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
         if site.enabled is True:
             consequence = "every layer is recomputed twice in the backward"
             if site.kind == "training config" and "fsdp_config" in external[1]:
-                consequence = "the Trainer refuses to start: \"ValueError: ... can't both be set to True\" [H6]"
+                consequence = "the Trainer refuses to start: \"ValueError: ... can't both be set to True\""
             yield Report(
                 site.span,
                 f"{_site_label(site)} and {external[1]} both checkpoint the model: {consequence}; keep FSDP's "

@@ -1,0 +1,196 @@
+"""Find a model's architecture by name or path, offline.
+
+Sources, in order (:func:`lookup`):
+
+1. a local path: a directory holding ``config.json`` (or a PEFT adapter directory whose
+   ``adapter_config.json`` names its base model), or a path to a ``config.json`` file;
+2. the bundled registry ``ckpt_doctor/data/models.json``: exact Hub id, case-insensitive, an alias
+   (``llama-2-7b``, ``gpt2``) or the id without its organisation (``Llama-2-7b-hf``);
+3. the local Hugging Face cache, read offline: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+   ``~/.cache/huggingface/hub``; layout ``models--ORG--NAME/snapshots/<rev>/config.json``, preferring
+   the revision named in ``refs/main``;
+4. the registry again, for chat / instruct variants of a bundled base model (``-Instruct``, ``-chat``,
+   ``-it``), which have the same architecture numbers.
+
+Never a network call, never an import of torch or transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from .arch import ModelArch, UnsupportedConfig
+
+__all__ = ["resolve", "lookup", "known_names", "aliases", "registry_config", "hf_cache_dir", "load_config_file"]
+
+_DATA = Path(__file__).resolve().parent.parent / "data" / "models.json"
+
+
+@lru_cache(maxsize=1)
+def _entries() -> tuple[dict, ...]:
+    with open(_DATA, encoding="utf-8") as fh:
+        return tuple(json.load(fh)["models"])
+
+
+@lru_cache(maxsize=1)
+def _index() -> dict[str, dict]:
+    """lower-case key -> entry, for ids, aliases and ids without their organisation."""
+    idx: dict[str, dict] = {}
+    for e in _entries():
+        idx[e["name"].lower()] = e
+    for e in _entries():  # aliases and short names never shadow a full id
+        for key in [*e.get("aliases", []), e["name"].split("/")[-1]]:
+            idx.setdefault(key.lower(), e)
+    return idx
+
+
+def known_names() -> list[str]:
+    """Canonical Hub ids of the bundled models, in registry order."""
+    return [e["name"] for e in _entries()]
+
+
+def aliases() -> dict[str, str]:
+    """Every accepted registry key (lower case) -> canonical id."""
+    return {k: e["name"] for k, e in _index().items()}
+
+
+def registry_config(name: str) -> dict | None:
+    """The bundled ``config.json`` dict of a registry model (a copy), or None."""
+    e = _index().get(name.strip().lower())
+    return dict(e["config"]) if e else None
+
+
+def _from_entry(e: dict) -> ModelArch:
+    return ModelArch.from_hf_config(e["config"], e["name"])
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache directory (may not exist)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def load_config_file(path: Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _hf_cache_config(repo_id: str) -> Path | None:
+    if repo_id.count("/") > 1 or not repo_id or repo_id.startswith((".", "/")):
+        return None
+    cache = hf_cache_dir()
+    folder = "models--" + repo_id.replace("/", "--")
+    repo = cache / folder
+    if not repo.is_dir():
+        try:  # Hub ids are case-insensitive; the cache keeps the spelling first used
+            wanted = folder.lower()
+            repo = next((p for p in cache.iterdir() if p.name.lower() == wanted and p.is_dir()), None)
+        except OSError:
+            return None
+        if repo is None:
+            return None
+    snaps = repo / "snapshots"
+    ref = repo / "refs" / "main"
+    try:
+        rev = ref.read_text(encoding="utf-8").strip() if ref.is_file() else ""
+    except OSError:
+        rev = ""
+    if rev and (snaps / rev / "config.json").is_file():
+        return snaps / rev / "config.json"
+    try:
+        candidates = [p / "config.json" for p in snaps.iterdir() if (p / "config.json").is_file()]
+    except OSError:
+        return None
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def _from_path(s: str, depth: int) -> tuple[ModelArch | None, str] | None:
+    p = Path(s).expanduser()
+    try:
+        if p.is_dir():
+            cfg_path = p / "config.json"
+            if not cfg_path.is_file():
+                adapter = load_config_file(p / "adapter_config.json")
+                base = (adapter or {}).get("base_model_name_or_path")
+                if base and depth < 2:
+                    arch, why = lookup(str(base), _depth=depth + 1)
+                    return arch, f"base model {base!r} of the PEFT adapter in {p}: {why}"
+                return None, f"{p} is a directory without config.json"
+        elif p.is_file():
+            cfg_path = p
+        else:
+            return None
+    except OSError:
+        return None
+    cfg = load_config_file(cfg_path)
+    if cfg is None:
+        return None, f"{cfg_path} is not a JSON object"
+    name = cfg.get("_name_or_path") or str(p)
+    try:
+        return ModelArch.from_hf_config(cfg, str(name)), f"config.json at {cfg_path}"
+    except UnsupportedConfig as exc:
+        return None, str(exc)
+
+
+# "-Instruct", "-chat", "-it" before an optional version / "-hf" tail: Llama-2-7b-chat-hf -> Llama-2-7b-hf,
+# Mistral-7B-Instruct-v0.3 -> Mistral-7B-v0.3 (the version is kept: v0.1 and v0.3 differ in vocabulary).
+_VARIANT = re.compile(r"-(instruct|chat|it)(?=(-v[0-9.]+)?(-hf)?$)", re.IGNORECASE)
+
+
+def lookup(name_or_path: str, _depth: int = 0) -> tuple[ModelArch | None, str]:
+    """Resolve and say where from: ``(arch, source)``; ``(None, reason)`` when nothing matched."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        return None, "no model name given"
+    s = name_or_path.strip()
+    looks_like_path = s.startswith((".", "/", "~")) or s.endswith(".json") or "\\" in s
+    if Path(s).expanduser().exists():
+        got = _from_path(s, _depth)
+        # a bare name like "gpt2" that happens to be an unrelated folder falls through to the registry
+        if got is not None and (got[0] is not None or looks_like_path):
+            return got
+    elif looks_like_path:
+        return None, f"{s} does not exist"
+    e = _index().get(s.lower())
+    if e is not None:
+        return _from_entry(e), f"bundled registry ({e['name']})"
+    cached = _hf_cache_config(s)
+    if cached is not None:
+        cfg = load_config_file(cached)
+        if cfg is not None:
+            try:
+                return ModelArch.from_hf_config(cfg, s), f"Hugging Face cache ({cached})"
+            except UnsupportedConfig as exc:
+                return None, str(exc)
+    base = _VARIANT.sub("", s)
+    if base != s:
+        for key in (base,):
+            e = _index().get(key.lower())
+            if e is not None:
+                return _from_entry(e), f"bundled registry ({e['name']}, same architecture as {s})"
+    return None, (f"{s!r} is not a bundled model, not a local config.json and not in the Hugging Face cache "
+                  f"({hf_cache_dir()})")
+
+
+def resolve(name_or_path: str) -> ModelArch | None:
+    """The architecture of a model id, alias, local directory / ``config.json``, or cached Hub model;
+    None when it cannot be found offline (never raises for an unknown name)."""
+    try:
+        return lookup(name_or_path)[0]
+    except Exception:  # noqa: BLE001 - a lookup must never break the caller
+        return None

@@ -31,7 +31,7 @@ class PageExamples:
     code: str
     bad: str
     good: str
-    assumes: dict[str, str]  # target versions the examples are written for
+    assumes: dict[str, str]  # target versions the examples are written for (and gpu-memory for CKPT4xx)
     marked_lines: list[int]  # lines of `bad` that carry `# CKPTnnn`
 
 
@@ -50,7 +50,7 @@ def examples(code: str) -> PageExamples:
     match = re.search(r"^Examples assume:\s*(.+)$", text, re.MULTILINE)
     if match:
         for item in match.group(1).split():
-            package, _, version = item.strip("`").partition("==")
+            package, _, version = item.strip("`").replace("==", "=").partition("=")
             assumes[package] = version
     marker = re.compile(rf"#\s*{code}\b")
     marked = [n for n, line in enumerate(bad.splitlines(), start=1) if marker.search(line)]

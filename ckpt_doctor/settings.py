@@ -16,7 +16,7 @@ BATCH_NAMES = ("per_device_train_batch_size", "train_batch_size", "micro_batch_s
 DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16", "float32": "fp32", "fp32": "fp32", "float": "fp32"}
 # TrainingArguments(optim=...) and torch / bitsandbytes optimizer classes -> estimate's optimizer names
 OPTIM_NAMES = {
-    "adamw_torch": "adamw", "adamw_hf": "adamw", "adamw_torch_fused": "adamw-fused", "adamw_apex_fused": "adamw-fused",
+    "adamw_torch": "adamw", "adamw_hf": "adamw-loop", "adamw_torch_fused": "adamw-fused", "adamw_apex_fused": "adamw-fused",
     "adamw_bnb_8bit": "adamw-8bit", "adamw_8bit": "adamw-8bit", "paged_adamw_8bit": "paged-adamw-8bit",
     "paged_adamw_32bit": "adamw", "adafactor": "adafactor", "sgd": "sgd",
 }
@@ -67,22 +67,24 @@ class ScriptSettings:
     is_training: bool = False
 
     def as_flags(self) -> dict[str, object]:
-        """The settings in `estimate`'s flag names (what the user would type)."""
-        flags: dict[str, object] = {
-            "batch_size": self.batch_size.value, "dtype": self.dtype.value, "mixed_precision": self.mixed_precision.value,
-            "optimizer": self.optimizer.value, "attn": self.attn.value, "gradient_accumulation": self.gradient_accumulation.value,
-            "gpus": self.gpus.value, "zero": self.zero.value, "load_in_4bit": self.load_in_4bit, "load_in_8bit": self.load_in_8bit,
-            "checkpointing": self.checkpointing.value,
+        """The settings under `estimate`'s flag names, as `TrainingSetup` takes them (None: not known)."""
+        return {
+            "model": self.model.value if self.model else None,
+            "batch_size": int(self.batch_size.value),
+            "seq_len": int(self.seq_len.value) if self.seq_len else None,
+            "dtype": None if self.dtype.value == "auto" else str(self.dtype.value),
+            "mixed_precision": str(self.mixed_precision.value),
+            "attn": str(self.attn.value),
+            "optimizer": str(self.optimizer.value),
+            "lora_r": int(self.lora_r.value) if self.lora_r else None,
+            "lora_targets": tuple(str(self.lora_targets.value).split(",")) if self.lora_targets else None,
+            "load_in_4bit": self.load_in_4bit,
+            "load_in_8bit": self.load_in_8bit,
+            "gpus": int(self.gpus.value),
+            "zero": int(self.zero.value),
+            "gradient_accumulation": int(self.gradient_accumulation.value),
+            "checkpointing": str(self.checkpointing.value),
         }
-        if self.model is not None:
-            flags["model"] = self.model.value
-        if self.seq_len is not None:
-            flags["seq_len"] = self.seq_len.value
-        if self.lora_r is not None:
-            flags["lora_r"] = self.lora_r.value
-        if self.lora_targets is not None:
-            flags["lora_targets"] = self.lora_targets.value
-        return flags
 
 
 def _setting(value: Value, note: str = "") -> Setting | None:
@@ -245,3 +247,24 @@ def _seq_len(calls: list[Call], argparse_defaults: dict[str, Const]) -> Setting 
             if found is not None and isinstance(found.value, int) and found.value > 0:
                 return found
     return None
+
+
+ASSUMED_SHARDING_GPUS = 8
+DEFAULT_SEQ_LEN = 2048
+
+
+def complete_for(settings: ScriptSettings, arch) -> ScriptSettings:
+    """Fill in, from the model's architecture, what the script leaves to the library or to us."""
+    if settings.dtype.value == "auto":
+        dtype = str(getattr(arch, "torch_dtype", None) or "float32")
+        settings.dtype = Setting(DTYPES.get(dtype, "fp32"), None, "the checkpoint's dtype (transformers 5 loads dtype='auto')")
+    if settings.dtype.value != "fp32" and settings.mixed_precision.value != "no":
+        # autocast over weights that are already 16-bit keeps no fp32 master copy
+        settings.mixed_precision = Setting("no", settings.mixed_precision.line, "weights already 16-bit")
+    if settings.zero.value and not settings.gpus.stated:
+        # sharded over an unknown number of GPUs: judge it by the most favourable common case
+        settings.gpus = Setting(ASSUMED_SHARDING_GPUS, None, "assumed: one node of 8 GPUs for ZeRO/FSDP sharding")
+    if settings.seq_len is None:
+        cap = arch.max_position_embeddings or DEFAULT_SEQ_LEN
+        settings.seq_len = Setting(min(DEFAULT_SEQ_LEN, cap), None, f"assumed: {DEFAULT_SEQ_LEN} capped by max_position_embeddings")
+    return settings

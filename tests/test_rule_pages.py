@@ -20,11 +20,12 @@ from ckpt_doctor.rules import all_rules
 from ckpt_doctor.source import SourceFile
 
 NEWEST = {"torch": "2.13", "transformers": "5.24", "peft": "0.21", "trl": "1.16"}
-RULES = [r for r in all_rules() if r.code < "CKPT400"]
+RULES = all_rules()
 
 
-def lint(code: str, targets: dict[str, str], select: str = "CKPT"):
-    settings = Settings(target_versions={**NEWEST, **targets}, select=[select])
+def lint(code: str, assumes: dict[str, str], select: str = "CKPT"):
+    targets = {k: v for k, v in assumes.items() if k != "gpu-memory"}
+    settings = Settings(target_versions={**NEWEST, **targets}, select=[select], gpu_memory=assumes.get("gpu-memory"))
     return lint_text(SourceFile("example.py", code, code.encode()), settings)
 
 

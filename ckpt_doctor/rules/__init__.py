@@ -42,6 +42,7 @@ class Context:
     versions: TargetVersions
     settings: Settings
     path: str
+    memo: dict = field(default_factory=dict)  # per-file results several rules share (e.g. the memory estimate)
 
     @cached_property
     def training(self) -> Training:
@@ -106,4 +107,4 @@ def run_rules(ctx: Context, rules: Iterable[Rule]) -> Iterator[Finding]:
 def _load() -> None:
     if REGISTRY:
         return
-    from ckpt_doctor.rules import distributed, huggingface, torch_checkpoint  # noqa: F401
+    from ckpt_doctor.rules import distributed, huggingface, memory, torch_checkpoint  # noqa: F401

@@ -1,0 +1,213 @@
+"""Regenerate tests/data/traces.json: exact fake-tensor traces of training steps (the ground truth the
+closed-form estimator is tested against), and print how far the closed form is from each.
+
+    python bench/estimate_traces.py              # all rows (~3 minutes on 2 CPU cores, < 1 GB RAM)
+    python bench/estimate_traces.py --no-large   # skip the 7B/8B shapes (~1 minute)
+    python bench/estimate_traces.py --check      # compare the stored file with the closed form, no tracing
+
+Needs torch, transformers and peft (the [verify] extra); no GPU, no network (models are built from their
+configs with random init, as fake tensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ckpt_doctor.estimate.arch import ModelArch
+from ckpt_doctor.estimate.memory import TrainingSetup, estimate
+from ckpt_doctor.estimate.registry import resolve
+
+OUT = ROOT / "tests" / "data" / "traces.json"
+
+# tiny models: a few million parameters, 4 layers, hidden 256 (large enough that 512-byte rounding is noise)
+MODELS: dict[str, dict] = {
+    "tiny-llama": dict(model_type="llama", hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                       num_attention_heads=8, num_key_value_heads=4, vocab_size=8192, max_position_embeddings=2048,
+                       tie_word_embeddings=False),
+    "tiny-gpt2": dict(model_type="gpt2", n_embd=256, n_layer=4, n_head=8, vocab_size=8192, n_positions=1024,
+                      bos_token_id=0, eos_token_id=0),
+    "tiny-qwen2": dict(model_type="qwen2", hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+                       num_attention_heads=8, num_key_value_heads=2, vocab_size=8192, max_position_embeddings=2048,
+                       tie_word_embeddings=True),
+    "tiny-bert": dict(model_type="bert", hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                      intermediate_size=1024, vocab_size=8192, max_position_embeddings=512),
+}
+
+QV = ("q_proj", "v_proj")
+ALL_LLAMA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# (model, batch, seq, overrides)
+MATRIX: list[tuple[str, int, int, dict]] = [
+    # tiny-llama: GQA, RMSNorm, SwiGLU, untied head
+    ("tiny-llama", 1, 512, {}),
+    ("tiny-llama", 4, 128, {}),
+    ("tiny-llama", 4, 512, {"checkpointing": "full"}),
+    ("tiny-llama", 4, 512, {"checkpointing": "every_2"}),
+    ("tiny-llama", 1, 128, {"dtype": "fp32"}),
+    ("tiny-llama", 4, 512, {"dtype": "fp32", "optimizer": "adamw-fused"}),
+    ("tiny-llama", 4, 128, {"mixed_precision": "bf16"}),
+    ("tiny-llama", 1, 512, {"mixed_precision": "bf16", "checkpointing": "full"}),
+    ("tiny-llama", 1, 512, {"attn": "eager"}),
+    ("tiny-llama", 4, 128, {"attn": "eager", "checkpointing": "every_2"}),
+    ("tiny-llama", 4, 512, {"lora_r": 8, "lora_targets": QV}),
+    ("tiny-llama", 4, 512, {"lora_r": 16, "lora_targets": ALL_LLAMA, "checkpointing": "full"}),
+    ("tiny-llama", 1, 128, {"lora_r": 8, "lora_targets": QV, "mixed_precision": "bf16", "attn": "eager"}),
+    ("tiny-llama", 1, 128, {"optimizer": "adamw-fused", "checkpointing": "every_2"}),
+    ("tiny-llama", 4, 128, {"optimizer": "sgd", "gradient_accumulation": 2}),
+    ("tiny-llama", 1, 512, {"optimizer": "adafactor"}),
+    ("tiny-llama", 4, 128, {"dtype": "fp32", "optimizer": "adamw-loop", "zero_grad_set_to_none": False}),
+    # tiny-gpt2: LayerNorm, fused qkv (Conv1D), gelu_new in Python, dropout 0.1, tied head
+    ("tiny-gpt2", 4, 128, {}),
+    ("tiny-gpt2", 1, 512, {"dtype": "fp32", "attn": "eager"}),
+    ("tiny-gpt2", 4, 128, {"mixed_precision": "bf16", "attn": "eager", "checkpointing": "full"}),
+    ("tiny-gpt2", 1, 512, {"mixed_precision": "bf16", "checkpointing": "every_2"}),
+    ("tiny-gpt2", 4, 512, {"dtype": "fp32", "lora_r": 8, "lora_targets": ("c_attn",)}),
+    ("tiny-gpt2", 4, 512, {"optimizer": "adamw-fused", "checkpointing": "full"}),
+    ("tiny-gpt2", 1, 128, {"dtype": "fp32", "gradient_accumulation": 2}),
+    # tiny-qwen2: GQA 4:1, q/k/v bias, tied head
+    ("tiny-qwen2", 4, 512, {}),
+    ("tiny-qwen2", 1, 512, {"attn": "eager", "checkpointing": "full"}),
+    ("tiny-qwen2", 4, 128, {"lora_r": 8, "lora_targets": ("q_proj", "v_proj", "gate_proj"), "mixed_precision": "bf16"}),
+    ("tiny-qwen2", 4, 128, {"dtype": "fp32", "optimizer": "adamw-fused", "checkpointing": "every_2"}),
+    ("tiny-qwen2", 1, 128, {"optimizer": "sgd"}),
+    ("tiny-qwen2", 4, 512, {"lora_r": 16, "lora_targets": QV, "attn": "eager", "checkpointing": "every_2"}),
+    # tiny-bert: sequence classification, post-LN, GELU, dropout 0.1
+    ("tiny-bert", 4, 128, {"dtype": "fp32", "attn": "eager"}),
+    ("tiny-bert", 1, 512, {"dtype": "fp32", "attn": "eager", "optimizer": "adamw-loop",
+                           "zero_grad_set_to_none": False, "gradient_accumulation": 4}),
+    ("tiny-bert", 4, 512, {"dtype": "fp32", "mixed_precision": "fp16", "attn": "eager", "checkpointing": "full"}),
+    ("tiny-bert", 4, 128, {"dtype": "fp32", "optimizer": "adafactor"}),
+    ("tiny-bert", 1, 512, {}),
+    ("tiny-bert", 4, 128, {"dtype": "fp32", "lora_r": 8, "lora_targets": ("query", "value")}),
+    ("tiny-bert", 4, 512, {"dtype": "fp32", "mixed_precision": "bf16", "checkpointing": "every_2"}),
+    ("tiny-bert", 1, 128, {"dtype": "fp32", "attn": "eager", "optimizer": "adamw-fused", "checkpointing": "full"}),
+]
+
+# real shapes (bundled registry), traced in ~30 s each under FakeTensorMode
+LARGE: list[tuple[str, int, int, dict]] = [
+    ("meta-llama/Llama-2-7b-hf", 1, 2048, {}),  # the optimizer step sets the peak: 62.8 GiB
+    ("meta-llama/Llama-2-7b-hf", 1, 2048, {"lora_r": 16, "lora_targets": QV, "checkpointing": "full"}),
+    ("meta-llama/Meta-Llama-3-8B", 1, 2048, {"checkpointing": "full"}),
+]
+
+
+def arch_of(model: str) -> ModelArch:
+    if model in MODELS:
+        return ModelArch.from_hf_config(dict(MODELS[model]), model)
+    arch = resolve(model)
+    if arch is None:
+        raise SystemExit(f"{model} is not in the bundled registry")
+    return arch
+
+
+def setup_of(row: dict) -> TrainingSetup:
+    kw = dict(row["setup"])
+    if kw.get("lora_targets") is not None:
+        kw["lora_targets"] = tuple(kw["lora_targets"])
+    return TrainingSetup(arch=arch_of(row["model"]), **kw)
+
+
+def _setup_dict(s: TrainingSetup) -> dict:
+    out = {}
+    for f in fields(s):
+        if f.name == "arch":
+            continue
+        v = getattr(s, f.name)
+        if v != f.default:
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def row_id(model: str, s: TrainingSetup) -> str:
+    d = _setup_dict(s)
+    parts = [model.split("/")[-1]] + [f"{k}={'+'.join(v) if isinstance(v, list) else v}" for k, v in d.items()]
+    return " ".join(parts)
+
+
+def compare(rows: list[dict]) -> tuple[float, float]:
+    errs = []
+    for r in rows:
+        e = estimate(setup_of(r))
+        err = 100.0 * (e.peak_bytes - r["peak_bytes"]) / r["peak_bytes"]
+        errs.append(abs(err))
+        ph = " ".join(f"{k[:3]} {100.0 * (e.phases[k] - v) / v:+.2f}" for k, v in r["phases"].items() if v)
+        print(f"  {err:+6.2f}%  {r['peak_bytes'] / 2**20:9.1f} MiB  peak at {r['peak_phase']:<9} [{ph}]  {r['id']}")
+    mx, mean = max(errs), sum(errs) / len(errs)
+    print(f"closed form vs trace over {len(rows)} rows: max |error| {mx:.2f} %, mean {mean:.2f} %")
+    return mx, mean
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-large", action="store_true", help="skip the 7B/8B shapes")
+    ap.add_argument("--check", action="store_true", help="only compare the stored traces with the closed form")
+    args = ap.parse_args()
+    if args.check:
+        data = json.loads(OUT.read_text())
+        compare(data["rows"])
+        return
+
+    warnings.filterwarnings("ignore")
+    import peft
+    import torch
+    import transformers
+
+    try:
+        transformers.logging.set_verbosity_error()
+    except Exception:  # noqa: BLE001
+        pass
+    from ckpt_doctor.estimate.trace import trace_step
+
+    todo = list(MATRIX) + ([] if args.no_large else list(LARGE))
+    rows = []
+    t_all = time.perf_counter()
+    for i, (model, b, s, over) in enumerate(todo, 1):
+        setup = TrainingSetup(arch=arch_of(model), batch_size=b, seq_len=s, **over)
+        rid = row_id(model, setup)
+        t0 = time.perf_counter()
+        res = trace_step(setup)
+        dt = time.perf_counter() - t0
+        est = estimate(setup)
+        err = 100.0 * (est.peak_bytes - res.peak_bytes) / res.peak_bytes
+        print(f"[{i:2d}/{len(todo)}] {dt:6.1f}s  trace {res.peak_bytes / 2**20:10.1f} MiB ({res.peak_phase:<9})  "
+              f"closed form {err:+6.2f}%  {rid}", flush=True)
+        rows.append({
+            "id": rid,
+            "model": model,
+            "setup": _setup_dict(setup),
+            "peak_bytes": res.peak_bytes,
+            "peak_phase": res.peak_phase,
+            "phases": res.phases,
+            "breakdown": res.breakdown,
+            "params_total": res.params_total,
+            "params_trainable": res.params_trainable,
+            "trace_seconds": round(dt, 2),
+        })
+    data = {
+        "about": "Peak bytes of one steady-state training step (2nd iteration), traced with "
+                 "torch.distributed._tools.mem_tracker.MemTracker under FakeTensorMode on CPU, CUDA's 512-byte "
+                 "rounding and CUDA semantics applied (ckpt_doctor/estimate/trace.py). Regenerate with "
+                 "python bench/estimate_traces.py.",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                     "python": platform.python_version()},
+        "models": MODELS,
+        "rows": rows,
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {OUT} ({len(rows)} rows) in {time.perf_counter() - t_all:.0f}s")
+    compare(rows)
+
+
+if __name__ == "__main__":
+    main()

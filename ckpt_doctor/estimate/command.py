@@ -1,0 +1,232 @@
+"""``ckpt-doctor estimate``: peak GPU memory of one training step, with and without checkpointing.
+
+Registered by the CLI (``ckpt_doctor.cli``).  Imports no torch: the closed form answers in milliseconds;
+``--trace`` (the exact fake-tensor trace) imports torch and transformers lazily.
+
+Exit codes: 0 an estimate was printed (whether or not it fits), 2 usage error (unknown model, unknown GPU,
+bad size, a setting the trace cannot run).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import click
+
+from .gpus import (
+    DEFAULT_BUDGET_BYTES,
+    BudgetError,
+    gpu_memory_bytes,
+    known_gpus,
+    parse_budget,
+)
+from .memory import OPTIMIZERS, TrainingSetup
+from .memory import estimate as _estimate
+from .memory import plans as _plans
+from .render import render_text, to_json_dict
+
+__all__ = ["DEFAULTS", "configured_budget", "estimate", "settings_from_script"]
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+# what a flag means when neither it nor the script says anything
+DEFAULTS = {
+    "batch_size": 1,
+    "seq_len": 2048,  # capped by the model's max_position_embeddings
+    "dtype": "bf16",
+    "mixed_precision": "no",
+    "attn": "sdpa",
+    "optimizer": "adamw",
+    "lora_r": None,
+    "lora_targets": None,
+    "load_in_4bit": False,
+    "load_in_8bit": False,
+    "gpus": 1,
+    "zero": 0,
+    "gradient_accumulation": 1,
+    "checkpointing": "none",
+}
+
+
+# ---- what the script and the configuration say ----------------------------------------------------------
+def settings_from_script(path: str) -> dict:
+    """The training settings a script states (ckpt_doctor.settings), in this command's flag names;
+    flags given on the command line override them."""
+    from ckpt_doctor.config import ConfigError, load_settings
+    from ckpt_doctor.facts import FactsError, extract
+    from ckpt_doctor.settings import complete_for, read_settings
+    from ckpt_doctor.source import SourceError, read_source
+    from ckpt_doctor.training import Training
+    from ckpt_doctor.versions import TargetVersions
+
+    try:
+        config = load_settings()
+        source = read_source(path, config.max_file_size)
+        facts = extract(source.text, path)
+    except (SourceError, ConfigError) as exc:
+        _fail(str(exc))
+    except SyntaxError as exc:
+        _fail(f"{path}:{exc.lineno}:{exc.offset}: cannot parse: {exc.msg}")
+    except FactsError as exc:
+        _fail(f"{path}: {exc}")
+    settings = read_settings(Training(facts, TargetVersions(config.target_versions, script=path, root=config.root)))
+    model = settings.model.value if settings.model else None
+    if model and model in config.model_configs:
+        model = str(config.root / config.model_configs[model])
+    if model is None and settings.model_load is not None:
+        _fail(f"{path}:{settings.model_load.line}: the model id is not a constant; pass --model")
+    from .registry import resolve
+
+    arch = resolve(str(model)) if model else None
+    if arch is not None:
+        complete_for(settings, arch)  # the same defaults `check` uses (dtype "auto", autocast over 16-bit weights, ...)
+    return {**settings.as_flags(), "model": model}
+
+
+def configured_budget() -> tuple[int, str] | None:
+    """``(bytes, source)`` from ``[tool.ckpt-doctor] gpu-memory`` or NVML, else None.
+    Consulted after ``--gpu-memory`` and ``--gpu`` and before the 24 GiB default."""
+    from ckpt_doctor.config import ConfigError, load_settings
+    from ckpt_doctor.rules.memory import _nvml_total
+
+    try:
+        config = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+    if config.gpu_memory:
+        return parse_budget(config.gpu_memory), f"gpu-memory in {config.config_file}"
+    total = _nvml_total()
+    return (total, "NVML (GPU 0)") if total else None
+
+
+# --------------------------------------------------------------------------------------------------------
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    raise click.exceptions.Exit(EXIT_USAGE)
+
+
+def _budget(gpu_memory: str | None, gpu: str | None) -> tuple[int, str]:
+    if gpu_memory:
+        try:
+            return parse_budget(gpu_memory), f"--gpu-memory {gpu_memory}"
+        except BudgetError as exc:
+            _fail(f"{exc}; pass --gpu-memory like 80GiB, 24GB or 24000MiB")
+    if gpu:
+        n = gpu_memory_bytes(gpu)
+        if n is None:
+            _fail(f"unknown GPU {gpu!r}; pass --gpu-memory SIZE (e.g. 24GiB) or --gpu with one of: "
+                  + ", ".join(known_gpus()))
+        return n, f"--gpu {gpu}"
+    conf = configured_budget()
+    if conf is not None:
+        return conf
+    return DEFAULT_BUDGET_BYTES, "default: a 24 GiB card; set --gpu-memory or --gpu"
+
+
+@click.command("estimate", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("script", required=False, type=click.Path(dir_okay=False))
+@click.option("--model", "-m", metavar="ID_OR_PATH", help="Bundled model id (meta-llama/Llama-2-7b-hf), a local "
+              "directory or config.json, or a model in the local Hugging Face cache.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Per-device micro-batch size (default 1).")
+@click.option("--seq-len", type=click.IntRange(min=1), help="Tokens per sample (default 2048, capped by the model).")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), help="Dtype of the weights (default bf16).")
+@click.option("--mixed-precision", type=click.Choice(["no", "bf16", "fp16"]),
+              help="Autocast over fp32 master weights, as TrainingArguments(bf16=True) on an fp32 model.")
+@click.option("--attn", type=click.Choice(["eager", "sdpa", "flash"]), help="Attention implementation (default sdpa).")
+@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)),
+              help="adamw is torch.optim.AdamW (foreach); adamw-loop is foreach=False (default adamw).")
+@click.option("--lora-r", type=click.IntRange(min=1), help="LoRA rank: freezes the base model.")
+@click.option("--lora-targets", metavar="NAMES", help="Comma-separated LoRA target modules (default: PEFT's).")
+@click.option("--load-in-4bit", is_flag=True, default=None, help="4-bit NF4 base weights (QLoRA).")
+@click.option("--load-in-8bit", is_flag=True, default=None, help="8-bit base weights.")
+@click.option("--gpus", type=click.IntRange(min=1), help="Data-parallel GPUs (default 1).")
+@click.option("--zero", type=click.Choice(["0", "1", "2", "3"]), help="ZeRO stage; FSDP FULL_SHARD counts as 3.")
+@click.option("--gradient-accumulation", type=click.IntRange(min=1), help="Micro-batches per optimizer step.")
+@click.option("--checkpointing", metavar="PLAN", help="The plan the step runs with: none, full, every_N, offload.")
+@click.option("--gpu-memory", metavar="SIZE", help="GPU memory budget, e.g. 80GiB, 24GB, 24000MiB.")
+@click.option("--gpu", "gpu_name", metavar="NAME", help="GPU by name for the budget, e.g. A100-80GB, RTX4090, L40S.")
+@click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--trace", "do_trace", is_flag=True,
+              help="Also run the exact fake-tensor trace (needs torch + transformers: the [verify] extra).")
+def estimate(script: str | None, model: str | None, batch_size: int | None, seq_len: int | None, dtype: str | None,
+             mixed_precision: str | None, attn: str | None, optimizer: str | None, lora_r: int | None,
+             lora_targets: str | None, load_in_4bit: bool | None, load_in_8bit: bool | None, gpus: int | None,
+             zero: str | None, gradient_accumulation: int | None, checkpointing: str | None,
+             gpu_memory: str | None, gpu_name: str | None, output_format: str, do_trace: bool) -> None:
+    """Estimate the peak GPU memory of one training step (forward, backward, optimizer step) per GPU, the
+    checkpointing plans that fit the budget, and the lightest one."""
+    given = {
+        "model": model, "batch_size": batch_size, "seq_len": seq_len, "dtype": dtype,
+        "mixed_precision": mixed_precision, "attn": attn, "optimizer": optimizer, "lora_r": lora_r,
+        "lora_targets": lora_targets, "load_in_4bit": load_in_4bit, "load_in_8bit": load_in_8bit, "gpus": gpus,
+        "zero": int(zero) if zero is not None else None, "gradient_accumulation": gradient_accumulation,
+        "checkpointing": checkpointing,
+    }
+    settings: dict = {}
+    if script:
+        settings.update({k: v for k, v in (settings_from_script(script) or {}).items() if v is not None})
+    settings.update({k: v for k, v in given.items() if v is not None})
+
+    name = settings.pop("model", None)
+    if not name:
+        _fail("no model: pass --model with a bundled model id or a local config.json path")
+    from .registry import lookup
+
+    try:
+        arch, source = lookup(str(name))
+    except Exception as exc:  # noqa: BLE001 - a broken config must not be a traceback
+        arch, source = None, str(exc)
+    if arch is None:
+        _fail(f"cannot resolve model {name!r}: {source}; pass --model with a local config.json path")
+
+    for k, v in DEFAULTS.items():
+        settings.setdefault(k, v)
+    if "seq_len" not in given or given["seq_len"] is None:
+        if not script or "seq_len" not in settings or settings["seq_len"] == DEFAULTS["seq_len"]:
+            cap = arch.max_position_embeddings or DEFAULTS["seq_len"]
+            settings["seq_len"] = min(int(settings["seq_len"]), int(cap))
+    targets = settings.get("lora_targets")
+    if isinstance(targets, str):
+        targets = tuple(t.strip() for t in targets.split(",") if t.strip()) or None
+    settings["lora_targets"] = tuple(targets) if targets else None
+    if settings["lora_targets"] and not settings.get("lora_r"):
+        _fail("--lora-targets needs --lora-r")
+    try:
+        setup = TrainingSetup(arch=arch, **{k: settings[k] for k in DEFAULTS}).validate()
+    except (TypeError, ValueError) as exc:
+        _fail(str(exc))
+        return
+
+    budget, budget_source = _budget(gpu_memory, gpu_name)
+    est = _estimate(setup)
+    plan_results = _plans(replace(setup, checkpointing="none"), budget, known={setup.checkpointing: est})
+
+    trace_dict = None
+    if do_trace:
+        trace_dict = _run_trace(setup)
+
+    if output_format == "json":
+        d = to_json_dict(est, plan_results, budget, budget_source, source, trace_dict)
+        click.echo(json.dumps(d, indent=2, sort_keys=False))
+    else:
+        click.echo(render_text(est, plan_results, budget, budget_source, source, trace_dict))
+
+
+def _run_trace(setup: TrainingSetup) -> dict:
+    try:
+        from . import trace as _trace
+    except ImportError as exc:  # pragma: no cover - trace.py itself imports nothing heavy
+        _fail(f"--trace: {exc}")
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        _fail("--trace needs torch and transformers: pip install 'ckpt-doctor[verify]'")
+    try:
+        res = _trace.trace_step(setup)
+    except _trace.TraceUnsupported as exc:
+        _fail(str(exc))
+    except ImportError as exc:
+        _fail(f"--trace needs {exc.name or exc}: pip install 'ckpt-doctor[verify]' (and peft for LoRA)")
+    return res.to_dict()

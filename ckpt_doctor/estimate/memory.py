@@ -1,0 +1,1496 @@
+"""Closed-form peak-memory model of one training step (no torch, no transformers; a few milliseconds).
+
+How it works (the equations are written out in ``docs/estimate.md``):
+
+* Every tensor the step creates is described by its size: ``tokens x width x bytes`` for activations,
+  ``numel x bytes`` for weights, gradients and optimizer state.  Each size is rounded up to CUDA's
+  512-byte allocation block, as ``torch.cuda.max_memory_allocated`` counts it.
+* A *layer program* per architecture family (Llama-style, GPT-2-style, BERT-style) lists the operations of
+  one transformer block as the Hugging Face implementation runs them, with what autograd saves for
+  backward.  Whether a tensor is saved depends on what requires a gradient (frozen LoRA base weights save
+  far less than full fine-tuning) and on the precision (CUDA autocast: matmuls in bf16/fp16, LayerNorm
+  and softmax in fp32, cached weight casts).
+* The step is then walked once: forward (saved tensors accumulate, transients come and go), loss,
+  backward in reverse order (activations are released, gradients appear), ``optimizer.step()``.  The live
+  total is tracked, and the **peak of each phase** (forward, backward, optimizer) is its maximum; the step's
+  peak is the largest phase, never a sum of everything.
+* The walk is of a steady-state step: the optimizer state exists from the start (it was created by step 1),
+  gradients are freed by ``zero_grad(set_to_none=True)``, and with gradient accumulation the second
+  micro-batch runs forward with the first one's gradients held.
+
+The result matches ``trace.trace_step`` (MemTracker under FakeTensorMode on the real transformers model)
+within a few percent; see ``tests/test_estimate_memory.py`` and ``tests/data/traces.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .arch import ModelArch
+
+__all__ = [
+    "ALLOCATOR_OVERHEAD",
+    "BREAKDOWN_KEYS",
+    "CUDA_BLOCK",
+    "CUDA_CONTEXT_BYTES",
+    "ENCODER_TYPES",
+    "OPTIMIZERS",
+    "MemoryEstimate",
+    "TrainingSetup",
+    "estimate",
+    "plans",
+]
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+# --- constants (sources in docs/estimate.md) ---------------------------------------------------------
+CUDA_BLOCK = 512
+"""c10/cuda/CUDACachingAllocator.cpp ``kMinBlockSize``: every allocation is rounded up to 512 bytes and
+``max_memory_allocated`` counts the rounded size."""
+
+CUDA_CONTEXT_BYTES = 1343 * MiB
+"""CUDA context + kernels resident before any tensor: 1343 MiB measured with nvidia-smi in the
+transformers guide ``model_memory_anatomy.md`` (the only figure in the reference data).  It is what
+``nvidia-smi`` shows beyond ``torch.cuda.memory_reserved``."""
+
+ALLOCATOR_OVERHEAD = 0.08
+"""``memory_reserved`` / ``max_memory_allocated`` - 1 of a training step: cached free blocks and
+fragmentation.  Fitted on the seven PEFT MetaMathQA ``max_memory_reserved`` rows (see docs)."""
+
+ALLOCATOR_SEGMENT = 2 * MiB
+"""Large segments are ``cudaMalloc``-ed in 2 MiB multiples (``kRoundLarge``)."""
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+OPTIMIZERS = ("adamw", "adamw-fused", "adamw-8bit", "paged-adamw-8bit", "adafactor", "sgd", "adamw-loop")
+ATTN = ("eager", "sdpa", "flash")
+BREAKDOWN_KEYS = (
+    "weights",
+    "master_weights",
+    "gradients",
+    "optimizer_state",
+    "activations",
+    "logits_and_loss",
+    "temporaries",
+)
+ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2",
+                           "albert", "camembert", "modernbert"})
+
+BNB_BLOCK = 256          # bitsandbytes 8-bit optimizer state block (one fp32 absmax per block)
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit state for smaller tensors
+NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit + 8-bit absmax per 64 + fp32 per 256 blocks
+INT8_BYTES_PER_PARAM = 1.0
+
+
+def _round(nbytes: float) -> int:
+    n = int(nbytes)
+    if n != nbytes:
+        n = math.ceil(nbytes)
+    return 0 if n <= 0 else -(-n // CUDA_BLOCK) * CUDA_BLOCK
+
+
+# =====================================================================================================
+# the setup
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    arch: ModelArch
+    batch_size: int = 1
+    seq_len: int = 2048
+    dtype: str = "bf16"            # weights: fp32|bf16|fp16
+    mixed_precision: str = "no"    # no|bf16|fp16 (autocast over fp32 master weights)
+    attn: str = "sdpa"             # eager|sdpa|flash
+    optimizer: str = "adamw"       # adamw|adamw-fused|adamw-8bit|paged-adamw-8bit|adafactor|sgd
+    lora_r: int | None = None
+    lora_targets: tuple[str, ...] | None = None
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    gpus: int = 1
+    zero: int = 0                  # 0..3; FSDP FULL_SHARD = 3
+    gradient_accumulation: int = 1
+    checkpointing: str = "none"    # none | full | every_N (e.g. "every_2") | offload
+    task: str = "auto"             # auto | causal-lm | seq-cls (auto: encoders -> seq-cls, else causal-lm)
+    zero_grad_set_to_none: bool = True  # False: gradients stay allocated between steps (torch < 2.0 default)
+
+    def validate(self) -> TrainingSetup:
+        if self.dtype not in DTYPE_BYTES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, not {self.dtype!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no|bf16|fp16, not {self.mixed_precision!r}")
+        if self.attn not in ATTN:
+            raise ValueError(f"attn must be one of {ATTN}, not {self.attn!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.batch_size < 1 or self.seq_len < 1 or self.gpus < 1 or self.gradient_accumulation < 1:
+            raise ValueError("batch_size, seq_len, gpus and gradient_accumulation must be >= 1")
+        if self.zero not in (0, 1, 2, 3):
+            raise ValueError("zero must be 0, 1, 2 or 3")
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("load_in_4bit and load_in_8bit exclude each other")
+        if self.lora_r is not None and self.lora_r < 1:
+            raise ValueError("lora_r must be >= 1")
+        _every(self.checkpointing)  # raises on a bad plan name
+        return self
+
+    @property
+    def effective_task(self) -> str:
+        if self.task != "auto":
+            return self.task
+        if self.arch.model_type in ENCODER_TYPES or getattr(self.arch, "family", "") == "bert":
+            return "seq-cls"
+        return "causal-lm"
+
+
+def _every(plan: str | None) -> int:
+    """0 for no checkpointing, N for every N-th layer (full = 1, offload = 1)."""
+    if plan in (None, "none", "no", ""):
+        return 0
+    if plan in ("full", "offload"):
+        return 1
+    if isinstance(plan, str) and plan.startswith("every_"):
+        try:
+            n = int(plan.split("_", 1)[1])
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return n
+    raise ValueError(f"checkpointing must be none|full|every_N|offload, not {plan!r}")
+
+
+@dataclass
+class MemoryEstimate:
+    peak_bytes: int                      # torch.cuda.max_memory_allocated
+    peak_bytes_reserved: int             # torch.cuda.max_memory_reserved
+    peak_bytes_nvidia_smi: int           # what nvidia-smi shows: reserved + CUDA context
+    peak_phase: str
+    phases: dict[str, int]
+    breakdown: dict[str, int]            # term -> bytes at the peak phase (sums to peak_bytes)
+    phase_breakdown: dict[str, dict[str, int]]
+    params_total: int
+    params_trainable: int
+    setup: TrainingSetup
+    notes: list[str] = field(default_factory=list)
+    cuda_context_bytes: int = CUDA_CONTEXT_BYTES
+    allocator_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "peak_bytes": self.peak_bytes,
+            "peak_bytes_reserved": self.peak_bytes_reserved,
+            "peak_bytes_nvidia_smi": self.peak_bytes_nvidia_smi,
+            "peak_phase": self.peak_phase,
+            "phases": dict(self.phases),
+            "breakdown": dict(self.breakdown),
+            "cuda_context_bytes": self.cuda_context_bytes,
+            "allocator_bytes": self.allocator_bytes,
+            "params": {"total": self.params_total, "trainable": self.params_trainable},
+            "notes": list(self.notes),
+        }
+
+
+# =====================================================================================================
+# the allocation model
+
+
+class _T:
+    """A tensor: ``numel`` elements of ``b`` bytes; ``own`` bytes of device memory (0 for a view or a
+    tensor that lives elsewhere)."""
+
+    __slots__ = ("b", "base", "cat", "dead", "dims", "grad", "leaf", "numel", "own", "refs", "rg", "saves")
+
+    def __init__(self, numel: int, b: float, rg: bool, cat: str, own: int | None = None, leaf: bool = False,
+                 base: _T | None = None) -> None:
+        self.dims: tuple[int, ...] = (numel,)
+        self.numel = numel
+        self.b = b
+        self.own = _round(numel * b) if own is None else own
+        self.rg = rg
+        self.leaf = leaf
+        self.refs = 1
+        self.saves = 0
+        self.grad: _T | None = None
+        self.cat = cat
+        self.base = base
+        self.dead = False
+
+
+class _Node:
+    __slots__ = ("bw_temp", "ins", "outs", "passthrough", "saves")
+
+    def __init__(self, ins, outs, saves, bw_temp, passthrough) -> None:
+        self.ins = ins
+        self.outs = outs
+        self.saves = saves
+        self.bw_temp = bw_temp
+        self.passthrough = passthrough
+
+
+class _Ckpt:
+    __slots__ = ("fn", "offload", "out", "x")
+
+    def __init__(self, fn, x, out, offload) -> None:
+        self.fn = fn
+        self.x = x
+        self.out = out
+        self.offload = offload
+
+
+_OUT = object()  # "save my own output"
+
+
+class _Sim:
+    def __init__(self) -> None:
+        self.cur = 0
+        self.cats: dict[str, int] = {}
+        self.phase = "setup"
+        self.peaks: dict[str, int] = {}
+        self.snaps: dict[str, dict[str, int]] = {}
+        self.rec: list | None = []
+        self.cache: dict[int, _T] | None = None  # autocast weight-cast cache (forward only)
+
+    # -- accounting -------------------------------------------------------------------------------
+    def _add(self, t: _T) -> None:
+        if t.own:
+            self.cur += t.own
+            self.cats[t.cat] = self.cats.get(t.cat, 0) + t.own
+            if self.cur > self.peaks.get(self.phase, -1):
+                self.peaks[self.phase] = self.cur
+                self.snaps[self.phase] = dict(self.cats)
+
+    def _sub(self, t: _T) -> None:
+        if t.own and not t.dead:
+            self.cur -= t.own
+            self.cats[t.cat] -= t.own
+        t.dead = True
+
+    def recat(self, t: _T, cat: str) -> None:
+        if not t.dead and t.own:
+            self.cats[t.cat] -= t.own
+            self.cats[cat] = self.cats.get(cat, 0) + t.own
+        t.cat = cat
+
+    def note(self) -> None:
+        if self.cur > self.peaks.get(self.phase, -1):
+            self.peaks[self.phase] = self.cur
+            self.snaps[self.phase] = dict(self.cats)
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self.note()
+
+    # -- tensors ----------------------------------------------------------------------------------
+    def new(self, numel: int, b: float, rg: bool = False, cat: str = "activations", own: int | None = None) -> _T:
+        t = _T(numel, b, rg, cat, own)
+        self._add(t)
+        return t
+
+    def param(self, numel: int, b: float, trainable: bool, cat: str, own: int | None = None,
+              dims: tuple[int, ...] | None = None) -> _T:
+        t = _T(numel, b, trainable, cat, own, leaf=True)
+        t.dims = dims or (numel,)
+        self._add(t)
+        return t
+
+    def view(self, base: _T, numel: int) -> _T:
+        base.refs += 1
+        return _T(numel, base.b, base.rg, base.cat, own=0, base=base)
+
+    def ref(self, t: _T) -> _T:
+        t.refs += 1
+        return t
+
+    def _maybe_free(self, t: _T) -> None:
+        if t.refs <= 0 and t.saves <= 0 and not t.leaf and not t.dead:
+            self._sub(t)
+            if t.base is not None:
+                self.drop(t.base)
+
+    def drop(self, *ts: _T | None) -> None:
+        for t in ts:
+            if t is None:
+                continue
+            t.refs -= 1
+            self._maybe_free(t)
+
+    def unsave(self, t: _T) -> None:
+        t.saves -= 1
+        self._maybe_free(t)
+
+    # -- ops --------------------------------------------------------------------------------------
+    def op(self, ins: Iterable[_T | None], numel: int, b: float, saves: Iterable[Any] = (), bw_temp: int = 0,
+           cat: str = "activations", passthrough: bool = False, extra_outs: Iterable[_T] = ()) -> _T:
+        ins = [i for i in ins if i is not None]
+        rg = any(i.rg for i in ins)
+        out = self.new(numel, b, rg, cat)
+        if rg and self.rec is not None:
+            sv = [out if s is _OUT else s for s in saves if s is not None]
+            for s in sv:
+                s.saves += 1
+            self.rec.append(_Node(ins, [out, *extra_outs], sv, bw_temp, passthrough))
+        return out
+
+    def cast(self, x: _T, b: float, cat: str | None = None) -> _T:
+        """``x.to(dtype)``: the same tensor when the dtype already matches, else a copy."""
+        if x.b == b:
+            return self.ref(x)
+        return self.op([x], x.numel, b, cat=cat or x.cat)
+
+    def checkpoint(self, fn: Callable[[_T], _T], x: _T, offload: bool = False) -> _T:
+        rec, self.rec = self.rec, None
+        out = fn(x)
+        self.rec = rec
+        if out.rg and rec is not None:
+            if not offload:
+                x.saves += 1
+            rec.append(_Ckpt(fn, x, out, offload))
+        return out
+
+    # -- backward ---------------------------------------------------------------------------------
+    def _give_grad(self, t: _T, g: _T, fresh: bool) -> None:
+        """Accumulate gradient ``g`` (a fresh allocation, or a shared reference) into ``t``'s buffer."""
+        if t.grad is None:
+            t.grad = g
+            return
+        old = t.grad
+        if old.refs == 1:
+            self.drop(g)  # added in place into our buffer; the incoming one is released
+            return
+        new = self.new(t.numel, t.b, cat=old.cat)  # our buffer is shared: out-of-place sum
+        self.drop(old, g)
+        t.grad = new
+
+    def backward(self, nodes: list) -> None:
+        for nd in reversed(nodes):
+            if isinstance(nd, _Ckpt):
+                self._ckpt_backward(nd)
+                continue
+            if not any(o.grad is not None for o in nd.outs):
+                for s in nd.saves:
+                    self.unsave(s)
+                continue
+            gout = nd.outs[0].grad
+            temp = self.new(1, nd.bw_temp, cat="temporaries") if nd.bw_temp else None
+            for i in nd.ins:
+                if not i.rg:
+                    continue
+                cat = "gradients" if i.leaf else "temporaries"
+                if nd.passthrough and gout is not None and i.b == nd.outs[0].b and i.numel == nd.outs[0].numel:
+                    gout.refs += 1
+                    self._give_grad(i, gout, fresh=False)
+                else:
+                    g = self.new(i.numel, i.b, cat=cat)
+                    self._give_grad(i, g, fresh=True)
+            self.drop(temp)
+            for o in nd.outs:
+                if o.grad is not None:
+                    g, o.grad = o.grad, None
+                    self.drop(g)
+            for s in nd.saves:
+                self.unsave(s)
+
+    def _ckpt_backward(self, nd: _Ckpt) -> None:
+        x = nd.x
+        if nd.offload:  # bring the saved input back from the host
+            x = self.new(nd.x.numel, nd.x.b, nd.x.rg, cat="activations")
+        sub: list = []
+        rec, self.rec = self.rec, sub
+        cache, self.cache = self.cache, None
+        out2 = nd.fn(x)
+        self.rec, self.cache = rec, cache
+        out2.grad, nd.out.grad = nd.out.grad, None
+        self.drop(out2)
+        self.backward(sub)
+        if nd.offload:
+            if x.grad is not None:
+                nd.x.grad, x.grad = x.grad, None
+            self.drop(x)
+        else:
+            self.unsave(nd.x)
+
+
+# =====================================================================================================
+# the programs
+
+
+class _Ctx:
+    """Everything a layer program needs to know about the setup, precomputed."""
+
+    def __init__(self, setup: TrainingSetup) -> None:
+        a = setup.arch
+        self.setup = setup
+        self.arch = a
+        self.b, self.s = setup.batch_size, setup.seq_len
+        self.N = self.b * self.s
+        self.h = a.hidden_size
+        self.nq = a.num_attention_heads
+        self.nkv = a.num_kv_heads or a.num_attention_heads
+        self.d = a.head_dim or (self.h // self.nq)
+        self.I = a.intermediate_size
+        self.V = a.vocab_size
+        self.L = a.num_layers
+        self.family = getattr(a, "family", "llama")
+        self.mixed = setup.mixed_precision != "no"
+        self.quant = 4 if setup.load_in_4bit else (8 if setup.load_in_8bit else 0)
+        self.compute = DTYPE_BYTES[setup.dtype] if setup.dtype != "fp32" or not self.quant else 2
+        # bytes of trainable/dense weights
+        self.wb = 4 if self.mixed else DTYPE_BYTES[setup.dtype]
+        # bytes of matmul outputs
+        self.ab = 2 if self.mixed else self.wb
+        # prepare_model_for_kbit_training upcasts the non-quantised parameters to fp32
+        self.other_wb = 4 if self.quant else self.wb
+        self.lora = bool(setup.lora_r)
+        self.r = setup.lora_r or 0
+        self.full = not self.lora and not self.quant
+        self.ckpt_every = _every(setup.checkpointing)
+        self.offload = setup.checkpointing == "offload"
+        self.attn = "sdpa" if setup.attn == "flash" else setup.attn
+        cfg = a.hf_config or {}
+        self.cfg = cfg
+        self.act = str(getattr(a, "hidden_act", None) or cfg.get("hidden_act") or cfg.get("activation_function")
+                       or "silu")
+        self.targets = self._targets()
+        self.task = setup.effective_task
+
+    def _targets(self) -> tuple[str, ...]:
+        if not self.lora:
+            return ()
+        if self.setup.lora_targets:
+            return tuple(self.setup.lora_targets)
+        try:
+            from .params import default_lora_targets
+
+            return tuple(default_lora_targets(self.arch))
+        except Exception:  # noqa: BLE001
+            return ("q_proj", "v_proj")
+
+    def is_target(self, name: str, path: str = "") -> bool:
+        if not self.lora:
+            return False
+        if self.targets == ("all-linear",):
+            return True
+        full = "." + (path or name)
+        return any(t == name or full.endswith("." + t) for t in self.targets)
+
+    def drop_p(self, *keys: str, default: float = 0.0) -> float:
+        for k in keys:
+            v = self.cfg.get(k)
+            if v is not None:
+                return float(v)
+        return default
+
+
+class _Linear:
+    """A linear layer's parameters (+ LoRA adapters)."""
+
+    def __init__(self, sim: _Sim, ctx: _Ctx, name: str, fin: int, fout: int, bias: bool, path: str = "",
+                 count: int = 1, quantizable: bool = True, dense_weight: bool = False) -> None:
+        self.fin, self.fout, self.count = fin, fout, count
+        lora = ctx.is_target(name, path) and count == 1
+        quant = ctx.quant if (quantizable and not dense_weight) else 0
+        trainable = ctx.full
+        numel = fin * fout * count
+        if quant == 4:
+            own = _round(numel * NF4_BYTES_PER_PARAM)
+            self.W = sim.param(numel, 0.5, False, "weights", own=own)
+        elif quant == 8:
+            own = _round(numel * INT8_BYTES_PER_PARAM) + _round(4 * fout * count)
+            self.W = sim.param(numel, 1, False, "weights", own=own)
+        else:
+            wb = ctx.other_wb if dense_weight else ctx.wb
+            self.W = sim.param(numel, wb, trainable, "master_weights" if ctx.mixed else "weights",
+                               dims=(fout * count, fin))
+        self.quant = quant
+        self.B = (sim.param(fout * count, ctx.other_wb if quant else ctx.wb, trainable,
+                            "master_weights" if ctx.mixed else "weights") if bias else None)
+        self.lA = self.lB = None
+        if lora:
+            lb = 4  # PEFT autocast_adapter_dtype=True keeps adapters in fp32
+            self.lA = sim.param(ctx.r * fin, lb, True, "master_weights" if ctx.mixed else "weights", dims=(ctx.r, fin))
+            self.lB = sim.param(fout * ctx.r, lb, True, "master_weights" if ctx.mixed else "weights", dims=(fout, ctx.r))
+
+    def params(self) -> list[_T]:
+        return [p for p in (self.W, self.B, self.lA, self.lB) if p is not None]
+
+
+class _Model:
+    """Builds the parameters of a model and runs its forward program on a _Sim."""
+
+    def __init__(self, sim: _Sim, ctx: _Ctx) -> None:
+        self.sim, self.ctx = sim, ctx
+        self.params: list[_T] = []
+        self.max_param = 0
+
+    # -- parameter helpers ------------------------------------------------------------------------
+    def _track(self, ps: Iterable[_T]) -> None:
+        for p in ps:
+            self.params.append(p)
+            self.max_param = max(self.max_param, p.numel)
+
+    def linear_p(self, name: str, fin: int, fout: int, bias: bool, path: str = "", **kw) -> _Linear:
+        lin = _Linear(self.sim, self.ctx, name, fin, fout, bias, path, **kw)
+        self._track(lin.params())
+        return lin
+
+    def vec_p(self, n: int) -> _T:
+        c = self.ctx
+        p = self.sim.param(n, c.other_wb, c.full, "master_weights" if c.mixed else "weights")
+        self._track([p])
+        return p
+
+    def table_p(self, rows: int, cols: int) -> _T:
+        c = self.ctx
+        p = self.sim.param(rows * cols, c.other_wb, c.full, "master_weights" if c.mixed else "weights",
+                           dims=(rows, cols))
+        self._track([p])
+        return p
+
+    # -- op helpers -------------------------------------------------------------------------------
+    def wcast(self, w: _T) -> tuple[_T, bool]:
+        """Autocast's copy of a weight in half precision: cached (and returned without a new reference)
+        for trainable leaves during forward, a fresh temporary otherwise."""
+        sim = self.sim
+        if w.b == 2:
+            return w, False
+        if w.rg and sim.cache is not None:
+            hit = sim.cache.get(id(w))
+            if hit is None:
+                hit = sim.op([w], w.numel, 2, cat="weights")
+                sim.cache[id(w)] = hit
+            return hit, False
+        return sim.op([w], w.numel, 2, cat="weights"), True
+
+    def linear(self, x: _T, lin: _Linear, rows: int | None = None) -> _T:
+        sim, c = self.sim, self.ctx
+        rows = c.N if rows is None else rows
+        owned: list[_T] = []
+        if lin.quant:
+            xin = sim.cast(x, c.compute) if x.b != c.compute else sim.ref(x)
+            owned.append(xin)
+            deq = lin.fin * lin.fout * 2
+            tmp = sim.new(1, deq, cat="temporaries")  # dequantised weight during the matmul
+            out = sim.op([xin, lin.B], rows * lin.fout, c.compute, saves=(), bw_temp=_round(deq))
+            sim.drop(tmp)
+        elif c.mixed:
+            xin = sim.cast(x, 2)
+            owned.append(xin)
+            wc, own_w = self.wcast(lin.W)
+            if own_w:
+                owned.append(wc)
+            bc = None
+            if lin.B is not None:
+                bc, own_b = self.wcast(lin.B)
+                if own_b:
+                    owned.append(bc)
+            out = sim.op([xin, wc, bc], rows * lin.fout, 2,
+                         saves=[xin if wc.rg else None, wc if xin.rg else None])
+        else:
+            out = sim.op([x, lin.W, lin.B], rows * lin.fout, x.b,
+                         saves=[x if lin.W.rg else None, lin.W if x.rg else None])
+        sim.drop(*owned)
+        if lin.lA is not None:
+            out = self.lora(x, out, lin, rows)
+        return out
+
+    def lora(self, x: _T, result: _T, lin: _Linear, rows: int) -> _T:
+        sim, c = self.sim, self.ctx
+        xl = sim.cast(x, 4) if not c.mixed else sim.ref(x)  # PEFT _cast_input_dtype to the adapter dtype
+        la = _Linear.__new__(_Linear)
+        la.fin, la.fout, la.count, la.quant, la.W, la.B, la.lA, la.lB = lin.fin, c.r, 1, 0, lin.lA, None, None, None
+        lb = _Linear.__new__(_Linear)
+        lb.fin, lb.fout, lb.count, lb.quant, lb.W, lb.B, lb.lA, lb.lB = c.r, lin.fout, 1, 0, lin.lB, None, None, None
+        a = self.linear(xl, la, rows)
+        sim.drop(xl)
+        bo = self.linear(a, lb, rows)
+        sim.drop(a)
+        sc = sim.op([bo], bo.numel, bo.b)  # * scaling
+        sim.drop(bo)
+        res = sim.op([result, sc], result.numel, max(result.b, sc.b), passthrough=True)
+        sim.drop(result, sc)
+        out = sim.cast(res, result.b)
+        sim.drop(res)
+        return out
+
+    def input_requires_grad(self, x: _T) -> None:
+        if not x.rg:
+            x.rg = True
+            if self.sim.rec is not None:  # a leaf: its .grad lives until the tensor goes
+                self.sim.rec.append(_Node([], [x], [], 0, False))
+
+    def split(self, base: _T, sizes: Iterable[int]) -> list[_T]:
+        """Views of ``base`` (``qkv.split``); their backward concatenates the gradients into a new one."""
+        sim = self.sim
+        views = [sim.view(base, n) for n in sizes]
+        if base.rg and sim.rec is not None:
+            sim.rec.append(_Node([base], views, [], 0, False))
+        return views
+
+    def add(self, x: _T, y: _T) -> _T:
+        return self.sim.op([x, y], max(x.numel, y.numel), max(x.b, y.b), passthrough=True)
+
+    def dropout(self, x: _T, p: float) -> _T:
+        sim = self.sim
+        if p <= 0:
+            return sim.ref(x)
+        mask = sim.new(x.numel, 1)  # CUDA native_dropout keeps a bool mask
+        out = sim.op([x], x.numel, x.b, saves=[mask], extra_outs=[mask])
+        sim.drop(mask)
+        return out
+
+    def rmsnorm(self, x: _T, w: _T | None, width: int | None = None, gemma: bool = False) -> _T:
+        """transformers' LlamaRMSNorm (x.float(), pow, mean, rsqrt, mul, .to(dtype), * weight)."""
+        sim, c = self.sim, self.ctx
+        width = width or c.h
+        rows = x.numel // width
+        x32 = sim.cast(x, 4)
+        sq = sim.op([x32], x32.numel, 4, saves=[x32])
+        var = sim.op([sq], rows, 4)
+        sim.drop(sq)
+        ve = sim.op([var], rows, 4)
+        sim.drop(var)
+        r = sim.op([ve], rows, 4, saves=[_OUT])
+        sim.drop(ve)
+        y = sim.op([x32, r], x32.numel, 4, saves=[x32 if r.rg else None, r if x32.rg else None])
+        sim.drop(x32, r)
+        if w is None:
+            out = sim.cast(y, x.b)
+            sim.drop(y)
+            return out
+        if gemma:  # output * (1 + weight.float()), then .type_as(x)
+            w1 = sim.op([w], w.numel, 4)
+            z = sim.op([y, w1], y.numel, 4, saves=[y if w1.rg else None])
+            sim.drop(y, w1)
+            out = sim.cast(z, x.b)
+            sim.drop(z)
+            return out
+        yc = sim.cast(y, x.b)
+        sim.drop(y)
+        out = sim.op([w, yc], yc.numel, max(w.b, yc.b), saves=[yc if w.rg else None, w if yc.rg else None])
+        sim.drop(yc)
+        return out
+
+    def layernorm(self, x: _T, w: _T | None, bias: _T | None) -> _T:
+        sim, c = self.sim, self.ctx
+        xin = sim.cast(x, 4) if c.mixed else sim.ref(x)  # CUDA autocast runs layer_norm in fp32
+        rows = x.numel // c.h
+        mean = sim.new(rows, 4)
+        rstd = sim.new(rows, 4)
+        out = sim.op([xin, w, bias], xin.numel, xin.b, saves=[xin, mean, rstd], extra_outs=[mean, rstd])
+        sim.drop(mean, rstd, xin)
+        return out
+
+    def norm(self, x: _T, w: _T | None, bias: _T | None = None, width: int | None = None) -> _T:
+        if getattr(self.ctx.arch, "norm_type", "rmsnorm") == "layernorm":
+            return self.layernorm(x, w, bias)
+        gemma = self.ctx.arch.model_type.startswith("gemma")
+        return self.rmsnorm(x, w, width, gemma=gemma)
+
+    def activation(self, x: _T, name: str) -> _T:
+        """Elementwise activation of an MLP, as transformers' ACT2FN runs it."""
+        sim, c = self.sim, self.ctx
+        name = (name or "silu").lower()
+        if name == "gelu_new" or name == "gelu_fast" or name == "gelu_python_tanh":
+            # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * pow(x, 3)))) in Python
+            xp = sim.cast(x, 4) if c.mixed else sim.ref(x)  # autocast runs pow in fp32
+            p3 = sim.op([xp], x.numel, xp.b, saves=[xp])
+            sim.drop(xp)
+            m1 = sim.op([p3], x.numel, p3.b)
+            sim.drop(p3)
+            a1 = sim.op([x, m1], x.numel, max(x.b, m1.b), passthrough=True)
+            sim.drop(m1)
+            m2 = sim.op([a1], x.numel, a1.b)
+            sim.drop(a1)
+            th = sim.op([m2], x.numel, m2.b, saves=[_OUT])
+            sim.drop(m2)
+            o1 = sim.op([th], x.numel, th.b)
+            sim.drop(th)
+            hf = sim.op([x], x.numel, x.b)
+            out = sim.op([hf, o1], x.numel, max(hf.b, o1.b), saves=[hf, o1])
+            sim.drop(hf, o1)
+            return out
+        if name in ("relu",):
+            return sim.op([x], x.numel, x.b, saves=[_OUT])
+        # silu, gelu, gelu_pytorch_tanh, ...: one fused kernel that keeps its input
+        return sim.op([x], x.numel, x.b, saves=[x])
+
+    def softmax(self, x: _T, b: float) -> _T:
+        """softmax(x, dtype=...): the input is converted first (a copy), the output is kept for backward.
+        (CUDA fuses fp16->fp32 into the kernel and skips the copy; the trace, like bf16 on CUDA, copies.)"""
+        sim = self.sim
+        xc = sim.cast(x, b)
+        p = sim.op([xc], x.numel, b, saves=[_OUT])
+        sim.drop(xc)
+        return p
+
+    def rope(self, x: _T, cos: _T, sin: _T) -> _T:
+        """q * cos + rotate_half(q) * sin (promotes to the dtype of cos)."""
+        sim = self.sim
+        b = max(x.b, cos.b)
+        t1 = sim.op([x, cos], x.numel, b, saves=[cos])
+        neg = sim.new(x.numel // 2, x.b)
+        rh = sim.op([x], x.numel, x.b)
+        sim.drop(neg)
+        t2 = sim.op([rh, sin], x.numel, b, saves=[sin])
+        sim.drop(rh)
+        out = sim.op([t1, t2], x.numel, b, passthrough=True)
+        sim.drop(t1, t2)
+        return out
+
+    def sdpa(self, q: _T, k: _T, v: _T, heads: int) -> _T:
+        """Flash / memory-efficient SDPA: keeps q, k, v, the output and the fp32 log-sum-exp only."""
+        sim, c = self.sim, self.ctx
+        owned = []
+        if c.mixed:
+            q, k, v = (sim.cast(t, 2) for t in (q, k, v))
+            owned = [q, k, v]
+        lse = sim.new(c.b * heads * c.s, 4)
+        out = sim.op([q, k, v], c.N * heads * c.d, q.b, saves=[q, k, v, _OUT, lse], extra_outs=[lse])
+        sim.drop(lse, *owned)
+        return out
+
+    # -- whole model ------------------------------------------------------------------------------
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def forward(self) -> _T:
+        raise NotImplementedError
+
+    def layers(self, x: _T) -> _T:
+        c = self.ctx
+        for i, layer in enumerate(self.blocks):
+            fn = (lambda h, layer=layer: self.block(h, layer))
+            if c.ckpt_every and i % c.ckpt_every == 0:
+                out = self.sim.checkpoint(fn, x, offload=c.offload)
+            else:
+                out = fn(x)
+            self.sim.drop(x)
+            x = out
+        return x
+
+    def causal_lm_loss(self, logits: _T) -> _T:
+        sim, c = self.sim, self.ctx
+        lf = sim.cast(logits, 4, cat="logits_and_loss")  # ForCausalLMLoss: logits.float()
+        labels = sim.new(c.b * (c.s + 1), 8, cat="logits_and_loss")  # pad(labels, (0, 1))
+        target = sim.new(c.N, 8, cat="logits_and_loss")  # shifted labels, contiguous
+        sim.drop(labels)
+        lsm = sim.op([lf], c.N * c.V, 4, saves=[_OUT], cat="logits_and_loss")
+        sim.drop(lf)
+        loss = sim.op([lsm], 1, 4, saves=[target], cat="logits_and_loss")
+        sim.drop(lsm, target)
+        return loss
+
+
+_ALIAS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "wi_0": "gate_proj", "wi_1": "up_proj",
+          "wi": "gate_proj", "wo": "down_proj"}
+
+
+class _LlamaModel(_Model):
+    """Llama, Mistral, Mixtral, Qwen2/3, Gemma 1/2/3, Phi-3 (RMSNorm, RoPE, gated MLP)."""
+
+    def build(self) -> None:
+        c, a = self.ctx, self.ctx.arch
+        self.emb = self.table_p(c.V, c.h)
+        stacks = a.stacks() if hasattr(a, "stacks") else ()
+        specs = {s.name: s for s in (stacks[0].linears if stacks else ())}
+        self.fused_qkv = "qkv_proj" in specs
+        self.fused_up = "gate_up_proj" in specs
+        self.n_norms = len(stacks[0].norms) if stacks else 2
+        self.blocks = []
+        text_stacks = [st for st in stacks if st.name != "vision"]
+        for st in text_stacks:  # T5: its encoder then its decoder blocks, as one stack (approximate)
+            for _ in range(st.num_layers):
+                lay: dict[str, Any] = {}
+                for sp in st.linears:
+                    key = _ALIAS.get(sp.name, sp.name)
+                    if key in lay:  # T5 decoder cross-attention: counted, not run
+                        key = "x_" + key
+                    lay[key] = self.linear_p(sp.name, sp.in_features, sp.out_features, sp.bias, sp.path,
+                                             count=sp.count)
+                for n in st.norms:
+                    lay[n.name] = self.vec_p(n.size)
+                self.blocks.append(lay)
+            for _, n in st.extra:  # T5's relative attention bias table
+                self.vec_p(n)
+        if len(text_stacks) > 1:  # T5: the encoder's final norm as well
+            self.vec_p(c.h)
+        self.final = self.vec_p(c.h)
+        self.head = None if a.tie_word_embeddings else self.linear_p("lm_head", c.h, c.V, False, "lm_head",
+                                                                       dense_weight=True)
+
+    def forward(self) -> _T:
+        sim, c = self.sim, self.ctx
+        ids = sim.new(c.N, 8)
+        x = sim.op([self.emb], c.N * c.h, self.emb.b, saves=[ids])
+        if c.ckpt_every:  # enable_input_require_grads() (transformers does it when checkpointing)
+            self.input_requires_grad(x)
+        if c.arch.model_type.startswith("gemma"):  # embeddings * sqrt(hidden)
+            x2 = sim.op([x], x.numel, x.b)
+            sim.drop(x)
+            x = x2
+        # rotary tables, shared by all layers: [1, s, head_dim] in the hidden dtype
+        self.cos = sim.new(c.s * c.d, x.b)
+        self.sin = sim.new(c.s * c.d, x.b)
+        self.mask = sim.new(c.b * c.s * c.s, x.b) if c.attn == "eager" else None
+        x = self.layers(x)
+        sim.drop(self.cos, self.sin, self.mask)
+        xn = self.norm(x, self.final)
+        sim.drop(x)
+        if self.head is None:
+            head = _Linear.__new__(_Linear)
+            head.fin, head.fout, head.count, head.quant = c.h, c.V, 1, 0
+            head.W, head.B, head.lA, head.lB = self.emb, None, None, None
+        else:
+            head = self.head
+        logits = self.linear(xn, head)
+        sim.recat(logits, "logits_and_loss")
+        sim.drop(xn)
+        loss = self.causal_lm_loss(logits)
+        sim.drop(logits)  # the model output (and its logits) is dropped once .loss is read
+        return loss
+
+    def block(self, x: _T, lay: dict) -> _T:
+        sim, c, a = self.sim, self.ctx, self.ctx.arch
+        gemma_sandwich = self.n_norms >= 4 + (2 if a.qk_norm else 0) and "pre_feedforward_layernorm" in lay
+        xn = self.norm(x, lay.get("input_layernorm"))
+        if self.fused_qkv:
+            qkv = self.linear(xn, lay["qkv_proj"])
+            q, k, v = self.split(qkv, (c.N * c.nq * c.d, c.N * c.nkv * c.d, c.N * c.nkv * c.d))
+            sim.drop(qkv)
+        else:
+            q = self.linear(xn, lay["q_proj"])
+            k = self.linear(xn, lay["k_proj"])
+            v = self.linear(xn, lay["v_proj"])
+        sim.drop(xn)
+        if a.qk_norm:
+            q2 = self.norm(q, lay.get("q_norm"), width=c.d)
+            k2 = self.norm(k, lay.get("k_norm"), width=c.d)
+            sim.drop(q, k)
+            q, k = q2, k2
+        if getattr(a, "position_embedding", "rope") == "rope":
+            qe = self.rope(q, self.cos, self.sin)
+            ke = self.rope(k, self.cos, self.sin)
+            sim.drop(q, k)
+        else:
+            qe, ke = q, k
+        aw = None  # `hidden_states, _ = self.self_attn(...)`: `_` keeps the attention weights to the end
+        if c.attn == "eager":
+            o, aw = self.eager(qe, ke, v)
+        else:
+            o = self.sdpa(qe, ke, v, c.nq)
+        sim.drop(qe, ke, v)
+        ao = self.linear(o, lay["o_proj"])
+        sim.drop(o)
+        if gemma_sandwich:
+            t = self.norm(ao, lay.get("post_attention_layernorm"))
+            sim.drop(ao)
+            ao = t
+        h1 = self.add(x, ao)
+        sim.drop(ao)
+        if gemma_sandwich:
+            xn2 = self.norm(h1, lay.get("pre_feedforward_layernorm"))
+        else:
+            xn2 = self.norm(h1, lay.get("post_attention_layernorm"))
+        if c.arch.is_moe:
+            mo = self.moe(xn2, lay)
+        else:
+            mo = self.mlp(xn2, lay)
+        sim.drop(xn2)
+        if gemma_sandwich:
+            t = self.norm(mo, lay.get("post_feedforward_layernorm"))
+            sim.drop(mo)
+            mo = t
+        out = self.add(h1, mo)
+        sim.drop(h1, mo, aw)
+        return out
+
+    def mlp(self, x: _T, lay: dict, rows: int | None = None) -> _T:
+        sim, c = self.sim, self.ctx
+        rows = c.N if rows is None else rows
+        if self.fused_up:
+            gu = self.linear(x, lay["gate_up_proj"], rows)
+            gt, up = self.split(gu, (rows * c.I, rows * c.I))
+            sim.drop(gu)
+            ac = self.activation(gt, c.act)
+            sim.drop(gt)
+        elif "up_proj" not in lay:  # T5 v1.0: wi -> act -> wo
+            fc = self.linear(x, lay["gate_proj"], rows)
+            ac = self.activation(fc, c.act)
+            sim.drop(fc)
+            dn = self.linear(ac, lay["down_proj"], rows)
+            sim.drop(ac)
+            return dn
+        else:
+            gt = self.linear(x, lay["gate_proj"], rows)
+            ac = self.activation(gt, c.act)
+            sim.drop(gt)
+            up = self.linear(x, lay["up_proj"], rows)
+        pr = sim.op([ac, up], ac.numel, max(ac.b, up.b), saves=[ac if up.rg else None, up if ac.rg else None])
+        sim.drop(ac, up)
+        dn = self.linear(pr, lay["down_proj"], rows)
+        sim.drop(pr)
+        return dn
+
+    def moe(self, x: _T, lay: dict) -> _T:
+        """Top-k routed experts: router logits + each token through k experts (approximate)."""
+        sim, c, a = self.sim, self.ctx, self.ctx.arch
+        router = self.linear(x, lay["gate"])
+        probs = sim.op([router], router.numel, 4, saves=[_OUT])
+        sim.drop(router)
+        k = max(1, a.num_experts_per_tok)
+        mi = a.moe_intermediate_size or c.I
+        rows = c.N * k
+        xr = sim.op([x], rows * c.h, x.b)  # tokens gathered per expert
+        gu = sim.op([xr], rows * 2 * mi, c.ab, saves=[xr])
+        gt, up = self.split(gu, (rows * mi, rows * mi))
+        sim.drop(gu)
+        ac = self.activation(gt, c.act)
+        sim.drop(gt)
+        pr = sim.op([ac, up], ac.numel, ac.b, saves=[ac, up])
+        sim.drop(ac, up)
+        dn = sim.op([pr], rows * c.h, c.ab, saves=[pr])
+        sim.drop(pr, xr)
+        w = sim.op([dn, probs], rows * c.h, dn.b, saves=[dn, probs])
+        sim.drop(dn, probs)
+        out = sim.op([w], c.N * c.h, w.b)
+        sim.drop(w)
+        return out
+
+    def eager(self, qe: _T, ke: _T, v: _T) -> _T:
+        """transformers' eager_attention_forward (repeat_kv, matmul, +mask, softmax fp32, matmul)."""
+        sim, c = self.sim, self.ctx
+        groups = c.nq // max(c.nkv, 1)
+        if groups > 1:
+            kr = sim.op([ke], c.N * c.nq * c.d, ke.b)
+            vr = sim.op([v], c.N * c.nq * c.d, v.b)
+        else:
+            kr, vr = sim.ref(ke), sim.ref(v)
+        S = c.b * c.nq * c.s * c.s
+        qm, km = (sim.cast(qe, 2), sim.cast(kr, 2)) if c.mixed else (sim.ref(qe), sim.ref(kr))
+        sc = sim.op([qm, km], S, qm.b, saves=[qm if km.rg else None, km if qm.rg else None])
+        sim.drop(qm, km)
+        sc2 = sim.op([sc], S, sc.b)
+        sim.drop(sc)
+        sc3 = sim.op([sc2, self.mask], S, max(sc2.b, self.mask.b if self.mask else 0))
+        sim.drop(sc2)
+        p = self.softmax(sc3, 4)
+        sim.drop(sc3)
+        pc = sim.cast(p, qe.b)
+        sim.drop(p)
+        pm, vm = (sim.cast(pc, 2), sim.cast(vr, 2)) if c.mixed else (sim.ref(pc), sim.ref(vr))
+        o = sim.op([pm, vm], c.N * c.nq * c.d, pm.b, saves=[pm if vm.rg else None, vm if pm.rg else None])
+        sim.drop(pm, vm, kr, vr)
+        oc = sim.op([o], o.numel, o.b)  # transpose(1, 2).contiguous()
+        sim.drop(o)
+        return oc, pc
+
+
+class _GPT2Model(_Model):
+    """GPT-2 (and, approximately, GPT-NeoX, Falcon, OPT, Phi-2): LayerNorm, learned or rotary positions,
+    fused qkv, non-gated MLP, dropout."""
+
+    def build(self) -> None:
+        c, a = self.ctx, self.ctx.arch
+        self.emb = self.table_p(c.V, c.h)
+        npos = getattr(a, "num_position_embeddings", 0)
+        self.wpe = self.table_p(npos, c.h) if npos else None
+        st = a.stacks()[0]
+        self.specs = st.linears
+        self.blocks = []
+        for _ in range(c.L):
+            lay = {"lin": [self.linear_p(s.name, s.in_features, s.out_features, s.bias, s.path) for s in st.linears],
+                   "norms": [(self.vec_p(n.size), self.vec_p(n.size) if n.bias else None) for n in st.norms]}
+            self.blocks.append(lay)
+        self.lnf = (self.vec_p(c.h), self.vec_p(c.h) if getattr(a, "norm_bias", True) else None)
+        self.head = None if a.tie_word_embeddings else self.linear_p(
+            "lm_head", c.h, c.V, bool(getattr(a, "lm_head_bias", False)), "lm_head", dense_weight=True)
+        # transformers' config defaults: GPT-2 0.1 everywhere, OPT dropout=0.1, the others 0
+        dflt = {"gpt2": 0.1, "opt": 0.1}.get(a.model_type, 0.0)
+        self.p_embd = c.drop_p("embd_pdrop", "hidden_dropout", "dropout", default=dflt)
+        self.p_resid = c.drop_p("resid_pdrop", "hidden_dropout", "dropout", default=dflt)
+        self.p_attn = c.drop_p("attn_pdrop", "attention_dropout", default=0.1 if a.model_type == "gpt2" else 0.0)
+
+    def forward(self) -> _T:
+        sim, c = self.sim, self.ctx
+        ids = sim.new(c.N, 8)
+        x = sim.op([self.emb], c.N * c.h, self.emb.b, saves=[ids])
+        if c.ckpt_every:  # enable_input_require_grads() (transformers does it when checkpointing)
+            self.input_requires_grad(x)
+        if self.wpe is not None:
+            pe = sim.op([self.wpe], c.s * c.h, self.wpe.b)
+            x2 = self.add(x, pe)
+            sim.drop(x, pe)
+            x = x2
+        xd = self.dropout(x, self.p_embd)
+        sim.drop(x)
+        x = xd
+        self.rope_tables = None
+        if getattr(c.arch, "position_embedding", "learned") == "rope":
+            self.rope_tables = (sim.new(c.s * c.d, x.b), sim.new(c.s * c.d, x.b))
+        self.mask = sim.new(c.b * c.s * c.s, x.b) if c.attn == "eager" else None
+        x = self.layers(x)
+        if self.rope_tables:
+            sim.drop(*self.rope_tables)
+        sim.drop(self.mask)
+        xn = self.norm(x, *self.lnf)
+        sim.drop(x)
+        if self.head is None:
+            head = _Linear.__new__(_Linear)
+            head.fin, head.fout, head.count, head.quant = c.h, c.V, 1, 0
+            head.W, head.B, head.lA, head.lB = self.emb, None, None, None
+        else:
+            head = self.head
+        logits = self.linear(xn, head)
+        sim.recat(logits, "logits_and_loss")
+        sim.drop(xn)
+        loss = self.causal_lm_loss(logits)
+        sim.drop(logits)
+        return loss
+
+    def block(self, x: _T, lay: dict) -> _T:
+        sim, c, a = self.sim, self.ctx, self.ctx.arch
+        lins = lay["lin"]
+        qkv_l, o_l, fc_l, proj_l = lins[0], lins[-3], lins[-2], lins[-1]
+        if len(lins) == 6:  # separate q, k, v (OPT, Phi)
+            qkv_l = None
+        n1 = lay["norms"][0] if lay["norms"] else (None, None)
+        xn = self.norm(x, *n1)
+        if qkv_l is not None:
+            qkv = self.linear(xn, qkv_l)
+            q, k, v = self.split(qkv, (c.N * c.nq * c.d, c.N * c.nkv * c.d, c.N * c.nkv * c.d))
+            sim.drop(qkv)
+        else:
+            q, k, v = (self.linear(xn, lins[i]) for i in range(3))
+        if not a.parallel_attn:
+            sim.drop(xn)
+        if self.rope_tables:
+            qe = self.rope(q, *self.rope_tables)
+            ke = self.rope(k, *self.rope_tables)
+            sim.drop(q, k)
+            q, k = qe, ke
+        aw = None  # `attn_output, _ = self.attn(...)`: `_` keeps the attention weights to the end of the block
+        if c.attn == "eager":
+            o, aw = self.eager(q, k, v)
+        else:
+            o = self.sdpa(q, k, v, c.nq)
+        sim.drop(q, k, v)
+        ao = self.linear(o, o_l)
+        sim.drop(o)
+        ad = self.dropout(ao, self.p_resid)
+        sim.drop(ao)
+        if a.parallel_attn:
+            if len(lay["norms"]) >= 2:
+                xn2 = self.norm(x, *lay["norms"][1])
+                sim.drop(xn)
+            else:
+                xn2 = xn
+            mo = self.mlp(xn2, fc_l, proj_l)
+            sim.drop(xn2)
+            s1 = self.add(ad, mo)
+            sim.drop(ad, mo)
+            out = self.add(s1, x)
+            sim.drop(s1, aw)
+            return out
+        h1 = self.add(ad, x)
+        sim.drop(ad)
+        n2 = lay["norms"][1] if len(lay["norms"]) > 1 else (None, None)
+        xn2 = self.norm(h1, *n2)
+        mo = self.mlp(xn2, fc_l, proj_l)
+        sim.drop(xn2)
+        out = self.add(h1, mo)
+        sim.drop(h1, mo, aw)
+        return out
+
+    def mlp(self, x: _T, fc_l: _Linear, proj_l: _Linear) -> _T:
+        sim, c = self.sim, self.ctx
+        fc = self.linear(x, fc_l)
+        ac = self.activation(fc, c.act)
+        sim.drop(fc)
+        pr = self.linear(ac, proj_l)
+        sim.drop(ac)
+        out = self.dropout(pr, self.p_resid)
+        sim.drop(pr)
+        return out
+
+    def eager(self, q: _T, k: _T, v: _T) -> _T:
+        """GPT-2's eager attention: matmul * scale, + causal mask, softmax (fp32 under autocast),
+        .type(value.dtype), dropout, matmul; reshape copies the transposed output."""
+        sim, c = self.sim, self.ctx
+        S = c.b * c.nq * c.s * c.s
+        qm, km = (sim.cast(q, 2), sim.cast(k, 2)) if c.mixed else (sim.ref(q), sim.ref(k))
+        sc = sim.op([qm, km], S, qm.b, saves=[qm if km.rg else None, km if qm.rg else None])
+        sim.drop(qm, km)
+        sc2 = sim.op([sc], S, sc.b)
+        sim.drop(sc)
+        if self.mask is not None:
+            sc3 = sim.op([sc2, self.mask], S, max(sc2.b, self.mask.b))
+            sim.drop(sc2)
+            sc2 = sc3
+        p = self.softmax(sc2, 4 if c.mixed else sc2.b)
+        sim.drop(sc2)
+        pc = sim.cast(p, v.b)
+        sim.drop(p)
+        pd = self.dropout(pc, self.p_attn)
+        sim.drop(pc)
+        pm, vm = (sim.cast(pd, 2), sim.cast(v, 2)) if c.mixed else (sim.ref(pd), sim.ref(v))
+        o = sim.op([pm, vm], c.N * c.nq * c.d, pm.b, saves=[pm if vm.rg else None, vm if pm.rg else None])
+        sim.drop(pm, vm)
+        oc = sim.op([o], o.numel, o.b)
+        sim.drop(o)
+        return oc, pd
+
+
+class _BertModel(_Model):
+    """BERT-style encoders fine-tuned as sequence classifiers (post-LN, GELU, dropout, pooler)."""
+
+    def build(self) -> None:
+        c, a = self.ctx, self.ctx.arch
+        self.emb = self.table_p(c.V, c.h)
+        self.tte = self.table_p(int(c.cfg.get("type_vocab_size", 2)), c.h)
+        self.wpe = self.table_p(getattr(a, "num_position_embeddings", 0) or a.max_position_embeddings, c.h)
+        self.eln = (self.vec_p(c.h), self.vec_p(c.h))
+        st = a.stacks()[0]
+        self.blocks = []
+        for _ in range(c.L):
+            self.blocks.append({
+                "lin": [self.linear_p(s.name, s.in_features, s.out_features, s.bias, s.path) for s in st.linears],
+                "norms": [(self.vec_p(n.size), self.vec_p(n.size)) for n in st.norms],
+            })
+        self.pool = self.linear_p("pooler.dense", c.h, c.h, True, "pooler.dense", dense_weight=True)
+        self.nl = int(c.cfg.get("num_labels", 2) or 2)
+        self.cls = self.linear_p("classifier", c.h, self.nl, True, "classifier", dense_weight=True)
+        if c.lora:  # PEFT SEQ_CLS trains a copy of the classifier (modules_to_save)
+            for p in self.cls.params():
+                p.rg = True
+            self._track([self.sim.param(p.numel, p.b, False, p.cat) for p in self.cls.params()])
+        self.p_h = c.drop_p("hidden_dropout_prob", default=0.1)
+        self.p_a = c.drop_p("attention_probs_dropout_prob", default=0.1)
+
+    def forward(self) -> _T:
+        sim, c = self.sim, self.ctx
+        ids = sim.new(c.N, 8)
+        we = sim.op([self.emb], c.N * c.h, self.emb.b, saves=[ids])
+        te = sim.op([self.tte], c.N * c.h, self.tte.b)
+        x = self.add(we, te)
+        sim.drop(we, te)
+        pe = sim.op([self.wpe], c.s * c.h, self.wpe.b)
+        x2 = self.add(x, pe)
+        sim.drop(x, pe)
+        if c.ckpt_every:
+            self.input_requires_grad(x2)
+        xn = self.layernorm(x2, *self.eln)
+        sim.drop(x2)
+        x = self.dropout(xn, self.p_h)
+        sim.drop(xn)
+        x = self.layers(x)
+        # hidden[:, 0]; its backward materialises a zero [b, s, h] gradient
+        pooled_in = sim.op([x], c.b * c.h, x.b)
+        sim.drop(x)
+        pd = self.linear(pooled_in, self.pool, rows=c.b)
+        sim.drop(pooled_in)
+        th = sim.op([pd], pd.numel, pd.b, saves=[_OUT])
+        sim.drop(pd)
+        dr = self.dropout(th, self.p_h)
+        sim.drop(th)
+        logits = self.linear(dr, self.cls, rows=c.b)
+        sim.drop(dr)
+        lf = sim.cast(logits, 4)
+        lsm = sim.op([lf], logits.numel, 4, saves=[_OUT], cat="logits_and_loss")
+        sim.drop(lf)
+        loss = sim.op([lsm], 1, 4, cat="logits_and_loss")
+        sim.drop(lsm, logits)
+        return loss
+
+    def block(self, x: _T, lay: dict) -> _T:
+        sim, c = self.sim, self.ctx
+        lq, lk, lv, lo, li, lo2 = lay["lin"]
+        q = self.linear(x, lq)
+        k = self.linear(x, lk)
+        v = self.linear(x, lv)
+        aw = None  # `attention_output, _ = self.attention(...)`: `_` keeps the attention weights to the end
+        if c.attn == "eager":
+            o, aw = self.eager(q, k, v)
+        else:
+            o = self.sdpa(q, k, v, c.nq)
+        sim.drop(q, k, v)
+        ao = self.linear(o, lo)
+        sim.drop(o)
+        ad = self.dropout(ao, self.p_h)
+        sim.drop(ao)
+        s1 = self.add(ad, x)
+        sim.drop(ad)
+        h1 = self.layernorm(s1, *lay["norms"][0])
+        sim.drop(s1)
+        it = self.linear(h1, li)
+        ac = self.activation(it, c.act)
+        sim.drop(it)
+        o2 = self.linear(ac, lo2)
+        sim.drop(ac)
+        d2 = self.dropout(o2, self.p_h)
+        sim.drop(o2)
+        s2 = self.add(d2, h1)
+        sim.drop(d2)
+        out = self.layernorm(s2, *lay["norms"][1])
+        sim.drop(s2, h1, aw)
+        return out
+
+    def eager(self, q: _T, k: _T, v: _T) -> _T:
+        sim, c = self.sim, self.ctx
+        S = c.b * c.nq * c.s * c.s
+        qm, km = (sim.cast(q, 2), sim.cast(k, 2)) if c.mixed else (sim.ref(q), sim.ref(k))
+        sc = sim.op([qm, km], S, qm.b, saves=[qm if km.rg else None, km if qm.rg else None])
+        sim.drop(qm, km)
+        sc2 = sim.op([sc], S, sc.b)
+        sim.drop(sc)
+        p = self.softmax(sc2, 4 if c.mixed else sc2.b)  # softmax: fp32 under CUDA autocast
+        sim.drop(sc2)
+        pd = self.dropout(p, self.p_a)
+        sim.drop(p)
+        pm, vm = (sim.cast(pd, 2), sim.cast(v, 2)) if c.mixed else (sim.ref(pd), sim.ref(v))
+        o = sim.op([pm, vm], c.N * c.nq * c.d, pm.b, saves=[pm if vm.rg else None, vm if pm.rg else None])
+        sim.drop(pm, vm)
+        oc = sim.op([o], o.numel, o.b)
+        sim.drop(o)
+        return oc, pd
+
+
+def _model_class(ctx: _Ctx) -> type[_Model]:
+    f = ctx.family
+    if ctx.task == "seq-cls" or f == "bert":
+        return _BertModel
+    if f in ("gpt2", "gpt_neox", "falcon", "opt", "phi"):
+        return _GPT2Model
+    return _LlamaModel  # llama, phi3, t5 (approximate: its encoder + decoder blocks as one stack)
+
+
+# =====================================================================================================
+# optimizer state and step temporaries
+
+
+def _opt_state(sim: _Sim, p: _T, opt: str) -> tuple[list[_T], int]:
+    """State tensors of one parameter and the largest temporary its update needs (bytes)."""
+    cat = "optimizer_state"
+    if opt in ("adamw", "adamw-fused", "adamw-loop"):
+        st = [sim.new(p.numel, p.b, cat=cat), sim.new(p.numel, p.b, cat=cat), sim.new(1, 4, cat=cat)]
+        return st, 0
+    if opt in ("adamw-8bit", "paged-adamw-8bit"):
+        paged = opt == "paged-adamw-8bit"
+        if p.numel < BNB_MIN_8BIT_SIZE:
+            b = [sim.new(p.numel, 4, cat=cat), sim.new(p.numel, 4, cat=cat)]
+        else:
+            blocks = -(-p.numel // BNB_BLOCK)
+            b = [sim.new(p.numel, 1, cat=cat), sim.new(p.numel, 1, cat=cat),
+                 sim.new(blocks, 4, cat=cat), sim.new(blocks, 4, cat=cat)]
+        if paged:  # cudaMallocManaged: outside torch's allocator
+            for t in b:
+                sim._sub(t)
+                t.own = 0
+        return b, 0
+    if opt == "adafactor":
+        # transformers.optimization.Adafactor (beta1=None): factored second moment for matrices (a row and
+        # a column vector), a full one for vectors; fp32 (the state follows grad.float())
+        if len(p.dims) >= 2:
+            return [sim.new(p.dims[0], 4, cat=cat), sim.new(p.dims[1], 4, cat=cat)], 0
+        return [sim.new(p.numel, 4, cat=cat)], 0
+    return [], 0  # sgd without momentum
+
+
+# =====================================================================================================
+# the walk
+
+
+@dataclass
+class _Walk:
+    phases: dict[str, int]
+    snaps: dict[str, dict[str, int]]
+    params_total: int
+    params_trainable: int
+    notes: list[str]
+
+
+def _walk(setup: TrainingSetup) -> _Walk:
+    ctx = _Ctx(setup)
+    sim = _Sim()
+    model = _model_class(ctx)(sim, ctx)
+    model.build()
+    notes: list[str] = []
+    uniq = {id(p): p for p in model.params}.values()
+    params = list(uniq)
+    trainable = [p for p in params if p.rg]
+    n_total = sum(p.numel for p in params)
+    n_train = sum(p.numel for p in trainable)
+    shards = max(setup.gpus, 1) if setup.zero else 1
+
+    # ZeRO-3 / FSDP FULL_SHARD: every rank keeps 1/N of the weights (the layer being run is gathered)
+    if setup.zero >= 3 and shards > 1:
+        for p in params:
+            if p.own:
+                sim._sub(p)
+                p.dead = False
+                p.own = _round(p.own / shards)
+                sim._add(p)
+        notes.append(f"ZeRO-3/FSDP: weights sharded over {shards} GPUs; one gathered layer in flight")
+    # optimizer state (steady state: created by the first step)
+    states: list[_T] = []
+    opt_tmp = 0
+    for p in trainable:
+        st, _ = _opt_state(sim, p, setup.optimizer)
+        states.extend(st)
+    if setup.zero >= 1 and shards > 1:
+        for t in states:
+            sim._sub(t)
+            t.dead = False
+            t.own = _round(t.own / shards)
+            sim._add(t)
+    if setup.optimizer == "adamw":  # foreach: one sqrt(exp_avg_sq) copy of every trainable tensor
+        opt_tmp = sum(_round(p.numel * p.b) for p in trainable)
+    elif setup.optimizer == "adamw-loop":
+        # torch.optim.AdamW(foreach=False): per parameter, (exp_avg_sq.sqrt() / bias_correction).add_(eps)
+        opt_tmp = 2 * max((_round(p.numel * p.b) for p in trainable), default=0)
+    elif setup.optimizer == "adafactor":
+        # per parameter, one after the other: grad**2 (+eps) and the approximated update (2 x fp32), plus
+        # the fp32 copies of a half-precision grad and parameter
+        opt_tmp = max((_round(p.numel * 4) * (4 if p.b < 4 else 2) for p in trainable), default=0)
+    if setup.zero >= 1 and shards > 1:
+        opt_tmp = _round(opt_tmp / shards)
+    if not setup.zero_grad_set_to_none:  # zero_grad(set_to_none=False): the gradients never go away
+        for p in trainable:
+            p.grad = sim.new(p.numel, p.b, cat="gradients")
+    sim.set_phase("idle")
+
+    micro = min(max(setup.gradient_accumulation, 1), 2)
+    for _ in range(micro):
+        sim.set_phase("forward")
+        sim.rec = []
+        sim.cache = {}
+        loss = model.forward()
+        for t in list(sim.cache.values()):  # autocast exits: its cached weight casts are released
+            sim.drop(t)
+        sim.cache = None
+        nodes, sim.rec = sim.rec, []
+        sim.set_phase("backward")
+        loss.grad = sim.new(1, 4, cat="temporaries")
+        sim.backward(nodes)
+        sim.drop(loss)
+        if loss.grad is not None:
+            sim.drop(loss.grad)
+        if setup.zero >= 2 and shards > 1:
+            for p in trainable:
+                g = p.grad
+                if g is not None and g.own:
+                    sim._sub(g)
+                    g.dead = False
+                    g.own = _round(g.own / shards)
+                    sim._add(g)
+        sim.rec = None
+    sim.set_phase("optimizer")
+    tmp = sim.new(1, opt_tmp, cat="temporaries") if opt_tmp else None
+    sim.drop(tmp)
+    if setup.zero_grad_set_to_none:
+        for p in trainable:
+            if p.grad is not None:
+                g, p.grad = p.grad, None
+                sim.drop(g)
+    sim.set_phase("idle")
+
+    phases = {k: sim.peaks.get(k, 0) for k in ("forward", "backward", "optimizer")}
+    snaps = {k: dict(sim.snaps.get(k, {})) for k in phases}
+    if setup.zero >= 3 and shards > 1:
+        # the layer being computed (and the next one, prefetched) is gathered in full
+        layer = max((sum(p.own for p in _block_params(b)) for b in getattr(model, "blocks", [])), default=0)
+        gathered = 2 * layer * (shards - 1) // shards
+        for k in ("forward", "backward"):
+            phases[k] += gathered
+            snaps[k]["temporaries"] = snaps[k].get("temporaries", 0) + gathered
+    if setup.gpus > 1 and not setup.zero:
+        notes.append("DDP: gradient buckets hold a second copy of the gradients")
+        gsize = sum(_round(p.numel * p.b) for p in trainable)
+        for k in ("backward", "optimizer"):
+            phases[k] += gsize
+            snaps[k]["gradients"] = snaps[k].get("gradients", 0) + gsize
+    return _Walk(phases, snaps, n_total, n_train, notes)
+
+
+def _block_params(block: Any) -> list[_T]:
+    out: list[_T] = []
+    items = block.values() if isinstance(block, dict) else block
+    for v in items:
+        if isinstance(v, _Linear):
+            out.extend(v.params())
+        elif isinstance(v, _T):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            out.extend(_block_params(v))
+    return out
+
+
+def _breakdown(snap: dict[str, int]) -> dict[str, int]:
+    out = {k: 0 for k in BREAKDOWN_KEYS}
+    for k, v in snap.items():
+        out[k if k in out else "temporaries"] += v
+    return out
+
+
+def reserved_from_allocated(peak: int) -> int:
+    """``max_memory_reserved`` from ``max_memory_allocated``: allocator overhead, 2 MiB segments."""
+    r = peak * (1 + ALLOCATOR_OVERHEAD)
+    return int(-(-r // ALLOCATOR_SEGMENT) * ALLOCATOR_SEGMENT)
+
+
+def estimate(setup: TrainingSetup) -> MemoryEstimate:
+    """Peak device memory of one steady-state training step of ``setup``, per GPU."""
+    setup.validate()
+    w = _walk(setup)
+    peak_phase = max(w.phases, key=lambda k: w.phases[k])
+    peak = w.phases[peak_phase]
+    reserved = reserved_from_allocated(peak)
+    paged = 0
+    if setup.optimizer == "paged-adamw-8bit":
+        paged = sum(2 * _round(p) for p in (w.params_trainable,))  # ~2 bytes/param, unified memory
+    notes = list(w.notes)
+    if setup.attn == "flash":
+        notes.append("flash attention keeps the same tensors as SDPA's flash kernel")
+    if setup.load_in_8bit:
+        notes.append("8-bit (LLM.int8) activations are approximate")
+    if getattr(setup.arch, "family", "") == "t5":
+        notes.append("T5 is approximated as one stack of its encoder and decoder blocks")
+    if getattr(setup.arch, "family", "") in ("gpt_neox", "falcon", "opt", "phi"):
+        notes.append(f"{setup.arch.model_type}: activations follow the GPT-2-style program (approximate)")
+    return MemoryEstimate(
+        peak_bytes=peak,
+        peak_bytes_reserved=reserved,
+        peak_bytes_nvidia_smi=reserved + paged + CUDA_CONTEXT_BYTES,
+        peak_phase=peak_phase,
+        phases=dict(w.phases),
+        breakdown=_breakdown(w.snaps[peak_phase]),
+        phase_breakdown={k: _breakdown(v) for k, v in w.snaps.items()},
+        params_total=w.params_total,
+        params_trainable=w.params_trainable,
+        setup=setup,
+        notes=notes,
+        allocator_bytes=reserved - peak,
+    )
+
+
+# =====================================================================================================
+# checkpointing plans live in plans.py; re-exported here (the API is ``memory.plans``)
+
+
+def plans(setup: TrainingSetup, budget_bytes: int | None, known: dict[str, MemoryEstimate] | None = None):
+    """Every checkpointing plan of ``setup`` with its peak, fit and extra compute; see ``plans.plans``."""
+    from .plans import plans as _plans
+
+    return _plans(setup, budget_bytes, known)
+
+
+_PLAN_NAMES = ("PlanResult", "PlanList", "recommended", "extra_compute_pct", "step_flops", "plan_names")
+
+
+def __getattr__(name: str):
+    if name in _PLAN_NAMES:
+        from . import plans as _p
+
+        return getattr(_p, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

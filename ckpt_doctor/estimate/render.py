@@ -1,0 +1,166 @@
+"""Text table, terminal bar chart and JSON dict of an estimate.  No torch.
+
+The JSON schema is documented in ``docs/estimate.md`` (``SCHEMA_VERSION`` below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from .memory import BREAKDOWN_KEYS, MemoryEstimate, PlanResult, TrainingSetup
+
+__all__ = ["SCHEMA_VERSION", "bar_chart", "fmt_gib", "render_text", "to_json_dict"]
+
+SCHEMA_VERSION = 1
+GiB = 1 << 30
+
+_LABELS = {
+    "weights": "weights",
+    "master_weights": "master weights (fp32)",
+    "gradients": "gradients",
+    "optimizer_state": "optimizer state",
+    "activations": "activations",
+    "logits_and_loss": "logits and loss",
+    "temporaries": "temporaries",
+    "allocator": "allocator cache",
+    "cuda_context": "CUDA context",
+}
+_CHARS = {
+    "weights": "W", "master_weights": "M", "gradients": "G", "optimizer_state": "O", "activations": "A",
+    "logits_and_loss": "L", "temporaries": "T", "allocator": "a", "cuda_context": "c",
+}
+
+
+def fmt_gib(n: float | None) -> str:
+    return "-" if n is None else f"{n / GiB:.2f}"
+
+
+def _setup_dict(setup: TrainingSetup) -> dict[str, Any]:
+    out = {}
+    for f in fields(setup):
+        if f.name == "arch":
+            continue
+        v = getattr(setup, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def to_json_dict(est: MemoryEstimate, plan_results: list[PlanResult], budget_bytes: int | None,
+                 budget_source: str = "", model_source: str = "", trace: dict | None = None) -> dict[str, Any]:
+    """Everything as plain JSON (bytes as integers).  See docs/estimate.md for the schema."""
+    s = est.setup
+    rec = next((p.name for p in plan_results if p.recommended), None)
+    d: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "model": {"name": s.arch.name, "model_type": s.arch.model_type, "source": model_source},
+        "setup": _setup_dict(s),
+        "params": {"total": est.params_total, "trainable": est.params_trainable},
+        "peak_bytes": est.peak_bytes,
+        "peak_bytes_reserved": est.peak_bytes_reserved,
+        "peak_bytes_nvidia_smi": est.peak_bytes_nvidia_smi,
+        "peak_phase": est.peak_phase,
+        "phases": dict(est.phases),
+        "breakdown": {k: est.breakdown.get(k, 0) for k in BREAKDOWN_KEYS},
+        "allocator_bytes": est.allocator_bytes,
+        "cuda_context_bytes": est.cuda_context_bytes,
+        "budget": {"bytes": budget_bytes, "source": budget_source},
+        "fits": None if budget_bytes is None else est.peak_bytes_nvidia_smi <= budget_bytes,
+        "plans": [p.to_dict() for p in plan_results],
+        "recommended": rec,
+        "notes": list(est.notes),
+        "method": "closed-form",
+    }
+    if trace is not None:
+        d["trace"] = trace
+    return d
+
+
+def bar_chart(est: MemoryEstimate, budget_bytes: int | None, width: int = 50) -> list[str]:
+    """One stacked bar of the nvidia-smi total, one character per term, against the budget."""
+    parts = [(k, est.breakdown.get(k, 0)) for k in BREAKDOWN_KEYS]
+    parts += [("allocator", est.allocator_bytes), ("cuda_context", est.cuda_context_bytes)]
+    total = est.peak_bytes_nvidia_smi
+    scale_to = max(total, budget_bytes or 0) or 1
+    bar = ""
+    acc = 0.0
+    for k, v in parts:
+        if v <= 0:
+            continue
+        acc += v
+        n = int(round(acc / scale_to * width)) - len(bar)
+        bar += _CHARS[k] * max(n, 0)
+    if budget_bytes:
+        pos = int(round(budget_bytes / scale_to * width))
+        bar = bar.ljust(width)
+        bar = bar[:pos] + "|" + bar[pos:] if pos < len(bar) else bar.ljust(pos) + "|"
+    legend = "  ".join(f"{_CHARS[k]}={_LABELS[k]}" for k, v in parts if v > 0)
+    lines = [f"  [{bar.rstrip()}]"]
+    if budget_bytes:
+        lines.append(f"   '|' = budget {fmt_gib(budget_bytes)} GiB; bar = {fmt_gib(total)} GiB as nvidia-smi sees it")
+    lines.append(f"   {legend}")
+    return lines
+
+
+def render_text(est: MemoryEstimate, plan_results: list[PlanResult], budget_bytes: int | None,
+                budget_source: str = "", model_source: str = "", trace: dict | None = None) -> str:
+    s = est.setup
+    a = s.arch
+    out: list[str] = []
+    prec = f"{s.dtype} weights" if s.mixed_precision == "no" else f"fp32 weights + {s.mixed_precision} autocast"
+    extras = []
+    if s.lora_r:
+        extras.append(f"LoRA r={s.lora_r}" + (f" on {','.join(s.lora_targets)}" if s.lora_targets else ""))
+    if s.load_in_4bit:
+        extras.append("4-bit NF4 base")
+    if s.load_in_8bit:
+        extras.append("8-bit base")
+    if s.gpus > 1:
+        extras.append(f"{s.gpus} GPUs" + (f", ZeRO-{s.zero}" if s.zero else ", DDP"))
+    if s.gradient_accumulation > 1:
+        extras.append(f"gradient accumulation {s.gradient_accumulation}")
+    out.append(f"{a.name} ({est.params_total / 1e9:.3g}B parameters, {est.params_trainable / 1e9:.3g}B trainable)"
+               + (f"  [{model_source}]" if model_source else ""))
+    out.append(f"  batch {s.batch_size} x seq {s.seq_len}, {prec}, {s.attn} attention, {s.optimizer}, "
+               f"checkpointing {s.checkpointing}" + ("; " + "; ".join(extras) if extras else ""))
+    out.append("")
+    out.append(f"  {'term':<24}{'GiB':>9}")
+    for k in BREAKDOWN_KEYS:
+        out.append(f"  {_LABELS[k]:<24}{fmt_gib(est.breakdown.get(k, 0)):>9}")
+    out.append(f"  {'-' * 33}")
+    out.append(f"  {'max_memory_allocated':<24}{fmt_gib(est.peak_bytes):>9}   peak at: {est.peak_phase}")
+    out.append(f"  {'+ ' + _LABELS['allocator']:<24}{fmt_gib(est.allocator_bytes):>9}")
+    out.append(f"  {'+ ' + _LABELS['cuda_context']:<24}{fmt_gib(est.cuda_context_bytes):>9}")
+    out.append(f"  {'nvidia-smi':<24}{fmt_gib(est.peak_bytes_nvidia_smi):>9}")
+    out.append("  phases: " + ", ".join(f"{k} {fmt_gib(v)}" for k, v in est.phases.items()) + " GiB")
+    if trace is not None:
+        out.append(f"  trace (exact, MemTracker): max_memory_allocated {fmt_gib(trace.get('peak_bytes'))} GiB, "
+                   f"peak at {trace.get('peak_phase')}")
+    out.append("")
+    rec = next((p for p in plan_results if p.recommended), None)
+    if budget_bytes is not None:
+        src = f" ({budget_source})" if budget_source else ""
+        need = est.peak_bytes_nvidia_smi
+        if need <= budget_bytes:
+            out.append(f"  verdict: fits: {fmt_gib(need)} of {fmt_gib(budget_bytes)} GiB{src}, "
+                       f"{100 * need / budget_bytes:.0f} %")
+        else:
+            out.append(f"  verdict: does NOT fit: needs {fmt_gib(need)} GiB, budget {fmt_gib(budget_bytes)} GiB{src}")
+            if rec is not None:
+                out.append(f"  lightest plan that fits: {rec.name} (+{rec.extra_compute_pct:.0f} % compute)")
+            else:
+                out.append("  no checkpointing plan fits; what would: LoRA / QLoRA, an 8-bit optimizer, a smaller "
+                           "batch with gradient accumulation, or ZeRO-3/FSDP over more GPUs")
+        out.append("")
+    out.append(f"  {'plan':<10}{'allocated':>11}{'nvidia-smi':>12}{'extra compute':>15}{'fits':>6}")
+    for p in plan_results:
+        mark = "  <- recommended" if p.recommended else ""
+        fits = "-" if budget_bytes is None else ("yes" if p.fits else "no")
+        out.append(f"  {p.name:<10}{fmt_gib(p.peak_bytes):>11}{fmt_gib(p.peak_bytes_nvidia_smi):>12}"
+                   f"{p.extra_compute_pct:>13.0f} %{fits:>6}{mark}")
+    out.append("  (GiB; extra compute = recomputed forward FLOPs / step FLOPs)")
+    out.append("")
+    out.extend(bar_chart(est, budget_bytes))
+    for n in est.notes:
+        out.append(f"  note: {n}")
+    return "\n".join(out)

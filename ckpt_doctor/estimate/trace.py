@@ -1,0 +1,551 @@
+"""The exact trace of one training step: ground truth for the closed form.
+
+``trace_step(setup)`` builds the real transformers model from ``setup.arch.hf_config`` (random init on the
+meta device, no download), materialises it as fake tensors (``FakeTensorMode``: no real memory), and runs
+two full training iterations (forward, loss, backward, ``optimizer.step()``, ``zero_grad``) under
+``torch.distributed._tools.mem_tracker.MemTracker``.  The second iteration is the one reported: it is the
+steady state, where the optimizer state already exists during forward and backward, which is what
+``torch.cuda.max_memory_allocated`` reports after a few steps.
+
+A CPU-only torch cannot fake CUDA tensors, so the tensors are fake *CPU* tensors and the trace applies what
+CUDA does differently itself:
+
+* every allocation is rounded up to CUDA's 512-byte block (``torch.cuda`` counts rounded blocks);
+* dropout keeps a 1-byte mask (CUDA's fused ``native_dropout``), not CPU's same-dtype noise tensor;
+* SDPA attention runs with ``dropout_p=0`` (CUDA's flash kernel keeps a seed, not a mask, so memory is the
+  same), and ``flash`` is traced as ``sdpa`` (both keep only the output and the log-sum-exp);
+* mixed precision is CUDA autocast's policy, emulated by a ``TorchFunctionMode`` (CPU autocast keeps e.g.
+  LayerNorm and softmax in bf16, CUDA runs them in fp32), including autocast's cache of cast weights.
+
+torch and transformers (and peft for LoRA) are imported lazily: this module is only used by
+``ckpt-doctor estimate --trace``, the benchmarks and the tests.  Nothing else in ckpt_doctor imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+import weakref
+from typing import Any
+
+CUDA_BLOCK = 512  # bytes; c10/cuda/CUDACachingAllocator.cpp kMinBlockSize / round_size()
+
+PHASES = ("forward", "backward", "optimizer")
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+# Encoder-only model types are traced (and estimated) as sequence classifiers: the usual fine-tuning task.
+ENCODER_TYPES = frozenset(
+    {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2", "albert", "camembert",
+     "modernbert"}
+)
+
+
+def cuda_round(nbytes: int) -> int:
+    """Bytes the CUDA caching allocator accounts for an allocation of ``nbytes`` (0 stays 0)."""
+    if nbytes <= 0:
+        return 0
+    return -(-nbytes // CUDA_BLOCK) * CUDA_BLOCK
+
+
+@dataclasses.dataclass
+class TraceResult:
+    peak_bytes: int
+    phases: dict[str, int]
+    peak_phase: str
+    breakdown: dict[str, int]
+    phase_breakdown: dict[str, dict[str, int]]
+    params_total: int
+    params_trainable: int
+    seconds: float
+    method: str
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class TraceUnsupported(RuntimeError):
+    """The setup asks for something the trace cannot run on this machine (quantisation, ZeRO, ...)."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# model construction
+
+
+def _check_supported(setup) -> None:
+    if setup.load_in_4bit or setup.load_in_8bit:
+        raise TraceUnsupported("--trace cannot run bitsandbytes quantisation without a GPU; drop --load-in-4bit/8bit")
+    if setup.optimizer in ("adamw-8bit", "paged-adamw-8bit"):
+        raise TraceUnsupported("--trace cannot run bitsandbytes 8-bit optimizers without a GPU; use --optimizer adamw")
+    if setup.gpus != 1 or setup.zero:
+        raise TraceUnsupported("--trace runs one process; drop --gpus/--zero (the closed form covers sharding)")
+    if setup.checkpointing == "offload":
+        raise TraceUnsupported("--trace does not model host offload; the closed form covers --checkpointing offload")
+
+
+def task_of(arch) -> str:
+    return "seq-cls" if arch.model_type in ENCODER_TYPES else "causal-lm"
+
+
+def hf_config(setup):
+    from transformers import AutoConfig
+
+    d = dict(setup.arch.hf_config or {})
+    model_type = d.pop("model_type", None) or setup.arch.model_type
+    for k in ("architectures", "transformers_version", "torch_dtype", "dtype", "auto_map", "_name_or_path",
+              "quantization_config", "attn_implementation", "_attn_implementation"):
+        d.pop(k, None)
+    cfg = AutoConfig.for_model(model_type, **d)
+    cfg.use_cache = False
+    return cfg
+
+
+def build_model(setup, *, meta: bool):
+    """The transformers model for ``setup``: dtype, attention, LoRA and checkpointing as a user sets them."""
+    import torch
+    import transformers
+
+    cfg = hf_config(setup)
+    attn = "sdpa" if setup.attn == "flash" else setup.attn
+    cls = (transformers.AutoModelForSequenceClassification if task_of(setup.arch) == "seq-cls"
+           else transformers.AutoModelForCausalLM)
+    ctx = torch.device("meta") if meta else contextlib.nullcontext()
+    with ctx:
+        model = cls.from_config(cfg, attn_implementation=attn)
+    weights = "fp32" if setup.mixed_precision != "no" else setup.dtype
+    model.to(getattr(torch, _DTYPES[weights]))
+    model.train()
+    if setup.lora_r:
+        import peft
+
+        targets = list(setup.lora_targets or ("q_proj", "v_proj"))
+        lcfg = peft.LoraConfig(r=setup.lora_r, lora_alpha=2 * setup.lora_r, lora_dropout=0.0,
+                               target_modules=targets,
+                               task_type="SEQ_CLS" if task_of(setup.arch) == "seq-cls" else "CAUSAL_LM")
+        model = peft.get_peft_model(model, lcfg)
+        model.train()
+    if setup.checkpointing not in ("none", None):
+        every = 1 if setup.checkpointing == "full" else int(setup.checkpointing.split("_", 1)[1])
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=every)
+    return model
+
+
+def _materialize_fake(model, fake_mode) -> None:
+    """Replace every meta parameter and buffer by a fake CPU tensor of the same shape and dtype."""
+    import torch
+
+    memo: dict[int, Any] = {}
+    with fake_mode:
+        for mod in model.modules():
+            for name, p in list(mod._parameters.items()):
+                if p is None:
+                    continue
+                if id(p) not in memo:
+                    t = torch.empty(p.shape, dtype=p.dtype, device="cpu")
+                    memo[id(p)] = torch.nn.Parameter(t, requires_grad=p.requires_grad)
+                mod._parameters[name] = memo[id(p)]
+            for name, b in list(mod._buffers.items()):
+                if b is None:
+                    continue
+                if id(b) not in memo:
+                    memo[id(b)] = torch.zeros(b.shape, dtype=b.dtype, device="cpu")
+                mod._buffers[name] = memo[id(b)]
+            for name, v in list(vars(mod).items()):  # plain tensor attributes (e.g. rotary original_inv_freq)
+                if isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter) and v.is_meta:
+                    setattr(mod, name, torch.zeros(v.shape, dtype=v.dtype, device="cpu"))
+
+
+def make_inputs(setup, vocab: int):
+    import torch
+
+    b, s = setup.batch_size, setup.seq_len
+    ids = torch.randint(0, vocab, (b, s), dtype=torch.long)
+    if task_of(setup.arch) == "seq-cls":
+        return {"input_ids": ids, "labels": torch.zeros(b, dtype=torch.long)}
+    return {"input_ids": ids, "labels": ids.clone()}
+
+
+def make_optimizer(setup, params):
+    import torch
+
+    params = [p for p in params if p.requires_grad]
+    if setup.optimizer in ("adamw", "adamw-fused", "adamw-loop"):
+        fused = setup.optimizer == "adamw-fused"
+        foreach = setup.optimizer == "adamw"
+        # foreach is what torch picks by default for CUDA tensors; on CPU it must be asked for.
+        return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, foreach=foreach, fused=fused or None)
+    if setup.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=1e-3)
+    if setup.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        # as transformers.Trainer builds it for optim="adafactor"
+        return Adafactor(params, lr=1e-4, scale_parameter=False, relative_step=False)
+    raise TraceUnsupported(f"--trace cannot run optimizer {setup.optimizer!r}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# CUDA semantics on CPU tensors
+
+
+_LOWER = frozenset({
+    "linear", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "baddbmm", "addmm", "addbmm", "addmv", "addr",
+    "mv", "einsum", "chain_matmul", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+    "conv_transpose3d", "prelu", "scaled_dot_product_attention", "linalg_vecdot",
+})
+_FP32 = frozenset({
+    "acos", "asin", "cosh", "erfinv", "exp", "expm1", "log", "log10", "log2", "log1p", "reciprocal", "rsqrt",
+    "sinh", "tan", "pow", "__pow__", "softplus", "layer_norm", "group_norm", "cosine_similarity", "nll_loss",
+    "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss", "mse_loss", "binary_cross_entropy_with_logits",
+    "cross_entropy", "logsumexp", "cdist", "dist", "renorm",
+})
+_FP32_OPT_DTYPE = frozenset({"softmax", "log_softmax", "sum", "prod", "cumsum", "cumprod"})
+_PROMOTE = frozenset({"addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "stack", "cat",
+                      "index_put", "scatter_add", "tensordot", "index_copy"})
+
+
+def _cuda_semantics_mode(mixed: str, state: dict):
+    """A TorchFunctionMode that makes CPU tensors behave like CUDA ones where memory differs (see module doc)."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._pytree import tree_map
+
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed)
+
+    def cast(x, dtype):
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point()) or x.dtype == dtype or x.dtype == torch.float64:
+            return x
+        cacheable = state["cache"] is not None and x.is_leaf and x.requires_grad
+        if cacheable:
+            hit = state["cache"].get(id(x))
+            if hit is not None and hit[0]() is x:
+                return hit[1]
+        y = x.to(dtype)
+        if cacheable:
+            state["cache"][id(x)] = (weakref.ref(x), y)
+        return y
+
+    class _CudaSemantics(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            name = getattr(func, "__name__", "")
+            if name == "dropout" and func is torch.nn.functional.dropout:
+                x = args[0] if args else kwargs["input"]
+                p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+                training = args[2] if len(args) > 2 else kwargs.get("training", True)
+                if not training or p == 0:
+                    return x
+                return torch.native_dropout(x, p, True)[0]
+            if name == "scaled_dot_product_attention":
+                if len(args) > 4:
+                    args = tuple(args[:4]) + (0.0,) + tuple(args[5:])
+                else:
+                    kwargs["dropout_p"] = 0.0
+            if low is not None and state["enabled"]:
+                if name in _LOWER:
+                    args, kwargs = tree_map(lambda t: cast(t, low), (args, kwargs))
+                elif name in _FP32:
+                    args, kwargs = tree_map(lambda t: cast(t, torch.float32), (args, kwargs))
+                elif name in _FP32_OPT_DTYPE and kwargs.get("dtype") is None and (
+                    name not in ("softmax", "log_softmax") or len(args) < 3 or args[2] is None  # F.softmax 3rd arg
+                ):
+                    first = args[0] if args else None
+                    if isinstance(first, torch.Tensor) and first.is_floating_point() and first.dtype in (
+                        torch.float16, torch.bfloat16
+                    ):
+                        kwargs["dtype"] = torch.float32
+                elif name in _PROMOTE:
+                    flat = [t for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                            if isinstance(t, torch.Tensor) and t.is_floating_point()]
+                    if flat and len({t.dtype for t in flat}) > 1:
+                        widest = torch.float32 if any(t.dtype == torch.float32 for t in flat) else flat[0].dtype
+                        args, kwargs = tree_map(lambda t: cast(t, widest), (args, kwargs))
+            return func(*args, **kwargs)
+
+    return _CudaSemantics()
+
+
+# --------------------------------------------------------------------------------------------------------
+# trackers
+
+
+def _recompute_under(model, mode) -> None:
+    """Checkpoint recomputation runs inside the autograd engine, where Python function modes are not active;
+    re-enter ``mode`` there so the recomputed forward sees the same CUDA semantics (as checkpoint re-enters
+    autocast)."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    def wrap(ckpt):
+        def checkpoint_func(function, *args, **kwargs):
+            def run(*a, **k):
+                if any(m is mode for m in _get_current_function_mode_stack()):
+                    return function(*a, **k)
+                with mode:
+                    return function(*a, **k)
+
+            return ckpt(run, *args, **kwargs)
+
+        return checkpoint_func
+
+    for mod in model.modules():
+        f = getattr(mod, "_gradient_checkpointing_func", None)
+        if f is not None and getattr(mod, "gradient_checkpointing", False):
+            mod._gradient_checkpointing_func = wrap(f)
+
+
+class _PhaseMixin:
+    def _phase_init(self) -> None:
+        self.phase = "setup"
+        self.phase_peaks: dict[str, int] = {}
+        self.phase_snaps: dict[str, dict[str, int]] = {}
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self._note()
+
+    def start_measure(self) -> None:
+        self.phase_peaks.clear()
+        self.phase_snaps.clear()
+
+    def _note(self) -> None:
+        cur = self.current_total()
+        if cur > self.phase_peaks.get(self.phase, -1):
+            self.phase_peaks[self.phase] = cur
+            self.phase_snaps[self.phase] = self.current_categories()
+
+
+def _memtracker(phase_names=PHASES):
+    """A MemTracker that (a) hooks gradients of trainable parameters only, (b) keeps a peak per phase."""
+    from torch.distributed._tools import mem_tracker as M
+
+    class PhaseMemTracker(_PhaseMixin, M.MemTracker):
+        def __init__(self) -> None:
+            super().__init__()
+            self._phase_init()
+
+        def current_total(self) -> int:
+            return sum(s.get(M._TOTAL_KEY, 0) for s in self._curr_mem_snap.values())
+
+        def current_categories(self) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for snap in self._curr_mem_snap.values():
+                for k, v in snap.items():
+                    key = str(getattr(k, "value", k))
+                    out[key] = out.get(key, 0) + v
+            return out
+
+        def start_measure(self) -> None:
+            self.reset_mod_stats()
+            _PhaseMixin.start_measure(self)
+            self._note()
+
+        def _update_peak_stats(self, peak_state) -> None:  # called after every op
+            super()._update_peak_stats(peak_state)
+            self._note()
+
+        def _track_module_params_and_buffers(self, module, install_grad_hooks: bool = True):
+            # Upstream installs a gradient hook on every parameter, which raises on frozen ones (LoRA).
+            def _grad_hook(grad):
+                self._update_and_maybe_create_winfos(grad, M._MemRefType.GRAD)
+
+            param_memory = 0
+            for param in module.parameters():
+                winfos = self._update_and_maybe_create_winfos(param, M._MemRefType.PARAM)
+                param_memory += sum(w.mem_consumed for w in winfos)
+                if param.grad is not None:
+                    self._update_and_maybe_create_winfos(param.grad, M._MemRefType.GRAD)
+                if install_grad_hooks and param.requires_grad and self._param_to_grad_hook_handles.get(param) is None:
+                    self._param_to_grad_hook_handles[param] = (
+                        param.register_hook(_grad_hook),
+                        param.register_post_accumulate_grad_hook(lambda p: _grad_hook(p.grad)),
+                    )
+            buffer_memory = 0
+            for buffer in module.buffers():
+                winfos = self._update_and_maybe_create_winfos(buffer, M._MemRefType.BUFFER)
+                buffer_memory += sum(w.mem_consumed for w in winfos)
+            return param_memory, buffer_memory
+
+    return PhaseMemTracker()
+
+
+@contextlib.contextmanager
+def _hf_sees_real_tensors():
+    """transformers treats FakeTensors as "tracing" and then builds an explicit s x s causal mask, which turns off
+    SDPA's ``is_causal`` fast path (and GQA without ``repeat_kv``).  A real CUDA step does not, so neither do we."""
+    try:
+        from transformers import masking_utils
+    except ImportError:  # pragma: no cover - older transformers
+        yield
+        return
+    orig = getattr(masking_utils, "is_tracing", None)
+    if orig is None:
+        yield
+        return
+    orig_packed = getattr(masking_utils, "find_packed_sequence_indices", None)
+    masking_utils.is_tracing = lambda tensor=None: orig(None)
+    if orig_packed is not None:  # reads position_ids values; our sequences are never packed
+        masking_utils.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        masking_utils.is_tracing = orig
+        if orig_packed is not None:
+            masking_utils.find_packed_sequence_indices = orig_packed
+
+
+@contextlib.contextmanager
+def _cuda_rounding():
+    """MemTracker rounds to 512 B only for CUDA devices; our fake tensors live on CPU."""
+    from torch.distributed._tools import mem_tracker as M
+
+    orig = M._WeakRefInfo._calculate_mem_consumed
+
+    def rounded(self) -> int:
+        return cuda_round(self.size * self.element_size)
+
+    M._WeakRefInfo._calculate_mem_consumed = rounded
+    try:
+        yield
+    finally:
+        M._WeakRefInfo._calculate_mem_consumed = orig
+
+
+def live_bytes_tracker():
+    """An independent check for real (non-fake) tensors: live storage bytes, CUDA-rounded, per phase.
+
+    Unlike MemTracker it knows nothing about modules or categories: every storage that an op returns, or that
+    is registered with ``track``, counts until Python frees it.
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class LiveBytes(_PhaseMixin, TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self._phase_init()
+            self.live: dict[int, tuple[int, Any]] = {}
+            self.total = 0
+
+        def current_total(self) -> int:
+            return self.total
+
+        def current_categories(self) -> dict[str, int]:
+            return {"Total": self.total}
+
+        def _drop(self, key: int) -> None:
+            nbytes, _ = self.live.pop(key, (0, None))
+            self.total -= nbytes
+
+        def track(self, *objs) -> None:
+            for t in tree_leaves(objs):
+                if not isinstance(t, torch.Tensor):
+                    continue
+                st = t.untyped_storage()
+                key = st._cdata
+                if key in self.live:
+                    continue
+                nbytes = cuda_round(st.nbytes())
+                self.live[key] = (nbytes, weakref.ref(st, lambda _r, k=key: self._drop(k)))
+                self.total += nbytes
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.track(out)
+            self._note()
+            return out
+
+    return LiveBytes()
+
+
+# --------------------------------------------------------------------------------------------------------
+# the step
+
+
+def _step(model, opt, inputs, setup, tracker, autocast_state, iterations: int) -> None:
+    micro = min(max(setup.gradient_accumulation, 1), 2)  # the 2nd micro-step already shows the held grads
+    for it in range(iterations):
+        if it == iterations - 1:
+            tracker.start_measure()
+        for _ in range(micro):
+            if hasattr(tracker, "reset_mod_stats"):
+                tracker.reset_mod_stats()  # MemTracker refuses a second call of the root module otherwise
+            tracker.set_phase("forward")
+            autocast_state["enabled"] = True
+            autocast_state["cache"] = {}
+            loss = model(**inputs).loss  # the output object (and its logits) is dropped, as in Trainer
+            if micro > 1:
+                loss = loss / setup.gradient_accumulation
+            autocast_state["cache"] = None  # autocast clears its weight cache on exit
+            tracker.set_phase("backward")
+            loss.backward()
+            del loss
+        autocast_state["enabled"] = False
+        tracker.set_phase("optimizer")
+        opt.step()
+        opt.zero_grad(set_to_none=getattr(setup, "zero_grad_set_to_none", True))
+        tracker.set_phase("idle")
+
+
+def _result(tracker, model, t0: float, method: str, notes: list[str]) -> TraceResult:
+    phases = {p: int(tracker.phase_peaks.get(p, 0)) for p in PHASES}
+    peak_phase = max(PHASES, key=lambda p: phases[p])
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    trainable = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad)
+    return TraceResult(
+        peak_bytes=phases[peak_phase], phases=phases, peak_phase=peak_phase,
+        breakdown=dict(tracker.phase_snaps.get(peak_phase, {})),
+        phase_breakdown={p: dict(tracker.phase_snaps.get(p, {})) for p in PHASES},
+        params_total=int(total), params_trainable=int(trainable), seconds=round(time.perf_counter() - t0, 3),
+        method=method, notes=notes,
+    )
+
+
+def trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int = 2) -> TraceResult:
+    """Peak bytes of one steady-state training step of ``setup`` as ``torch.cuda.max_memory_allocated`` sees it.
+
+    ``fake=True`` (default): MemTracker under FakeTensorMode, no real memory, any model size.
+    ``fake=False``: a real CPU step of a (small!) model, measured by ``live_bytes_tracker`` -- the cross-check.
+    """
+    if device != "cpu":
+        raise TraceUnsupported("the trace fakes CPU tensors and applies CUDA's rounding itself; use device='cpu'")
+    _check_supported(setup)
+    import torch
+
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    if setup.attn == "flash":
+        notes.append("flash traced as sdpa (same saved tensors: output + log-sum-exp)")
+    autocast_state: dict[str, Any] = {"enabled": False, "cache": None}
+    sem = _cuda_semantics_mode(setup.mixed_precision, autocast_state)
+    if fake:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        model = build_model(setup, meta=True)
+        fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        _materialize_fake(model, fake_mode)
+        _recompute_under(model, sem)
+        vocab = int(getattr(hf_config(setup), "vocab_size", 32000))
+        with _cuda_rounding(), _hf_sees_real_tensors(), fake_mode:
+            inputs = make_inputs(setup, vocab)
+            opt = make_optimizer(setup, model.parameters())
+            tracker = _memtracker()
+            tracker.track_external(model, opt, *inputs.values())
+            with tracker, sem:
+                _step(model, opt, inputs, setup, tracker, autocast_state, iterations)
+        return _result(tracker, model, t0, "FakeTensorMode + MemTracker", notes)
+
+    torch.manual_seed(0)
+    model = build_model(setup, meta=False)
+    _recompute_under(model, sem)
+    vocab = int(getattr(hf_config(setup), "vocab_size", 32000))
+    inputs = make_inputs(setup, vocab)
+    opt = make_optimizer(setup, model.parameters())
+    tracker = live_bytes_tracker()
+    tracker.track(list(model.parameters()), list(model.buffers()), list(inputs.values()))
+    with tracker, sem:
+        _step(model, opt, inputs, setup, tracker, autocast_state, iterations)
+    return _result(tracker, model, t0, "real CPU step + live-bytes dispatch mode", notes)

@@ -1,0 +1,370 @@
+"""CKPT4xx: will the training step fit in GPU memory, with or without checkpointing?
+
+The settings come from the facts (`ckpt_doctor.settings`), the numbers from the closed-form
+estimator (`ckpt_doctor.estimate.memory`). Every finding names the settings it used and where each
+came from, including the defaults that stood in for what the script does not say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+from ckpt_doctor.findings import Applicability, FixSpec, Position, Severity, Span
+from ckpt_doctor.rules import Context, Report, rule
+from ckpt_doctor.rules.shared import insert_after
+from ckpt_doctor.settings import ScriptSettings, complete_for, read_settings
+
+GIB = 2**30
+COMFORT = 0.80  # CKPT403: "fits comfortably" = the plan without checkpointing uses at most 80 % of the budget
+DEFAULT_BUDGET = 24 * GIB  # a consumer card; documented in docs/estimate.md
+ACTIVATION_ENABLE_SINCE = "5.23"  # activation_checkpointing_enable / activation_checkpointing* [H3]
+EVERY_N_IN_TRAINER_KWARGS_SINCE = "5.16"  # Trainer pops every_n_layers from the kwargs [H5]
+
+
+@dataclass
+class Budget:
+    bytes: int
+    source: str  # "--gpu-memory", "gpu-memory in pyproject.toml", "NVML", "default"
+
+    @property
+    def explicit(self) -> bool:
+        return self.source != "default"
+
+    def describe(self) -> str:
+        if not self.explicit:
+            return f"{self.bytes / GIB:.0f} GiB (the default: say yours with --gpu-memory or [tool.ckpt-doctor] gpu-memory)"
+        return f"{self.bytes / GIB:.0f} GiB ({self.source})"
+
+
+def resolve_budget(ctx: Context) -> Budget:
+    from ckpt_doctor.estimate.gpus import parse_budget
+
+    if ctx.settings.gpu_memory:
+        return Budget(parse_budget(ctx.settings.gpu_memory), "gpu-memory")
+    nvml = _nvml_total()
+    if nvml:
+        return Budget(nvml, "NVML")
+    return Budget(DEFAULT_BUDGET, "default")
+
+
+def _nvml_total() -> int | None:
+    try:
+        import pynvml  # nvidia-ml-py, part of the [verify] extra; imports no torch
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no device
+        return None
+
+
+@dataclass
+class Assessment:
+    settings: ScriptSettings
+    budget: Budget
+    params: int
+    base: object  # estimate.memory.TrainingSetup with checkpointing="none"
+    current: str  # the plan as written: none | full | every_N
+    partial_plans: bool  # every_n_layers / offload available in the target transformers
+    defaults: list[str]  # settings the script does not state, with the value used
+    computed: dict[str, object] = field(default_factory=dict)
+
+    def plan(self, name: str):
+        """The estimate for one plan, computed on first use (most files need only one or two)."""
+        if name not in self.computed:
+            from ckpt_doctor.estimate import memory
+
+            estimate = memory.estimate(replace(self.base, checkpointing=name))
+            fits = estimate.peak_bytes_nvidia_smi <= self.budget.bytes
+            self.computed[name] = memory.PlanResult(
+                name, estimate.peak_bytes, estimate.peak_bytes_nvidia_smi, fits, memory.extra_compute_pct(self.base, name), estimate
+            )
+        return self.computed[name]
+
+    def plans(self) -> list:
+        names = ["none", "full"]
+        if self.partial_plans:
+            names += [f"every_{n}" for n in (2, 3, 4) if n < self.base.arch.num_layers] + ["offload"]
+        return [self.plan(n) for n in names]
+
+    @property
+    def recommended(self) -> str | None:
+        from ckpt_doctor.estimate import memory
+
+        best = memory.recommended(self.plans())
+        return best.name if best else None
+
+    def peak(self, plan: str) -> int:
+        return self.plan(plan).peak_bytes
+
+    def used(self) -> str:
+        """The settings read from the script, with their lines (the assumed ones are in `defaults`)."""
+        s = self.settings
+        parts = [f"model {s.model.describe()}" if s.model else "model ?"]
+        for label, setting in (("batch", s.batch_size), ("sequence", s.seq_len), ("dtype", s.dtype), ("optimizer", s.optimizer)):
+            if setting is not None and setting.stated:
+                parts.append(f"{label} {setting.describe()}")
+        if s.lora_r:
+            parts.append(f"LoRA r={s.lora_r.value}")
+        if s.load_in_4bit:
+            parts.append("4-bit")
+        if s.zero.value:
+            parts.append(f"ZeRO-{s.zero.value} ({s.zero.note})" if s.zero.note else f"ZeRO-{s.zero.value}")
+        return ", ".join(parts)
+
+
+class _Unknown(Exception):
+    """Why the memory could not be estimated (becomes CKPT404), and where to say so."""
+
+    def __init__(self, message: str, span: Span) -> None:
+        super().__init__(message)
+        self.span = span
+
+
+def _assess(ctx: Context) -> Assessment | _Unknown | None:
+    if "memory" not in ctx.memo:
+        try:
+            ctx.memo["memory"] = _assess_uncached(ctx)
+        except _Unknown as reason:
+            ctx.memo["memory"] = reason
+    return ctx.memo["memory"]
+
+
+def _assess_uncached(ctx: Context) -> Assessment | None:
+    training = ctx.training
+    settings = read_settings(training)
+    if not settings.is_training or (settings.model_load is None and settings.model is None):
+        return None  # not a training script, or no model we could see being loaded
+    from ckpt_doctor.estimate import memory
+    from ckpt_doctor.estimate.registry import resolve
+
+    where = settings.model_load.span if settings.model_load else Span(Position(1, 1), Position(1, 1))
+    if settings.model is None:
+        raise _Unknown(
+            f"the model id at line {where.start.line} is not a constant (it comes from the command line or a "
+            "variable): give it a default, or map it in `[tool.ckpt-doctor] model-configs` to a local config.json",
+            where,
+        )
+    name = str(settings.model.value)
+    mapped = ctx.settings.model_configs.get(name)
+    arch = resolve(str(_relative_to_root(ctx, mapped)) if mapped else name)
+    if arch is None:
+        raise _Unknown(
+            f"model {name!r} (line {settings.model.line}) is neither bundled nor in the local Hugging Face cache: "
+            f'add `model-configs = {{ "{name}" = "path/to/config.json" }}` under [tool.ckpt-doctor], or run '
+            f"`ckpt-doctor estimate --model path/to/config.json`",
+            where,
+        )
+    complete_for(settings, arch)
+    budget = resolve_budget(ctx)
+    flags = {k: v for k, v in settings.as_flags().items() if k != "model"}
+    base = memory.TrainingSetup(arch=arch, **{**flags, "checkpointing": "none"})
+    # every_n_layers and offload exist in transformers >= 5.16 (Trainer kwargs) [H5]; before, all or nothing
+    partial_plans = ctx.versions.at_least("transformers", EVERY_N_IN_TRAINER_KWARGS_SINCE)
+    from ckpt_doctor.estimate.params import count_params
+
+    defaults = [
+        f"{label} {setting.value} ({setting.note})"
+        for label, setting in (("batch", settings.batch_size), ("sequence", settings.seq_len), ("dtype", settings.dtype),
+                               ("optimizer", settings.optimizer), ("GPUs", settings.gpus if settings.zero.value else None))
+        if setting is not None and not setting.stated
+    ]
+    return Assessment(settings, budget, count_params(arch).total, base, str(settings.checkpointing.value), partial_plans, defaults)
+
+
+def _relative_to_root(ctx: Context, path: str):
+    from pathlib import Path
+
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else ctx.settings.root / candidate
+
+
+def _anchor(assessment: Assessment) -> Span:
+    s = assessment.settings
+    call = s.config_call or s.model_load
+    if call is not None:
+        return call.span
+    line = s.model.line if s.model and s.model.line else 1
+    return Span(Position(line, 1), Position(line, 1))
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def _card(plan) -> str:
+    """What the card must hold (nvidia-smi's view, compared with the budget) and PyTorch's peak."""
+    return f"{_gib(plan.peak_bytes_nvidia_smi)} ({_gib(plan.peak_bytes)} allocated by PyTorch)"
+
+
+def _defaults_note(assessment: Assessment) -> str:
+    return f"; assumed where the script does not say: {', '.join(assessment.defaults)}" if assessment.defaults else ""
+
+
+@rule(
+    "CKPT401",
+    "oom-without-checkpointing",
+    Severity.ERROR,
+    fix=Applicability.UNSAFE,
+    summary="the step does not fit in GPU memory without checkpointing, but would with it",
+)
+def oom_without_checkpointing(ctx: Context) -> Iterator[Report]:
+    assessment = _assess(ctx)
+    if not isinstance(assessment, Assessment) or assessment.current != "none":
+        return
+    if assessment.plan("none").fits:
+        return
+    threshold = ctx.settings.checkpointing_threshold
+    if not assessment.budget.explicit and assessment.params < threshold:
+        return  # without a stated budget, only models above the size threshold are judged
+    plan = assessment.recommended
+    if plan is None:
+        return  # CKPT402
+    yield Report(
+        _anchor(assessment),
+        f"without checkpointing the step needs an estimated {_card(assessment.plan('none'))}, over the GPU budget of "
+        f"{assessment.budget.describe()}; with {_plan_words(plan)} it needs {_card(assessment.plan(plan))} "
+        f"(+{assessment.plan(plan).extra_compute_pct:.0f} % compute). Settings: {assessment.used()}{_defaults_note(assessment)}",
+        fix=_enable_fix(ctx, assessment, plan),
+    )
+
+
+def _plan_words(plan: str) -> str:
+    if plan == "full":
+        return "checkpointing on every layer"
+    if plan.startswith("every_"):
+        return f"checkpointing every {plan.split('_', 1)[1]} layers"
+    if plan == "offload":
+        return "checkpointing with CPU offload"
+    return "no checkpointing"
+
+
+def _enable_fix(ctx: Context, assessment: Assessment, plan: str) -> FixSpec | None:
+    versions = ctx.versions
+    new_names = versions.at_least("transformers", ACTIVATION_ENABLE_SINCE)
+    every = int(plan.split("_", 1)[1]) if plan.startswith("every_") else 1
+    config = assessment.settings.config_call
+    if config is not None:
+        flag = "activation_checkpointing" if new_names else "gradient_checkpointing"
+        kwargs = '{"use_reentrant": False}'
+        if every > 1:
+            if not versions.at_least("transformers", EVERY_N_IN_TRAINER_KWARGS_SINCE):
+                return None
+            kwargs = f'{{"use_reentrant": False, "every_n_layers": {every}}}'
+        return FixSpec(
+            "set_keywords",
+            config.span,
+            (("keywords", ((flag, "True"), (f"{flag}_kwargs", kwargs))),),
+            Applicability.UNSAFE,
+            f"Turn on {_plan_words(plan)} with `{flag}=True`",
+        )
+    load = assessment.settings.model_load
+    if load is None or not load.assigned_to or plan == "offload":
+        return None
+    if new_names:
+        extra = f", every_n_layers={every}" if every > 1 else ""
+        code = f'{load.assigned_to}.activation_checkpointing_enable(activation_checkpointing_kwargs={{"use_reentrant": False}}{extra})'
+    elif every > 1:
+        return None
+    else:
+        code = f'{load.assigned_to}.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{"use_reentrant": False}})'
+    return insert_after(load.statement, code, Applicability.UNSAFE, f"Turn on {_plan_words(plan)}")
+
+
+@rule(
+    "CKPT402",
+    "oom-even-with-checkpointing",
+    Severity.ERROR,
+    summary="the step does not fit in GPU memory even with full checkpointing",
+)
+def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
+    assessment = _assess(ctx)
+    if not isinstance(assessment, Assessment) or not assessment.budget.explicit:
+        return  # "does not fit at all" needs a budget the user stated
+    if assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
+        return
+    best = min(assessment.plans(), key=lambda p: p.peak_bytes)
+    yield Report(
+        _anchor(assessment),
+        f"even with {_plan_words(best.name)} the step needs an estimated {_card(best)}, over the GPU budget of "
+        f"{assessment.budget.describe()}; what would fit: {_what_would_fit(assessment)}. Settings: {assessment.used()}"
+        f"{_defaults_note(assessment)}",
+    )
+
+
+def _what_would_fit(assessment: Assessment) -> str:
+    """Try the usual remedies one at a time, with full checkpointing, and list those that fit."""
+    from ckpt_doctor.estimate import memory
+
+    budget = assessment.budget.bytes
+    base = replace(assessment.base, checkpointing="full")
+    options = []
+    if base.lora_r is None:
+        options.append(("LoRA (r=16)", replace(base, lora_r=16)))
+        options.append(("QLoRA (4-bit base, r=16)", replace(base, lora_r=16, load_in_4bit=True, dtype="bf16")))
+    if base.optimizer in ("adamw", "adamw-fused"):
+        options.append(("an 8-bit optimizer (optim=\"adamw_bnb_8bit\")", replace(base, optimizer="adamw-8bit")))
+    if base.batch_size > 1:
+        options.append((f"batch 1 with gradient_accumulation_steps={base.batch_size}", replace(base, batch_size=1, gradient_accumulation=base.batch_size)))
+    for gpus in (2, 4, 8):
+        options.append((f"ZeRO-3 / FSDP over {gpus} GPUs", replace(base, gpus=gpus, zero=3)))
+    fitting = []
+    for label, setup in options:
+        card = memory.estimate(setup).peak_bytes_nvidia_smi
+        if card <= budget:
+            fitting.append(f"{label} ({_gib(card)})")
+            if len(fitting) == 3:
+                break
+    return ", ".join(fitting) if fitting else "none of LoRA, QLoRA, an 8-bit optimizer, a smaller batch or ZeRO-3 over 8 GPUs alone"
+
+
+@rule(
+    "CKPT403",
+    "checkpointing-not-needed",
+    Severity.INFO,
+    fix=Applicability.DISPLAY_ONLY,
+    summary="checkpointing on although the step fits comfortably without it",
+)
+def checkpointing_not_needed(ctx: Context) -> Iterator[Report]:
+    assessment = _assess(ctx)
+    if not isinstance(assessment, Assessment) or assessment.current == "none" or not assessment.budget.explicit:
+        return
+    if assessment.settings.zero.value and not assessment.settings.gpus.stated:
+        return  # "fits without" would rest on the assumed number of GPUs
+    none = assessment.plan("none")
+    if none.peak_bytes_nvidia_smi > COMFORT * assessment.budget.bytes:
+        current_cost = assessment.plan(assessment.current).extra_compute_pct
+        lighter = [p for p in assessment.plans() if p.name != "none" and p.fits and p.extra_compute_pct < current_cost]
+        if not lighter or assessment.current != "full":
+            return
+        best = min(lighter, key=lambda p: p.extra_compute_pct)
+        message = (
+            f"full checkpointing, but {_plan_words(best.name)} also fits ({_gib(best.peak_bytes_nvidia_smi)} of "
+            f"{assessment.budget.describe()}) and recomputes less (+{best.extra_compute_pct:.0f} % instead of "
+            f"+{assessment.plan('full').extra_compute_pct:.0f} % compute)"
+        )
+    else:
+        current = assessment.plan(assessment.current)
+        message = (
+            f"checkpointing is on, but the step fits without it: estimated {_gib(none.peak_bytes_nvidia_smi)} of "
+            f"{assessment.budget.describe()}, so checkpointing only costs ~{current.extra_compute_pct:.0f} % more compute"
+        )
+    line = assessment.settings.checkpointing.line or 1
+    yield Report(Span(Position(line, 1), Position(line, 1)), f"{message}. Settings: {assessment.used()}{_defaults_note(assessment)}")
+
+
+@rule(
+    "CKPT404",
+    "memory-not-estimated",
+    Severity.INFO,
+    summary="the training step's memory could not be estimated",
+)
+def memory_not_estimated(ctx: Context) -> Iterator[Report]:
+    assessment = _assess(ctx)
+    if isinstance(assessment, _Unknown):
+        yield Report(assessment.span, f"cannot estimate GPU memory: {assessment}")

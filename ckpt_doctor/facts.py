@@ -138,9 +138,6 @@ class ScriptFacts:
         wanted = set(methods)
         return [c for c in self.calls if c.receiver is not None and c.name in wanted]
 
-    def imports_any(self, *prefixes: str) -> bool:
-        return any(name == p or name.startswith(p + ".") for name in self.imports for p in prefixes)
-
     def assigns_to(self, attr: str) -> list[AttrAssign]:
         return [a for a in self.attr_assigns if a.attr == attr]
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from ckpt_doctor.findings import Applicability, FixSpec, Position, Span
+from ckpt_doctor.findings import Applicability, FixSpec, Position
 
 FIXABLE_KINDS = {"set_keyword", "set_keywords", "set_dict_key", "insert_after", "insert_before", "rename_attribute", "rename_method", "rename_keywords"}
 

@@ -97,7 +97,6 @@ def _setting(value: Value, note: str = "") -> Setting | None:
 
 def read_settings(training: Training) -> ScriptSettings:
     facts = training.facts
-    versions = training.versions
     out = ScriptSettings()
     configs = [c for c in facts.calls if is_training_config(c.qualname)]
     out.config_call = configs[0] if configs else None

@@ -234,11 +234,6 @@ class Training:
                         found.append((Namespace({}, kind="command line", config_class=name), call.line))
         return found
 
-    @cached_property
-    def checkpointing_sites(self) -> list[HFSite]:
-        """HF sites where checkpointing is (or may be) on."""
-        return [s for s in self.hf_sites if s.enabled is not False]
-
     @property
     def checkpointing_on(self) -> bool:
         return bool(self.torch_checkpoint_sites) or any(s.enabled for s in self.hf_sites)

@@ -117,10 +117,3 @@ def truth(value: Value) -> bool | None:
         return bool(value.items) if value.complete else None
     return None
 
-
-def is_known(value: Value) -> bool:
-    return isinstance(value, (Const, DictVal)) and (not isinstance(value, DictVal) or value.complete)
-
-
-def origin_of(value: Value) -> Origin | None:
-    return value.origin if isinstance(value, Const) else None

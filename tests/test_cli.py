@@ -16,7 +16,6 @@ import pytest
 
 from conftest import (
     ALL_CODES, CKPT101_FIXED, CKPT101_SCRIPT, CKPT102_SCRIPT, CLEAN_SCRIPT, REPO_ROOT, TARGET_ARGS, TARGET_TOML,
-    run_subprocess,
 )
 
 CKPT101_LINE = "a.py:5:12: CKPT101 [warning] "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ckpt_doctor.facts import AttrAssign, Call
+from ckpt_doctor.facts import AttrAssign
 from ckpt_doctor.findings import Applicability, FixSpec, Severity
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after, insert_before, set_keyword, uses_peft, zero3_with_peft

@@ -6,7 +6,7 @@ from ckpt_doctor.ds_config import DeepSpeedConfig
 from ckpt_doctor.facts import Call
 from ckpt_doctor.findings import Applicability, FixSpec, Span
 from ckpt_doctor.rules import Context
-from ckpt_doctor.values import Instance, Missing, Value
+from ckpt_doctor.values import Missing
 
 
 def set_keyword(call: Call, name: str, value: str, applicability: Applicability, message: str, replace: bool = False) -> FixSpec:
@@ -46,7 +46,3 @@ def uses_peft(ctx: Context) -> bool:
 def zero3_with_peft(ctx: Context) -> bool:
     stage = zero_stage(ctx)
     return bool(stage and stage[0] == 3 and uses_peft(ctx))
-
-
-def is_instance_of(value: Value, *qualnames: str) -> bool:
-    return isinstance(value, Instance) and value.qualname in qualnames

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ckpt_doctor.facts import Call
-from ckpt_doctor.findings import Applicability, FixSpec, Severity
+from ckpt_doctor.findings import Applicability, Severity
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import set_keyword, zero3_with_peft
 from ckpt_doctor.values import Const, Missing, constant

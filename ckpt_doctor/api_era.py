@@ -26,6 +26,11 @@ def version_ceilings(facts: ScriptFacts) -> dict[str, tuple[str, str]]:
             ceilings.setdefault("trl", ("0.20.999", f"`{call.name}(max_seq_length=...)` at line {call.line} is gone from TRL 0.21"))
     if facts.calls_to("peft.prepare_model_for_int8_training"):
         ceilings.setdefault("peft", ("0.7.0", "`prepare_model_for_int8_training` is gone from peft 0.10"))
+        if call.qualname in ("trl.SFTTrainer", "trl.DPOTrainer") and "tokenizer" in call.kwargs:
+            ceilings.setdefault("trl", ("0.20.999", f"`{call.name}(tokenizer=...)` at line {call.line} is gone from TRL 0.21"))
     if any(name.startswith("trl.commands") for name in facts.imports):
         ceilings.setdefault("trl", ("0.20.999", "`trl.commands` is gone from TRL 0.21"))
+    if "trl" in ceilings and "transformers" not in ceilings:
+        # every TRL release before 0.21 predates transformers 5
+        ceilings["transformers"] = ("4.57.6", f"it targets TRL before 0.21 ({ceilings['trl'][1]}), which predates transformers 5")
     return ceilings

@@ -36,7 +36,6 @@ TRANSFORMERS_NON_REENTRANT_DEFAULT = "5.0"  # model default {"use_reentrant": Fa
 TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE = "5.16"  # Trainer pops every_n_layers/offload, passes `kwargs or None` [H5]
 TRAINER_OWN_KEYS = {"every_n_layers", "offload"}
 TRL_CHECKPOINTING_DEFAULT_ON = "0.22"  # configs default gradient_checkpointing=True [R1]
-TRL_INPUT_GRADS_SINCE = "0.27"  # trainers call enable_input_require_grads() for PEFT models [R2]
 TRL_NON_REENTRANT_SINCE = "0.28"  # trainers setdefault use_reentrant=False on transformers < 5; force True under ZeRO-3 + PEFT [R2]
 
 

@@ -8,7 +8,7 @@ from ckpt_doctor.facts import AttrAssign
 from ckpt_doctor.findings import Applicability, FixSpec, Severity
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after, insert_before, set_keyword, uses_peft, zero3_with_peft
-from ckpt_doctor.training import TRANSFORMERS_KWARGS_SINCE, TRL_INPUT_GRADS_SINCE, HFSite, is_training_config
+from ckpt_doctor.training import TRANSFORMERS_KWARGS_SINCE, HFSite, is_training_config
 from ckpt_doctor.values import Const, DictVal, Instance, Missing, Namespace, truth
 
 # transformers release that added `activation_checkpointing*` and made `gradient_checkpointing*` aliases.
@@ -160,8 +160,8 @@ def _inputs_made_to_require_grad(ctx: Context, site: HFSite, peft_lines: list[in
         return True  # peft calls enable_input_require_grads() when the kwargs are reentrant
     if training.transformers_5 and site.kind in ("model method", "training config") and not _non_text_model(training):
         return True  # activation_checkpointing_enable() calls enable_input_require_grads() for text models [H2]
-    if site.kind == "training config" and site.config_class and site.config_class.startswith("trl."):
-        return ctx.versions.at_least("trl", TRL_INPUT_GRADS_SINCE)  # TRL trainers call enable_input_require_grads()
+    if any((c.qualname or "").startswith("trl.") and c.name.endswith("Trainer") for c in ctx.facts.calls):
+        return True  # TRL's trainers make the inputs require grad for reentrant checkpointing [R4]
     if site.kind == "command line":
         return True
     if site.kind == "model method" and any(line > site.call.line for line in peft_lines):

@@ -22,6 +22,7 @@ class LazyGroup(click.Group):
         "check": "ckpt_doctor.cli:check",
         "rules": "ckpt_doctor.cli:rules",
         "estimate": "ckpt_doctor.estimate.command:estimate",
+        "verify": "ckpt_doctor.verify.command:verify",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

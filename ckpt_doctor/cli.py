@@ -20,9 +20,9 @@ class LazyGroup(click.Group):
 
     lazy = {
         "check": "ckpt_doctor.cli:check",
-        "rules": "ckpt_doctor.cli:rules",
         "estimate": "ckpt_doctor.estimate.command:estimate",
         "verify": "ckpt_doctor.verify.command:verify",
+        "rules": "ckpt_doctor.cli:rules",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Iterable
 from ckpt_doctor.findings import Position, Span
 from ckpt_doctor.values import (
     MISSING,
+    truth,
     UNKNOWN,
     Const,
     DictVal,
@@ -75,6 +76,9 @@ class Call:
     node: ast.Call
     via_partial: "Call | None" = None  # the functools.partial(...) call this one goes through
     assigned_to: str | None = None  # `model` in `model = AutoModel.from_pretrained(...)`
+    # Whether the `if` tests around the call hold when the script runs with its defaults:
+    # False under `if args.gradient_checkpointing:` with an argparse default of False, None if unknown.
+    runs_by_default: bool | None = True
 
     @property
     def name(self) -> str:
@@ -233,6 +237,7 @@ class _Extractor:
         self.call_records: dict[int, Call] = {}
         self.pending: list[tuple[ast.AST, _Scope]] = []
         self.statement: Span | None = None
+        self.guard: bool | None = True  # do the enclosing `if` tests hold with the script's defaults?
 
     # positions
     def _col(self, line: int, byte_col: int) -> int:
@@ -328,6 +333,7 @@ class _Extractor:
     def function_body(self, node: ast.FunctionDef | ast.AsyncFunctionDef, parent: _Scope) -> None:
         name = node.name if parent.kind == "module" else f"{parent.name}.{node.name}"
         scope = _Scope(name, parent, "function", _assigned_names(node.body) | _params(node.args))
+        self.guard = True
         self.block(node.body, scope)
 
     def stmt(self, node: ast.stmt, scope: _Scope) -> None:
@@ -395,7 +401,16 @@ class _Extractor:
                 if item.optional_vars is not None:
                     self.bind(item.optional_vars, UNKNOWN, scope, node)
             self.block(node.body, scope)
-        elif isinstance(node, (ast.If, ast.While)):
+        elif isinstance(node, ast.If):
+            self.record_calls(node.test, scope)
+            test = truth(self.eval(node.test, scope))
+            outer = self.guard
+            self.guard = _both(outer, test)
+            self.block(node.body, scope)
+            self.guard = _both(outer, None if test is None else not test)
+            self.block(node.orelse, scope)
+            self.guard = outer
+        elif isinstance(node, ast.While):
             self.record_calls(node.test, scope)
             self.block(node.body, scope)
             self.block(node.orelse, scope)
@@ -515,6 +530,7 @@ class _Extractor:
             scope=scope.name,
             line=node.lineno,
             node=node,
+            runs_by_default=self.guard,
         )
         if partial is not None:
             record.via_partial = partial.call
@@ -649,6 +665,12 @@ class _Extractor:
             else:
                 out.append(UNKNOWN)
         return TupleVal(out)
+
+
+def _both(outer: bool | None, test: bool | None) -> bool | None:
+    if outer is False or test is False:
+        return False
+    return True if outer is True and test is True else None
 
 
 def _is_argparse(value: Value) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ckpt_doctor.api_era import version_ceilings
 from ckpt_doctor.config import Settings
-from ckpt_doctor.facts import FactsError, extract
+from ckpt_doctor.facts import FactsError, ScriptFacts, extract
 from ckpt_doctor.findings import Finding, Position, Span
 from ckpt_doctor.rules import Context, all_rules, run_rules
 from ckpt_doctor.source import SourceError, SourceFile, read_source
@@ -62,16 +62,20 @@ def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | 
     if dependencies is not None and source.path != "-":
         folder = Path(source.path).parent
         dependencies.extend(str(folder / name) for name, _ in facts.strings if (folder / name).is_file())
-    versions = TargetVersions(
-        settings.target_versions, script=source.path, root=settings.root, ceilings=version_ceilings(facts), inline_pins=source.pip_pins()
-    )
-    ctx = Context(facts, versions, settings, source.path)
+    ctx = Context(facts, target_versions(source, facts, settings), settings, source.path)
     rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(source.path, r.code)]
     findings = [f for f in run_rules(ctx, rules) if not _suppressed(facts.lines, f)]
     if source.cells is not None:
         findings = [f for f in (_to_cell(source, f) for f in findings) if f is not None]
     unique = {(f.code, f.span): f for f in findings}
     return sorted(unique.values(), key=lambda f: f.sort_key)
+
+
+def target_versions(source: SourceFile, facts: ScriptFacts, settings: Settings) -> TargetVersions:
+    """The versions a script targets: configuration, notebook %pip pins, project pins, API era, installed."""
+    return TargetVersions(
+        settings.target_versions, script=source.path, root=settings.root, ceilings=version_ceilings(facts), inline_pins=source.pip_pins()
+    )
 
 
 def compile_check(source: SourceFile) -> None:

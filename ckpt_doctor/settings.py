@@ -87,6 +87,23 @@ class ScriptSettings:
         }
 
 
+    def describe_stated(self) -> str:
+        """The settings the script states, each with its line (what the estimate rests on)."""
+        s = self
+        parts = [f"model {s.model.describe()}" if s.model else "model ? (not a constant)"]
+        for label, setting in (("batch", s.batch_size), ("sequence", s.seq_len), ("dtype", s.dtype), ("optimizer", s.optimizer),
+                               ("checkpointing", s.checkpointing), ("GPUs", s.gpus if s.zero.value else None)):
+            if setting is not None and setting.stated:
+                parts.append(f"{label} {setting.describe()}")
+        if s.lora_r:
+            parts.append(f"LoRA r={s.lora_r.value}")
+        if s.load_in_4bit or s.load_in_8bit:
+            parts.append("4-bit" if s.load_in_4bit else "8-bit")
+        if s.zero.value:
+            parts.append(f"ZeRO-{s.zero.value} ({s.zero.note})" if s.zero.note else f"ZeRO-{s.zero.value}")
+        return ", ".join(parts)
+
+
 def _setting(value: Value, note: str = "") -> Setting | None:
     if isinstance(value, Const) and value.value is not None:
         origin = value.origin
@@ -209,8 +226,9 @@ def read_settings(training: Training) -> ScriptSettings:
             out.zero = Setting(3, call.line, "FSDP full shard")
             break
 
-    # checkpointing as written
-    sites = [s for s in training.hf_sites if s.enabled]
+    # checkpointing as the script runs with its defaults: `if args.gradient_checkpointing:
+    # model.gradient_checkpointing_enable()` with an argparse default of False is off
+    sites = [s for s in training.hf_sites if s.enabled and (s.call is None or s.call.runs_by_default is not False)]
     if training.torch_checkpoint_sites or sites:
         plan = "full"
         for site in sites:

@@ -206,3 +206,25 @@ def test_columns_count_characters_not_bytes():
     facts = facts_of("from torch.utils.checkpoint import checkpoint\nname = 'é'; checkpoint(f, x)\n")
     (call,) = facts.calls_to(CHECKPOINT)
     assert call.span.start.column == len("name = 'é'; ") + 1
+
+
+def test_calls_under_an_if_know_whether_they_run_with_the_defaults():
+    facts = facts_of(
+        """
+        import argparse
+        p = argparse.ArgumentParser()
+        p.add_argument("--gradient_checkpointing", action="store_true")
+        p.add_argument("--bf16", action="store_false")
+        args = p.parse_args()
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        else:
+            model.train()
+        if args.bf16:
+            model.to(torch.bfloat16)
+        if os.environ.get("X"):
+            model.eval()
+        """
+    )
+    runs = {c.name: c.runs_by_default for c in facts.calls if c.receiver == "model"}
+    assert runs == {"gradient_checkpointing_enable": False, "train": True, "to": True, "eval": None}

@@ -50,15 +50,15 @@ DEFAULTS = {
 
 
 # ---- what the script and the configuration say ----------------------------------------------------------
-def settings_from_script(path: str) -> dict:
-    """The training settings a script states (ckpt_doctor.settings), in this command's flag names;
-    flags given on the command line override them."""
+def settings_from_script(path: str, model_flag: str | None = None) -> dict:
+    """The training settings a script states (ckpt_doctor.settings), in this command's flag names,
+    read as `check` reads them; flags given on the command line override them."""
     from ckpt_doctor.config import ConfigError, load_settings
     from ckpt_doctor.facts import FactsError, extract
+    from ckpt_doctor.lint import target_versions
     from ckpt_doctor.settings import complete_for, read_settings
     from ckpt_doctor.source import SourceError, read_source
     from ckpt_doctor.training import Training
-    from ckpt_doctor.versions import TargetVersions
 
     try:
         config = load_settings()
@@ -70,8 +70,8 @@ def settings_from_script(path: str) -> dict:
         _fail(f"{path}:{exc.lineno}:{exc.offset}: cannot parse: {exc.msg}")
     except FactsError as exc:
         _fail(f"{path}: {exc}")
-    settings = read_settings(Training(facts, TargetVersions(config.target_versions, script=path, root=config.root)))
-    model = settings.model.value if settings.model else None
+    settings = read_settings(Training(facts, target_versions(source, facts, config)))
+    model = model_flag or (settings.model.value if settings.model else None)
     if model and model in config.model_configs:
         model = str(config.root / config.model_configs[model])
     if model is None and settings.model_load is not None:
@@ -165,7 +165,7 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
     }
     settings: dict = {}
     if script:
-        settings.update({k: v for k, v in (settings_from_script(script) or {}).items() if v is not None})
+        settings.update({k: v for k, v in (settings_from_script(script, model) or {}).items() if v is not None})
     settings.update({k: v for k, v in given.items() if v is not None})
 
     name = settings.pop("model", None)

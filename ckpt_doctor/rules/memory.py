@@ -103,19 +103,7 @@ class Assessment:
         return self.plan(plan).peak_bytes
 
     def used(self) -> str:
-        """The settings read from the script, with their lines (the assumed ones are in `defaults`)."""
-        s = self.settings
-        parts = [f"model {s.model.describe()}" if s.model else "model ?"]
-        for label, setting in (("batch", s.batch_size), ("sequence", s.seq_len), ("dtype", s.dtype), ("optimizer", s.optimizer)):
-            if setting is not None and setting.stated:
-                parts.append(f"{label} {setting.describe()}")
-        if s.lora_r:
-            parts.append(f"LoRA r={s.lora_r.value}")
-        if s.load_in_4bit:
-            parts.append("4-bit")
-        if s.zero.value:
-            parts.append(f"ZeRO-{s.zero.value} ({s.zero.note})" if s.zero.note else f"ZeRO-{s.zero.value}")
-        return ", ".join(parts)
+        return self.settings.describe_stated()
 
 
 class _Unknown(Exception):
@@ -147,7 +135,8 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     if settings.model is None:
         raise _Unknown(
             f"the model id at line {where.start.line} is not a constant (it comes from the command line or a "
-            "variable): give it a default, or map it in `[tool.ckpt-doctor] model-configs` to a local config.json",
+            "variable): give it a default, or map it in `[tool.ckpt-doctor] model-configs` to a local config.json. "
+            f"Settings read: {settings.describe_stated()}",
             where,
         )
     name = str(settings.model.value)
@@ -157,7 +146,7 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
         raise _Unknown(
             f"model {name!r} (line {settings.model.line}) is neither bundled nor in the local Hugging Face cache: "
             f'add `model-configs = {{ "{name}" = "path/to/config.json" }}` under [tool.ckpt-doctor], or run '
-            f"`ckpt-doctor estimate --model path/to/config.json`",
+            f"`ckpt-doctor estimate --model path/to/config.json`. Settings read: {settings.describe_stated()}",
             where,
         )
     complete_for(settings, arch)

@@ -125,6 +125,7 @@ class ScriptFacts:
     argparse_defaults: dict[str, Const] = field(default_factory=dict)
     dataclass_fields: dict[str, dict[str, Value]] = field(default_factory=dict)
     strings: list[tuple[str, int]] = field(default_factory=list)  # string literals of interest (paths)
+    library_bases: dict[str, str] = field(default_factory=dict)  # local class -> the library class it extends
     lines: list[str] = field(default_factory=list)
 
     # -- queries rules use ------------------------------------------------------------------
@@ -178,6 +179,7 @@ class _Scope:
         self.kind = kind  # module | function | class
         self.bindings: dict[str, Value] = {}
         self.local_names = local_names or set()
+        self.params: set[str] = set()
 
     def lookup(self, name: str) -> Value | None:
         scope: _Scope | None = self
@@ -333,6 +335,7 @@ class _Extractor:
     def function_body(self, node: ast.FunctionDef | ast.AsyncFunctionDef, parent: _Scope) -> None:
         name = node.name if parent.kind == "module" else f"{parent.name}.{node.name}"
         scope = _Scope(name, parent, "function", _assigned_names(node.body) | _params(node.args))
+        scope.params = _params(node.args)
         self.guard = True
         self.block(node.body, scope)
 
@@ -356,6 +359,13 @@ class _Extractor:
             class_scope = _Scope(f"{scope.name}.{node.name}" if scope.kind != "module" else node.name, scope, "class")
             self.block(node.body, class_scope)
             scope.bindings[node.name] = QualName(f"<local>.{node.name}")
+            for base in node.bases:  # `class MyTrainer(Trainer)` is a Trainer to every rule
+                value = self.eval(base, scope)
+                name = value.name if isinstance(value, QualName) else None
+                library = self.facts.library_bases.get(name.split(".", 1)[1]) if name and name.startswith("<local>.") else name
+                if library and library.split(".", 1)[0] in _FLAT_PACKAGES:
+                    self.facts.library_bases[node.name] = library
+                    break
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 self.facts.imports.setdefault(alias.name, node.lineno)
@@ -491,6 +501,8 @@ class _Extractor:
             func_value = partial.func
         if isinstance(func_value, QualName):
             qualname = func_value.name
+            if qualname.startswith("<local>."):
+                qualname = self.facts.library_bases.get(qualname.split(".", 1)[1], qualname)
         if isinstance(node.func, ast.Attribute):
             receiver = _dotted(node.func.value)
             receiver_value = self.eval(node.func.value, scope)
@@ -543,6 +555,9 @@ class _Extractor:
             return Const(node.value, Origin(node.lineno))
         if isinstance(node, ast.Name):
             found = scope.lookup(node.id)
+            if found is UNKNOWN and node.id in scope.params and node.id not in scope.bindings:
+                # `def train(model_id): ...` called as `train(args.model_id)`: the option's default
+                return self._namespace_fallback(node.id)
             if found is not None:
                 return found
             if node.id in ("True", "False", "None"):
@@ -634,7 +649,7 @@ class _Extractor:
             if class_name and class_name in self.facts.dataclass_fields:
                 fields = dict(self.facts.dataclass_fields[class_name])
                 fields.update(record.kwargs)
-                return Namespace(fields, kind="dataclass")
+                return Namespace(fields, kind="dataclass", config_class=self.facts.library_bases.get(class_name))
             return Instance(func.name, record)
         if isinstance(node.func, ast.Attribute):
             receiver = record.receiver_value
@@ -658,8 +673,9 @@ class _Extractor:
         out: list[Value] = []
         for item in items:
             if isinstance(item, QualName) and item.name.startswith("<local>."):
-                fields = self.facts.dataclass_fields.get(item.name.split(".", 1)[1], {})
-                out.append(Namespace(dict(fields), kind="dataclass"))
+                local = item.name.split(".", 1)[1]
+                fields = self.facts.dataclass_fields.get(local, {})
+                out.append(Namespace(dict(fields), kind="dataclass", config_class=self.facts.library_bases.get(local)))
             elif isinstance(item, QualName):
                 out.append(Namespace({}, kind="command line", config_class=item.name))
             else:

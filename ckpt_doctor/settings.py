@@ -121,7 +121,9 @@ def read_settings(training: Training) -> ScriptSettings:
 
     # model
     for call in training.model_loads:
-        value = call.args[0] if call.args else call.kwarg("pretrained_model_name_or_path")
+        value = call.args[0] if call.args else next(
+            (call.kwarg(k) for k in ("pretrained_model_name_or_path", "model_name", "model_id") if k in call.kwargs), call.kwarg("pretrained_model_name_or_path")
+        )
         found = _setting(value)
         if found is not None and isinstance(found.value, str):
             out.model, out.model_load = found, call

@@ -229,6 +229,8 @@ class Training:
                 items = getattr(classes, "items", [classes])
                 for item in items:
                     name = getattr(item, "name", None)
+                    if name and name.startswith("<local>."):
+                        name = self.facts.library_bases.get(name.split(".", 1)[1], name)
                     if is_training_config(name):
                         found.append((Namespace({}, kind="command line", config_class=name), call.line))
         return found
@@ -303,7 +305,11 @@ def _names(value: Value, qualnames: tuple[str, ...]) -> bool:
 
 
 def _is_model_class(call: Call) -> bool:
+    """`AutoModelForCausalLM.from_pretrained`, `LlamaForCausalLM.from_config`, `IdeficsForVisionText2Text...`;
+    not a PEFT wrapper (`PeftModel.from_pretrained` loads adapters onto a model loaded before)."""
     qualname = call.qualname or ""
+    if qualname.startswith("peft."):
+        return False
     owner = qualname.rsplit(".", 2)[-2] if qualname.count(".") >= 1 else ""
-    return owner.startswith("Auto") and "Model" in owner or owner.endswith(("ForCausalLM", "ForSeq2SeqLM", "ForSequenceClassification", "Model", "LMHeadModel"))
+    return owner.startswith("Auto") and "Model" in owner or "For" in owner or owner.endswith(("Model", "LMHeadModel"))
 

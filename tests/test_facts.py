@@ -228,3 +228,20 @@ def test_calls_under_an_if_know_whether_they_run_with_the_defaults():
     )
     runs = {c.name: c.runs_by_default for c in facts.calls if c.receiver == "model"}
     assert runs == {"gradient_checkpointing_enable": False, "train": True, "to": True, "eval": None}
+
+
+def test_a_parameter_named_like_an_option_takes_its_default():
+    facts = facts_of(
+        """
+        import argparse
+        from transformers import AutoModelForCausalLM
+        def train(model_id, checkpoint):
+            return AutoModelForCausalLM.from_pretrained(model_id), checkpoint(1)
+        p = argparse.ArgumentParser()
+        p.add_argument("--model_id", default="gpt2")
+        args = p.parse_args()
+        train(args.model_id, None)
+        """
+    )
+    (load,) = facts.calls_named("from_pretrained")
+    assert load.args[0].value == "gpt2" and load.args[0].origin.kind == "argparse default"

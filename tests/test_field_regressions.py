@@ -143,3 +143,36 @@ def test_notebook_pip_pins_and_continued_magics(tmp_path):
     (finding,) = result.findings
     assert finding.code == "CKPT201" and finding.cell == 1
     assert "transformers 4.44.2 (pinned by %pip install in the notebook)" in finding.message
+
+
+def test_subclasses_of_library_classes_are_those_classes():
+    found = codes(
+        """
+        from dataclasses import dataclass, field
+        import transformers
+        from transformers import HfArgumentParser, Seq2SeqTrainer
+        @dataclass
+        class TrainingArguments(transformers.TrainingArguments):
+            model_max_length: int = field(default=512)
+        class MyTrainer(Seq2SeqTrainer):
+            pass
+        args = TrainingArguments(output_dir="o", gradient_checkpointing=True)
+        MyTrainer(model=model, args=args).train()
+        (training_args,) = HfArgumentParser((TrainingArguments,)).parse_args_into_dataclasses()
+        training_args.gradient_checkpointing = True
+        """,
+        targets={"transformers": "5.24"},
+        select=["CKPT205", "CKPT206"],
+    )
+    assert found == [("CKPT205", 10), ("CKPT206", 13)]
+
+
+def test_a_peft_wrapper_is_not_the_model_load():
+    from ckpt_doctor.facts import extract
+    from ckpt_doctor.training import Training
+    from ckpt_doctor.versions import TargetVersions
+
+    facts = extract("from peft import PeftModel\nfrom transformers import IdeficsForVisionText2Text\n"
+                    "m = IdeficsForVisionText2Text.from_pretrained('HuggingFaceM4/idefics-9b')\nm = PeftModel.from_pretrained(m, 'adapter')\n")
+    loads = Training(facts, TargetVersions(NEWEST)).model_loads
+    assert [c.line for c in loads] == [3]

@@ -37,7 +37,7 @@ def _kwargs_fix(site: HFSite, applicability: Applicability) -> FixSpec | None:
 def _kwargs_supported(ctx: Context, site: HFSite) -> bool:
     """transformers takes checkpointing kwargs from 4.35, peft's k-bit preparation from 0.6 [H1, P2]."""
     if site.kind == "kbit preparation":
-        return ctx.versions.at_least("peft", PEFT_KBIT_KWARGS_SINCE) and site.call is not None and site.call.name != "prepare_model_for_int8_training"
+        return ctx.versions.at_least("peft", PEFT_KBIT_KWARGS_SINCE)  # the int8 alias passes **kwargs on
     return ctx.versions.at_least("transformers", TRANSFORMERS_KWARGS_SINCE)
 
 

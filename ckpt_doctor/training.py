@@ -170,7 +170,7 @@ class Training:
                 kwargs = call.kwarg("gradient_checkpointing_kwargs")
                 if isinstance(kwargs, Missing) or (isinstance(kwargs, Const) and kwargs.value is None):
                     # peft passes `{}` (peft/utils/other.py, prepare_model_for_kbit_training)
-                    mode = Mode(True, "prepare_model_for_kbit_training passes {} as checkpointing kwargs, so torch's reentrant default applies")
+                    mode = Mode(True, f"{call.name} passes {{}} as checkpointing kwargs, so torch's reentrant default applies", torch_warns=True)
                 else:
                     mode = self.mode_of_kwargs(kwargs)
                 sites.append(HFSite("kbit preparation", call, call.span, on, "gradient_checkpointing_kwargs", kwargs, mode))

@@ -75,7 +75,8 @@ def settings_from_script(path: str, model_flag: str | None = None) -> dict:
     if model and model in config.model_configs:
         model = str(config.root / config.model_configs[model])
     if model is None and settings.model_load is not None:
-        _fail(f"{path}:{settings.model_load.line}: the model id is not a constant; pass --model")
+        _fail(f"{path}:{settings.model_load.line}: the model id is not a constant; pass --model "
+              f"(settings read: {settings.describe_stated()})")
     from .registry import resolve
 
     arch = resolve(str(model)) if model else None

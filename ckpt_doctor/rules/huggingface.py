@@ -48,8 +48,8 @@ def _site_label(site: HFSite) -> str:
         flag = site.flag_name or "gradient_checkpointing"
         how = f"`{flag}=True`" if not site.flag_defaulted else f"its default `{flag}=True`"
         return f"`{site.call.name}` with {how}"
-    if site.kind == "kbit preparation":
-        return "`prepare_model_for_kbit_training`"
+    if site.kind == "kbit preparation" and site.call is not None:
+        return f"`{site.call.name}`"
     return f"`{(site.config_class or 'TrainingArguments').rsplit('.', 1)[-1]}` from the command line"
 
 

@@ -34,7 +34,7 @@ class Cache:
             if not _dependencies_fresh(data.get("dependencies", {})):
                 return None
             return [finding_from_dict(f) for f in data["findings"]]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except Exception:  # any damage to an entry is a miss, never an error
             return None
 
     def put(self, key: str, findings: list[Finding], dependencies: list[str] = ()) -> None:

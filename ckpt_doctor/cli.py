@@ -126,6 +126,7 @@ def check(
     if fmt not in ("concise", "full", "json", "github", "sarif"):
         _fail(f"unknown output-format {fmt!r} in configuration")
 
+    _exit_on_signals()
     files, missing = discover(list(paths) or ["."], settings, force_exclude=force_exclude)
     options = RunOptions(fix=fix and not diff, unsafe_fixes=unsafe_fixes, diff=diff, use_cache=not no_cache, jobs=jobs,
                          keep_sources=fmt in ("full", "json"))
@@ -184,6 +185,20 @@ def rules(code: str | None, output_format: str) -> None:
         click.echo(json.dumps({"code": found.code, "name": found.name, "page": text}, indent=2))
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+def _exit_on_signals() -> None:
+    """Ctrl-C and SIGTERM end the run with exit 2 through normal unwinding, so a write in progress
+    is rolled back (fix.write_atomically) instead of leaving a temporary file."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001
+        signal.signal(signum, signal.SIG_IGN)  # once is enough
+        click.echo(f"\nerror: interrupted ({signal.Signals(signum).name}); files are either unchanged or fully fixed", err=True)
+        raise SystemExit(EXIT_ERROR)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _fail(message: str) -> None:

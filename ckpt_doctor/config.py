@@ -105,7 +105,7 @@ def _longest_match(code: str, prefixes: list[str]) -> int:
 def _relative(path: str, root: Path) -> str:
     try:
         return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):
         return Path(path).as_posix()
 
 

@@ -58,14 +58,15 @@ def _walk(top: Path, settings: Settings, patterns: list[str]):
         for name in sorted(filenames):
             path = here / name
             if path.suffix in SUFFIXES and not _excluded(path, settings.root, patterns) and not _ignored(path, ignores, False):
-                yield path
+                if path.is_file() or path.is_symlink():  # not pipes or sockets named *.py
+                    yield path
 
 
 def _excluded(path: Path, root: Path, patterns: list[str]) -> bool:
     name = path.name
     try:
         relative = path.resolve().relative_to(root).as_posix()
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside the root, or a symlink loop
         relative = path.as_posix()
     for pattern in patterns:
         pattern = pattern.rstrip("/")
@@ -102,7 +103,10 @@ def _ignored(path: Path, ignores: dict, is_dir: bool) -> bool:
 def _gitignored(path: Path, settings: Settings) -> bool:
     if not settings.respect_gitignore:
         return False
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: read_source reports it
+        return False
     for folder in resolved.parents:
         spec = _gitignore_spec(folder)
         if spec is not None and spec.match_file(resolved.relative_to(folder).as_posix()):

@@ -37,18 +37,37 @@ def apply_fixes(text: str, specs: Iterable[FixSpec]) -> str:
     specs = [s for s in specs if s.kind in FIXABLE_KINDS]
     if not specs:
         return text
-    import libcst as cst
-    from libcst.metadata import MetadataWrapper, PositionProvider
+    return _Parsed(text).apply(specs)
 
-    try:
-        module = cst.parse_module(text)
-        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-        positions = wrapper.resolve(PositionProvider)
-        new_text = wrapper.module.visit(_transformer(cst)(specs, positions)).code
-    except cst.ParserSyntaxError as exc:
-        raise FixError(f"LibCST cannot parse the code: {exc.message}") from None
-    except RecursionError:
-        raise FixError("too deeply nested to fix") from None
+
+class _Parsed:
+    """A file parsed once by LibCST, to which several fixes can be applied independently."""
+
+    def __init__(self, text: str) -> None:
+        import libcst as cst
+        from libcst.metadata import MetadataWrapper, PositionProvider
+
+        self.cst, self.text = cst, text
+        try:
+            self.wrapper = MetadataWrapper(cst.parse_module(text), unsafe_skip_copy=True)
+            self.positions = self.wrapper.resolve(PositionProvider)
+        except cst.ParserSyntaxError as exc:
+            raise FixError(f"LibCST cannot parse the code: {exc.message}") from None
+        except RecursionError:
+            raise FixError("too deeply nested to fix") from None
+
+    def apply(self, specs: list[FixSpec]) -> str:
+        cst = self.cst
+        try:
+            new_text = self.wrapper.module.visit(_transformer(cst)(specs, self.positions)).code
+        except cst.ParserSyntaxError as exc:
+            raise FixError(f"fix produced invalid Python ({exc.message}); nothing was changed") from None
+        except RecursionError:
+            raise FixError("too deeply nested to fix") from None
+        return _finish(self.text, new_text, specs)
+
+
+def _finish(text: str, new_text: str, specs: list[FixSpec]) -> str:
     imports = [imp for s in specs for imp in s.imports]
     if imports:
         new_text = _add_imports(new_text, imports)
@@ -59,12 +78,23 @@ def apply_fixes(text: str, specs: Iterable[FixSpec]) -> str:
     return new_text
 
 
-def edits_for(text: str, spec: FixSpec) -> list[tuple[str, Position, Position]]:
-    """The fix of one finding as text edits (content, start, end), ruff-style, 1-based."""
+def edits_for(text: str, specs: list[FixSpec]) -> list[list[tuple[str, Position, Position]]]:
+    """Each fix as text edits (content, start, end), ruff-style, 1-based; the file is parsed once."""
     try:
-        new_text = apply_fixes(text, [spec])
+        parsed = _Parsed(text)
     except FixError:
-        return []
+        return [[] for _ in specs]
+    out = []
+    for spec in specs:
+        try:
+            new_text = parsed.apply([spec]) if spec.kind in FIXABLE_KINDS else text
+        except FixError:
+            new_text = text
+        out.append(_edit(text, new_text))
+    return out
+
+
+def _edit(text: str, new_text: str) -> list[tuple[str, Position, Position]]:
     if new_text == text:
         return []
     start = 0
@@ -103,8 +133,9 @@ def unified_diff(path: str, old: str, new: str, notebook: bool = False) -> str:
 
 
 def write_atomically(path: str | Path, data: bytes, expected: bytes | None = None) -> None:
-    """Replace `path` with `data` in one rename; refuse if the file changed since it was read."""
-    path = Path(path)
+    """Replace `path` with `data` in one rename; refuse if the file changed since it was read.
+    A symbolic link stays a link: the file it points to is replaced."""
+    path = Path(os.path.realpath(path))
     if expected is not None:
         try:
             current = path.read_bytes()
@@ -115,19 +146,21 @@ def write_atomically(path: str | Path, data: bytes, expected: bytes | None = Non
     mode = stat.S_IMODE(path.stat().st_mode)
     if not os.access(path, os.W_OK) or not mode & 0o222:  # root may write anything: respect the mode bits
         raise FixError("file is read-only; not written")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ckpt-doctor.tmp", dir=path.parent)
+    temp = None
     try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ckpt-doctor.tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp, mode)
         os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
+    except BaseException:  # an error, Ctrl-C or SIGTERM: leave the old file and no temporary
+        if temp is not None:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
         raise
 
 
@@ -161,6 +194,15 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                 else:
                     self.by_start.setdefault((spec.span.start.line, spec.span.start.column), []).append(spec)
             self.done: set[int] = set()
+            self.lines = sorted({s.span.start.line for s in specs})
+
+        def on_visit(self, node) -> bool:
+            """Descend only into nodes that contain a line some fix is about."""
+            position = self.positions.get(node)
+            if position is None:
+                return True
+            first, last = position.start.line, position.end.line
+            return any(first <= line <= last for line in self.lines)
 
         def _specs_at(self, node, *kinds: str) -> list[FixSpec]:
             position = self.positions.get(node)

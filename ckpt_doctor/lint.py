@@ -14,7 +14,7 @@ from ckpt_doctor.config import Settings
 from ckpt_doctor.facts import FactsError, ScriptFacts, extract
 from ckpt_doctor.findings import Finding, Position, Span
 from ckpt_doctor.rules import Context, all_rules, run_rules
-from ckpt_doctor.source import SourceError, SourceFile, read_source
+from ckpt_doctor.source import NotPython, SourceError, SourceFile, read_source
 from ckpt_doctor.versions import TargetVersions
 
 # A file that mentions none of these cannot trigger any rule: it skips the parse.
@@ -36,6 +36,8 @@ class FileResult:
 def check_file(path: str, settings: Settings) -> FileResult:
     try:
         source = read_source(path, settings.max_file_size)
+    except NotPython:
+        return FileResult(path)
     except SourceError as exc:
         return FileResult(path, error=str(exc))
     return check_source(source, settings)

@@ -85,32 +85,41 @@ def _summary(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
             out.write(f"{more} more fixable with `--fix --unsafe-fixes`.\n")
 
 
-def _edits(finding: Finding, sources: dict) -> list[dict]:
+def _edits_by_finding(run: RunResult) -> dict[int, list[dict]]:
+    """Text edits of every fixable finding, each file parsed once (id(finding) -> edits)."""
     from ckpt_doctor.fix import edits_for
 
-    source = sources.get(finding.path)
-    if source is None or finding.fix is None or finding.fix.applicability is Applicability.DISPLAY_ONLY:
-        return []
-    edits = []
-    for content, start, end in edits_for(source.text, finding.fix):
-        if source.cells is not None:
-            start_cell, end_cell = source.cells.locate(start.line), source.cells.locate(end.line)
-            if not start_cell or not end_cell or start_cell[0] != end_cell[0]:
-                return []
-            start = type(start)(start_cell[1], start.column)
-            end = type(end)(end_cell[1], end.column)
-        edits.append({"content": content, "location": {"row": start.line, "column": start.column}, "end_location": {"row": end.line, "column": end.column}})
-    return edits
+    out: dict[int, list[dict]] = {}
+    for result in run.files:
+        source = result.source
+        fixable = [f for f in result.findings if f.fix is not None and f.fix.applicability is not Applicability.DISPLAY_ONLY]
+        if source is None or not fixable:
+            continue
+        for finding, edits in zip(fixable, edits_for(source.text, [f.fix for f in fixable])):
+            out[id(finding)] = [e for e in (_edit_dict(source, *edit) for edit in edits) if e is not None]
+            if len(out[id(finding)]) != len(edits):
+                out[id(finding)] = []  # an edit across notebook cells cannot be expressed
+    return out
+
+
+def _edit_dict(source, content, start, end) -> dict | None:
+    if source.cells is not None:
+        start_cell, end_cell = source.cells.locate(start.line), source.cells.locate(end.line)
+        if not start_cell or not end_cell or start_cell[0] != end_cell[0]:
+            return None
+        start = type(start)(start_cell[1], start.column)
+        end = type(end)(end_cell[1], end.column)
+    return {"content": content, "location": {"row": start.line, "column": start.column}, "end_location": {"row": end.line, "column": end.column}}
 
 
 def json_objects(run: RunResult) -> list[dict]:
-    sources = {r.path: r.source for r in run.files if r.source is not None}
+    edits = _edits_by_finding(run)
     objects = []
     for finding in run.findings:
         start_row, start_col, end_row, end_col = _row(finding)
         fix = None
         if finding.fix is not None:
-            fix = {"applicability": str(finding.fix.applicability), "message": finding.fix.message, "edits": _edits(finding, sources)}
+            fix = {"applicability": str(finding.fix.applicability), "message": finding.fix.message, "edits": edits.get(id(finding), [])}
         objects.append(
             {
                 "cell": None if finding.cell is None else finding.cell + 1,

@@ -12,7 +12,7 @@ from ckpt_doctor.cache import Cache
 from ckpt_doctor.config import Settings
 from ckpt_doctor.findings import Finding
 from ckpt_doctor.lint import FileResult, check_file, check_source
-from ckpt_doctor.source import SourceError, read_source
+from ckpt_doctor.source import NotPython, SourceError, read_source
 from ckpt_doctor.versions import TargetVersions
 
 MAX_FIX_ROUNDS = 8
@@ -51,12 +51,15 @@ def run_check(paths: list[str], settings: Settings, options: RunOptions, progres
     work = [(path, settings, options.use_cache, keep) for path in paths]
     if jobs > 1 and len(paths) >= PARALLEL_THRESHOLD:
         chunk = max(1, min(64, len(paths) // (jobs * 8) or 1))
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results = []
+        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+        results = []
+        try:
             for result in pool.map(_check_one, work, chunksize=chunk):
                 results.append(result)
                 if progress:
                     progress(len(results), len(paths))
+        finally:  # on Ctrl-C / SIGTERM too: drop the queued files instead of checking them all first
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         results = []
         for item in work:
@@ -66,8 +69,19 @@ def run_check(paths: list[str], settings: Settings, options: RunOptions, progres
     run = RunResult(sorted(results, key=lambda r: r.path))
     if fixing:
         for index, result in enumerate(run.files):
-            run.files[index] = _fix_file(result, settings, options, run)
+            try:
+                run.files[index] = _fix_file(result, settings, options, run)
+            except Exception as exc:  # one file's failure must not stop the others' fixes
+                run.files[index] = replace(result, error=f"{result.path}: internal error while fixing: {type(exc).__name__}: {exc} (please report this)")
     return run
+
+
+def _worker_init() -> None:
+    """Workers leave Ctrl-C to the parent, which stops the run and shuts the pool down."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _check_one(item: tuple[str, Settings, bool, bool]) -> FileResult:
@@ -84,6 +98,8 @@ def _check_one(item: tuple[str, Settings, bool, bool]) -> FileResult:
 def _check_cached(path: str, settings: Settings) -> FileResult:
     try:
         source = read_source(path, settings.max_file_size)
+    except NotPython:
+        return FileResult(path)
     except SourceError as exc:
         return FileResult(path, error=str(exc))
     cache = Cache(Path(settings.cache_dir) if settings.cache_dir else settings.root / ".ckpt_doctor_cache", settings.fingerprint())

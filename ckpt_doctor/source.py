@@ -10,6 +10,7 @@ import codecs
 import io
 import json
 import re
+import stat
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,10 @@ class SourceError(Exception):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
+
+
+class NotPython(SourceError):
+    """A file that is not ours to check (a notebook of another language): skipped, not an error."""
 
 
 @dataclass
@@ -103,9 +108,14 @@ def read_source(path: str | Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> So
     path = Path(path)
     name = str(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as exc:
         raise SourceError(name, f"cannot read: {exc.strerror or exc}") from None
+    except RuntimeError:
+        raise SourceError(name, "cannot read: symbolic link loop") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise SourceError(name, "not a regular file (a pipe, device or socket); not read")
+    size = info.st_size
     if size > max_bytes:
         raise SourceError(
             name, f"file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit (max-file-size)"
@@ -157,11 +167,18 @@ def _read_notebook(name: str, raw: bytes) -> SourceFile:
         raise SourceError(name, "notebook is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
         raise SourceError(name, f"notebook is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # absurd numbers, absurd nesting
+        raise SourceError(name, f"notebook JSON cannot be read: {type(exc).__name__}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list):
         raise SourceError(name, "notebook has no 'cells' list (not an nbformat 4 notebook)")
-    language = (doc.get("metadata") or {}).get("language_info", {}) or {}
-    if isinstance(language, dict) and language.get("name") not in (None, "python"):
-        raise SourceError(name, f"notebook language is {language.get('name')!r}, not Python")
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise SourceError(name, "notebook 'metadata' is not an object")
+    for key, field_name in (("language_info", "name"), ("kernelspec", "language")):
+        info = metadata.get(key) or {}
+        language = info.get(field_name) if isinstance(info, dict) else None
+        if language not in (None, "python"):
+            raise NotPython(name, f"a {language} notebook, not Python: skipped")
     out: list[str] = []
     cell_map = CellMap()
     for index, cell in enumerate(doc["cells"]):
@@ -170,8 +187,8 @@ def _read_notebook(name: str, raw: bytes) -> SourceFile:
         if cell.get("cell_type") != "code":
             continue
         source = cell.get("source", "")
-        if isinstance(source, list):
-            source = "".join(s for s in source if isinstance(s, str))
+        if isinstance(source, list) and all(isinstance(s, str) for s in source):
+            source = "".join(source)
         if not isinstance(source, str):
             raise SourceError(name, f"notebook cell {index + 1} has no text source")
         out.append(f"{_CELL_MARKER}{index}\n")
@@ -214,9 +231,11 @@ def _render_notebook(source: SourceFile, new_text: str) -> bytes:
         else:
             cell["source"] = text
     indent = _json_indent(source.raw)
-    rendered = json.dumps(doc, indent=indent, ensure_ascii=False)
+    rendered = json.dumps(doc, indent=indent, ensure_ascii=source.raw.isascii())
     if source.raw.endswith(b"\n"):
         rendered += "\n"
+    if b"\r\n" in source.raw:
+        rendered = rendered.replace("\n", "\r\n")
     return rendered.encode("utf-8")
 
 

@@ -114,7 +114,7 @@ def test_edits_reproduce_the_fix():
     code = HEADER + "checkpoint(\n    f,\n    x,\n)\n"
     (call,) = extract(code).calls_to(CHECKPOINT)
     spec = FixSpec("set_keyword", call.span, (("name", "use_reentrant"), ("value", "False")))
-    ((content, start, end),) = edits_for(code, spec)
+    (((content, start, end),),) = edits_for(code, [spec])
     lines = code.splitlines(keepends=True)
     offset = lambda p: sum(len(line) for line in lines[: p.line - 1]) + p.column - 1  # noqa: E731
     assert code[: offset(start)] + content + code[offset(end):] == apply_fixes(code, [spec])

@@ -530,6 +530,23 @@ class _Model:
             self.params.append(p)
             self.max_param = max(self.max_param, p.numel)
 
+    def lm_head_and_loss(self, xn: _T) -> _T:
+        """Logits from the final hidden states (a tied head reuses the embedding), then the loss;
+        the model output and its logits are dropped once `.loss` is read."""
+        sim, c = self.sim, self.ctx
+        if self.head is None:
+            head = _Linear.__new__(_Linear)
+            head.fin, head.fout, head.count, head.quant = c.h, c.V, 1, 0
+            head.W, head.B, head.lA, head.lB = self.emb, None, None, None
+        else:
+            head = self.head
+        logits = self.linear(xn, head)
+        sim.recat(logits, "logits_and_loss")
+        sim.drop(xn)
+        loss = self.causal_lm_loss(logits)
+        sim.drop(logits)
+        return loss
+
     def linear_p(self, name: str, fin: int, fout: int, bias: bool, path: str = "", **kw) -> _Linear:
         lin = _Linear(self.sim, self.ctx, name, fin, fout, bias, path, **kw)
         self._track(lin.params())
@@ -838,18 +855,7 @@ class _LlamaModel(_Model):
         sim.drop(self.cos, self.sin, self.mask)
         xn = self.norm(x, self.final)
         sim.drop(x)
-        if self.head is None:
-            head = _Linear.__new__(_Linear)
-            head.fin, head.fout, head.count, head.quant = c.h, c.V, 1, 0
-            head.W, head.B, head.lA, head.lB = self.emb, None, None, None
-        else:
-            head = self.head
-        logits = self.linear(xn, head)
-        sim.recat(logits, "logits_and_loss")
-        sim.drop(xn)
-        loss = self.causal_lm_loss(logits)
-        sim.drop(logits)  # the model output (and its logits) is dropped once .loss is read
-        return loss
+        return self.lm_head_and_loss(xn)
 
     def block(self, x: _T, lay: dict) -> _T:
         sim, c, a = self.sim, self.ctx, self.ctx.arch
@@ -1036,18 +1042,7 @@ class _GPT2Model(_Model):
         sim.drop(self.mask)
         xn = self.norm(x, *self.lnf)
         sim.drop(x)
-        if self.head is None:
-            head = _Linear.__new__(_Linear)
-            head.fin, head.fout, head.count, head.quant = c.h, c.V, 1, 0
-            head.W, head.B, head.lA, head.lB = self.emb, None, None, None
-        else:
-            head = self.head
-        logits = self.linear(xn, head)
-        sim.recat(logits, "logits_and_loss")
-        sim.drop(xn)
-        loss = self.causal_lm_loss(logits)
-        sim.drop(logits)
-        return loss
+        return self.lm_head_and_loss(xn)
 
     def block(self, x: _T, lay: dict) -> _T:
         sim, c, a = self.sim, self.ctx, self.ctx.arch

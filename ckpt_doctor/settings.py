@@ -180,13 +180,21 @@ def read_settings(training: Training) -> ScriptSettings:
         else:
             default = "adamw-fused" if transformers_5 else "adamw"
             out.optimizer = Setting(default, None, f"{config.name} default optim")
+    elif training.cli_configs():
+        # TrainingArguments / a TRL config built by HfArgumentParser from the command line
+        namespace = training.cli_configs()[0][0]
+        name = str(namespace.config_class).rsplit(".", 1)[-1]
+        out.batch_size = _setting(namespace.get("per_device_train_batch_size")) or Setting(
+            8, None, f"{name} default, unless the command line says otherwise"
+        )
+        default = "adamw-fused" if transformers_5 else "adamw"
+        out.optimizer = Setting(default, None, f"{name} default optim")
     else:
-        for call in facts.calls:
-            if call.name == "DataLoader":
-                batch = _setting(call.kwarg("batch_size"))
-                if batch:
-                    out.batch_size = batch
-                    break
+        loaders = [c for c in facts.calls if c.name == "DataLoader" and _setting(c.kwarg("batch_size"))]
+        # the training loader: shuffled, or named like one, before any other
+        loaders.sort(key=lambda c: (truth(c.kwarg("shuffle")) is not True, "train" not in " ".join(filter(None, c.arg_names)) and "train" not in (c.assigned_to or "")))
+        if loaders:
+            out.batch_size = _setting(loaders[0].kwarg("batch_size"))
     for call in facts.calls:
         if call.qualname in OPTIM_CLASSES:
             name = OPTIM_CLASSES[call.qualname]

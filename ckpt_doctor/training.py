@@ -174,7 +174,7 @@ class Training:
                 else:
                     mode = self.mode_of_kwargs(kwargs)
                 sites.append(HFSite("kbit preparation", call, call.span, on, "gradient_checkpointing_kwargs", kwargs, mode))
-        for namespace, line in self._cli_configs():
+        for namespace, line in self.cli_configs():
             sites.append(
                 HFSite(
                     "command line",
@@ -219,20 +219,21 @@ class Training:
             return True if self.versions.at_least("trl", TRL_CHECKPOINTING_DEFAULT_ON) else False
         return False if qualname in HF_TRAINING_ARGS else None
 
-    def _cli_configs(self) -> list[tuple[Namespace, int]]:
-        """TrainingArguments / TRL configs built by HfArgumentParser from the command line."""
+    def cli_configs(self) -> list[tuple[Namespace, int]]:
+        """TrainingArguments / TRL configs that `HfArgumentParser` / `TrlParser` build from the command
+        line, with the field defaults of a local subclass (`per_device_train_batch_size: int = 1`)."""
         found = []
-        for call in self.facts.calls:
-            if call.name in ("parse_args_into_dataclasses", "parse_args_and_config") and isinstance(call.receiver_value, Instance):
-                parser = call.receiver_value.call
-                classes = parser.args[0] if parser.args else UNKNOWN
-                items = getattr(classes, "items", [classes])
-                for item in items:
-                    name = getattr(item, "name", None)
-                    if name and name.startswith("<local>."):
-                        name = self.facts.library_bases.get(name.split(".", 1)[1], name)
-                    if is_training_config(name):
-                        found.append((Namespace({}, kind="command line", config_class=name), call.line))
+        for parser in self.facts.calls_to("transformers.HfArgumentParser", "trl.TrlParser"):
+            classes = parser.args[0] if parser.args else parser.kwarg("dataclass_types")
+            for item in getattr(classes, "items", [classes]):
+                name = getattr(item, "name", None)
+                fields: dict = {}
+                if name and name.startswith("<local>."):
+                    local = name.split(".", 1)[1]
+                    fields = dict(self.facts.dataclass_fields.get(local, {}))
+                    name = self.facts.library_bases.get(local, name)
+                if is_training_config(name):
+                    found.append((Namespace(fields, kind="command line", config_class=name), parser.line))
         return found
 
     @property

@@ -176,3 +176,35 @@ def test_a_peft_wrapper_is_not_the_model_load():
                     "m = IdeficsForVisionText2Text.from_pretrained('HuggingFaceM4/idefics-9b')\nm = PeftModel.from_pretrained(m, 'adapter')\n")
     loads = Training(facts, TargetVersions(NEWEST)).model_loads
     assert [c.line for c in loads] == [3]
+
+
+def _settings(code: str):
+    from ckpt_doctor.facts import extract
+    from ckpt_doctor.settings import read_settings
+    from ckpt_doctor.training import Training
+    from ckpt_doctor.versions import TargetVersions
+
+    return read_settings(Training(extract(textwrap.dedent(code)), TargetVersions(NEWEST)))
+
+
+def test_training_arguments_from_the_command_line_keep_the_library_batch_default():
+    settings = _settings(
+        """
+        from transformers import HfArgumentParser, Trainer, TrainingArguments
+        (training_args,) = HfArgumentParser((TrainingArguments,)).parse_args_into_dataclasses()
+        Trainer(model=model, args=training_args).train()
+        """
+    )
+    assert settings.batch_size.value == 8 and not settings.batch_size.stated
+
+
+def test_the_training_loader_gives_the_batch_size_not_the_eval_loader():
+    settings = _settings(
+        """
+        from torch.utils.data import DataLoader
+        eval_dataloader = DataLoader(eval_set, batch_size=32)
+        train_dataloader = DataLoader(train_set, shuffle=True, batch_size=16)
+        loss.backward()
+        """
+    )
+    assert settings.batch_size.value == 16 and settings.batch_size.line == 4

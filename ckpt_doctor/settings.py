@@ -180,9 +180,9 @@ def read_settings(training: Training) -> ScriptSettings:
         else:
             default = "adamw-fused" if transformers_5 else "adamw"
             out.optimizer = Setting(default, None, f"{config.name} default optim")
-    elif training.cli_configs():
+    elif cli_configs := training.cli_configs():
         # TrainingArguments / a TRL config built by HfArgumentParser from the command line
-        namespace = training.cli_configs()[0][0]
+        namespace = cli_configs[0][0]
         name = str(namespace.config_class).rsplit(".", 1)[-1]
         out.batch_size = _setting(namespace.get("per_device_train_batch_size")) or Setting(
             8, None, f"{name} default, unless the command line says otherwise"

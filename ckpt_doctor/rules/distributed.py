@@ -8,7 +8,7 @@ from ckpt_doctor.facts import Call
 from ckpt_doctor.findings import Applicability, Position, Severity, Span
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.huggingface import _site_label
-from ckpt_doctor.rules.shared import deepspeed_configs, set_keyword, uses_peft, zero_stage
+from ckpt_doctor.rules.shared import set_keyword, uses_peft
 from ckpt_doctor.training import TRL_NON_REENTRANT_SINCE, HFSite
 from ckpt_doctor.values import Const, DictVal, Missing, truth
 
@@ -149,7 +149,7 @@ def trainer_fsdp_flag(ctx: Context) -> Iterator[Report]:
     summary="DeepSpeed ZeRO-3 + PEFT + non-reentrant checkpointing",
 )
 def zero3_peft_non_reentrant(ctx: Context) -> Iterator[Report]:
-    stage = zero_stage(ctx)
+    stage = ctx.training.zero_stage
     if not stage or stage[0] != 3 or not uses_peft(ctx):
         return
     for span, label, call, site in _checkpointing_spots(ctx, reentrant=False):
@@ -177,7 +177,7 @@ def deepspeed_block_unused(ctx: Context) -> Iterator[Report]:
         return
     if any(c.name == "checkpoint" and (c.receiver or "").endswith("checkpointing") for c in ctx.facts.calls):
         return
-    for config in deepspeed_configs(ctx):
+    for config in ctx.training.deepspeed_configs:
         block = config.data.get("activation_checkpointing")
         if isinstance(block, dict) and block:
             yield Report(

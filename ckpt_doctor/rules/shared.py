@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ckpt_doctor.ds_config import DeepSpeedConfig
 from ckpt_doctor.facts import Call
 from ckpt_doctor.findings import Applicability, FixSpec, Span
 from ckpt_doctor.rules import Context
@@ -27,14 +26,6 @@ def insert_before(statement: Span, code: str, applicability: Applicability, mess
     return FixSpec("insert_before", statement, (("code", code),), applicability, message)
 
 
-def deepspeed_configs(ctx: Context) -> list[DeepSpeedConfig]:
-    return ctx.training.deepspeed_configs
-
-
-def zero_stage(ctx: Context) -> tuple[int, DeepSpeedConfig] | None:
-    return ctx.training.zero_stage
-
-
 def uses_peft(ctx: Context) -> bool:
     return bool(ctx.training.peft_calls) or any(
         c.qualname in ("trl.SFTTrainer", "trl.DPOTrainer", "trl.GRPOTrainer", "trl.KTOTrainer", "trl.RewardTrainer")
@@ -44,5 +35,5 @@ def uses_peft(ctx: Context) -> bool:
 
 
 def zero3_with_peft(ctx: Context) -> bool:
-    stage = zero_stage(ctx)
+    stage = ctx.training.zero_stage
     return bool(stage and stage[0] == 3 and uses_peft(ctx))

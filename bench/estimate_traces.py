@@ -137,7 +137,7 @@ def row_id(model: str, s: TrainingSetup) -> str:
 def compare(rows: list[dict]) -> tuple[float, float]:
     errs = []
     for r in rows:
-        e = estimate(setup_of(r))
+        e = estimate(setup_of(r), cublas_workspaces=False)  # the trace sees tensors only
         err = 100.0 * (e.peak_bytes - r["peak_bytes"]) / r["peak_bytes"]
         errs.append(abs(err))
         ph = " ".join(f"{k[:3]} {100.0 * (e.phases[k] - v) / v:+.2f}" for k, v in r["phases"].items() if v)
@@ -177,7 +177,7 @@ def main() -> None:
         t0 = time.perf_counter()
         res = trace_step(setup)
         dt = time.perf_counter() - t0
-        est = estimate(setup)
+        est = estimate(setup, cublas_workspaces=False)
         err = 100.0 * (est.peak_bytes - res.peak_bytes) / res.peak_bytes
         print(f"[{i:2d}/{len(todo)}] {dt:6.1f}s  trace {res.peak_bytes / 2**20:10.1f} MiB ({res.peak_phase:<9})  "
               f"closed form {err:+6.2f}%  {rid}", flush=True)

@@ -13,7 +13,7 @@
 #   DTYPE    bf16                  weights dtype
 #   DEVICE   cuda                  cuda | cpu (cpu: the test suite's smoke run of this script)
 #   TIMEOUT  240                   seconds per run
-#   OUT      bench/results/gpu_verify_<gpu>.json
+#   RESULT   bench/results/gpu_verify_<gpu>.json
 #   SKIP_INSTALL=1                 do not pip install
 #   PYTHON   python3
 set -euo pipefail
@@ -43,7 +43,7 @@ else
   GPU=cpu
 fi
 SLUG=$(printf '%s' "$GPU" | tr -c 'A-Za-z0-9._-' '_' | sed 's/_*$//')
-OUT=${OUT:-bench/results/gpu_verify_${SLUG}.json}
+RESULT=${RESULT:-bench/results/gpu_verify_${SLUG}.json}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -63,7 +63,7 @@ for model in $MODELS; do
   done
 done
 
-"$PYTHON" - "$TMP" "$OUT" "$GPU" "$DEVICE" "$SEQ" "$DTYPE" <<'EOF'
+"$PYTHON" - "$TMP" "$RESULT" "$GPU" "$DEVICE" "$SEQ" "$DTYPE" <<'EOF'
 import glob, json, os, platform, sys, time
 
 tmp, out, gpu, device, seq, dtype = sys.argv[1:7]

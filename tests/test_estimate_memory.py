@@ -77,7 +77,7 @@ def test_trace_matrix_covers_the_issue():
 
 @pytest.mark.parametrize("row", TRACES["rows"], ids=[r["id"] for r in TRACES["rows"]])
 def test_closed_form_within_3_percent_of_trace(row):
-    est = estimate(_setup(row))
+    est = estimate(_setup(row), cublas_workspaces=False)  # MemTracker sees tensors, not cuBLAS workspaces
     err = (est.peak_bytes - row["peak_bytes"]) / row["peak_bytes"]
     assert abs(err) <= 0.03, f"closed form {est.peak_bytes:,} vs trace {row['peak_bytes']:,} ({100 * err:+.2f} %)"
     # the phase that sets the peak is modelled too
@@ -88,10 +88,13 @@ def test_closed_form_within_3_percent_of_trace(row):
 
 
 def test_llama2_7b_optimizer_step_sets_the_peak():
-    """batch 1, seq 2048, pure bf16, foreach AdamW: 62.8 GiB at the optimizer step (accelerate says 50)."""
+    """batch 1, seq 2048, pure bf16, foreach AdamW: 62.8 GiB at the optimizer step (accelerate says 50), of which
+    64 MiB are the two cuBLAS workspaces."""
     est = estimate(TrainingSetup(resolve("meta-llama/Llama-2-7b-hf"), batch_size=1, seq_len=2048))
     assert est.peak_phase == "optimizer"
-    assert est.peak_bytes / GiB == pytest.approx(62.76, abs=0.05)
+    assert est.peak_bytes / GiB == pytest.approx(62.82, abs=0.05)
+    tensors = estimate(est.setup, cublas_workspaces=False)
+    assert est.peak_bytes - tensors.peak_bytes == memory.BLAS_WORKSPACES * memory.BLAS_WORKSPACE_BYTES
     assert est.phases["optimizer"] > est.phases["backward"] > est.phases["forward"]
     # weights + gradients + two AdamW moments + foreach's sqrt(exp_avg_sq) temporary, 2 bytes each
     assert est.breakdown["temporaries"] == pytest.approx(est.breakdown["weights"], rel=0.01)
@@ -149,11 +152,16 @@ def _published() -> list[dict]:
     return json.loads(PUBLISHED_PATH.read_text(encoding="utf-8"))
 
 
+GUIDE_CUDA_CONTEXT_BYTES = 1343 * 2**20
+"""transformers' ``model_memory_anatomy.md``: nvidia-smi after loading only the CUDA kernels."""
+
+
 def _predicted(est: memory.MemoryEstimate, metric: str) -> int:
     if "reserved" in metric:
         return est.peak_bytes_reserved
     if "nvidia-smi" in metric or "NVML" in metric:
-        return est.peak_bytes_nvidia_smi
+        # the BERT guide's stack (V100, CUDA 11) loads every kernel up front: its own measured context
+        return est.peak_bytes_reserved + GUIDE_CUDA_CONTEXT_BYTES
     return est.peak_bytes  # max_memory_allocated / active bytes
 
 
@@ -198,7 +206,7 @@ def test_live_trace_matches_a_real_step_and_the_closed_form():
     fake = trace_step(setup)
     real = trace_step(setup, fake=False)
     assert fake.phases == real.phases  # MemTracker under FakeTensorMode == live bytes of a real CPU step
-    est = estimate(setup)
+    est = estimate(setup, cublas_workspaces=False)
     assert abs(est.peak_bytes - fake.peak_bytes) <= 0.03 * fake.peak_bytes
     assert fake.seconds < 20
 

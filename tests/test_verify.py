@@ -323,7 +323,7 @@ def test_bench_script_cpu_path(tmp_path):
     out = tmp_path / "gpu_verify_cpu.json"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DEVICE": "cpu", "SKIP_INSTALL": "1", "PYTHON": sys.executable,
            "MODELS": str(FIXTURES / "tiny" / "config.json"), "BATCHES": "2", "CKPTS": "none full", "SEQ": "32",
-           "DTYPE": "fp32", "OUT": str(out), "HF_HUB_OFFLINE": "1"}
+           "DTYPE": "fp32", "RESULT": str(out), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(["bash", str(REPO_ROOT / "bench" / "gpu_verify.sh")], capture_output=True, text=True,
                           env=env, timeout=180)
     assert proc.returncode == 0, proc.stderr

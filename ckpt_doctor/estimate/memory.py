@@ -35,6 +35,8 @@ __all__ = [
     "ALLOCATOR_OVERHEAD",
     "BREAKDOWN_KEYS",
     "CUDA_BLOCK",
+    "BLAS_WORKSPACES",
+    "BLAS_WORKSPACE_BYTES",
     "CUDA_CONTEXT_BYTES",
     "ENCODER_TYPES",
     "OPTIMIZERS",
@@ -52,10 +54,21 @@ CUDA_BLOCK = 512
 """c10/cuda/CUDACachingAllocator.cpp ``kMinBlockSize``: every allocation is rounded up to 512 bytes and
 ``max_memory_allocated`` counts the rounded size."""
 
-CUDA_CONTEXT_BYTES = 1343 * MiB
-"""CUDA context + kernels resident before any tensor: 1343 MiB measured with nvidia-smi in the
-transformers guide ``model_memory_anatomy.md`` (the only figure in the reference data).  It is what
-``nvidia-smi`` shows beyond ``torch.cuda.memory_reserved``."""
+CUDA_CONTEXT_BYTES = 758 * MiB
+"""CUDA context + kernels resident before any tensor: what ``nvidia-smi`` shows beyond
+``torch.cuda.memory_reserved``.  758 MiB in every one of the 18 runs of
+``bench/results/gpu_verify_NVIDIA_H200.json`` (torch 2.11 + CUDA 13.0, which load kernels lazily).  Older
+stacks load every kernel up front: transformers' ``model_memory_anatomy.md`` measured 1343 MiB (V100, CUDA 11)."""
+
+BLAS_WORKSPACE_BYTES = 32 * MiB
+"""One cuBLAS workspace, allocated through the caching allocator, so counted by ``max_memory_allocated``.
+``aten/src/ATen/cuda/CublasHandlePool.cpp``: 32 MiB by default on compute capability 9.x, 10.x and 12.x (Hopper,
+Blackwell), ``4096 KiB * 2 + 16 KiB * 8`` before; cuBLASLt shares it ("unified" workspace, the default).  The
+larger size is used for every GPU: at most 48 MiB too much on older cards."""
+
+BLAS_WORKSPACES = 2
+"""Workspaces are per (handle, stream), handles per thread: the forward runs on the caller's thread, the
+backward on autograd's device thread.  ``bench/cublas_workspace_probe.py`` measured 2 x 32 MiB on an H200."""
 
 ALLOCATOR_OVERHEAD = 0.08
 """``memory_reserved`` / ``max_memory_allocated`` - 1 of a training step: cached free blocks and
@@ -75,6 +88,7 @@ BREAKDOWN_KEYS = (
     "activations",
     "logits_and_loss",
     "temporaries",
+    "cublas_workspaces",
 )
 ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2",
                            "albert", "camembert", "modernbert"})
@@ -1434,10 +1448,17 @@ def reserved_from_allocated(peak: int) -> int:
     return int(-(-r // ALLOCATOR_SEGMENT) * ALLOCATOR_SEGMENT)
 
 
-def estimate(setup: TrainingSetup) -> MemoryEstimate:
-    """Peak device memory of one steady-state training step of ``setup``, per GPU."""
+def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True) -> MemoryEstimate:
+    """Peak device memory of one steady-state training step of ``setup``, per GPU.
+
+    ``cublas_workspaces=False`` leaves out the cuBLAS workspaces, which are not tensors of the program: for a
+    comparison with a tensor trace (MemTracker) or with live tensor bytes of a CPU run."""
     setup.validate()
     w = _walk(setup)
+    if cublas_workspaces:
+        ws = BLAS_WORKSPACES * BLAS_WORKSPACE_BYTES
+        w.phases = {k: v + ws for k, v in w.phases.items()}
+        w.snaps = {k: {**v, "cublas_workspaces": ws} for k, v in w.snaps.items()}
     peak_phase = max(w.phases, key=lambda k: w.phases[k])
     peak = w.phases[peak_phase]
     reserved = reserved_from_allocated(peak)

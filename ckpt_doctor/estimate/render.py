@@ -23,12 +23,13 @@ _LABELS = {
     "activations": "activations",
     "logits_and_loss": "logits and loss",
     "temporaries": "temporaries",
+    "cublas_workspaces": "cuBLAS workspaces",
     "allocator": "allocator cache",
     "cuda_context": "CUDA context",
 }
 _CHARS = {
     "weights": "W", "master_weights": "M", "gradients": "G", "optimizer_state": "O", "activations": "A",
-    "logits_and_loss": "L", "temporaries": "T", "allocator": "a", "cuda_context": "c",
+    "logits_and_loss": "L", "temporaries": "T", "cublas_workspaces": "b", "allocator": "a", "cuda_context": "c",
 }
 
 
@@ -134,8 +135,9 @@ def render_text(est: MemoryEstimate, plan_results: list[PlanResult], budget_byte
     out.append(f"  {'nvidia-smi':<24}{fmt_gib(est.peak_bytes_nvidia_smi):>9}")
     out.append("  phases: " + ", ".join(f"{k} {fmt_gib(v)}" for k, v in est.phases.items()) + " GiB")
     if trace is not None:
-        out.append(f"  trace (exact, MemTracker): max_memory_allocated {fmt_gib(trace.get('peak_bytes'))} GiB, "
-                   f"peak at {trace.get('peak_phase')}")
+        tensors, ws = trace.get("peak_bytes") or 0, est.breakdown.get("cublas_workspaces", 0)
+        out.append(f"  trace (exact, MemTracker): tensors {fmt_gib(tensors)} + cuBLAS workspaces {fmt_gib(ws)} = "
+                   f"max_memory_allocated {fmt_gib(tensors + ws)} GiB, peak at {trace.get('peak_phase')}")
     out.append("")
     rec = next((p for p in plan_results if p.recommended), None)
     if budget_bytes is not None:

@@ -129,8 +129,23 @@ def build_model(setup, *, meta: bool):
     if setup.checkpointing not in ("none", None):
         every = 1 if setup.checkpointing == "full" else int(setup.checkpointing.split("_", 1)[1])
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=every)
+        enable_checkpointing(base, every)
     return model
+
+
+def enable_checkpointing(model, every: int) -> None:
+    """Non-reentrant checkpointing of every ``every``-th layer, through the installed transformers' own API:
+    ``activation_checkpointing_enable`` from 5.23, ``gradient_checkpointing_enable`` before (docs/version-facts.md
+    H3), which has no ``every_n_layers``."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=every)
+    elif every == 1:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        import transformers
+
+        raise ValueError(f"checkpointing every_{every} needs transformers >= 5.23 (every_n_layers); "
+                         f"installed: {transformers.__version__}")
 
 
 def _materialize_fake(model, fake_mode) -> None:

@@ -284,7 +284,7 @@ def verify(command: tuple[str, ...], module_name: str | None, device: str, timeo
         setup, notes = _report.setup_from_runtime(res)
     estimate = None
     if setup is not None:
-        estimate, why = _report.run_estimate(setup)
+        estimate, why = _report.run_estimate(setup, cublas_workspaces=res.get("memory_source") == "cuda")
         if why:
             notes.append(why)
     if res.get("memory_source") == "cpu-live-tensors":

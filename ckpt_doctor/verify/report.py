@@ -102,8 +102,9 @@ def setup_from_runtime(res: dict) -> tuple[dict | None, list[str]]:
     return setup, notes
 
 
-def run_estimate(setup: dict) -> tuple[dict | None, str | None]:
-    """The closed-form estimate (``estimate.memory``) of a runtime setup: ``(dict, None)`` or ``(None, why)``."""
+def run_estimate(setup: dict, *, cublas_workspaces: bool = True) -> tuple[dict | None, str | None]:
+    """The closed-form estimate (``estimate.memory``) of a runtime setup: ``(dict, None)`` or ``(None, why)``.
+    A CPU run measures live tensors: ``cublas_workspaces=False``."""
     from ckpt_doctor.estimate.arch import ModelArch, UnsupportedConfig
     from ckpt_doctor.estimate.memory import TrainingSetup, estimate
 
@@ -118,7 +119,7 @@ def run_estimate(setup: dict) -> tuple[dict | None, str | None]:
         fields["lora_targets"] = tuple(fields["lora_targets"])
     try:
         ts = TrainingSetup(arch=arch, **fields).validate()
-        est = estimate(ts)
+        est = estimate(ts, cublas_workspaces=cublas_workspaces)
     except Exception as exc:  # noqa: BLE001
         return None, f"estimate failed: {type(exc).__name__}: {exc}"
     d = est.to_dict()

@@ -345,3 +345,25 @@ def test_extra_compute_is_about_a_third_for_full(llama7b):
     assert 25 <= pct <= 34
     assert extra_compute_pct(TrainingSetup(llama7b, seq_len=2048, lora_r=8), "full") > pct  # no weight grads
     assert extra_compute_pct(TrainingSetup(llama7b), "none") == 0
+
+
+def test_checkpointing_is_enabled_through_the_installed_transformers_api():
+    """verify --model / estimate --trace on transformers < 5.23, which has no activation_checkpointing_enable."""
+    from ckpt_doctor.estimate.trace import enable_checkpointing
+
+    calls = []
+
+    class Before523:
+        def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+            calls.append(("gradient", gradient_checkpointing_kwargs))
+
+    class Since523(Before523):
+        def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1):
+            calls.append(("activation", activation_checkpointing_kwargs, every_n_layers))
+
+    enable_checkpointing(Before523(), 1)
+    enable_checkpointing(Since523(), 2)
+    assert calls == [("gradient", {"use_reentrant": False}), ("activation", {"use_reentrant": False}, 2)]
+    pytest.importorskip("transformers")
+    with pytest.raises(ValueError, match="every_2 needs transformers >= 5.23"):
+        enable_checkpointing(Before523(), 2)

@@ -21,6 +21,7 @@ from typing import Iterable
 from ckpt_doctor.findings import Position, Span
 from ckpt_doctor.values import (
     MISSING,
+    constant,
     truth,
     UNKNOWN,
     Const,
@@ -123,6 +124,11 @@ class ScriptFacts:
     attr_assigns: list[AttrAssign] = field(default_factory=list)
     imports: dict[str, int] = field(default_factory=dict)  # imported module/qualname -> first line
     argparse_defaults: dict[str, Const] = field(default_factory=dict)
+    # name -> the first constant bound to it anywhere: `batch_size = 12`, `def train(cutoff_len: int = 256)`,
+    # `{"train_batch_size": 16}` (for settings a script keeps outside any library call)
+    named_constants: dict[str, Const] = field(default_factory=dict)
+    # settings files HfArgumentParser reads (`parse_json_file("args.json")`): (name as written, line, top-level values)
+    settings_files: list[tuple[str, int, dict]] = field(default_factory=list)
     dataclass_fields: dict[str, dict[str, Value]] = field(default_factory=dict)
     strings: list[tuple[str, int]] = field(default_factory=list)  # string literals of interest (paths)
     library_bases: dict[str, str] = field(default_factory=dict)  # local class -> the library class it extends
@@ -278,6 +284,28 @@ class _Extractor:
                 self._argparse_option(node, consts)
             elif isinstance(node, ast.ClassDef) and any(_is_dataclass_decorator(d) for d in node.decorator_list):
                 self.facts.dataclass_fields[node.name] = self._dataclass_fields(node, consts)
+            else:
+                self._named_constants(node)
+
+    def _named_constants(self, node: ast.AST) -> None:
+        pairs: list[tuple[ast.expr, ast.expr | None, str]] = []
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef)):
+            # unconditional statements only: `if args.block_size is None: block_size = 1024` is a fallback
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+                    pairs.append((stmt.targets[0], stmt.value, "constant"))
+                elif isinstance(stmt, ast.AnnAssign):
+                    pairs.append((stmt.target, stmt.value, "constant"))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args.posonlyargs + node.args.args
+            pairs += [(ast.Name(a.arg), d, "parameter default") for a, d in zip(args[len(args) - len(node.args.defaults):], node.args.defaults)]
+            pairs += [(ast.Name(a.arg), d, "parameter default") for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults)]
+        elif isinstance(node, ast.Dict):
+            pairs += [(ast.Name(k.value), v, "config value") for k, v in zip(node.keys, node.values)
+                      if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+        for target, value, kind in pairs:
+            if isinstance(target, ast.Name) and isinstance(value, ast.Constant) and value.value is not None:
+                self.facts.named_constants.setdefault(target.id, Const(value.value, Origin(value.lineno, kind)))
 
     def _argparse_option(self, node: ast.Call, consts: _Scope) -> None:
         flags = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
@@ -481,12 +509,20 @@ class _Extractor:
 
     # expressions
     def record_calls(self, expr: ast.AST, scope: _Scope) -> None:
-        """Record every call inside `expr` (lambdas and comprehensions included)."""
-        for node in ast.walk(expr):
+        """Record every call inside `expr` (lambdas and comprehensions included); a call in one branch of
+        `a if test else b` runs by default as the test says, like one under an `if` statement."""
+        todo = [expr]
+        while todo:
+            node = todo.pop()
+            if isinstance(node, ast.IfExp):
+                self.record_calls(node.test, scope)
+                self._branches(node, scope, lambda branch: self.record_calls(branch, scope))
+                continue
             if isinstance(node, ast.Call) and id(node) not in self.call_records:
                 self.call(node, scope)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _STRING_OF_INTEREST.search(node.value):
                 self.facts.strings.append((node.value, node.lineno))
+            todo.extend(reversed(list(ast.iter_child_nodes(node))))
 
     def call(self, node: ast.Call, scope: _Scope) -> Call:
         known = self.call_records.get(id(node))
@@ -616,7 +652,7 @@ class _Extractor:
                     return UNKNOWN
             return UNKNOWN
         if isinstance(node, ast.IfExp):
-            body, other = self.eval(node.body, scope), self.eval(node.orelse, scope)
+            body, other = self._branches(node, scope, lambda branch: self.eval(branch, scope))
             if isinstance(body, Const) and isinstance(other, Const) and body.value == other.value:
                 return body
             return UNKNOWN
@@ -624,10 +660,26 @@ class _Extractor:
             return self._eval_call(node, scope)
         return UNKNOWN
 
+    def _branches(self, node: ast.IfExp, scope: _Scope, visit):
+        """``visit`` both branches of ``a if test else b``, each under the guard the test gives it (calls in
+        ``a`` do not run by default when ``test`` is false with the script's defaults)."""
+        test = truth(self.eval(node.test, scope))
+        outer = self.guard
+        try:
+            self.guard = _both(outer, test)
+            body = visit(node.body)
+            self.guard = _both(outer, None if test is None else not test)
+            return body, visit(node.orelse)
+        finally:
+            self.guard = outer
+
     def _namespace_fallback(self, attr: str) -> Value:
         """`args.lr` where `args` came from a function we did not follow: argparse / dataclass defaults."""
         if attr in self.facts.argparse_defaults:
             return self.facts.argparse_defaults[attr]
+        for file, line, data in self.facts.settings_files:
+            if data.get(attr) is not None:
+                return Const(data[attr], Origin(line, f"value in {file}"))
         owners = [f for f in self.facts.dataclass_fields.values() if attr in f]
         if len(owners) == 1:
             return owners[0][attr]
@@ -658,14 +710,30 @@ class _Extractor:
                 namespace = Namespace(dict(self.facts.argparse_defaults))
                 return namespace if attr == "parse_args" else TupleVal([namespace, UNKNOWN])
             if attr in ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict"):
-                return self._hf_parser_result(receiver)
+                return self._hf_parser_result(receiver, self._settings_file(node, scope))
             if isinstance(receiver, Instance):
                 if attr in _RETURNS_SELF:
                     return receiver  # `model.to("cuda")` is still the model
                 return Instance(f"{receiver.qualname}().{attr}", record)
         return UNKNOWN
 
-    def _hf_parser_result(self, parser: Value) -> Value:
+    def _settings_file(self, node: ast.Call, scope: _Scope) -> dict[str, Value]:
+        """The values of the JSON / YAML file `parser.parse_json_file(path)` reads, when we can find it."""
+        arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("json_file", "yaml_file")), None)
+        name = constant(self.eval(arg, scope)) if arg is not None else None
+        if not isinstance(name, str):
+            return {}
+        from ckpt_doctor.config_files import locate, read_settings_file
+
+        path = locate(self.facts.path, name)
+        data = read_settings_file(path) if path else None
+        if data is None:
+            return {}
+        self.facts.settings_files.append((name, node.lineno, data))
+        origin = Origin(node.lineno, f"value in {name}")
+        return {k: Const(v, origin) for k, v in data.items() if v is not None}
+
+    def _hf_parser_result(self, parser: Value, file_values: dict[str, Value]) -> Value:
         if not isinstance(parser, Instance) or not parser.call.args:
             return UNKNOWN
         classes = parser.call.args[0]
@@ -674,10 +742,11 @@ class _Extractor:
         for item in items:
             if isinstance(item, QualName) and item.name.startswith("<local>."):
                 local = item.name.split(".", 1)[1]
-                fields = self.facts.dataclass_fields.get(local, {})
-                out.append(Namespace(dict(fields), kind="dataclass", config_class=self.facts.library_bases.get(local)))
+                fields = dict(self.facts.dataclass_fields.get(local, {}))
+                fields.update({k: v for k, v in file_values.items() if k in fields})
+                out.append(Namespace(fields, kind="dataclass", config_class=self.facts.library_bases.get(local)))
             elif isinstance(item, QualName):
-                out.append(Namespace({}, kind="command line", config_class=item.name))
+                out.append(Namespace(dict(file_values), kind="command line", config_class=item.name))
             else:
                 out.append(UNKNOWN)
         return TupleVal(out)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ckpt_doctor.facts import Call
+from ckpt_doctor.facts import Call, ScriptFacts
 from ckpt_doctor.training import Training, is_training_config
 from ckpt_doctor.values import Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
 
-SEQ_LEN_NAMES = ("max_seq_length", "max_length", "block_size", "model_max_length", "max_seq_len", "seq_len", "cutoff_len", "max_len", "context_length", "sequence_length")
-BATCH_NAMES = ("per_device_train_batch_size", "train_batch_size", "micro_batch_size", "batch_size")
+SEQ_LEN_NAMES = ("max_seq_length", "max_length", "block_size", "model_max_length", "max_seq_len", "seq_len", "seq_length", "cutoff_len", "max_len", "context_length", "sequence_length")
+# per-device micro-batch first: `batch_size = global_batch_size // devices` is often the global one
+BATCH_NAMES = ("per_device_train_batch_size", "micro_batch_size", "micro_train_batch_size", "train_micro_batch_size_per_gpu",
+               "device_batch_size", "train_batch_size", "batch_size")
 DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16", "float32": "fp32", "fp32": "fp32", "float": "fp32"}
 # TrainingArguments(optim=...) and torch / bitsandbytes optimizer classes -> estimate's optimizer names
 OPTIM_NAMES = {
@@ -62,7 +64,7 @@ class ScriptSettings:
     gradient_accumulation: Setting = field(default_factory=lambda: Setting(1, None, "default"))
     gpus: Setting = field(default_factory=lambda: Setting(1, None, "assumed"))
     zero: Setting = field(default_factory=lambda: Setting(0, None, "none"))
-    checkpointing: Setting = field(default_factory=lambda: Setting("none", None, "off"))
+    checkpointing: Setting = field(default_factory=lambda: Setting("none", None, "no checkpointing in the script"))
     config_call: Call | None = None  # TrainingArguments / TRL config, where a flag fix goes
     is_training: bool = False
 
@@ -72,8 +74,10 @@ class ScriptSettings:
             "model": self.model.value if self.model else None,
             "batch_size": int(self.batch_size.value),
             "seq_len": int(self.seq_len.value) if self.seq_len else None,
-            "dtype": None if self.dtype.value == "auto" else str(self.dtype.value),
-            "mixed_precision": str(self.mixed_precision.value),
+            "dtype": None if self.dtype.value == "auto" else "fp32" if self.deepspeed_16bit else str(self.dtype.value),
+            # DeepSpeed's 16-bit mode holds 2 + 2 bytes of weights and gradients and a 4-byte master copy per
+            # parameter: what autocast over fp32 weights holds (4 + 4), activations 16-bit in both
+            "mixed_precision": str(self.dtype.value) if self.deepspeed_16bit else str(self.mixed_precision.value),
             "attn": str(self.attn.value),
             "optimizer": str(self.optimizer.value),
             "lora_r": int(self.lora_r.value) if self.lora_r else None,
@@ -86,6 +90,10 @@ class ScriptSettings:
             "checkpointing": str(self.checkpointing.value),
         }
 
+
+    @property
+    def deepspeed_16bit(self) -> bool:
+        return self.dtype.note.startswith("DeepSpeed ")
 
     def describe_stated(self) -> str:
         """The settings the script states, each with its line (what the estimate rests on)."""
@@ -102,6 +110,21 @@ class ScriptSettings:
         if s.zero.value:
             parts.append(f"ZeRO-{s.zero.value} ({s.zero.note})" if s.zero.note else f"ZeRO-{s.zero.value}")
         return ", ".join(parts)
+
+    def describe_assumed(self) -> list[str]:
+        """The settings the script does not state, each with the value used in its place and why."""
+        s = self
+        return [
+            f"{label} {setting.describe()}"
+            for label, setting in (("batch", s.batch_size), ("sequence", s.seq_len), ("dtype", s.dtype), ("optimizer", s.optimizer),
+                                   ("checkpointing", s.checkpointing), ("GPUs", s.gpus if s.zero.value else None))
+            if setting is not None and not setting.stated and setting.value != "auto"  # "auto": the checkpoint's, unknown yet
+        ]
+
+    def describe(self) -> str:
+        """Every setting an estimate rests on: the stated ones with their lines, then the assumed ones."""
+        assumed = self.describe_assumed()
+        return self.describe_stated() + (f"; assumed where the script does not say: {', '.join(assumed)}" if assumed else "")
 
 
 def _setting(value: Value, note: str = "") -> Setting | None:
@@ -156,7 +179,17 @@ def read_settings(training: Training) -> ScriptSettings:
             out.attn = Setting(ATTN_NAMES[attn], load.line)
         out.load_in_4bit = truth(load.kwarg("load_in_4bit")) is True
         out.load_in_8bit = truth(load.kwarg("load_in_8bit")) is True
+    if not out.dtype.stated:
+        out.dtype = _precision(facts) or out.dtype
+    if not out.dtype.stated:
+        for config in training.deepspeed_configs:
+            for key in ("bf16", "fp16"):
+                block = config.data.get(key)
+                if isinstance(block, dict) and block.get("enabled") is True:
+                    out.dtype = Setting(key, config.line, f"DeepSpeed {key}.enabled in {config.where}, fp32 master weights")
     for call in facts.calls_to("transformers.BitsAndBytesConfig"):
+        if call.runs_by_default is False:  # `if args.use_qlora:` with its default off
+            continue
         out.load_in_4bit = out.load_in_4bit or truth(call.kwarg("load_in_4bit")) is True
         out.load_in_8bit = out.load_in_8bit or truth(call.kwarg("load_in_8bit")) is True
 
@@ -164,7 +197,9 @@ def read_settings(training: Training) -> ScriptSettings:
     config = out.config_call
     trl = bool(config and config.qualname and config.qualname.startswith("trl."))
     if config is not None:
-        batch = _setting(config.kwarg("per_device_train_batch_size"))
+        batch = _kwarg_setting(facts, config, "per_device_train_batch_size")
+        if batch is None and config.star_kwargs:  # `TrainingArguments(**config)`: the dict's value
+            batch = _named_setting(facts, ("per_device_train_batch_size",))
         out.batch_size = batch or Setting(8, None, f"{config.name} default")
         accumulation = _setting(config.kwarg("gradient_accumulation_steps"))
         if accumulation:
@@ -187,14 +222,21 @@ def read_settings(training: Training) -> ScriptSettings:
         out.batch_size = _setting(namespace.get("per_device_train_batch_size")) or Setting(
             8, None, f"{name} default, unless the command line says otherwise"
         )
-        default = "adamw-fused" if transformers_5 else "adamw"
-        out.optimizer = Setting(default, None, f"{name} default optim")
+        optim = constant(namespace.get("optim"))  # known when a settings file the parser reads says it
+        if isinstance(optim, str) and optim in OPTIM_NAMES:
+            out.optimizer = Setting(OPTIM_NAMES[optim], *_where(namespace.get("optim")))
+        else:
+            default = "adamw-fused" if transformers_5 else "adamw"
+            out.optimizer = Setting(default, None, f"{name} default optim")
+        for flag in ("bf16", "fp16"):
+            if truth(namespace.get(flag)) is True:
+                out.mixed_precision = Setting(flag, *_where(namespace.get(flag)))
     else:
-        loaders = [c for c in facts.calls if c.name == "DataLoader" and _setting(c.kwarg("batch_size"))]
+        loaders = [c for c in facts.calls if c.name == "DataLoader" and "batch_size" in c.kwargs and not _evaluation(c)]
         # the training loader: shuffled, or named like one, before any other
         loaders.sort(key=lambda c: (truth(c.kwarg("shuffle")) is not True, "train" not in " ".join(filter(None, c.arg_names)) and "train" not in (c.assigned_to or "")))
-        if loaders:
-            out.batch_size = _setting(loaders[0].kwarg("batch_size"))
+        batch = next(filter(None, (_kwarg_setting(facts, c, "batch_size") for c in loaders)), None)
+        out.batch_size = batch or _named_setting(facts, BATCH_NAMES) or out.batch_size
     for call in facts.calls:
         if call.qualname in OPTIM_CLASSES:
             name = OPTIM_CLASSES[call.qualname]
@@ -208,7 +250,7 @@ def read_settings(training: Training) -> ScriptSettings:
                 out.mixed_precision = Setting(mixed, call.line)
 
     # sequence length: the first stated one, in this order of names
-    out.seq_len = _seq_len(facts.calls, facts.argparse_defaults)
+    out.seq_len = _seq_len(facts)
     if out.seq_len is None and trl:
         out.seq_len = Setting(1024, None, "TRL default max_length")
 
@@ -263,17 +305,79 @@ def _dtype(value: Value) -> str | None:
     return None
 
 
-def _seq_len(calls: list[Call], argparse_defaults: dict[str, Const]) -> Setting | None:
+def _seq_len(facts: ScriptFacts) -> Setting | None:
+    """The first stated sequence length, by name: in a call, else bound outside any call."""
     for name in SEQ_LEN_NAMES:
-        for call in calls:
-            found = _setting(call.kwarg(name)) if name in call.kwargs else None
-            if found is not None and isinstance(found.value, int) and found.value > 0:
+        for call in facts.calls:
+            found = _kwarg_setting(facts, call, name) if name in call.kwargs else None
+            if found is not None and _positive_int(found.value):
                 return found
-        if name in argparse_defaults:
-            found = _setting(argparse_defaults[name])
-            if found is not None and isinstance(found.value, int) and found.value > 0:
+    return _named_setting(facts, SEQ_LEN_NAMES)
+
+
+def _kwarg_setting(facts: ScriptFacts, call: Call, name: str) -> Setting | None:
+    """``call``'s keyword ``name``; a value we cannot follow (``cutoff_len=cutoff_len``, a parameter) by the
+    name it is passed as."""
+    found = _setting(call.kwarg(name))
+    if found is None and name in call.kwarg_names:
+        found = _named_setting(facts, (call.kwarg_names[name].rsplit(".", 1)[-1],))
+    return found
+
+
+# Lightning `precision=`: weights' dtype, autocast
+LIGHTNING_PRECISION = {"bf16-true": ("bf16", "no"), "16-true": ("fp16", "no"), "32-true": ("fp32", "no"), "32": ("fp32", "no"),
+                       "bf16-mixed": ("fp32", "bf16"), "16-mixed": ("fp32", "fp16"), "16": ("fp32", "fp16"), "bf16": ("fp32", "bf16")}
+
+
+def _precision(facts: ScriptFacts) -> Setting | None:
+    """The weights' dtype a script sets outside `from_pretrained`: Lightning's `precision="bf16-true"`, or an
+    option / constant named `dtype` / `param_dtype` ("bf16"), which DeepSpeed scripts hand to their config."""
+    for call in facts.calls:
+        if call.name in ("Fabric", "Trainer") and (call.qualname or "").startswith(("lightning", "pytorch_lightning")):
+            found = _setting(call.kwarg("precision"))
+            if found is not None and str(found.value) in LIGHTNING_PRECISION:
+                dtype, mixed = LIGHTNING_PRECISION[str(found.value)]
+                if mixed == "no":
+                    return Setting(dtype, found.line, f"Lightning precision={found.value!r}")
+    options = {dest.rsplit(".", 1)[-1]: (dest, value) for dest, value in facts.argparse_defaults.items()}
+    deepspeed = any(m == "deepspeed" or m.startswith("deepspeed.") for m in facts.imports)
+    for name in ("dtype", "param_dtype"):
+        dest, value = options.get(name) or (name, facts.named_constants.get(name))
+        found = _setting(value) if value is not None else None
+        if found is not None and str(found.value) in DTYPES:
+            dtype = DTYPES[str(found.value)]
+            if deepspeed or dest.startswith("ds."):
+                return Setting(dtype, found.line, f"DeepSpeed {dtype} ({found.note or 'constant'} of {name}), fp32 master weights")
+            return Setting(dtype, found.line, found.note)
+    return None
+
+
+def _where(value: Value) -> tuple[int | None, str]:
+    """(line, note) of a constant's origin, as `Setting` takes them."""
+    found = _setting(value)
+    return (found.line, found.note) if found else (None, "")
+
+
+def _evaluation(loader: Call) -> bool:
+    """A test / eval / validation loader, by the names around it."""
+    names = " ".join(filter(None, [*loader.arg_names, loader.assigned_to, loader.kwarg_names.get("batch_size")])).lower()
+    return any(word in names for word in ("test", "eval", "val"))
+
+
+def _named_setting(facts: ScriptFacts, names: tuple[str, ...]) -> Setting | None:
+    """A positive integer the script binds to one of ``names`` (in that order) outside any library call: an
+    argparse option (also ``--train.micro_batch_size``), a constant, a parameter default, a config dict value."""
+    options = {dest.rsplit(".", 1)[-1]: value for dest, value in facts.argparse_defaults.items()}
+    for name in names:
+        for table in (options, facts.named_constants):
+            found = _setting(table[name]) if name in table else None
+            if found is not None and _positive_int(found.value):
                 return found
     return None
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 ASSUMED_SHARDING_GPUS = 8

@@ -14,7 +14,7 @@ from functools import cached_property
 from ckpt_doctor.ds_config import DeepSpeedConfig, read_deepspeed_configs
 from ckpt_doctor.facts import Call, ScriptFacts
 from ckpt_doctor.findings import Position, Span
-from ckpt_doctor.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, Value, truth
+from ckpt_doctor.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, Origin, Value, truth
 from ckpt_doctor.versions import TargetVersions
 
 CHECKPOINT = "torch.utils.checkpoint.checkpoint"
@@ -45,6 +45,19 @@ def is_training_config(qualname: str | None) -> bool:
     if qualname in HF_TRAINING_ARGS:
         return True
     return qualname.startswith("trl.") and qualname.endswith("Config") and qualname not in TRL_NON_TRAINING_CONFIGS
+
+
+def _project_config(qualname: str | None) -> str | None:
+    """``trl.SFTConfig`` for a ``SFTConfig`` imported from the project's own package (``from alignment import
+    SFTConfig``): such recipes subclass the TRL config of the same name to add fields.  Only for configs that
+    `HfArgumentParser` builds from the command line, where the class name is all there is to go on."""
+    if not qualname or "." not in qualname or qualname.startswith(("<local>.", "transformers.", "trl.")):
+        return qualname
+    name = qualname.rsplit(".", 1)[1]
+    if f"transformers.{name}" in HF_TRAINING_ARGS:
+        return f"transformers.{name}"
+    trl = f"trl.{name}"
+    return trl if name.endswith("Config") and is_training_config(trl) else qualname
 
 
 @dataclass
@@ -175,12 +188,13 @@ class Training:
                     mode = self.mode_of_kwargs(kwargs)
                 sites.append(HFSite("kbit preparation", call, call.span, on, "gradient_checkpointing_kwargs", kwargs, mode))
         for namespace, line in self.cli_configs():
+            in_file = truth(namespace.get("gradient_checkpointing"))  # a settings file the parser reads
             sites.append(
                 HFSite(
                     "command line",
                     None,
                     Span(Position(line, 1), Position(line, 1)),
-                    self._trl_default(namespace.config_class),
+                    self._trl_default(namespace.config_class) if in_file is None else in_file,
                     None,
                     UNKNOWN,
                     Mode(None, "set on the command line"),
@@ -232,6 +246,9 @@ class Training:
                     local = name.split(".", 1)[1]
                     fields = dict(self.facts.dataclass_fields.get(local, {}))
                     name = self.facts.library_bases.get(local, name)
+                name = name if is_training_config(name) else _project_config(name)
+                for file, line, data in self.facts.settings_files:  # `parser.parse_json_file("args.json")`
+                    fields.update({k: Const(v, Origin(line, f"value in {file}")) for k, v in data.items() if v is not None})
                 if is_training_config(name):
                     found.append((Namespace(fields, kind="command line", config_class=name), parser.line))
         return found

@@ -208,3 +208,193 @@ def test_the_training_loader_gives_the_batch_size_not_the_eval_loader():
         """
     )
     assert settings.batch_size.value == 16 and settings.batch_size.line == 4
+
+
+# --- settings a script keeps outside library calls (field trial, issue 5) ------------------------------------
+
+
+def _settings_at(path, code: str):
+    from ckpt_doctor.facts import extract
+    from ckpt_doctor.settings import read_settings
+    from ckpt_doctor.training import Training
+    from ckpt_doctor.versions import TargetVersions
+
+    path.write_text(textwrap.dedent(code))
+    return read_settings(Training(extract(path.read_text(), str(path)), TargetVersions(NEWEST)))
+
+
+def test_nanogpt_style_module_constants_give_the_micro_batch():
+    """`batch_size = global // devices` is the global batch; the per-device one is `micro_batch_size`."""
+    settings = _settings(
+        """
+        global_batch_size = 512
+        micro_batch_size = 8
+        batch_size = global_batch_size // 4
+        block_size = 2048
+        def train(model, opt):
+            loss = model(x).loss
+            loss.backward()
+            opt.step()
+        """
+    )
+    assert (settings.batch_size.value, settings.batch_size.line) == (8, 3)
+    assert (settings.seq_len.value, settings.seq_len.line) == (2048, 5)
+
+
+def test_a_fallback_under_if_is_not_a_stated_value():
+    settings = _settings(
+        """
+        def main(args, model):
+            if args.block_size is None:
+                block_size = 1024
+            model(x).loss.backward()
+        """
+    )
+    assert settings.seq_len is None
+
+
+def test_values_passed_by_name_follow_parameter_defaults_and_dotted_options():
+    settings = _settings(
+        """
+        import argparse
+        from transformers import Trainer, TrainingArguments
+        def train(model, micro_batch_size: int = 4, cutoff_len: int = 256):
+            args = TrainingArguments(per_device_train_batch_size=micro_batch_size)
+            tokenize(max_length=cutoff_len)
+            Trainer(model=model, args=args).train()
+        """
+    )
+    assert (settings.batch_size.value, settings.batch_size.note) == (4, "parameter default")
+    assert settings.seq_len.value == 256
+    options = _settings(
+        """
+        import argparse
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--train.micro_batch_size", type=int, default=8)
+        parser.add_argument("--device-batch-size", type=int, default=32)
+        loss.backward()
+        """
+    )
+    assert (options.batch_size.value, options.batch_size.note) == (8, "argparse default")
+
+
+def test_the_training_loader_not_the_evaluation_one():
+    settings = _settings(
+        """
+        from torch.utils.data import DataLoader
+        EVAL_BATCH_SIZE = 32
+        def get_dataloaders(batch_size: int = 16):
+            train = DataLoader(ds, shuffle=True, batch_size=batch_size)
+            test = DataLoader(ds, batch_size=EVAL_BATCH_SIZE)
+            return train, test
+        loss.backward()
+        """
+    )
+    assert settings.batch_size.value == 16
+
+
+def test_quantization_in_the_branch_a_default_turns_off_is_not_read():
+    settings = _settings(
+        """
+        from dataclasses import dataclass
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        @dataclass
+        class LoraArguments:
+            q_lora: bool = False
+        lora_args = LoraArguments()
+        model = AutoModelForCausalLM.from_pretrained(
+            "gpt2", quantization_config=BitsAndBytesConfig(load_in_4bit=True) if lora_args.q_lora else None)
+        """
+    )
+    assert not settings.load_in_4bit
+
+
+def test_settings_file_the_parser_reads_is_read_and_named(tmp_path):
+    (tmp_path / "args").mkdir()
+    (tmp_path / "args" / "sft.json").write_text(json.dumps({
+        "model_name_or_path": "Qwen/Qwen2.5-7B", "per_device_train_batch_size": 2, "max_seq_length": 1024,
+        "gradient_checkpointing": True, "optim": "paged_adamw_8bit", "bf16": True}))
+    settings = _settings_at(tmp_path / "train.py", """
+        import argparse
+        from dataclasses import dataclass, field
+        from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
+        @dataclass
+        class CustomArguments:
+            model_name_or_path: str = field()
+            max_seq_length: int = field()
+        def main():
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--train_args_file", type=str, default="args/sft.json")
+            args = parser.parse_args()
+            parser = HfArgumentParser((CustomArguments, TrainingArguments))
+            args, training_args = parser.parse_json_file(json_file=args.train_args_file)
+            model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
+            tokenizer(max_length=args.max_seq_length)
+            Trainer(model=model, args=training_args).train()
+        """)
+    assert settings.model.value == "Qwen/Qwen2.5-7B" and settings.model.note == "value in args/sft.json"
+    assert (settings.batch_size.value, settings.seq_len.value) == (2, 1024)
+    assert settings.optimizer.value == "paged-adamw-8bit" and settings.mixed_precision.value == "bf16"
+    assert settings.checkpointing.value == "full"
+    assert "batch 2 (line 14, value in args/sft.json)" in settings.describe()
+
+
+def test_flat_yaml_settings_file():
+    from ckpt_doctor.config_files import _flat_yaml
+
+    assert _flat_yaml("# recipe\nmodel_name_or_path: Qwen/Qwen2.5-0.5B\nbf16: true\nper_device_train_batch_size: 4  # per GPU\n"
+                      "gradient_checkpointing_kwargs:\n  use_reentrant: false\nlearning_rate: 2.0e-05\nrun_name: 'x'\n") == {
+        "model_name_or_path": "Qwen/Qwen2.5-0.5B", "bf16": True, "per_device_train_batch_size": 4,
+        "learning_rate": 2e-05, "run_name": "x"}
+
+
+def test_a_projects_own_trl_config_is_the_trl_config():
+    """`from alignment import SFTConfig` (a subclass adding fields): TRL's defaults, batch 8 and checkpointing on."""
+    settings = _settings(
+        """
+        from alignment import ScriptArguments, SFTConfig
+        from trl import ModelConfig, SFTTrainer, TrlParser
+        parser = TrlParser((ScriptArguments, SFTConfig, ModelConfig))
+        script_args, training_args, model_args = parser.parse_args_and_config()
+        SFTTrainer(model=model_args.model_name_or_path, args=training_args).train()
+        """
+    )
+    assert settings.batch_size.value == 8 and settings.checkpointing.value == "full"
+
+
+def test_precision_outside_from_pretrained():
+    lightning = _settings(
+        """
+        import lightning as L
+        fabric = L.Fabric(devices=1, precision="bf16-true")
+        loss.backward()
+        """
+    )
+    assert (lightning.dtype.value, lightning.dtype.line) == ("bf16", 3)
+    deepspeed = _settings(
+        """
+        import argparse
+        import deepspeed
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--dtype", type=str, default="fp16", choices=["fp16", "bf16"])
+        loss.backward()
+        """
+    )
+    assert deepspeed.dtype.value == "fp16" and deepspeed.deepspeed_16bit
+    flags = deepspeed.as_flags()  # 2 + 2 bytes and an fp32 master copy: what autocast over fp32 weights holds
+    assert (flags["dtype"], flags["mixed_precision"]) == ("fp32", "fp16")
+
+
+def test_unknown_model_messages_carry_every_setting_read(tmp_path):
+    from conftest import run_subprocess
+
+    (tmp_path / "train.py").write_text(textwrap.dedent("""
+        from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+        model = AutoModelForCausalLM.from_pretrained("my-org/private-model")
+        Trainer(model=model, args=TrainingArguments(per_device_train_batch_size=4)).train()
+        """))
+    res = run_subprocess(["estimate", "train.py"], tmp_path)
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1
+    assert "cannot resolve model 'my-org/private-model'" in res.err
+    assert "(settings read from train.py: model my-org/private-model (line 3), batch 4 (line 4); assumed where the script " \
+           "does not say:" in res.err and "checkpointing none (no checkpointing in the script)" in res.err

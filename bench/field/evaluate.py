@@ -148,7 +148,11 @@ def from_estimate(est: dict) -> dict[str, object]:
         shown["optimizer"] = family(setup.get("optimizer"))
         shown["checkpointing"] = "off" if setup.get("checkpointing") in (None, "none") else "on"
         return shown
-    match = re.search(r"cannot resolve model '([^']+)'", est.get("stderr", ""))
+    stderr = est.get("stderr", "")
+    match = re.search(r"\(settings read from [^:]+: (.*)\)$", stderr)
+    if match:
+        shown.update(from_settings_text(match.group(1))[0])  # assumed ones: see read_settings' notes
+    match = re.search(r"cannot resolve model '([^']+)'", stderr)
     if match:
         shown["model"] = match.group(1)
     return shown
@@ -163,6 +167,39 @@ _SETTING_RE = {
 }
 
 
+def from_settings_text(text: str) -> tuple[dict[str, object], set[str]]:
+    """{setting: value} from the settings a message shows ("model X (line 3), batch 8 (line 9), ...; assumed
+    where the script does not say: ..."), and the settings it calls assumed."""
+    shown: dict[str, object] = {}
+    assumed: set[str] = set()
+    stated, _, assumed_text = text.partition("; assumed where the script does not say:")
+    for name, regex in _SETTING_RE.items():
+        for part, is_assumed in ((stated, False), (assumed_text, True)):
+            match = regex.search(part)
+            if match:
+                value: object = match.group(1)
+                if name in ("batch_size", "seq_len"):
+                    value = int(str(value))
+                if name == "optimizer":
+                    value = family(value)
+                shown[name] = value
+                if is_assumed:
+                    assumed.add(name)
+    if "4-bit" in stated:
+        shown["dtype"] = "4bit"
+        assumed.discard("dtype")
+    elif "8-bit" in stated:
+        shown["dtype"] = "8bit"
+        assumed.discard("dtype")
+    for part, is_assumed in ((stated, False), (assumed_text, True)):
+        match = re.search(r"\bcheckpointing (\w+) \(", part)
+        if match:
+            shown["checkpointing"] = "off" if match.group(1) in ("none", "off") else "on"
+            if is_assumed:
+                assumed.add("checkpointing")
+    return shown, assumed
+
+
 def from_findings(findings: list[dict]) -> tuple[dict[str, object], set[str]]:
     """{setting: value} from the CKPT40x messages of one file, and the settings they call assumed."""
     shown: dict[str, object] = {}
@@ -173,29 +210,16 @@ def from_findings(findings: list[dict]) -> tuple[dict[str, object], set[str]]:
             match = re.search(r"model '([^']+)' \((?:cell \d+, )?line \d+\)", msg)
             if match:
                 shown["model"] = match.group(1)
+            if "Settings read:" in msg:
+                read, read_assumed = from_settings_text(msg.split("Settings read:", 1)[1])
+                shown.update({k: v for k, v in read.items() if k != "model"})
+                assumed |= read_assumed
             continue
         if f["code"] not in ("CKPT401", "CKPT402", "CKPT403") or "Settings:" not in msg:
             continue
-        text = msg.split("Settings:", 1)[1]
-        stated, _, assumed_text = text.partition("; assumed where the script does not say:")
-        for name, regex in _SETTING_RE.items():
-            for part, is_assumed in ((stated, False), (assumed_text, True)):
-                match = regex.search(part)
-                if match:
-                    value: object = match.group(1)
-                    if name in ("batch_size", "seq_len"):
-                        value = int(str(value))
-                    if name == "optimizer":
-                        value = family(value)
-                    shown[name] = value
-                    if is_assumed:
-                        assumed.add(name)
-        if "4-bit" in stated:
-            shown["dtype"] = "4bit"
-            assumed.discard("dtype")
-        elif "8-bit" in stated:
-            shown["dtype"] = "8bit"
-            assumed.discard("dtype")
+        read, read_assumed = from_settings_text(msg.split("Settings:", 1)[1])
+        shown.update(read)
+        assumed |= read_assumed
         if f["code"] == "CKPT403":
             shown["checkpointing"] = "on"
         elif f["code"] == "CKPT401":

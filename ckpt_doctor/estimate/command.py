@@ -76,13 +76,13 @@ def settings_from_script(path: str, model_flag: str | None = None) -> dict:
         model = str(config.root / config.model_configs[model])
     if model is None and settings.model_load is not None:
         _fail(f"{path}:{settings.model_load.line}: the model id is not a constant; pass --model "
-              f"(settings read: {settings.describe_stated()})")
+              f"(settings read: {settings.describe()})")
     from .registry import resolve
 
     arch = resolve(str(model)) if model else None
     if arch is not None:
         complete_for(settings, arch)  # the same defaults `check` uses (dtype "auto", autocast over 16-bit weights, ...)
-    return {**settings.as_flags(), "model": model}
+    return {**settings.as_flags(), "model": model, "stated": settings.describe()}
 
 
 def configured_budget() -> tuple[int, str] | None:
@@ -168,10 +168,12 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
     if script:
         settings.update({k: v for k, v in (settings_from_script(script, model) or {}).items() if v is not None})
     settings.update({k: v for k, v in given.items() if v is not None})
+    stated = settings.pop("stated", None)
+    read = f" (settings read from {script}: {stated})" if stated else ""
 
     name = settings.pop("model", None)
     if not name:
-        _fail("no model: pass --model with a bundled model id or a local config.json path")
+        _fail(f"no model: pass --model with a bundled model id or a local config.json path{read}")
     from .registry import lookup
 
     try:
@@ -179,7 +181,7 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
     except Exception as exc:  # noqa: BLE001 - a broken config must not be a traceback
         arch, source = None, str(exc)
     if arch is None:
-        _fail(f"cannot resolve model {name!r}: {source}; pass --model with a local config.json path")
+        _fail(f"cannot resolve model {name!r}: {source}; pass --model with a local config.json path{read}")
 
     for k, v in DEFAULTS.items():
         settings.setdefault(k, v)

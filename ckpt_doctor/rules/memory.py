@@ -71,7 +71,6 @@ class Assessment:
     base: object  # estimate.memory.TrainingSetup with checkpointing="none"
     current: str  # the plan as written: none | full | every_N
     partial_plans: bool  # every_n_layers / offload available in the target transformers
-    defaults: list[str]  # settings the script does not state, with the value used
     computed: dict[str, object] = field(default_factory=dict)
 
     def plan(self, name: str):
@@ -101,9 +100,6 @@ class Assessment:
 
     def peak(self, plan: str) -> int:
         return self.plan(plan).peak_bytes
-
-    def used(self) -> str:
-        return self.settings.describe_stated()
 
 
 class _Unknown(Exception):
@@ -136,7 +132,7 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
         raise _Unknown(
             f"the model id at line {where.start.line} is not a constant (it comes from the command line or a "
             "variable): give it a default, or map it in `[tool.ckpt-doctor] model-configs` to a local config.json. "
-            f"Settings read: {settings.describe_stated()}",
+            f"Settings read: {settings.describe()}",
             where,
         )
     name = str(settings.model.value)
@@ -146,7 +142,7 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
         raise _Unknown(
             f"model {name!r} (line {settings.model.line}) is neither bundled nor in the local Hugging Face cache: "
             f'add `model-configs = {{ "{name}" = "path/to/config.json" }}` under [tool.ckpt-doctor], or run '
-            f"`ckpt-doctor estimate --model path/to/config.json`. Settings read: {settings.describe_stated()}",
+            f"`ckpt-doctor estimate --model path/to/config.json`. Settings read: {settings.describe()}",
             where,
         )
     complete_for(settings, arch)
@@ -157,13 +153,7 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     partial_plans = ctx.versions.at_least("transformers", EVERY_N_IN_TRAINER_KWARGS_SINCE)
     from ckpt_doctor.estimate.params import count_params
 
-    defaults = [
-        f"{label} {setting.value} ({setting.note})"
-        for label, setting in (("batch", settings.batch_size), ("sequence", settings.seq_len), ("dtype", settings.dtype),
-                               ("optimizer", settings.optimizer), ("GPUs", settings.gpus if settings.zero.value else None))
-        if setting is not None and not setting.stated
-    ]
-    return Assessment(settings, budget, count_params(arch).total, base, str(settings.checkpointing.value), partial_plans, defaults)
+    return Assessment(settings, budget, count_params(arch).total, base, str(settings.checkpointing.value), partial_plans)
 
 
 def _relative_to_root(ctx: Context, path: str):
@@ -191,10 +181,6 @@ def _card(plan) -> str:
     return f"{_gib(plan.peak_bytes_nvidia_smi)} ({_gib(plan.peak_bytes)} allocated by PyTorch)"
 
 
-def _defaults_note(assessment: Assessment) -> str:
-    return f"; assumed where the script does not say: {', '.join(assessment.defaults)}" if assessment.defaults else ""
-
-
 @rule(
     "CKPT401",
     "oom-without-checkpointing",
@@ -218,7 +204,7 @@ def oom_without_checkpointing(ctx: Context) -> Iterator[Report]:
         _anchor(assessment),
         f"without checkpointing the step needs an estimated {_card(assessment.plan('none'))}, over the GPU budget of "
         f"{assessment.budget.describe()}; with {_plan_words(plan)} it needs {_card(assessment.plan(plan))} "
-        f"(+{assessment.plan(plan).extra_compute_pct:.0f} % compute). Settings: {assessment.used()}{_defaults_note(assessment)}",
+        f"(+{assessment.plan(plan).extra_compute_pct:.0f} % compute). Settings: {assessment.settings.describe()}",
         fix=_enable_fix(ctx, assessment, plan),
     )
 
@@ -281,8 +267,7 @@ def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
     yield Report(
         _anchor(assessment),
         f"even with {_plan_words(best.name)} the step needs an estimated {_card(best)}, over the GPU budget of "
-        f"{assessment.budget.describe()}; what would fit: {_what_would_fit(assessment)}. Settings: {assessment.used()}"
-        f"{_defaults_note(assessment)}",
+        f"{assessment.budget.describe()}; what would fit: {_what_would_fit(assessment)}. Settings: {assessment.settings.describe()}",
     )
 
 
@@ -344,7 +329,7 @@ def checkpointing_not_needed(ctx: Context) -> Iterator[Report]:
             f"{assessment.budget.describe()}, so checkpointing only costs ~{current.extra_compute_pct:.0f} % more compute"
         )
     line = assessment.settings.checkpointing.line or 1
-    yield Report(Span(Position(line, 1), Position(line, 1)), f"{message}. Settings: {assessment.used()}{_defaults_note(assessment)}")
+    yield Report(Span(Position(line, 1), Position(line, 1)), f"{message}. Settings: {assessment.settings.describe()}")
 
 
 @rule(

@@ -1,9 +1,10 @@
 """Settings files a script names: the JSON or YAML file `HfArgumentParser.parse_json_file` /
-`parse_yaml_file` reads (a literal path, or the default of `--config`-like options).
+`parse_yaml_file`, `json.load`, `yaml.safe_load` or `OmegaConf.load` reads (a literal path, or the default
+of a `--config`-like option).
 
-Read without importing PyYAML: training recipes keep these files flat (`key: value` per line), and a nested
-or unusual file is simply not read.  Paths are taken relative to the script's folder, then to its parents
-(recipes are run from the repository root).
+Read without importing PyYAML: training configs are mappings of scalars (`key: value`, nested by
+indentation); lists, anchors and flow collections are left out.  Paths are taken relative to the script's
+folder, then to its parents (recipes are run from the repository root).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def locate(script: str, name: str) -> Path | None:
 
 
 def read_settings_file(path: Path) -> dict[str, object] | None:
-    """The top-level settings of a JSON or flat YAML file; None if it cannot be read as such."""
+    """The settings of a JSON or YAML file (mappings of scalars, nested or not; lists are left out); None
+    if it cannot be read as such."""
     try:
         if path.stat().st_size > MAX_BYTES:
             return None
@@ -45,18 +47,32 @@ def read_settings_file(path: Path) -> dict[str, object] | None:
         except ValueError:
             return None
         return data if isinstance(data, dict) else None
-    return _flat_yaml(text)
+    return _yaml_mapping(text)
 
 
-def _flat_yaml(text: str) -> dict[str, object]:
-    out: dict[str, object] = {}
+def _yaml_mapping(text: str) -> dict[str, object]:
+    """`key: scalar` lines, nested by indentation under `key:`; list items and flow collections are skipped."""
+    root: dict[str, object] = {}
+    stack: list[tuple[int, dict]] = [(-1, root)]
     for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#") or line[0] in " \t-":
-            continue  # blank, comment, nested block or list item: not a top-level scalar
-        match = _YAML_LINE.match(line)
-        if match and match.group(2):
-            out[match.group(1)] = _scalar(match.group(2))
-    return out
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-", "---")):
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        match = _YAML_LINE.match(stripped)
+        if not match:
+            continue
+        while indent <= stack[-1][0]:
+            stack.pop()
+        key, value = match.group(1), match.group(2)
+        parent = stack[-1][1]
+        if value == "" or value.startswith("#"):
+            child: dict[str, object] = {}
+            parent[key] = child
+            stack.append((indent, child))
+        elif not value.startswith(("[", "{", "&", "*", "|", ">")):
+            parent[key] = _scalar(value)
+    return root
 
 
 def _scalar(text: str) -> object:

@@ -128,7 +128,7 @@ class ScriptFacts:
     # `{"train_batch_size": 16}` (for settings a script keeps outside any library call)
     named_constants: dict[str, Const] = field(default_factory=dict)
     # settings files HfArgumentParser reads (`parse_json_file("args.json")`): (name as written, line, top-level values)
-    settings_files: list[tuple[str, int, dict]] = field(default_factory=list)
+    settings_files: list[tuple[str, int, dict[str, Value]]] = field(default_factory=list)
     dataclass_fields: dict[str, dict[str, Value]] = field(default_factory=dict)
     strings: list[tuple[str, int]] = field(default_factory=list)  # string literals of interest (paths)
     library_bases: dict[str, str] = field(default_factory=dict)  # local class -> the library class it extends
@@ -244,6 +244,8 @@ class _Extractor:
         self.lines = facts.lines
         self.call_records: dict[int, Call] = {}
         self.pending: list[tuple[ast.AST, _Scope]] = []
+        self.local_calls: dict[str, list[Call]] = {}  # module-level function -> the calls to it seen so far
+        self.deferred: set[int] = set()
         self.statement: Span | None = None
         self.guard: bool | None = True  # do the enclosing `if` tests hold with the script's defaults?
 
@@ -268,6 +270,10 @@ class _Extractor:
         self.block(tree.body, module)
         while self.pending:
             node, scope = self.pending.pop(0)
+            if self.pending and node.name not in self.local_calls and id(node) not in self.deferred:
+                self.deferred.add(id(node))  # walk its callers first: they may pass what its parameters hold
+                self.pending.append((node, scope))
+                continue
             self.function_body(node, scope)
 
     def _prepass(self, tree: ast.Module) -> None:
@@ -364,8 +370,31 @@ class _Extractor:
         name = node.name if parent.kind == "module" else f"{parent.name}.{node.name}"
         scope = _Scope(name, parent, "function", _assigned_names(node.body) | _params(node.args))
         scope.params = _params(node.args)
+        if parent.kind == "module":
+            scope.bindings.update(self._arguments(node, self.local_calls.get(node.name, [])))
         self.guard = True
         self.block(node.body, scope)
+
+    @staticmethod
+    def _arguments(node: ast.FunctionDef | ast.AsyncFunctionDef, calls: list[Call]) -> dict[str, Value]:
+        """What the parameters hold when the function is called from one place or from none we see (a CLI
+        entry point: `CLI(setup)`, `fire.Fire(train)`): the arguments we know, else the constant defaults.
+        `main(model_args, data_args, training_args)` after `HfArgumentParser(...).parse_args_into_dataclasses()`;
+        `def setup(lora_dropout: float = 0.05)`."""
+        if len(calls) > 1 or (calls and (calls[0].star_args or calls[0].star_kwargs)):
+            return {}
+        args = node.args
+        positional = [a.arg for a in args.posonlyargs + args.args]
+        with_defaults = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
+        with_defaults += [(a.arg, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+        values: dict[str, Value] = {
+            name: Const(d.value, Origin(d.lineno, "parameter default")) for name, d in with_defaults if isinstance(d, ast.Constant)
+        }
+        if calls:
+            passed = dict(zip(positional, calls[0].args))
+            passed.update({k: v for k, v in calls[0].kwargs.items() if k in positional or k in {a.arg for a in args.kwonlyargs}})
+            values.update(passed)
+        return {name: value for name, value in values.items() if value is not UNKNOWN}
 
     def stmt(self, node: ast.stmt, scope: _Scope) -> None:
         previous = self.statement
@@ -437,7 +466,9 @@ class _Extractor:
             for item in node.items:
                 self.record_calls(item.context_expr, scope)
                 if item.optional_vars is not None:
-                    self.bind(item.optional_vars, UNKNOWN, scope, node)
+                    entered = self.eval(item.context_expr, scope)
+                    is_file = isinstance(entered, Instance) and entered.qualname == "open"  # `with open(p) as f`
+                    self.bind(item.optional_vars, entered if is_file else UNKNOWN, scope, node)
             self.block(node.body, scope)
         elif isinstance(node, ast.If):
             self.record_calls(node.test, scope)
@@ -582,6 +613,8 @@ class _Extractor:
         )
         if partial is not None:
             record.via_partial = partial.call
+        if qualname and qualname.startswith("<local>.") and scope.kind != "class":
+            self.local_calls.setdefault(qualname.split(".", 1)[1], []).append(record)
         self.call_records[id(node)] = record
         self.facts.calls.append(record)
         return record
@@ -607,8 +640,10 @@ class _Extractor:
                 return base.get(node.attr)
             if isinstance(base, Instance) and node.attr in base.call.kwargs:
                 return base.call.kwargs[node.attr]
-            returned_by_local_function = isinstance(base, Instance) and base.qualname.startswith("<local>.")
-            if isinstance(node.value, ast.Name) and (base is UNKNOWN or returned_by_local_function):
+            # an object whose attributes we cannot list: returned by a local function, or built from `**spread`
+            # (`argparse.Namespace(**vars(model_args), **vars(training_args))`)
+            opaque = isinstance(base, Instance) and (base.qualname.startswith("<local>.") or base.call.star_kwargs)
+            if isinstance(node.value, ast.Name) and (base is UNKNOWN or opaque):
                 return self._namespace_fallback(node.attr)
             return UNKNOWN
         if isinstance(node, ast.Dict):
@@ -653,6 +688,9 @@ class _Extractor:
             return UNKNOWN
         if isinstance(node, ast.IfExp):
             body, other = self._branches(node, scope, lambda branch: self.eval(branch, scope))
+            test = truth(self.eval(node.test, scope))
+            if test is not None:  # `False if args.gradient_checkpointing else True`, the option's default known
+                return body if test else other
             if isinstance(body, Const) and isinstance(other, Const) and body.value == other.value:
                 return body
             return UNKNOWN
@@ -677,9 +715,9 @@ class _Extractor:
         """`args.lr` where `args` came from a function we did not follow: argparse / dataclass defaults."""
         if attr in self.facts.argparse_defaults:
             return self.facts.argparse_defaults[attr]
-        for file, line, data in self.facts.settings_files:
-            if data.get(attr) is not None:
-                return Const(data[attr], Origin(line, f"value in {file}"))
+        for _, _, values in self.facts.settings_files:
+            if attr in values and constant(values[attr], ...) is not None:
+                return values[attr]
         owners = [f for f in self.facts.dataclass_fields.values() if attr in f]
         if len(owners) == 1:
             return owners[0][attr]
@@ -695,6 +733,8 @@ class _Extractor:
             target = self.eval(node.args[0], scope)
             return PartialVal(target, dict(record.kwargs), record)
         record = self.call(node, scope)
+        if isinstance(func, QualName) and func.name in _FILE_LOADERS and record.args:
+            return self._loaded_file(record.args[0], node.lineno)
         if isinstance(func, QualName):
             local = func.name.startswith("<local>.")
             class_name = func.name.split(".", 1)[1] if local else None
@@ -720,18 +760,31 @@ class _Extractor:
     def _settings_file(self, node: ast.Call, scope: _Scope) -> dict[str, Value]:
         """The values of the JSON / YAML file `parser.parse_json_file(path)` reads, when we can find it."""
         arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("json_file", "yaml_file")), None)
-        name = constant(self.eval(arg, scope)) if arg is not None else None
-        if not isinstance(name, str):
+        found = self._read_file(self.eval(arg, scope), node.lineno) if arg is not None else None
+        if found is None:
             return {}
+        name, data = found
+        values = dict(_file_value(data, Origin(node.lineno, f"value in {name}")).items)
+        self.facts.settings_files.append((name, node.lineno, values))
+        return values
+
+    def _loaded_file(self, source: Value, line: int) -> Value:
+        """`json.load(open(path))`, `yaml.safe_load(f)`, `OmegaConf.load(path)`: the file's values."""
+        found = self._read_file(source, line)
+        return UNKNOWN if found is None else _file_value(found[1], Origin(line, f"value in {found[0]}"))
+
+    def _read_file(self, source: Value, line: int) -> tuple[str, dict] | None:
+        """(name as written, contents) of the settings file ``source`` names: a path, or `open(path)`."""
+        if isinstance(source, Instance) and source.qualname == "open" and source.call.args:
+            source = source.call.args[0]
+        name = constant(source)
+        if not isinstance(name, str):
+            return None
         from ckpt_doctor.config_files import locate, read_settings_file
 
         path = locate(self.facts.path, name)
         data = read_settings_file(path) if path else None
-        if data is None:
-            return {}
-        self.facts.settings_files.append((name, node.lineno, data))
-        origin = Origin(node.lineno, f"value in {name}")
-        return {k: Const(v, origin) for k, v in data.items() if v is not None}
+        return None if data is None else (name, data)
 
     def _hf_parser_result(self, parser: Value, file_values: dict[str, Value]) -> Value:
         if not isinstance(parser, Instance) or not parser.call.args:
@@ -780,5 +833,17 @@ def _dotted(node: ast.AST) -> str | None:
 
 # nn.Module methods that return the module itself
 _RETURNS_SELF = {"to", "cuda", "cpu", "half", "float", "bfloat16", "double", "train", "eval", "requires_grad_", "to_empty"}
+_FILE_LOADERS = {"json.load", "yaml.safe_load", "yaml.load", "yaml.full_load", "omegaconf.OmegaConf.load"}
+
+
+def _file_value(data: object, origin: Origin) -> Value:
+    """A settings file's contents as values; a mapping may hold keys the reader skipped (YAML lists)."""
+    if isinstance(data, dict):
+        return DictVal({str(k): _file_value(v, origin) for k, v in data.items()}, origin.line, complete=False)
+    if isinstance(data, list):
+        return TupleVal([_file_value(v, origin) for v in data])
+    return Const(data, origin)
+
+
 _BUILTINS = {"dict", "print", "len", "getattr", "setattr", "isinstance", "super", "range", "open", "list", "tuple"}
 

@@ -14,7 +14,7 @@ from functools import cached_property
 from ckpt_doctor.ds_config import DeepSpeedConfig, read_deepspeed_configs
 from ckpt_doctor.facts import Call, ScriptFacts
 from ckpt_doctor.findings import Position, Span
-from ckpt_doctor.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, Origin, Value, truth
+from ckpt_doctor.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, Value, truth
 from ckpt_doctor.versions import TargetVersions
 
 CHECKPOINT = "torch.utils.checkpoint.checkpoint"
@@ -247,8 +247,8 @@ class Training:
                     fields = dict(self.facts.dataclass_fields.get(local, {}))
                     name = self.facts.library_bases.get(local, name)
                 name = name if is_training_config(name) else _project_config(name)
-                for file, line, data in self.facts.settings_files:  # `parser.parse_json_file("args.json")`
-                    fields.update({k: Const(v, Origin(line, f"value in {file}")) for k, v in data.items() if v is not None})
+                for _, _, values in self.facts.settings_files:  # `parser.parse_json_file("args.json")`
+                    fields.update(values)
                 if is_training_config(name):
                     found.append((Namespace(fields, kind="command line", config_class=name), parser.line))
         return found

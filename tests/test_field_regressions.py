@@ -339,13 +339,40 @@ def test_settings_file_the_parser_reads_is_read_and_named(tmp_path):
     assert "batch 2 (line 14, value in args/sft.json)" in settings.describe()
 
 
-def test_flat_yaml_settings_file():
-    from ckpt_doctor.config_files import _flat_yaml
+def test_yaml_settings_file_without_pyyaml():
+    from ckpt_doctor.config_files import _yaml_mapping
 
-    assert _flat_yaml("# recipe\nmodel_name_or_path: Qwen/Qwen2.5-0.5B\nbf16: true\nper_device_train_batch_size: 4  # per GPU\n"
-                      "gradient_checkpointing_kwargs:\n  use_reentrant: false\nlearning_rate: 2.0e-05\nrun_name: 'x'\n") == {
+    text = ("# recipe\nmodel_name_or_path: Qwen/Qwen2.5-0.5B\nbf16: true\nper_device_train_batch_size: 4  # per GPU\n"
+            "gradient_checkpointing_kwargs:\n  use_reentrant: false\nlora_target_modules:\n  - q_proj\n"
+            "learning_rate: 2.0e-05\nrun_name: 'x'\n")
+    assert _yaml_mapping(text) == {
         "model_name_or_path": "Qwen/Qwen2.5-0.5B", "bf16": True, "per_device_train_batch_size": 4,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False}, "lora_target_modules": {},
         "learning_rate": 2e-05, "run_name": "x"}
+
+
+def test_a_config_file_loaded_by_the_script_is_read_and_named(tmp_path):
+    """`--config` defaulting to a YAML file, `yaml.safe_load(open(...))`, values looked up by key."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "train.yaml").write_text("model: Qwen/Qwen2.5-0.5B\ntrainer:\n  batch_size: 4\n  max_length: 512\n"
+                                                     "lora:\n  target_modules:\n    - q_proj\n")
+    settings = _settings_at(tmp_path / "train.py", """
+        import argparse
+        import yaml
+        from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--config", default="configs/train.yaml")
+        args = parser.parse_args()
+        with open(args.config) as f:
+            cfg = yaml.safe_load(f)
+        model = AutoModelForCausalLM.from_pretrained(cfg["model"])
+        targs = TrainingArguments(per_device_train_batch_size=cfg["trainer"]["batch_size"])
+        tokenizer(max_length=cfg["trainer"]["max_length"])
+        Trainer(model=model, args=targs).train()
+        """)
+    assert (settings.model.value, settings.model.note) == ("Qwen/Qwen2.5-0.5B", "value in configs/train.yaml")
+    assert (settings.batch_size.value, settings.seq_len.value) == (4, 512)
+    assert settings.lora_targets is None  # a YAML list is not read, and not taken as empty
 
 
 def test_a_projects_own_trl_config_is_the_trl_config():
@@ -398,3 +425,90 @@ def test_unknown_model_messages_carry_every_setting_read(tmp_path):
     assert "cannot resolve model 'my-org/private-model'" in res.err
     assert "(settings read from train.py: model my-org/private-model (line 3), batch 4 (line 4); assumed where the script " \
            "does not say:" in res.err and "checkpointing none (no checkpointing in the script)" in res.err
+
+
+def test_a_function_called_from_one_place_sees_its_arguments():
+    """peft examples/sft/train.py: `main(model_args, data_args, training_args)` after the parser built them."""
+    code = """
+        from transformers import HfArgumentParser
+        from trl import SFTConfig
+        def main(model_args, training_args):
+            training_args.gradient_checkpointing_kwargs = {"use_reentrant": model_args.use_reentrant}
+        if __name__ == "__main__":
+            model_args, training_args = HfArgumentParser((ModelArguments, SFTConfig)).parse_args_into_dataclasses()
+            main(model_args, training_args)
+        """
+    assert codes(code, select=("CKPT206",)) == [("CKPT206", 5)]
+    twice = code.rstrip() + "\n            main(model_args, other_args)\n"
+    assert codes(twice, select=("CKPT206",)) == []  # two call sites: the parameter could be either
+
+
+def test_use_cache_off_at_load_time_is_not_restored_before_push():
+    """run_seq2seq_deepspeed.py: `use_cache=False if args.gradient_checkpointing else True`, default True."""
+    assert codes(
+        """
+        import argparse
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainer
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--gradient_checkpointing", type=bool, default=True)
+        args = parser.parse_args()
+        tokenizer = AutoTokenizer.from_pretrained("google/flan-t5-base")
+        model = AutoModelForSeq2SeqLM.from_pretrained("google/flan-t5-base", use_cache=False if args.gradient_checkpointing else True)
+        trainer = Seq2SeqTrainer(model=model)
+        trainer.train()
+        tokenizer.save_pretrained("out")
+        trainer.push_to_hub()
+        """,
+        select=("CKPT204",),
+    ) == [("CKPT204", 12)]  # the push, not the tokenizer save
+
+
+def test_use_cache_and_peft_saves():
+    """georgesung/llm_qlora: the adapters are saved (no config.json); the merged model is a fresh load."""
+    trained_then_merged_fresh = """
+        from peft import PeftModel, get_peft_model
+        from transformers import AutoModelForCausalLM, Trainer
+        class QloraTrainer:
+            def train(self):
+                model = get_peft_model(self.base_model, self.lora_config)
+                model.config.use_cache = False
+                trainer = Trainer(model=model)
+                trainer.train()
+                trainer.save_model("adapter")
+            def merge_and_save(self):
+                model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("gpt2"), "adapter")
+                self.merged_model = model.merge_and_unload()
+                self.merged_model.save_pretrained("merged")
+        """
+    assert codes(trained_then_merged_fresh, select=("CKPT204",)) == []
+    merged_same = """
+        from peft import get_peft_model
+        from transformers import AutoModelForCausalLM, Trainer
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained("gpt2"), lora_config)
+        model.config.use_cache = False
+        Trainer(model=model).train()
+        merged = model.merge_and_unload()
+        merged.save_pretrained("merged")
+        """
+    assert codes(merged_same, select=("CKPT204",)) == [("CKPT204", 8)]
+
+
+def test_a_namespace_rebuilt_from_the_parsed_dataclasses_keeps_their_defaults():
+    """artidoro/qlora: `args = argparse.Namespace(**vars(model_args), ...)` handed to the loading function."""
+    settings = _settings(
+        """
+        import argparse
+        from dataclasses import dataclass, field
+        import transformers
+        @dataclass
+        class ModelArguments:
+            model_name_or_path: str = field(default="EleutherAI/pythia-12b")
+        def get_model(args):
+            return transformers.AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
+        def train():
+            (model_args, training_args) = transformers.HfArgumentParser((ModelArguments, transformers.TrainingArguments)).parse_args_into_dataclasses()
+            args = argparse.Namespace(**vars(model_args), **vars(training_args))
+            model = get_model(args)
+        """
+    )
+    assert settings.model.value == "EleutherAI/pythia-12b"

@@ -430,8 +430,8 @@ def report(details: bool = False) -> int:
     found = [m for m in missed if m.get("found_now")]
     print(f"\nMisses an expert flags: {len(clear)} clear, {len(missed) - len(clear)} debatable"
           + (f"; now found by the tool: {len(found)}" if found else ""))
-    by_sev = Counter(m["severity"] for m in clear)
-    print("    clear misses by severity: " + ", ".join(f"{s} {by_sev[s]}" for s in SEVERITIES if by_sev[s]))
+    by_sev = Counter(m["severity"] for m in clear if not m.get("found_now"))
+    print("    clear misses still missed, by severity: " + ", ".join(f"{s} {by_sev[s]}" for s in SEVERITIES if by_sev[s]))
 
     print("\nFalse and debatable findings, and clear misses, by likely cause:")
     causes: dict[str, list[str]] = defaultdict(list)
@@ -441,7 +441,8 @@ def report(details: bool = False) -> int:
             causes[v.get("cause", "?")].append(f"{v['verdict']:9} {v['code']} {v['severity']:7} {v['repository']}/{where}")
     for m in clear:
         where = f"{m['path']}:{cell_prefix(m)}{m['line']}"
-        causes[m.get("cause", "?")].append(f"{'missed':9} {m['code']} {m['severity']:7} {m['repository']}/{where}")
+        label = "found now" if m.get("found_now") else "missed"
+        causes[m.get("cause", "?")].append(f"{label:9} {m['code']} {m['severity']:7} {m['repository']}/{where}")
     for cause in sorted(causes):
         print(f"  {cause}:")
         for line in causes[cause]:

@@ -243,19 +243,33 @@ def _generates(model: object) -> bool:
 )
 def use_cache_not_restored(ctx: Context) -> Iterator[Report]:
     assigns = ctx.facts.assigns_to("use_cache")
-    turned_off = [a for a in assigns if truth(a.value) is False and a.target.endswith("config.use_cache")]
+    # (line, the config object, scope): `model.config.use_cache = False`, or `from_pretrained(..., use_cache=False)`
+    turned_off = [(a.line, a.target.rsplit(".", 1)[0], a.scope) for a in assigns
+                  if truth(a.value) is False and a.target.endswith("config.use_cache")]
+    turned_off += [(load.line, f"{load.assigned_to}.config", load.scope) for load in ctx.training.model_loads
+                   if truth(load.kwarg("use_cache")) is False and load.assigned_to]
     if not turned_off or any(truth(a.value) is True for a in assigns):
         return  # never turned off, or turned back on somewhere (the order across functions is not known)
-    if ctx.training.peft_calls and not ctx.facts.method_calls("merge_and_unload"):
-        return  # a PEFT model saves its adapters only: no config.json with use_cache in it
+    # A PEFT model saves its adapters only, no config.json; `merged = model.merge_and_unload()` saves it all,
+    # when `model` is the one turned off: same name, same function (or one turned off at module level).
+    merged = {
+        c.assigned_to for c in ctx.facts.method_calls("merge_and_unload")
+        if c.assigned_to and any(cfg.split(".", 1)[0] == c.receiver_root() and scope in (c.scope, "<module>")
+                                 for _, cfg, scope in turned_off)
+    }
     for save in ctx.facts.method_calls(*SAVE_METHODS):
-        if save.receiver_root() == "self":
+        if save.receiver == "self":
             continue  # a method of the script's own class, not the library's save
-        off = turned_off[-1]
-        model_config = off.target.rsplit(".", 1)[0]
+        if any(word in (save.receiver or "").lower() for word in ("tokenizer", "processor", "feature_extractor")):
+            continue  # saves no model config
+        if ctx.training.peft_calls and save.receiver not in merged:
+            continue
+        line, model_config, _ = max(turned_off)
+        if save.receiver in merged:
+            model_config = f"{save.receiver}.config"
         yield Report(
             save.span,
-            f"`{save.receiver}.{save.name}()` saves the config with `use_cache=False` (set at line {off.line}): "
+            f"`{save.receiver}.{save.name}()` saves the config with `use_cache=False` (set at line {line}): "
             "generation with the saved model runs without its KV cache, much slower, until someone notices",
             fix=insert_before(save.statement, f"{model_config}.use_cache = True", Applicability.UNSAFE,
                               f"Insert `{model_config}.use_cache = True` before saving"),

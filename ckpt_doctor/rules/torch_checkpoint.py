@@ -155,5 +155,5 @@ def _dropout_evidence(ctx: Context) -> int | None:
         for name in DROPOUT_KEYWORDS & set(call.kwargs) - {"p"}:
             value = constant(call.kwargs[name])
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-                return call.line
+                return call.keyword_spans[name].start.line if name in call.keyword_spans else call.line
     return None

@@ -14,6 +14,7 @@ imported `checkpoint` inside every function.
 from __future__ import annotations
 
 import ast
+from collections import deque
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -542,9 +543,9 @@ class _Extractor:
     def record_calls(self, expr: ast.AST, scope: _Scope) -> None:
         """Record every call inside `expr` (lambdas and comprehensions included); a call in one branch of
         `a if test else b` runs by default as the test says, like one under an `if` statement."""
-        todo = [expr]
+        todo = deque([expr])  # breadth first, as `ast.walk`
         while todo:
-            node = todo.pop()
+            node = todo.popleft()
             if isinstance(node, ast.IfExp):
                 self.record_calls(node.test, scope)
                 self._branches(node, scope, lambda branch: self.record_calls(branch, scope))
@@ -553,7 +554,7 @@ class _Extractor:
                 self.call(node, scope)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _STRING_OF_INTEREST.search(node.value):
                 self.facts.strings.append((node.value, node.lineno))
-            todo.extend(reversed(list(ast.iter_child_nodes(node))))
+            todo.extend(ast.iter_child_nodes(node))
 
     def call(self, node: ast.Call, scope: _Scope) -> Call:
         known = self.call_records.get(id(node))
@@ -687,8 +688,7 @@ class _Extractor:
                     return UNKNOWN
             return UNKNOWN
         if isinstance(node, ast.IfExp):
-            body, other = self._branches(node, scope, lambda branch: self.eval(branch, scope))
-            test = truth(self.eval(node.test, scope))
+            body, other, test = self._branches(node, scope, lambda branch: self.eval(branch, scope))
             if test is not None:  # `False if args.gradient_checkpointing else True`, the option's default known
                 return body if test else other
             if isinstance(body, Const) and isinstance(other, Const) and body.value == other.value:
@@ -700,14 +700,14 @@ class _Extractor:
 
     def _branches(self, node: ast.IfExp, scope: _Scope, visit):
         """``visit`` both branches of ``a if test else b``, each under the guard the test gives it (calls in
-        ``a`` do not run by default when ``test`` is false with the script's defaults)."""
+        ``a`` do not run by default when ``test`` is false with the script's defaults); also the test's truth."""
         test = truth(self.eval(node.test, scope))
         outer = self.guard
         try:
             self.guard = _both(outer, test)
             body = visit(node.body)
             self.guard = _both(outer, None if test is None else not test)
-            return body, visit(node.orelse)
+            return body, visit(node.orelse), test
         finally:
             self.guard = outer
 

@@ -5,6 +5,7 @@ and of `ckpt-doctor estimate train.py`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ckpt_doctor.facts import Call, ScriptFacts
@@ -29,6 +30,9 @@ OPTIM_CLASSES = {
     "transformers.optimization.Adafactor": "adafactor",
 }
 ATTN_NAMES = {"eager": "eager", "sdpa": "sdpa", "flash_attention_2": "flash", "flash_attention_3": "flash", "flex_attention": "sdpa"}
+# Lightning `precision=`: weights' dtype, autocast
+LIGHTNING_PRECISION = {"bf16-true": ("bf16", "no"), "16-true": ("fp16", "no"), "32-true": ("fp32", "no"), "32": ("fp32", "no"),
+                       "bf16-mixed": ("fp32", "bf16"), "16-mixed": ("fp32", "fp16"), "16": ("fp32", "fp16"), "bf16": ("fp32", "bf16")}
 
 
 @dataclass
@@ -89,7 +93,6 @@ class ScriptSettings:
             "gradient_accumulation": int(self.gradient_accumulation.value),
             "checkpointing": str(self.checkpointing.value),
         }
-
 
     @property
     def deepspeed_16bit(self) -> bool:
@@ -324,11 +327,6 @@ def _kwarg_setting(facts: ScriptFacts, call: Call, name: str) -> Setting | None:
     return found
 
 
-# Lightning `precision=`: weights' dtype, autocast
-LIGHTNING_PRECISION = {"bf16-true": ("bf16", "no"), "16-true": ("fp16", "no"), "32-true": ("fp32", "no"), "32": ("fp32", "no"),
-                       "bf16-mixed": ("fp32", "bf16"), "16-mixed": ("fp32", "fp16"), "16": ("fp32", "fp16"), "bf16": ("fp32", "bf16")}
-
-
 def _precision(facts: ScriptFacts) -> Setting | None:
     """The weights' dtype a script sets outside `from_pretrained`: Lightning's `precision="bf16-true"`, or an
     option / constant named `dtype` / `param_dtype` ("bf16"), which DeepSpeed scripts hand to their config."""
@@ -359,9 +357,9 @@ def _where(value: Value) -> tuple[int | None, str]:
 
 
 def _evaluation(loader: Call) -> bool:
-    """A test / eval / validation loader, by the names around it."""
+    """A test / eval / validation loader, by the words of the names around it (`EVAL_BATCH_SIZE`, `val_loader`)."""
     names = " ".join(filter(None, [*loader.arg_names, loader.assigned_to, loader.kwarg_names.get("batch_size")])).lower()
-    return any(word in names for word in ("test", "eval", "val"))
+    return any(word.startswith(("test", "eval", "val")) for word in re.split(r"[^a-z]+", names))
 
 
 def _named_setting(facts: ScriptFacts, names: tuple[str, ...]) -> Setting | None:

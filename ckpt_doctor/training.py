@@ -73,7 +73,7 @@ class Mode:
 class HFSite:
     """A place that turns Hugging Face checkpointing on (or may)."""
 
-    kind: str  # "model method" | "training config" | "kbit preparation" | "command line"
+    kind: str  # "model method" | "private method" | "training config" | "kbit preparation" | "command line"
     call: Call | None
     span: Span
     enabled: bool | None  # True on, False off, None: depends on the command line / unknown
@@ -170,6 +170,10 @@ class Training:
             if isinstance(kwargs, Missing) and call.args:
                 kwargs = call.args[0]
             sites.append(HFSite("model method", call, call.span, True, kwargs_name, kwargs, self.mode_of_kwargs(kwargs)))
+        for call in self.facts.method_calls("_set_gradient_checkpointing"):
+            site = self._private_site(call)
+            if site is not None:
+                sites.append(site)
         for call in self.facts.calls:
             if is_training_config(call.qualname):
                 sites.append(self._config_site(call))
@@ -203,6 +207,24 @@ class Training:
                 )
             )
         return sites
+
+    def _private_site(self, call: Call) -> HFSite | None:
+        """`model.language_model._set_gradient_checkpointing()` (InternVL): the private setter behind
+        `gradient_checkpointing_enable` (4.35+), whose default function is torch's `checkpoint` as is [H8]."""
+        if call.receiver in (None, "self") or "value" in call.kwargs:
+            return None  # the script's own override, or the pre-4.35 `(module, value)` form
+        enable = call.args[0] if call.args else call.kwarg("enable")
+        if truth(enable) is False:
+            return None
+        func = call.kwarg("gradient_checkpointing_func")
+        if isinstance(func, Missing) and len(call.args) > 1:
+            func = call.args[1]
+        if isinstance(func, Missing):
+            mode = Mode(True, "it installs torch's `checkpoint` without `use_reentrant`, so torch defaults to the reentrant variant",
+                        torch_warns=True)
+        else:
+            mode = Mode(None, "a checkpointing function of the script's own")
+        return HFSite("private method", call, call.span, True, "gradient_checkpointing_func", func, mode)
 
     def _config_site(self, call: Call) -> HFSite:
         flag_name = None

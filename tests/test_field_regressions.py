@@ -512,3 +512,17 @@ def test_a_namespace_rebuilt_from_the_parsed_dataclasses_keeps_their_defaults():
         """
     )
     assert settings.model.value == "EleutherAI/pythia-12b"
+
+
+def test_the_private_checkpointing_setter_without_a_function_is_reentrant():
+    """InternVL: `model.language_model._set_gradient_checkpointing()` installs torch's `checkpoint` as is [H8]."""
+    code = """
+        import torch
+        def build(model, frozen):
+            for p in frozen.parameters():
+                p.requires_grad = False
+            model.language_model._set_gradient_checkpointing()
+            model.vision_model._set_gradient_checkpointing(gradient_checkpointing_func=my_checkpoint)
+            model.vision_model._set_gradient_checkpointing(False)
+        """
+    assert codes(code) == [("CKPT201", 6)]  # not CKPT202: a custom model's inputs may come from its own projector

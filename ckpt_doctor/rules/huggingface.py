@@ -20,6 +20,8 @@ STEP_METHODS = ("backward", "step", "train")
 
 def _kwargs_fix(site: HFSite, applicability: Applicability) -> FixSpec | None:
     """Make the checkpointing kwargs of `site` say `use_reentrant: False`."""
+    if site.kind == "private method":
+        return None  # it takes a function, not kwargs: the fix needs imports and a choice of API
     if isinstance(site.kwargs, DictVal) and site.kwargs.span is not None:
         return FixSpec(
             "set_dict_key",
@@ -42,7 +44,7 @@ def _kwargs_supported(ctx: Context, site: HFSite) -> bool:
 
 
 def _site_label(site: HFSite) -> str:
-    if site.kind == "model method" and site.call is not None:
+    if site.kind in ("model method", "private method") and site.call is not None:
         return f"`{site.call.receiver}.{site.call.name}()`"
     if site.kind == "training config" and site.call is not None:
         flag = site.flag_name or "gradient_checkpointing"
@@ -73,7 +75,12 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
             continue  # an explicit choice
         if not _kwargs_supported(ctx, site):
             continue  # nothing to pass them to: the target release takes no checkpointing kwargs
-        if isinstance(site.kwargs, DictVal):
+        advice = 'pass `{"use_reentrant": False}`'
+        if site.kind == "private method":
+            problem = "no `gradient_checkpointing_func` is given"
+            advice = ("pass `gradient_checkpointing_func=functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)`, "
+                      'or call `gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})`')
+        elif isinstance(site.kwargs, DictVal):
             problem = f"`{site.kwargs_name}` has no `use_reentrant`"
         elif site.kind == "kbit preparation":
             problem = "it passes `{}` as checkpointing kwargs"
@@ -87,8 +94,7 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
         fix = _kwargs_fix(site, applicability)
         yield Report(
             site.span,
-            f"{_site_label(site)}: {problem}, so reentrant checkpointing runs ({site.mode.reason}; {symptom}); "
-            'pass `{"use_reentrant": False}`',
+            f"{_site_label(site)}: {problem}, so reentrant checkpointing runs ({site.mode.reason}; {symptom}); {advice}",
             fix=fix,
         )
 
@@ -111,6 +117,8 @@ def reentrant_frozen_inputs(ctx: Context) -> Iterator[Report]:
     for site in _reentrant_sites(ctx):
         if _inputs_made_to_require_grad(ctx, site, peft_lines):
             continue
+        if site.kind == "private method":
+            continue  # custom (multimodal) models: their layers' inputs may come from a trainable projector
         yield Report(
             site.span,
             f"{_site_label(site)} runs reentrant checkpointing ({site.mode.reason}) over {frozen}, and nothing calls "

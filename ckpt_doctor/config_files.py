@@ -24,12 +24,20 @@ def locate(script: str, name: str) -> Path | None:
         return None
     candidate = Path(name)
     if candidate.is_absolute():
-        return candidate if candidate.is_file() else None
-    folder = Path(script).resolve().parent
-    for base in [folder, *list(folder.parents)[:_PARENTS]]:
-        if (base / candidate).is_file():
-            return base / candidate
-    return None
+        return candidate if is_regular_file(candidate) else None
+    try:
+        folder = Path(script).resolve().parent
+    except (OSError, ValueError):
+        return None
+    return next((base / candidate for base in [folder, *list(folder.parents)[:_PARENTS]] if is_regular_file(base / candidate)), None)
+
+
+def is_regular_file(path: Path) -> bool:
+    """A plain file (not a pipe or device) behind a name a script wrote: too long, NUL or a loop is none."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def read_settings_file(path: Path) -> dict[str, object] | None:
@@ -39,7 +47,7 @@ def read_settings_file(path: Path) -> dict[str, object] | None:
         if path.stat().st_size > MAX_BYTES:
             return None
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return None
     if path.suffix == ".json":
         try:

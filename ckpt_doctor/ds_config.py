@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
+from ckpt_doctor.config_files import locate, read_settings_file
 from ckpt_doctor.facts import Call, ScriptFacts
 from ckpt_doctor.values import Const, DictVal, TupleVal, Value
 
@@ -68,12 +67,9 @@ def _config_from_value(script: str, value: Value, line: int) -> DeepSpeedConfig 
     if isinstance(value, DictVal):
         return DeepSpeedConfig(to_python(value), value.line or line, f"the DeepSpeed config at line {value.line or line}")
     if isinstance(value, Const) and isinstance(value.value, str) and value.value.endswith(".json"):
-        path = Path(script).parent / value.value
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if isinstance(data, dict):
+        path = locate(script, value.value)
+        data = read_settings_file(path) if path else None
+        if data is not None:
             named = value.origin.line if value.origin else line
             return DeepSpeedConfig(data, named, f"{value.value} (named at line {named})")
     return None

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ckpt_doctor.api_era import version_ceilings
 from ckpt_doctor.config import Settings
+from ckpt_doctor.config_files import locate
 from ckpt_doctor.facts import FactsError, ScriptFacts, extract
 from ckpt_doctor.findings import Finding, Position, Span
 from ckpt_doctor.rules import Context, all_rules, run_rules
@@ -61,9 +61,8 @@ def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | 
             compile_check(source)
         return []
     facts = extract(source.text, source.path)
-    if dependencies is not None and source.path != "-":
-        folder = Path(source.path).parent
-        dependencies.extend(str(folder / name) for name, _ in facts.strings if (folder / name).is_file())
+    if dependencies is not None and source.path != "-":  # the settings files it names: the cache key holds them
+        dependencies.extend(str(path) for path in (locate(source.path, name) for name, _ in facts.strings) if path)
     ctx = Context(facts, target_versions(source, facts, settings), settings, source.path)
     rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(source.path, r.code)]
     findings = [f for f in run_rules(ctx, rules) if not _suppressed(facts.lines, f)]

@@ -114,6 +114,33 @@ def test_nul_bytes_in_odd_places(cli):
     assert after["good.py"] == CKPT101_FIXED.encode()
 
 
+def test_settings_files_named_by_a_script_that_cannot_be_read_as_settings(cli):
+    """Config files the script loads: odd names, devices, loops, folders, huge or broken files are simply not read."""
+    cli.write("big.json", '{"per_device_train_batch_size": 4, "pad": "' + "x" * (2 << 20) + '"}')
+    cli.write("broken.json", '{"per_device_train_batch_size": ')
+    cli.write("list.json", "[1, 2]")
+    cli.write("latin1.yaml", "batch_size: 4\nname: caf\xe9\n".encode("latin-1"))
+    (cli.root / "folder.json").mkdir()
+    (cli.root / "loop.yaml").symlink_to("loop.yaml")
+    os.mkfifo(cli.root / "pipe.json")  # reading it would block forever
+    long_name = "a" * 5000
+    cli.write("train.py", f"""import json, yaml
+from torch.utils.data import DataLoader
+for name in ("big.json", "broken.json", "list.json", "folder.json", "pipe.json", "/dev/zero.json", "a\\x00b.json", "{long_name}.json"):
+    cfg = json.load(open(name))
+import deepspeed
+engine = deepspeed.initialize(model=model, config="pipe.json")
+cfg = yaml.safe_load(open("loop.yaml"))
+cfg = yaml.safe_load(open("latin1.yaml"))
+loader = DataLoader(ds, batch_size=cfg["batch_size"], shuffle=True)
+loss.backward()
+""")
+    before = snapshot(cli.root)
+    result = cli.check_subprocess("train.py", "--select", "CKPT4")
+    assert result.code == 0 and not result.err, result.err
+    assert snapshot(cli.root) == before
+
+
 # --- big files ----------------------------------------------------------------------------------------
 
 MEASURED = """\

@@ -490,6 +490,26 @@ def test_cache_second_run_identical_and_respects_settings(cli):
     assert cli.check("a.py", cache=True).codes == []
 
 
+def test_cache_follows_the_settings_file_a_script_reads(cli):
+    """A YAML config in the parent folder, named by an option default: changing it changes the finding."""
+    cli.write("configs/train.yaml", "model: Qwen/Qwen2.5-0.5B\nbatch_size: 4\n")
+    cli.write("scripts/train.py", """import argparse
+import yaml
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+parser = argparse.ArgumentParser()
+parser.add_argument("--config", default="configs/train.yaml")
+cfg = yaml.safe_load(open(parser.parse_args().config))
+model = AutoModelForCausalLM.from_pretrained(cfg["model"])
+Trainer(model=model, args=TrainingArguments(per_device_train_batch_size=cfg["batch_size"])).train()
+""")
+    args = ("scripts/train.py", "--select", "CKPT4", "--gpu-memory", "16GiB", "--output-format", "json")
+    first = cli.check(*args, cache=True).json()
+    assert "batch 4 (line 6, value in configs/train.yaml)" in first[0]["message"], first
+    cli.write("configs/train.yaml", "model: Qwen/Qwen2.5-0.5B\nbatch_size: 32\n")
+    again = cli.check(*args, cache=True).json()
+    assert "batch 32 (line 6, value in configs/train.yaml)" in again[0]["message"], again
+
+
 @pytest.mark.parametrize("garbage", [b"garbage{{", b"\xff\xfe\x00", b"", b"[1, 2]", b'{"findings": 7}', b'"text"', b"null"])
 def test_corrupted_cache_entry_is_ignored(cli, garbage):
     cli.write("a.py", CKPT101_SCRIPT)

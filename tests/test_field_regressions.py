@@ -526,3 +526,16 @@ def test_the_private_checkpointing_setter_without_a_function_is_reentrant():
             model.vision_model._set_gradient_checkpointing(False)
         """
     assert codes(code) == [("CKPT201", 6)]  # not CKPT202: a custom model's inputs may come from its own projector
+
+
+def test_every_rule_runs_after_one_rule_module_was_imported_on_its_own():
+    """`estimate` imports `rules.memory` alone; `check` in the same process must still see every rule."""
+    import subprocess
+    import sys
+
+    code = ("from ckpt_doctor.estimate.command import configured_budget\n"
+            "configured_budget()  # imports rules.memory for its NVML reader\n"
+            "from ckpt_doctor.rules import all_rules\n"
+            "print(sorted({r.code[:5] for r in all_rules()}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.strip() == "['CKPT1', 'CKPT2', 'CKPT3', 'CKPT4']"

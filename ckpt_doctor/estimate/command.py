@@ -50,9 +50,9 @@ DEFAULTS = {
 
 
 # ---- what the script and the configuration say ----------------------------------------------------------
-def settings_from_script(path: str, model_flag: str | None = None) -> dict:
-    """The training settings a script states (ckpt_doctor.settings), in this command's flag names,
-    read as `check` reads them; flags given on the command line override them."""
+def settings_from_script(path: str, model_flag: str | None = None) -> tuple[dict, str]:
+    """The training settings a script states (ckpt_doctor.settings), in this command's flag names, read as
+    `check` reads them (flags given on the command line override them), and their description with lines."""
     from ckpt_doctor.config import ConfigError, load_settings
     from ckpt_doctor.facts import FactsError, extract
     from ckpt_doctor.lint import target_versions
@@ -82,7 +82,7 @@ def settings_from_script(path: str, model_flag: str | None = None) -> dict:
     arch = resolve(str(model)) if model else None
     if arch is not None:
         complete_for(settings, arch)  # the same defaults `check` uses (dtype "auto", autocast over 16-bit weights, ...)
-    return {**settings.as_flags(), "model": model, "stated": settings.describe()}
+    return {**settings.as_flags(), "model": model}, settings.describe()
 
 
 def configured_budget() -> tuple[int, str] | None:
@@ -165,11 +165,12 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
         "checkpointing": checkpointing,
     }
     settings: dict = {}
+    read = ""  # what the messages below add: the settings the script gave
     if script:
-        settings.update({k: v for k, v in (settings_from_script(script, model) or {}).items() if v is not None})
+        from_script, described = settings_from_script(script, model)
+        settings.update({k: v for k, v in from_script.items() if v is not None})
+        read = f" (settings read from {script}: {described})"
     settings.update({k: v for k, v in given.items() if v is not None})
-    stated = settings.pop("stated", None)
-    read = f" (settings read from {script}: {stated})" if stated else ""
 
     name = settings.pop("model", None)
     if not name:

@@ -105,6 +105,6 @@ def run_rules(ctx: Context, rules: Iterable[Rule]) -> Iterator[Finding]:
 
 
 def _load() -> None:
-    if REGISTRY:
-        return
+    # every time, not "once the registry has entries": importing one rule module on its own (`estimate`
+    # imports `rules.memory`) must not hide the others; a second import is a dictionary lookup
     from ckpt_doctor.rules import distributed, huggingface, memory, torch_checkpoint  # noqa: F401

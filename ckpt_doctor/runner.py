@@ -133,6 +133,9 @@ def _fix_file(result: FileResult, settings: Settings, options: RunOptions, run: 
             break
         try:
             new_text = apply_fixes(text, specs)
+            if not source.keeps_cells(new_text):  # leave out the fixes that would move code across cells
+                specs = [spec for spec in specs if source.keeps_cells(apply_fixes(text, [spec]))]
+                new_text = apply_fixes(text, specs)
         except FixError as exc:
             return replace(result, error=f"{source.path}: cannot fix: {exc}")
         if new_text == text:

@@ -91,6 +91,14 @@ class SourceFile:
                     pins.setdefault(package, version)
         return pins
 
+    def keeps_cells(self, new_text: str) -> bool:
+        """Whether `new_text` still has this notebook's cell boundaries, in order (a fix that rewrites a statement
+        spanning two cells would merge them)."""
+        def markers(text: str) -> list[str]:
+            return [line for line in text.splitlines() if line.startswith(_CELL_MARKER)]
+
+        return self.notebook is None or markers(new_text) == markers(self.text)
+
     def with_text(self, new_text: str) -> "SourceFile":
         """This file as it will be once `new_text` is written (cell map rebuilt for notebooks)."""
         raw = self.render(new_text)

@@ -137,3 +137,4 @@ def test_notebook_insert_before_stays_in_its_cell(cli):
     cells = json.loads(path.read_text())["cells"]
     assert cells[0]["source"] == SETUP.splitlines(keepends=True)
     assert "".join(cells[1]["source"]).startswith("model.config.use_cache = True\n")
+

@@ -27,7 +27,7 @@ import tokenize
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ckpt_doctor.config import Settings
@@ -480,6 +480,18 @@ def test_fix_on_training_scripts_parses_is_idempotent_and_leaves_clean_files_alo
 
 @settings(max_examples=60, **PROFILE)
 @given(script=training_script(), splits=st.lists(st.integers(min_value=0, max_value=60), max_size=3), versions=st.sampled_from(sorted(VERSION_SETS)), unsafe=st.booleans())
+@example(  # found by a longer run: CKPT401's fix rewrote a kwargs dict that held a cell boundary
+    script={"chunks": ["import torch\n",
+                       "from transformers import AutoModelForCausalLM, Trainer, TrainingArguments\n",
+                       "from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training\n",
+                       'args = TrainingArguments(bf16=True,\n{I}ddp_find_unused_parameters=True,\n{I}fsdp="full_shard auto_wrap",\n'
+                       '{I}gradient_checkpointing=False,\n{I}gradient_checkpointing_kwargs={\n{I}{I}"determinism_check": "none",\n'
+                       "{I}})\ntrainer = Trainer(model=model, args=args)\ntrainer.train()\ntrainer.save_model()\n",
+                       "model = get_peft_model(model, LoraConfig(r=8, target_modules=['q_proj', 'v_proj']))\n",
+                       'model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")\n'],
+            "indent": "    ", "newline": "\n", "bom": False, "trailing": "", "trailing_every": 2, "final_newline": False},
+    splits=[8], versions="old", unsafe=True,
+)
 def test_fix_on_notebooks_parses_is_idempotent_and_leaves_clean_notebooks_alone(script, splits, versions, unsafe):
     script = {**script, "bom": False, "newline": "\n"}  # JSON strings carry the cells' line endings
     data = render_notebook(script, splits)

@@ -49,7 +49,10 @@ class _Parsed:
 
         self.cst, self.text = cst, text
         try:
-            self.wrapper = MetadataWrapper(cst.parse_module(text), unsafe_skip_copy=True)
+            module = cst.parse_module(text)
+            if module.code != text:  # e.g. a `\` line continuation ending in CRLF in an LF file
+                raise FixError("LibCST cannot reproduce this file byte for byte; nothing was changed")
+            self.wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
             self.positions = self.wrapper.resolve(PositionProvider)
         except cst.ParserSyntaxError as exc:
             raise FixError(f"LibCST cannot parse the code: {exc.message}") from None

@@ -129,3 +129,13 @@ def test_write_atomically_refuses_a_file_changed_since_read(tmp_path):
     write_atomically(path, b"new\n", expected=b"old\n")
     assert path.read_bytes() == b"new\n"
     assert [p.name for p in tmp_path.iterdir()] == ["train.py"]  # no temporary left behind
+
+
+def test_a_file_libcst_cannot_reproduce_is_not_fixed():
+    """Found by hypothesmith: LibCST drops a `\\` continuation line ending in CRLF in an LF file."""
+    text = HEADER + "pass;\n\\\r\ny = checkpoint(model, 1)\n"
+    specs = [FixSpec("set_keyword", c.span, (("name", "use_reentrant"), ("value", "False"), ("replace", False)))
+             for c in extract(text).calls_to(CHECKPOINT)]
+    assert specs
+    with pytest.raises(FixError, match="byte for byte"):
+        apply_fixes(text, specs)

@@ -30,9 +30,8 @@ OPTIM_CLASSES = {
     "transformers.optimization.Adafactor": "adafactor",
 }
 ATTN_NAMES = {"eager": "eager", "sdpa": "sdpa", "flash_attention_2": "flash", "flash_attention_3": "flash", "flex_attention": "sdpa"}
-# Lightning `precision=`: weights' dtype, autocast
-LIGHTNING_PRECISION = {"bf16-true": ("bf16", "no"), "16-true": ("fp16", "no"), "32-true": ("fp32", "no"), "32": ("fp32", "no"),
-                       "bf16-mixed": ("fp32", "bf16"), "16-mixed": ("fp32", "fp16"), "16": ("fp32", "fp16"), "bf16": ("fp32", "bf16")}
+# Lightning `precision=` values that set the weights' dtype ("-mixed" ones autocast over fp32 weights: not read)
+LIGHTNING_TRUE_PRECISION = {"bf16-true": "bf16", "16-true": "fp16", "32-true": "fp32", "32": "fp32"}
 
 
 @dataclass
@@ -69,6 +68,7 @@ class ScriptSettings:
     gpus: Setting = field(default_factory=lambda: Setting(1, None, "assumed"))
     zero: Setting = field(default_factory=lambda: Setting(0, None, "none"))
     checkpointing: Setting = field(default_factory=lambda: Setting("none", None, "no checkpointing in the script"))
+    deepspeed_16bit: bool = False  # DeepSpeed's 16-bit mode: `dtype` weights with an fp32 master copy
     config_call: Call | None = None  # TrainingArguments / TRL config, where a flag fix goes
     is_training: bool = False
 
@@ -93,10 +93,6 @@ class ScriptSettings:
             "gradient_accumulation": int(self.gradient_accumulation.value),
             "checkpointing": str(self.checkpointing.value),
         }
-
-    @property
-    def deepspeed_16bit(self) -> bool:
-        return self.dtype.note.startswith("DeepSpeed ")
 
     def describe_stated(self) -> str:
         """The settings the script states, each with its line (what the estimate rests on)."""
@@ -182,14 +178,15 @@ def read_settings(training: Training) -> ScriptSettings:
             out.attn = Setting(ATTN_NAMES[attn], load.line)
         out.load_in_4bit = truth(load.kwarg("load_in_4bit")) is True
         out.load_in_8bit = truth(load.kwarg("load_in_8bit")) is True
-    if not out.dtype.stated:
-        out.dtype = _precision(facts) or out.dtype
+    if not out.dtype.stated and (precision := _precision(facts)):
+        out.dtype, out.deepspeed_16bit = precision
     if not out.dtype.stated:
         for config in training.deepspeed_configs:
             for key in ("bf16", "fp16"):
                 block = config.data.get(key)
                 if isinstance(block, dict) and block.get("enabled") is True:
                     out.dtype = Setting(key, config.line, f"DeepSpeed {key}.enabled in {config.where}, fp32 master weights")
+                    out.deepspeed_16bit = True
     for call in facts.calls_to("transformers.BitsAndBytesConfig"):
         if call.runs_by_default is False:  # `if args.use_qlora:` with its default off
             continue
@@ -327,16 +324,15 @@ def _kwarg_setting(facts: ScriptFacts, call: Call, name: str) -> Setting | None:
     return found
 
 
-def _precision(facts: ScriptFacts) -> Setting | None:
-    """The weights' dtype a script sets outside `from_pretrained`: Lightning's `precision="bf16-true"`, or an
-    option / constant named `dtype` / `param_dtype` ("bf16"), which DeepSpeed scripts hand to their config."""
+def _precision(facts: ScriptFacts) -> tuple[Setting, bool] | None:
+    """The weights' dtype a script sets outside `from_pretrained`, and whether DeepSpeed keeps an fp32 master
+    copy of them: Lightning's `precision="bf16-true"`, or an option / constant named `dtype` / `param_dtype`
+    ("bf16"), which DeepSpeed scripts hand to their config."""
     for call in facts.calls:
         if call.name in ("Fabric", "Trainer") and (call.qualname or "").startswith(("lightning", "pytorch_lightning")):
             found = _setting(call.kwarg("precision"))
-            if found is not None and str(found.value) in LIGHTNING_PRECISION:
-                dtype, mixed = LIGHTNING_PRECISION[str(found.value)]
-                if mixed == "no":
-                    return Setting(dtype, found.line, f"Lightning precision={found.value!r}")
+            if found is not None and str(found.value) in LIGHTNING_TRUE_PRECISION:
+                return Setting(LIGHTNING_TRUE_PRECISION[str(found.value)], found.line, f"Lightning precision={found.value!r}"), False
     options = {dest.rsplit(".", 1)[-1]: (dest, value) for dest, value in facts.argparse_defaults.items()}
     deepspeed = any(m == "deepspeed" or m.startswith("deepspeed.") for m in facts.imports)
     for name in ("dtype", "param_dtype"):
@@ -345,8 +341,8 @@ def _precision(facts: ScriptFacts) -> Setting | None:
         if found is not None and str(found.value) in DTYPES:
             dtype = DTYPES[str(found.value)]
             if deepspeed or dest.startswith("ds."):
-                return Setting(dtype, found.line, f"DeepSpeed {dtype} ({found.note or 'constant'} of {name}), fp32 master weights")
-            return Setting(dtype, found.line, found.note)
+                return Setting(dtype, found.line, f"DeepSpeed {dtype} ({found.note or 'constant'} of {name}), fp32 master weights"), True
+            return Setting(dtype, found.line, found.note), False
     return None
 
 

@@ -770,6 +770,20 @@ class _Model:
         sim.drop(t1, t2)
         return out
 
+    def attend(self, q: _T, k: _T, v: _T, o_proj: _Linear) -> tuple[_T, _T | None]:
+        """Attention (the family's eager program, or SDPA) and its output projection, dropping q, k, v:
+        the projected output, and the eager attention weights the block keeps to its end (None for SDPA)."""
+        sim, c = self.sim, self.ctx
+        aw = None
+        if c.attn == "eager":
+            o, aw = self.eager(q, k, v)
+        else:
+            o = self.sdpa(q, k, v, c.nq)
+        sim.drop(q, k, v)
+        ao = self.linear(o, o_proj)
+        sim.drop(o)
+        return ao, aw
+
     def sdpa(self, q: _T, k: _T, v: _T, heads: int) -> _T:
         """Flash / memory-efficient SDPA: keeps q, k, v, the output and the fp32 log-sum-exp only."""
         sim, c = self.sim, self.ctx
@@ -895,14 +909,8 @@ class _LlamaModel(_Model):
             sim.drop(q, k)
         else:
             qe, ke = q, k
-        aw = None  # `hidden_states, _ = self.self_attn(...)`: `_` keeps the attention weights to the end
-        if c.attn == "eager":
-            o, aw = self.eager(qe, ke, v)
-        else:
-            o = self.sdpa(qe, ke, v, c.nq)
-        sim.drop(qe, ke, v)
-        ao = self.linear(o, lay["o_proj"])
-        sim.drop(o)
+        # `hidden_states, _ = self.self_attn(...)`: `_` keeps the attention weights to the end
+        ao, aw = self.attend(qe, ke, v, lay["o_proj"])
         if gemma_sandwich:
             t = self.norm(ao, lay.get("post_attention_layernorm"))
             sim.drop(ao)
@@ -1079,14 +1087,8 @@ class _GPT2Model(_Model):
             ke = self.rope(k, *self.rope_tables)
             sim.drop(q, k)
             q, k = qe, ke
-        aw = None  # `attn_output, _ = self.attn(...)`: `_` keeps the attention weights to the end of the block
-        if c.attn == "eager":
-            o, aw = self.eager(q, k, v)
-        else:
-            o = self.sdpa(q, k, v, c.nq)
-        sim.drop(q, k, v)
-        ao = self.linear(o, o_l)
-        sim.drop(o)
+        # `attn_output, _ = self.attn(...)`: `_` keeps the attention weights to the end of the block
+        ao, aw = self.attend(q, k, v, o_l)
         ad = self.dropout(ao, self.p_resid)
         sim.drop(ao)
         if a.parallel_attn:
@@ -1218,14 +1220,8 @@ class _BertModel(_Model):
         q = self.linear(x, lq)
         k = self.linear(x, lk)
         v = self.linear(x, lv)
-        aw = None  # `attention_output, _ = self.attention(...)`: `_` keeps the attention weights to the end
-        if c.attn == "eager":
-            o, aw = self.eager(q, k, v)
-        else:
-            o = self.sdpa(q, k, v, c.nq)
-        sim.drop(q, k, v)
-        ao = self.linear(o, lo)
-        sim.drop(o)
+        # `attention_output, _ = self.attention(...)`: `_` keeps the attention weights to the end
+        ao, aw = self.attend(q, k, v, lo)
         ad = self.dropout(ao, self.p_h)
         sim.drop(ao)
         s1 = self.add(ad, x)

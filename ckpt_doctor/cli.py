@@ -95,11 +95,11 @@ def check(
 ) -> None:
     """Check training scripts and notebooks for checkpointing misuse and OOM risk."""
     from ckpt_doctor.config import ConfigError, load_settings, parse_severity, parse_size
-    from ckpt_doctor.discovery import discover
-    from ckpt_doctor.lint import FileResult
-    from ckpt_doctor.report import render
-    from ckpt_doctor.runner import RunOptions, run_check, stderr_progress
-    from ckpt_doctor.versions import parse_target_versions
+    from ckpt_doctor.check.discovery import discover
+    from ckpt_doctor.check.lint import FileResult
+    from ckpt_doctor.check.report import render
+    from ckpt_doctor.check.runner import RunOptions, run_check, stderr_progress
+    from ckpt_doctor.analysis.versions import parse_target_versions
 
     try:
         settings = load_settings(Path(config_file) if config_file else None)

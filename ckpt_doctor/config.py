@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ckpt_doctor.findings import Severity
-from ckpt_doctor.source import DEFAULT_MAX_FILE_BYTES
-from ckpt_doctor.versions import parse_target_versions
+from ckpt_doctor.analysis.source import DEFAULT_MAX_FILE_BYTES
+from ckpt_doctor.analysis.versions import parse_target_versions
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,7 +1,7 @@
 """What a rule reports: a finding at a place in a file, with an optional fix.
 
 Findings are plain data. A fix is described as a `FixSpec` (what to change, where, in terms of the
-source positions the facts pass saw); `ckpt_doctor.fix` turns specs into LibCST transforms and text
+source positions the facts pass saw); `ckpt_doctor.check.fix` turns specs into LibCST transforms and text
 edits only when fixes are asked for, so detection never imports LibCST's metadata machinery.
 """
 
@@ -49,7 +49,7 @@ class Span:
 
 @dataclass(frozen=True)
 class FixSpec:
-    """A fix, described abstractly; `ckpt_doctor.fix` knows how to apply each `kind`.
+    """A fix, described abstractly; `ckpt_doctor.check.fix` knows how to apply each `kind`.
 
     kinds and their arguments:
       set_keyword      span: the call; name, value (source text), replace (bool: overwrite if present)

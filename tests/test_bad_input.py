@@ -201,7 +201,7 @@ def test_read_only_file_with_fix(cli):
 
 def test_file_changed_during_check_is_not_overwritten(cli, monkeypatch):
     # write_atomically refuses when the bytes on disk are not the ones that were checked.
-    from ckpt_doctor import fix
+    from ckpt_doctor.check import fix
 
     path = cli.write("a.py", CKPT101_SCRIPT)
     original = fix.write_atomically

@@ -7,10 +7,10 @@ import textwrap
 import pytest
 
 from ckpt_doctor.config import Settings
-from ckpt_doctor.facts import extract
-from ckpt_doctor.lint import lint_text
-from ckpt_doctor.source import SourceFile
-from ckpt_doctor.values import Const, DictVal, Missing, Namespace
+from ckpt_doctor.analysis.facts import extract
+from ckpt_doctor.check.lint import lint_text
+from ckpt_doctor.analysis.source import SourceFile
+from ckpt_doctor.analysis.values import Const, DictVal, Missing, Namespace
 
 CHECKPOINT = "torch.utils.checkpoint.checkpoint"
 NEWEST = {"torch": "2.13", "transformers": "5.24", "peft": "0.21", "trl": "1.16"}

@@ -7,8 +7,8 @@ import json
 import textwrap
 
 from ckpt_doctor.config import Settings
-from ckpt_doctor.lint import check_file, lint_text
-from ckpt_doctor.source import SourceFile
+from ckpt_doctor.check.lint import check_file, lint_text
+from ckpt_doctor.analysis.source import SourceFile
 
 NEWEST = {"torch": "2.13", "transformers": "5.24", "peft": "0.21", "trl": "1.16"}
 
@@ -111,7 +111,7 @@ def test_checkpoint_wrapper_without_rng_state_and_lora_dropout():
 
 
 def test_api_use_caps_the_guessed_version(monkeypatch):
-    import ckpt_doctor.versions as versions
+    import ckpt_doctor.analysis.versions as versions
 
     monkeypatch.setattr(versions, "_installed", lambda package: None)  # no pins, nothing installed
     script = """
@@ -168,9 +168,9 @@ def test_subclasses_of_library_classes_are_those_classes():
 
 
 def test_a_peft_wrapper_is_not_the_model_load():
-    from ckpt_doctor.facts import extract
-    from ckpt_doctor.training import Training
-    from ckpt_doctor.versions import TargetVersions
+    from ckpt_doctor.analysis.facts import extract
+    from ckpt_doctor.analysis.training import Training
+    from ckpt_doctor.analysis.versions import TargetVersions
 
     facts = extract("from peft import PeftModel\nfrom transformers import IdeficsForVisionText2Text\n"
                     "m = IdeficsForVisionText2Text.from_pretrained('HuggingFaceM4/idefics-9b')\nm = PeftModel.from_pretrained(m, 'adapter')\n")
@@ -179,10 +179,10 @@ def test_a_peft_wrapper_is_not_the_model_load():
 
 
 def _settings(code: str):
-    from ckpt_doctor.facts import extract
-    from ckpt_doctor.settings import read_settings
-    from ckpt_doctor.training import Training
-    from ckpt_doctor.versions import TargetVersions
+    from ckpt_doctor.analysis.facts import extract
+    from ckpt_doctor.analysis.settings import read_settings
+    from ckpt_doctor.analysis.training import Training
+    from ckpt_doctor.analysis.versions import TargetVersions
 
     return read_settings(Training(extract(textwrap.dedent(code)), TargetVersions(NEWEST)))
 
@@ -214,10 +214,10 @@ def test_the_training_loader_gives_the_batch_size_not_the_eval_loader():
 
 
 def _settings_at(path, code: str):
-    from ckpt_doctor.facts import extract
-    from ckpt_doctor.settings import read_settings
-    from ckpt_doctor.training import Training
-    from ckpt_doctor.versions import TargetVersions
+    from ckpt_doctor.analysis.facts import extract
+    from ckpt_doctor.analysis.settings import read_settings
+    from ckpt_doctor.analysis.training import Training
+    from ckpt_doctor.analysis.versions import TargetVersions
 
     path.write_text(textwrap.dedent(code))
     return read_settings(Training(extract(path.read_text(), str(path)), TargetVersions(NEWEST)))
@@ -340,7 +340,7 @@ def test_settings_file_the_parser_reads_is_read_and_named(tmp_path):
 
 
 def test_yaml_settings_file_without_pyyaml():
-    from ckpt_doctor.config_files import _yaml_mapping
+    from ckpt_doctor.analysis.config_files import _yaml_mapping
 
     text = ("# recipe\nmodel_name_or_path: Qwen/Qwen2.5-0.5B\nbf16: true\nper_device_train_batch_size: 4  # per GPU\n"
             "gradient_checkpointing_kwargs:\n  use_reentrant: false\nlora_target_modules:\n  - q_proj\n"

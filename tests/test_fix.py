@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from ckpt_doctor.facts import extract
+from ckpt_doctor.analysis.facts import extract
 from ckpt_doctor.findings import FixSpec
-from ckpt_doctor.fix import FixError, apply_fixes, edits_for, write_atomically
+from ckpt_doctor.check.fix import FixError, apply_fixes, edits_for, write_atomically
 
 CHECKPOINT = "torch.utils.checkpoint.checkpoint"
 HEADER = "from torch.utils.checkpoint import checkpoint\n"

@@ -389,7 +389,7 @@ def test_read_only_files_among_many_keep_bytes_and_modes(cli):
 # --- the file changes between the check and the write (in-process) ------------------------------------
 
 def _meddle_before_write(monkeypatch, action):
-    from ckpt_doctor import fix
+    from ckpt_doctor.check import fix
 
     original = fix.write_atomically
     calls = []

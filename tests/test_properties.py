@@ -31,11 +31,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ckpt_doctor.config import Settings
-from ckpt_doctor.facts import FactsError
-from ckpt_doctor.lint import lint_text
-from ckpt_doctor.runner import RunOptions, run_check
-from ckpt_doctor.source import SourceFile
-from ckpt_doctor.versions import parse_target_versions
+from ckpt_doctor.analysis.facts import FactsError
+from ckpt_doctor.check.lint import lint_text
+from ckpt_doctor.check.runner import RunOptions, run_check
+from ckpt_doctor.analysis.source import SourceFile
+from ckpt_doctor.analysis.versions import parse_target_versions
 
 try:  # generated Python programs; the grammar-of-fragments tests below run without it
     import hypothesmith
@@ -433,7 +433,7 @@ def _check(path: Path, root: Path, versions: str):
 
 
 def _fixable(run, unsafe: bool) -> list:
-    from ckpt_doctor.fix import applicable
+    from ckpt_doctor.check.fix import applicable
 
     return [f for f in run.findings if applicable(f.fix, unsafe)]
 

@@ -13,11 +13,11 @@ import re
 import pytest
 
 from ckpt_doctor.config import Settings
-from ckpt_doctor.fix import applicable, apply_fixes
-from ckpt_doctor.lint import lint_text
+from ckpt_doctor.check.fix import applicable, apply_fixes
+from ckpt_doctor.check.lint import lint_text
 from ckpt_doctor.rule_pages import examples, page_text
 from ckpt_doctor.rules import all_rules
-from ckpt_doctor.source import SourceFile
+from ckpt_doctor.analysis.source import SourceFile
 
 NEWEST = {"torch": "2.13", "transformers": "5.24", "peft": "0.21", "trl": "1.16"}
 RULES = all_rules()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ckpt_doctor.versions import NEWEST_KNOWN, TargetVersions, Version, parse_target_versions, pins_near
+from ckpt_doctor.analysis.versions import NEWEST_KNOWN, TargetVersions, Version, parse_target_versions, pins_near
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +66,7 @@ def test_search_stops_at_the_repository_root(tmp_path):
 
 
 def test_without_pins_or_installation_the_newest_known_applies(tmp_path, monkeypatch):
-    import ckpt_doctor.versions as versions
+    import ckpt_doctor.analysis.versions as versions
 
     monkeypatch.setattr(versions, "_installed", lambda package: None)
     target = TargetVersions(script=tmp_path / "train.py").get("trl")

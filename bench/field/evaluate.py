@@ -28,7 +28,7 @@ finding is gone is kept with `present: false` and left out of the precision figu
 The tool's reading of a setting is what a user sees: the `setup`/`model` objects of `estimate` (exit 0),
 the model named in its exit-2 message ("cannot resolve model 'X'"), and the "Settings: ..." /
 "model 'X'" text of CKPT401-404 findings. When several of these are visible they all have to match.
-`tool_internal` is ckpt_doctor.settings.read_settings() on the same file with the versions `check`
+`tool_internal` is ckpt_doctor.analysis.settings.read_settings() on the same file with the versions `check`
 uses: a diagnostic that separates "read wrong" from "read right but never shown".
 
 Exit status: 0 (figures printed), 2 on a usage error or when the tool cannot be run.
@@ -234,13 +234,13 @@ def internal_reading(corpus: Path, rel: str) -> dict[str, dict] | None:
     cwd = os.getcwd()
     try:
         os.chdir(corpus)
-        from ckpt_doctor.api_era import version_ceilings
+        from ckpt_doctor.analysis.api_era import version_ceilings
         from ckpt_doctor.config import load_settings
-        from ckpt_doctor.facts import extract
-        from ckpt_doctor.settings import read_settings
-        from ckpt_doctor.source import read_source
-        from ckpt_doctor.training import Training
-        from ckpt_doctor.versions import TargetVersions
+        from ckpt_doctor.analysis.facts import extract
+        from ckpt_doctor.analysis.settings import read_settings
+        from ckpt_doctor.analysis.source import read_source
+        from ckpt_doctor.analysis.training import Training
+        from ckpt_doctor.analysis.versions import TargetVersions
 
         config = load_settings()
         source = read_source(rel, config.max_file_size)

@@ -51,14 +51,14 @@ DEFAULTS = {
 
 # ---- what the script and the configuration say ----------------------------------------------------------
 def settings_from_script(path: str, model_flag: str | None = None) -> tuple[dict, str]:
-    """The training settings a script states (ckpt_doctor.settings), in this command's flag names, read as
+    """The training settings a script states (ckpt_doctor.analysis.settings), in this command's flag names, read as
     `check` reads them (flags given on the command line override them), and their description with lines."""
     from ckpt_doctor.config import ConfigError, load_settings
-    from ckpt_doctor.facts import FactsError, extract
-    from ckpt_doctor.lint import target_versions
-    from ckpt_doctor.settings import complete_for, read_settings
-    from ckpt_doctor.source import SourceError, read_source
-    from ckpt_doctor.training import Training
+    from ckpt_doctor.analysis.facts import FactsError, extract
+    from ckpt_doctor.check.lint import target_versions
+    from ckpt_doctor.analysis.settings import complete_for, read_settings
+    from ckpt_doctor.analysis.source import SourceError, read_source
+    from ckpt_doctor.analysis.training import Training
 
     try:
         config = load_settings()

@@ -20,10 +20,10 @@ from functools import cached_property
 from typing import Callable, Iterable, Iterator
 
 from ckpt_doctor.config import Settings
-from ckpt_doctor.facts import ScriptFacts
+from ckpt_doctor.analysis.facts import ScriptFacts
 from ckpt_doctor.findings import Applicability, Finding, FixSpec, Severity, Span
-from ckpt_doctor.training import Training
-from ckpt_doctor.versions import TargetVersions
+from ckpt_doctor.analysis.training import Training
+from ckpt_doctor.analysis.versions import TargetVersions
 
 DOCS_URL = "https://github.com/ckpt-doctor/ckpt-doctor/blob/main/rules/{code}.md"
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ckpt_doctor.facts import Call
+from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Position, Severity, Span
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.huggingface import _site_label
 from ckpt_doctor.rules.shared import set_keyword, uses_peft
-from ckpt_doctor.training import TRL_NON_REENTRANT_SINCE, HFSite
-from ckpt_doctor.values import Const, DictVal, Missing, truth
+from ckpt_doctor.analysis.training import TRL_NON_REENTRANT_SINCE, HFSite
+from ckpt_doctor.analysis.values import Const, DictVal, Missing, truth
 
 DDP = "torch.nn.parallel.DistributedDataParallel"
 APPLY_AC = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.apply_activation_checkpointing"

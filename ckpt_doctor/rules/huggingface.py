@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ckpt_doctor.facts import AttrAssign
+from ckpt_doctor.analysis.facts import AttrAssign
 from ckpt_doctor.findings import Applicability, FixSpec, Severity
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after, insert_before, set_keyword, uses_peft, zero3_with_peft
-from ckpt_doctor.training import TRANSFORMERS_KWARGS_SINCE, HFSite, is_training_config
-from ckpt_doctor.values import Const, DictVal, Instance, Missing, Namespace, truth
+from ckpt_doctor.analysis.training import TRANSFORMERS_KWARGS_SINCE, HFSite, is_training_config
+from ckpt_doctor.analysis.values import Const, DictVal, Instance, Missing, Namespace, truth
 
 # transformers release that added `activation_checkpointing*` and made `gradient_checkpointing*` aliases.
 ACTIVATION_CHECKPOINTING_SINCE = "5.23"  # docs/version-facts.md [H3]

@@ -1,6 +1,6 @@
 """CKPT4xx: will the training step fit in GPU memory, with or without checkpointing?
 
-The settings come from the facts (`ckpt_doctor.settings`), the numbers from the closed-form
+The settings come from the facts (`ckpt_doctor.analysis.settings`), the numbers from the closed-form
 estimator (`ckpt_doctor.estimate.memory`). Every finding names the settings it used and where each
 came from, including the defaults that stood in for what the script does not say.
 """
@@ -13,7 +13,7 @@ from typing import Iterator
 from ckpt_doctor.findings import Applicability, FixSpec, Position, Severity, Span
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after
-from ckpt_doctor.settings import ScriptSettings, complete_for, read_settings
+from ckpt_doctor.analysis.settings import ScriptSettings, complete_for, read_settings
 
 GIB = 2**30
 COMFORT = 0.80  # CKPT403: "fits comfortably" = the plan without checkpointing uses at most 80 % of the budget

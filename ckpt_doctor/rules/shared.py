@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ckpt_doctor.facts import Call
+from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, FixSpec, Span
 from ckpt_doctor.rules import Context
-from ckpt_doctor.values import Missing
+from ckpt_doctor.analysis.values import Missing
 
 
 def set_keyword(call: Call, name: str, value: str, applicability: Applicability, message: str, replace: bool = False) -> FixSpec:

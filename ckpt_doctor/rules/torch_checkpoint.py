@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ckpt_doctor.facts import Call
+from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Severity
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import set_keyword, zero3_with_peft
-from ckpt_doctor.values import Const, Missing, constant
+from ckpt_doctor.analysis.values import Const, Missing, constant
 
 # Keywords `torch.utils.checkpoint.checkpoint` itself takes (torch 2.13, torch/utils/checkpoint.py);
 # any other keyword is meant for the wrapped function.

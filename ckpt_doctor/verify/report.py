@@ -23,8 +23,8 @@ def static_findings(paths: list[str]) -> tuple[list[dict], str | None]:
     if not paths:
         return [], "no script file to check"
     from ckpt_doctor.config import ConfigError, load_settings
-    from ckpt_doctor.report import json_objects
-    from ckpt_doctor.runner import RunOptions, run_check
+    from ckpt_doctor.check.report import json_objects
+    from ckpt_doctor.check.runner import RunOptions, run_check
 
     try:
         settings = load_settings()

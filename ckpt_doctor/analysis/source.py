@@ -73,7 +73,7 @@ class SourceFile:
 
     def pip_pins(self) -> dict:
         """Versions pinned by `%pip install` / `!pip install` lines of a notebook."""
-        from ckpt_doctor.versions import pins_in_pip_command
+        from ckpt_doctor.analysis.versions import pins_in_pip_command
 
         pins: dict = {}
         commands: list[str] = []

@@ -8,14 +8,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ckpt_doctor.api_era import version_ceilings
+from ckpt_doctor.analysis.api_era import version_ceilings
 from ckpt_doctor.config import Settings
-from ckpt_doctor.config_files import locate
-from ckpt_doctor.facts import FactsError, ScriptFacts, extract
+from ckpt_doctor.analysis.config_files import locate
+from ckpt_doctor.analysis.facts import FactsError, ScriptFacts, extract
 from ckpt_doctor.findings import Finding, Position, Span
 from ckpt_doctor.rules import Context, all_rules, run_rules
-from ckpt_doctor.source import NotPython, SourceError, SourceFile, read_source
-from ckpt_doctor.versions import TargetVersions
+from ckpt_doctor.analysis.source import NotPython, SourceError, SourceFile, read_source
+from ckpt_doctor.analysis.versions import TargetVersions
 
 # A file that mentions none of these cannot trigger any rule: it skips the parse.
 PREFILTER = re.compile(r"checkpoint|use_cache|kbit|deepspeed|\btrl\b|TrainingArguments|find_unused|fsdp", re.IGNORECASE)

@@ -123,7 +123,7 @@ def unified_diff(path: str, old: str, new: str, notebook: bool = False) -> str:
         return "".join(
             difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile=f"a/{path}", tofile=f"b/{path}")
         )
-    from ckpt_doctor.source import split_cells
+    from ckpt_doctor.analysis.source import split_cells
 
     before, after = split_cells(old), split_cells(new)
     parts = []

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ckpt_doctor.facts import Call, ScriptFacts
-from ckpt_doctor.training import Training, is_training_config
-from ckpt_doctor.values import Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
+from ckpt_doctor.analysis.facts import Call, ScriptFacts
+from ckpt_doctor.analysis.training import Training, is_training_config
+from ckpt_doctor.analysis.values import Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
 
 SEQ_LEN_NAMES = ("max_seq_length", "max_length", "block_size", "model_max_length", "max_seq_len", "seq_len", "seq_length", "cutoff_len", "max_len", "context_length", "sequence_length")
 # per-device micro-batch first: `batch_size = global_batch_size // devices` is often the global one

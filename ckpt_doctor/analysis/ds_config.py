@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ckpt_doctor.config_files import locate, read_settings_file
-from ckpt_doctor.facts import Call, ScriptFacts
-from ckpt_doctor.values import Const, DictVal, TupleVal, Value
+from ckpt_doctor.analysis.config_files import locate, read_settings_file
+from ckpt_doctor.analysis.facts import Call, ScriptFacts
+from ckpt_doctor.analysis.values import Const, DictVal, TupleVal, Value
 
 
 def to_python(value: Value) -> object:

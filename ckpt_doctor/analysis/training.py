@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from ckpt_doctor.ds_config import DeepSpeedConfig, read_deepspeed_configs
-from ckpt_doctor.facts import Call, ScriptFacts
+from ckpt_doctor.analysis.ds_config import DeepSpeedConfig, read_deepspeed_configs
+from ckpt_doctor.analysis.facts import Call, ScriptFacts
 from ckpt_doctor.findings import Position, Span
-from ckpt_doctor.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, Value, truth
-from ckpt_doctor.versions import TargetVersions
+from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, Value, truth
+from ckpt_doctor.analysis.versions import TargetVersions
 
 CHECKPOINT = "torch.utils.checkpoint.checkpoint"
 CHECKPOINT_SEQUENTIAL = "torch.utils.checkpoint.checkpoint_sequential"

@@ -10,7 +10,7 @@ from typing import Callable, TextIO
 from ckpt_doctor import __version__
 from ckpt_doctor.findings import Applicability, Finding, Severity
 from ckpt_doctor.rules import DOCS_URL, get_rule
-from ckpt_doctor.runner import RunResult
+from ckpt_doctor.check.runner import RunResult
 
 FORMATS = ("concise", "full", "json", "github", "sarif")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -32,7 +32,7 @@ def _row(finding: Finding) -> tuple[int, int, int, int]:
 
 
 def _fixable(finding: Finding, unsafe: bool) -> bool:
-    from ckpt_doctor.fix import applicable
+    from ckpt_doctor.check.fix import applicable
 
     return applicable(finding.fix, unsafe)
 
@@ -87,7 +87,7 @@ def _summary(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
 
 def _edits_by_finding(run: RunResult) -> dict[int, list[dict]]:
     """Text edits of every fixable finding, each file parsed once (id(finding) -> edits)."""
-    from ckpt_doctor.fix import edits_for
+    from ckpt_doctor.check.fix import edits_for
 
     out: dict[int, list[dict]] = {}
     for result in run.files:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ckpt_doctor.findings import Position, Span
-from ckpt_doctor.values import (
+from ckpt_doctor.analysis.values import (
     MISSING,
     constant,
     truth,
@@ -780,7 +780,7 @@ class _Extractor:
         name = constant(source)
         if not isinstance(name, str):
             return None
-        from ckpt_doctor.config_files import locate, read_settings_file
+        from ckpt_doctor.analysis.config_files import locate, read_settings_file
 
         path = locate(self.facts.path, name)
         data = read_settings_file(path) if path else None

@@ -9,7 +9,7 @@ has the API (docs/version-facts.md, "API eras").
 
 from __future__ import annotations
 
-from ckpt_doctor.facts import ScriptFacts
+from ckpt_doctor.analysis.facts import ScriptFacts
 
 TRAINING_ARGS = ("transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments")
 

@@ -8,12 +8,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ckpt_doctor.cache import Cache
+from ckpt_doctor.check.cache import Cache
 from ckpt_doctor.config import Settings
 from ckpt_doctor.findings import Finding
-from ckpt_doctor.lint import FileResult, check_file, check_source
-from ckpt_doctor.source import NotPython, SourceError, read_source
-from ckpt_doctor.versions import TargetVersions
+from ckpt_doctor.check.lint import FileResult, check_file, check_source
+from ckpt_doctor.analysis.source import NotPython, SourceError, read_source
+from ckpt_doctor.analysis.versions import TargetVersions
 
 MAX_FIX_ROUNDS = 8
 PARALLEL_THRESHOLD = 16
@@ -118,7 +118,7 @@ def _check_cached(path: str, settings: Settings) -> FileResult:
 
 
 def _fix_file(result: FileResult, settings: Settings, options: RunOptions, run: RunResult) -> FileResult:
-    from ckpt_doctor.fix import FixError, applicable, apply_fixes, unified_diff, write_atomically
+    from ckpt_doctor.check.fix import FixError, applicable, apply_fixes, unified_diff, write_atomically
 
     source = result.source
     if result.error or source is None:

@@ -65,7 +65,7 @@ class TargetVersions:
     ):
         self._inline = inline_pins or {}  # `%pip install transformers==4.44.2` in a notebook
         self._explicit = {k.lower(): v for k, v in (explicit or {}).items()}
-        # From the script's own API use (ckpt_doctor.api_era): they cap the installed / newest-known
+        # From the script's own API use (ckpt_doctor.analysis.api_era): they cap the installed / newest-known
         # guess, never a version the project states.
         self._ceilings = ceilings or {}
         self._script = Path(script).resolve() if script else None

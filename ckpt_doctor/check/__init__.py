@@ -1,0 +1,1 @@
+"""The linter: discovering files, checking each (analysis -> rules -> findings), caching, fixing, reporting."""

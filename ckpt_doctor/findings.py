@@ -8,6 +8,7 @@ edits only when fixes are asked for, so detection never imports LibCST's metadat
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 
@@ -69,6 +70,20 @@ class FixSpec:
     message: str = ""
     imports: tuple[str, ...] = ()  # e.g. ("import functools",) added when missing
 
+    def introduced_names(self) -> set[str]:
+        """The names and keywords this fix writes into the script (`use_reentrant`, `enable_input_require_grads`)."""
+        names: set[str] = set()
+        for key, value in self.args:
+            if key in ("name", "key", "new"):
+                names.add(str(value))
+            elif key == "keywords" and self.kind == "set_keywords":
+                names |= {str(name) for name, _ in value}
+            elif key in ("renames", "keywords"):
+                names |= {str(new) for _, new in value}
+            elif key == "code":
+                names |= set(re.findall(r"[A-Za-z_]\w*", str(value)))
+        return names
+
     def arg(self, name: str, default: object = None) -> object:
         for key, value in self.args:
             if key == name:
@@ -88,6 +103,8 @@ class Finding:
     cell: int | None = None
     cell_span: Span | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    # the options under which it holds, as `Condition.as_list()` gives them; empty: in every run
+    condition: list[dict] = field(default_factory=list)
 
     @property
     def sort_key(self) -> tuple:
@@ -105,6 +122,7 @@ def finding_to_dict(finding: Finding) -> dict:
         "path": finding.path,
         "cell": finding.cell,
         "cell_span": _span_to_list(finding.cell_span) if finding.cell_span else None,
+        "condition": finding.condition,
         "fix": None
         if fix is None
         else {
@@ -128,6 +146,7 @@ def finding_from_dict(data: dict) -> Finding:
         path=data["path"],
         cell=data.get("cell"),
         cell_span=_span_from_list(data["cell_span"]) if data.get("cell_span") else None,
+        condition=data.get("condition", []),
         fix=None
         if fix is None
         else FixSpec(

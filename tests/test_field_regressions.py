@@ -113,7 +113,7 @@ def test_checkpoint_wrapper_without_rng_state_and_lora_dropout():
 def test_api_use_caps_the_guessed_version(monkeypatch):
     import ckpt_doctor.analysis.versions as versions
 
-    monkeypatch.setattr(versions, "_installed", lambda package: None)  # no pins, nothing installed
+    monkeypatch.setattr(versions, "installed_version", lambda package: None)  # no pins, nothing installed
     script = """
         from transformers import TrainingArguments
         args = TrainingArguments(output_dir="o", evaluation_strategy="steps")
@@ -214,13 +214,13 @@ def test_the_training_loader_gives_the_batch_size_not_the_eval_loader():
 
 
 def _settings_at(path, code: str):
-    from ckpt_doctor.analysis.facts import extract
-    from ckpt_doctor.analysis.settings import read_settings
-    from ckpt_doctor.analysis.training import Training
-    from ckpt_doctor.analysis.versions import TargetVersions
+    """The settings `analyze` reads from a script on disk (with the settings files it names)."""
+    from ckpt_doctor.analysis import analyze
+    from ckpt_doctor.analysis.source import read_source
+    from ckpt_doctor.config import Settings
 
     path.write_text(textwrap.dedent(code))
-    return read_settings(Training(extract(path.read_text(), str(path)), TargetVersions(NEWEST)))
+    return analyze(read_source(str(path)), Settings(target_versions=NEWEST, root=path.parent)).settings
 
 
 def test_nanogpt_style_module_constants_give_the_micro_batch():

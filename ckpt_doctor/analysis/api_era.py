@@ -24,10 +24,10 @@ def version_ceilings(facts: ScriptFacts) -> dict[str, tuple[str, str]]:
             ceilings.setdefault("transformers", ("4.57.6", f"`Trainer(tokenizer=...)` at line {call.line} is gone from transformers 5"))
         if call.qualname in ("trl.SFTConfig", "trl.SFTTrainer") and "max_seq_length" in call.kwargs:
             ceilings.setdefault("trl", ("0.20.999", f"`{call.name}(max_seq_length=...)` at line {call.line} is gone from TRL 0.21"))
-    if facts.calls_to("peft.prepare_model_for_int8_training"):
-        ceilings.setdefault("peft", ("0.7.0", "`prepare_model_for_int8_training` is gone from peft 0.10"))
         if call.qualname in ("trl.SFTTrainer", "trl.DPOTrainer") and "tokenizer" in call.kwargs:
             ceilings.setdefault("trl", ("0.20.999", f"`{call.name}(tokenizer=...)` at line {call.line} is gone from TRL 0.21"))
+    if facts.calls_to("peft.prepare_model_for_int8_training"):
+        ceilings.setdefault("peft", ("0.7.0", "`prepare_model_for_int8_training` is gone from peft 0.10"))
     if any(name.startswith("trl.commands") for name in facts.imports):
         ceilings.setdefault("trl", ("0.20.999", "`trl.commands` is gone from TRL 0.21"))
     if "trl" in ceilings and "transformers" not in ceilings:

@@ -100,3 +100,46 @@ def _scalar(text: str) -> object:
         except ValueError:
             pass
     return text
+
+
+class ProjectFiles:
+    """Reads the files a script names, relative to the script, and remembers which it read: the analysis is
+    handed one of these instead of opening files itself, and the check's cache key holds what it read."""
+
+    def __init__(self, script: str) -> None:
+        self.script = script
+        self.read: list[str] = []
+
+    def settings(self, name: str) -> dict[str, object] | None:
+        """The settings in the JSON / YAML file `name` (as the script wrote it), None if there is none."""
+        if self.script == "-":
+            return None
+        path = locate(self.script, name)
+        if path is None:
+            return None
+        self.read.append(str(path))
+        return read_settings_file(path)
+
+    def module(self, path: Path) -> str | None:
+        """The text of one of the project's Python modules, None if it cannot be read as such."""
+        try:
+            if path.stat().st_size > MAX_BYTES:
+                return None
+            text = path.read_text(encoding="utf-8")
+        except (OSError, ValueError):
+            return None
+        self.read.append(str(path))
+        return text
+
+    def located(self, names: list[str]) -> list[str]:
+        """The files the script's string literals name, whether or not the analysis read them."""
+        if self.script == "-":
+            return []
+        return [str(path) for path in (locate(self.script, name) for name in names) if path]
+
+
+class NoFiles(ProjectFiles):
+    """For text that is not on disk: every named file is absent."""
+
+    def __init__(self) -> None:
+        super().__init__("-")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ckpt_doctor.analysis.config_files import locate, read_settings_file
+from ckpt_doctor.analysis.config_files import ProjectFiles
 from ckpt_doctor.analysis.facts import Call, ScriptFacts
 from ckpt_doctor.analysis.values import Const, DictVal, TupleVal, Value
 
@@ -32,7 +32,7 @@ class DeepSpeedConfig:
         return stage if isinstance(stage, int) else None
 
 
-def read_deepspeed_configs(facts: ScriptFacts) -> list[DeepSpeedConfig]:
+def read_deepspeed_configs(facts: ScriptFacts, files: ProjectFiles) -> list[DeepSpeedConfig]:
     """DeepSpeed configs the script builds (dict literals, DeepSpeedPlugin) or names (a .json next to it)."""
     found: list[DeepSpeedConfig] = []
     seen_lines: set[int] = set()
@@ -43,7 +43,7 @@ def read_deepspeed_configs(facts: ScriptFacts) -> list[DeepSpeedConfig]:
                 continue
             if name != "deepspeed" and not _is_deepspeed_call(call):
                 continue
-            config = _config_from_value(facts.path, value, call.line)
+            config = _config_from_value(files, value, call.line)
             if config is not None and config.line not in seen_lines:
                 seen_lines.add(config.line)
                 found.append(config)
@@ -63,12 +63,11 @@ def _is_deepspeed_call(call: Call) -> bool:
     return bool(call.qualname and call.qualname.startswith("deepspeed.")) or call.name == "HfDeepSpeedConfig"
 
 
-def _config_from_value(script: str, value: Value, line: int) -> DeepSpeedConfig | None:
+def _config_from_value(files: ProjectFiles, value: Value, line: int) -> DeepSpeedConfig | None:
     if isinstance(value, DictVal):
         return DeepSpeedConfig(to_python(value), value.line or line, f"the DeepSpeed config at line {value.line or line}")
     if isinstance(value, Const) and isinstance(value.value, str) and value.value.endswith(".json"):
-        path = locate(script, value.value)
-        data = read_settings_file(path) if path else None
+        data = files.settings(value.value)
         if data is not None:
             named = value.origin.line if value.origin else line
             return DeepSpeedConfig(data, named, f"{value.value} (named at line {named})")

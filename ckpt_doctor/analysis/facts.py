@@ -16,10 +16,12 @@ from __future__ import annotations
 import ast
 from collections import deque
 import re
-from dataclasses import dataclass, field
-from typing import Iterable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Iterable
 
-from ckpt_doctor.findings import Position, Span
+from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal
+from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
+from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
 from ckpt_doctor.analysis.values import (
     MISSING,
     constant,
@@ -29,16 +31,17 @@ from ckpt_doctor.analysis.values import (
     DictVal,
     Instance,
     Namespace,
+    OptionVal,
     Origin,
     PartialVal,
     QualName,
     TupleVal,
     Value,
 )
+from ckpt_doctor.findings import Position, Span
 
-# `from transformers.training_args import TrainingArguments` and `from transformers import
-# TrainingArguments` name the same class: for these packages a public name is its top-level name.
-_FLAT_PACKAGES = {"transformers", "peft", "trl", "accelerate"}
+if TYPE_CHECKING:
+    from ckpt_doctor.analysis.project import FunctionSummary, Project
 _ALIASES = {
     "torch.nn.parallel.distributed.DistributedDataParallel": "torch.nn.parallel.DistributedDataParallel",
     "torch.distributed.fsdp.fully_sharded_data_parallel.FullyShardedDataParallel": (
@@ -78,9 +81,20 @@ class Call:
     node: ast.Call
     via_partial: "Call | None" = None  # the functools.partial(...) call this one goes through
     assigned_to: str | None = None  # `model` in `model = AutoModel.from_pretrained(...)`
-    # Whether the `if` tests around the call hold when the script runs with its defaults:
-    # False under `if args.gradient_checkpointing:` with an argparse default of False, None if unknown.
-    runs_by_default: bool | None = True
+    # The branches the call runs in: `if args.use_lora:` gives (`--use_lora` true)
+    condition: Condition = ALWAYS
+    # what the callee's name is bound to on other paths (`checkpoint` from DeepSpeed in a `try`, from torch
+    # in its `except ImportError`): a fix for `qualname`'s library would break those paths
+    other_qualnames: tuple[str, ...] = ()
+    # "utils.py:40" when the call is made by a project function the script calls (at `span`): it stands for
+    # that call, so no fix may edit it here
+    via: str | None = None
+
+    @property
+    def runs_by_default(self) -> bool | None:
+        """Whether the `if` tests around the call hold when the script runs with its defaults: False under
+        `if args.gradient_checkpointing:` with an argparse default of False, None if unknown."""
+        return self.condition.runs_by_default
 
     @property
     def name(self) -> str:
@@ -116,6 +130,18 @@ class AttrAssign:
     span: Span
     scope: str
     line: int
+    condition: Condition = ALWAYS
+    via: str | None = None  # as `Call.via`
+
+
+@dataclass
+class ClassInfo:
+    """A class the script defines: what it extends and which methods it defines itself."""
+
+    name: str
+    bases: list[str]  # resolved names of its bases: "transformers.Trainer", "<local>.Base", "torch.nn.Module"
+    library_base: str | None  # the transformers / peft / trl / accelerate class it extends, if any
+    methods: set[str]
 
 
 @dataclass
@@ -133,6 +159,9 @@ class ScriptFacts:
     dataclass_fields: dict[str, dict[str, Value]] = field(default_factory=dict)
     strings: list[tuple[str, int]] = field(default_factory=list)  # string literals of interest (paths)
     library_bases: dict[str, str] = field(default_factory=dict)  # local class -> the library class it extends
+    classes: dict[str, ClassInfo] = field(default_factory=dict)
+    returns: dict[str, list[Value]] = field(default_factory=dict)  # function (dotted scope name) -> returned values
+    functions: dict[str, list[str]] = field(default_factory=dict)  # module-level function -> its parameters
     lines: list[str] = field(default_factory=list)
 
     # -- queries rules use ------------------------------------------------------------------
@@ -153,20 +182,35 @@ class ScriptFacts:
     def assigns_to(self, attr: str) -> list[AttrAssign]:
         return [a for a in self.attr_assigns if a.attr == attr]
 
+    def own_method(self, name: str) -> list[ClassInfo]:
+        """The script's own classes that define a method `name` and do not extend a library class."""
+        return [c for c in self.classes.values() if name in c.methods and c.library_base is None]
+
+    def enclosing_class(self, scope: str) -> ClassInfo | None:
+        """The class whose method `scope` ("Trainer.compute_loss") is, if the script defines it."""
+        owner = scope.rsplit(".", 1)[0] if "." in scope else None
+        while owner:
+            if owner.rsplit(".", 1)[-1] in self.classes:
+                return self.classes[owner.rsplit(".", 1)[-1]]
+            owner = owner.rsplit(".", 1)[0] if "." in owner else None
+        return None
+
 
 class FactsError(Exception):
     pass
 
 
-def extract(text: str, path: str = "<string>") -> ScriptFacts:
-    """Parse `text` and run the one extraction pass. Raises SyntaxError, or FactsError when too deep."""
+def extract(text: str, path: str = "<string>", files: ProjectFiles | None = None, project: "Project | None" = None) -> ScriptFacts:
+    """Parse `text` and run the one extraction pass; `files` reads the settings files the script names, `project`
+    summarises the project functions it calls (neither without them). Raises SyntaxError, or FactsError when too
+    deep."""
     try:
         tree = ast.parse(text, filename=path, type_comments=False)
     except (RecursionError, MemoryError):
         raise FactsError("too deeply nested to analyse") from None
     facts = ScriptFacts(path=path, lines=_split_lines(text))
     try:
-        _Extractor(facts).run(tree)
+        _Extractor(facts, files or NoFiles(), project).run(tree)
     except RecursionError:
         raise FactsError("too deeply nested to analyse") from None
     return facts
@@ -240,15 +284,17 @@ _STRING_OF_INTEREST = re.compile(r"\.(json|ya?ml)$", re.IGNORECASE)
 
 
 class _Extractor:
-    def __init__(self, facts: ScriptFacts) -> None:
+    def __init__(self, facts: ScriptFacts, files: ProjectFiles, project: "Project | None") -> None:
         self.facts = facts
+        self.files = files
+        self.project = project
         self.lines = facts.lines
         self.call_records: dict[int, Call] = {}
         self.pending: list[tuple[ast.AST, _Scope]] = []
         self.local_calls: dict[str, list[Call]] = {}  # module-level function -> the calls to it seen so far
-        self.deferred: set[int] = set()
         self.statement: Span | None = None
-        self.guard: bool | None = True  # do the enclosing `if` tests hold with the script's defaults?
+        self.condition: Condition = ALWAYS  # the branches around the statement being walked
+        self.entry_points: set[str] = set()  # functions handed to a command-line framework
 
     # positions
     def _col(self, line: int, byte_col: int) -> int:
@@ -270,11 +316,10 @@ class _Extractor:
         module = _Scope("<module>", None, "module")
         self.block(tree.body, module)
         while self.pending:
-            node, scope = self.pending.pop(0)
-            if self.pending and node.name not in self.local_calls and id(node) not in self.deferred:
-                self.deferred.add(id(node))  # walk its callers first: they may pass what its parameters hold
-                self.pending.append((node, scope))
-                continue
+            # a function whose call was already seen first: its callers pass what its parameters hold, and walking it
+            # records its own calls, so `main()` -> `train(**kwargs)` -> `load_model(...)` is followed down the chain
+            index = next((i for i, (node, _) in enumerate(self.pending) if node.name in self.local_calls), 0)
+            node, scope = self.pending.pop(index)
             self.function_body(node, scope)
 
     def _prepass(self, tree: ast.Module) -> None:
@@ -287,6 +332,9 @@ class _Extractor:
         consts = _Scope("<prepass>", None, "module")
         consts.bindings.update(module_consts)
         for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                # `fire.Fire(train)`, `CLI(setup)`, `typer.run(main)`: the function's parameters are options
+                self.entry_points.update(a.id for a in node.args if isinstance(a, ast.Name))
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
                 self._argparse_option(node, consts)
             elif isinstance(node, ast.ClassDef) and any(_is_dataclass_decorator(d) for d in node.decorator_list):
@@ -338,7 +386,8 @@ class _Extractor:
             default = True
         else:
             default = None
-        self.facts.argparse_defaults.setdefault(dest, Const(default, Origin(node.lineno, "argparse default")))
+        flag = next((f for f in flags if f.startswith("--")), flags[0] if flags else f"--{dest}")
+        self.facts.argparse_defaults.setdefault(dest, Const(default, Origin(node.lineno, "argparse default", option=flag)))
 
     def _dataclass_fields(self, node: ast.ClassDef, consts: _Scope) -> dict[str, Value]:
         fields: dict[str, Value] = {}
@@ -372,25 +421,36 @@ class _Extractor:
         scope = _Scope(name, parent, "function", _assigned_names(node.body) | _params(node.args))
         scope.params = _params(node.args)
         if parent.kind == "module":
+            self.facts.functions[node.name] = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
             scope.bindings.update(self._arguments(node, self.local_calls.get(node.name, [])))
-        self.guard = True
+        self.condition = ALWAYS
         self.block(node.body, scope)
 
-    @staticmethod
-    def _arguments(node: ast.FunctionDef | ast.AsyncFunctionDef, calls: list[Call]) -> dict[str, Value]:
+    def _arguments(self, node: ast.FunctionDef | ast.AsyncFunctionDef, calls: list[Call]) -> dict[str, Value]:
         """What the parameters hold when the function is called from one place or from none we see (a CLI
-        entry point: `CLI(setup)`, `fire.Fire(train)`): the arguments we know, else the constant defaults.
+        entry point: `CLI(setup)`, `fire.Fire(train)`, click): the arguments we know, else the constant defaults,
+        which are the values of options when a command-line framework calls the function.
         `main(model_args, data_args, training_args)` after `HfArgumentParser(...).parse_args_into_dataclasses()`;
-        `def setup(lora_dropout: float = 0.05)`."""
+        `def setup(lora_dropout: float = 0.05)`; `@click.option("--gc", default=True) def main(**kwargs)`."""
+        clicked = _click_options(node)
+        if clicked and all(not c.args and not c.kwargs for c in calls):
+            calls = []  # `main()`: click's decorators fill the parameters from the command line
         if len(calls) > 1 or (calls and (calls[0].star_args or calls[0].star_kwargs)):
             return {}
         args = node.args
         positional = [a.arg for a in args.posonlyargs + args.args]
         with_defaults = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
         with_defaults += [(a.arg, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+        command_line = not calls and node.name in self.entry_points
         values: dict[str, Value] = {
-            name: Const(d.value, Origin(d.lineno, "parameter default")) for name, d in with_defaults if isinstance(d, ast.Constant)
+            name: Const(d.value, Origin(d.lineno, "parameter default", option=f"--{name}" if command_line else None))
+            for name, d in with_defaults if isinstance(d, ast.Constant)
         }
+        if clicked and not calls:
+            named = set(positional) | {a.arg for a in args.kwonlyargs}
+            values.update({k: v for k, v in clicked.items() if k in named})
+            if args.kwarg:  # click passes the options the signature does not name as keyword arguments
+                values[args.kwarg.arg] = DictVal({k: v for k, v in clicked.items() if k not in named}, node.lineno)
         if calls:
             passed = dict(zip(positional, calls[0].args))
             passed.update({k: v for k, v in calls[0].kwargs.items() if k in positional or k in {a.arg for a in args.kwonlyargs}})
@@ -415,15 +475,16 @@ class _Extractor:
             for expr in node.decorator_list + node.bases + [k.value for k in node.keywords]:
                 self.record_calls(expr, scope)
             class_scope = _Scope(f"{scope.name}.{node.name}" if scope.kind != "module" else node.name, scope, "class")
-            self.block(node.body, class_scope)
-            scope.bindings[node.name] = QualName(f"<local>.{node.name}")
-            for base in node.bases:  # `class MyTrainer(Trainer)` is a Trainer to every rule
-                value = self.eval(base, scope)
-                name = value.name if isinstance(value, QualName) else None
-                library = self.facts.library_bases.get(name.split(".", 1)[1]) if name and name.startswith("<local>.") else name
+            bases = [value.name for value in (self.eval(base, scope) for base in node.bases) if isinstance(value, QualName)]
+            for name in bases:  # `class MyTrainer(Trainer)` is a Trainer to every rule
+                library = self.facts.library_bases.get(name.split(".", 1)[1]) if name.startswith("<local>.") else name
                 if library and library.split(".", 1)[0] in _FLAT_PACKAGES:
                     self.facts.library_bases[node.name] = library
                     break
+            methods = {s.name for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            self.facts.classes[node.name] = ClassInfo(node.name, bases, self.facts.library_bases.get(node.name), methods)
+            self.block(node.body, class_scope)
+            scope.bindings[node.name] = QualName(f"<local>.{node.name}")
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 self.facts.imports.setdefault(alias.name, node.lineno)
@@ -473,25 +534,34 @@ class _Extractor:
             self.block(node.body, scope)
         elif isinstance(node, ast.If):
             self.record_calls(node.test, scope)
-            test = truth(self.eval(node.test, scope))
-            outer = self.guard
-            self.guard = _both(outer, test)
+            then, otherwise, default = self._test_literals(node.test, scope)
+            outer, before = self.condition, dict(scope.bindings)
+            self.condition = _under(outer, then)
             self.block(node.body, scope)
-            self.guard = _both(outer, None if test is None else not test)
+            after_body = scope.bindings
+            scope.bindings = dict(before)
+            self.condition = _under(outer, otherwise)
             self.block(node.orelse, scope)
-            self.guard = outer
+            self.condition = outer
+            scope.bindings = _merge_branches(before, after_body, scope.bindings, then, default)
         elif isinstance(node, ast.While):
             self.record_calls(node.test, scope)
             self.block(node.body, scope)
             self.block(node.orelse, scope)
         elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
             self.block(node.body, scope)
+            after_body = dict(scope.bindings)
             for handler in node.handlers:
                 if handler.name:
                     scope.bindings[handler.name] = UNKNOWN
                 self.block(handler.body, scope)
+            _note_alternative_names(after_body, scope.bindings)  # `except ImportError:` imports another library's
             self.block(node.orelse, scope)
             self.block(node.finalbody, scope)
+        elif isinstance(node, ast.Return):
+            if node.value is not None:
+                self.record_calls(node.value, scope)
+                self.facts.returns.setdefault(scope.name, []).append(self.eval(node.value, scope))
         elif type(node).__name__ == "Match":
             self.record_calls(node.subject, scope)
             for case in node.cases:
@@ -529,6 +599,7 @@ class _Extractor:
                     span=self.span(stmt),
                     scope=scope.name,
                     line=stmt.lineno,
+                    condition=self.condition,
                 )
             )
         elif isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name):
@@ -567,8 +638,9 @@ class _Extractor:
         if isinstance(func_value, PartialVal):
             partial = func_value
             func_value = partial.func
+        other_qualnames: tuple[str, ...] = ()
         if isinstance(func_value, QualName):
-            qualname = func_value.name
+            qualname, other_qualnames = func_value.name, func_value.alternatives
             if qualname.startswith("<local>."):
                 qualname = self.facts.library_bases.get(qualname.split(".", 1)[1], qualname)
         if isinstance(node.func, ast.Attribute):
@@ -610,15 +682,53 @@ class _Extractor:
             scope=scope.name,
             line=node.lineno,
             node=node,
-            runs_by_default=self.guard,
+            condition=self.condition,
         )
+        record.other_qualnames = other_qualnames
         if partial is not None:
             record.via_partial = partial.call
         if qualname and qualname.startswith("<local>.") and scope.kind != "class":
             self.local_calls.setdefault(qualname.split(".", 1)[1], []).append(record)
         self.call_records[id(node)] = record
         self.facts.calls.append(record)
+        summary = self._project_function(qualname)
+        if summary is not None:
+            self._inline(summary, record, scope)
         return record
+
+    def _project_function(self, qualname: str | None) -> "FunctionSummary | None":
+        if self.project is None or not qualname or qualname.startswith(("<local>.", "<builtin>")) or qualname in _BUILTINS:
+            return None
+        return self.project.summary(qualname)
+
+    def _inline(self, summary: "FunctionSummary", outer: Call, scope: _Scope) -> None:
+        """`apply_fsdp_checkpointing(model)`: the library calls the project function makes, as calls made here, on
+        what this call passes it (its parameter `model` is the script's `model`)."""
+        passed_names = dict(zip(summary.params, outer.arg_names))
+        passed_names.update(outer.kwarg_names)
+        passed = dict(zip(summary.params, outer.args))
+        passed.update(outer.kwargs)
+
+        def receiver(text: str | None) -> tuple[str | None, Value | None]:
+            root, _, rest = (text or "").partition(".")
+            if root in passed_names and passed_names[root]:
+                return passed_names[root] + (f".{rest}" if rest else ""), passed.get(root) if not rest else None
+            return text, None
+
+        for inner in summary.calls:
+            text, value = receiver(inner.receiver)
+            condition = self.condition & inner.condition
+            copy = replace(inner, span=outer.span, statement=outer.statement, line=outer.line, scope=scope.name,
+                           condition=self.condition if condition is None else condition, receiver=text,
+                           receiver_value=value if value is not None else inner.receiver_value,
+                           via=inner.via or f"{summary.path}:{inner.line}")
+            self.facts.calls.append(copy)
+        for assign in summary.assigns:
+            text, _ = receiver(assign.target)
+            condition = self.condition & assign.condition
+            self.facts.attr_assigns.append(replace(assign, target=text or assign.target, span=outer.statement, line=outer.line,
+                                                   scope=scope.name, condition=self.condition if condition is None else condition,
+                                                   via=assign.via or f"{summary.path}:{assign.line}"))
 
     def eval(self, node: ast.AST, scope: _Scope) -> Value:
         if isinstance(node, ast.Constant):
@@ -688,28 +798,72 @@ class _Extractor:
                     return UNKNOWN
             return UNKNOWN
         if isinstance(node, ast.IfExp):
-            body, other, test = self._branches(node, scope, lambda branch: self.eval(branch, scope))
+            body, other, test, then = self._branches(node, scope, lambda branch: self.eval(branch, scope))
             if test is not None:  # `False if args.gradient_checkpointing else True`, the option's default known
-                return body if test else other
+                return _with_alternative(body, other, [_negate(l) for l in then]) if test else _with_alternative(other, body, then)
             if isinstance(body, Const) and isinstance(other, Const) and body.value == other.value:
                 return body
             return UNKNOWN
         if isinstance(node, ast.Call):
             return self._eval_call(node, scope)
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
+            left, right = self.eval(node.left, scope), self.eval(node.comparators[0], scope)
+            if isinstance(left, Const) and isinstance(right, Const) and not left.alternatives:
+                same = left.value == right.value if isinstance(node.ops[0], (ast.Eq, ast.NotEq)) else left.value is right.value
+                return Const(same if isinstance(node.ops[0], (ast.Eq, ast.Is)) else not same, left.origin)
         return UNKNOWN
 
     def _branches(self, node: ast.IfExp, scope: _Scope, visit):
-        """``visit`` both branches of ``a if test else b``, each under the guard the test gives it (calls in
-        ``a`` do not run by default when ``test`` is false with the script's defaults); also the test's truth."""
-        test = truth(self.eval(node.test, scope))
-        outer = self.guard
+        """``visit`` both branches of ``a if test else b``, each under the condition the test gives it (calls in
+        ``a`` do not run by default when ``test`` is false with the script's defaults); also the test's truth and
+        the literals of the ``a`` branch."""
+        then, otherwise, test = self._test_literals(node.test, scope)
+        outer = self.condition
         try:
-            self.guard = _both(outer, test)
+            self.condition = _under(outer, then)
             body = visit(node.body)
-            self.guard = _both(outer, None if test is None else not test)
-            return body, visit(node.orelse), test
+            self.condition = _under(outer, otherwise)
+            return body, visit(node.orelse), test, then
         finally:
-            self.guard = outer
+            self.condition = outer
+
+    # path conditions
+    def _test_literals(self, test: ast.expr, scope: _Scope) -> tuple[list[Literal], list[Literal], bool | None]:
+        """The literals the `if` branch and the `else` branch of `test` add, and the test's default truth."""
+        default = truth(self.eval(test, scope))
+        if _is_main_guard(test):
+            return [], [], True
+        whole = self._literal(test, scope, default)
+        if isinstance(test, ast.BoolOp):
+            parts = [self._literal(v, scope, truth(self.eval(v, scope))) for v in test.values]
+            if isinstance(test.op, ast.And):
+                return [whole, *parts], [_negate(whole)], default
+            return [whole], [_negate(whole), *(_negate(p) for p in parts)], default
+        return [whole], [_negate(whole)], default
+
+    def _literal(self, test: ast.expr, scope: _Scope, default: bool | None) -> Literal:
+        """`test` is true, keyed by the option it reads when it reads one (`args.use_lora`, `not args.full`,
+        `args.peft == "lora"`, `"--lora" in sys.argv`), else by its text in this function."""
+        text = _unparse(test)
+        holds = True
+        while isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            test, holds = test.operand, not holds
+        equals: object = None
+        subject = test
+        if isinstance(test, ast.Compare) and len(test.ops) == 1:
+            left, op, right = test.left, test.ops[0], test.comparators[0]
+            if isinstance(op, ast.In) and isinstance(left, ast.Constant) and isinstance(left.value, str) and _dotted(right) == "sys.argv":
+                return Literal(f"option {left.value}", holds, text, left.value, default=False)  # absent unless passed
+            if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)) and isinstance(right, ast.Constant):
+                subject, equals = left, right.value
+                holds = holds if isinstance(op, (ast.Eq, ast.Is)) else not holds
+        value = self.eval(subject, scope)
+        option = value.origin.option if isinstance(value, Const) and value.origin else value.option if isinstance(value, OptionVal) else None
+        key = f"option {option}" if option else f"{scope.name}: {_unparse(subject)}"
+        if equals is not None or (isinstance(test, ast.Compare) and subject is not test):
+            equals = repr(equals)
+        answer = None if default is None else (default if holds else not default)
+        return Literal(key, holds, text, option, answer, equals)
 
     def _namespace_fallback(self, attr: str) -> Value:
         """`args.lr` where `args` came from a function we did not follow: argparse / dataclass defaults."""
@@ -735,6 +889,9 @@ class _Extractor:
         record = self.call(node, scope)
         if isinstance(func, QualName) and func.name in _FILE_LOADERS and record.args:
             return self._loaded_file(record.args[0], node.lineno)
+        summary = self._project_function(record.qualname)
+        if summary is not None and summary.returns is not None:
+            return summary.returns  # `model = load_model(args)`: the `AutoModelForCausalLM` its module returns
         if isinstance(func, QualName):
             local = func.name.startswith("<local>.")
             class_name = func.name.split(".", 1)[1] if local else None
@@ -780,13 +937,12 @@ class _Extractor:
         name = constant(source)
         if not isinstance(name, str):
             return None
-        from ckpt_doctor.analysis.config_files import locate, read_settings_file
-
-        path = locate(self.facts.path, name)
-        data = read_settings_file(path) if path else None
+        data = self.files.settings(name)
         return None if data is None else (name, data)
 
     def _hf_parser_result(self, parser: Value, file_values: dict[str, Value]) -> Value:
+        """The dataclasses `HfArgumentParser(...).parse_args_into_dataclasses()` returns: every field is an option
+        (`--field`), whose value is the settings file's, else the dataclass default, else the library's."""
         if not isinstance(parser, Instance) or not parser.call.args:
             return UNKNOWN
         classes = parser.call.args[0]
@@ -795,20 +951,116 @@ class _Extractor:
         for item in items:
             if isinstance(item, QualName) and item.name.startswith("<local>."):
                 local = item.name.split(".", 1)[1]
-                fields = dict(self.facts.dataclass_fields.get(local, {}))
+                fields = {name: _as_option(value, name) for name, value in self.facts.dataclass_fields.get(local, {}).items()}
                 fields.update({k: v for k, v in file_values.items() if k in fields})
-                out.append(Namespace(fields, kind="dataclass", config_class=self.facts.library_bases.get(local)))
+                library = self.facts.library_bases.get(local)
+                out.append(Namespace(fields, kind="command line" if library else "dataclass", config_class=library, line=parser.call.line))
             elif isinstance(item, QualName):
-                out.append(Namespace(dict(file_values), kind="command line", config_class=item.name))
+                out.append(Namespace(dict(file_values), kind="command line", config_class=item.name, line=parser.call.line))
             else:
                 out.append(UNKNOWN)
         return TupleVal(out)
 
 
-def _both(outer: bool | None, test: bool | None) -> bool | None:
-    if outer is False or test is False:
-        return False
-    return True if outer is True and test is True else None
+def _under(outer: Condition, literals: list[Literal]) -> Condition:
+    """`outer` and `literals`; a branch that contradicts its path (`if not args.x:` inside `if args.x:`) is
+    dead code, walked under `outer` alone."""
+    joined = outer & Condition(frozenset(literals))
+    return outer if joined is None else joined
+
+
+def _negate(literal: Literal) -> Literal:
+    return replace(literal, holds=not literal.holds)
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    return _unparse(test).replace("'", '"') in ('__name__ == "__main__"', '"__main__" == __name__')
+
+
+def _unparse(node: ast.AST) -> str:
+    try:
+        return ast.unparse(node)
+    except (ValueError, RecursionError):  # pragma: no cover - a tree ast itself built
+        return "<expression>"
+
+
+def _with_alternative(chosen: Value, other: Value, literals: list[Literal]) -> Value:
+    """`chosen`, the value of the default run, knowing that the path `literals` gives `other` instead."""
+    if isinstance(chosen, Const) and isinstance(other, Const) and chosen.value != other.value and literals:
+        return replace(chosen, alternatives=chosen.alternatives + ((Condition(frozenset(literals)), other),))
+    return chosen
+
+
+def _merge_branches(before: dict, then: dict, otherwise: dict, literals: list[Literal], default: bool | None) -> dict:
+    """The bindings after `if test: ... else: ...`: for a name the branches bind differently, the default run's
+    value when the test's default is known (else the `else` branch's, or the `if` branch's when only it binds),
+    with the other branch's value kept as an alternative: a constant that depends on the test, or an imported
+    name that is another library's on the other path."""
+    merged = dict(otherwise)
+    for name, value in then.items():
+        other = otherwise.get(name)
+        if other is value:
+            continue
+        rebound_in_else = name in otherwise and other is not before.get(name)
+        if default is True or (default is None and not rebound_in_else):
+            merged[name] = _with_alternative(value, other, [_negate(l) for l in literals]) if other is not None else value
+        else:
+            merged[name] = _with_alternative(other, value, literals) if other is not None else value
+        if isinstance(value, QualName) and isinstance(other, QualName) and value.name != other.name:
+            chosen, alternative = (value, other) if merged[name] is value else (other, value)
+            merged[name] = QualName(chosen.name, chosen.alternatives + (alternative.name,))
+    return merged
+
+
+def _note_alternative_names(tried: dict, final: dict) -> None:
+    """After `try: from a import f` / `except ImportError: from b import f`, `f` is `b.f` or `a.f`."""
+    for name, value in final.items():
+        first = tried.get(name)
+        if isinstance(value, QualName) and isinstance(first, QualName) and first.name != value.name:
+            final[name] = QualName(value.name, value.alternatives + (first.name,))
+
+
+def _click_options(node: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, Value]:
+    """`@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=True)` -> the parameter it
+    fills (`gradient_checkpointing`) and its default, as the value of that option."""
+    options: dict[str, Value] = {}
+    for decorator in node.decorator_list:
+        if not (isinstance(decorator, ast.Call) and (_dotted(decorator.func) or "").rsplit(".", 1)[-1] == "option"):
+            continue
+        names = [a.value for a in decorator.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        if not names:
+            continue
+        # `--x/--no-x` is one boolean option named by its first half; click names the parameter after the first
+        # long option (or an undashed name given as well)
+        flags = [name.split("/")[0] for name in names if name.startswith("-")]
+        plain = [name for name in names if name.isidentifier()]
+        longs = [f for f in flags if f.startswith("--")] or flags
+        if plain:
+            param = plain[0]
+        elif longs:
+            param = longs[0].lstrip("-").replace("-", "_").lower()
+        else:
+            continue
+        keywords = {k.arg: k.value for k in decorator.keywords if k.arg}
+        default = keywords.get("default")
+        if isinstance(default, ast.Constant):
+            value: object = default.value
+        elif default is None and (isinstance(keywords.get("is_flag"), ast.Constant) and keywords["is_flag"].value or "/" in names[0]):
+            value = False
+        else:
+            options[param] = OptionVal(flags[0] if flags else f"--{param}", decorator.lineno)
+            continue
+        options[param] = Const(value, Origin(decorator.lineno, "click default", option=flags[0] if flags else f"--{param}"))
+    return options
+
+
+def _as_option(value: Value, name: str) -> Value:
+    """A dataclass field's default as the value of the option `--name` that `HfArgumentParser` makes of it."""
+    if isinstance(value, Const) and value.origin is not None and value.origin.option is None:
+        return replace(value, origin=replace(value.origin, option=f"--{name}"))
+    if value is UNKNOWN:
+        return OptionVal(f"--{name}", 0)
+    return value
 
 
 def _is_argparse(value: Value) -> bool:

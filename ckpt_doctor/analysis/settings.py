@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass, field
 
 from ckpt_doctor.analysis.facts import Call, ScriptFacts
-from ckpt_doctor.analysis.training import Training, is_training_config
+from ckpt_doctor.analysis.library import is_training_config
+from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.values import Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
 
 SEQ_LEN_NAMES = ("max_seq_length", "max_length", "block_size", "model_max_length", "max_seq_len", "seq_len", "seq_length", "cutoff_len", "max_len", "context_length", "sequence_length")
@@ -280,7 +281,8 @@ def read_settings(training: Training) -> ScriptSettings:
 
     # checkpointing as the script runs with its defaults: `if args.gradient_checkpointing:
     # model.gradient_checkpointing_enable()` with an argparse default of False is off
-    sites = [s for s in training.hf_sites if s.enabled and (s.call is None or s.call.runs_by_default is not False)]
+    # (and the command line's `--gradient_checkpointing` is off unless passed)
+    sites = [s for s in training.hf_sites if s.enabled and s.condition.runs_by_default is not False]
     if training.torch_checkpoint_sites or sites:
         plan = "full"
         for site in sites:

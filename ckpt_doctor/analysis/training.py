@@ -8,43 +8,33 @@ cited in docs/version-facts.md and on the rule pages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
+from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal
+from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
 from ckpt_doctor.analysis.ds_config import DeepSpeedConfig, read_deepspeed_configs
 from ckpt_doctor.analysis.facts import Call, ScriptFacts
-from ckpt_doctor.findings import Position, Span
-from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, Value, truth
+from ckpt_doctor.analysis.library import (
+    HF_ENABLE_METHODS,
+    HF_PACKAGES,
+    HF_TRAINING_ARGS,
+    KBIT_PREPARATION,
+    PARTIAL,
+    PEFT_MODELS,
+    TORCH_CHECKPOINTS,
+    TRAINER_OWN_KEYS,
+    TRANSFORMERS_EXPLICIT_REENTRANT_SINCE,
+    TRANSFORMERS_NON_REENTRANT_DEFAULT,
+    TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE,
+    TRANSFORMERS_TRAINER_PASSES_NONE_SINCE,
+    TRL_CHECKPOINTING_DEFAULT_ON,
+    TRL_NON_REENTRANT_SINCE,
+    is_training_config,
+)
+from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, OptionVal, Value, truth
 from ckpt_doctor.analysis.versions import TargetVersions
-
-CHECKPOINT = "torch.utils.checkpoint.checkpoint"
-CHECKPOINT_SEQUENTIAL = "torch.utils.checkpoint.checkpoint_sequential"
-TORCH_CHECKPOINTS = (CHECKPOINT, CHECKPOINT_SEQUENTIAL)
-PARTIAL = "functools.partial"
-
-# peft's k-bit preparation; `prepare_model_for_int8_training` is its older name (peft <= 0.9)
-KBIT_PREPARATION = ("peft.prepare_model_for_kbit_training", "peft.prepare_model_for_int8_training")
-HF_ENABLE_METHODS = ("gradient_checkpointing_enable", "activation_checkpointing_enable")
-HF_TRAINING_ARGS = ("transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments")
-TRL_NON_TRAINING_CONFIGS = ("trl.ModelConfig", "trl.ScriptArguments")
-
-# Version boundaries, each verified in docs/version-facts.md (section in brackets).
-TRANSFORMERS_KWARGS_SINCE = "4.35"  # gradient_checkpointing_kwargs exists [H1]
-TRANSFORMERS_EXPLICIT_REENTRANT_SINCE = "4.38"  # model default {"use_reentrant": True}: no torch warning [H1]
-TRANSFORMERS_TRAINER_PASSES_NONE_SINCE = "4.45"  # Trainer stops turning None into {} [H5]
-TRANSFORMERS_NON_REENTRANT_DEFAULT = "5.0"  # model default {"use_reentrant": False}; input grads for text models [H1, H2]
-TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE = "5.16"  # Trainer pops every_n_layers/offload, passes `kwargs or None` [H5]
-TRAINER_OWN_KEYS = {"every_n_layers", "offload"}
-TRL_CHECKPOINTING_DEFAULT_ON = "0.22"  # configs default gradient_checkpointing=True [R1]
-TRL_NON_REENTRANT_SINCE = "0.28"  # trainers setdefault use_reentrant=False on transformers < 5; force True under ZeRO-3 + PEFT [R2]
-
-
-def is_training_config(qualname: str | None) -> bool:
-    if not qualname:
-        return False
-    if qualname in HF_TRAINING_ARGS:
-        return True
-    return qualname.startswith("trl.") and qualname.endswith("Config") and qualname not in TRL_NON_TRAINING_CONFIGS
+from ckpt_doctor.findings import Position, Span
 
 
 def _project_config(qualname: str | None) -> str | None:
@@ -83,24 +73,75 @@ class HFSite:
     config_class: str | None = None
     flag_name: str | None = None  # the keyword that switched it on ("gradient_checkpointing", ...)
     flag_defaulted: bool = False  # on because the library's default is on (TRL)
+    condition: Condition = ALWAYS  # the path on which it is on: its branches, and the option that switches it
+    resolved: bool = True  # the call is known to be the library's and lies in this file (a fix may rewrite it)
+
+
+def on_paths(value: Value, text: str | None, default: bool | None = None) -> list[tuple[Condition, bool | None]]:
+    """Where a flag is on: `(condition, state)` pairs. A constant is on or off everywhere; an option is on with
+    the option and off without it (`--gradient_checkpointing`); a value that depends on a test is on where the
+    test sends it; a value nobody can know (`cfg.gc`) is on when that expression is true."""
+    if isinstance(value, Missing):
+        return [(ALWAYS, default)]
+    if isinstance(value, OptionVal):
+        value_default = None if value.default is None else bool(value.default)
+        return _option_paths(value.option, value.option, value_default)
+    if isinstance(value, Const):
+        option = value.origin.option if value.origin else None
+        if option is not None and (isinstance(value.value, bool) or value.value is None) and not value.alternatives:
+            return _option_paths(option, option, None if value.value is None else bool(value.value))
+        paths = [(condition, truth(other)) for condition, other in value.alternatives]
+        own = ALWAYS
+        if len(value.alternatives) == 1 and len(value.alternatives[0][0].literals) == 1:
+            (only,) = value.alternatives[0][0].literals
+            own = Condition(frozenset({replace(only, holds=not only.holds)}))
+        return [(own, truth(value)), *paths]
+    if text:
+        key = Literal(f"value {text}", True, text, None, None, named=True)
+        return [(Condition(frozenset({key})), True)]
+    return [(ALWAYS, None)]
+
+
+def _option_paths(key: str, option: str, default: bool | None) -> list[tuple[Condition, bool | None]]:
+    on = Literal(f"option {key}", True, option, option, default)
+    off = Literal(f"option {key}", False, option, option, default)
+    return [(Condition(frozenset({on})), True), (Condition(frozenset({off})), False)]
+
+
+def _first_on(paths: list[tuple[Condition, bool | None]]) -> tuple[Condition, bool | None]:
+    """The path where the flag is on, else where it is unknown, else off."""
+    for wanted in (True, None):
+        for condition, state in paths:
+            if state is wanted:
+                return condition, state
+    return ALWAYS, False
 
 
 class Training:
-    def __init__(self, facts: ScriptFacts, versions: TargetVersions) -> None:
+    def __init__(self, facts: ScriptFacts, versions: TargetVersions, files: ProjectFiles | None = None) -> None:
         self.facts = facts
         self.versions = versions
+        self.files = files or NoFiles()
 
     # -- versions -----------------------------------------------------------------------------
     @property
-    def transformers_5(self) -> bool:
+    def transformers_5(self) -> bool | None:
+        """Whether the project runs transformers 5 or later; None when its release is not known."""
         return self.versions.at_least("transformers", TRANSFORMERS_NON_REENTRANT_DEFAULT)
 
     def hf_default_mode(self) -> Mode:
-        """The mode of `gradient_checkpointing_enable()` with no kwargs [H1]."""
+        """The mode of `gradient_checkpointing_enable()` with no kwargs [H1]. When the release is not known, the
+        reentrant default of transformers 4 is the one a finding must warn of, saying that 5.0 changed it."""
         target = self.versions.get("transformers").describe("transformers")
-        if self.transformers_5:
+        five = self.transformers_5
+        if five:
             return Mode(False, f"{target} defaults to use_reentrant=False")
-        if self.versions.at_least("transformers", TRANSFORMERS_EXPLICIT_REENTRANT_SINCE):
+        if five is None and self.versions.get("transformers").declared:
+            return Mode(True, f"{target} allows 4.x releases, which default to use_reentrant=True (5.0 made it False)")
+        if five is None:
+            return Mode(True, "transformers 4.x defaults to use_reentrant=True (5.0 made it False), and the project does not "
+                              "declare which release it runs")
+        if self.versions.at_least("transformers", TRANSFORMERS_EXPLICIT_REENTRANT_SINCE) is not False:
             return Mode(True, f"{target} defaults to use_reentrant=True")
         return Mode(True, f"{target} passes no use_reentrant, so torch's reentrant default applies", torch_warns=True)
 
@@ -124,7 +165,7 @@ class Training:
             ):
                 return Mode(False, f"{self.versions.get('trl').describe('trl')} sets use_reentrant=False when the kwargs omit it")
         missing = isinstance(kwargs, Missing) or (isinstance(kwargs, Const) and kwargs.value is None)
-        if missing and not at_least("transformers", TRANSFORMERS_TRAINER_PASSES_NONE_SINCE):
+        if missing and at_least("transformers", TRANSFORMERS_TRAINER_PASSES_NONE_SINCE) is False:
             target = self.versions.get("transformers").describe("transformers")
             return Mode(True, f"the {target} Trainer passes {{}} as checkpointing kwargs, so torch's reentrant default applies", torch_warns=True)
         if (
@@ -165,11 +206,15 @@ class Training:
     def hf_sites(self) -> list[HFSite]:
         sites: list[HFSite] = []
         for call in self.facts.method_calls(*HF_ENABLE_METHODS):
+            library = self.receiver_is_library(call)
+            if library is False:
+                continue  # the project's own method of that name
             kwargs_name = "activation_checkpointing_kwargs" if call.name.startswith("activation") else "gradient_checkpointing_kwargs"
             kwargs = call.kwarg(kwargs_name)
             if isinstance(kwargs, Missing) and call.args:
                 kwargs = call.args[0]
-            sites.append(HFSite("model method", call, call.span, True, kwargs_name, kwargs, self.mode_of_kwargs(kwargs)))
+            sites.append(HFSite("model method", call, call.span, True, kwargs_name, kwargs, self.mode_of_kwargs(kwargs),
+                                condition=call.condition, resolved=library is True and call.via is None))
         for call in self.facts.method_calls("_set_gradient_checkpointing"):
             site = self._private_site(call)
             if site is not None:
@@ -178,40 +223,56 @@ class Training:
             if is_training_config(call.qualname):
                 sites.append(self._config_site(call))
             elif call.qualname in KBIT_PREPARATION:
-                enabled = call.kwarg("use_gradient_checkpointing")
-                if isinstance(enabled, Missing) and len(call.args) > 1:
-                    enabled = call.args[1]
-                on = True if isinstance(enabled, Missing) else truth(enabled)
-                if on and self.quantized is False:
-                    on = False  # peft only enables checkpointing for quantized models [P2]
-                kwargs = call.kwarg("gradient_checkpointing_kwargs")
-                if isinstance(kwargs, Missing) or (isinstance(kwargs, Const) and kwargs.value is None):
-                    # peft passes `{}` (peft/utils/other.py, prepare_model_for_kbit_training)
-                    mode = Mode(True, f"{call.name} passes {{}} as checkpointing kwargs, so torch's reentrant default applies", torch_warns=True)
-                else:
-                    mode = self.mode_of_kwargs(kwargs)
-                sites.append(HFSite("kbit preparation", call, call.span, on, "gradient_checkpointing_kwargs", kwargs, mode))
+                sites.append(self._kbit_site(call))
         for namespace, line in self.cli_configs():
-            in_file = truth(namespace.get("gradient_checkpointing"))  # a settings file the parser reads
+            flag = namespace.get("gradient_checkpointing")  # an option, or the value a settings file the parser reads gives
+            default = self._trl_default(namespace.config_class)
+            if isinstance(flag, OptionVal) and default is not None:
+                flag = OptionVal(flag.option, flag.line, default)
+            condition, enabled = _first_on(on_paths(flag, None))
             sites.append(
                 HFSite(
                     "command line",
                     None,
                     Span(Position(line, 1), Position(line, 1)),
-                    self._trl_default(namespace.config_class) if in_file is None else in_file,
+                    enabled,
                     None,
                     UNKNOWN,
                     Mode(None, "set on the command line"),
                     config_class=namespace.config_class,
                     flag_defaulted=True,
+                    condition=condition,
                 )
             )
         return sites
 
+    def receiver_is_library(self, call: Call) -> bool | None:
+        """Whether `x` in `x.method()` is a transformers / PEFT / TRL object: True when it is known to be one,
+        False when it is the script's own (its class, not a library subclass, defines `method`), None when it
+        plausibly is (a parameter, an object from a helper we cannot see)."""
+        value = call.receiver_value
+        if isinstance(value, Instance):
+            qualname = value.qualname
+            if qualname.startswith(HF_PACKAGES):
+                return True
+            if qualname.startswith("<local>."):
+                local = qualname.split(".", 1)[1].split("(", 1)[0]
+                if local in self.facts.library_bases:
+                    return True
+                if local in self.facts.classes:
+                    return False
+        if call.receiver == "self":
+            owner = self.facts.enclosing_class(call.scope)
+            if owner is not None:
+                return True if owner.library_base else (False if call.name in owner.methods else None)
+        if self.facts.own_method(call.name):
+            return False
+        return None
+
     def _private_site(self, call: Call) -> HFSite | None:
         """`model.language_model._set_gradient_checkpointing()` (InternVL): the private setter behind
         `gradient_checkpointing_enable` (4.35+), whose default function is torch's `checkpoint` as is [H8]."""
-        if call.receiver in (None, "self") or "value" in call.kwargs:
+        if call.receiver in (None, "self") or "value" in call.kwargs or self.receiver_is_library(call) is False:
             return None  # the script's own override, or the pre-4.35 `(module, value)` form
         enable = call.args[0] if call.args else call.kwarg("enable")
         if truth(enable) is False:
@@ -224,16 +285,36 @@ class Training:
                         torch_warns=True)
         else:
             mode = Mode(None, "a checkpointing function of the script's own")
-        return HFSite("private method", call, call.span, True, "gradient_checkpointing_func", func, mode)
+        return HFSite("private method", call, call.span, True, "gradient_checkpointing_func", func, mode, condition=call.condition)
+
+    def _kbit_site(self, call: Call) -> HFSite:
+        """peft's `prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)` [P2]."""
+        enabled = call.kwarg("use_gradient_checkpointing")
+        text = call.kwarg_names.get("use_gradient_checkpointing")
+        if isinstance(enabled, Missing) and len(call.args) > 1:
+            enabled, text = call.args[1], call.arg_names[1] if len(call.arg_names) > 1 else None
+        condition, on = _first_on(on_paths(enabled, text, default=True))
+        if on and self.quantized is False:
+            on = False  # peft only enables checkpointing for quantized models [P2]
+        kwargs = call.kwarg("gradient_checkpointing_kwargs")
+        if isinstance(kwargs, Missing) or (isinstance(kwargs, Const) and kwargs.value is None):
+            # peft passes `{}` (peft/utils/other.py, prepare_model_for_kbit_training)
+            mode = Mode(True, f"{call.name} passes {{}} as checkpointing kwargs, so torch's reentrant default applies", torch_warns=True)
+        else:
+            mode = self.mode_of_kwargs(kwargs)
+        joined = call.condition & condition
+        return HFSite("kbit preparation", call, call.span, on if joined is not None else False, "gradient_checkpointing_kwargs",
+                      kwargs, mode, condition=joined or call.condition, flag_name="use_gradient_checkpointing", resolved=call.via is None)
 
     def _config_site(self, call: Call) -> HFSite:
         flag_name = None
-        enabled: bool | None = None
+        condition, enabled = ALWAYS, None
         defaulted = False
         for name in ("activation_checkpointing", "gradient_checkpointing"):
             value = call.kwarg(name)
             if not isinstance(value, Missing):
-                flag_name, enabled = name, truth(value)
+                flag_name = name
+                condition, enabled = _first_on(on_paths(value, call.kwarg_names.get(name)))
                 break
         else:
             enabled = self._trl_default(call.qualname) if not call.star_kwargs else None
@@ -247,12 +328,25 @@ class Training:
                 break
         if flag_name == "activation_checkpointing" or kwargs_name == "activation_checkpointing_kwargs":
             kwargs_name = "activation_checkpointing_kwargs"
+        kwargs = self._assigned_after(call, kwargs_name, kwargs)
         mode = self.trainer_mode(kwargs, trl=bool(call.qualname and call.qualname.startswith("trl.")))
-        return HFSite("training config", call, call.span, enabled, kwargs_name, kwargs, mode, call.qualname, flag_name, defaulted)
+        joined = call.condition & condition
+        return HFSite("training config", call, call.span, enabled if joined is not None else False, kwargs_name, kwargs, mode,
+                      call.qualname, flag_name, defaulted, condition=joined or call.condition, resolved=call.via is None)
+
+    def _assigned_after(self, call: Call, kwargs_name: str, kwargs: Value) -> Value:
+        """`training_args.gradient_checkpointing_kwargs = {"use_reentrant": True}` after the config was built: the
+        Trainer reads the attribute, so the assigned dict is what it passes (before 5.23 for the old name) [H3]."""
+        if not call.assigned_to:
+            return kwargs
+        for assign in self.facts.attr_assigns:
+            if assign.target == f"{call.assigned_to}.{kwargs_name}" and assign.line > call.line:
+                kwargs = assign.value
+        return kwargs
 
     def _trl_default(self, qualname: str | None) -> bool | None:
         if qualname and qualname.startswith("trl."):
-            return True if self.versions.at_least("trl", TRL_CHECKPOINTING_DEFAULT_ON) else False
+            return self.versions.at_least("trl", TRL_CHECKPOINTING_DEFAULT_ON)
         return False if qualname in HF_TRAINING_ARGS else None
 
     def cli_configs(self) -> list[tuple[Namespace, int]]:
@@ -290,7 +384,7 @@ class Training:
 
     @cached_property
     def peft_calls(self) -> list[Call]:
-        return self.facts.calls_to("peft.get_peft_model", "peft.PeftModel.from_pretrained", "peft.PeftModelForCausalLM")
+        return self.facts.calls_to(*PEFT_MODELS)
 
     @cached_property
     def kbit_calls(self) -> list[Call]:
@@ -298,16 +392,28 @@ class Training:
 
     @cached_property
     def input_grad_calls(self) -> list[Call]:
-        return self.facts.method_calls("enable_input_require_grads")
+        """What makes the embedding output require grad: `enable_input_require_grads()`, or the same done by hand
+        (`model.text_model.embeddings.requires_grad_(True)`, `get_input_embeddings().requires_grad_()`, a forward hook
+        named like peft's `make_inputs_require_grad`)."""
+        calls = self.facts.method_calls("enable_input_require_grads")
+        for call in self.facts.method_calls("requires_grad_"):
+            on = truth(call.args[0]) if call.args else truth(call.kwarg("requires_grad")) if "requires_grad" in call.kwargs else True
+            if on and "embed" in (call.receiver or "").lower():
+                calls.append(call)
+        calls += [c for c in self.facts.method_calls("register_forward_hook") if "require" in " ".join(filter(None, c.arg_names)).lower()]
+        return calls
 
     @property
     def quantized(self) -> bool | None:
-        """True when a model load asks for 4/8-bit weights, None when it cannot be told."""
+        """True when a model load asks for 4/8-bit weights (on some path: `load_in_8bit=args.load_in_8bit` asks for
+        them with `--load_in_8bit`), None when it cannot be told."""
         unknown = False
         for call in self.model_loads:
             for name in ("load_in_4bit", "load_in_8bit"):
-                if truth(call.kwarg(name)):
+                states = [state for _, state in on_paths(call.kwarg(name), call.kwarg_names.get(name), default=False)]
+                if True in states:
                     return True
+                unknown = unknown or None in states
             quant = call.kwarg("quantization_config")
             if isinstance(quant, Instance):
                 return True
@@ -321,7 +427,7 @@ class Training:
 
     @cached_property
     def deepspeed_configs(self) -> list[DeepSpeedConfig]:
-        return read_deepspeed_configs(self.facts)
+        return read_deepspeed_configs(self.facts, self.files)
 
     @property
     def zero_stage(self) -> tuple[int, DeepSpeedConfig] | None:

@@ -18,6 +18,7 @@ class Origin:
 
     line: int
     kind: str = "literal"  # literal | constant | argparse default | dataclass default | library default
+    option: str | None = None  # the command-line option that sets the value ("--use_lora"), if one does
 
     def describe(self) -> str:
         if self.kind == "literal":
@@ -36,8 +37,22 @@ UNKNOWN = Unknown()
 
 @dataclass(frozen=True)
 class Const:
+    """A constant, as the run the defaults describe sees it; `alternatives` are the values other paths
+    give it (`gc = True if args.gc else False`, or assigned in both branches of an `if`)."""
+
     value: Any
     origin: Origin | None = None
+    alternatives: tuple = ()  # ((Condition, Const), ...)
+
+
+@dataclass(frozen=True)
+class OptionVal:
+    """A value only the command line sets: a field of `TrainingArguments` that `HfArgumentParser` fills
+    from `sys.argv`, and no settings file or default of the script's own gives it."""
+
+    option: str  # "--gradient_checkpointing"
+    line: int
+    default: Any = None  # the library's default when known and version-independent, else None
 
 
 @dataclass
@@ -65,6 +80,9 @@ MISSING = Missing()
 @dataclass(frozen=True)
 class QualName:
     name: str  # e.g. "torch.utils.checkpoint.checkpoint"
+    # what the same name is bound to on other paths: `try: from deepspeed... import checkpoint`
+    # `except ImportError: from torch.utils.checkpoint import checkpoint`
+    alternatives: tuple[str, ...] = ()
 
 
 @dataclass
@@ -90,9 +108,16 @@ class Namespace:
     kind: str = "argparse"
     # For an HfArgumentParser TrainingArguments/TRL config built from the command line.
     config_class: str | None = None
+    line: int = 0  # where the parser builds it
 
     def get(self, name: str) -> "Value":
-        return self.fields.get(name, UNKNOWN)
+        if name in self.fields:
+            return self.fields[name]
+        if self.kind == "command line":  # a field of the library's class: only `sys.argv` sets it
+            from ckpt_doctor.analysis.library import command_line_default
+
+            return OptionVal(f"--{name}", self.line, command_line_default(self.config_class, name))
+        return UNKNOWN
 
 
 @dataclass
@@ -100,7 +125,7 @@ class TupleVal:
     items: list["Value"]
 
 
-Value = Union[Unknown, Missing, Const, DictVal, QualName, Instance, PartialVal, Namespace, TupleVal]
+Value = Union[Unknown, Missing, Const, OptionVal, DictVal, QualName, Instance, PartialVal, Namespace, TupleVal]
 
 
 def constant(value: Value, default: Any = None) -> Any:

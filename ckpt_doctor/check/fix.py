@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import difflib
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -69,6 +70,42 @@ class _Parsed:
             raise FixError("too deeply nested to fix") from None
         return _finish(self.text, new_text, specs)
 
+    def apply_one(self, spec: FixSpec) -> str:
+        """The text after `spec` alone. A fix of one call or dict regenerates only that node, not the whole
+        module (a file with hundreds of findings would otherwise cost hundreds of module codegens)."""
+        if spec.kind not in _NODE_KINDS or spec.imports:
+            return self.apply([spec])
+        cst = self.cst
+        transformer = _transformer(cst)([spec], self.positions)
+        try:
+            self.wrapper.module.visit(transformer)
+            if len(transformer.replaced) != 1:
+                return self.text
+            original, updated = transformer.replaced[0]
+            where = self.positions[original]
+            start, end = self._offset(where.start), self._offset(where.end)
+            new_text = self.text[:start] + self.wrapper.module.code_for_node(updated) + self.text[end:]
+        except cst.ParserSyntaxError as exc:
+            raise FixError(f"fix produced invalid Python ({exc.message}); nothing was changed") from None
+        except RecursionError:
+            raise FixError("too deeply nested to fix") from None
+        return _finish(self.text, new_text, [spec])
+
+    def _offset(self, position) -> int:
+        """The offset in the text of a LibCST position (1-based line, 0-based column in characters)."""
+        if not hasattr(self, "_line_starts"):
+            starts, offset = [0], 0
+            for piece in re.split(r"(\r\n|\r|\n)", self.text)[:-1]:
+                offset += len(piece)
+                if piece in ("\r\n", "\r", "\n"):
+                    starts.append(offset)
+            self._line_starts = starts
+        return self._line_starts[position.line - 1] + position.column
+
+
+# fixes that rewrite one call or dict literal in place
+_NODE_KINDS = {"set_keyword", "set_keywords", "set_dict_key", "rename_method", "rename_keywords"}
+
 
 def _finish(text: str, new_text: str, specs: list[FixSpec]) -> str:
     imports = [imp for s in specs for imp in s.imports]
@@ -90,7 +127,7 @@ def edits_for(text: str, specs: list[FixSpec]) -> list[list[tuple[str, Position,
     out = []
     for spec in specs:
         try:
-            new_text = parsed.apply([spec]) if spec.kind in FIXABLE_KINDS else text
+            new_text = parsed.apply_one(spec) if spec.kind in FIXABLE_KINDS else text
         except FixError:
             new_text = text
         out.append(_edit(text, new_text))
@@ -198,6 +235,7 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                     self.by_start.setdefault((spec.span.start.line, spec.span.start.column), []).append(spec)
             self.done: set[int] = set()
             self.lines = sorted({s.span.start.line for s in specs})
+            self.replaced: list = []  # (original, updated) calls and dicts a fix rewrote
 
         def on_visit(self, node) -> bool:
             """Descend only into nodes that contain a line some fix is about."""
@@ -231,6 +269,7 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                     updated = self._rename_keywords(updated, spec.arg("keywords") or ())
                 elif spec.kind == "rename_keywords":
                     updated = self._rename_keywords(updated, spec.arg("renames") or ())
+                self.replaced.append((original, updated))
             return updated
 
         def _rename_keywords(self, call, renames):
@@ -267,7 +306,10 @@ def _transformer(cst):  # built lazily so importing this module does not import 
             return call.with_changes(args=args)
 
         def leave_Dict(self, original, updated):
-            for spec in self._specs_at(original, "set_dict_key"):
+            specs = self._specs_at(original, "set_dict_key")
+            if specs:
+                self.replaced.append((original, updated))  # the last `updated` is put in below
+            for spec in specs:
                 self.done.add(id(spec))
                 key = str(spec.arg("key"))
                 present = any(
@@ -289,6 +331,8 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                 )
                 elements, closing = _append(cst, list(updated.elements), element, updated.lbrace.whitespace_after, updated.rbrace.whitespace_before)
                 updated = updated.with_changes(elements=elements, rbrace=updated.rbrace.with_changes(whitespace_before=closing))
+            if specs:
+                self.replaced[-1] = (original, updated)
             return updated
 
         # statements: insertions and attribute renames, looked up by the original statement's position

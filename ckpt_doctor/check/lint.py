@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ckpt_doctor.analysis.api_era import version_ceilings
+from ckpt_doctor.analysis import FactsError, analyze
 from ckpt_doctor.config import Settings
-from ckpt_doctor.analysis.config_files import locate
-from ckpt_doctor.analysis.facts import FactsError, ScriptFacts, extract
 from ckpt_doctor.findings import Finding, Position, Span
 from ckpt_doctor.rules import Context, all_rules, run_rules
 from ckpt_doctor.analysis.source import NotPython, SourceError, SourceFile, read_source
-from ckpt_doctor.analysis.versions import TargetVersions
 
 # A file that mentions none of these cannot trigger any rule: it skips the parse.
 PREFILTER = re.compile(r"checkpoint|use_cache|kbit|deepspeed|\btrl\b|TrainingArguments|find_unused|fsdp", re.IGNORECASE)
@@ -56,27 +54,36 @@ def check_source(source: SourceFile, settings: Settings) -> FileResult:
 
 def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | None = None) -> list[Finding]:
     memory_rules = settings.enabled("CKPT401") or settings.enabled("CKPT404")
-    if not PREFILTER.search(source.text) and not (memory_rules and MEMORY_PREFILTER.search(source.text)):
+    if not PREFILTER.search(source.text) and not (memory_rules and MEMORY_PREFILTER.search(source.text)) and not _imports_siblings(source):
         if source.text.strip():
             compile_check(source)
         return []
-    facts = extract(source.text, source.path)
-    if dependencies is not None and source.path != "-":  # the settings files it names: the cache key holds them
-        dependencies.extend(str(path) for path in (locate(source.path, name) for name, _ in facts.strings) if path)
-    ctx = Context(facts, target_versions(source, facts, settings), settings, source.path)
+    analysis = analyze(source, settings)
+    ctx = Context(analysis, settings)
     rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(source.path, r.code)]
-    findings = [f for f in run_rules(ctx, rules) if not _suppressed(facts.lines, f)]
+    findings = [f for f in run_rules(ctx, rules) if not _suppressed(analysis.facts.lines, f)]
+    if dependencies is not None:  # the settings files it names: the cache key holds them
+        dependencies.extend(analysis.dependencies)
     if source.cells is not None:
         findings = [f for f in (_to_cell(source, f) for f in findings) if f is not None]
     unique = {(f.code, f.span): f for f in findings}
     return sorted(unique.values(), key=lambda f: f.sort_key)
 
 
-def target_versions(source: SourceFile, facts: ScriptFacts, settings: Settings) -> TargetVersions:
-    """The versions a script targets: configuration, notebook %pip pins, project pins, API era, installed."""
-    return TargetVersions(
-        settings.target_versions, script=source.path, root=settings.root, ceilings=version_ceilings(facts), inline_pins=source.pip_pins()
-    )
+def _imports_siblings(source: SourceFile) -> bool:
+    """Whether the script imports a module of its own project (whose calls the analysis follows): a relative
+    import, or one that names a `.py` file or package next to it."""
+    if _RELATIVE_IMPORT.search(source.text):
+        return True
+    if source.path == "-":
+        return False
+    folder = Path(source.path).parent
+    return any((folder / f"{name}.py").is_file() or (folder / name / "__init__.py").is_file()
+               for name in set(_ABSOLUTE_IMPORT.findall(source.text)))
+
+
+_RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.", re.MULTILINE)
+_ABSOLUTE_IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", re.MULTILINE)
 
 
 def compile_check(source: SourceFile) -> None:

@@ -124,6 +124,8 @@ def json_objects(run: RunResult) -> list[dict]:
             {
                 "cell": None if finding.cell is None else finding.cell + 1,
                 "code": finding.code,
+                # the options the finding needs (`[{"option": "--use_lora", "value": true, "test": "args.use_lora"}]`)
+                "condition": finding.condition,
                 "end_location": {"row": end_row, "column": end_col},
                 "filename": os.path.abspath(finding.path),
                 "fix": fix,

@@ -53,24 +53,22 @@ DEFAULTS = {
 def settings_from_script(path: str, model_flag: str | None = None) -> tuple[dict, str]:
     """The training settings a script states (ckpt_doctor.analysis.settings), in this command's flag names, read as
     `check` reads them (flags given on the command line override them), and their description with lines."""
-    from ckpt_doctor.config import ConfigError, load_settings
-    from ckpt_doctor.analysis.facts import FactsError, extract
-    from ckpt_doctor.check.lint import target_versions
-    from ckpt_doctor.analysis.settings import complete_for, read_settings
+    from ckpt_doctor.analysis import FactsError, analyze
+    from ckpt_doctor.analysis.settings import complete_for
     from ckpt_doctor.analysis.source import SourceError, read_source
-    from ckpt_doctor.analysis.training import Training
+    from ckpt_doctor.config import ConfigError, load_settings
 
     try:
         config = load_settings()
         source = read_source(path, config.max_file_size)
-        facts = extract(source.text, path)
+        analysis = analyze(source, config)
     except (SourceError, ConfigError) as exc:
         _fail(str(exc))
     except SyntaxError as exc:
         _fail(f"{path}:{exc.lineno}:{exc.offset}: cannot parse: {exc.msg}")
     except FactsError as exc:
         _fail(f"{path}: {exc}")
-    settings = read_settings(Training(facts, target_versions(source, facts, config)))
+    settings = analysis.settings
     model = model_flag or (settings.model.value if settings.model else None)
     if model and model in config.model_configs:
         model = str(config.root / config.model_configs[model])

@@ -15,13 +15,15 @@ Rule modules: `torch_checkpoint` (CKPT1xx), `huggingface` (CKPT2xx), `distribute
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
+from ckpt_doctor.analysis.conditions import ALWAYS, Condition, joint
 from ckpt_doctor.config import Settings
 from ckpt_doctor.analysis.facts import ScriptFacts
+from ckpt_doctor.analysis.library import FIX_NAMES_SINCE
 from ckpt_doctor.findings import Applicability, Finding, FixSpec, Severity, Span
+from ckpt_doctor.analysis import Analysis
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.versions import TargetVersions
 
@@ -34,19 +36,38 @@ class Report:
     message: str
     fix: FixSpec | None = None
     extra: dict = field(default_factory=dict)
+    condition: Condition = ALWAYS  # the path on which the facts behind it all happen
+
+
+def together(*conditions: Condition | None) -> Condition | None:
+    """The path on which facts with these conditions all happen; None when no run has them all (`if` and
+    `else` of one test, `--use_lora` and not): no finding may combine them."""
+    return joint(*conditions)
 
 
 @dataclass
 class Context:
-    facts: ScriptFacts
-    versions: TargetVersions
-    settings: Settings
-    path: str
+    """What a rule sees: the analysis of one file, and the tool's configuration."""
+
+    analysis: Analysis
+    config: Settings
     memo: dict = field(default_factory=dict)  # per-file results several rules share (e.g. the memory estimate)
 
-    @cached_property
+    @property
+    def path(self) -> str:
+        return self.analysis.source.path
+
+    @property
+    def facts(self) -> ScriptFacts:
+        return self.analysis.facts
+
+    @property
+    def versions(self) -> TargetVersions:
+        return self.analysis.versions
+
+    @property
     def training(self) -> Training:
-        return Training(self.facts, self.versions)
+        return self.analysis.training
 
 
 @dataclass(frozen=True)
@@ -93,15 +114,29 @@ def get_rule(code: str) -> Rule | None:
 def run_rules(ctx: Context, rules: Iterable[Rule]) -> Iterator[Finding]:
     for current in rules:
         for report in current.check(ctx):
+            needs = report.condition.describe()
             yield Finding(
                 code=current.code,
-                message=report.message,
+                message=f"{report.message} (only {needs})" if needs else report.message,
                 severity=current.severity,
                 span=report.span,
-                fix=report.fix,
+                fix=_within_versions(report.fix, ctx.versions),
                 path=ctx.path,
                 extra=report.extra,
+                condition=report.condition.as_list(),
             )
+
+
+def _within_versions(fix: FixSpec | None, versions: TargetVersions) -> FixSpec | None:
+    """A safe fix stays safe only if every name it writes exists in the lowest release the project allows: a
+    rename to `activation_checkpointing_enable` on a project that may run transformers 4 would break it."""
+    if fix is None or fix.applicability is not Applicability.SAFE:
+        return fix
+    for name in fix.introduced_names():
+        package, since = FIX_NAMES_SINCE.get(name, (None, None))
+        if package is not None and versions.at_least(package, since) is not True:
+            return replace(fix, applicability=Applicability.UNSAFE)
+    return fix
 
 
 def _load() -> None:

@@ -6,43 +6,50 @@ from typing import Iterator
 
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Position, Severity, Span
-from ckpt_doctor.rules import Context, Report, rule
+from ckpt_doctor.analysis.conditions import Condition
+from ckpt_doctor.rules import Context, Report, rule, together
 from ckpt_doctor.rules.huggingface import _site_label
-from ckpt_doctor.rules.shared import set_keyword, uses_peft
-from ckpt_doctor.analysis.training import TRL_NON_REENTRANT_SINCE, HFSite
+from ckpt_doctor.rules.shared import peft_on_path, set_keyword
+from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, APPLY_AC, CHECKPOINT_WRAPPER, DDP, TRL_NON_REENTRANT_SINCE
+from ckpt_doctor.analysis.training import HFSite
 from ckpt_doctor.analysis.values import Const, DictVal, Missing, truth
 
-DDP = "torch.nn.parallel.DistributedDataParallel"
-APPLY_AC = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.apply_activation_checkpointing"
-CHECKPOINT_WRAPPER = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.checkpoint_wrapper"
 
 
-def _checkpointing_spots(ctx: Context, reentrant: bool | None) -> list[tuple[Span, str, Call | None, HFSite | None]]:
-    """Every place checkpointing is on, with its mode filter applied."""
-    spots: list[tuple[Span, str, Call | None, HFSite | None]] = []
+def _checkpointing_spots(ctx: Context, reentrant: bool | None) -> list[tuple[Span, str, Call | None, HFSite | None, Condition]]:
+    """Every place checkpointing is on, with its mode filter applied, and the path on which it is on."""
+    spots: list[tuple[Span, str, Call | None, HFSite | None, Condition]] = []
     training = ctx.training
     for call in training.torch_checkpoint_sites:
         mode = training.torch_mode(call)
         if reentrant is None or mode.reentrant is reentrant:
-            spots.append((call.span, f"`{call.name}` ({mode.reason})", call, None))
+            spots.append((call.span, f"`{call.name}` ({mode.reason})", call, None, call.condition))
     for site in training.hf_sites:
         if site.enabled and (reentrant is None or site.mode.reentrant is reentrant):
-            spots.append((site.span, f"{_site_label(site)} ({site.mode.reason})", None, site))
+            spots.append((site.span, f"{_site_label(site)} ({site.mode.reason})", None, site, site.condition))
     return spots
 
 
-def _find_unused(ctx: Context) -> Call | None:
+def _find_unused(ctx: Context, condition: Condition) -> tuple[Call, Condition] | None:
+    """A DDP set-up with `find_unused_parameters=True` on the path `condition`, and the path with it."""
     for call in ctx.facts.calls:
-        if call.qualname in (DDP, "accelerate.DistributedDataParallelKwargs", "accelerate.utils.DistributedDataParallelKwargs") or call.name in ("DDPStrategy",):
-            if truth(call.kwarg("find_unused_parameters")) is True:
-                return call
-        if call.qualname in ("transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments") or (call.qualname or "").startswith("trl."):
-            if truth(call.kwarg("ddp_find_unused_parameters")) is True:
-                return call
-        strategy = call.kwarg("strategy")
-        if isinstance(strategy, Const) and strategy.value == "ddp_find_unused_parameters_true":
-            return call
+        joined = together(condition, call.condition)
+        if joined is None:
+            continue
+        if _finds_unused(call):
+            return call, joined
     return None
+
+
+def _finds_unused(call: Call) -> bool:
+    if call.qualname in (DDP, "accelerate.DistributedDataParallelKwargs", "accelerate.utils.DistributedDataParallelKwargs") or call.name in ("DDPStrategy",):
+        if truth(call.kwarg("find_unused_parameters")) is True:
+            return True
+    if call.qualname in ("transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments") or (call.qualname or "").startswith("trl."):
+        if truth(call.kwarg("ddp_find_unused_parameters")) is True:
+            return True
+    strategy = call.kwarg("strategy")
+    return isinstance(strategy, Const) and strategy.value == "ddp_find_unused_parameters_true"
 
 
 @rule(
@@ -53,10 +60,11 @@ def _find_unused(ctx: Context) -> Call | None:
     summary="reentrant checkpointing with DDP `find_unused_parameters=True`",
 )
 def reentrant_ddp_find_unused(ctx: Context) -> Iterator[Report]:
-    ddp = _find_unused(ctx)
-    if ddp is None:
-        return
-    for span, label, call, site in _checkpointing_spots(ctx, reentrant=True):
+    for span, label, call, site, condition in _checkpointing_spots(ctx, reentrant=True):
+        found = _find_unused(ctx, condition)
+        if found is None:
+            continue
+        ddp, condition = found
         fix = set_keyword(call, "use_reentrant", "False", Applicability.DISPLAY_ONLY, "Use `use_reentrant=False`", replace=True) if call else None
         yield Report(
             span,
@@ -64,26 +72,36 @@ def reentrant_ddp_find_unused(ctx: Context) -> Iterator[Report]:
             "backward with \"RuntimeError: Expected to mark a variable ready only once\"; use `use_reentrant=False`, or "
             "turn `find_unused_parameters` off",
             fix=fix,
+            condition=condition,
         )
 
 
-def _external_checkpointing(ctx: Context) -> tuple[int, str] | None:
-    """Checkpointing applied by FSDP / accelerate / Lightning / torch's wrapper, not by the model."""
+def _external_checkpointing(ctx: Context, condition: Condition) -> tuple[str, Condition] | None:
+    """Checkpointing applied by FSDP / accelerate / Lightning / torch's wrapper, not by the model, on the path
+    `condition`: what it is, and the path with it."""
     for call in ctx.facts.calls:
-        if call.qualname in (APPLY_AC, CHECKPOINT_WRAPPER) or call.name == "apply_activation_checkpointing":
-            return call.line, f"`{call.name}` at line {call.line}"
-        if call.name == "FullyShardedDataParallelPlugin" and truth(call.kwarg("activation_checkpointing")) is True:
-            return call.line, f"`FullyShardedDataParallelPlugin(activation_checkpointing=True)` at line {call.line}"
-        if call.name in ("FSDPStrategy", "FSDP2Strategy", "ModelParallelStrategy"):
-            for name in ("activation_checkpointing_policy", "activation_checkpointing"):
-                value = call.kwarg(name)
-                if not isinstance(value, Missing) and not (isinstance(value, Const) and not value.value):
-                    return call.line, f"`{call.name}({name}=...)` at line {call.line}"
-        fsdp_config = call.kwarg("fsdp_config")
-        if isinstance(fsdp_config, DictVal):
-            for key in ("activation_checkpointing", "fsdp_activation_checkpointing"):
-                if truth(fsdp_config.get(key)) is True:
-                    return call.line, f"`fsdp_config[\"{key}\"]` at line {call.line}"
+        joined = together(condition, call.condition)
+        if joined is not None and (what := _external(call)):
+            return what, joined
+    return None
+
+
+def _external(call: Call) -> str | None:
+    where = f"line {call.line}" + (f" (in {call.via})" if call.via else "")
+    if call.qualname in (APPLY_AC, CHECKPOINT_WRAPPER) or call.name == "apply_activation_checkpointing":
+        return f"`{call.name}` at {where}"
+    if call.name == "FullyShardedDataParallelPlugin" and truth(call.kwarg("activation_checkpointing")) is True:
+        return f"`FullyShardedDataParallelPlugin(activation_checkpointing=True)` at {where}"
+    if call.name in ("FSDPStrategy", "FSDP2Strategy", "ModelParallelStrategy"):
+        for name in ("activation_checkpointing_policy", "activation_checkpointing"):
+            value = call.kwarg(name)
+            if not isinstance(value, Missing) and not (isinstance(value, Const) and not value.value):
+                return f"`{call.name}({name}=...)` at {where}"
+    fsdp_config = call.kwarg("fsdp_config")
+    if isinstance(fsdp_config, DictVal):
+        for key in ("activation_checkpointing", "fsdp_activation_checkpointing"):
+            if truth(fsdp_config.get(key)) is True:
+                return f"`fsdp_config[\"{key}\"]` at {where}"
     return None
 
 
@@ -95,19 +113,20 @@ def _external_checkpointing(ctx: Context) -> tuple[int, str] | None:
     summary="the same model checkpointed twice (FSDP/accelerate/Lightning and Hugging Face)",
 )
 def double_checkpointing(ctx: Context) -> Iterator[Report]:
-    external = _external_checkpointing(ctx)
-    if external is None:
-        return
     for site in ctx.training.hf_sites:
-        if site.enabled is True:
-            consequence = "every layer is recomputed twice in the backward"
-            if site.kind == "training config" and "fsdp_config" in external[1]:
-                consequence = "the Trainer refuses to start: \"ValueError: ... can't both be set to True\""
-            yield Report(
-                site.span,
-                f"{_site_label(site)} and {external[1]} both checkpoint the model: {consequence}; keep FSDP's "
-                "checkpointing and drop the Hugging Face one",
-            )
+        external = _external_checkpointing(ctx, site.condition) if site.enabled is True else None
+        if external is None:
+            continue
+        what, condition = external
+        consequence = "every layer is recomputed twice in the backward"
+        if site.kind == "training config" and "fsdp_config" in what:
+            consequence = "the Trainer refuses to start: \"ValueError: ... can't both be set to True\""
+        yield Report(
+            site.span,
+            f"{_site_label(site)} and {what} both checkpoint the model: {consequence}; keep FSDP's "
+            "checkpointing and drop the Hugging Face one",
+            condition=condition,
+        )
 
 
 @rule(
@@ -118,15 +137,15 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
     summary="`TrainingArguments(fsdp=..., gradient_checkpointing=True)`",
 )
 def trainer_fsdp_flag(ctx: Context) -> Iterator[Report]:
-    if _external_checkpointing(ctx) is not None:
-        return  # CKPT302 reports the stronger problem
     for site in ctx.training.hf_sites:
         if site.kind != "training config" or site.enabled is not True or site.call is None:
             continue
+        if _external_checkpointing(ctx, site.condition) is not None:
+            continue  # CKPT302 reports the stronger problem
         fsdp = site.call.kwarg("fsdp")
         if isinstance(fsdp, Missing) or (isinstance(fsdp, Const) and not fsdp.value):
             continue
-        if ctx.versions.at_least("transformers", "5.23"):
+        if ctx.versions.at_least("transformers", ACTIVATION_CHECKPOINTING_SINCE):
             warning = ("When using FSDP, prefer `fsdp_config['activation_checkpointing']` (FSDP's own activation "
                        "checkpointing) over the `activation_checkpointing` training argument; the latter introduces a "
                        "redundant AllGather in the backward pass.")
@@ -138,6 +157,7 @@ def trainer_fsdp_flag(ctx: Context) -> Iterator[Report]:
             site.span,
             f"{_site_label(site)} together with `fsdp=`: transformers warns \"{warning}\" ; move it to "
             "`fsdp_config={\"activation_checkpointing\": True}`",
+            condition=site.condition,
         )
 
 
@@ -150,9 +170,12 @@ def trainer_fsdp_flag(ctx: Context) -> Iterator[Report]:
 )
 def zero3_peft_non_reentrant(ctx: Context) -> Iterator[Report]:
     stage = ctx.training.zero_stage
-    if not stage or stage[0] != 3 or not uses_peft(ctx):
+    if not stage or stage[0] != 3:
         return
-    for span, label, call, site in _checkpointing_spots(ctx, reentrant=False):
+    for span, label, call, site, condition in _checkpointing_spots(ctx, reentrant=False):
+        condition = peft_on_path(ctx, condition)
+        if condition is None:
+            continue
         if site is not None and site.config_class and site.config_class.startswith("trl.") and ctx.versions.at_least("trl", TRL_NON_REENTRANT_SINCE):
             continue  # TRL forces use_reentrant=True for PEFT under ZeRO-3 itself [R2]
         fix = set_keyword(call, "use_reentrant", "True", Applicability.DISPLAY_ONLY, "Use `use_reentrant=True`", replace=True) if call else None
@@ -163,6 +186,7 @@ def zero3_peft_non_reentrant(ctx: Context) -> Iterator[Report]:
             "torch.utils.checkpoint: Recomputed values for the following tensors have different metadata ... shape "
             "[0]\"; use `use_reentrant=True` here",
             fix=fix,
+            condition=condition,
         )
 
 

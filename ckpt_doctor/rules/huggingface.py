@@ -6,22 +6,21 @@ from typing import Iterator
 
 from ckpt_doctor.analysis.facts import AttrAssign
 from ckpt_doctor.findings import Applicability, FixSpec, Severity
-from ckpt_doctor.rules import Context, Report, rule
-from ckpt_doctor.rules.shared import insert_after, insert_before, set_keyword, uses_peft, zero3_with_peft
-from ckpt_doctor.analysis.training import TRANSFORMERS_KWARGS_SINCE, HFSite, is_training_config
+from ckpt_doctor.analysis.conditions import Condition
+from ckpt_doctor.rules import Context, Report, rule, together
+from ckpt_doctor.rules.shared import insert_after, insert_before, peft_calls, set_keyword, zero3_with_peft
+from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, PEFT_KBIT_KWARGS_SINCE, TRANSFORMERS_KWARGS_SINCE, is_training_config
+from ckpt_doctor.analysis.training import HFSite
 from ckpt_doctor.analysis.values import Const, DictVal, Instance, Missing, Namespace, truth
 
-# transformers release that added `activation_checkpointing*` and made `gradient_checkpointing*` aliases.
-ACTIVATION_CHECKPOINTING_SINCE = "5.23"  # docs/version-facts.md [H3]
-PEFT_KBIT_KWARGS_SINCE = "0.6"  # prepare_model_for_kbit_training(gradient_checkpointing_kwargs=...) [P2]
 SAVE_METHODS = ("save_pretrained", "push_to_hub", "save_model")
 STEP_METHODS = ("backward", "step", "train")
 
 
 def _kwargs_fix(site: HFSite, applicability: Applicability) -> FixSpec | None:
     """Make the checkpointing kwargs of `site` say `use_reentrant: False`."""
-    if site.kind == "private method":
-        return None  # it takes a function, not kwargs: the fix needs imports and a choice of API
+    if site.kind == "private method" or not site.resolved:
+        return None  # it takes a function, not kwargs (the fix needs imports); or not known to be the library's method
     if isinstance(site.kwargs, DictVal) and site.kwargs.span is not None:
         return FixSpec(
             "set_dict_key",
@@ -36,8 +35,9 @@ def _kwargs_fix(site: HFSite, applicability: Applicability) -> FixSpec | None:
     return None
 
 
-def _kwargs_supported(ctx: Context, site: HFSite) -> bool:
-    """transformers takes checkpointing kwargs from 4.35, peft's k-bit preparation from 0.6 [H1, P2]."""
+def _kwargs_supported(ctx: Context, site: HFSite) -> bool | None:
+    """transformers takes checkpointing kwargs from 4.35, peft's k-bit preparation from 0.6 [H1, P2]; None when the
+    project's lowest release is not known, so a fix that adds them might break an older install."""
     if site.kind == "kbit preparation":
         return ctx.versions.at_least("peft", PEFT_KBIT_KWARGS_SINCE)  # the int8 alias passes **kwargs on
     return ctx.versions.at_least("transformers", TRANSFORMERS_KWARGS_SINCE)
@@ -67,14 +67,17 @@ def _reentrant_sites(ctx: Context) -> list[HFSite]:
     summary="Hugging Face checkpointing that falls back to torch's reentrant default",
 )
 def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
-    applicability = Applicability.UNSAFE if zero3_with_peft(ctx) else Applicability.SAFE
     for site in _reentrant_sites(ctx):
         if site.kind == "kbit preparation" and ctx.training.quantized is False:
             continue  # CKPT207: it does not turn checkpointing on at all
         if isinstance(site.kwargs, DictVal) and not isinstance(site.kwargs.get("use_reentrant"), Missing):
             continue  # an explicit choice
-        if not _kwargs_supported(ctx, site):
+        supported = _kwargs_supported(ctx, site)
+        if supported is False:
             continue  # nothing to pass them to: the target release takes no checkpointing kwargs
+        # reentrant is the workaround under ZeRO-3 + PEFT (CKPT304); a keyword the lowest release may lack could break
+        safe = supported and not zero3_with_peft(ctx, site.condition)
+        applicability = Applicability.SAFE if safe else Applicability.UNSAFE
         advice = 'pass `{"use_reentrant": False}`'
         if site.kind == "private method":
             problem = "no `gradient_checkpointing_func` is given"
@@ -96,6 +99,7 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
             site.span,
             f"{_site_label(site)}: {problem}, so reentrant checkpointing runs ({site.mode.reason}; {symptom}); {advice}",
             fix=fix,
+            condition=site.condition,
         )
 
 
@@ -108,47 +112,69 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
 )
 def reentrant_frozen_inputs(ctx: Context) -> Iterator[Report]:
     training = ctx.training
-    frozen = _frozen_evidence(ctx)
-    if frozen is None or training.input_grad_calls:
-        return
-    if any(s.kind == "kbit preparation" and s.enabled for s in training.hf_sites):
-        return  # peft's k-bit preparation makes the inputs require grad itself for reentrant kwargs [P2]
     peft_lines = [c.line for c in training.peft_calls]
     for site in _reentrant_sites(ctx):
-        if _inputs_made_to_require_grad(ctx, site, peft_lines):
-            continue
         if site.kind == "private method":
             continue  # custom (multimodal) models: their layers' inputs may come from a trainable projector
+        checkpointed = (site.call.receiver,) if site.kind == "model method" and site.call and site.call.receiver else ()
+        found = _frozen_evidence(ctx, site.condition, checkpointed)
+        if found is None or _inputs_made_to_require_grad(ctx, site, peft_lines) or _input_grads_on_path(ctx, found[1]):
+            continue
+        frozen, condition = found
         yield Report(
             site.span,
             f"{_site_label(site)} runs reentrant checkpointing ({site.mode.reason}) over {frozen}, and nothing calls "
             "`enable_input_require_grads()`: torch warns \"None of the inputs have requires_grad=True. Gradients will "
             "be None\" and the adapters silently never train",
             fix=_input_grads_fix(ctx, site),
+            condition=condition,
         )
     for call in training.torch_checkpoint_sites:
-        if training.torch_mode(call).reentrant is True and training.peft_calls and not training.hf_sites:
-            yield Report(
-                call.span,
-                f"reentrant `{call.name}` over {frozen}: when no input of the checkpointed block requires grad, torch "
-                "warns \"None of the inputs have requires_grad=True. Gradients will be None\" and the block's trainable "
-                "parameters get no gradient; use `use_reentrant=False`",
-                fix=set_keyword(call, "use_reentrant", "False", Applicability.SAFE, "Add `use_reentrant=False`", replace=True),
-            )
+        if training.torch_mode(call).reentrant is not True or training.hf_sites:
+            continue
+        peft = [p for p in training.peft_calls if together(call.condition, p.condition) is not None]
+        found = _frozen_evidence(ctx, call.condition) if peft else None
+        if found is None or _input_grads_on_path(ctx, found[1]):
+            continue
+        yield Report(
+            call.span,
+            f"reentrant `{call.name}` over {found[0]}: when no input of the checkpointed block requires grad, torch "
+            "warns \"None of the inputs have requires_grad=True. Gradients will be None\" and the block's trainable "
+            "parameters get no gradient; use `use_reentrant=False`",
+            fix=set_keyword(call, "use_reentrant", "False", Applicability.SAFE, "Add `use_reentrant=False`", replace=True),
+            condition=found[1],
+        )
 
 
-def _frozen_evidence(ctx: Context) -> str | None:
-    if uses_peft(ctx):
-        return "a PEFT model's frozen base"
+def _input_grads_on_path(ctx: Context, condition: Condition) -> bool:
+    """Whether something may make the inputs require grad on this path: `enable_input_require_grads()`, or peft's
+    k-bit preparation, which does it itself for reentrant kwargs [P2]."""
+    if any(together(condition, c.condition) is not None for c in ctx.training.input_grad_calls):
+        return True
+    return any(s.kind == "kbit preparation" and s.enabled and together(condition, s.condition) is not None
+               for s in ctx.training.hf_sites)
+
+
+def _frozen_evidence(ctx: Context, condition: Condition, checkpointed: tuple[str, ...] = ()) -> tuple[str, Condition] | None:
+    """What freezes the inputs of checkpointed layers on the path `condition`, and the path with it; freezing all of
+    a `checkpointed` model (its receiver) is not such a thing."""
+    for call in peft_calls(ctx):
+        joined = together(condition, call.condition)
+        if joined is not None:
+            return "a PEFT model's frozen base", joined
     trained = _trained_model_names(ctx)
     for call in ctx.facts.method_calls("requires_grad_"):
         frozen = (call.args and truth(call.args[0]) is False) or truth(call.kwarg("requires_grad")) is False
         receiver = call.receiver or ""
-        if frozen and ("embed" in receiver or receiver.split(".", 1)[0] in trained):
-            return f"parameters frozen at line {call.line}"
+        joined = together(condition, call.condition)
+        if receiver in checkpointed:
+            continue  # the whole checkpointed model frozen: it has nothing to train, so no gradient is lost
+        if frozen and joined is not None and ("embed" in receiver or receiver.split(".", 1)[0] in trained):
+            return f"parameters frozen at line {call.line}", joined
     for assign in ctx.facts.assigns_to("requires_grad"):
-        if truth(assign.value) is False:
-            return f"parameters frozen at line {assign.line}"
+        joined = together(condition, assign.condition)
+        if truth(assign.value) is False and joined is not None:
+            return f"parameters frozen at line {assign.line}", joined
     return None
 
 
@@ -188,7 +214,7 @@ def _non_text_model(training) -> bool:
 
 
 def _input_grads_fix(ctx: Context, site: HFSite) -> FixSpec | None:
-    if site.kind == "model method" and site.call is not None and site.call.receiver:
+    if site.kind == "model method" and site.call is not None and site.call.receiver and site.resolved:
         return insert_after(site.call.statement, f"{site.call.receiver}.enable_input_require_grads()", Applicability.SAFE,
                             f"Insert `{site.call.receiver}.enable_input_require_grads()`")
     peft = ctx.training.facts.calls_to("peft.get_peft_model")
@@ -215,7 +241,7 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
     if any(truth(c.kwarg("use_cache")) is False for c in ctx.facts.calls):
         return
     for site in training.hf_sites:
-        if not site.enabled or site.call is None or site.kind not in ("model method", "kbit preparation"):
+        if not site.enabled or site.call is None or site.kind not in ("model method", "kbit preparation") or not site.resolved:
             continue
         if site.kind == "model method":
             receiver, model = site.call.receiver, site.call.receiver_value
@@ -223,6 +249,8 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
             receiver, model = site.call.arg_names[0] if site.call.arg_names else None, site.call.args[0] if site.call.args else None
         if not receiver or not _generates(model):
             continue  # only models with a KV cache (causal / seq2seq LMs) and a name to fix
+        if not any(together(site.condition, c.condition) is not None for c in ctx.facts.calls if c.name == "backward" and c.is_method):
+            continue  # the hand-written step never runs with this checkpointing
         yield Report(
             site.span,
             f"checkpointing is on in a hand-written loop but `{receiver}.config.use_cache` is not turned off: transformers "
@@ -230,6 +258,7 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
             "remote-code models that do not switch it off themselves keep a KV cache nobody reads",
             fix=insert_after(site.call.statement, f"{receiver}.config.use_cache = False", Applicability.SAFE,
                              f"Insert `{receiver}.config.use_cache = False`"),
+            condition=site.condition,
         )
         return
 
@@ -265,24 +294,25 @@ def use_cache_not_restored(ctx: Context) -> Iterator[Report]:
         if c.assigned_to and any(cfg.split(".", 1)[0] == c.receiver_root() and scope in (c.scope, "<module>")
                                  for _, cfg, scope in turned_off)
     }
-    for save in ctx.facts.method_calls(*SAVE_METHODS):
-        if save.receiver == "self":
-            continue  # a method of the script's own class, not the library's save
-        if any(word in (save.receiver or "").lower() for word in ("tokenizer", "processor", "feature_extractor")):
-            continue  # saves no model config
-        if ctx.training.peft_calls and save.receiver not in merged:
-            continue
-        line, model_config, _ = max(turned_off)
+    saves = [
+        save for save in ctx.facts.method_calls(*SAVE_METHODS)
+        if save.receiver != "self"  # a method of the script's own class, not the library's save
+        and not any(word in (save.receiver or "").lower() for word in ("tokenizer", "processor", "feature_extractor"))  # no model config
+        and not (ctx.training.peft_calls and save.receiver not in merged)
+    ]
+    for save in saves:  # each one writes the config; the fix goes before the last (a save inside the loop would
+        line, model_config, _ = max(turned_off)  # turn the cache back on for the rest of training)
         if save.receiver in merged:
             model_config = f"{save.receiver}.config"
+        last = save is max(saves, key=lambda s: s.line)
         yield Report(
             save.span,
             f"`{save.receiver}.{save.name}()` saves the config with `use_cache=False` (set at line {line}): "
             "generation with the saved model runs without its KV cache, much slower, until someone notices",
-            fix=insert_before(save.statement, f"{model_config}.use_cache = True", Applicability.UNSAFE,
-                              f"Insert `{model_config}.use_cache = True` before saving"),
+            fix=None if save.via or not last else insert_before(save.statement, f"{model_config}.use_cache = True", Applicability.UNSAFE,
+                                                                f"Insert `{model_config}.use_cache = True` before saving"),
+            condition=save.condition,
         )
-        return
 
 
 @rule(
@@ -294,15 +324,21 @@ def use_cache_not_restored(ctx: Context) -> Iterator[Report]:
 )
 def deprecated_name(ctx: Context) -> Iterator[Report]:
     if not ctx.versions.at_least("transformers", ACTIVATION_CHECKPOINTING_SINCE):
-        return
+        return  # the new names do not exist on some release the project may run (or its release is not known)
     target = ctx.versions.get("transformers").describe("transformers")
+    # A rename is right only where every release the project runs has the new names: when it declares them.
+    applicability = Applicability.SAFE if ctx.versions.get("transformers").declared else Applicability.UNSAFE
     for call in ctx.facts.method_calls("gradient_checkpointing_enable", "gradient_checkpointing_disable"):
+        library = ctx.training.receiver_is_library(call)
+        if library is False:
+            continue  # the project's own method of that name
         new = call.name.replace("gradient_", "activation_")
         yield Report(
             call.span,
             f"`{call.name}` is a deprecated alias of `{new}` on {target} (FutureWarning, removed in v6)",
             fix=FixSpec("rename_method", call.span, (("old", call.name), ("new", new), ("keywords", (("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),))),
-                        Applicability.SAFE, f"Rename to `{new}`"),
+                        applicability, f"Rename to `{new}`") if library and not call.via else None,
+            condition=call.condition,
         )
     for call in ctx.facts.calls:
         if not is_training_config(call.qualname):
@@ -315,7 +351,8 @@ def deprecated_name(ctx: Context) -> Iterator[Report]:
                 call.keyword_spans[old_names[0]],
                 f"`{'`, `'.join(old_names)}` on `{call.name}` is a deprecated alias on {target}: it is copied to "
                 "`activation_checkpointing*` once, in `__post_init__`, and will be removed in v6",
-                fix=FixSpec("rename_keywords", call.span, (("renames", renames),), Applicability.SAFE, "Rename to `activation_checkpointing*`"),
+                fix=None if call.via else FixSpec("rename_keywords", call.span, (("renames", renames),), applicability, "Rename to `activation_checkpointing*`"),
+                condition=call.condition,
             )
 
 
@@ -341,9 +378,9 @@ def set_after_init(ctx: Context) -> Iterator[Report]:
             f"`{assign.attr}` is a deprecated alias resolved once in `TrainingArguments.__post_init__`, and the Trainer reads "
             f"`{new}`; assign `{new}` instead",
             # TRL trainers also read the old name, which only the constructor keeps in step [H3]
-            fix=FixSpec("rename_attribute", assign.span, (("old", assign.attr), ("new", new)),
-                        Applicability.DISPLAY_ONLY if trl else Applicability.UNSAFE,
-                        f"Pass `{new}` to the config's constructor" if trl else f"Assign `{new}` instead"),
+            fix=None if assign.via else FixSpec("rename_attribute", assign.span, (("old", assign.attr), ("new", new)),
+                                                Applicability.DISPLAY_ONLY if trl else Applicability.UNSAFE,
+                                                f"Pass `{new}` to the config's constructor" if trl else f"Assign `{new}` instead"),
         )
 
 
@@ -401,9 +438,12 @@ def checkpointing_in_eval_mode(ctx: Context) -> Iterator[Report]:
             "saved) and dropout is off; call `model.train()` before the loop",
         )
         return
+    checkpointed = {s.call.receiver_root() for s in sites if s.call}
     for evaluation in ctx.facts.method_calls("eval"):
-        if evaluation.args or evaluation.kwargs:
-            continue
+        if evaluation.args or evaluation.kwargs or evaluation.receiver_root() not in checkpointed:
+            continue  # another module's eval mode says nothing of the checkpointed one's
+        if not any(together(evaluation.condition, s.condition) is not None for s in sites):
+            continue  # `else: model.eval()` of `if args.gradient_checkpointing:`
         later = sorted((c for c in calls if c.scope == evaluation.scope and c.line > evaluation.line), key=lambda c: c.line)
         for call in later:
             if call in trains:

@@ -11,15 +11,14 @@ from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from ckpt_doctor.findings import Applicability, FixSpec, Position, Severity, Span
+from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after
-from ckpt_doctor.analysis.settings import ScriptSettings, complete_for, read_settings
+from ckpt_doctor.analysis.settings import ScriptSettings, complete_for
 
 GIB = 2**30
 COMFORT = 0.80  # CKPT403: "fits comfortably" = the plan without checkpointing uses at most 80 % of the budget
 DEFAULT_BUDGET = 24 * GIB  # a consumer card; documented in docs/estimate.md
-ACTIVATION_ENABLE_SINCE = "5.23"  # activation_checkpointing_enable / activation_checkpointing* [H3]
-EVERY_N_IN_TRAINER_KWARGS_SINCE = "5.16"  # Trainer pops every_n_layers from the kwargs [H5]
 
 
 @dataclass
@@ -40,8 +39,8 @@ class Budget:
 def resolve_budget(ctx: Context) -> Budget:
     from ckpt_doctor.estimate.gpus import parse_budget
 
-    if ctx.settings.gpu_memory:
-        return Budget(parse_budget(ctx.settings.gpu_memory), "gpu-memory")
+    if ctx.config.gpu_memory:
+        return Budget(parse_budget(ctx.config.gpu_memory), "gpu-memory")
     nvml = _nvml_total()
     if nvml:
         return Budget(nvml, "NVML")
@@ -120,8 +119,7 @@ def _assess(ctx: Context) -> Assessment | _Unknown | None:
 
 
 def _assess_uncached(ctx: Context) -> Assessment | None:
-    training = ctx.training
-    settings = read_settings(training)
+    settings = ctx.analysis.settings
     if not settings.is_training or (settings.model_load is None and settings.model is None):
         return None  # not a training script, or no model we could see being loaded
     from ckpt_doctor.estimate import memory
@@ -136,7 +134,7 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
             where,
         )
     name = str(settings.model.value)
-    mapped = ctx.settings.model_configs.get(name)
+    mapped = ctx.config.model_configs.get(name)
     arch = resolve(str(_relative_to_root(ctx, mapped)) if mapped else name)
     if arch is None:
         raise _Unknown(
@@ -145,12 +143,12 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
             f"`ckpt-doctor estimate --model path/to/config.json`. Settings read: {settings.describe()}",
             where,
         )
-    complete_for(settings, arch)
+    settings = complete_for(replace(settings), arch)  # the analysis' settings stay as the script states them
     budget = resolve_budget(ctx)
     flags = {k: v for k, v in settings.as_flags().items() if k != "model"}
     base = memory.TrainingSetup(arch=arch, **{**flags, "checkpointing": "none"})
     # every_n_layers and offload exist in transformers >= 5.16 (Trainer kwargs) [H5]; before, all or nothing
-    partial_plans = ctx.versions.at_least("transformers", EVERY_N_IN_TRAINER_KWARGS_SINCE)
+    partial_plans = ctx.versions.at_least("transformers", TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE) is True
     from ckpt_doctor.estimate.params import count_params
 
     return Assessment(settings, budget, count_params(arch).total, base, str(settings.checkpointing.value), partial_plans)
@@ -160,7 +158,7 @@ def _relative_to_root(ctx: Context, path: str):
     from pathlib import Path
 
     candidate = Path(path)
-    return candidate if candidate.is_absolute() else ctx.settings.root / candidate
+    return candidate if candidate.is_absolute() else ctx.config.root / candidate
 
 
 def _anchor(assessment: Assessment) -> Span:
@@ -194,7 +192,7 @@ def oom_without_checkpointing(ctx: Context) -> Iterator[Report]:
         return
     if assessment.plan("none").fits:
         return
-    threshold = ctx.settings.checkpointing_threshold
+    threshold = ctx.config.checkpointing_threshold
     if not assessment.budget.explicit and assessment.params < threshold:
         return  # without a stated budget, only models above the size threshold are judged
     plan = assessment.recommended
@@ -221,14 +219,16 @@ def _plan_words(plan: str) -> str:
 
 def _enable_fix(ctx: Context, assessment: Assessment, plan: str) -> FixSpec | None:
     versions = ctx.versions
-    new_names = versions.at_least("transformers", ACTIVATION_ENABLE_SINCE)
+    new_names = versions.at_least("transformers", ACTIVATION_CHECKPOINTING_SINCE) is True  # the old names work everywhere else
     every = int(plan.split("_", 1)[1]) if plan.startswith("every_") else 1
     config = assessment.settings.config_call
+    if config is not None and config.via:
+        return None  # the training arguments are built in another module
     if config is not None:
         flag = "activation_checkpointing" if new_names else "gradient_checkpointing"
         kwargs = '{"use_reentrant": False}'
         if every > 1:
-            if not versions.at_least("transformers", EVERY_N_IN_TRAINER_KWARGS_SINCE):
+            if not versions.at_least("transformers", TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE):
                 return None
             kwargs = f'{{"use_reentrant": False, "every_n_layers": {every}}}'
         return FixSpec(

@@ -6,9 +6,10 @@ from typing import Iterator
 
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Severity
-from ckpt_doctor.rules import Context, Report, rule
+from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION
+from ckpt_doctor.rules import Context, Report, rule, together
 from ckpt_doctor.rules.shared import set_keyword, zero3_with_peft
-from ckpt_doctor.analysis.values import Const, Missing, constant
+from ckpt_doctor.analysis.values import Const, DictVal, Missing, constant
 
 # Keywords `torch.utils.checkpoint.checkpoint` itself takes (torch 2.13, torch/utils/checkpoint.py);
 # any other keyword is meant for the wrapped function.
@@ -58,16 +59,25 @@ def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
     summary="`use_reentrant=True` where the non-reentrant variant works",
 )
 def reentrant_explicit(ctx: Context) -> Iterator[Report]:
-    if zero3_with_peft(ctx):
-        return  # reentrant is the workaround there (CKPT304)
     for call in ctx.training.torch_checkpoint_sites:
         value = call.kwarg("use_reentrant")
-        if isinstance(value, Const) and value.value is True:
+        if isinstance(value, Const) and value.value is True and not zero3_with_peft(ctx, call.condition):  # CKPT304's workaround
             yield Report(
                 call.keyword_spans.get("use_reentrant", call.span),
                 f"{_label(call)} with `use_reentrant=True`: the reentrant variant is legacy (no `torch.autograd.grad`, "
                 "no keyword arguments, gradients silently None when no input requires grad); prefer `use_reentrant=False`",
                 fix=set_keyword(call, "use_reentrant", "False", Applicability.UNSAFE, "Set `use_reentrant=False`", replace=True),
+                condition=call.condition,
+            )
+    for site in ctx.training.hf_sites:  # `gradient_checkpointing_kwargs={"use_reentrant": True}`, also assigned later
+        value = site.kwargs.get("use_reentrant") if isinstance(site.kwargs, DictVal) and site.enabled else None
+        if isinstance(value, Const) and value.value is True and not zero3_with_peft(ctx, site.condition):
+            yield Report(
+                site.span,
+                f"`{site.kwargs_name}` with `\"use_reentrant\": True` (line {value.origin.line if value.origin else site.span.start.line}): "
+                "Hugging Face checkpointing runs the legacy reentrant variant (no `torch.autograd.grad`, no keyword "
+                "arguments, gradients silently None when no input requires grad); prefer `False`",
+                condition=site.condition,
             )
 
 
@@ -107,18 +117,28 @@ def reentrant_with_kwargs(ctx: Context) -> Iterator[Report]:
 def reentrant_with_autograd_grad(ctx: Context) -> Iterator[Report]:
     grads = ctx.facts.calls_to("torch.autograd.grad")
     grads += [c for c in ctx.facts.calls if c.name == "backward" and c.is_method and "inputs" in c.kwargs]
-    if not grads:
-        return
-    where = f"line {grads[0].line}"
+    # a custom `autograd.Function`'s own backward computes gradients of its own graph, not of the step's
+    grads = [g for g in grads if not _in_autograd_function(ctx, g)]
     for call in ctx.training.torch_checkpoint_sites:
-        if ctx.training.torch_mode(call).reentrant is True:
-            yield Report(
-                call.span,
-                f"reentrant {_label(call)} with `torch.autograd.grad` / `.backward(inputs=...)` at {where}: the backward "
-                "raises `RuntimeError: When use_reentrant=True, torch.utils.checkpoint is incompatible with .grad() or "
-                "passing an `inputs` parameter to .backward()`; use `use_reentrant=False`",
-                fix=set_keyword(call, "use_reentrant", "False", Applicability.DISPLAY_ONLY, "Use `use_reentrant=False`", replace=True),
-            )
+        if ctx.training.torch_mode(call).reentrant is not True:
+            continue
+        found = next(((g, joined) for g in grads if (joined := together(call.condition, g.condition)) is not None), None)
+        if found is None:
+            continue
+        grad, condition = found
+        yield Report(
+            call.span,
+            f"reentrant {_label(call)} with `torch.autograd.grad` / `.backward(inputs=...)` at line {grad.line}: the backward "
+            "raises `RuntimeError: When use_reentrant=True, torch.utils.checkpoint is incompatible with .grad() or "
+            "passing an `inputs` parameter to .backward()`; use `use_reentrant=False`",
+            fix=set_keyword(call, "use_reentrant", "False", Applicability.DISPLAY_ONLY, "Use `use_reentrant=False`", replace=True),
+            condition=condition,
+        )
+
+
+def _in_autograd_function(ctx: Context, call: Call) -> bool:
+    owner = ctx.facts.enclosing_class(call.scope)
+    return owner is not None and any(base in AUTOGRAD_FUNCTION for base in owner.bases)
 
 
 @rule(

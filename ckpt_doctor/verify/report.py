@@ -22,14 +22,21 @@ def static_findings(paths: list[str]) -> tuple[list[dict], str | None]:
     """``check --output-format json`` objects for the script, or ``([], reason)``."""
     if not paths:
         return [], "no script file to check"
-    from ckpt_doctor.config import ConfigError, load_settings
+    from dataclasses import replace
+
+    from ckpt_doctor.analysis.versions import TRACKED, installed_version
     from ckpt_doctor.check.report import json_objects
+    from ckpt_doctor.config import ConfigError, load_settings
     from ckpt_doctor.check.runner import RunOptions, run_check
 
     try:
         settings = load_settings()
     except ConfigError as exc:
         return [], str(exc)
+    # the script ran in this interpreter: its installed libraries are the versions to judge it by, unless the
+    # configuration names others
+    ran = {package: str(version) for package in TRACKED if (version := installed_version(package)) is not None}
+    settings = replace(settings, target_versions={**ran, **settings.target_versions})
     run = run_check(paths, settings, RunOptions(use_cache=False, keep_sources=True, jobs=1))
     if run.errors:
         return json_objects(run), "; ".join(run.errors)

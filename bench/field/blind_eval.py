@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Score ckpt-doctor on the blind corpus (bench/field/blind/) against the independent expert labels.
+
+The labels (`blind/expert/*.json`) were written by readers who saw the code, the rule pages and
+docs/version-facts.md, never the tool's output. This script runs the tool and compares:
+
+- findings: a tool finding matches an expert finding of the same code within `--window` lines (the
+  expert may point at the keyword, the tool at the call); an unmatched tool finding counts as false;
+  recall is over the expert findings marked "clear";
+- settings: batch size, sequence length, dtype, optimizer and checkpointing of the run the defaults
+  describe, where the expert could read them (not null), against what `estimate SCRIPT` shows.
+
+    python bench/field/build_corpus.py --tsv bench/field/blind/corpus.tsv --out /tmp/blind-corpus
+    python bench/field/blind_eval.py --split dev            # the part the rules may be tuned on
+    python bench/field/blind_eval.py --split holdout        # looked at once, at the end
+    python bench/field/blind_eval.py --split dev --details  # every finding, matched or not
+
+Exit status: 0 when the figures are printed, 2 when the corpus or the labels are missing.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BLIND = HERE / "blind"
+sys.path.insert(0, str(HERE))
+from evaluate import family, from_estimate, from_findings, run_check, run_estimate  # noqa: E402
+
+SETTINGS = ("batch_size", "seq_len", "dtype", "optimizer", "checkpointing")
+SEVERITIES = ("error", "warning", "info")
+
+
+def scored(split: str) -> list[tuple[str, str]]:
+    with (BLIND / "split.tsv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [(r["repository"], r["path"]) for r in rows if split == "all" or r["split"] == split]
+
+
+def labels() -> dict[tuple[str, str], dict]:
+    out = {}
+    for path in sorted((BLIND / "expert").glob("*.json")):
+        for entry in json.loads(path.read_text(encoding="utf-8"))["files"]:
+            out[(entry["repository"], entry["path"])] = entry
+    return out
+
+
+def rel(repository: str, path: str) -> str:
+    return f"{repository.replace('/', '__')}/{path}"
+
+
+def match(tool: list[dict], expert: list[dict], window: int) -> tuple[list[tuple[dict, dict | None]], list[dict]]:
+    """Pair each tool finding with the nearest unused expert finding of its code; the expert ones left over."""
+    left = list(expert)
+    pairs = []
+    for finding in sorted(tool, key=lambda f: f["location"]["row"]):
+        row = finding["location"]["row"]
+        near = [e for e in left if e["code"] == finding["code"] and abs(int(e.get("line") or 0) - row) <= window]
+        best = min(near, key=lambda e: abs(int(e.get("line") or 0) - row), default=None)
+        if best is not None:
+            left.remove(best)
+        pairs.append((finding, best))
+    return pairs, left
+
+
+def same_setting(name: str, expert: object, tool: object) -> bool:
+    if name == "optimizer":
+        return family(tool) == family(expert)
+    if name == "checkpointing":
+        want = "on" if str(expert).startswith("on") else "off" if str(expert).startswith("off") else "depends"
+        if want == "depends":
+            return True  # either reading is a reading of one of the runs; the finding side checks the option
+        got = "off" if tool in ("none", "off", None) else "on"
+        return got == want
+    if name == "dtype":
+        return str(tool).lower() == str(expert).lower()
+    try:
+        return int(tool) == int(expert)
+    except (TypeError, ValueError):
+        return tool == expert
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--split", choices=("dev", "holdout", "all"), default="dev")
+    ap.add_argument("--corpus", type=Path, default=Path("/tmp/blind-corpus"))
+    ap.add_argument("--window", type=int, default=25, help="lines between the tool's and the expert's position")
+    ap.add_argument("--gpu-memory", default="80GiB")
+    ap.add_argument("--details", action="store_true")
+    args = ap.parse_args(argv)
+
+    files = scored(args.split)
+    expert = labels()
+    missing = [rel(*f) for f in files if not (args.corpus / rel(*f)).is_file() or f not in expert]
+    if missing:
+        print(f"error: not in the corpus or not labelled: {', '.join(missing[:5])}", file=sys.stderr)
+        return 2
+    results = run_check(args.corpus, [rel(*f) for f in files], args.gpu_memory)
+    by_file: dict[str, list[dict]] = {}
+    for item in results:
+        by_file.setdefault(str(Path(item["filename"]).resolve().relative_to(args.corpus.resolve())), []).append(item)
+
+    counts = {s: [0, 0] for s in SEVERITIES}  # severity -> [true, all]
+    clear_found = clear_all = 0
+    settings_right = settings_all = 0
+    for repository, path in files:
+        key = rel(repository, path)
+        label = expert[(repository, path)]
+        pairs, missed = match(by_file.get(key, []), label["findings"], args.window)
+        for finding, hit in pairs:
+            counts[finding["severity"]][1] += 1
+            counts[finding["severity"]][0] += hit is not None
+        clear = [e for e in label["findings"] if e.get("clarity") == "clear"]
+        clear_all += len(clear)
+        clear_found += sum(1 for e in clear if e not in missed)
+        estimate = run_estimate(args.corpus, key, args.gpu_memory)
+        reading = from_estimate(estimate)
+        reading.update({k: v for k, v in from_findings(by_file.get(key, []))[0].items() if k not in reading})
+        wrong = []
+        for name in SETTINGS:
+            want = label["settings"].get(name)
+            if want is None:
+                continue
+            settings_all += 1
+            if same_setting(name, want, reading.get(name)):
+                settings_right += 1
+            else:
+                wrong.append(f"{name}: expert {want!r}, tool {reading.get(name)!r}")
+        if args.details:
+            print(f"\n{key}")
+            for finding, hit in pairs:
+                verdict = "match" if hit else "NO EXPERT MATCH"
+                print(f"  tool {finding['code']}:{finding['location']['row']} [{finding['severity']}] {verdict}: {finding['message'][:160]}")
+            for e in missed:
+                print(f"  expert {e['code']}:{e.get('line')} ({e.get('clarity')}) missed: {e.get('reason', '')[:160]}")
+            for line in wrong:
+                print(f"  setting {line}")
+
+    print(f"\nblind corpus, split {args.split}: {len(files)} scored files (tool: ckpt-doctor check --gpu-memory {args.gpu_memory})")
+    for severity in SEVERITIES:
+        true, total = counts[severity]
+        share = f"{100 * true / total:.0f} %" if total else "n/a"
+        print(f"  {severity:8s} findings: {total:3d}, matching an expert finding: {true:3d} ({share}), not: {total - true}")
+    print(f"  recall of the clear expert findings: {clear_found}/{clear_all}" + (f" ({100 * clear_found / clear_all:.0f} %)" if clear_all else ""))
+    print(f"  settings right where the expert could read them: {settings_right}/{settings_all}"
+          + (f" ({100 * settings_right / settings_all:.0f} %)" if settings_all else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

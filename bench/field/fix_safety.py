@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""No fix may break code: apply every fix ckpt-doctor offers to every file of a corpus and check the result.
+
+For each Python file (notebooks are left to the notebook tests):
+1. `--fix --unsafe-fixes` applied: the fixed text must compile;
+2. every fix that edits a call must edit a call of the library it is for: a torch / transformers / peft / TRL
+   callee, or a receiver the analysis resolved to such an object, made in this file (not in a sibling module);
+3. every name a *safe* fix writes must exist in the lowest release the project allows (`FIX_NAMES_SINCE`);
+   run on the file as found (with its pins), and again as if its project declared nothing.
+
+    python bench/field/fix_safety.py /tmp/ckpt-corpus /tmp/blind-corpus
+
+Prints one line per problem and the totals; exit status 1 when there is a problem, 0 otherwise.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from ckpt_doctor.analysis import analyze
+from ckpt_doctor.analysis.library import FIX_NAMES_SINCE, HF_PACKAGES
+from ckpt_doctor.analysis.source import SourceError, read_source
+from ckpt_doctor.check.fix import FixError, apply_fixes
+from ckpt_doctor.check.lint import lint_text
+from ckpt_doctor.config import Settings
+from ckpt_doctor.findings import Applicability
+
+CALL_EDITS = {"set_keyword", "set_keywords", "rename_method", "rename_keywords"}
+LIBRARY_CALLEES = ("torch.", "functools.partial") + HF_PACKAGES
+
+
+def problems_in(path: Path, root: Path) -> tuple[int, list[str]]:
+    """(fixes offered, problems) for one file."""
+    try:
+        source = read_source(str(path))
+    except SourceError:
+        return 0, []
+    if source.cells is not None:
+        return 0, []
+    settings = Settings(root=root)
+    try:
+        findings = lint_text(source, settings)
+        analysis = analyze(source, settings)
+    except (SyntaxError, ValueError):
+        return 0, []
+    fixes = [f for f in findings if f.fix is not None and f.fix.applicability is not Applicability.DISPLAY_ONLY]
+    out: list[str] = []
+    try:
+        fixed = apply_fixes(source.text, [f.fix for f in fixes])
+        compile(fixed, str(path), "exec")
+    except FixError:
+        pass  # refused as a whole: nothing is written, nothing breaks
+    except SyntaxError as exc:
+        out.append(f"{path}: the fixed file does not compile: {exc.msg} (line {exc.lineno})")
+    calls = {c.span: c for c in analysis.facts.calls if c.via is None}
+    for finding in fixes:
+        where = f"{path}:{finding.span.start.line}: {finding.code}"
+        if finding.fix.kind in CALL_EDITS:
+            call = calls.get(finding.fix.span)
+            if call is None or call.via is not None:
+                out.append(f"{where}: the fix edits no call of this file")
+            elif not (call.qualname or "").startswith(LIBRARY_CALLEES) and analysis.training.receiver_is_library(call) is not True:
+                out.append(f"{where}: the fix edits `{call.receiver}.{call.name}()`, not known to be the library's")
+        if finding.fix.applicability is Applicability.SAFE:
+            for name in finding.fix.introduced_names():
+                package, since = FIX_NAMES_SINCE.get(name, (None, None))
+                if package is not None and analysis.versions.at_least(package, since) is not True:
+                    out.append(f"{where}: a safe fix writes `{name}`, which {package} before {since} lacks "
+                               f"({analysis.versions.get(package).describe(package)})")
+    return len(fixes), out
+
+
+def pinless(path: Path) -> tuple[int, list[str]]:
+    """The same file as if its project declared nothing: a copy's text under a folder with no pins."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / path.name
+        copy.write_bytes(path.read_bytes())
+        (Path(folder) / ".git").mkdir()
+        offered, found = problems_in(copy, Path(folder))
+        return offered, [p.replace(str(copy), f"{path} (pinless)") for p in found]
+
+
+def main(argv: list[str] | None = None) -> int:
+    roots = [Path(a) for a in (argv if argv is not None else sys.argv[1:])]
+    if not roots:
+        print(__doc__.split("\n\n")[-2].strip(), file=sys.stderr)
+        return 2
+    files = offered = 0
+    problems: list[str] = []
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            files += 1
+            for count, found in (problems_in(path, root), pinless(path)):
+                offered += count
+                problems += found
+    for line in problems:
+        print(line)
+    print(f"{files} files, {offered} fixes offered (as found + pinless), {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

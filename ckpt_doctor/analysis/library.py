@@ -1,0 +1,76 @@
+"""What ckpt-doctor knows of the libraries: their names, their defaults, and the releases where they changed.
+
+Every version boundary here is verified in `docs/version-facts.md`; the tag in brackets names its section
+(`[H1]` is "gradient_checkpointing_enable() with no kwargs: which variant"). Rules and the analysis read
+these names instead of spelling versions themselves, so a fact is corrected in one place.
+"""
+
+from __future__ import annotations
+
+# -- torch -------------------------------------------------------------------------------------
+CHECKPOINT = "torch.utils.checkpoint.checkpoint"
+CHECKPOINT_SEQUENTIAL = "torch.utils.checkpoint.checkpoint_sequential"
+TORCH_CHECKPOINTS = (CHECKPOINT, CHECKPOINT_SEQUENTIAL)
+CHECKPOINT_WRAPPER = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.checkpoint_wrapper"
+APPLY_AC = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.apply_activation_checkpointing"
+DDP = "torch.nn.parallel.DistributedDataParallel"
+AUTOGRAD_FUNCTION = ("torch.autograd.Function", "torch.autograd.function.Function")
+PARTIAL = "functools.partial"
+
+# -- transformers ------------------------------------------------------------------------------
+HF_ENABLE_METHODS = ("gradient_checkpointing_enable", "activation_checkpointing_enable")
+HF_TRAINING_ARGS = ("transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments")
+TRANSFORMERS_KWARGS_SINCE = "4.35"  # gradient_checkpointing_kwargs exists [H1]
+TRANSFORMERS_EXPLICIT_REENTRANT_SINCE = "4.38"  # model default {"use_reentrant": True}: no torch warning [H1]
+TRANSFORMERS_TRAINER_PASSES_NONE_SINCE = "4.45"  # Trainer stops turning None into {} [H5]
+TRANSFORMERS_NON_REENTRANT_DEFAULT = "5.0"  # model default {"use_reentrant": False}; input grads for text models [H1, H2]
+TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE = "5.16"  # Trainer pops every_n_layers/offload, passes `kwargs or None` [H5]
+ACTIVATION_CHECKPOINTING_SINCE = "5.23"  # `activation_checkpointing*`; `gradient_checkpointing*` deprecated aliases [H3]
+TRAINER_OWN_KEYS = {"every_n_layers", "offload"}
+# Defaults of `TrainingArguments` fields that do not depend on the release [H3, H7]; a field the command
+# line sets (`HfArgumentParser`) and nothing else names has this value unless the option is passed.
+TRAINING_ARGS_DEFAULTS = {"gradient_checkpointing": False, "per_device_train_batch_size": 8}
+
+# -- peft --------------------------------------------------------------------------------------
+KBIT_PREPARATION = ("peft.prepare_model_for_kbit_training", "peft.prepare_model_for_int8_training")  # int8: peft <= 0.9
+PEFT_KBIT_KWARGS_SINCE = "0.6"  # prepare_model_for_kbit_training(gradient_checkpointing_kwargs=...) [P2]
+PEFT_MODELS = ("peft.get_peft_model", "peft.PeftModel.from_pretrained", "peft.PeftModelForCausalLM")
+
+# -- trl ---------------------------------------------------------------------------------------
+TRL_NON_TRAINING_CONFIGS = ("trl.ModelConfig", "trl.ScriptArguments")
+TRL_CHECKPOINTING_DEFAULT_ON = "0.22"  # configs default gradient_checkpointing=True [R1]
+TRL_NON_REENTRANT_SINCE = "0.28"  # trainers setdefault use_reentrant=False on transformers < 5; force True under ZeRO-3 + PEFT [R2]
+TRL_PEFT_TRAINERS = ("trl.SFTTrainer", "trl.DPOTrainer", "trl.GRPOTrainer", "trl.KTOTrainer", "trl.RewardTrainer")
+
+# The first release with each name a fix may write into a script [section of docs/version-facts.md]. A safe
+# fix that writes one is safe only where the project's lowest allowed release has it; elsewhere it is unsafe.
+# (torch's `use_reentrant`, torch >= 1.11, is older than any torch the transformers releases checked here run on.)
+FIX_NAMES_SINCE = {
+    "gradient_checkpointing_kwargs": ("transformers", TRANSFORMERS_KWARGS_SINCE),  # [H1]
+    "activation_checkpointing": ("transformers", ACTIVATION_CHECKPOINTING_SINCE),  # [H3]
+    "activation_checkpointing_kwargs": ("transformers", ACTIVATION_CHECKPOINTING_SINCE),
+    "activation_checkpointing_enable": ("transformers", ACTIVATION_CHECKPOINTING_SINCE),
+    "activation_checkpointing_disable": ("transformers", ACTIVATION_CHECKPOINTING_SINCE),
+    "enable_input_require_grads": ("transformers", "4.34.1"),  # present in 4.34.1, the oldest release checked [H2]
+}
+
+# Packages whose public names are their top-level names: `from transformers.training_args import
+# TrainingArguments` and `from transformers import TrainingArguments` name the same class.
+FLAT_PACKAGES = {"transformers", "peft", "trl", "accelerate"}
+HF_PACKAGES = ("transformers.", "peft.", "trl.")
+
+
+def is_training_config(qualname: str | None) -> bool:
+    """`TrainingArguments`, `Seq2SeqTrainingArguments`, or a TRL trainer config (`SFTConfig`, `GRPOConfig`)."""
+    if not qualname:
+        return False
+    if qualname in HF_TRAINING_ARGS:
+        return True
+    return qualname.startswith("trl.") and qualname.endswith("Config") and qualname not in TRL_NON_TRAINING_CONFIGS
+
+
+def command_line_default(config_class: str | None, field: str) -> object:
+    """The default of `field` when only the command line could set it; None when it depends on the release."""
+    if config_class in HF_TRAINING_ARGS:
+        return TRAINING_ARGS_DEFAULTS.get(field)
+    return None

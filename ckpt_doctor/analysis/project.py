@@ -1,0 +1,178 @@
+"""The script's own project: the sibling modules it imports, each summarised once.
+
+`from .model_utils import load_model` / `from utils import apply_fsdp_checkpointing` name functions of the
+project. A summary of such a function says what it returns (an `AutoModelForCausalLM`, a PEFT model) and
+which library calls it makes (checkpointing, wrapping, freezing, quantised loads), so a call to it in the
+script stands for those calls. Modules are found from the script's folder, its package and the project
+root (the nearest folder with `pyproject.toml`, `setup.py`, `setup.cfg` or `.git`); libraries are never
+looked for there. Summaries are cached by the module's content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ckpt_doctor.analysis.config_files import ProjectFiles, is_regular_file
+
+if TYPE_CHECKING:
+    from ckpt_doctor.analysis.facts import AttrAssign, Call, ScriptFacts
+    from ckpt_doctor.analysis.values import Value
+
+# Top-level names that are libraries, never a project's own module (a `transformers/` folder of patches
+# beside a script is still not where `from transformers import ...` goes).
+LIBRARIES = {"torch", "transformers", "peft", "trl", "accelerate", "deepspeed", "datasets", "numpy", "functools",
+             "os", "sys", "json", "typing", "dataclasses", "argparse", "logging", "math", "re", "bitsandbytes",
+             "lightning", "pytorch_lightning", "click", "fire", "wandb", "tqdm", "yaml", "omegaconf", "hydra"}
+ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+MAX_DEPTH = 2  # the script's imports, and theirs: enough for `train.py -> utils -> model_utils`
+_ROOT_WALK = 6
+
+
+@dataclass
+class FunctionSummary:
+    """What calling a project function does, as the script sees it."""
+
+    path: str  # the module's file, as it is named in messages
+    params: list[str]
+    calls: list["Call"]
+    assigns: list["AttrAssign"]
+    returns: "Value | None"
+
+
+@dataclass
+class _Module:
+    path: Path
+    facts: "ScriptFacts"
+    summaries: dict[str, FunctionSummary | None] = field(default_factory=dict)
+
+
+_MODULES: dict[tuple[str, str], _Module | None] = {}  # (path, sha1 of the text) -> the module, across scripts
+
+
+class Project:
+    def __init__(self, script: str, files: ProjectFiles, depth: int = 0) -> None:
+        self.files = files
+        self.depth = depth
+        try:
+            self.folder = Path(script).resolve().parent
+        except (OSError, ValueError):
+            self.folder = None
+        self.root = _root(self.folder) if self.folder is not None and script != "-" else None
+        self._known: dict[str, FunctionSummary | None] = {}
+
+    def summary(self, qualname: str) -> FunctionSummary | None:
+        """The summary of the project function `qualname` ("utils.load_model", "..model.build"), None when it is
+        not a function of a project module we can read."""
+        if qualname not in self._known:
+            self._known[qualname] = self._summary(qualname)
+        return self._known[qualname]
+
+    def _summary(self, qualname: str) -> FunctionSummary | None:
+        if self.root is None or self.depth >= MAX_DEPTH or "." not in qualname.lstrip("."):
+            return None
+        module_name, function = qualname.rsplit(".", 1)
+        if module_name.lstrip(".").split(".", 1)[0] in LIBRARIES and not module_name.startswith("."):
+            return None
+        path = self._module_path(module_name)
+        module = self._module(path) if path is not None else None
+        if module is None:
+            return None
+        if function not in module.summaries:
+            module.summaries[function] = _summarise(module, function)
+        return module.summaries[function]
+
+    def _module_path(self, module: str) -> Path | None:
+        level = len(module) - len(module.lstrip("."))
+        parts = [p for p in module.lstrip(".").split(".") if p]
+        if level:
+            bases = [self.folder.parents[level - 2] if level > 1 else self.folder] if level - 1 <= len(self.folder.parents) else []
+        else:
+            bases = list(dict.fromkeys([self.folder, self.root, self.root / "src"]))
+        for base in bases:
+            candidate = base.joinpath(*parts)
+            for path in (candidate.with_suffix(".py"), candidate / "__init__.py"):
+                if is_regular_file(path) and _inside(path, self.root):
+                    return path
+        return None
+
+    def _module(self, path: Path) -> _Module | None:
+        text = self.files.module(path)
+        if text is None:
+            return None
+        key = (str(path), hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest())
+        if key not in _MODULES:
+            _MODULES[key] = _extract_module(path, text, self.depth + 1)
+        return _MODULES[key]
+
+
+def _extract_module(path: Path, text: str, depth: int) -> _Module | None:
+    from ckpt_doctor.analysis.facts import FactsError, extract
+
+    files = ProjectFiles(str(path))
+    try:
+        facts = extract(text, str(path), files, Project(str(path), files, depth))
+    except (SyntaxError, FactsError, ValueError):
+        return None
+    return _Module(path, facts)
+
+
+def _summarise(module: _Module, function: str) -> FunctionSummary | None:
+    facts = module.facts
+    if function not in facts.functions:
+        return None
+    scopes = _reached(facts, function)
+    calls = [c for c in facts.calls if _in(c.scope, scopes) and not (c.qualname or "").startswith("<local>.")]
+    assigns = [a for a in facts.attr_assigns if _in(a.scope, scopes)]
+    returned = next((v for v in facts.returns.get(function, []) if _is_library_object(v)), None)
+    return FunctionSummary(_short(module.path), facts.functions[function], calls, assigns, returned)
+
+
+def _reached(facts: "ScriptFacts", function: str) -> set[str]:
+    """`function` and the module's own functions it calls, transitively."""
+    seen, todo = set(), [function]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += [c.qualname.split(".", 1)[1] for c in facts.calls
+                 if _in(c.scope, {name}) and (c.qualname or "").startswith("<local>.") and c.qualname.split(".", 1)[1] in facts.functions]
+    return seen
+
+
+def _in(scope: str, scopes: set[str]) -> bool:
+    return scope in scopes or any(scope.startswith(f"{s}.") for s in scopes)
+
+
+def _is_library_object(value: object) -> bool:
+    from ckpt_doctor.analysis.values import Instance
+
+    return isinstance(value, Instance) and not value.qualname.startswith("<local>.")
+
+
+def _root(folder: Path) -> Path:
+    for current in [folder, *list(folder.parents)[:_ROOT_WALK]]:
+        if any((current / marker).exists() for marker in ROOT_MARKERS):
+            return current
+    return folder
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _short(path: Path) -> str:
+    import os
+
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return relative if not relative.startswith("..") else str(path)

@@ -1,0 +1,400 @@
+"""The analysis layer (issue 9): each failure pattern seen on unseen real code, reduced to a few lines.
+
+Branches that exclude each other, flags that depend on an option, receivers that are the project's own,
+names bound to two libraries, versions the project does not declare."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from ckpt_doctor.analysis import analyze
+from ckpt_doctor.analysis.source import SourceFile
+from ckpt_doctor.check.lint import lint_text
+from ckpt_doctor.config import Settings
+
+V4 = {"torch": "2.13", "transformers": "4.46", "peft": "0.13", "trl": "0.12"}
+
+
+def findings(code: str, targets: dict | None = V4, select=("CKPT1", "CKPT2", "CKPT3"), path: str = "t.py"):
+    text = textwrap.dedent(code)
+    settings = Settings(target_versions=dict(targets or {}), select=list(select))
+    return lint_text(SourceFile(path, text, text.encode()), settings)
+
+
+def codes(code: str, **kwargs) -> list[tuple[str, int]]:
+    return [(f.code, f.span.start.line) for f in findings(code, **kwargs)]
+
+
+# -- 1. exclusive branches are never combined ------------------------------------------------------
+
+PEFT_OR_FULL = """
+import argparse
+from peft import get_peft_model, LoraConfig
+from transformers import AutoModelForCausalLM
+parser = argparse.ArgumentParser()
+parser.add_argument("--use_lora", action="store_true")
+args = parser.parse_args()
+model = AutoModelForCausalLM.from_pretrained("gpt2")
+if args.use_lora:
+    model = get_peft_model(model, LoraConfig())
+{other}
+    model.gradient_checkpointing_enable()
+"""
+
+
+def test_peft_in_the_if_and_checkpointing_in_the_else_are_never_one_run():
+    assert "CKPT202" not in [c for c, _ in codes(PEFT_OR_FULL.format(other="else:"))]
+
+
+def test_peft_under_the_option_and_checkpointing_under_its_negation_are_never_one_run():
+    assert "CKPT202" not in [c for c, _ in codes(PEFT_OR_FULL.format(other="if not args.use_lora:"))]
+
+
+def test_the_same_option_on_both_facts_is_one_run_and_the_finding_names_it():
+    (finding,) = [f for f in findings(PEFT_OR_FULL.format(other="if args.use_lora:")) if f.code == "CKPT202"]
+    assert finding.message.endswith("(only with `--use_lora`)")
+    assert finding.condition == [{"test": "args.use_lora", "value": True, "option": "--use_lora"}]
+
+
+def test_deepspeed_in_one_branch_and_fsdp_checkpointing_in_the_other_are_not_double_checkpointing():
+    code = """
+    import sys
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+    def main(args, model):
+        if args.fsdp:
+            apply_activation_checkpointing(model)
+        else:
+            model.gradient_checkpointing_enable()
+    """
+    assert "CKPT302" not in [c for c, _ in codes(code)]
+    both = code.replace("        else:\n            model.gradient", "        if args.fsdp:\n            model.gradient")
+    assert "CKPT302" in [c for c, _ in codes(both)]
+
+
+def test_equality_tests_on_one_option_exclude_each_other():
+    code = """
+    import argparse
+    from peft import get_peft_model
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--finetune", default="full")
+    args = parser.parse_args()
+    if args.finetune == "lora":
+        model = get_peft_model(model, cfg)
+    elif args.finetune == "full":
+        model.gradient_checkpointing_enable()
+    """
+    assert "CKPT202" not in [c for c, _ in codes(code)]
+
+
+def test_a_binding_made_under_a_flag_that_defaults_off_is_not_the_default_run_value():
+    text = textwrap.dedent("""
+    import argparse
+    from transformers import AutoModelForCausalLM, TrainingArguments, Trainer
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--big", action="store_true")
+    args = parser.parse_args()
+    batch = 4
+    if args.big:
+        batch = 64
+    model = AutoModelForCausalLM.from_pretrained("gpt2")
+    Trainer(model=model, args=TrainingArguments("out", per_device_train_batch_size=batch)).train()
+    """)
+    result = analyze(SourceFile("t.py", text, text.encode()), Settings(target_versions=V4))
+    assert result.settings.batch_size.value == 4
+
+
+# -- 2. unknown is not off: a flag only the command line sets depends on it -------------------------
+
+def test_kbit_preparation_fed_by_the_command_line_flag_is_reported_with_the_option():
+    code = """
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, HfArgumentParser, TrainingArguments
+    (training_args,) = HfArgumentParser((TrainingArguments,)).parse_args_into_dataclasses()
+    model = AutoModelForCausalLM.from_pretrained("m", quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing)
+    """
+    (finding,) = [f for f in findings(code) if f.code == "CKPT201"]
+    assert finding.span.start.line == 6 and "(only with `--gradient_checkpointing`)" in finding.message
+
+
+def test_a_click_option_that_defaults_on_reaches_the_training_arguments_through_kwargs():
+    code = """
+    import click
+    from peft import get_peft_model
+    from transformers import TrainingArguments, Trainer
+    @click.command()
+    @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=True)
+    @click.option("--lr", default=1e-4)
+    def main(**kwargs):
+        train(**kwargs)
+    def train(gradient_checkpointing=False, lr=1e-3):
+        model = get_peft_model(base, cfg)
+        args = TrainingArguments("out", gradient_checkpointing=gradient_checkpointing)
+        Trainer(model=model, args=args).train()
+    """
+    found = [f for f in findings(code) if f.code == "CKPT202"]
+    assert [f.span.start.line for f in found] == [12]
+    assert "only" not in found[0].message  # on in the default run: no option is needed
+
+
+def test_a_value_nobody_can_know_is_on_when_it_is_true():
+    code = """
+    from peft import get_peft_model
+    from transformers import TrainingArguments
+    model = get_peft_model(base, cfg)
+    args = TrainingArguments("out", gradient_checkpointing=cfg.gc)
+    """
+    (finding,) = [f for f in findings(code) if f.code == "CKPT202"]
+    assert "when `cfg.gc` is true" in finding.message
+
+
+def test_a_sys_argv_test_is_an_option_absent_by_default():
+    text = textwrap.dedent("""
+    import sys
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained("gpt2")
+    if "--gc" in sys.argv:
+        model.gradient_checkpointing_enable()
+    loss.backward()
+    """)
+    result = analyze(SourceFile("t.py", text, text.encode()), Settings(target_versions=V4))
+    (site,) = result.training.hf_sites
+    assert site.condition.describe() == "with `--gc`" and site.condition.runs_by_default is False
+    assert result.settings.checkpointing.value == "none"
+
+
+# -- 4. receivers: the project's own method is not Hugging Face's -----------------------------------
+
+def test_a_method_of_the_projects_own_class_gets_no_hugging_face_rule_or_fix():
+    code = """
+    from peft import get_peft_model
+    class Network:
+        def gradient_checkpointing_enable(self):
+            self.checkpointing = True
+    net = Network()
+    model = get_peft_model(base, cfg)
+    net.gradient_checkpointing_enable()
+    """
+    assert codes(code, targets={"transformers": "5.24", "torch": "2.13"}, select=("CKPT2",)) == []
+    assert codes(code, select=("CKPT2",)) == []
+
+
+def test_an_unresolved_receiver_is_reported_but_gets_no_fix():
+    code = """
+    from peft import get_peft_model
+    def train(model):
+        model = get_peft_model(model, cfg)
+        model.base_model.gradient_checkpointing_enable()
+    """
+    found = {f.code: f for f in findings(code)}
+    assert found["CKPT201"].fix is None  # `gradient_checkpointing_kwargs` may not be a keyword of that method
+    assert "model.enable_input_require_grads()" in found["CKPT202"].fix.message  # on what get_peft_model returned
+
+
+def test_a_loaded_model_is_resolved_and_gets_its_fix():
+    code = """
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained("gpt2")
+    model.gradient_checkpointing_enable()
+    model = get_peft_model(model, cfg)
+    """
+    (finding,) = [f for f in findings(code) if f.code == "CKPT201"]
+    assert finding.fix is not None
+
+
+def test_checkpoint_from_deepspeed_or_torch_gets_no_torch_fix():
+    code = """
+    try:
+        from deepspeed.runtime.activation_checkpointing.checkpointing import checkpoint
+    except ImportError:
+        from torch.utils.checkpoint import checkpoint
+    def forward(blocks, x):
+        for block in blocks:
+            x = checkpoint(block, x)
+        return x
+    """
+    (finding,) = findings(code)
+    assert finding.code == "CKPT101" and finding.fix is None
+
+
+def test_a_legacy_8bit_load_behind_an_option_may_be_quantized():
+    code = """
+    import argparse
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--load_in_8bit", action="store_true")
+    args = parser.parse_args()
+    model = AutoModelForCausalLM.from_pretrained("m", load_in_8bit=args.load_in_8bit)
+    model = prepare_model_for_kbit_training(model)
+    """
+    assert "CKPT207" not in [c for c, _ in codes(code)]
+
+
+# -- 5. use_reentrant=True through Hugging Face ------------------------------------------------------
+
+def test_explicit_reentrant_kwargs_to_the_training_arguments_are_reported():
+    code = """
+    from transformers import TrainingArguments
+    args = TrainingArguments("out", gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True})
+    """
+    assert ("CKPT102", 3) in codes(code)
+
+
+def test_reentrant_kwargs_assigned_after_parsing_reach_the_frozen_input_rule():
+    code = """
+    from peft import get_peft_model
+    from transformers import TrainingArguments, Trainer
+    model = get_peft_model(base, cfg)
+    args = TrainingArguments("out", gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
+    args.gradient_checkpointing_kwargs = {"use_reentrant": True}
+    Trainer(model=model, args=args).train()
+    """
+    found = codes(code, targets={"transformers": "5.24", "torch": "2.13"})
+    assert ("CKPT102", 5) in found  # the Trainer reads the assigned dict
+
+
+# -- 6/7. versions: an unknown release is said, and a rename is never forced on it ------------------
+
+def test_an_undeclared_transformers_still_gets_the_reentrant_warning_and_says_so(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("from transformers import TrainingArguments\nTrainingArguments('o', gradient_checkpointing=True)\n")
+    (tmp_path / ".git").mkdir()
+    text = script.read_text()
+    settings = Settings(root=tmp_path)
+    found = lint_text(SourceFile(str(script), text, text.encode()), settings)
+    (finding,) = [f for f in found if f.code == "CKPT201"]
+    assert "5.0" in finding.message and "does not declare" in finding.message
+    assert str(finding.fix.applicability) == "unsafe"  # the kwargs may not exist on the release the project runs
+
+
+def test_the_deprecated_name_is_renamed_safely_only_where_the_project_declares_5_23(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("from transformers import AutoModel\nm = AutoModel.from_pretrained('x')\nm.gradient_checkpointing_enable()\n")
+    (tmp_path / ".git").mkdir()
+    text = script.read_text()
+    undeclared = lint_text(SourceFile(str(script), text, text.encode()), Settings(root=tmp_path))
+    assert "CKPT205" not in [f.code for f in undeclared]
+    (tmp_path / "requirements.txt").write_text("transformers>=5.23\n")
+    from ckpt_doctor.analysis.versions import clear_caches
+
+    clear_caches()
+    declared = lint_text(SourceFile(str(script), text, text.encode()), Settings(root=tmp_path))
+    (finding,) = [f for f in declared if f.code == "CKPT205"]
+    assert str(finding.fix.applicability) == "safe"
+
+
+# -- and the smaller ones ---------------------------------------------------------------------------
+
+def test_autograd_grad_inside_a_custom_autograd_function_backward_is_not_the_step():
+    code = """
+    import torch
+    from torch.utils.checkpoint import checkpoint
+    class Clamp(torch.autograd.Function):
+        @staticmethod
+        def backward(ctx, g):
+            return torch.autograd.grad(ctx.y, ctx.x, g)
+    def forward(block, x):
+        return checkpoint(block, x, use_reentrant=True)
+    """
+    assert "CKPT104" not in [c for c, _ in codes(code)]
+
+
+def test_trl_tokenizer_is_seen_on_any_trainer_call_not_only_the_last(tmp_path):
+    from ckpt_doctor.analysis.api_era import version_ceilings
+    from ckpt_doctor.analysis.facts import extract
+
+    facts = extract("from trl import SFTTrainer\nfrom peft import prepare_model_for_int8_training\n"
+                    "SFTTrainer(model=m, tokenizer=t)\nprint(1)\n")
+    assert version_ceilings(facts)["trl"][0] == "0.20.999"
+
+
+def test_json_output_carries_the_condition(tmp_path):
+    from ckpt_doctor.check.report import json_objects
+    from ckpt_doctor.check.runner import RunResult
+
+    found = [f for f in findings(PEFT_OR_FULL.format(other="if args.use_lora:")) if f.code == "CKPT202"]
+    from ckpt_doctor.check.lint import FileResult
+
+    objects = json_objects(RunResult(files=[FileResult("t.py", found)]))
+    assert json.loads(json.dumps(objects))[0]["condition"][0]["option"] == "--use_lora"
+
+
+# -- 3. the project's own modules are followed ------------------------------------------------------
+
+UTILS = """
+from transformers import AutoModelForCausalLM
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+def load_model(name):
+    return AutoModelForCausalLM.from_pretrained(name, load_in_8bit=True)
+
+def apply_fsdp_checkpointing(model):
+    _wrap(model)
+
+def _wrap(module):
+    apply_activation_checkpointing(module)
+"""
+
+
+def _project(tmp_path, train: str, utils: str = UTILS):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "utils.py").write_text(textwrap.dedent(utils))
+    script = tmp_path / "pkg" / "train.py"
+    script.write_text(textwrap.dedent(train))
+    return script
+
+
+def _check(script, **settings) -> list:
+    text = script.read_text()
+    return lint_text(SourceFile(str(script), text, text.encode()), Settings(target_versions=V4, root=script.parent.parent, **settings))
+
+
+def test_a_sibling_helper_that_wraps_layers_after_hugging_face_checkpointing_is_double_checkpointing(tmp_path):
+    script = _project(tmp_path, """
+    from .utils import load_model, apply_fsdp_checkpointing
+    model = load_model("gpt2")
+    model.gradient_checkpointing_enable()
+    apply_fsdp_checkpointing(model)
+    """)
+    (finding,) = [f for f in _check(script) if f.code == "CKPT302"]
+    assert finding.span.start.line == 4 and "utils.py:12" in finding.message
+
+
+def test_a_model_a_sibling_helper_loads_is_known_by_its_class_and_its_quantisation(tmp_path):
+    script = _project(tmp_path, """
+    from peft import prepare_model_for_kbit_training
+    from utils import load_model
+    model = load_model("gpt2")
+    model.gradient_checkpointing_enable()
+    model = prepare_model_for_kbit_training(model)
+    for batch in data:
+        model(**batch).loss.backward()
+    """)
+    found = {f.code: f for f in _check(script)}
+    assert "CKPT207" not in found  # loaded in 8 bit over there
+    assert "CKPT203" in found and found["CKPT203"].fix is not None  # a causal LM (KV cache), resolved: fixable here
+
+
+def test_calls_made_in_a_sibling_module_get_no_fix_here(tmp_path):
+    script = _project(tmp_path, """
+    from .utils import enable
+    enable(model)
+    """, utils="""
+    from torch.utils.checkpoint import checkpoint
+    def enable(model):
+        model.forward = lambda x: checkpoint(model.block, x)
+    """)
+    (finding,) = [f for f in _check(script) if f.code == "CKPT101"]
+    assert finding.span.start.line == 3 and finding.fix is None
+
+
+def test_the_modules_read_are_dependencies_of_the_script(tmp_path):
+    from ckpt_doctor.analysis.source import read_source
+
+    script = _project(tmp_path, "from .utils import load_model\nmodel = load_model('gpt2')\n")
+    result = analyze(read_source(str(script)), Settings(root=tmp_path))
+    assert str(tmp_path / "pkg" / "utils.py") in result.dependencies

@@ -398,3 +398,48 @@ def test_the_modules_read_are_dependencies_of_the_script(tmp_path):
     script = _project(tmp_path, "from .utils import load_model\nmodel = load_model('gpt2')\n")
     result = analyze(read_source(str(script)), Settings(root=tmp_path))
     assert str(tmp_path / "pkg" / "utils.py") in result.dependencies
+
+
+# -- 8. frozen parameters reach the estimate ---------------------------------------------------------
+
+def _read(code: str):
+    text = textwrap.dedent(code)
+    return analyze(SourceFile("t.py", text, text.encode()), Settings(target_versions=V4)).settings
+
+
+def test_a_backbone_frozen_by_a_parameters_loop_is_a_frozen_trunk():
+    settings = _read("""
+    from transformers import AutoModelForSequenceClassification
+    model = AutoModelForSequenceClassification.from_pretrained("bert-base-uncased")
+    for name, param in model.bert.named_parameters():
+        param.requires_grad = False
+    """)
+    assert settings.frozen.value == "trunk" and settings.frozen.line == 5
+    assert settings.as_flags()["frozen"] == "trunk"
+
+
+def test_a_whole_model_frozen_but_its_head_is_a_frozen_trunk_and_embeddings_alone_are_not():
+    assert _read("model.requires_grad_(False)\nmodel.classifier.requires_grad_(True)\n").frozen.value == "trunk"
+    assert _read("model.bert.embeddings.requires_grad_(False)\n").frozen.value == "none"
+    assert _read("if args.freeze:\n    model.vit.requires_grad_(False)\n").frozen.value == "trunk"  # default unknown: read
+
+
+def test_kwargs_given_to_a_call_that_k_bit_preparation_repeats_right_after_are_not_the_ones_that_count():
+    code = """
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    model = AutoModelForCausalLM.from_pretrained("m", quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+    model.gradient_checkpointing_enable()
+    model = prepare_model_for_kbit_training(model)
+    """
+    assert [line for code_, line in codes(code) if code_ == "CKPT201"] == [6]  # peft's `{}` decides, not line 5
+
+
+def test_python_3_12_syntax_is_analysed_on_an_older_interpreter():
+    code = """
+    type Batch = dict[str, list[int]]
+    def train[T](model: T) -> T:
+        model.gradient_checkpointing_enable()
+        return model
+    """
+    assert codes(code) == [("CKPT201", 4)]

@@ -367,3 +367,23 @@ def test_checkpointing_is_enabled_through_the_installed_transformers_api():
     pytest.importorskip("transformers")
     with pytest.raises(ValueError, match="every_2 needs transformers >= 5.23"):
         enable_checkpointing(Before523(), 2)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch and transformers (the [verify] extra)")
+@pytest.mark.parametrize("checkpointing", ["none", "full"])
+def test_a_frozen_trunk_matches_the_trace(checkpointing):
+    """A heads-only fine-tune: only the head has gradients and optimizer state, and the frozen trunk keeps no
+    activations for a backward (issue 9: frozen parameters used to count as trainable)."""
+    import warnings
+
+    from ckpt_doctor.estimate.trace import trace_step
+
+    warnings.filterwarnings("ignore")
+    setup = TrainingSetup(ModelArch.from_hf_config(dict(TINY_LLAMA), "tiny"), batch_size=2, seq_len=64, dtype="fp32",
+                          frozen="trunk", checkpointing=checkpointing)
+    fake = trace_step(setup)
+    est = estimate(setup, cublas_workspaces=False)
+    assert est.params_trainable == fake.params_trainable == 128 * 2048  # lm_head only
+    assert abs(est.peak_bytes - fake.peak_bytes) <= 0.03 * fake.peak_bytes
+    full = estimate(dataclasses.replace(setup, frozen="none"), cublas_workspaces=False)
+    assert est.breakdown["optimizer_state"] < full.breakdown["optimizer_state"] / 3  # the head is 30 % of this tiny model

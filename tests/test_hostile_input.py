@@ -63,7 +63,6 @@ def snapshot(root: Path) -> dict[str, bytes]:
 # --- Python 2 ---------------------------------------------------------------------------------------
 
 PYTHON2 = {
-    "except_comma.py": ("from torch.utils.checkpoint import checkpoint\ntry:\n    pass\nexcept Exception, e:\n    pass\n", ["4:"]),
     "backticks.py": ("x = `1`\n", ["1:"]),
     "octal.py": ("import os\nos.chmod('x', 0777)\n", ["2:", "octal"]),
     "exec_stmt.py": ('exec "x = 1"\n', ["Python 2"]),
@@ -75,6 +74,15 @@ PYTHON2 = {
     "tabs_and_spaces.py": ("if True:\n\tx = 1\n        y = 2\n", ["3:", "tabs"]),
     "print_chevron_coding.py": ("# -*- coding: utf-8 -*-\nimport sys\nprint >>sys.stderr, 'x',\nprint 'checkpoint'\n", ["4:", "Python 2"]),
 }
+
+
+def test_python2_except_comma_is_python_3_14_and_is_checked(cli):
+    """`except Exception, e:` is Python 2, and also Python 3.14 (PEP 758: both names are exception types): it is
+    read as 3.14 code whatever the interpreter, as ruff does, not reported as unparsable."""
+    cli.write("except_comma.py", "from torch.utils.checkpoint import checkpoint\ntry:\n    pass\nexcept Exception, e:\n    pass\n"
+              "checkpoint(f, x)\n")
+    result = cli.check_subprocess("except_comma.py")
+    assert result.codes == ["CKPT101"] and "cannot parse" not in result.err
 
 
 def test_python2_files_each_one_line_and_others_fixed(cli):

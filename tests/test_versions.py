@@ -84,8 +84,8 @@ def test_explicit_target_wins_over_pins(tmp_path):
         ("transformers @ git+https://github.com/huggingface/transformers@v4.46.0", "4.46.0", "4.46.0"),
         ("git+https://github.com/huggingface/transformers@v4.46.0", "4.46.0", "4.46.0"),
         ("git+https://github.com/huggingface/transformers.git@4.47.1#egg=transformers", "4.47.1", "4.47.1"),
-        ("git+https://github.com/huggingface/transformers", None, None),
-        ("git+https://github.com/huggingface/transformers@main", None, None),
+        ("git+https://github.com/huggingface/transformers", "5.24", None),  # the development head: newest known or later
+        ("git+https://github.com/huggingface/transformers@main", "5.24", None),
         ("-e git+https://github.com/huggingface/transformers@v4.45.2#egg=transformers", "4.45.2", "4.45.2"),
         ("transformers==5.0.0rc1", "5.0.0", "5.0.0"),
     ],

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
+from ckpt_doctor.analysis.parse import parse_module
 from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
 from ckpt_doctor.analysis.values import (
     MISSING,
@@ -205,7 +206,7 @@ def extract(text: str, path: str = "<string>", files: ProjectFiles | None = None
     summarises the project functions it calls (neither without them). Raises SyntaxError, or FactsError when too
     deep."""
     try:
-        tree = ast.parse(text, filename=path, type_comments=False)
+        tree = parse_module(text, path)  # newer syntax than the host's too (`type X = ...` on 3.11)
     except (RecursionError, MemoryError):
         raise FactsError("too deeply nested to analyse") from None
     facts = ScriptFacts(path=path, lines=_split_lines(text))
@@ -521,7 +522,7 @@ class _Extractor:
             self.bind(node.target, UNKNOWN, scope, node)
         elif isinstance(node, (ast.For, ast.AsyncFor)):
             self.record_calls(node.iter, scope)
-            self.bind(node.target, UNKNOWN, scope, node)
+            self.bind(node.target, self._loop_item(node, scope), scope, node)
             self.block(node.body, scope)
             self.block(node.orelse, scope)
         elif isinstance(node, (ast.With, ast.AsyncWith)):
@@ -570,6 +571,17 @@ class _Extractor:
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, ast.expr):
                     self.record_calls(child, scope)
+
+    def _loop_item(self, node: ast.For | ast.AsyncFor, scope: _Scope) -> Value:
+        """`for p in model.bert.parameters():` binds `p` to a parameter of `model.bert` (a `PARAMETERS` instance
+        whose call names the module), so `p.requires_grad = False` says what it freezes; `named_parameters()`
+        binds `(name, p)`."""
+        iterated = node.iter
+        if not (isinstance(iterated, ast.Call) and isinstance(iterated.func, ast.Attribute)
+                and iterated.func.attr in ("parameters", "named_parameters")):
+            return UNKNOWN
+        item = Instance(PARAMETERS, self.call_records[id(iterated)])
+        return TupleVal([UNKNOWN, item]) if iterated.func.attr == "named_parameters" else item
 
     @staticmethod
     def _import_qualname(module: str, name: str) -> str:
@@ -841,10 +853,17 @@ class _Extractor:
             return [whole], [_negate(whole), *(_negate(p) for p in parts)], default
         return [whole], [_negate(whole)], default
 
+    def _text(self, node: ast.expr) -> str:
+        """The expression as written: a slice of its line (cheap), or `ast.unparse` when it spans lines."""
+        line = node.lineno
+        if line == getattr(node, "end_lineno", None) and 0 < line <= len(self.lines) and self.lines[line - 1].isascii():
+            return self.lines[line - 1][node.col_offset:node.end_col_offset]
+        return _unparse(node)
+
     def _literal(self, test: ast.expr, scope: _Scope, default: bool | None) -> Literal:
         """`test` is true, keyed by the option it reads when it reads one (`args.use_lora`, `not args.full`,
         `args.peft == "lora"`, `"--lora" in sys.argv`), else by its text in this function."""
-        text = _unparse(test)
+        text = self._text(test)
         holds = True
         while isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
             test, holds = test.operand, not holds
@@ -859,7 +878,7 @@ class _Extractor:
                 holds = holds if isinstance(op, (ast.Eq, ast.Is)) else not holds
         value = self.eval(subject, scope)
         option = value.origin.option if isinstance(value, Const) and value.origin else value.option if isinstance(value, OptionVal) else None
-        key = f"option {option}" if option else f"{scope.name}: {_unparse(subject)}"
+        key = f"option {option}" if option else f"{scope.name}: {self._text(subject)}"
         if equals is not None or (isinstance(test, ast.Compare) and subject is not test):
             equals = repr(equals)
         answer = None if default is None else (default if holds else not default)
@@ -974,7 +993,11 @@ def _negate(literal: Literal) -> Literal:
 
 
 def _is_main_guard(test: ast.expr) -> bool:
-    return _unparse(test).replace("'", '"') in ('__name__ == "__main__"', '"__main__" == __name__')
+    if not (isinstance(test, ast.Compare) and len(test.comparators) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = {_dotted(test.left), _dotted(test.comparators[0])}
+    constants = {s.value for s in (test.left, test.comparators[0]) if isinstance(s, ast.Constant)}
+    return "__name__" in sides and "__main__" in constants
 
 
 def _unparse(node: ast.AST) -> str:
@@ -1082,6 +1105,8 @@ def _dotted(node: ast.AST) -> str | None:
         return ".".join(reversed(parts))
     return None
 
+
+PARAMETERS = "<parameters>"  # a parameter of the module a `for p in module.parameters()` loop walks
 
 # nn.Module methods that return the module itself
 _RETURNS_SELF = {"to", "cuda", "cpu", "half", "float", "bfloat16", "double", "train", "eval", "requires_grad_", "to_empty"}

@@ -11,6 +11,7 @@ looked for there. Summaries are cached by the module's content.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,9 @@ LIBRARIES = {"torch", "transformers", "peft", "trl", "accelerate", "deepspeed", 
              "os", "sys", "json", "typing", "dataclasses", "argparse", "logging", "math", "re", "bitsandbytes",
              "lightning", "pytorch_lightning", "click", "fire", "wandb", "tqdm", "yaml", "omegaconf", "hydra"}
 ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+# A module none of whose text names one of these cannot change a finding: it is not parsed.
+RELEVANT = re.compile(r"checkpoint|from_pretrained|from_config|requires_grad|peft|lora|use_cache|deepspeed|fsdp|"
+                      r"TrainingArguments|Trainer|Config\(|backward|kbit|BitsAndBytes|DistributedDataParallel")
 MAX_DEPTH = 2  # the script's imports, and theirs: enough for `train.py -> utils -> model_utils`
 _ROOT_WALK = 6
 
@@ -100,12 +104,25 @@ class Project:
 
     def _module(self, path: Path) -> _Module | None:
         text = self.files.module(path)
-        if text is None:
-            return None
-        key = (str(path), hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest())
+        if text is None or not RELEVANT.search(text):
+            return None  # a module that mentions no library call a rule or the estimate reads: nothing to summarise
+        key = _key(path, text)
         if key not in _MODULES:
             _MODULES[key] = _extract_module(path, text, self.depth + 1)
         return _MODULES[key]
+
+
+def remember(path: str, text: str, facts: "ScriptFacts") -> None:
+    """Keep the facts of a file checked in its own right: a script that imports it later reuses them."""
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, ValueError):
+        return
+    _MODULES.setdefault(_key(resolved, text), _Module(resolved, facts))
+
+
+def _key(path: Path, text: str) -> tuple[str, str]:
+    return str(path), hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _extract_module(path: Path, text: str, depth: int) -> _Module | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ckpt_doctor.analysis.facts import Call, ScriptFacts
+from ckpt_doctor.analysis.facts import PARAMETERS, Call, ScriptFacts
 from ckpt_doctor.analysis.library import is_training_config
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.values import Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
@@ -62,6 +62,7 @@ class ScriptSettings:
     optimizer: Setting = field(default_factory=lambda: Setting("adamw", None, "assumed"))
     attn: Setting = field(default_factory=lambda: Setting("sdpa", None, "transformers default"))
     lora_r: Setting | None = None
+    frozen: Setting = field(default_factory=lambda: Setting("none", None, "every parameter trains"))
     lora_targets: Setting | None = None
     load_in_4bit: bool = False
     load_in_8bit: bool = False
@@ -93,6 +94,7 @@ class ScriptSettings:
             "zero": int(self.zero.value),
             "gradient_accumulation": int(self.gradient_accumulation.value),
             "checkpointing": str(self.checkpointing.value),
+            "frozen": str(self.frozen.value),
         }
 
     def describe_stated(self) -> str:
@@ -105,6 +107,8 @@ class ScriptSettings:
                 parts.append(f"{label} {setting.describe()}")
         if s.lora_r:
             parts.append(f"LoRA r={s.lora_r.value}")
+        if s.frozen.stated:
+            parts.append(f"frozen {s.frozen.describe()}")
         if s.load_in_4bit or s.load_in_8bit:
             parts.append("4-bit" if s.load_in_4bit else "8-bit")
         if s.zero.value:
@@ -255,6 +259,9 @@ def read_settings(training: Training) -> ScriptSettings:
     if out.seq_len is None and trl:
         out.seq_len = Setting(1024, None, "TRL default max_length")
 
+    if not training.peft_calls:
+        out.frozen = _frozen_trunk(facts) or out.frozen
+
     # LoRA
     for call in facts.calls_to("peft.LoraConfig"):
         r = _setting(call.kwarg("r"))
@@ -295,6 +302,40 @@ def read_settings(training: Training) -> ScriptSettings:
         line = sites[0].span.start.line if sites else training.torch_checkpoint_sites[0].line
         out.checkpointing = Setting(plan, line)
     return out
+
+
+# the output layers a heads-only fine-tune keeps training
+HEAD_WORDS = ("head", "classifier", "score", "fc", "cls")
+
+
+def _frozen_trunk(facts: ScriptFacts) -> Setting | None:
+    """A heads-only fine-tune in the default run: the backbone frozen (`model.bert.requires_grad_(False)`, or
+    `for p in model.vit.parameters(): p.requires_grad = False`), or the whole model frozen and a head unfrozen."""
+    frozen: list[tuple[str, int]] = []  # (module, line)
+    unfrozen: list[str] = []
+    for call in facts.method_calls("requires_grad_"):
+        if call.runs_by_default is False or not call.receiver:
+            continue
+        on = truth(call.args[0]) if call.args else truth(call.kwarg("requires_grad")) if "requires_grad" in call.kwargs else True
+        if on is False:
+            frozen.append((call.receiver, call.line))
+        elif on:
+            unfrozen.append(call.receiver)
+    for assign in facts.assigns_to("requires_grad"):
+        base = assign.base_value
+        if isinstance(base, Instance) and base.qualname == PARAMETERS and base.call.receiver and assign.condition.runs_by_default is not False:
+            on = truth(assign.value)
+            if on is False:
+                frozen.append((base.call.receiver, assign.line))
+            elif on:
+                unfrozen.append(base.call.receiver)
+    for module, line in frozen:
+        parts = module.split(".")
+        if len(parts) == 2 and not any(w in parts[1].lower() for w in HEAD_WORDS + ("embed",)):
+            return Setting("trunk", line, f"`{module}` frozen")  # `model.bert`: the backbone
+        if len(parts) == 1 and any(u.startswith(f"{module}.") and any(w in u.lower() for w in HEAD_WORDS) for u in unfrozen):
+            return Setting("trunk", line, f"`{module}` frozen but its head")
+    return None
 
 
 def _dtype(value: Value) -> str | None:

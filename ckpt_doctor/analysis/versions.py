@@ -542,14 +542,17 @@ def _parse_requirement(line: str, path: Path) -> _Requirement | None:
 
 
 def _url_requirement(name: str | None, url: str, path: Path) -> _Requirement | None:
-    """`git+https://github.com/huggingface/transformers@v4.46.0`: a release tag gives the version."""
+    """`git+https://github.com/huggingface/transformers@v4.46.0`: a release tag gives the version; no tag (or a
+    branch) is the development head, at least the newest release known."""
     egg = re.search(r"#egg=([A-Za-z0-9._-]+)", url)
     url = url.split("#")[0]
     repo = re.search(r"/([A-Za-z0-9._-]+?)(?:\.git)?(?:@([^/@]+))?$", url)
     name = name or (_normalize(egg.group(1)) if egg else _normalize(repo.group(1)) if repo else None)
     tag = repo.group(2) if repo else None
-    if name not in _WANTED or not tag or not re.fullmatch(r"v?\d+(\.\d+)+", tag):
+    if name not in _WANTED:
         return None
+    if not tag or not re.fullmatch(r"v?\d+(\.\d+)+", tag):
+        return name, Version.parse(NEWEST_KNOWN[name]), None, f"@{tag or 'HEAD'} (development head)", path
     version = Version.parse(tag)
     return name, version, version, f"=={version}", path
 

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from ckpt_doctor.analysis.parse import parse_module
 from ckpt_doctor.findings import Applicability, FixSpec, Position
 
 FIXABLE_KINDS = {"set_keyword", "set_keywords", "set_dict_key", "insert_after", "insert_before", "rename_attribute", "rename_method", "rename_keywords"}
@@ -112,8 +113,8 @@ def _finish(text: str, new_text: str, specs: list[FixSpec]) -> str:
     if imports:
         new_text = _add_imports(new_text, imports)
     try:
-        ast.parse(new_text)
-    except SyntaxError as exc:  # never hand back code that does not parse
+        parse_module(new_text)
+    except SyntaxError as exc:  # never hand back code that does not parse (in any Python version)
         raise FixError(f"fix produced invalid Python ({exc.msg}); nothing was changed") from None
     return new_text
 
@@ -209,7 +210,7 @@ def _add_imports(text: str, imports: list[str]) -> str:
     missing = [imp for imp in dict.fromkeys(imports) if not any(line.strip() == imp for line in lines)]
     if not missing:
         return text
-    tree = ast.parse(text)
+    tree = parse_module(text)
     insert_at = 0
     for node in tree.body:
         is_docstring = isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant) and isinstance(node.value.value, str)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ckpt_doctor.analysis import FactsError, analyze
+from ckpt_doctor.analysis.parse import parse_module
 from ckpt_doctor.config import Settings
 from ckpt_doctor.findings import Finding, Position, Span
 from ckpt_doctor.rules import Context, all_rules, run_rules
@@ -87,10 +88,8 @@ _ABSOLUTE_IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", re.MULTIL
 
 
 def compile_check(source: SourceFile) -> None:
-    """A file the prefilter skips must still be reported if it is not Python at all."""
-    import ast
-
-    ast.parse(source.text, filename=source.path)
+    """A file the prefilter skips must still be reported if it is not Python (of any version) at all."""
+    parse_module(source.text, source.path)
 
 
 def _suppressed(lines: list[str], finding: Finding) -> bool:

@@ -46,6 +46,7 @@ DEFAULTS = {
     "zero": 0,
     "gradient_accumulation": 1,
     "checkpointing": "none",
+    "frozen": "none",
 }
 
 
@@ -143,6 +144,7 @@ def _budget(gpu_memory: str | None, gpu: str | None) -> tuple[int, str]:
 @click.option("--zero", type=click.Choice(["0", "1", "2", "3"]), help="ZeRO stage; FSDP FULL_SHARD counts as 3.")
 @click.option("--gradient-accumulation", type=click.IntRange(min=1), help="Micro-batches per optimizer step.")
 @click.option("--checkpointing", metavar="PLAN", help="The plan the step runs with: none, full, every_N, offload.")
+@click.option("--frozen", type=click.Choice(["none", "trunk"]), help="trunk: only the output head trains (default none).")
 @click.option("--gpu-memory", metavar="SIZE", help="GPU memory budget, e.g. 80GiB, 24GB, 24000MiB.")
 @click.option("--gpu", "gpu_name", metavar="NAME", help="GPU by name for the budget, e.g. A100-80GB, RTX4090, L40S.")
 @click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -151,7 +153,7 @@ def _budget(gpu_memory: str | None, gpu: str | None) -> tuple[int, str]:
 def estimate(script: str | None, model: str | None, batch_size: int | None, seq_len: int | None, dtype: str | None,
              mixed_precision: str | None, attn: str | None, optimizer: str | None, lora_r: int | None,
              lora_targets: str | None, load_in_4bit: bool | None, load_in_8bit: bool | None, gpus: int | None,
-             zero: str | None, gradient_accumulation: int | None, checkpointing: str | None,
+             zero: str | None, gradient_accumulation: int | None, checkpointing: str | None, frozen: str | None,
              gpu_memory: str | None, gpu_name: str | None, output_format: str, do_trace: bool) -> None:
     """Estimate the peak GPU memory of one training step (forward, backward, optimizer step) per GPU, the
     checkpointing plans that fit the budget, and the lightest one."""
@@ -160,7 +162,7 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
         "mixed_precision": mixed_precision, "attn": attn, "optimizer": optimizer, "lora_r": lora_r,
         "lora_targets": lora_targets, "load_in_4bit": load_in_4bit, "load_in_8bit": load_in_8bit, "gpus": gpus,
         "zero": int(zero) if zero is not None else None, "gradient_accumulation": gradient_accumulation,
-        "checkpointing": checkpointing,
+        "checkpointing": checkpointing, "frozen": frozen,
     }
     settings: dict = {}
     read = ""  # what the messages below add: the settings the script gave

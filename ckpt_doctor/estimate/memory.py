@@ -110,6 +110,9 @@ def _round(nbytes: float) -> int:
 # the setup
 
 
+FROZEN = ("none", "trunk")
+HEADS = ("lm_head", "classifier", "score")  # the output layers a heads-only fine-tune trains
+
 @dataclass(frozen=True)
 class TrainingSetup:
     arch: ModelArch
@@ -129,6 +132,7 @@ class TrainingSetup:
     checkpointing: str = "none"    # none | full | every_N (e.g. "every_2") | offload
     task: str = "auto"             # auto | causal-lm | seq-cls (auto: encoders -> seq-cls, else causal-lm)
     zero_grad_set_to_none: bool = True  # False: gradients stay allocated between steps (torch < 2.0 default)
+    frozen: str = "none"           # none | trunk: every parameter but the output head frozen (a heads-only fine-tune)
 
     def validate(self) -> TrainingSetup:
         if self.dtype not in DTYPE_BYTES:
@@ -147,6 +151,8 @@ class TrainingSetup:
             raise ValueError("load_in_4bit and load_in_8bit exclude each other")
         if self.lora_r is not None and self.lora_r < 1:
             raise ValueError("lora_r must be >= 1")
+        if self.frozen not in FROZEN:
+            raise ValueError(f"frozen must be one of {FROZEN}, not {self.frozen!r}")
         _every(self.checkpointing)  # raises on a bad plan name
         return self
 
@@ -458,7 +464,9 @@ class _Ctx:
         self.other_wb = 4 if self.quant else self.wb
         self.lora = bool(setup.lora_r)
         self.r = setup.lora_r or 0
-        self.full = not self.lora and not self.quant
+        # a frozen trunk trains only the output head (`HEADS`); with a tied head nothing but adapters would train
+        self.frozen_trunk = setup.frozen == "trunk"
+        self.full = not self.lora and not self.quant and not self.frozen_trunk
         self.ckpt_every = _every(setup.checkpointing)
         self.offload = setup.checkpointing == "offload"
         self.attn = "sdpa" if setup.attn == "flash" else setup.attn
@@ -563,6 +571,9 @@ class _Model:
 
     def linear_p(self, name: str, fin: int, fout: int, bias: bool, path: str = "", **kw) -> _Linear:
         lin = _Linear(self.sim, self.ctx, name, fin, fout, bias, path, **kw)
+        if self.ctx.frozen_trunk and name in HEADS:
+            for p in lin.params():
+                p.rg = True
         self._track(lin.params())
         return lin
 

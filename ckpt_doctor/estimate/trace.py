@@ -126,6 +126,11 @@ def build_model(setup, *, meta: bool):
                                task_type="SEQ_CLS" if task_of(setup.arch) == "seq-cls" else "CAUSAL_LM")
         model = peft.get_peft_model(model, lcfg)
         model.train()
+    if getattr(setup, "frozen", "none") == "trunk":  # a heads-only fine-tune: `model.<trunk>.requires_grad_(False)`
+        from ckpt_doctor.estimate.memory import HEADS
+
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.split(".", 1)[0] in HEADS)
     if setup.checkpointing not in ("none", None):
         every = 1 if setup.checkpointing == "full" else int(setup.checkpointing.split("_", 1)[1])
         base = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -38,9 +38,28 @@ def _kwargs_fix(site: HFSite, applicability: Applicability) -> FixSpec | None:
 def _kwargs_supported(ctx: Context, site: HFSite) -> bool | None:
     """transformers takes checkpointing kwargs from 4.35, peft's k-bit preparation from 0.6 [H1, P2]; None when the
     project's lowest release is not known, so a fix that adds them might break an older install."""
-    if site.kind == "kbit preparation":
-        return ctx.versions.at_least("peft", PEFT_KBIT_KWARGS_SINCE)  # the int8 alias passes **kwargs on
-    return ctx.versions.at_least("transformers", TRANSFORMERS_KWARGS_SINCE)
+    transformers = ctx.versions.at_least("transformers", TRANSFORMERS_KWARGS_SINCE)
+    if site.kind == "kbit preparation":  # the int8 alias passes **kwargs on; before 4.35 peft passes none [P2]
+        peft = ctx.versions.at_least("peft", PEFT_KBIT_KWARGS_SINCE)
+        return False if False in (peft, transformers) else peft and transformers
+    return transformers
+
+
+def _enabled_again_later(ctx: Context, site: HFSite) -> bool:
+    """Whether checkpointing is turned on again after `site`, on the same path, by something that passes its own
+    kwargs: `prepare_model_for_kbit_training` right after `model.gradient_checkpointing_enable()`, or the Trainer,
+    which enables it from its arguments when training starts [H5]. Kwargs given at `site` then never take effect."""
+    if site.call is None or site.kind not in ("model method", "kbit preparation"):
+        return False
+    for other in ctx.training.hf_sites:
+        if other is site or not other.enabled or together(site.condition, other.condition) is None:
+            continue
+        if site.kind == "model method" and other.kind == "kbit preparation" and other.call is not None \
+                and other.call.scope == site.call.scope and other.call.line > site.call.line:
+            return True
+        if other.kind in ("training config", "command line") and ctx.training.uses_trainer:
+            return True
+    return False
 
 
 def _site_label(site: HFSite) -> str:
@@ -72,6 +91,8 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
             continue  # CKPT207: it does not turn checkpointing on at all
         if isinstance(site.kwargs, DictVal) and not isinstance(site.kwargs.get("use_reentrant"), Missing):
             continue  # an explicit choice
+        if _enabled_again_later(ctx, site):
+            continue  # what decides is the later call (reported there when it is reentrant)
         supported = _kwargs_supported(ctx, site)
         if supported is False:
             continue  # nothing to pass them to: the target release takes no checkpointing kwargs
@@ -157,12 +178,13 @@ def _input_grads_on_path(ctx: Context, condition: Condition) -> bool:
 
 def _frozen_evidence(ctx: Context, condition: Condition, checkpointed: tuple[str, ...] = ()) -> tuple[str, Condition] | None:
     """What freezes the inputs of checkpointed layers on the path `condition`, and the path with it; freezing all of
-    a `checkpointed` model (its receiver) is not such a thing."""
+    a `checkpointed` model (its receiver) is not such a thing, nor freezing another model (`text_encoder_two` says
+    nothing of `text_encoder_one`)."""
     for call in peft_calls(ctx):
         joined = together(condition, call.condition)
         if joined is not None:
             return "a PEFT model's frozen base", joined
-    trained = _trained_model_names(ctx)
+    trained = {name.split(".", 1)[0] for name in checkpointed} or _trained_model_names(ctx)
     for call in ctx.facts.method_calls("requires_grad_"):
         frozen = (call.args and truth(call.args[0]) is False) or truth(call.kwarg("requires_grad")) is False
         receiver = call.receiver or ""
@@ -323,11 +345,17 @@ def use_cache_not_restored(ctx: Context) -> Iterator[Report]:
     summary="deprecated `gradient_checkpointing*` names where `activation_checkpointing*` exists",
 )
 def deprecated_name(ctx: Context) -> Iterator[Report]:
-    if not ctx.versions.at_least("transformers", ACTIVATION_CHECKPOINTING_SINCE):
-        return  # the new names do not exist on some release the project may run (or its release is not known)
-    target = ctx.versions.get("transformers").describe("transformers")
-    # A rename is right only where every release the project runs has the new names: when it declares them.
-    applicability = Applicability.SAFE if ctx.versions.get("transformers").declared else Applicability.UNSAFE
+    declared = ctx.versions.get("transformers")
+    described = declared.describe("transformers")
+    if ctx.versions.at_least("transformers", ACTIVATION_CHECKPOINTING_SINCE):
+        target = described
+    elif declared.declared and (declared.high is None or declared.high.at_least(ACTIVATION_CHECKPOINTING_SINCE)):
+        target = f"transformers >= {ACTIVATION_CHECKPOINTING_SINCE}, which {described} allows"
+    else:
+        return  # the project runs no release with the new names, or does not say which it runs
+    # A rename is right only where every release the project runs has the new names (the fix gate in `run_rules`
+    # makes it unsafe otherwise), and only where the project itself declares them.
+    applicability = Applicability.SAFE if declared.declared else Applicability.UNSAFE
     for call in ctx.facts.method_calls("gradient_checkpointing_enable", "gradient_checkpointing_disable"):
         library = ctx.training.receiver_is_library(call)
         if library is False:

@@ -1,0 +1,317 @@
+"""Parse a script written for a newer Python than the one running ckpt-doctor.
+
+`parse_module` is `ast.parse` when the host can parse the text (the fast path: nothing else runs, and
+LibCST is not imported). Only when that raises SyntaxError does the fallback run: LibCST's native
+parser reads the syntax of every version up to 3.14 whatever the host (it ignores the python_version
+of its config), the constructs the host lacks are rewritten into host syntax that keeps the line
+numbering, and `ast.parse` runs again on the result:
+
+- PEP 695 (3.12) `type X[T] = v` -> `X         = v` (`=` and `v` keep their columns; `X` moves to
+  where `type` was); `def f[T](...)` / `class C[T](...)` -> the `[...]` list becomes blanks (a
+  multi-line list becomes backslash continuations), so everything after it keeps its column.
+- PEP 696 (3.13) type-parameter defaults: on a 3.12 host the whole list is blanked if any has one.
+- PEP 701 (3.12) f-strings and PEP 750 (3.14) t-strings the host cannot read: the whole literal
+  becomes an empty-looking f-string of the same width and line count (`f"      "`, or
+  `f"\\<newline>...   "` over several lines). CALLS AND NAMES INSIDE SUCH A LITERAL ARE NOT SEEN by
+  the analysis; the literal stays an `ast.JoinedStr`, so it still reads as "not a constant".
+  Literals the host can read are left untouched, calls inside them included.
+- PEP 758 (3.14) `except A, B:` -> `except(A, B):` (`A` keeps its column; `:` and what follows on
+  that line move one column right unless there was a space before the `:`).
+- On a 3.10 host also 3.11's `except* E` -> `except  E` (a `TryStar` reads as a plain `Try`) and
+  PEP 646 `tuple[*Ts]` / `*args: *Ts` -> the `*` becomes a space.
+
+Every other line is the same text, so line numbers (and columns, which `ast` counts in UTF-8 bytes)
+of all other statements, calls and keywords are the host's own. Text that is invalid in every
+version raises the host's ORIGINAL SyntaxError; the fallback never raises anything else (a LibCST
+failure of any kind, RecursionError included, gives the original error), and text nested deeper
+than LibCST can take without crashing the process is not given to it (`_nesting`).
+Not covered: syntax LibCST 1.9 cannot parse (3.15's `lazy import`), text past the nesting bound,
+and the rare literal LibCST takes but Python rejects (it is replaced, so its error is lost).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from keyword import iskeyword
+
+__all__ = ["parse_module"]
+
+_HOST = sys.version_info[:2]
+_BREAK = re.compile(r"(\r\n|\r|\n)")
+
+# LibCST's native parser recurses on the machine stack, so deep nesting crashes the whole process
+# (segfault with an 8 MiB stack: 2,000 nested brackets, 4,000 `lambda:`, 20,000 `elif`), and its memory
+# grows with the square of the depth (8,000 unary minus: 3.5 GB, 18 s). The host stopped at its first
+# error, so its own limits never saw the rest of the file: `_nesting` bounds the depth before LibCST
+# runs. At this limit the worst shapes take LibCST under 150 MB and 1 s; of 20,114 files of the
+# standard library and site-packages, 4 go past it (generated polynomial tables, pydoc's topics, a
+# stress test), the 99.9th percentile is 260 and the median 12.
+_MAX_NESTING = 500
+_CODE = re.compile(  # one token of code; a match with no named group (blank, comment) is skipped
+    r"[ \t\f]+|\\(?:\r\n|\r|\n)|#[^\r\n]*"
+    r"|(?P<nl>\r\n|\r|\n)"
+    r"|(?P<str>(?i:rb|br|rf|fr|rt|tr|[rbuft])?(?:'''|" '"""' r"""|'|"))"""
+    r"|(?P<name>\w+)|(?P<op>.)",
+    re.S,
+)
+_PLAIN = {  # the rest of a string without replacement fields, from after its opening quote
+    q: re.compile(
+        r"(?:[^\\]|\\.)*?(?:" + q + r"|\Z)" if len(q) == 3
+        else r"(?:[^\\\r\n" + q + r"]|\\(?:\r\n|.))*(?:" + q + r"|(?=[\r\n])|\Z)",
+        re.S,
+    )
+    for q in ("'", '"', "'''", '"""')
+}
+_LITERAL = re.compile(r"""[^{}\\'"\r\n]+""")  # f-/t-string text up to the next character that matters
+_CLOSER = {"(": ")", "[": "]", "{": "}"}
+
+
+def _nesting(text: str, limit: int = _MAX_NESTING) -> int:
+    """An upper bound on how deep LibCST's parser will recurse, tokenizing as Python 3.12+ does
+    (PEP 701: code inside f-/t-string replacement fields is scanned like any other code, quotes
+    included); stops early once past `limit`. Within a bracket (or replacement field) every operator,
+    keyword and string after a string counts one level; a comma ends the elements that cannot nest
+    across it and a statement end resets everything, but `lambda` (whose parameters and nested
+    bodies span commas) and `for` (`for a, b in x for ...`) count until their bracket closes.
+    `elif` chains nest too, so every `elif` of the file counts."""
+    # A code frame: [")" / "]" / "}" / "" (module level) / "field", base depth, tokens since a comma,
+    # lambdas before their `:`, lambda bodies, fors]. A string frame: ["str", quote, raw, in a format
+    # spec, base depth of its replacement fields].
+    frames: list[list] = [["", 0, 0, 0, 0, 0]]
+    deepest = elifs = pos = 0
+    after_string = False
+    while pos < len(text) and deepest <= limit and elifs <= limit:
+        top = frames[-1]
+        if top[0] != "str":
+            match = _CODE.match(text, pos)
+            pos, kind, token = match.end(), match.lastgroup, match.group()
+            if kind is None:
+                continue
+            if kind == "nl":
+                if top[0] == "":
+                    top[2:] = [0, 0, 0, 0]
+                continue
+            if kind == "op" or kind == "str" and after_string or iskeyword(token):
+                top[2] += 1
+            after_string = kind == "str"
+            depth = top[1] + 1 + sum(top[2:])
+            deepest = max(deepest, depth)
+            if kind == "str":
+                prefix = token.rstrip("\'\"").lower()
+                quote = token[len(prefix):]
+                if "f" in prefix or "t" in prefix:
+                    frames.append(["str", quote, "r" in prefix, False, depth + 1])
+                else:
+                    pos = _PLAIN[quote].match(text, pos).end()
+            elif token == "lambda":
+                top[3] += 1
+            elif token == "for":
+                top[5] += 1
+            elif token == "elif":
+                elifs += 1
+            elif token in _CLOSER:
+                frames.append([_CLOSER[token], depth, 0, 0, 0, 0])
+            elif token == "}" and top[0] == "field" or token in ")]}" and top[0] == token:
+                frames.pop()
+                after_string = False
+            elif token == ",":
+                top[2] = 0
+                if not top[3]:
+                    top[4] = 0
+            elif token == ";" and top[0] == "":
+                top[2:] = [0, 0, 0, 0]
+            elif token == ":" and top[0] == "field":  # a format spec: text with replacement fields
+                outer = frames[-2]
+                frames.append(["str", outer[1], outer[2], True, top[1]])
+            elif token == ":" and top[3]:  # a lambda's body starts
+                top[3] -= 1
+                top[4] += 1
+            continue
+        _, quote, raw, spec, base = top
+        match = _LITERAL.match(text, pos)
+        if match:
+            pos = match.end()
+            continue
+        char = text[pos]
+        if text.startswith(quote, pos) or char in "\r\n" and len(quote) == 1:  # the string ends
+            del frames[-3 if spec else -1 :]
+            pos += len(quote) if char not in "\r\n" else 0
+            after_string = True
+        elif char == "\\":  # `\{` is a backslash then a replacement field; `\N{...}` a named character
+            follow = text[pos + 1 : pos + 2]
+            if follow == "N" and not raw and text.startswith("{", pos + 2):
+                pos = text.find("}", pos) + 1 or len(text)
+            elif text.startswith("\r\n", pos + 1):
+                pos += 3
+            else:
+                pos += 1 if follow in ("{", "}") else 2
+        elif char in "{}" and text.startswith(char * 2, pos) and not spec:
+            pos += 2
+        elif char == "{":
+            frames.append(["field", base, 0, 0, 0, 0])
+            pos += 1
+        elif char == "}" and spec:  # the end of the format spec and of its replacement field
+            del frames[-2:]
+            pos += 1
+        else:
+            pos += 1
+    return max(deepest, elifs)
+
+
+def parse_module(text: str, path: str = "<string>") -> ast.Module:
+    """ast.parse on the host; when that fails with SyntaxError, try to rewrite newer-than-host syntax into
+    host-parsable text with the SAME line numbering, and parse that. Raises the ORIGINAL SyntaxError (with
+    its lineno/offset/msg) when the text is invalid in every supported version."""
+    try:
+        return ast.parse(text, filename=path)
+    except SyntaxError as exc:
+        original = exc
+    try:
+        rewritten = _rewrite(text)
+        tree = ast.parse(rewritten, filename=path) if rewritten is not None else None
+    except Exception:  # LibCST's ParserSyntaxError, RecursionError on deep nesting, anything else
+        tree = None
+    if tree is None:
+        raise original
+    return tree
+
+
+def _rewrite(text: str, host: tuple[int, int] = _HOST) -> str | None:
+    """`text` with the newer-than-`host` constructs rewritten line-preservingly; None when nothing
+    needed rewriting or the line breaks did not survive. Raises whatever LibCST raises."""
+    if _nesting(text) > _MAX_NESTING:
+        return None
+    import libcst as cst  # ~0.4 s to import: only ever on the failure path
+
+    module = cst.parse_module(text)
+    code = module.code_for_node
+
+    def blank(piece: str) -> str:
+        """Spaces of the same UTF-8 width per line; line breaks become backslash continuations."""
+        parts = _BREAK.split(piece)
+        return "".join("\\" + p if i % 2 else " " * len(p.encode()) for i, p in enumerate(parts))
+
+    def strip_params(node: object) -> bool:
+        params = getattr(node, "type_parameters", None)
+        if params is None:
+            return False
+        return host < (3, 12) or (host < (3, 13) and any(p.default is not None for p in params.params))
+
+    class Rewriter(cst.CSTTransformer):
+        changed = False
+
+        def _def(self, original, updated):
+            if not strip_params(original):
+                return updated
+            self.changed = True
+            gap = original.whitespace_after_name.value + blank(code(original.type_parameters))
+            return updated.with_changes(
+                type_parameters=None,
+                whitespace_after_name=cst.SimpleWhitespace(gap + original.whitespace_after_type_parameters.value),
+                whitespace_after_type_parameters=cst.SimpleWhitespace(""),
+            )
+
+        leave_FunctionDef = leave_ClassDef = _def
+
+        def leave_TypeAlias(self, original, updated):
+            if host >= (3, 12) and not strip_params(original):
+                return updated
+            self.changed = True
+            # `type X[T] = v` -> `X` + blanks as wide as the rest of the head, so `=` keeps its column.
+            head = "type" + original.whitespace_after_type.value + code(original.whitespace_after_name)
+            if original.type_parameters is not None:
+                head += code(original.type_parameters) + code(original.whitespace_after_type_parameters)
+            target = cst.AssignTarget(
+                target=updated.name,
+                whitespace_before_equal=cst.SimpleWhitespace(blank(head)),
+                whitespace_after_equal=updated.whitespace_after_equals,
+            )
+            return cst.Assign(targets=[target], value=updated.value, semicolon=updated.semicolon)
+
+        # f-/t-strings: keep what the host reads, replace the rest whole; never look inside.
+        def visit_FormattedString(self, node):
+            return False
+
+        visit_TemplatedString = visit_FormattedString
+
+        def _string(self, original, updated):
+            literal = code(original.with_changes(lpar=(), rpar=()))
+            try:
+                ast.parse("(" + literal + "\n)", mode="eval")
+                return original
+            except SyntaxError:
+                pass
+            self.changed = True
+            lines = _BREAK.split(literal)  # [segment, break, segment, ...]
+            if len(lines) == 1:
+                inner = " " * max(0, len(literal.encode()) - 3)
+            else:  # backslash-newline inside the literal keeps the line count; last line keeps its width
+                inner = "".join("\\" + b for b in lines[1::2]) + " " * (len(lines[-1].encode()) - 1)
+            text = cst.FormattedStringText(value=inner)
+            return cst.FormattedString(parts=[text], start='f"', end='"', lpar=original.lpar, rpar=original.rpar)
+
+        leave_FormattedString = leave_TemplatedString = _string
+
+        def _handler(self, original, updated):
+            kind = updated.type
+            if host >= (3, 14) or not isinstance(kind, cst.Tuple) or kind.lpar:
+                return updated
+            self.changed = True  # PEP 758: `except A, B:` -> `except(A, B):`
+            before = "whitespace_after_star" if isinstance(updated, cst.ExceptStarHandler) else "whitespace_after_except"
+            space, colon = getattr(updated, before).value, updated.whitespace_before_colon.value
+            return updated.with_changes(
+                type=kind.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()]),
+                **{before: cst.SimpleWhitespace(space[:-1] if space.endswith((" ", "\t")) else space)},
+                whitespace_before_colon=cst.SimpleWhitespace(colon[:-1] if colon.endswith((" ", "\t")) else colon),
+            )
+
+        leave_ExceptHandler = leave_ExceptStarHandler = _handler
+
+        # -- 3.11 syntax, rewritten only on a 3.10 host -------------------------------------------
+        def leave_TryStar(self, original, updated):
+            if host >= (3, 11):
+                return updated
+            self.changed = True  # `except* E` -> `except  E`: the `*` becomes a space
+            handlers = [
+                cst.ExceptHandler(
+                    body=h.body, type=h.type, name=h.name, leading_lines=h.leading_lines,
+                    whitespace_after_except=cst.SimpleWhitespace(
+                        h.whitespace_after_except.value + " " + h.whitespace_after_star.value
+                    ),
+                    whitespace_before_colon=h.whitespace_before_colon,
+                )
+                for h in updated.handlers
+            ]
+            return cst.Try(
+                body=updated.body, handlers=handlers, orelse=updated.orelse, finalbody=updated.finalbody,
+                leading_lines=updated.leading_lines, whitespace_before_colon=updated.whitespace_before_colon,
+            )
+
+        def leave_Index(self, original, updated):  # PEP 646 `tuple[*Ts]` -> `tuple[ Ts]`
+            if host >= (3, 11) or updated.star is None:
+                return updated
+            self.changed = True
+            after = updated.whitespace_after_star
+            if isinstance(after, cst.SimpleWhitespace) or after is None:
+                after = cst.SimpleWhitespace(" " + (after.value if after is not None else ""))
+            return updated.with_changes(star=None, whitespace_after_star=after)
+
+        def leave_Annotation(self, original, updated):  # PEP 646 `*args: *Ts` -> `*args:  Ts`
+            starred = updated.annotation
+            if host >= (3, 11) or not isinstance(starred, cst.StarredElement):
+                return updated
+            self.changed = True
+            after = updated.whitespace_after_indicator  # the `*` becomes a space unless that is multi-line
+            if isinstance(after, cst.SimpleWhitespace):
+                after = cst.SimpleWhitespace(after.value + " " + code(starred.whitespace_before_value))
+            return updated.with_changes(annotation=starred.value, whitespace_after_indicator=after)
+
+    rewriter = Rewriter()
+    new = module.visit(rewriter).code
+    # LibCST does not always reprint a file exactly (it drops the space in `except A, B :`, and once
+    # dropped a CRLF backslash continuation); a lost or added line break would shift line numbers.
+    if not rewriter.changed or new.count("\n") != text.count("\n") or new.count("\r") != text.count("\r"):
+        return None
+    return new

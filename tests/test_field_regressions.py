@@ -534,7 +534,8 @@ def test_every_rule_runs_after_one_rule_module_was_imported_on_its_own():
     import sys
 
     code = ("from ckpt_doctor.estimate.command import configured_budget\n"
-            "configured_budget()  # imports rules.memory for its NVML reader\n"
+            "configured_budget()\n"
+            "import ckpt_doctor.rules.memory  # one rule module on its own\n"
             "from ckpt_doctor.rules import all_rules\n"
             "print(sorted({r.code[:5] for r in all_rules()}))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout

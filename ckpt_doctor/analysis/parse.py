@@ -2,7 +2,7 @@
 
 `parse_module` is `ast.parse` when the host can parse the text (the fast path: nothing else runs, and
 LibCST is not imported). Only when that raises SyntaxError does the fallback run: LibCST's native
-parser reads the syntax of every version up to 3.14 whatever the host (it ignores the python_version
+parser reads the syntax of every version up to 3.15 whatever the host (it ignores the python_version
 of its config), the constructs the host lacks are rewritten into host syntax that keeps the line
 numbering, and `ast.parse` runs again on the result:
 
@@ -17,6 +17,8 @@ numbering, and `ast.parse` runs again on the result:
   Literals the host can read are left untouched, calls inside them included.
 - PEP 758 (3.14) `except A, B:` -> `except(A, B):` (`A` keeps its column; `:` and what follows on
   that line move one column right unless there was a space before the `:`).
+- PEP 810 (3.15) `lazy import m` / `lazy from m import n` -> `import      m` / `from      m import n`
+  (a plain import for the analysis; names keep their columns, `import`/`from` move to `lazy`'s).
 - On a 3.10 host also 3.11's `except* E` -> `except  E` (a `TryStar` reads as a plain `Try`) and
   PEP 646 `tuple[*Ts]` / `*args: *Ts` -> the `*` becomes a space.
 
@@ -25,8 +27,9 @@ of all other statements, calls and keywords are the host's own. Text that is inv
 version raises the host's ORIGINAL SyntaxError; the fallback never raises anything else (a LibCST
 failure of any kind, RecursionError included, gives the original error), and text nested deeper
 than LibCST can take without crashing the process is not given to it (`_nesting`).
-Not covered: syntax LibCST 1.9 cannot parse (3.15's `lazy import`), text past the nesting bound,
-and the rare literal LibCST takes but Python rejects (it is replaced, so its error is lost).
+Not covered: syntax LibCST cannot parse (anything after 3.15's `lazy` imports), text past the
+nesting bound, and the rare literal LibCST takes but Python rejects (it is replaced, so its error
+is lost).
 """
 
 from __future__ import annotations
@@ -68,19 +71,20 @@ _LITERAL = re.compile(r"""[^{}\\'"\r\n]+""")  # f-/t-string text up to the next 
 _CLOSER = {"(": ")", "[": "]", "{": "}"}
 
 
-def _nesting(text: str, limit: int = _MAX_NESTING) -> int:
+def _nesting(text: str, limit: int = _MAX_NESTING, literals: list[tuple[int, int]] | None = None) -> int:
     """An upper bound on how deep LibCST's parser will recurse, tokenizing as Python 3.12+ does
     (PEP 701: code inside f-/t-string replacement fields is scanned like any other code, quotes
     included); stops early once past `limit`. Within a bracket (or replacement field) every operator,
     keyword and string after a string counts one level; a comma ends the elements that cannot nest
     across it and a statement end resets everything, but `lambda` (whose parameters and nested
     bodies span commas) and `for` (`for a, b in x for ...`) count until their bracket closes.
-    `elif` chains nest too, so every `elif` of the file counts."""
+    `elif` chains nest too, so every `elif` of the file counts. The (start, end) of each outermost
+    f-/t-string literal is appended to `literals`."""
     # A code frame: [")" / "]" / "}" / "" (module level) / "field", base depth, tokens since a comma,
     # lambdas before their `:`, lambda bodies, fors]. A string frame: ["str", quote, raw, in a format
     # spec, base depth of its replacement fields].
     frames: list[list] = [["", 0, 0, 0, 0, 0]]
-    deepest = elifs = pos = 0
+    deepest = elifs = pos = fstrings = start = 0
     after_string = False
     while pos < len(text) and deepest <= limit and elifs <= limit:
         top = frames[-1]
@@ -103,6 +107,8 @@ def _nesting(text: str, limit: int = _MAX_NESTING) -> int:
                 quote = token[len(prefix):]
                 if "f" in prefix or "t" in prefix:
                     frames.append(["str", quote, "r" in prefix, False, depth + 1])
+                    start = start if fstrings else match.start()
+                    fstrings += 1
                 else:
                     pos = _PLAIN[quote].match(text, pos).end()
             elif token == "lambda":
@@ -139,6 +145,9 @@ def _nesting(text: str, limit: int = _MAX_NESTING) -> int:
             del frames[-3 if spec else -1 :]
             pos += len(quote) if char not in "\r\n" else 0
             after_string = True
+            fstrings -= 1
+            if not fstrings and literals is not None:
+                literals.append((start, pos))
         elif char == "\\":  # `\{` is a backslash then a replacement field; `\N{...}` a named character
             follow = text[pos + 1 : pos + 2]
             if follow == "N" and not raw and text.startswith("{", pos + 2):
@@ -179,21 +188,69 @@ def parse_module(text: str, path: str = "<string>") -> ast.Module:
 
 
 def _rewrite(text: str, host: tuple[int, int] = _HOST) -> str | None:
-    """`text` with the newer-than-`host` constructs rewritten line-preservingly; None when nothing
-    needed rewriting or the line breaks did not survive. Raises whatever LibCST raises."""
-    if _nesting(text) > _MAX_NESTING:
+    """`text` with the newer-than-`host` constructs rewritten line-preservingly, or None when there is
+    nothing to rewrite, it is too deeply nested, or the line breaks did not survive. Raises LibCST's
+    error when LibCST cannot parse it (then no version can)."""
+    spans: list[tuple[int, int]] = []
+    if _nesting(text, literals=spans) > _MAX_NESTING:
         return None
-    import libcst as cst  # ~0.4 s to import: only ever on the failure path
+    import libcst  # ~0.4 s to import: only ever on the failure path
 
-    module = cst.parse_module(text)
+    module = libcst.parse_module(text)  # also the check that some Python version takes the text
+    rewriter = _statements(libcst, module, host)
+    visited = module.visit(rewriter)
+    new = visited.code if rewriter.changed else text
+    if new is not text and spans:  # the statement rewrites moved the literals: find them again
+        spans = []
+        _nesting(new, limit=len(new) + 1, literals=spans)
+    pieces, done = [], 0
+    for start, end in spans:
+        literal = new[start:end]
+        if not _host_reads(literal):
+            pieces += [new[done:start], _placeholder(literal)]
+            done = end
+    new = "".join(pieces) + new[done:] if pieces else new
+    # LibCST does not always reprint a file exactly (it drops the space in `except A, B :`, and once
+    # dropped a CRLF backslash continuation); a lost or added line break would shift line numbers.
+    if new == text or new.count("\n") != text.count("\n") or new.count("\r") != text.count("\r"):
+        return None
+    return new
+
+
+def _host_reads(literal: str) -> bool:
+    try:
+        ast.parse("(" + literal + "\n)", mode="eval")
+        return True
+    except SyntaxError:
+        return False
+
+
+def _placeholder(literal: str) -> str:
+    """An f-string with no replacement field, as wide in UTF-8 bytes and with as many lines as `literal`.
+    Calls inside the literal are therefore NOT SEEN by the analysis; it still reads as a JoinedStr
+    (not a constant), as the original would."""
+    parts = _BREAK.split(literal)  # [line, break, line, ...]
+    if len(parts) == 1:
+        return 'f"' + " " * max(0, len(literal.encode()) - 3) + '"'
+    # backslash-newline inside the literal keeps the line count; the last line keeps its width
+    return 'f"' + "".join("\\" + b for b in parts[1::2]) + " " * (len(parts[-1].encode()) - 1) + '"'
+
+
+def _blank(piece: str) -> str:
+    """Spaces of the same UTF-8 width per line; line breaks become backslash continuations."""
+    parts = _BREAK.split(piece)
+    return "".join("\\" + p if i % 2 else " " * len(p.encode()) for i, p in enumerate(parts))
+
+
+def _statements(cst, module, host: tuple[int, int]):
+    """A LibCST transformer for the constructs the host lacks other than f-/t-strings; its `changed`
+    says whether it found any."""
     code = module.code_for_node
+    space = cst.SimpleWhitespace
+    enter = (cst.Module, cst.BaseStatement, cst.BaseSuite, cst.ExceptHandler, cst.ExceptStarHandler, cst.Else,
+             cst.Finally, cst.MatchCase)
 
-    def blank(piece: str) -> str:
-        """Spaces of the same UTF-8 width per line; line breaks become backslash continuations."""
-        parts = _BREAK.split(piece)
-        return "".join("\\" + p if i % 2 else " " * len(p.encode()) for i, p in enumerate(parts))
-
-    def strip_params(node: object) -> bool:
+    def strip_params(node) -> bool:
         params = getattr(node, "type_parameters", None)
         if params is None:
             return False
@@ -202,84 +259,81 @@ def _rewrite(text: str, host: tuple[int, int] = _HOST) -> str | None:
     class Rewriter(cst.CSTTransformer):
         changed = False
 
-        def _def(self, original, updated):
+        # Visiting every node costs more than parsing. Only statements and what holds statements are
+        # entered (a node not entered is still left, so the `leave_` methods below see it); all nodes
+        # only on a 3.10 host, where PEP 646 stars can be anywhere inside an expression.
+        def on_visit(self, node):
+            return (host < (3, 11) or isinstance(node, enter)) and super().on_visit(node)
+
+        def _def(self, original, updated):  # `def f[T](...)` -> `def f   (...)`
             if not strip_params(original):
                 return updated
             self.changed = True
-            gap = original.whitespace_after_name.value + blank(code(original.type_parameters))
+            gap = original.whitespace_after_name.value + _blank(code(original.type_parameters))
             return updated.with_changes(
                 type_parameters=None,
-                whitespace_after_name=cst.SimpleWhitespace(gap + original.whitespace_after_type_parameters.value),
-                whitespace_after_type_parameters=cst.SimpleWhitespace(""),
+                whitespace_after_name=space(gap + original.whitespace_after_type_parameters.value),
+                whitespace_after_type_parameters=space(""),
             )
 
         leave_FunctionDef = leave_ClassDef = _def
 
-        def leave_TypeAlias(self, original, updated):
+        def leave_TypeAlias(self, original, updated):  # `type X[T] = v` -> `X         = v`
             if host >= (3, 12) and not strip_params(original):
                 return updated
             self.changed = True
-            # `type X[T] = v` -> `X` + blanks as wide as the rest of the head, so `=` keeps its column.
             head = "type" + original.whitespace_after_type.value + code(original.whitespace_after_name)
             if original.type_parameters is not None:
                 head += code(original.type_parameters) + code(original.whitespace_after_type_parameters)
             target = cst.AssignTarget(
-                target=updated.name,
-                whitespace_before_equal=cst.SimpleWhitespace(blank(head)),
+                target=updated.name, whitespace_before_equal=space(_blank(head)),
                 whitespace_after_equal=updated.whitespace_after_equals,
             )
             return cst.Assign(targets=[target], value=updated.value, semicolon=updated.semicolon)
 
-        # f-/t-strings: keep what the host reads, replace the rest whole; never look inside.
-        def visit_FormattedString(self, node):
-            return False
-
-        visit_TemplatedString = visit_FormattedString
-
-        def _string(self, original, updated):
-            literal = code(original.with_changes(lpar=(), rpar=()))
-            try:
-                ast.parse("(" + literal + "\n)", mode="eval")
-                return original
-            except SyntaxError:
-                pass
-            self.changed = True
-            lines = _BREAK.split(literal)  # [segment, break, segment, ...]
-            if len(lines) == 1:
-                inner = " " * max(0, len(literal.encode()) - 3)
-            else:  # backslash-newline inside the literal keeps the line count; last line keeps its width
-                inner = "".join("\\" + b for b in lines[1::2]) + " " * (len(lines[-1].encode()) - 1)
-            text = cst.FormattedStringText(value=inner)
-            return cst.FormattedString(parts=[text], start='f"', end='"', lpar=original.lpar, rpar=original.rpar)
-
-        leave_FormattedString = leave_TemplatedString = _string
-
-        def _handler(self, original, updated):
+        def _handler(self, original, updated):  # PEP 758 `except A, B:` -> `except(A, B):`
             kind = updated.type
             if host >= (3, 14) or not isinstance(kind, cst.Tuple) or kind.lpar:
                 return updated
-            self.changed = True  # PEP 758: `except A, B:` -> `except(A, B):`
-            before = "whitespace_after_star" if isinstance(updated, cst.ExceptStarHandler) else "whitespace_after_except"
-            space, colon = getattr(updated, before).value, updated.whitespace_before_colon.value
+            self.changed = True
+            star = isinstance(updated, cst.ExceptStarHandler)
+            before = "whitespace_after_star" if star else "whitespace_after_except"
+            gap, colon = getattr(updated, before).value, updated.whitespace_before_colon.value
             return updated.with_changes(
                 type=kind.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()]),
-                **{before: cst.SimpleWhitespace(space[:-1] if space.endswith((" ", "\t")) else space)},
-                whitespace_before_colon=cst.SimpleWhitespace(colon[:-1] if colon.endswith((" ", "\t")) else colon),
+                **{before: space(gap[:-1] if gap.endswith((" ", "\t")) else gap)},
+                whitespace_before_colon=space(colon[:-1] if colon.endswith((" ", "\t")) else colon),
             )
 
         leave_ExceptHandler = leave_ExceptStarHandler = _handler
 
-        # -- 3.11 syntax, rewritten only on a 3.10 host -------------------------------------------
-        def leave_TryStar(self, original, updated):
+        def _lazy(self, original, updated):  # PEP 810 `lazy import m` -> `import      m`
+            if host >= (3, 15):
+                return updated
+            self.changed = True
+            pad = _blank("lazy" + updated.whitespace_after_lazy.value)  # the names keep their columns
+            if type(updated).__name__ == "LazyImport":
+                after = space(pad + updated.whitespace_after_import.value)
+                return cst.Import(names=updated.names, semicolon=updated.semicolon, whitespace_after_import=after)
+            return cst.ImportFrom(
+                module=updated.module, names=updated.names, relative=updated.relative, lpar=updated.lpar,
+                rpar=updated.rpar, semicolon=updated.semicolon,
+                whitespace_after_from=space(pad + updated.whitespace_after_from.value),
+                whitespace_before_import=updated.whitespace_before_import,
+                whitespace_after_import=updated.whitespace_after_import,
+            )
+
+        leave_LazyImport = leave_LazyImportFrom = _lazy
+
+        # -- 3.11 syntax, rewritten only on a 3.10 host --------------------------------------------
+        def leave_TryStar(self, original, updated):  # `except* E` -> `except  E`
             if host >= (3, 11):
                 return updated
-            self.changed = True  # `except* E` -> `except  E`: the `*` becomes a space
+            self.changed = True
             handlers = [
                 cst.ExceptHandler(
                     body=h.body, type=h.type, name=h.name, leading_lines=h.leading_lines,
-                    whitespace_after_except=cst.SimpleWhitespace(
-                        h.whitespace_after_except.value + " " + h.whitespace_after_star.value
-                    ),
+                    whitespace_after_except=space(h.whitespace_after_except.value + " " + h.whitespace_after_star.value),
                     whitespace_before_colon=h.whitespace_before_colon,
                 )
                 for h in updated.handlers
@@ -294,8 +348,8 @@ def _rewrite(text: str, host: tuple[int, int] = _HOST) -> str | None:
                 return updated
             self.changed = True
             after = updated.whitespace_after_star
-            if isinstance(after, cst.SimpleWhitespace) or after is None:
-                after = cst.SimpleWhitespace(" " + (after.value if after is not None else ""))
+            if after is None or isinstance(after, cst.SimpleWhitespace):
+                after = space(" " + (after.value if after is not None else ""))
             return updated.with_changes(star=None, whitespace_after_star=after)
 
         def leave_Annotation(self, original, updated):  # PEP 646 `*args: *Ts` -> `*args:  Ts`
@@ -305,13 +359,7 @@ def _rewrite(text: str, host: tuple[int, int] = _HOST) -> str | None:
             self.changed = True
             after = updated.whitespace_after_indicator  # the `*` becomes a space unless that is multi-line
             if isinstance(after, cst.SimpleWhitespace):
-                after = cst.SimpleWhitespace(after.value + " " + code(starred.whitespace_before_value))
+                after = space(after.value + " " + code(starred.whitespace_before_value))
             return updated.with_changes(annotation=starred.value, whitespace_after_indicator=after)
 
-    rewriter = Rewriter()
-    new = module.visit(rewriter).code
-    # LibCST does not always reprint a file exactly (it drops the space in `except A, B :`, and once
-    # dropped a CRLF backslash continuation); a lost or added line break would shift line numbers.
-    if not rewriter.changed or new.count("\n") != text.count("\n") or new.count("\r") != text.count("\r"):
-        return None
-    return new
+    return Rewriter()

@@ -33,13 +33,18 @@ class FileResult:
 
 
 def check_file(path: str, settings: Settings) -> FileResult:
+    source = read_checked(path, settings)
+    return source if isinstance(source, FileResult) else check_source(source, settings)
+
+
+def read_checked(path: str, settings: Settings) -> SourceFile | FileResult:
+    """The file's source, or the result that stands for it: nothing to check (not Python), or its error."""
     try:
-        source = read_source(path, settings.max_file_size)
+        return read_source(path, settings.max_file_size)
     except NotPython:
         return FileResult(path)
     except SourceError as exc:
         return FileResult(path, error=str(exc))
-    return check_source(source, settings)
 
 
 def check_source(source: SourceFile, settings: Settings) -> FileResult:

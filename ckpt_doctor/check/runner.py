@@ -11,8 +11,7 @@ from pathlib import Path
 from ckpt_doctor.check.cache import Cache
 from ckpt_doctor.config import Settings
 from ckpt_doctor.findings import Finding
-from ckpt_doctor.check.lint import FileResult, check_file, check_source
-from ckpt_doctor.analysis.source import NotPython, SourceError, read_source
+from ckpt_doctor.check.lint import FileResult, check_file, check_source, read_checked
 from ckpt_doctor.analysis.versions import TargetVersions
 
 MAX_FIX_ROUNDS = 8
@@ -96,15 +95,12 @@ def _check_one(item: tuple[str, Settings, bool, bool]) -> FileResult:
 
 
 def _check_cached(path: str, settings: Settings) -> FileResult:
-    try:
-        source = read_source(path, settings.max_file_size)
-    except NotPython:
-        return FileResult(path)
-    except SourceError as exc:
-        return FileResult(path, error=str(exc))
+    source = read_checked(path, settings)
+    if isinstance(source, FileResult):
+        return source
     cache = Cache(Path(settings.cache_dir) if settings.cache_dir else settings.root / ".ckpt_doctor_cache", settings.fingerprint())
     versions = TargetVersions(settings.target_versions, script=path, root=settings.root)
-    versions_key = ";".join(str(versions.get(p).version) for p in ("torch", "transformers", "peft", "trl"))
+    versions_key = ";".join(f"{versions.get(p).low}-{versions.get(p).high}" for p in ("torch", "transformers", "peft", "trl"))
     key = cache.key(source.raw, os.path.abspath(path), versions_key)
     cached = cache.get(key)
     if cached is not None:

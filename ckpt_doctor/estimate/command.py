@@ -16,6 +16,7 @@ import click
 
 from .gpus import (
     DEFAULT_BUDGET_BYTES,
+    configured_budget as budget_from_configuration,
     BudgetError,
     gpu_memory_bytes,
     known_gpus,
@@ -88,16 +89,12 @@ def configured_budget() -> tuple[int, str] | None:
     """``(bytes, source)`` from ``[tool.ckpt-doctor] gpu-memory`` or NVML, else None.
     Consulted after ``--gpu-memory`` and ``--gpu`` and before the 24 GiB default."""
     from ckpt_doctor.config import ConfigError, load_settings
-    from ckpt_doctor.rules.memory import _nvml_total
 
     try:
         config = load_settings()
     except ConfigError as exc:
         _fail(str(exc))
-    if config.gpu_memory:
-        return parse_budget(config.gpu_memory), f"gpu-memory in {config.config_file}"
-    total = _nvml_total()
-    return (total, "NVML (GPU 0)") if total else None
+    return budget_from_configuration(config.gpu_memory, f"gpu-memory in {config.config_file}")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -116,3 +116,30 @@ def parse_budget(text: str | float) -> int:
     if n <= 0:
         raise BudgetError(f"memory size must be positive: {text!r}")
     return n
+
+
+def configured_budget(gpu_memory: str | None, where: str = "gpu-memory") -> tuple[int, str] | None:
+    """The budget when no flag names one: `gpu-memory` from the configuration, else the first GPU's total
+    memory read from NVML on a GPU machine, else None (the caller's default applies). One resolution for
+    `check` (CKPT4xx) and `estimate`."""
+    if gpu_memory:
+        return parse_budget(gpu_memory), where
+    total = nvml_total()
+    return (total, "NVML (GPU 0)") if total else None
+
+
+def nvml_total() -> int | None:
+    """GPU 0's total memory from NVML (nvidia-ml-py, part of the [verify] extra; imports no torch), None when
+    there is no library, driver or device."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no device
+        return None

@@ -18,7 +18,6 @@ from ckpt_doctor.analysis.settings import ScriptSettings, complete_for
 
 GIB = 2**30
 COMFORT = 0.80  # CKPT403: "fits comfortably" = the plan without checkpointing uses at most 80 % of the budget
-DEFAULT_BUDGET = 24 * GIB  # a consumer card; documented in docs/estimate.md
 
 
 @dataclass
@@ -37,29 +36,10 @@ class Budget:
 
 
 def resolve_budget(ctx: Context) -> Budget:
-    from ckpt_doctor.estimate.gpus import parse_budget
+    from ckpt_doctor.estimate.gpus import DEFAULT_BUDGET_BYTES, configured_budget
 
-    if ctx.config.gpu_memory:
-        return Budget(parse_budget(ctx.config.gpu_memory), "gpu-memory")
-    nvml = _nvml_total()
-    if nvml:
-        return Budget(nvml, "NVML")
-    return Budget(DEFAULT_BUDGET, "default")
-
-
-def _nvml_total() -> int | None:
-    try:
-        import pynvml  # nvidia-ml-py, part of the [verify] extra; imports no torch
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver, no device
-        return None
+    found = configured_budget(ctx.config.gpu_memory)
+    return Budget(*found) if found else Budget(DEFAULT_BUDGET_BYTES, "default")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ckpt_doctor.analysis.api_era import version_ceilings
 from ckpt_doctor.analysis.config_files import ProjectFiles
 from ckpt_doctor.analysis.facts import FactsError, ScriptFacts, extract
-from ckpt_doctor.analysis.project import Project, remember
+from ckpt_doctor.analysis.project import Project
 from ckpt_doctor.analysis.source import SourceFile
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.versions import TargetVersions
@@ -60,8 +60,6 @@ def analyze(source: SourceFile, config: "Settings") -> Analysis:
     """Parse and read `source` once. Raises SyntaxError, or FactsError when it is too deep to analyse."""
     files = ProjectFiles(source.path)
     facts = extract(source.text, source.path, files, Project(source.path, files))
-    if source.path != "-" and source.cells is None:
-        remember(source.path, source.text, facts)
     versions = TargetVersions(
         config.target_versions,
         script=source.path,

@@ -1,4 +1,4 @@
-"""Parse a script written for a newer Python than the one running ckpt-doctor.
+r"""Parse a script written for a newer Python than the one running ckpt-doctor.
 
 `parse_module` is `ast.parse` when the host can parse the text (the fast path: nothing else runs, and
 LibCST is not imported). Only when that raises SyntaxError does the fallback run: LibCST's native
@@ -12,11 +12,11 @@ numbering, and `ast.parse` runs again on the result:
 - PEP 696 (3.13) type-parameter defaults: on a 3.12 host the whole list is blanked if any has one.
 - PEP 701 (3.12) f-strings and PEP 750 (3.14) t-strings the host cannot read: the whole literal
   becomes an empty-looking f-string of the same width and line count (`f"      "`, or
-  `f"\\<newline>...   "` over several lines). CALLS AND NAMES INSIDE SUCH A LITERAL ARE NOT SEEN by
+  `f"\<newline>...   "` over several lines). CALLS AND NAMES INSIDE SUCH A LITERAL ARE NOT SEEN by
   the analysis; the literal stays an `ast.JoinedStr`, so it still reads as "not a constant".
   Literals the host can read are left untouched, calls inside them included.
-- PEP 758 (3.14) `except A, B:` -> `except(A, B):` (`A` keeps its column; `:` and what follows on
-  that line move one column right unless there was a space before the `:`).
+- PEP 758 (3.14) `except A, B: f()` -> `except(A, B):f()` (`A` and `f` keep their columns; with no
+  blank before `(` or after `)` to take, what follows moves one column).
 - PEP 810 (3.15) `lazy import m` / `lazy from m import n` -> `import      m` / `from      m import n`
   (a plain import for the analysis; names keep their columns, `import`/`from` move to `lazy`'s).
 - On a 3.10 host also 3.11's `except* E` -> `except  E` (a `TryStar` reads as a plain `Try`) and
@@ -27,9 +27,10 @@ of all other statements, calls and keywords are the host's own. Text that is inv
 version raises the host's ORIGINAL SyntaxError; the fallback never raises anything else (a LibCST
 failure of any kind, RecursionError included, gives the original error), and text nested deeper
 than LibCST can take without crashing the process is not given to it (`_nesting`).
-Not covered: syntax LibCST cannot parse (anything after 3.15's `lazy` imports), text past the
-nesting bound, and the rare literal LibCST takes but Python rejects (it is replaced, so its error
-is lost).
+Not covered (the original error is raised): syntax newer than LibCST's (1.9 knows up to 3.15's
+`lazy` imports), text past the nesting bound, and LibCST's own rare gaps (`return*x`, `{{` inside a
+format spec, `rf"\{x}\<newline>"`). Not reported: a bad escape inside a replacement field of an
+f-string the host cannot read (`f"{d["\x"]}"`); the field is replaced unchecked.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import warnings
 from keyword import iskeyword
 
 __all__ = ["parse_module"]
@@ -71,20 +73,21 @@ _LITERAL = re.compile(r"""[^{}\\'"\r\n]+""")  # f-/t-string text up to the next 
 _CLOSER = {"(": ")", "[": "]", "{": "}"}
 
 
-def _nesting(text: str, limit: int = _MAX_NESTING, literals: list[tuple[int, int]] | None = None) -> int:
+def _nesting(text: str, limit: int = _MAX_NESTING, literals: list | None = None) -> int:
     """An upper bound on how deep LibCST's parser will recurse, tokenizing as Python 3.12+ does
     (PEP 701: code inside f-/t-string replacement fields is scanned like any other code, quotes
     included); stops early once past `limit`. Within a bracket (or replacement field) every operator,
     keyword and string after a string counts one level; a comma ends the elements that cannot nest
     across it and a statement end resets everything, but `lambda` (whose parameters and nested
     bodies span commas) and `for` (`for a, b in x for ...`) count until their bracket closes.
-    `elif` chains nest too, so every `elif` of the file counts. The (start, end) of each outermost
-    f-/t-string literal is appended to `literals`."""
+    `elif` chains nest too, so every `elif` of the file counts. Each outermost f-/t-string literal is
+    appended to `literals` as (start, end, [(start, end) of each of its replacement fields])."""
     # A code frame: [")" / "]" / "}" / "" (module level) / "field", base depth, tokens since a comma,
     # lambdas before their `:`, lambda bodies, fors]. A string frame: ["str", quote, raw, in a format
     # spec, base depth of its replacement fields].
     frames: list[list] = [["", 0, 0, 0, 0, 0]]
-    deepest = elifs = pos = fstrings = start = 0
+    deepest = elifs = pos = fstrings = start = field = 0
+    fields: list[tuple[int, int]] = []
     after_string = False
     while pos < len(text) and deepest <= limit and elifs <= limit:
         top = frames[-1]
@@ -107,7 +110,8 @@ def _nesting(text: str, limit: int = _MAX_NESTING, literals: list[tuple[int, int
                 quote = token[len(prefix):]
                 if "f" in prefix or "t" in prefix:
                     frames.append(["str", quote, "r" in prefix, False, depth + 1])
-                    start = start if fstrings else match.start()
+                    if not fstrings:
+                        start, fields = match.start(), []
                     fstrings += 1
                 else:
                     pos = _PLAIN[quote].match(text, pos).end()
@@ -122,6 +126,8 @@ def _nesting(text: str, limit: int = _MAX_NESTING, literals: list[tuple[int, int
             elif token == "}" and top[0] == "field" or token in ")]}" and top[0] == token:
                 frames.pop()
                 after_string = False
+                if token == "}" and fstrings == 1 and frames[-1][0] == "str" and not frames[-1][3]:
+                    fields.append((field, pos))
             elif token == ",":
                 top[2] = 0
                 if not top[3]:
@@ -147,7 +153,7 @@ def _nesting(text: str, limit: int = _MAX_NESTING, literals: list[tuple[int, int
             after_string = True
             fstrings -= 1
             if not fstrings and literals is not None:
-                literals.append((start, pos))
+                literals.append((start, pos, fields))
         elif char == "\\":  # `\{` is a backslash then a replacement field; `\N{...}` a named character
             follow = text[pos + 1 : pos + 2]
             if follow == "N" and not raw and text.startswith("{", pos + 2):
@@ -160,10 +166,13 @@ def _nesting(text: str, limit: int = _MAX_NESTING, literals: list[tuple[int, int
             pos += 2
         elif char == "{":
             frames.append(["field", base, 0, 0, 0, 0])
+            field = pos if fstrings == 1 and not spec else field
             pos += 1
         elif char == "}" and spec:  # the end of the format spec and of its replacement field
             del frames[-2:]
             pos += 1
+            if fstrings == 1 and not frames[-1][3]:
+                fields.append((field, pos))
         else:
             pos += 1
     return max(deepest, elifs)
@@ -189,9 +198,9 @@ def parse_module(text: str, path: str = "<string>") -> ast.Module:
 
 def _rewrite(text: str, host: tuple[int, int] = _HOST) -> str | None:
     """`text` with the newer-than-`host` constructs rewritten line-preservingly, or None when there is
-    nothing to rewrite, it is too deeply nested, or the line breaks did not survive. Raises LibCST's
-    error when LibCST cannot parse it (then no version can)."""
-    spans: list[tuple[int, int]] = []
+    nothing to rewrite, it is too deeply nested, a literal is bad in every version, or the line breaks
+    did not survive. Raises LibCST's error when LibCST cannot parse it."""
+    spans: list = []
     if _nesting(text, literals=spans) > _MAX_NESTING:
         return None
     import libcst  # ~0.4 s to import: only ever on the failure path
@@ -204,11 +213,16 @@ def _rewrite(text: str, host: tuple[int, int] = _HOST) -> str | None:
         spans = []
         _nesting(new, limit=len(new) + 1, literals=spans)
     pieces, done = [], 0
-    for start, end in spans:
+    for start, end, fields in spans:
         literal = new[start:end]
-        if not _host_reads(literal):
-            pieces += [new[done:start], _placeholder(literal)]
-            done = end
+        if _host_error(literal) is None:
+            continue
+        # Its text outside the replacement fields must still be good (LibCST does not check escapes
+        # such as `\N{nonsense}`); the host reads that part as 3.12+ does.
+        if _host_error(_text_only(literal, [(a - start, b - start) for a, b in fields])) is not None:
+            return None
+        pieces += [new[done:start], _placeholder(literal)]
+        done = end
     new = "".join(pieces) + new[done:] if pieces else new
     # LibCST does not always reprint a file exactly (it drops the space in `except A, B :`, and once
     # dropped a CRLF backslash continuation); a lost or added line break would shift line numbers.
@@ -217,12 +231,25 @@ def _rewrite(text: str, host: tuple[int, int] = _HOST) -> str | None:
     return new
 
 
-def _host_reads(literal: str) -> bool:
+def _host_error(literal: str) -> str | None:
+    """The host's complaint about a string literal, None if it reads it."""
     try:
-        ast.parse("(" + literal + "\n)", mode="eval")
-        return True
-    except SyntaxError:
-        return False
+        with warnings.catch_warnings():  # invalid escapes warn; the host's own parse will say so once
+            warnings.simplefilter("ignore")
+            ast.parse("(" + literal + "\n)", mode="eval")
+        return None
+    except SyntaxError as exc:
+        return str(exc.msg)
+
+
+def _text_only(literal: str, fields: list[tuple[int, int]]) -> str:
+    """An f-/t-string as an f-string whose replacement fields are all `{0}`."""
+    prefix = literal[: len(literal) - len(literal.lstrip("rRbBuUfFtT"))]
+    pieces, at = [prefix.replace("t", "f").replace("T", "f")], len(prefix)
+    for start, end in fields:
+        pieces += [literal[at:start], "{0}"]
+        at = end
+    return "".join(pieces) + literal[at:]
 
 
 def _placeholder(literal: str) -> str:
@@ -298,12 +325,18 @@ def _statements(cst, module, host: tuple[int, int]):
             self.changed = True
             star = isinstance(updated, cst.ExceptStarHandler)
             before = "whitespace_after_star" if star else "whitespace_after_except"
-            gap, colon = getattr(updated, before).value, updated.whitespace_before_colon.value
-            return updated.with_changes(
-                type=kind.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()]),
-                **{before: space(gap[:-1] if gap.endswith((" ", "\t")) else gap)},
-                whitespace_before_colon=space(colon[:-1] if colon.endswith((" ", "\t")) else colon),
-            )
+            # `(` takes the place of a blank before the tuple and `)` of one after it (before the `:`,
+            # or before a body on the same line), so what follows keeps its column where there is one.
+            changes = {"type": kind.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])}
+            gap = getattr(updated, before).value
+            if gap.endswith((" ", "\t")):
+                changes[before] = space(gap[:-1])
+            colon, body = updated.whitespace_before_colon.value, updated.body
+            if colon.endswith((" ", "\t")):
+                changes["whitespace_before_colon"] = space(colon[:-1])
+            elif isinstance(body, cst.SimpleStatementSuite) and body.leading_whitespace.value.endswith((" ", "\t")):
+                changes["body"] = body.with_changes(leading_whitespace=space(body.leading_whitespace.value[:-1]))
+            return updated.with_changes(**changes)
 
         leave_ExceptHandler = leave_ExceptStarHandler = _handler
 

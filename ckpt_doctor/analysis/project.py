@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,9 +52,16 @@ class _Module:
     path: Path
     facts: "ScriptFacts"
     summaries: dict[str, FunctionSummary | None] = field(default_factory=dict)
+    by_function: dict[str, list["Call"]] = field(default_factory=dict)  # top-level function -> the calls in it
+
+    def __post_init__(self) -> None:
+        for call in self.facts.calls:
+            self.by_function.setdefault(call.scope.split(".", 1)[0], []).append(call)
 
 
-_MODULES: dict[tuple[str, str], _Module | None] = {}  # (path, sha1 of the text) -> the module, across scripts
+# (path, sha1 of the text) -> the module, shared by the scripts one process checks, least recently used first
+_MODULES: OrderedDict[tuple[str, str], _Module | None] = OrderedDict()
+MAX_MODULES = 64
 
 
 class Project:
@@ -106,23 +114,14 @@ class Project:
         text = self.files.module(path)
         if text is None or not RELEVANT.search(text):
             return None  # a module that mentions no library call a rule or the estimate reads: nothing to summarise
-        key = _key(path, text)
-        if key not in _MODULES:
+        key = (str(path), hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest())
+        if key in _MODULES:
+            _MODULES.move_to_end(key)
+        else:
             _MODULES[key] = _extract_module(path, text, self.depth + 1)
+            while len(_MODULES) > MAX_MODULES:  # facts hold syntax trees: keep the heap (and the GC's walks) small
+                _MODULES.popitem(last=False)
         return _MODULES[key]
-
-
-def remember(path: str, text: str, facts: "ScriptFacts") -> None:
-    """Keep the facts of a file checked in its own right: a script that imports it later reuses them."""
-    try:
-        resolved = Path(path).resolve()
-    except (OSError, ValueError):
-        return
-    _MODULES.setdefault(_key(resolved, text), _Module(resolved, facts))
-
-
-def _key(path: Path, text: str) -> tuple[str, str]:
-    return str(path), hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _extract_module(path: Path, text: str, depth: int) -> _Module | None:
@@ -140,23 +139,23 @@ def _summarise(module: _Module, function: str) -> FunctionSummary | None:
     facts = module.facts
     if function not in facts.functions:
         return None
-    scopes = _reached(facts, function)
-    calls = [c for c in facts.calls if _in(c.scope, scopes) and not (c.qualname or "").startswith("<local>.")]
+    scopes = _reached(module, function)
+    calls = [c for s in scopes for c in module.by_function.get(s, []) if not (c.qualname or "").startswith("<local>.")]
     assigns = [a for a in facts.attr_assigns if _in(a.scope, scopes)]
     returned = next((v for v in facts.returns.get(function, []) if _is_library_object(v)), None)
     return FunctionSummary(_short(module.path), facts.functions[function], calls, assigns, returned)
 
 
-def _reached(facts: "ScriptFacts", function: str) -> set[str]:
-    """`function` and the module's own functions it calls, transitively."""
+def _reached(module: _Module, function: str) -> set[str]:
+    """`function` and the module's own top-level functions it calls, transitively."""
     seen, todo = set(), [function]
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        todo += [c.qualname.split(".", 1)[1] for c in facts.calls
-                 if _in(c.scope, {name}) and (c.qualname or "").startswith("<local>.") and c.qualname.split(".", 1)[1] in facts.functions]
+        todo += [c.qualname.split(".", 1)[1] for c in module.by_function.get(name, [])
+                 if (c.qualname or "").startswith("<local>.") and c.qualname.split(".", 1)[1] in module.facts.functions]
     return seen
 
 

@@ -57,8 +57,8 @@ def _enabled_again_later(ctx: Context, site: HFSite) -> bool:
         if site.kind == "model method" and other.kind == "kbit preparation" and other.call is not None \
                 and other.call.scope == site.call.scope and other.call.line > site.call.line:
             return True
-        if other.kind in ("training config", "command line") and ctx.training.uses_trainer:
-            return True
+        if other.kind in ("training config", "command line") and ctx.training.uses_trainer and other.mode.reentrant is not None:
+            return True  # (kwargs only the command line gives are unknown: the visible call stays the place to report)
     return False
 
 

@@ -232,6 +232,7 @@ class TargetVersions:
         return installed_version(package)
 
 
+@lru_cache(maxsize=256)
 def runs_in_project_env(project: Path | None, prefix: str | Path | None = None) -> bool:
     """Whether the interpreter (`sys.prefix`, or `prefix`) is an environment inside the project's folder.
 
@@ -358,7 +359,7 @@ def _requirements_in_file(path: Path, visited: set[Path]) -> list[_Requirement]:
         return []
     name = path.name.lower()
     if name == "pyproject.toml":
-        lines = _pyproject_requirements(text)
+        lines = _pyproject_requirements(text)  # parsed once per text: every sub-folder's walk ends at the same file
     elif name == "setup.py":
         lines = _setup_py_requirements(text)
     elif name == "setup.cfg":
@@ -387,7 +388,8 @@ def _requirements_txt(text: str, path: Path, visited: set[Path]) -> list[_Requir
     return out
 
 
-def _pyproject_requirements(text: str) -> list[str]:
+@lru_cache(maxsize=64)
+def _pyproject_requirements(text: str) -> tuple[str, ...]:
     """[project] dependencies and optional-dependencies, [dependency-groups], [tool.poetry.dependencies]."""
     try:
         import tomllib
@@ -396,7 +398,7 @@ def _pyproject_requirements(text: str) -> list[str]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
-        return [m.group(0).strip("\"' \t") for m in _REQUIREMENT.finditer(text)]
+        return tuple(m.group(0).strip("\"' \t") for m in _REQUIREMENT.finditer(text))
     project = data.get("project", {})
     lines = list(project.get("dependencies", []))
     for group in list(project.get("optional-dependencies", {}).values()) + list(data.get("dependency-groups", {}).values()):
@@ -408,7 +410,7 @@ def _pyproject_requirements(text: str) -> list[str]:
             spec = next((v.get("version") for v in value if isinstance(v, dict) and v.get("version")), None)
         if isinstance(spec, str):
             lines.append(f"{name} {_poetry_spec(spec)}")
-    return [line for line in lines if isinstance(line, str)]
+    return tuple(line for line in lines if isinstance(line, str))
 
 
 def _poetry_spec(spec: str) -> str:
@@ -429,6 +431,7 @@ def _poetry_spec(spec: str) -> str:
     return "" if spec == "*" else spec
 
 
+@lru_cache(maxsize=64)
 def _setup_py_requirements(text: str) -> list[str]:
     """`setup(install_requires=[...], extras_require={...})`, read with `ast` (never executed); a list given
     by a module-level variable name is followed."""
@@ -708,5 +711,5 @@ def installed_version(package: str) -> Version | None:
 
 def clear_caches() -> None:
     """Forget the requirement files read so far (they are cached per folder for the life of the process)."""
-    for cached in (_walk, project_folder, pins_near):
+    for cached in (_walk, project_folder, pins_near, _pyproject_requirements, _setup_py_requirements, runs_in_project_env):
         cached.cache_clear()

@@ -285,12 +285,14 @@ def parse_target_versions(items: list[str] | dict[str, str]) -> dict[str, str]:
 # -- finding the project's requirement files ------------------------------------------------------
 
 
-def _requirement_files(folder: Path) -> list[Path]:
-    """The requirement files of one folder, most specific first (a requirements file before pyproject)."""
+@lru_cache(maxsize=1024)
+def _requirement_files(folder: Path) -> tuple[Path, ...]:
+    """The requirement files of one folder, most specific first (a requirements file before pyproject); each
+    folder is listed once per process, however many scripts lie below it."""
     texts = sorted(folder.glob("requirements*.txt"), key=lambda p: (p.name != "requirements.txt", p.name))
     nested = sorted((folder / "requirements").glob("*.txt")) if (folder / "requirements").is_dir() else []
     others = [folder / name for name in ("pyproject.toml", "setup.py", "setup.cfg", "environment.yml", "environment.yaml")]
-    return [p for p in texts + nested + others if p.is_file()]
+    return tuple(p for p in texts + nested + others if p.is_file())
 
 
 @lru_cache(maxsize=256)
@@ -711,5 +713,6 @@ def installed_version(package: str) -> Version | None:
 
 def clear_caches() -> None:
     """Forget the requirement files read so far (they are cached per folder for the life of the process)."""
-    for cached in (_walk, project_folder, pins_near, _pyproject_requirements, _setup_py_requirements, runs_in_project_env):
+    for cached in (_walk, project_folder, pins_near, _requirement_files, _pyproject_requirements, _setup_py_requirements,
+                   runs_in_project_env):
         cached.cache_clear()

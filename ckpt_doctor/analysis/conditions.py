@@ -11,7 +11,8 @@ and `else` of one statement exclusive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Iterable, Protocol, TypeVar
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class Literal:
         if self.equals == other.equals:
             return self.holds != other.holds
         return self.holds and other.holds  # `peft == "lora"` and `peft == "full"` together
+
+    def negated(self) -> "Literal":
+        """The same test, the other way: the literal of the `else` branch."""
+        return replace(self, holds=not self.holds)
 
     @property
     def by_default(self) -> bool | None:
@@ -109,11 +114,28 @@ class Condition:
 ALWAYS = Condition()
 
 
-def joint(*conditions: Condition | None) -> Condition | None:
-    """All of `conditions` at once (None when any is None or they contradict)."""
+def together(*conditions: Condition | None) -> Condition | None:
+    """The path on which facts with these conditions all happen; None when no run has them all (`if` and `else`
+    of one test, `--use_lora` and not, or a condition already None): no finding may combine them."""
     out: Condition | None = ALWAYS
     for condition in conditions:
         if out is None or condition is None:
             return None
         out = out & condition
     return out
+
+
+class _Conditioned(Protocol):
+    condition: Condition
+
+
+F = TypeVar("F", bound=_Conditioned)
+
+
+def on_path(condition: Condition, facts: Iterable[F], where=lambda fact: True) -> tuple[F, Condition] | None:
+    """The first of `facts` that satisfies `where` and can happen in one run with `condition`, and that run's
+    path; None when there is none."""
+    for fact in facts:
+        if where(fact) and (joined := together(condition, fact.condition)) is not None:
+            return fact, joined
+    return None

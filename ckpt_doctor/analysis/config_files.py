@@ -10,6 +10,7 @@ folder, then to its parents (recipes are run from the repository root).
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -30,6 +31,15 @@ def locate(script: str, name: str) -> Path | None:
     except (OSError, ValueError):
         return None
     return next((base / candidate for base in [folder, *list(folder.parents)[:_PARENTS]] if is_regular_file(base / candidate)), None)
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as messages name it: relative to the working folder when it lies below it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive
+        return str(path)
+    return relative if not relative.startswith("..") else str(path)
 
 
 def is_regular_file(path: Path) -> bool:

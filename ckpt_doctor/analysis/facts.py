@@ -159,7 +159,6 @@ class ScriptFacts:
     settings_files: list[tuple[str, int, dict[str, Value]]] = field(default_factory=list)
     dataclass_fields: dict[str, dict[str, Value]] = field(default_factory=dict)
     strings: list[tuple[str, int]] = field(default_factory=list)  # string literals of interest (paths)
-    library_bases: dict[str, str] = field(default_factory=dict)  # local class -> the library class it extends
     classes: dict[str, ClassInfo] = field(default_factory=dict)
     returns: dict[str, list[Value]] = field(default_factory=dict)  # function (dotted scope name) -> returned values
     functions: dict[str, list[str]] = field(default_factory=dict)  # module-level function -> its parameters
@@ -182,6 +181,11 @@ class ScriptFacts:
 
     def assigns_to(self, attr: str) -> list[AttrAssign]:
         return [a for a in self.attr_assigns if a.attr == attr]
+
+    def library_base(self, name: str) -> str | None:
+        """The transformers / peft / trl / accelerate class the script's own class `name` extends, if any."""
+        known = self.classes.get(name)
+        return known.library_base if known else None
 
     def own_method(self, name: str) -> list[ClassInfo]:
         """The script's own classes that define a method `name` and do not extend a library class."""
@@ -366,14 +370,14 @@ class _Extractor:
     def _argparse_option(self, node: ast.Call, consts: _Scope) -> None:
         flags = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
         kw = {k.arg: k.value for k in node.keywords if k.arg}
+        longs = [f for f in flags if f.startswith("--")]
+        flag = longs[0] if longs else (flags[0] if flags else None)  # the option as the user writes it
         if "dest" in kw and isinstance(kw["dest"], ast.Constant):
             dest = str(kw["dest"].value)
+        elif flag is not None:
+            dest = flag.lstrip("-").replace("-", "_")
         else:
-            longs = [f for f in flags if f.startswith("--")]
-            chosen = longs[0] if longs else (flags[0] if flags else None)
-            if chosen is None:
-                return
-            dest = chosen.lstrip("-").replace("-", "_")
+            return
         action = kw.get("action")
         action_name = action.value if isinstance(action, ast.Constant) else None
         if "default" in kw:
@@ -387,8 +391,7 @@ class _Extractor:
             default = True
         else:
             default = None
-        flag = next((f for f in flags if f.startswith("--")), flags[0] if flags else f"--{dest}")
-        self.facts.argparse_defaults.setdefault(dest, Const(default, Origin(node.lineno, "argparse default", option=flag)))
+        self.facts.argparse_defaults.setdefault(dest, Const(default, Origin(node.lineno, "argparse default", option=flag or f"--{dest}")))
 
     def _dataclass_fields(self, node: ast.ClassDef, consts: _Scope) -> dict[str, Value]:
         fields: dict[str, Value] = {}
@@ -477,13 +480,11 @@ class _Extractor:
                 self.record_calls(expr, scope)
             class_scope = _Scope(f"{scope.name}.{node.name}" if scope.kind != "module" else node.name, scope, "class")
             bases = [value.name for value in (self.eval(base, scope) for base in node.bases) if isinstance(value, QualName)]
-            for name in bases:  # `class MyTrainer(Trainer)` is a Trainer to every rule
-                library = self.facts.library_bases.get(name.split(".", 1)[1]) if name.startswith("<local>.") else name
-                if library and library.split(".", 1)[0] in _FLAT_PACKAGES:
-                    self.facts.library_bases[node.name] = library
-                    break
+            # `class MyTrainer(Trainer)` is a Trainer to every rule, and so is a subclass of it
+            libraries = (self.facts.library_base(b.split(".", 1)[1]) if b.startswith("<local>.") else b for b in bases)
+            library = next((b for b in libraries if b and b.split(".", 1)[0] in _FLAT_PACKAGES), None)
             methods = {s.name for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
-            self.facts.classes[node.name] = ClassInfo(node.name, bases, self.facts.library_bases.get(node.name), methods)
+            self.facts.classes[node.name] = ClassInfo(node.name, bases, library, methods)
             self.block(node.body, class_scope)
             scope.bindings[node.name] = QualName(f"<local>.{node.name}")
         elif isinstance(node, ast.Import):
@@ -654,7 +655,7 @@ class _Extractor:
         if isinstance(func_value, QualName):
             qualname, other_qualnames = func_value.name, func_value.alternatives
             if qualname.startswith("<local>."):
-                qualname = self.facts.library_bases.get(qualname.split(".", 1)[1], qualname)
+                qualname = self.facts.library_base(qualname.split(".", 1)[1]) or qualname
         if isinstance(node.func, ast.Attribute):
             receiver = _dotted(node.func.value)
             receiver_value = self.eval(node.func.value, scope)
@@ -695,8 +696,8 @@ class _Extractor:
             line=node.lineno,
             node=node,
             condition=self.condition,
+            other_qualnames=other_qualnames,
         )
-        record.other_qualnames = other_qualnames
         if partial is not None:
             record.via_partial = partial.call
         if qualname and qualname.startswith("<local>.") and scope.kind != "class":
@@ -709,7 +710,7 @@ class _Extractor:
         return record
 
     def _project_function(self, qualname: str | None) -> "FunctionSummary | None":
-        if self.project is None or not qualname or qualname.startswith(("<local>.", "<builtin>")) or qualname in _BUILTINS:
+        if self.project is None or not qualname or qualname.startswith("<local>.") or qualname in _BUILTINS:
             return None
         return self.project.summary(qualname)
 
@@ -729,18 +730,15 @@ class _Extractor:
 
         for inner in summary.calls:
             text, value = receiver(inner.receiver)
-            condition = self.condition & inner.condition
-            copy = replace(inner, span=outer.span, statement=outer.statement, line=outer.line, scope=scope.name,
-                           condition=self.condition if condition is None else condition, receiver=text,
-                           receiver_value=value if value is not None else inner.receiver_value,
-                           via=inner.via or f"{summary.path}:{inner.line}")
-            self.facts.calls.append(copy)
+            self.facts.calls.append(replace(
+                inner, span=outer.span, statement=outer.statement, line=outer.line, scope=scope.name,
+                condition=_under(self.condition, inner.condition), receiver=text,
+                receiver_value=value if value is not None else inner.receiver_value, via=inner.via or f"{summary.path}:{inner.line}"))
         for assign in summary.assigns:
             text, _ = receiver(assign.target)
-            condition = self.condition & assign.condition
-            self.facts.attr_assigns.append(replace(assign, target=text or assign.target, span=outer.statement, line=outer.line,
-                                                   scope=scope.name, condition=self.condition if condition is None else condition,
-                                                   via=assign.via or f"{summary.path}:{assign.line}"))
+            self.facts.attr_assigns.append(replace(
+                assign, target=text or assign.target, span=outer.statement, line=outer.line, scope=scope.name,
+                condition=_under(self.condition, assign.condition), via=assign.via or f"{summary.path}:{assign.line}"))
 
     def eval(self, node: ast.AST, scope: _Scope) -> Value:
         if isinstance(node, ast.Constant):
@@ -812,7 +810,7 @@ class _Extractor:
         if isinstance(node, ast.IfExp):
             body, other, test, then = self._branches(node, scope, lambda branch: self.eval(branch, scope))
             if test is not None:  # `False if args.gradient_checkpointing else True`, the option's default known
-                return _with_alternative(body, other, [_negate(l) for l in then]) if test else _with_alternative(other, body, then)
+                return _with_alternative(body, other, [l.negated() for l in then]) if test else _with_alternative(other, body, then)
             if isinstance(body, Const) and isinstance(other, Const) and body.value == other.value:
                 return body
             return UNKNOWN
@@ -842,16 +840,16 @@ class _Extractor:
     # path conditions
     def _test_literals(self, test: ast.expr, scope: _Scope) -> tuple[list[Literal], list[Literal], bool | None]:
         """The literals the `if` branch and the `else` branch of `test` add, and the test's default truth."""
-        default = truth(self.eval(test, scope))
         if _is_main_guard(test):
             return [], [], True
+        default = truth(self.eval(test, scope))
         whole = self._literal(test, scope, default)
         if isinstance(test, ast.BoolOp):
             parts = [self._literal(v, scope, truth(self.eval(v, scope))) for v in test.values]
             if isinstance(test.op, ast.And):
-                return [whole, *parts], [_negate(whole)], default
-            return [whole], [_negate(whole), *(_negate(p) for p in parts)], default
-        return [whole], [_negate(whole)], default
+                return [whole, *parts], [whole.negated()], default
+            return [whole], [whole.negated(), *(p.negated() for p in parts)], default
+        return [whole], [whole.negated()], default
 
     def _text(self, node: ast.expr) -> str:
         """The expression as written: a slice of its line (cheap), or `ast.unparse` when it spans lines."""
@@ -867,20 +865,18 @@ class _Extractor:
         holds = True
         while isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
             test, holds = test.operand, not holds
-        equals: object = None
+        equals: str | None = None  # `args.peft == "lora"`: the literal asks whether `args.peft` equals 'lora'
         subject = test
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
             left, op, right = test.left, test.ops[0], test.comparators[0]
             if isinstance(op, ast.In) and isinstance(left, ast.Constant) and isinstance(left.value, str) and _dotted(right) == "sys.argv":
                 return Literal(f"option {left.value}", holds, text, left.value, default=False)  # absent unless passed
             if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)) and isinstance(right, ast.Constant):
-                subject, equals = left, right.value
+                subject, equals = left, repr(right.value)
                 holds = holds if isinstance(op, (ast.Eq, ast.Is)) else not holds
         value = self.eval(subject, scope)
         option = value.origin.option if isinstance(value, Const) and value.origin else value.option if isinstance(value, OptionVal) else None
         key = f"option {option}" if option else f"{scope.name}: {self._text(subject)}"
-        if equals is not None or (isinstance(test, ast.Compare) and subject is not test):
-            equals = repr(equals)
         answer = None if default is None else (default if holds else not default)
         return Literal(key, holds, text, option, answer, equals)
 
@@ -917,7 +913,7 @@ class _Extractor:
             if class_name and class_name in self.facts.dataclass_fields:
                 fields = dict(self.facts.dataclass_fields[class_name])
                 fields.update(record.kwargs)
-                return Namespace(fields, kind="dataclass", config_class=self.facts.library_bases.get(class_name))
+                return Namespace(fields, kind="dataclass", config_class=self.facts.library_base(class_name))
             return Instance(func.name, record)
         if isinstance(node.func, ast.Attribute):
             receiver = record.receiver_value
@@ -972,7 +968,7 @@ class _Extractor:
                 local = item.name.split(".", 1)[1]
                 fields = {name: _as_option(value, name) for name, value in self.facts.dataclass_fields.get(local, {}).items()}
                 fields.update({k: v for k, v in file_values.items() if k in fields})
-                library = self.facts.library_bases.get(local)
+                library = self.facts.library_base(local)
                 out.append(Namespace(fields, kind="command line" if library else "dataclass", config_class=library, line=parser.call.line))
             elif isinstance(item, QualName):
                 out.append(Namespace(dict(file_values), kind="command line", config_class=item.name, line=parser.call.line))
@@ -981,15 +977,11 @@ class _Extractor:
         return TupleVal(out)
 
 
-def _under(outer: Condition, literals: list[Literal]) -> Condition:
-    """`outer` and `literals`; a branch that contradicts its path (`if not args.x:` inside `if args.x:`) is
-    dead code, walked under `outer` alone."""
-    joined = outer & Condition(frozenset(literals))
+def _under(outer: Condition, inner: Condition | list[Literal]) -> Condition:
+    """`outer` and `inner`; a branch that contradicts its path (`if not args.x:` inside `if args.x:`) is dead code,
+    walked under `outer` alone."""
+    joined = outer & (inner if isinstance(inner, Condition) else Condition(frozenset(inner)))
     return outer if joined is None else joined
-
-
-def _negate(literal: Literal) -> Literal:
-    return replace(literal, holds=not literal.holds)
 
 
 def _is_main_guard(test: ast.expr) -> bool:
@@ -1026,7 +1018,7 @@ def _merge_branches(before: dict, then: dict, otherwise: dict, literals: list[Li
             continue
         rebound_in_else = name in otherwise and other is not before.get(name)
         if default is True or (default is None and not rebound_in_else):
-            merged[name] = _with_alternative(value, other, [_negate(l) for l in literals]) if other is not None else value
+            merged[name] = _with_alternative(value, other, [l.negated() for l in literals]) if other is not None else value
         else:
             merged[name] = _with_alternative(other, value, literals) if other is not None else value
         if isinstance(value, QualName) and isinstance(other, QualName) and value.name != other.name:

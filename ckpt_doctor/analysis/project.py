@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ckpt_doctor.analysis.config_files import ProjectFiles, is_regular_file
+from ckpt_doctor.analysis.config_files import ProjectFiles, is_regular_file, shown_path
 
 if TYPE_CHECKING:
     from ckpt_doctor.analysis.facts import AttrAssign, Call, ScriptFacts
@@ -96,6 +96,11 @@ class Project:
             module.summaries[function] = _summarise(module, function)
         return module.summaries[function]
 
+    def has_module(self, module: str) -> bool:
+        """Whether `import module` names one of the project's own modules (the cheap question `check` asks of a
+        file before it decides to read it at all)."""
+        return self.root is not None and module.split(".", 1)[0] not in LIBRARIES and self._module_path(module) is not None
+
     def _module_path(self, module: str) -> Path | None:
         level = len(module) - len(module.lstrip("."))
         parts = [p for p in module.lstrip(".").split(".") if p]
@@ -143,7 +148,7 @@ def _summarise(module: _Module, function: str) -> FunctionSummary | None:
     calls = [c for s in scopes for c in module.by_function.get(s, []) if not (c.qualname or "").startswith("<local>.")]
     assigns = [a for a in facts.attr_assigns if _in(a.scope, scopes)]
     returned = next((v for v in facts.returns.get(function, []) if _is_library_object(v)), None)
-    return FunctionSummary(_short(module.path), facts.functions[function], calls, assigns, returned)
+    return FunctionSummary(shown_path(module.path), facts.functions[function], calls, assigns, returned)
 
 
 def _reached(module: _Module, function: str) -> set[str]:
@@ -183,12 +188,3 @@ def _inside(path: Path, root: Path) -> bool:
     except (OSError, ValueError):
         return False
 
-
-def _short(path: Path) -> str:
-    import os
-
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return relative if not relative.startswith("..") else str(path)

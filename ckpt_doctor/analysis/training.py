@@ -8,7 +8,7 @@ cited in docs/version-facts.md and on the rule pages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal
@@ -84,17 +84,16 @@ def on_paths(value: Value, text: str | None, default: bool | None = None) -> lis
     if isinstance(value, Missing):
         return [(ALWAYS, default)]
     if isinstance(value, OptionVal):
-        value_default = None if value.default is None else bool(value.default)
-        return _option_paths(value.option, value.option, value_default)
+        return _option_paths(value.option, None if value.default is None else bool(value.default))
     if isinstance(value, Const):
         option = value.origin.option if value.origin else None
         if option is not None and (isinstance(value.value, bool) or value.value is None) and not value.alternatives:
-            return _option_paths(option, option, None if value.value is None else bool(value.value))
+            return _option_paths(option, None if value.value is None else bool(value.value))
         paths = [(condition, truth(other)) for condition, other in value.alternatives]
         own = ALWAYS
         if len(value.alternatives) == 1 and len(value.alternatives[0][0].literals) == 1:
             (only,) = value.alternatives[0][0].literals
-            own = Condition(frozenset({replace(only, holds=not only.holds)}))
+            own = Condition(frozenset({only.negated()}))
         return [(own, truth(value)), *paths]
     if text:
         key = Literal(f"value {text}", True, text, None, None, named=True)
@@ -102,10 +101,9 @@ def on_paths(value: Value, text: str | None, default: bool | None = None) -> lis
     return [(ALWAYS, None)]
 
 
-def _option_paths(key: str, option: str, default: bool | None) -> list[tuple[Condition, bool | None]]:
-    on = Literal(f"option {key}", True, option, option, default)
-    off = Literal(f"option {key}", False, option, option, default)
-    return [(Condition(frozenset({on})), True), (Condition(frozenset({off})), False)]
+def _option_paths(option: str, default: bool | None) -> list[tuple[Condition, bool | None]]:
+    on = Literal(f"option {option}", True, option, option, default)
+    return [(Condition(frozenset({on})), True), (Condition(frozenset({on.negated()})), False)]
 
 
 def _first_on(paths: list[tuple[Condition, bool | None]]) -> tuple[Condition, bool | None]:
@@ -257,7 +255,7 @@ class Training:
                 return True
             if qualname.startswith("<local>."):
                 local = qualname.split(".", 1)[1].split("(", 1)[0]
-                if local in self.facts.library_bases:
+                if self.facts.library_base(local):
                     return True
                 if local in self.facts.classes:
                     return False
@@ -361,7 +359,7 @@ class Training:
                 if name and name.startswith("<local>."):
                     local = name.split(".", 1)[1]
                     fields = dict(self.facts.dataclass_fields.get(local, {}))
-                    name = self.facts.library_bases.get(local, name)
+                    name = self.facts.library_base(local) or name
                 name = name if is_training_config(name) else _project_config(name)
                 for _, _, values in self.facts.settings_files:  # `parser.parse_json_file("args.json")`
                     fields.update(values)

@@ -17,12 +17,13 @@ the first of these that says something wins (DESIGN.md §2):
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache, total_ordering
 from pathlib import Path
+
+from ckpt_doctor.analysis.config_files import shown_path
 
 TRACKED = ("torch", "transformers", "peft", "trl", "accelerate", "deepspeed")
 
@@ -342,8 +343,8 @@ def pins_near(folder: Path, root: Path | None = None) -> dict[str, Target]:
 
 def _declared_source(low: Version | None, high: Version | None, spec: str, where: Path) -> str:
     if low is not None and low == high:
-        return f"pinned in {_short(where)}"
-    return f"requires {spec} in {_short(where)}"
+        return f"pinned in {shown_path(where)}"
+    return f"requires {spec} in {shown_path(where)}"
 
 
 # A requirement as read: (normalized name, low, high, specifier text, file it came from).
@@ -693,11 +694,6 @@ def pins_in_pip_command(line: str) -> dict[str, Version]:
             if version is not None and name in TRACKED:
                 pins.setdefault(name, version)
     return pins
-
-
-def _short(path: str | Path) -> str:
-    relative = os.path.relpath(path)
-    return relative if not relative.startswith("..") else str(path)
 
 
 @lru_cache(maxsize=None)

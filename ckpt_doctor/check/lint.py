@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ckpt_doctor.analysis import FactsError, analyze
+from ckpt_doctor.analysis.config_files import NoFiles
 from ckpt_doctor.analysis.parse import parse_module
+from ckpt_doctor.analysis.project import Project
 from ckpt_doctor.config import Settings
 from ckpt_doctor.findings import Finding, Position, Span
 from ckpt_doctor.rules import Context, all_rules, run_rules
@@ -78,18 +79,17 @@ def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | 
 
 def _imports_siblings(source: SourceFile) -> bool:
     """Whether the script imports a module of its own project (whose calls the analysis follows): a relative
-    import, or one that names a `.py` file or package next to it."""
+    import, or one the project's module resolution finds."""
     if _RELATIVE_IMPORT.search(source.text):
         return True
     if source.path == "-":
         return False
-    folder = Path(source.path).parent
-    return any((folder / f"{name}.py").is_file() or (folder / name / "__init__.py").is_file()
-               for name in set(_ABSOLUTE_IMPORT.findall(source.text)))
+    project = Project(source.path, NoFiles())
+    return any(project.has_module(name) for name in set(_ABSOLUTE_IMPORT.findall(source.text)))
 
 
 _RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.", re.MULTILINE)
-_ABSOLUTE_IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", re.MULTILINE)
+_ABSOLUTE_IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_][\w.]*)", re.MULTILINE)
 
 
 def compile_check(source: SourceFile) -> None:

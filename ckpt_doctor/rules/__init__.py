@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
-from ckpt_doctor.analysis.conditions import ALWAYS, Condition, joint
+from ckpt_doctor.analysis.conditions import ALWAYS, Condition
 from ckpt_doctor.config import Settings
 from ckpt_doctor.analysis.facts import ScriptFacts
 from ckpt_doctor.analysis.library import FIX_NAMES_SINCE
@@ -37,12 +37,6 @@ class Report:
     fix: FixSpec | None = None
     extra: dict = field(default_factory=dict)
     condition: Condition = ALWAYS  # the path on which the facts behind it all happen
-
-
-def together(*conditions: Condition | None) -> Condition | None:
-    """The path on which facts with these conditions all happen; None when no run has them all (`if` and
-    `else` of one test, `--use_lora` and not): no finding may combine them."""
-    return joint(*conditions)
 
 
 @dataclass

@@ -6,8 +6,8 @@ from typing import Iterator
 
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Position, Severity, Span
-from ckpt_doctor.analysis.conditions import Condition
-from ckpt_doctor.rules import Context, Report, rule, together
+from ckpt_doctor.analysis.conditions import Condition, on_path
+from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.huggingface import _site_label
 from ckpt_doctor.rules.shared import peft_on_path, set_keyword
 from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, APPLY_AC, CHECKPOINT_WRAPPER, DDP, TRL_NON_REENTRANT_SINCE
@@ -32,13 +32,7 @@ def _checkpointing_spots(ctx: Context, reentrant: bool | None) -> list[tuple[Spa
 
 def _find_unused(ctx: Context, condition: Condition) -> tuple[Call, Condition] | None:
     """A DDP set-up with `find_unused_parameters=True` on the path `condition`, and the path with it."""
-    for call in ctx.facts.calls:
-        joined = together(condition, call.condition)
-        if joined is None:
-            continue
-        if _finds_unused(call):
-            return call, joined
-    return None
+    return on_path(condition, ctx.facts.calls, _finds_unused)
 
 
 def _finds_unused(call: Call) -> bool:
@@ -79,11 +73,8 @@ def reentrant_ddp_find_unused(ctx: Context) -> Iterator[Report]:
 def _external_checkpointing(ctx: Context, condition: Condition) -> tuple[str, Condition] | None:
     """Checkpointing applied by FSDP / accelerate / Lightning / torch's wrapper, not by the model, on the path
     `condition`: what it is, and the path with it."""
-    for call in ctx.facts.calls:
-        joined = together(condition, call.condition)
-        if joined is not None and (what := _external(call)):
-            return what, joined
-    return None
+    found = on_path(condition, ctx.facts.calls, _external)
+    return (_external(found[0]), found[1]) if found else None
 
 
 def _external(call: Call) -> str | None:

@@ -6,8 +6,8 @@ from typing import Iterator
 
 from ckpt_doctor.analysis.facts import AttrAssign
 from ckpt_doctor.findings import Applicability, FixSpec, Severity
-from ckpt_doctor.analysis.conditions import Condition
-from ckpt_doctor.rules import Context, Report, rule, together
+from ckpt_doctor.analysis.conditions import Condition, on_path, together
+from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after, insert_before, peft_calls, set_keyword, zero3_with_peft
 from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, PEFT_KBIT_KWARGS_SINCE, TRANSFORMERS_KWARGS_SINCE, is_training_config
 from ckpt_doctor.analysis.training import HFSite
@@ -153,8 +153,7 @@ def reentrant_frozen_inputs(ctx: Context) -> Iterator[Report]:
     for call in training.torch_checkpoint_sites:
         if training.torch_mode(call).reentrant is not True or training.hf_sites:
             continue
-        peft = [p for p in training.peft_calls if together(call.condition, p.condition) is not None]
-        found = _frozen_evidence(ctx, call.condition) if peft else None
+        found = _frozen_evidence(ctx, call.condition) if on_path(call.condition, training.peft_calls) else None
         if found is None or _input_grads_on_path(ctx, found[1]):
             continue
         yield Report(
@@ -170,34 +169,28 @@ def reentrant_frozen_inputs(ctx: Context) -> Iterator[Report]:
 def _input_grads_on_path(ctx: Context, condition: Condition) -> bool:
     """Whether something may make the inputs require grad on this path: `enable_input_require_grads()`, or peft's
     k-bit preparation, which does it itself for reentrant kwargs [P2]."""
-    if any(together(condition, c.condition) is not None for c in ctx.training.input_grad_calls):
-        return True
-    return any(s.kind == "kbit preparation" and s.enabled and together(condition, s.condition) is not None
-               for s in ctx.training.hf_sites)
+    training = ctx.training
+    return bool(on_path(condition, training.input_grad_calls)
+                or on_path(condition, training.hf_sites, lambda site: site.kind == "kbit preparation" and bool(site.enabled)))
 
 
 def _frozen_evidence(ctx: Context, condition: Condition, checkpointed: tuple[str, ...] = ()) -> tuple[str, Condition] | None:
     """What freezes the inputs of checkpointed layers on the path `condition`, and the path with it; freezing all of
     a `checkpointed` model (its receiver) is not such a thing, nor freezing another model (`text_encoder_two` says
     nothing of `text_encoder_one`)."""
-    for call in peft_calls(ctx):
-        joined = together(condition, call.condition)
-        if joined is not None:
-            return "a PEFT model's frozen base", joined
+    if found := on_path(condition, peft_calls(ctx)):
+        return "a PEFT model's frozen base", found[1]
     trained = {name.split(".", 1)[0] for name in checkpointed} or _trained_model_names(ctx)
-    for call in ctx.facts.method_calls("requires_grad_"):
+
+    def freezes_inputs(call) -> bool:
         frozen = (call.args and truth(call.args[0]) is False) or truth(call.kwarg("requires_grad")) is False
         receiver = call.receiver or ""
-        joined = together(condition, call.condition)
-        if receiver in checkpointed:
-            continue  # the whole checkpointed model frozen: it has nothing to train, so no gradient is lost
-        if frozen and joined is not None and ("embed" in receiver or receiver.split(".", 1)[0] in trained):
-            return f"parameters frozen at line {call.line}", joined
-    for assign in ctx.facts.assigns_to("requires_grad"):
-        joined = together(condition, assign.condition)
-        if truth(assign.value) is False and joined is not None:
-            return f"parameters frozen at line {assign.line}", joined
-    return None
+        # the whole checkpointed model frozen has nothing to train, so no gradient is lost
+        return bool(frozen) and receiver not in checkpointed and ("embed" in receiver or receiver.split(".", 1)[0] in trained)
+
+    found = on_path(condition, ctx.facts.method_calls("requires_grad_"), freezes_inputs) or on_path(
+        condition, ctx.facts.assigns_to("requires_grad"), lambda assign: truth(assign.value) is False)
+    return (f"parameters frozen at line {found[0].line}", found[1]) if found else None
 
 
 def _trained_model_names(ctx: Context) -> set[str]:
@@ -271,7 +264,7 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
             receiver, model = site.call.arg_names[0] if site.call.arg_names else None, site.call.args[0] if site.call.args else None
         if not receiver or not _generates(model):
             continue  # only models with a KV cache (causal / seq2seq LMs) and a name to fix
-        if not any(together(site.condition, c.condition) is not None for c in ctx.facts.calls if c.name == "backward" and c.is_method):
+        if not on_path(site.condition, ctx.facts.calls, lambda c: c.name == "backward" and c.is_method):
             continue  # the hand-written step never runs with this checkpointing
         yield Report(
             site.span,
@@ -470,7 +463,7 @@ def checkpointing_in_eval_mode(ctx: Context) -> Iterator[Report]:
     for evaluation in ctx.facts.method_calls("eval"):
         if evaluation.args or evaluation.kwargs or evaluation.receiver_root() not in checkpointed:
             continue  # another module's eval mode says nothing of the checkpointed one's
-        if not any(together(evaluation.condition, s.condition) is not None for s in sites):
+        if not on_path(evaluation.condition, sites):
             continue  # `else: model.eval()` of `if args.gradient_checkpointing:`
         later = sorted((c for c in calls if c.scope == evaluation.scope and c.line > evaluation.line), key=lambda c: c.line)
         for call in later:

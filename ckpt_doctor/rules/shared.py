@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, FixSpec, Span
-from ckpt_doctor.analysis.conditions import ALWAYS, Condition
+from ckpt_doctor.analysis.conditions import ALWAYS, Condition, on_path
 from ckpt_doctor.analysis.library import TRL_PEFT_TRAINERS
-from ckpt_doctor.rules import Context, together
+from ckpt_doctor.rules import Context
 from ckpt_doctor.analysis.values import Missing
 
 
@@ -41,7 +41,8 @@ def peft_calls(ctx: Context) -> list[Call]:
 
 def peft_on_path(ctx: Context, condition: Condition = ALWAYS) -> Condition | None:
     """The path on which a PEFT model meets `condition`, None when no run has both."""
-    return next((joined for c in peft_calls(ctx) if (joined := together(condition, c.condition)) is not None), None)
+    found = on_path(condition, peft_calls(ctx))
+    return found[1] if found else None
 
 
 def zero3_with_peft(ctx: Context, condition: Condition = ALWAYS) -> bool:

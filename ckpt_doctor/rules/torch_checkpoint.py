@@ -7,7 +7,8 @@ from typing import Iterator
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Severity
 from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION
-from ckpt_doctor.rules import Context, Report, rule, together
+from ckpt_doctor.analysis.conditions import on_path
+from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import set_keyword, zero3_with_peft
 from ckpt_doctor.analysis.values import Const, DictVal, Missing, constant
 
@@ -122,7 +123,7 @@ def reentrant_with_autograd_grad(ctx: Context) -> Iterator[Report]:
     for call in ctx.training.torch_checkpoint_sites:
         if ctx.training.torch_mode(call).reentrant is not True:
             continue
-        found = next(((g, joined) for g in grads if (joined := together(call.condition, g.condition)) is not None), None)
+        found = on_path(call.condition, grads)
         if found is None:
             continue
         grad, condition = found

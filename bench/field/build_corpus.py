@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         write(target, data)
         written += 1
+        # a checkout's root: the tool looks for the project's launchers and modules up to it
+        (safe_target(args.out, repo, ".git")).mkdir(exist_ok=True)
         if not args.no_pins:
             if (repo, commit) not in trees:
                 trees[(repo, commit)] = git_tree(g, commit)

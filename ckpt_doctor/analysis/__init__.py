@@ -6,7 +6,7 @@
 result = analyze(source, config)
 result.facts      # every call, assignment and option, with the branches (path condition) it runs in
 result.training   # where checkpointing is on, in which mode, PEFT, k-bit, DeepSpeed, ...
-result.settings   # model, batch, sequence, dtype, ... of the run the defaults describe, each with its origin
+result.settings   # model, batch, sequence, dtype, ... of the run the defaults (or the launcher) describe, each with its origin
 result.versions   # the library releases the project targets, and where that answer came from
 ```
 """
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ckpt_doctor.analysis.api_era import version_ceilings
 from ckpt_doctor.analysis.config_files import ProjectFiles
 from ckpt_doctor.analysis.facts import FactsError, ScriptFacts, extract
+from ckpt_doctor.analysis.launchers import find_launches
 from ckpt_doctor.analysis.project import Project
 from ckpt_doctor.analysis.source import SourceFile
 from ckpt_doctor.analysis.training import Training
@@ -59,7 +60,8 @@ class Analysis:
 def analyze(source: SourceFile, config: "Settings") -> Analysis:
     """Parse and read `source` once. Raises SyntaxError, or FactsError when it is too deep to analyse."""
     files = ProjectFiles(source.path)
-    facts = extract(source.text, source.path, files, Project(source.path, files))
+    project = Project(source.path, files)
+    facts = extract(source.text, source.path, files, project, find_launches(source.path, files, project.root))
     versions = TargetVersions(
         config.target_versions,
         script=source.path,

@@ -125,6 +125,13 @@ def together(*conditions: Condition | None) -> Condition | None:
     return out
 
 
+def within(outer: Condition, inner: Condition | list[Literal]) -> Condition:
+    """`outer` and `inner`; a branch that contradicts its path (`if not args.x:` inside `if args.x:`) is dead code,
+    walked under `outer` alone."""
+    joined = outer & (inner if isinstance(inner, Condition) else Condition(frozenset(inner)))
+    return outer if joined is None else joined
+
+
 class _Conditioned(Protocol):
     condition: Condition
 

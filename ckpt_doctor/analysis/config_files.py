@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 MAX_BYTES = 1 << 20
+MAX_LAUNCHER_BYTES = 256 * 1024
 _PARENTS = 4
 _YAML_LINE = re.compile(r"^([A-Za-z_][\w.-]*)\s*:\s*(.*?)\s*$")
 
@@ -140,6 +141,17 @@ class ProjectFiles:
             return None
         self.read.append(str(path))
         return text
+
+    def launcher(self, path: Path) -> str | None:
+        """The text of a shell script or Makefile that may run the script, None if it cannot be read as such.
+        Every launcher looked at joins the files read: a change to one may change what the script runs with."""
+        self.read.append(str(path))
+        try:
+            if path.stat().st_size > MAX_LAUNCHER_BYTES:
+                return None
+            return path.read_text(encoding="utf-8")
+        except (OSError, ValueError):
+            return None
 
     def located(self, names: list[str]) -> list[str]:
         """The files the script's string literals name, whether or not the analysis read them."""

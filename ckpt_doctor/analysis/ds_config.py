@@ -51,6 +51,12 @@ def read_deepspeed_configs(facts: ScriptFacts, files: ProjectFiles) -> list[Deep
             stage = call.kwarg("zero_stage")
             if isinstance(stage, Const):
                 found.append(DeepSpeedConfig({"zero_optimization": {"stage": stage.value}}, call.line, f"the DeepSpeedPlugin at line {call.line}"))
+    launch = facts.launch  # `--deepspeed ds_z3.json` on the launcher's line (TrainingArguments, or the launcher's own)
+    for options in ((launch.options, launch.runner_options) if launch else ()):
+        name = next((options[k] for k in ("deepspeed", "deepspeed_config", "deepspeed_config_file") if isinstance(options.get(k), str)), None)
+        data = files.settings(name) if name else None
+        if isinstance(data, dict):
+            found.append(DeepSpeedConfig(data, launch.line, f"{name} (passed at {launch.where})"))
     # dict literals that look like DeepSpeed configs, bound to a name and never passed where we saw it
     for value in _dict_literals(facts):
         if ("zero_optimization" in value.items or "activation_checkpointing" in value.items) and value.line not in seen_lines:

@@ -19,8 +19,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterable
 
-from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal
+from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, within
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
+from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, launched_value
 from ckpt_doctor.analysis.parse import parse_module
 from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
 from ckpt_doctor.analysis.values import (
@@ -163,6 +164,12 @@ class ScriptFacts:
     returns: dict[str, list[Value]] = field(default_factory=dict)  # function (dotted scope name) -> returned values
     functions: dict[str, list[str]] = field(default_factory=dict)  # module-level function -> its parameters
     lines: list[str] = field(default_factory=list)
+    launches: list[Launch] = field(default_factory=list)  # the launcher lines that run the script, nearest first
+
+    @property
+    def launch(self) -> Launch | None:
+        """The launcher line whose options are those of the run the analysis describes."""
+        return self.launches[0] if self.launches else None
 
     # -- queries rules use ------------------------------------------------------------------
     def calls_to(self, *qualnames: str) -> list[Call]:
@@ -205,15 +212,16 @@ class FactsError(Exception):
     pass
 
 
-def extract(text: str, path: str = "<string>", files: ProjectFiles | None = None, project: "Project | None" = None) -> ScriptFacts:
+def extract(text: str, path: str = "<string>", files: ProjectFiles | None = None, project: "Project | None" = None,
+            launches: list[Launch] | None = None) -> ScriptFacts:
     """Parse `text` and run the one extraction pass; `files` reads the settings files the script names, `project`
-    summarises the project functions it calls (neither without them). Raises SyntaxError, or FactsError when too
-    deep."""
+    summarises the project functions it calls (neither without them), `launches` give the options launchers pass.
+    Raises SyntaxError, or FactsError when too deep."""
     try:
         tree = parse_module(text, path)  # newer syntax than the host's too (`type X = ...` on 3.11)
     except (RecursionError, MemoryError):
         raise FactsError("too deeply nested to analyse") from None
-    facts = ScriptFacts(path=path, lines=_split_lines(text))
+    facts = ScriptFacts(path=path, lines=_split_lines(text), launches=launches or [])
     try:
         _Extractor(facts, files or NoFiles(), project).run(tree)
     except RecursionError:
@@ -380,6 +388,11 @@ class _Extractor:
             return
         action = kw.get("action")
         action_name = action.value if isinstance(action, ast.Constant) else None
+        stored = {"store_true": True, "store_false": False}.get(str(action_name))
+        launched = self._launched(longs or [f"--{dest}"], flag=stored is not None, stored=stored)
+        if launched is not None:
+            self.facts.argparse_defaults.setdefault(dest, launched)
+            return
         if "default" in kw:
             value = self.eval(kw["default"], consts)
             if not isinstance(value, Const):
@@ -392,6 +405,13 @@ class _Extractor:
         else:
             default = None
         self.facts.argparse_defaults.setdefault(dest, Const(default, Origin(node.lineno, "argparse default", option=flag or f"--{dest}")))
+
+    def _launched(self, options: Iterable[str], *, flag: bool = False, stored: bool | None = None) -> Value | None:
+        return launched_value(self.facts.launch, options, flag=flag, stored=stored)
+
+    def _option_value(self, value: Value, option: str) -> Value:
+        """An option's value in the launched run: the launcher's, else `value` (its default)."""
+        return self._launched([option], flag=isinstance(constant(value), bool)) or value
 
     def _dataclass_fields(self, node: ast.ClassDef, consts: _Scope) -> dict[str, Value]:
         fields: dict[str, Value] = {}
@@ -450,7 +470,11 @@ class _Extractor:
             name: Const(d.value, Origin(d.lineno, "parameter default", option=f"--{name}" if command_line else None))
             for name, d in with_defaults if isinstance(d, ast.Constant)
         }
+        if command_line:
+            values = {name: self._option_value(value, f"--{name}") for name, value in values.items()}
         if clicked and not calls:
+            clicked = {name: self._option_value(value, value.option if isinstance(value, OptionVal) else value.origin.option)
+                       for name, value in clicked.items()}
             named = set(positional) | {a.arg for a in args.kwonlyargs}
             values.update({k: v for k, v in clicked.items() if k in named})
             if args.kwarg:  # click passes the options the signature does not name as keyword arguments
@@ -538,11 +562,11 @@ class _Extractor:
             self.record_calls(node.test, scope)
             then, otherwise, default = self._test_literals(node.test, scope)
             outer, before = self.condition, dict(scope.bindings)
-            self.condition = _under(outer, then)
+            self.condition = within(outer, then)
             self.block(node.body, scope)
             after_body = scope.bindings
             scope.bindings = dict(before)
-            self.condition = _under(outer, otherwise)
+            self.condition = within(outer, otherwise)
             self.block(node.orelse, scope)
             self.condition = outer
             scope.bindings = _merge_branches(before, after_body, scope.bindings, then, default)
@@ -732,13 +756,13 @@ class _Extractor:
             text, value = receiver(inner.receiver)
             self.facts.calls.append(replace(
                 inner, span=outer.span, statement=outer.statement, line=outer.line, scope=scope.name,
-                condition=_under(self.condition, inner.condition), receiver=text,
+                condition=within(self.condition, inner.condition), receiver=text,
                 receiver_value=value if value is not None else inner.receiver_value, via=inner.via or f"{summary.path}:{inner.line}"))
         for assign in summary.assigns:
             text, _ = receiver(assign.target)
             self.facts.attr_assigns.append(replace(
                 assign, target=text or assign.target, span=outer.statement, line=outer.line, scope=scope.name,
-                condition=_under(self.condition, assign.condition), via=assign.via or f"{summary.path}:{assign.line}"))
+                condition=within(self.condition, assign.condition), via=assign.via or f"{summary.path}:{assign.line}"))
 
     def eval(self, node: ast.AST, scope: _Scope) -> Value:
         if isinstance(node, ast.Constant):
@@ -801,6 +825,8 @@ class _Extractor:
             key = self.eval(node.slice, scope)
             if isinstance(container, DictVal) and isinstance(key, Const) and isinstance(key.value, str):
                 return container.get(key.value) if container.complete else container.items.get(key.value, UNKNOWN)
+            if isinstance(container, QualName) and container.name == "sys.argv" and isinstance(key, Const):
+                return self._argv(key.value)
             if isinstance(container, TupleVal) and isinstance(key, Const) and isinstance(key.value, int):
                 try:
                     return container.items[key.value]
@@ -823,6 +849,14 @@ class _Extractor:
                 return Const(same if isinstance(node.ops[0], (ast.Eq, ast.Is)) else not same, left.origin)
         return UNKNOWN
 
+    def _argv(self, index: object) -> Value:
+        """`sys.argv[1]` of the launched run: the launcher's first argument after the script (a settings file)."""
+        launch = self.facts.launch
+        if launch is None or not isinstance(index, int) or not 0 < index <= len(launch.positional):
+            return UNKNOWN
+        word = launch.positional[index - 1]
+        return UNKNOWN if word is UNKNOWN_VALUE else Const(word, Origin(launch.line, "launch line", file=launch.file))
+
     def _branches(self, node: ast.IfExp, scope: _Scope, visit):
         """``visit`` both branches of ``a if test else b``, each under the condition the test gives it (calls in
         ``a`` do not run by default when ``test`` is false with the script's defaults); also the test's truth and
@@ -830,9 +864,9 @@ class _Extractor:
         then, otherwise, test = self._test_literals(node.test, scope)
         outer = self.condition
         try:
-            self.condition = _under(outer, then)
+            self.condition = within(outer, then)
             body = visit(node.body)
-            self.condition = _under(outer, otherwise)
+            self.condition = within(outer, otherwise)
             return body, visit(node.orelse), test, then
         finally:
             self.condition = outer
@@ -870,7 +904,8 @@ class _Extractor:
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
             left, op, right = test.left, test.ops[0], test.comparators[0]
             if isinstance(op, ast.In) and isinstance(left, ast.Constant) and isinstance(left.value, str) and _dotted(right) == "sys.argv":
-                return Literal(f"option {left.value}", holds, text, left.value, default=False)  # absent unless passed
+                passed = self.facts.launch is not None and self.facts.launch.passes(left.value)  # absent unless passed
+                return Literal(f"option {left.value}", holds, text, left.value, default=passed if holds else not passed)
             if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)) and isinstance(right, ast.Constant):
                 subject, equals = left, repr(right.value)
                 holds = holds if isinstance(op, (ast.Eq, ast.Is)) else not holds
@@ -904,6 +939,8 @@ class _Extractor:
         record = self.call(node, scope)
         if isinstance(func, QualName) and func.name in _FILE_LOADERS and record.args:
             return self._loaded_file(record.args[0], node.lineno)
+        if isinstance(func, QualName) and func.name in _SAME_PATH and record.args:
+            return record.args[0]  # `os.path.abspath(sys.argv[1])` names the same file
         summary = self._project_function(record.qualname)
         if summary is not None and summary.returns is not None:
             return summary.returns  # `model = load_model(args)`: the `AutoModelForCausalLM` its module returns
@@ -932,7 +969,11 @@ class _Extractor:
     def _settings_file(self, node: ast.Call, scope: _Scope) -> dict[str, Value]:
         """The values of the JSON / YAML file `parser.parse_json_file(path)` reads, when we can find it."""
         arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("json_file", "yaml_file")), None)
-        found = self._read_file(self.eval(arg, scope), node.lineno) if arg is not None else None
+        if arg is not None:
+            named = self.eval(arg, scope)
+        else:  # TRL's `TrlParser.parse_args_and_config()` reads the file `--config` names
+            named = self._launched(["--config"]) if isinstance(node.func, ast.Attribute) and node.func.attr == "parse_args_and_config" else None
+        found = self._read_file(named, node.lineno) if named is not None else None
         if found is None:
             return {}
         name, data = found
@@ -962,26 +1003,27 @@ class _Extractor:
             return UNKNOWN
         classes = parser.call.args[0]
         items = classes.items if isinstance(classes, TupleVal) else [classes]
+        own = {name for item in items if isinstance(item, QualName) and item.name.startswith("<local>.")
+               for name in self.facts.dataclass_fields.get(item.name.split(".", 1)[1], {})}
+        # the library's own classes (TrainingArguments) take every option no dataclass of the script declares
+        launch = self.facts.launch
+        passed = {name: self._option_value(UNKNOWN, f"--{name}") for name in (launch.options if launch else {}) if name not in own}
         out: list[Value] = []
         for item in items:
             if isinstance(item, QualName) and item.name.startswith("<local>."):
                 local = item.name.split(".", 1)[1]
                 fields = {name: _as_option(value, name) for name, value in self.facts.dataclass_fields.get(local, {}).items()}
                 fields.update({k: v for k, v in file_values.items() if k in fields})
+                fields.update({name: self._option_value(value, f"--{name}") for name, value in fields.items()})
                 library = self.facts.library_base(local)
+                if library:
+                    fields.update(passed)
                 out.append(Namespace(fields, kind="command line" if library else "dataclass", config_class=library, line=parser.call.line))
             elif isinstance(item, QualName):
-                out.append(Namespace(dict(file_values), kind="command line", config_class=item.name, line=parser.call.line))
+                out.append(Namespace({**file_values, **passed}, kind="command line", config_class=item.name, line=parser.call.line))
             else:
                 out.append(UNKNOWN)
         return TupleVal(out)
-
-
-def _under(outer: Condition, inner: Condition | list[Literal]) -> Condition:
-    """`outer` and `inner`; a branch that contradicts its path (`if not args.x:` inside `if args.x:`) is dead code,
-    walked under `outer` alone."""
-    joined = outer & (inner if isinstance(inner, Condition) else Condition(frozenset(inner)))
-    return outer if joined is None else joined
 
 
 def _is_main_guard(test: ast.expr) -> bool:
@@ -1102,6 +1144,7 @@ PARAMETERS = "<parameters>"  # a parameter of the module a `for p in module.para
 
 # nn.Module methods that return the module itself
 _RETURNS_SELF = {"to", "cuda", "cpu", "half", "float", "bfloat16", "double", "train", "eval", "requires_grad_", "to_empty"}
+_SAME_PATH = {"os.path.abspath", "os.path.realpath", "os.path.expanduser", "os.path.normpath"}
 _FILE_LOADERS = {"json.load", "yaml.safe_load", "yaml.load", "yaml.full_load", "omegaconf.OmegaConf.load"}
 
 

@@ -40,6 +40,7 @@ class Setting:
     value: object
     line: int | None = None  # None: not in the script, a default
     note: str = ""  # "argparse default", "TrainingArguments default", ...
+    file: str | None = None  # the launcher (or other file) `line` is in, None for the script itself
 
     @property
     def stated(self) -> bool:
@@ -48,6 +49,8 @@ class Setting:
     def describe(self) -> str:
         if self.line is None:
             return f"{self.value} ({self.note or 'default'})"
+        if self.file is not None:
+            return f"{self.value} ({self.file}:{self.line})"
         return f"{self.value} (line {self.line}{', ' + self.note if self.note else ''})"
 
 
@@ -135,7 +138,7 @@ def _setting(value: Value, note: str = "") -> Setting | None:
     if isinstance(value, Const) and value.value is not None:
         origin = value.origin
         kind = origin.kind if origin and origin.kind not in ("literal", "constant") else ""
-        return Setting(value.value, origin.line if origin else None, note or kind)
+        return Setting(value.value, origin.line if origin else None, note or kind, origin.file if origin else None)
     return None
 
 
@@ -285,6 +288,15 @@ def read_settings(training: Training) -> ScriptSettings:
         if isinstance(fsdp, Const) and fsdp.value and "shard_grad_op" not in str(fsdp.value):
             out.zero = Setting(3, call.line, "FSDP full shard")
             break
+
+    for namespace, line in training.cli_configs():  # `--fsdp "full_shard auto_wrap"` on the launcher's line
+        fsdp = namespace.get("fsdp")
+        found = _setting(fsdp)
+        if found is not None and found.value and "shard_grad_op" not in str(found.value):
+            out.zero = Setting(3, found.line, "FSDP full shard", found.file)
+    launch = facts.launch
+    if launch is not None and launch.processes:
+        out.gpus = Setting(launch.processes, launch.line, f"{launch.runner} processes", launch.file)
 
     # checkpointing as the script runs with its defaults: `if args.gradient_checkpointing:
     # model.gradient_checkpointing_enable()` with an argparse default of False is off

@@ -8,10 +8,11 @@ cited in docs/version-facts.md and on the rule pages.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
 
-from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal
+from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, within
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
 from ckpt_doctor.analysis.ds_config import DeepSpeedConfig, read_deepspeed_configs
 from ckpt_doctor.analysis.facts import Call, ScriptFacts
@@ -32,7 +33,8 @@ from ckpt_doctor.analysis.library import (
     TRL_NON_REENTRANT_SINCE,
     is_training_config,
 )
-from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, OptionVal, Value, truth
+from ckpt_doctor.analysis.launchers import launched_value
+from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, OptionVal, Origin, Value, constant, truth
 from ckpt_doctor.analysis.versions import TargetVersions
 from ckpt_doctor.findings import Position, Span
 
@@ -75,6 +77,7 @@ class HFSite:
     flag_defaulted: bool = False  # on because the library's default is on (TRL)
     condition: Condition = ALWAYS  # the path on which it is on: its branches, and the option that switches it
     resolved: bool = True  # the call is known to be the library's and lies in this file (a fix may rewrite it)
+    flag_origin: Origin | None = None  # where the flag's value is written, when not in the call (a launcher's line)
 
 
 def on_paths(value: Value, text: str | None, default: bool | None = None) -> list[tuple[Condition, bool | None]]:
@@ -228,21 +231,49 @@ class Training:
             if isinstance(flag, OptionVal) and default is not None:
                 flag = OptionVal(flag.option, flag.line, default)
             condition, enabled = _first_on(on_paths(flag, None))
-            sites.append(
-                HFSite(
-                    "command line",
-                    None,
-                    Span(Position(line, 1), Position(line, 1)),
-                    enabled,
-                    None,
-                    UNKNOWN,
-                    Mode(None, "set on the command line"),
-                    config_class=namespace.config_class,
-                    flag_defaulted=True,
-                    condition=condition,
+            for kwargs_condition, kwargs, span in self._command_line_kwargs(line):
+                sites.append(
+                    HFSite(
+                        "command line",
+                        None,
+                        span,
+                        enabled,
+                        "gradient_checkpointing_kwargs",
+                        kwargs,
+                        Mode(None, "set on the command line") if kwargs is UNKNOWN else self.mode_of_kwargs(kwargs),
+                        config_class=namespace.config_class,
+                        flag_defaulted=True,
+                        condition=within(condition, kwargs_condition),
+                        flag_origin=flag.origin if isinstance(flag, Const) else None,
+                    )
                 )
-            )
         return sites
+
+    def _command_line_kwargs(self, line: int) -> list[tuple[Condition, Value, Span]]:
+        """The checkpointing kwargs of arguments parsed from the command line at `line`, with the path each holds on
+        and where they are given: those assigned after parsing (`training_args.gradient_checkpointing_kwargs = {...}`
+        in the branches of an `if`) [H3], else the launcher's (reported at the parser)."""
+        assigned = [(a.condition, a.value, a.span) for a in self.facts.attr_assigns
+                    if a.attr in ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs") and a.line > line
+                    and isinstance(a.base_value, Namespace) and a.base_value.kind == "command line"]
+        return assigned or [(ALWAYS, self._launched_kwargs(), Span(Position(line, 1), Position(line, 1)))]
+
+    def _launched_kwargs(self) -> Value:
+        """`--gradient_checkpointing_kwargs '{"use_reentrant": false}'` on the launcher's line: the dict; MISSING when
+        the launcher passes none; UNKNOWN without a launcher (the command line may pass them)."""
+        launch = self.facts.launch
+        if launch is None:
+            return UNKNOWN
+        for name in ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"):
+            value = launched_value(launch, [f"--{name}"])
+            if value is None:
+                continue
+            try:
+                data = json.loads(str(constant(value)))
+            except ValueError:
+                return UNKNOWN
+            return DictVal({k: Const(v, value.origin) for k, v in data.items()}, launch.line) if isinstance(data, dict) else UNKNOWN
+        return MISSING
 
     def receiver_is_library(self, call: Call) -> bool | None:
         """Whether `x` in `x.method()` is a transformers / PEFT / TRL object: True when it is known to be one,
@@ -351,9 +382,13 @@ class Training:
         """TrainingArguments / TRL configs that `HfArgumentParser` / `TrlParser` build from the command
         line, with the field defaults of a local subclass (`per_device_train_batch_size: int = 1`)."""
         found = []
+        launch = self.facts.launch
         for parser in self.facts.calls_to("transformers.HfArgumentParser", "trl.TrlParser"):
             classes = parser.args[0] if parser.args else parser.kwarg("dataclass_types")
-            for item in getattr(classes, "items", [classes]):
+            items = getattr(classes, "items", [classes])
+            own = {f for item in items if getattr(item, "name", "").startswith("<local>.")
+                   for f in self.facts.dataclass_fields.get(item.name.split(".", 1)[1], {})}
+            for item in items:
                 name = getattr(item, "name", None)
                 fields: dict = {}
                 if name and name.startswith("<local>."):
@@ -363,6 +398,10 @@ class Training:
                 name = name if is_training_config(name) else _project_config(name)
                 for _, _, values in self.facts.settings_files:  # `parser.parse_json_file("args.json")`
                     fields.update(values)
+                # what the launcher's line passes: every option of this class, and those no dataclass of the script has
+                for option in (launch.options if launch else ()):
+                    if option in fields or option not in own:
+                        fields[option] = launched_value(launch, [f"--{option}"], flag=isinstance(constant(fields.get(option)), bool))
                 if is_training_config(name):
                     found.append((Namespace(fields, kind="command line", config_class=name), parser.line))
         return found

@@ -17,10 +17,13 @@ class Origin:
     """Where a value came from, so findings can say 'the argparse default at line 12'."""
 
     line: int
-    kind: str = "literal"  # literal | constant | argparse default | dataclass default | library default
+    kind: str = "literal"  # literal | constant | argparse default | dataclass default | library default | launch line
     option: str | None = None  # the command-line option that sets the value ("--use_lora"), if one does
+    file: str | None = None  # another file the value is written in (the launcher `run.sh`); `line` is its line
 
     def describe(self) -> str:
+        if self.file is not None:
+            return f"`{self.option}` in {self.file}:{self.line}" if self.option else f"{self.file}:{self.line}"
         if self.kind == "literal":
             return f"line {self.line}"
         return f"the {self.kind} at line {self.line}"

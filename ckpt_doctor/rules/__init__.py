@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
+from ckpt_doctor.analysis.launchers import launch_for
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition
 from ckpt_doctor.config import Settings
 from ckpt_doctor.analysis.facts import ScriptFacts
@@ -109,6 +110,13 @@ def run_rules(ctx: Context, rules: Iterable[Rule]) -> Iterator[Finding]:
     for current in rules:
         for report in current.check(ctx):
             needs = report.condition.describe()
+            launches = ctx.facts.launches
+            if launches and needs:
+                # the project's launchers say how it runs: a finding none of them reaches is about a run nobody makes
+                launch = launch_for(launches, report.condition.needed)
+                if launch is None:
+                    continue
+                needs += f", as {launch.where} runs it" if launch is not launches[0] else ""
             yield Finding(
                 code=current.code,
                 message=f"{report.message} (only {needs})" if needs else report.message,

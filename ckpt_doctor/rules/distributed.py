@@ -6,13 +6,13 @@ from typing import Iterator
 
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Position, Severity, Span
-from ckpt_doctor.analysis.conditions import Condition, on_path
+from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.huggingface import _site_label
 from ckpt_doctor.rules.shared import peft_on_path, set_keyword
 from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, APPLY_AC, CHECKPOINT_WRAPPER, DDP, TRL_NON_REENTRANT_SINCE
-from ckpt_doctor.analysis.training import HFSite
-from ckpt_doctor.analysis.values import Const, DictVal, Missing, truth
+from ckpt_doctor.analysis.training import HFSite, on_paths
+from ckpt_doctor.analysis.values import Const, DictVal, Missing, Value, truth
 
 
 
@@ -31,19 +31,28 @@ def _checkpointing_spots(ctx: Context, reentrant: bool | None) -> list[tuple[Spa
 
 
 def _find_unused(ctx: Context, condition: Condition) -> tuple[Call, Condition] | None:
-    """A DDP set-up with `find_unused_parameters=True` on the path `condition`, and the path with it."""
-    return on_path(condition, ctx.facts.calls, _finds_unused)
+    """A DDP set-up with `find_unused_parameters=True` on the path `condition`, and the path with it: a constant, or
+    an option (`find_unused_parameters=args.find_unused`) on the path where it is passed."""
+    for call in ctx.facts.calls:
+        value = _find_unused_value(call)
+        if value is None:
+            continue
+        for path, state in on_paths(value, None):
+            joined = together(condition, call.condition, path)
+            if state is True and joined is not None:
+                return call, joined
+    return None
 
 
-def _finds_unused(call: Call) -> bool:
+def _find_unused_value(call: Call) -> Value | None:
     if call.qualname in (DDP, "accelerate.DistributedDataParallelKwargs", "accelerate.utils.DistributedDataParallelKwargs") or call.name in ("DDPStrategy",):
-        if truth(call.kwarg("find_unused_parameters")) is True:
-            return True
+        return call.kwarg("find_unused_parameters")
     if call.qualname in ("transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments") or (call.qualname or "").startswith("trl."):
-        if truth(call.kwarg("ddp_find_unused_parameters")) is True:
-            return True
+        return call.kwarg("ddp_find_unused_parameters")
     strategy = call.kwarg("strategy")
-    return isinstance(strategy, Const) and strategy.value == "ddp_find_unused_parameters_true"
+    if isinstance(strategy, Const) and strategy.value == "ddp_find_unused_parameters_true":
+        return strategy
+    return None
 
 
 @rule(

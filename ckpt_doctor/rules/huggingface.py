@@ -71,7 +71,10 @@ def _site_label(site: HFSite) -> str:
         return f"`{site.call.name}` with {how}"
     if site.kind == "kbit preparation" and site.call is not None:
         return f"`{site.call.name}`"
-    return f"`{(site.config_class or 'TrainingArguments').rsplit('.', 1)[-1]}` from the command line"
+    config = f"`{(site.config_class or 'TrainingArguments').rsplit('.', 1)[-1]}`"
+    if site.flag_origin is not None and site.flag_origin.file is not None:
+        return f"{config} with {site.flag_origin.describe()}"
+    return f"{config} from the command line"
 
 
 def _reentrant_sites(ctx: Context) -> list[HFSite]:

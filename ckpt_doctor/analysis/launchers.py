@@ -1,0 +1,455 @@
+"""The command lines that run a training script: the shell scripts and Makefiles kept beside it.
+
+People rarely type the options that matter; they keep them in a `run.sh`:
+
+```sh
+MODEL=meta-llama/Llama-2-7b-hf
+torchrun --nproc_per_node 8 train.py \\
+    --model_name_or_path $MODEL --gradient_checkpointing True --per_device_train_batch_size 4
+```
+
+`find_launch` finds the line that runs a script and reads it into a `Launch`: the options it passes the script
+(with their values as far as the file's own variables tell them), the launcher (`python`, `torchrun`,
+`deepspeed`, `accelerate launch`), and the number of processes. The analysis then reads an option the launch
+passes as that value, not as "depends on the option". Nothing is run: variables the file sets are expanded,
+anything else (`$1`, `$(nvidia-smi ...)`) stays unknown.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ckpt_doctor.analysis.conditions import Literal
+from ckpt_doctor.analysis.config_files import ProjectFiles, shown_path
+from ckpt_doctor.analysis.values import Const, OptionVal, Origin, Value
+
+# files that hold launch lines, and folders next to a script where people keep them
+LAUNCHER_SUFFIXES = (".sh", ".bash", ".slurm", ".sbatch")
+MAKEFILES = ("Makefile", "makefile", "GNUmakefile", "justfile", "Justfile")
+LAUNCHER_FOLDERS = {"scripts", "script", "shell", "sh", "bash", "launch", "launcher", "launchers", "run", "runs", "jobs", "slurm",
+                    "train_scripts", "run_scripts", "examples", "recipes"}
+_FOLDER_DEPTH = 2
+MAX_LAUNCHER_FILES = 300
+
+UNKNOWN_VALUE = None  # an option passed with a value the file does not tell (`--model $1`)
+
+_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
+# options of the launchers that take no value (all others take one)
+_TORCHRUN_FLAGS = {"--standalone", "--no_python", "--no-python", "--run_path", "--run-path", "-m", "--module", "--tee"}
+_DEEPSPEED_FLAGS = {"--no_python", "--no_local_rank", "--no_ssh_check", "--force_multi", "--autotuning", "--module", "--enable_each_rank_log",
+                    "--bind_cores_to_rank", "--no_ssh", "--save_pid"}
+_ACCELERATE_FLAGS = {"--multi_gpu", "--use_deepspeed", "--use_fsdp", "--use_megatron_lm", "--cpu", "--tpu", "-m", "--module", "--no_python",
+                     "--debug", "-q", "--quiet", "--same_network", "--rdzv_conf", "--deepspeed_multinode_launcher", "--use_xpu",
+                     "--enable_cpu_affinity", "--dynamo_use_fullgraph", "--dynamo_use_dynamic"}
+_PYTHON_VALUE_OPTIONS = {"-W", "-X", "-c"}
+_SEPARATORS = {";", "&&", "||", "|", "&", ";;"}
+_ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)=(.*)$", re.DOTALL)
+_MAKE_ASSIGNMENT = re.compile(r"^(?:export\s+|override\s+)?([A-Za-z_][\w.]*)\s*(?::=|::=|\?=|\+=|=)\s*(.*)$")
+_EXPANSION = re.compile(r"\$(?:\{([A-Za-z_]\w*)(?:(:?[-=])([^}]*))?\}|([A-Za-z_]\w*)|\(([A-Za-z_][\w.]*)\))")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One line of a launcher that runs the script, as far as it can be read."""
+
+    file: str  # the launcher, as messages name it
+    line: int
+    runner: str  # "python" | "torchrun" | "deepspeed" | "accelerate"
+    options: dict[str, object] = field(default_factory=dict)  # option (normalised) -> value; True for a bare flag
+    written: dict[str, str] = field(default_factory=dict)  # option (normalised) -> as written ("--per-device-batch-size")
+    positional: tuple[object, ...] = ()  # the script's other arguments (a config file, hydra `key=value` overrides)
+    runner_options: dict[str, object] = field(default_factory=dict)  # `accelerate launch --config_file x.yaml`, ...
+    processes: int | None = None  # processes per node times nodes, when the line says
+    option_lines: dict[str, int] = field(default_factory=dict)  # option (normalised) -> the line it is written on
+
+    forwards: bool = False  # passes on its own arguments (`"$@"`): any other option may be given too
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def takes(self, literal: Literal) -> bool:
+        """Whether this launch certainly takes the branch `literal` describes: it passes the option that way."""
+        return literal.option is not None and self.passes(literal.option) and self.allows(literal)
+
+    def allows(self, literal: Literal) -> bool:
+        """Whether this launch can take the branch `literal` describes (`args.use_lora` true)."""
+        if literal.option is None:
+            return True  # a test in the code, or a value nobody can know
+        if not self.passes(literal.option):
+            return self.forwards or literal.by_default is not False
+        value = self.value(literal.option, flag=literal.equals is None)
+        if value is UNKNOWN_VALUE:
+            return True
+        if literal.equals is not None:
+            return (literal.equals in (repr(value), repr(str(value)))) == literal.holds
+        return bool(value) == literal.holds
+
+    def passes(self, option: str) -> bool:
+        return normalise(option) in self.options
+
+    def value(self, option: str, *, flag: bool = False) -> object:
+        """The value the launch gives `option` (True for a bare `--flag`; UNKNOWN_VALUE when the file does not
+        tell). `flag`: a boolean option, so `--x false` is False. Raises KeyError when it is not passed."""
+        raw = self.options[normalise(option)]
+        if raw is UNKNOWN_VALUE or raw is True:
+            return raw
+        return typed(str(raw), flag=flag)
+
+
+def launched_value(launch: Launch | None, options, *, flag: bool = False, stored: bool | None = None) -> Value | None:
+    """The value the launch line gives the first of `options` it passes (`--bf16 True` in run.sh), None when it
+    passes none; `flag`: a boolean option; `stored`: what a bare `--x` stores (argparse `store_true`)."""
+    option = next((o for o in options if launch is not None and launch.passes(o)), None)
+    if launch is None or option is None:
+        return None
+    value = launch.value(option, flag=flag)
+    if value is UNKNOWN_VALUE:
+        return OptionVal(option, launch.line)
+    if stored is not None and value is True:
+        value = stored
+    line = launch.option_lines.get(normalise(option), launch.line)
+    return Const(value, Origin(line, "launch line", option=launch.written.get(normalise(option), option), file=launch.file))
+
+
+def launch_for(launches: list[Launch], literals: list[Literal]) -> Launch | None:
+    """The launch that runs the path `literals` describe: the first that passes each option that way, else the first
+    that may (an option it does not pass whose default is not known); None when none does."""
+    certain = (l for l in launches if all(l.takes(x) for x in literals if x.option is not None) and all(l.allows(x) for x in literals))
+    return next(certain, None) or next((l for l in launches if all(l.allows(x) for x in literals)), None)
+
+
+def normalise(option: str) -> str:
+    """`--per-device-train-batch-size`, `--per_device_train_batch_size` and `per_device_train_batch_size` are one
+    option (argparse and `HfArgumentParser` accept both spellings)."""
+    return option.lstrip("-").replace("-", "_").lower()
+
+
+def typed(raw: str, *, flag: bool = False) -> object:
+    """A command-line word as the value a script's option parser makes of it: numbers, booleans, else text."""
+    lowered = raw.lower()
+    if lowered in ("true", "yes") or (flag and lowered == "1"):
+        return True
+    if lowered in ("false", "no") or (flag and lowered == "0"):
+        return False
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+# -- finding the launch of a script --------------------------------------------------------------------------
+
+
+MAX_LAUNCHES = 16
+
+
+def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[Launch]:
+    """The lines of the project's launchers that run `script`, those of the launcher nearest the script first."""
+    if script == "-" or root is None:
+        return []
+    try:
+        target = Path(script).resolve()
+    except (OSError, ValueError):
+        return []
+    found: list[Launch] = []
+    for path in _launcher_files(target.parent, root):
+        text = files.launcher(path)
+        if text is None or target.stem not in text:
+            continue
+        for line, words in commands(text, makefile=path.name in MAKEFILES or path.suffix == ".mk"):
+            launch = _read_command(words, line, path, target, root)
+            if launch is not None:
+                found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch)))
+            if len(found) >= MAX_LAUNCHES:
+                return found
+    return found
+
+
+def _option_lines(lines: list[str], launch: Launch) -> dict[str, int]:
+    """The line each option is written on, in a command continued over several lines."""
+    out: dict[str, int] = {}
+    for offset, text in enumerate(lines):
+        for key, written in launch.written.items():
+            if key not in out and re.search(rf"(^|\s){re.escape(written)}(=|\s|$)", text):
+                out[key] = launch.line + offset
+        if not text.rstrip().endswith("\\"):
+            break
+    return out
+
+
+def _launcher_files(folder: Path, root: Path) -> list[Path]:
+    """Launcher files in the script's folder and its parents up to the project root, nearest first, each
+    folder's own files before those of its `scripts/`-like subfolders."""
+    found: list[Path] = []
+    folders = [folder, *[p for p in folder.parents if _within(p, root)]] if _within(folder, root) else [folder]
+    for current in folders:
+        found += _listed(current, 0)
+        if len(found) >= MAX_LAUNCHER_FILES:
+            break
+    return list(dict.fromkeys(found))[:MAX_LAUNCHER_FILES]
+
+
+def _listed(folder: Path, depth: int) -> list[Path]:
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    files = [e for e in entries if (e.suffix in LAUNCHER_SUFFIXES or e.name in MAKEFILES or e.suffix == ".mk") and e.is_file()]
+    if depth < _FOLDER_DEPTH:
+        for entry in entries:
+            if (depth > 0 or entry.name.lower() in LAUNCHER_FOLDERS) and not entry.name.startswith(".") and entry.is_dir():
+                files += _listed(entry, depth + 1)
+    return files
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+# -- reading a launcher ---------------------------------------------------------------------------------------
+
+
+def commands(text: str, makefile: bool = False) -> list[tuple[int, list[str]]]:
+    """Each simple command of a shell script or Makefile recipe as (line, words), with the variables the file
+    sets expanded (`$MODEL`, `${MODEL:-default}`, Make's `$(MODEL)`); unknown ones stay as written."""
+    variables: dict[str, str] = {}
+    out: list[tuple[int, list[str]]] = []
+    for line, logical in _logical_lines(text):
+        stripped = logical.strip()
+        if makefile:
+            if not logical.startswith("\t"):
+                assignment = _MAKE_ASSIGNMENT.match(stripped)
+                if assignment and not stripped.startswith("\t"):
+                    variables.setdefault(assignment.group(1), _expand(assignment.group(2).strip(), variables))
+                continue
+            stripped = stripped.lstrip("@-+ ")
+        if not stripped or stripped.startswith("#"):
+            continue
+        for words in _split_commands(_expand(stripped, variables)):
+            if words[0] in ("export", "local", "readonly", "declare"):
+                words = [w for w in words[1:] if not w.startswith("-")]
+            assignments = [_ASSIGNMENT.match(w) for w in words]
+            if words and all(assignments):  # `NAME=value`, nothing run
+                variables.update({m.group(1): m.group(2) for m in assignments})
+            elif words:
+                out.append((line, words))
+    return out
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """Lines with their `\\` continuations joined, each with the number of its first line."""
+    out: list[tuple[int, str]] = []
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not pending:
+            start = number
+        if raw.rstrip().endswith("\\") and not raw.lstrip().startswith("#"):
+            pending.append(raw.rstrip()[:-1])
+            continue
+        if raw.lstrip().startswith("#") and pending:
+            continue  # a comment line inside a continued command
+        pending.append(raw)
+        out.append((start, " ".join(pending)))
+        pending = []
+    if pending:
+        out.append((start, " ".join(pending)))
+    return out
+
+
+def _expand(text: str, variables: dict[str, str]) -> str:
+    def one(match: re.Match) -> str:
+        name = match.group(1) or match.group(4) or match.group(5)
+        if name in variables:
+            return variables[name]
+        if match.group(2):  # ${NAME:-default}
+            return match.group(3)
+        return match.group(0)
+
+    return _EXPANSION.sub(one, text)
+
+
+def _split_commands(text: str) -> list[list[str]]:
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    try:
+        words = list(lexer)
+    except ValueError:  # an unclosed quote
+        return []
+    out: list[list[str]] = [[]]
+    for word in words:
+        if word in _SEPARATORS or set(word) <= set(";&|"):
+            out.append([])
+        else:
+            out[-1].append(word)
+    return [c for c in out if c]
+
+
+def _read_command(words: list[str], line: int, launcher: Path, target: Path, root: Path) -> Launch | None:
+    """The launch `words` make, when they run `target`."""
+    for index, word in enumerate(words):
+        name = word.rsplit("/", 1)[-1]
+        if _PYTHON.match(name):
+            read = _after_python(words, index + 1)
+        elif name == "torchrun":
+            read = _after_runner(words, index + 1, "torchrun", _TORCHRUN_FLAGS)
+        elif name == "deepspeed":
+            read = _after_runner(words, index + 1, "deepspeed", _DEEPSPEED_FLAGS)
+        elif name == "accelerate" and index + 1 < len(words) and words[index + 1] == "launch":
+            read = _after_runner(words, index + 2, "accelerate", _ACCELERATE_FLAGS)
+        else:
+            continue
+        if read is None:
+            return None
+        runner, runner_options, program, module, rest = read
+        if not _runs(program, module, launcher, target, root):
+            return None
+        options, written, positional = _script_arguments(rest)
+        return Launch(shown_path(launcher), line, runner, options, written, tuple(positional), runner_options,
+                      _processes(runner, runner_options), forwards=any(w in ("$@", "$*", "${@}", "${*}") for w in rest))
+    return None
+
+
+def _after_python(words: list[str], index: int):
+    while index < len(words) and words[index].startswith("-") and words[index] != "-m":
+        index += 2 if words[index] in _PYTHON_VALUE_OPTIONS else 1
+    if index + 1 < len(words) and words[index] == "-m":
+        module = words[index + 1]
+        if module in ("torch.distributed.run", "torch.distributed.launch"):
+            return _after_runner(words, index + 2, "torchrun", _TORCHRUN_FLAGS)
+        if module in ("accelerate.commands.launch",):
+            return _after_runner(words, index + 2, "accelerate", _ACCELERATE_FLAGS)
+        if module == "deepspeed.launcher.runner":
+            return _after_runner(words, index + 2, "deepspeed", _DEEPSPEED_FLAGS)
+        return "python", {}, None, module, words[index + 2:]
+    if index < len(words):
+        return "python", {}, words[index], None, words[index + 1:]
+    return None
+
+
+def _after_runner(words: list[str], index: int, runner: str, flags: set[str]):
+    options: dict[str, object] = {}
+    module = False
+    while index < len(words) and words[index].startswith("-"):
+        word = words[index]
+        name, equals, value = word.partition("=")
+        if name in ("-m", "--module"):
+            module = True
+            index += 1
+        elif equals:
+            options[normalise(name)] = value
+            index += 1
+        elif name in flags or index + 1 >= len(words):
+            options[normalise(name)] = True
+            index += 1
+        else:
+            options[normalise(name)] = words[index + 1]
+            index += 2
+    if index >= len(words):
+        return None
+    program = words[index]
+    return (runner, options, None, program, words[index + 1:]) if module else (runner, options, program, None, words[index + 1:])
+
+
+def _runs(program: str | None, module: str | None, launcher: Path, target: Path, root: Path) -> bool:
+    """Whether the program (a path) or module a launch line names is `target`."""
+    if module is not None:
+        parts = module.split(".")
+        return _tail_matches(parts[:-1] + [parts[-1] + ".py"], target) or _tail_matches(parts + ["__main__.py"], target)
+    if program is None or not program.endswith(".py"):
+        return False
+    known = program.split("$")[-1].split("}")[-1].lstrip("/") if "$" in program else program
+    parts = [p for p in known.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return any(_same(base / program, target) for base in (launcher.parent, root))
+    if len(parts) == 1 and "$" not in program:
+        return any(_same(base / program, target) for base in (launcher.parent, root)) or launcher.parent == target.parent
+    return _tail_matches(parts, target)
+
+
+def _tail_matches(parts: list[str], target: Path) -> bool:
+    return len(parts) <= len(target.parts) and list(target.parts[-len(parts):]) == parts
+
+
+def _same(path: Path, target: Path) -> bool:
+    try:
+        return path.resolve() == target
+    except (OSError, ValueError):
+        return False
+
+
+def _script_arguments(words: list[str]) -> tuple[dict[str, object], dict[str, str], list[object]]:
+    options: dict[str, object] = {}
+    written: dict[str, str] = {}
+    positional: list[object] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word.startswith("-") and len(word) > 1 and not _number(word):
+            name, equals, value = word.partition("=")
+            key = normalise(name)
+            written[key] = name
+            if equals:
+                options[key] = _known(value)
+                index += 1
+            elif index + 1 < len(words) and (not words[index + 1].startswith("-") or _number(words[index + 1])) and not _redirect(words[index + 1]):
+                options[key] = _known(words[index + 1])
+                index += 2
+            else:
+                options[key] = True
+                index += 1
+        elif _redirect(word):
+            break
+        else:
+            positional.append(_known(word))
+            index += 1
+    return options, written, positional
+
+
+def _known(word: str) -> object:
+    """The word, or UNKNOWN_VALUE where the file does not tell it: `$1`, `$(...)`, a `<PLACEHOLDER>`."""
+    return UNKNOWN_VALUE if "$" in word or "`" in word or (word.startswith("<") and word.endswith(">")) else word
+
+
+def _number(word: str) -> bool:
+    try:
+        float(word)
+        return True
+    except ValueError:
+        return False
+
+
+def _redirect(word: str) -> bool:
+    return (word[:1] in (">", "<") or word[:2] in ("2>", "1>", "&>")) and not (word.startswith("<") and word.endswith(">") and len(word) > 2)
+
+
+def _processes(runner: str, options: dict[str, object]) -> int | None:
+    def number(*names: str) -> int | None:
+        for name in names:
+            value = options.get(name)
+            if isinstance(value, str) and value.isdigit():
+                return int(value)
+        return None
+
+    if runner == "torchrun":
+        per_node = number("nproc_per_node")
+    elif runner == "deepspeed":
+        per_node = number("num_gpus")
+        include = options.get("include")
+        if per_node is None and isinstance(include, str) and re.fullmatch(r"[\w.-]+:[\d,]+", include):
+            per_node = len(include.split(":", 1)[1].split(","))
+    elif runner == "accelerate":
+        return number("num_processes")
+    else:
+        return None
+    nodes = number("nnodes", "num_nodes") or 1
+    return per_node * nodes if per_node is not None else None

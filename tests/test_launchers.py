@@ -1,0 +1,178 @@
+"""Launchers: the shell scripts and Makefiles that run a training script give it its options."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ckpt_doctor.analysis import analyze
+from ckpt_doctor.analysis.config_files import ProjectFiles
+from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, commands, find_launches
+from ckpt_doctor.analysis.source import read_source
+from ckpt_doctor.check.lint import lint_text
+from ckpt_doctor.config import Settings
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    (root / ".git").mkdir(exist_ok=True)
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+
+
+def launches(root: Path, script: str = "train.py"):
+    path = str(root / script)
+    return find_launches(path, ProjectFiles(path), root)
+
+
+def check(root: Path, script: str = "train.py", **settings) -> list:
+    path = str(root / script)
+    return lint_text(read_source(path), Settings(root=root, **settings))
+
+
+# -- reading shell scripts ------------------------------------------------------------------------------------
+
+
+def test_commands_join_continuations_and_expand_the_files_own_variables():
+    text = """
+    #!/bin/bash
+    MODEL=meta-llama/Llama-2-7b-hf   # the base
+    export BS=4
+    OUT=${OUT_DIR:-runs/default}
+    torchrun --nproc_per_node 8 train.py \\
+        --model $MODEL \\
+        # a comment between the options
+        --per_device_train_batch_size ${BS} --output_dir $OUT --seed $1 && echo done
+    """
+    (line, words), (_, echo) = commands(textwrap.dedent(text).lstrip("\n"))
+    assert line == 5
+    assert words == ["torchrun", "--nproc_per_node", "8", "train.py", "--model", "meta-llama/Llama-2-7b-hf",
+                     "--per_device_train_batch_size", "4", "--output_dir", "runs/default", "--seed", "$1"]
+    assert echo == ["echo", "done"]
+
+
+def test_makefile_recipes_expand_make_variables():
+    text = "BATCH ?= 2\n\ntrain:\n\t@python train.py --batch_size $(BATCH) --bf16\n"
+    assert commands(text, makefile=True) == [(4, ["python", "train.py", "--batch_size", "2", "--bf16"])]
+
+
+def test_launchers_are_found_in_scripts_folders_and_read_per_launcher(tmp_path):
+    write(tmp_path, {
+        "train.py": "print('x')\n",
+        "scripts/run.sh": """
+            deepspeed --include localhost:0,1,2,3 train.py --deepspeed ds.json --gradient_checkpointing \\
+                --learning_rate 1e-4 --output_dir <OUTPUT_DIR> "$@"
+            """,
+        "Makefile": "train:\n\taccelerate launch --num_processes 2 train.py --lr=3e-4\n",
+        "other/run.sh": "python other.py --x 1\n",
+    })
+    found = launches(tmp_path)
+    assert [launch.where for launch in found] == ["Makefile:2", f"{tmp_path / 'scripts/run.sh'}:1".replace(str(tmp_path) + "/", "")] or \
+        [launch.file.rsplit("/", 1)[-1] for launch in found] == ["Makefile", "run.sh"]
+    make, run = found
+    assert (make.runner, make.processes, make.value("--lr")) == ("accelerate", 2, 3e-4)
+    assert (run.runner, run.processes) == ("deepspeed", 4)
+    assert run.value("--gradient_checkpointing", flag=True) is True
+    assert run.value("--learning_rate") == 1e-4
+    assert run.value("--output-dir") is UNKNOWN_VALUE  # a placeholder, and `-`/`_` spell one option
+    assert run.forwards and not make.forwards
+    assert run.option_lines["learning_rate"] == 2
+
+
+def test_a_launcher_of_another_script_of_the_same_name_is_not_taken(tmp_path):
+    write(tmp_path, {
+        "a/train.py": "print('a')\n",
+        "b/train.py": "print('b')\n",
+        "scripts/run.sh": "cd b && python b/train.py --seed 1\npython -m a.train --seed 2\n",
+    })
+    (a,) = launches(tmp_path, "a/train.py")
+    assert a.value("--seed") == 2
+    (b,) = launches(tmp_path, "b/train.py")
+    assert b.value("--seed") == 1
+
+
+# -- what the analysis makes of them --------------------------------------------------------------------------
+
+HF_SCRIPT = """
+from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
+
+(training_args,) = HfArgumentParser((TrainingArguments,)).parse_args_into_dataclasses()
+model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")
+Trainer(model=model, args=training_args).train()
+"""
+
+
+def test_an_option_the_launcher_passes_is_the_runs_value(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # messages name the launcher as ruff names files: relative to the working folder
+    write(tmp_path, {
+        "train.py": HF_SCRIPT,
+        "requirements.txt": "transformers==4.46.0\n",
+        "run.sh": "torchrun --nproc_per_node 8 train.py --per_device_train_batch_size 4 \\\n  --gradient_checkpointing True --bf16\n",
+    })
+    findings = check(tmp_path)
+    (finding,) = [f for f in findings if f.code == "CKPT201"]
+    assert "`--gradient_checkpointing` in run.sh:2" in finding.message
+    assert "only" not in finding.message  # the launcher sets it: no longer "depends on the option"
+    settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+    assert settings.batch_size.value == 4 and settings.batch_size.describe() == "4 (run.sh:1)"
+    assert settings.gpus.value == 8
+
+
+def test_the_launchers_kwargs_decide_the_mode(tmp_path):
+    write(tmp_path, {
+        "train.py": HF_SCRIPT,
+        "requirements.txt": "transformers==4.46.0\n",
+        "run.sh": """python train.py --gradient_checkpointing --gradient_checkpointing_kwargs '{"use_reentrant": false}'\n""",
+    })
+    assert [f.code for f in check(tmp_path) if f.code == "CKPT201"] == []
+
+
+def test_a_finding_no_launcher_reaches_is_dropped_and_one_another_reaches_names_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    script = """
+    import argparse
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.utils.checkpoint import checkpoint
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--find_unused", action="store_true")
+    args = parser.parse_args()
+    model = DDP(torch.nn.Linear(2, 2), find_unused_parameters=args.find_unused)
+    y = checkpoint(model, torch.ones(2), use_reentrant=True)
+    """
+    write(tmp_path, {"train.py": script, "run.sh": "torchrun --nproc_per_node 2 train.py\n"})
+    assert [f.code for f in check(tmp_path) if f.code == "CKPT301"] == []
+    write(tmp_path, {"scripts/debug.sh": "torchrun --nproc_per_node 2 train.py --find_unused\n"})  # farther: not the run's
+    (finding,) = [f for f in check(tmp_path) if f.code == "CKPT301"]
+    assert finding.message.endswith("(only with `--find_unused`, as scripts/debug.sh:1 runs it)")
+
+
+def test_without_a_launcher_an_option_still_depends_on_the_command_line(tmp_path):
+    write(tmp_path, {"train.py": HF_SCRIPT, "requirements.txt": "transformers==4.46.0\n"})
+    assert all("CKPT201" != f.code for f in check(tmp_path))  # kwargs the command line may pass are unknown
+
+
+@pytest.mark.parametrize("value", ["$1", "<BATCH>"])
+def test_a_value_the_launcher_does_not_tell_stays_unknown(tmp_path, value):
+    write(tmp_path, {"train.py": HF_SCRIPT, "run.sh": f"python train.py --per_device_train_batch_size {value}\n"})
+    settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+    assert not settings.batch_size.stated
+
+
+def test_sys_argv_settings_file_comes_from_the_launcher(tmp_path):
+    script = """
+    import os, sys
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser((TrainingArguments,))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        (args,) = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    """
+    write(tmp_path, {"train.py": script, "configs/run.json": '{"per_device_train_batch_size": 6}',
+                     "run.sh": "python train.py configs/run.json\n"})
+    settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+    assert settings.batch_size.value == 6

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import ast
 import re
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from ckpt_doctor.config import Settings
 from ckpt_doctor.check.fix import applicable, apply_fixes
-from ckpt_doctor.check.lint import lint_text
+from ckpt_doctor.analysis.config_document import read_document
+from ckpt_doctor.analysis.source import read_source
+from ckpt_doctor.check.lint import check_source, lint_text
 from ckpt_doctor.rule_pages import examples, page_text
 from ckpt_doctor.rules import all_rules
 from ckpt_doctor.analysis.source import SourceFile
@@ -23,10 +27,23 @@ NEWEST = {"torch": "2.13", "transformers": "5.24", "peft": "0.21", "trl": "1.16"
 RULES = all_rules()
 
 
-def lint(code: str, assumes: dict[str, str], select: str = "CKPT"):
+def lint(code: str, assumes: dict[str, str], select: str = "CKPT", page=None, files: dict[str, str] | None = None):
+    """The findings on an example: a script checked as text, a config or launcher written out with the files it names."""
     targets = {k: v for k, v in assumes.items() if k != "gpu-memory"}
     settings = Settings(target_versions={**NEWEST, **targets}, select=[select], gpu_memory=assumes.get("gpu-memory"))
-    return lint_text(SourceFile("example.py", code, code.encode()), settings)
+    if page is None or page.language == "python":
+        return lint_text(SourceFile("example.py", code, code.encode()), settings)
+    folder = Path(tempfile.mkdtemp())
+    for name, text in {f"example{page.suffix}": code, **(files or {})}.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return check_source(read_source(folder / f"example{page.suffix}"), settings).findings
+
+
+def parses(page, text: str) -> None:
+    if page.language == "python":
+        ast.parse(text)
+    elif page.language in ("yaml", "json"):
+        read_document(text, f"example{page.suffix}")
 
 
 @pytest.mark.parametrize("rule", all_rules(), ids=lambda r: r.code)
@@ -49,27 +66,27 @@ def test_page_header_matches_the_rule(rule):
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
 def test_bad_example_is_flagged_on_the_marked_lines(rule):
     page = examples(rule.code)
-    ast.parse(page.bad)
+    parses(page, page.bad)
     assert page.marked_lines, f"{rule.code}: mark the reported line(s) with '# {rule.code}'"
-    lines = sorted({f.span.start.line for f in lint(page.bad, page.assumes) if f.code == rule.code})
+    lines = sorted({f.span.start.line for f in lint(page.bad, page.assumes, page=page, files=page.bad_files) if f.code == rule.code})
     assert lines == page.marked_lines
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
 def test_good_example_is_clean(rule):
     page = examples(rule.code)
-    ast.parse(page.good)
-    assert [(f.code, f.span.start.line, f.message) for f in lint(page.good, page.assumes)] == []
+    parses(page, page.good)
+    assert [(f.code, f.span.start.line, f.message) for f in lint(page.good, page.assumes, page=page, files=page.good_files)] == []
 
 
 @pytest.mark.parametrize("rule", [r for r in RULES if r.fix is not None and str(r.fix) != "display-only"], ids=lambda r: r.code)
 def test_fix_of_bad_example_parses_is_idempotent_and_clears_the_rule(rule):
     page = examples(rule.code)
-    findings = lint(page.bad, page.assumes, select=rule.code)
+    findings = lint(page.bad, page.assumes, select=rule.code, page=page, files=page.bad_files)
     specs = [f.fix for f in findings if applicable(f.fix, unsafe=True)]
     assert specs, f"{rule.code} offers a fix, but none applies to its example"
     fixed = apply_fixes(page.bad, specs)
-    ast.parse(fixed)
+    parses(page, fixed)
     assert fixed != page.bad
     # flagged no more, so a second --fix has nothing left to do
-    assert [f for f in lint(fixed, page.assumes, select=rule.code)] == []
+    assert [f for f in lint(fixed, page.assumes, select=rule.code, page=page, files=page.bad_files)] == []

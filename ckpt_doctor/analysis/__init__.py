@@ -27,10 +27,12 @@ from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.versions import TargetVersions
 
 if TYPE_CHECKING:
+    from ckpt_doctor.analysis.launchers import Launch
+    from ckpt_doctor.analysis.run_config import RunConfig
     from ckpt_doctor.analysis.settings import ScriptSettings
     from ckpt_doctor.config import Settings
 
-__all__ = ["Analysis", "FactsError", "analyze"]
+__all__ = ["Analysis", "ConfigAnalysis", "FactsError", "analyze", "analyze_config", "analyze_launched_script", "analyze_launcher"]
 
 
 @dataclass
@@ -57,11 +59,14 @@ class Analysis:
         return list(dict.fromkeys(self.files.read + located))
 
 
-def analyze(source: SourceFile, config: "Settings") -> Analysis:
-    """Parse and read `source` once. Raises SyntaxError, or FactsError when it is too deep to analyse."""
+def analyze(source: SourceFile, config: "Settings", launches: "list[Launch] | None" = None) -> Analysis:
+    """Parse and read `source` once, as the project's launchers run it (or as `launches` do). Raises SyntaxError, or
+    FactsError when it is too deep to analyse."""
     files = ProjectFiles(source.path)
     project = Project(source.path, files)
-    facts = extract(source.text, source.path, files, project, find_launches(source.path, files, project.root))
+    if launches is None:
+        launches = find_launches(source.path, files, project.root)
+    facts = extract(source.text, source.path, files, project, launches)
     versions = TargetVersions(
         config.target_versions,
         script=source.path,
@@ -70,3 +75,66 @@ def analyze(source: SourceFile, config: "Settings") -> Analysis:
         inline_pins=source.pip_pins(),
     )
     return Analysis(source, facts, versions, files)
+
+
+@dataclass
+class ConfigAnalysis:
+    """A framework's config (LLaMA-Factory, axolotl, torchtune, ms-swift, TRL, accelerate, DeepSpeed) read as the
+    run it describes: `run` has the checkpointing, LoRA, sharding and batch facts with their keys, `settings` the
+    same `ScriptSettings` a script gives."""
+
+    source: SourceFile
+    run: "RunConfig"
+    versions: TargetVersions
+
+    @cached_property
+    def settings(self) -> "ScriptSettings":
+        return self.run.settings()
+
+    @property
+    def lines(self) -> list[str]:
+        return self.source.text.splitlines()
+
+    @property
+    def dependencies(self) -> list[str]:
+        return [self.run.deepspeed.path] if self.run.deepspeed is not None else []
+
+
+def analyze_config(source: SourceFile, config: "Settings") -> ConfigAnalysis | None:
+    """Read a YAML / JSON file; None when it is no training framework's config (skipped, not an error). Raises
+    ConfigError when it is not YAML / JSON at all."""
+    from ckpt_doctor.analysis.config_document import read_document
+    from ckpt_doctor.analysis.run_config import read_run
+
+    run = read_run(read_document(source.text, source.path))
+    if run is None:
+        return None
+    versions = TargetVersions(config.target_versions, script=source.path, root=config.root)
+    return ConfigAnalysis(source, run, versions)
+
+
+def analyze_launcher(source: SourceFile, config: "Settings") -> list[ConfigAnalysis]:
+    """A shell script or Makefile: the run of each line that starts a framework's trainer (`llamafactory-cli train
+    x.yaml`, `swift sft --tuner_type lora ...`). Lines that run a Python script are read with that script."""
+    from ckpt_doctor.analysis.launchers import MAKEFILES, framework_launches
+    from ckpt_doctor.analysis.run_config import read_launched
+
+    makefile = source.path.rsplit("/", 1)[-1] in MAKEFILES or source.path.endswith(".mk")
+    versions = TargetVersions(config.target_versions, script=source.path, root=config.root)
+    return [ConfigAnalysis(source, read_launched(launched, source.path, source.text), versions)
+            for launched in framework_launches(source.text, source.path, makefile)]
+
+
+def analyze_launched_script(source: SourceFile, config: "Settings") -> Analysis | None:
+    """The first Python script of the project a launcher runs, read as that line runs it; None when it runs none."""
+    from pathlib import Path
+
+    from ckpt_doctor.analysis.launchers import MAKEFILES, script_launches
+    from ckpt_doctor.analysis.source import read_source
+
+    launcher = Path(source.path).resolve()
+    root = Project(source.path, ProjectFiles(source.path)).root
+    makefile = launcher.name in MAKEFILES or launcher.suffix == ".mk"
+    for script, launch in script_launches(source.text, launcher, root or launcher.parent, makefile):
+        return analyze(read_source(script, config.max_file_size), config, launches=[launch])
+    return None

@@ -173,6 +173,90 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
     return found
 
 
+def script_launches(text: str, launcher: Path, root: Path, makefile: bool = False) -> list[tuple[Path, Launch]]:
+    """The Python scripts of the project a launcher runs, each with its launch line (`python train.py ...`)."""
+    found = []
+    for line, words in commands(text, makefile=makefile):
+        for target in _named_scripts(words, launcher, root):
+            launch = _read_command(words, line, launcher, target, root)
+            if launch is not None:
+                found.append((target, replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch))))
+                break
+    return found
+
+
+def _named_scripts(words: list[str], launcher: Path, root: Path) -> list[Path]:
+    """Files of the project the words may name as the program: `train.py`, `src/train.py`, `-m pkg.train`."""
+    out = []
+    for index, word in enumerate(words):
+        relative = word.replace(".", "/") + ".py" if index and words[index - 1] in ("-m", "--module") else word
+        if relative.endswith(".py") and "$" not in relative and not relative.startswith("-"):
+            out += [p.resolve() for p in (launcher.parent / relative, root / relative) if p.is_file()]
+    return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class FrameworkLaunch:
+    """A line that starts a framework's trainer: `llamafactory-cli train x.yaml`, `axolotl train x.yml`,
+    `tune run lora_finetune_single_device --config x.yaml key=value`, `swift sft --model ... --tuner_type lora`,
+    `trl sft --config x.yaml`."""
+
+    framework: str  # the id in frameworks.json
+    launch: Launch  # its options (`--key value`, and `key=value` overrides), line and file
+    config: str | None  # the config file it names, as written
+
+
+def framework_launches(text: str, path: str, makefile: bool = False) -> list[FrameworkLaunch]:
+    """Every framework launch in a shell script or Makefile."""
+    found = []
+    lines = text.splitlines()
+    for line, words in commands(text, makefile=makefile):
+        read = _framework_command(words)
+        if read is None:
+            continue
+        framework_id, config, rest, processes = read
+        options, written, positional = _script_arguments(rest)
+        for word in positional:  # OmegaConf / LLaMA-Factory `key=value` overrides
+            if isinstance(word, str) and "=" in word and not word.startswith("="):
+                key, _, value = word.partition("=")
+                options[key] = _known(value)
+                written[key] = key
+        launch = Launch(shown_path(path), line, framework_id, options, written, tuple(positional), {}, processes)
+        found.append(FrameworkLaunch(framework_id, replace(launch, option_lines=_option_lines(lines[line - 1:], launch)), config))
+    return found
+
+
+_FRAMEWORK_SUBCOMMANDS = {"swift": {"sft", "pt", "rlhf"}, "trl": {"sft", "dpo", "grpo", "kto", "reward", "rloo", "orpo"}}
+
+
+def _framework_command(words: list[str]) -> tuple[str, str | None, list[str], int | None] | None:
+    """(framework, config file named, the words after it, processes) of a framework launch; None for any other."""
+    leading = next((i for i, w in enumerate(words) if not _ASSIGNMENT.match(w)), len(words))
+    env = dict(w.split("=", 1) for w in words[:leading])  # `NPROC_PER_NODE=4 swift sft ...`
+    words = words[leading:]
+    processes = int(env["NPROC_PER_NODE"]) if env.get("NPROC_PER_NODE", "").isdigit() else None
+    for index, word in enumerate(words):
+        name = word.rsplit("/", 1)[-1]
+        rest = words[index + 1:]
+        if name in ("llamafactory-cli", "lmf") and rest[:1] == ["train"] and len(rest) > 1:
+            return "llamafactory", rest[1], rest[2:], processes
+        if name == "axolotl" and rest[:1] in (["train"], ["preprocess"]) and len(rest) > 1:
+            return "axolotl", rest[1], rest[2:], processes
+        if word in ("axolotl.cli.train", "axolotl.cli.preprocess") and index and words[index - 1] == "-m" and rest:
+            return "axolotl", rest[0], rest[1:], processes
+        if name == "tune" and rest[:1] == ["run"]:
+            config = next((rest[i + 1] for i, w in enumerate(rest[:-1]) if w == "--config"), None)
+            overrides = rest[rest.index("--config") + 2:] if config else []
+            return "torchtune", config, overrides, processes
+        if name in _FRAMEWORK_SUBCOMMANDS and rest and rest[0] in _FRAMEWORK_SUBCOMMANDS[name]:
+            after = rest[1:]
+            config = after[0] if after and after[0].endswith((".yaml", ".yml", ".json")) else None
+            if config is None and "--config" in after[:-1]:
+                config = after[after.index("--config") + 1]
+            return name, config, [w for w in after if w not in (config, "--config")], processes
+    return None
+
+
 def _option_lines(lines: list[str], launch: Launch) -> dict[str, int]:
     """The line each option is written on, in a command continued over several lines."""
     out: dict[str, int] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ckpt_doctor.config import Settings
 
-SUFFIXES = (".py", ".pyi", ".ipynb")
+SUFFIXES = (".py", ".pyi", ".ipynb", ".yaml", ".yml", ".json", ".sh")  # configs and launchers of no framework are skipped
 
 
 def discover(paths: list[str], settings: Settings, force_exclude: bool = False) -> tuple[list[str], list[str]]:

@@ -19,7 +19,9 @@ from typing import Iterable
 from ckpt_doctor.analysis.parse import parse_module
 from ckpt_doctor.findings import Applicability, FixSpec, Position
 
-FIXABLE_KINDS = {"set_keyword", "set_keywords", "set_dict_key", "insert_after", "insert_before", "rename_attribute", "rename_method", "rename_keywords"}
+TEXT_EDIT_KINDS = {"replace"}  # span: the text to replace; content: its replacement (configs and launchers: no parse)
+FIXABLE_KINDS = {"set_keyword", "set_keywords", "set_dict_key", "insert_after", "insert_before", "rename_attribute", "rename_method",
+                 "rename_keywords"} | TEXT_EDIT_KINDS
 
 
 class FixError(Exception):
@@ -39,7 +41,28 @@ def apply_fixes(text: str, specs: Iterable[FixSpec]) -> str:
     specs = [s for s in specs if s.kind in FIXABLE_KINDS]
     if not specs:
         return text
+    if all(s.kind in TEXT_EDIT_KINDS for s in specs):
+        return _replace(text, specs)
     return _Parsed(text).apply(specs)
+
+
+def _replace(text: str, specs: list[FixSpec]) -> str:
+    """Text edits, last first so earlier offsets stay valid; an edit overlapping one already made is left out."""
+    starts = [0]
+    for line in text.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+
+    def offset(position: Position) -> int:
+        return starts[min(position.line, len(starts)) - 1] + position.column - 1
+
+    done: list[tuple[int, int]] = []
+    for spec in sorted(specs, key=lambda s: (s.span.start, s.span.end), reverse=True):
+        start, end = offset(spec.span.start), offset(spec.span.end)
+        if any(start < b and a < end or start == a for a, b in done):
+            continue
+        text = text[:start] + str(spec.arg("content", "")) + text[end:]
+        done.append((start, end))
+    return text
 
 
 class _Parsed:
@@ -121,6 +144,8 @@ def _finish(text: str, new_text: str, specs: list[FixSpec]) -> str:
 
 def edits_for(text: str, specs: list[FixSpec]) -> list[list[tuple[str, Position, Position]]]:
     """Each fix as text edits (content, start, end), ruff-style, 1-based; the file is parsed once."""
+    if all(s.kind in TEXT_EDIT_KINDS for s in specs):
+        return [[(str(s.arg("content", "")), s.span.start, s.span.end)] for s in specs]
     try:
         parsed = _Parsed(text)
     except FixError:

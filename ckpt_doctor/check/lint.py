@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ckpt_doctor.analysis import FactsError, analyze
+from ckpt_doctor.analysis import FactsError, analyze, analyze_config, analyze_launcher
+from ckpt_doctor.analysis.launchers import LAUNCHER_SUFFIXES, MAKEFILES
+from ckpt_doctor.analysis.config_document import CONFIG_SUFFIXES, ConfigError
 from ckpt_doctor.analysis.config_files import NoFiles
 from ckpt_doctor.analysis.parse import parse_module
 from ckpt_doctor.analysis.project import Project
@@ -51,10 +53,11 @@ def read_checked(path: str, settings: Settings) -> SourceFile | FileResult:
 def check_source(source: SourceFile, settings: Settings) -> FileResult:
     dependencies: list[str] = []
     try:
-        findings = lint_text(source, settings, dependencies)
+        lint = lint_config if is_config(source.path) else lint_text
+        findings = lint(source, settings, dependencies)
     except SyntaxError as exc:
         return FileResult(source.path, error=_syntax_error(source, exc), source=source)
-    except FactsError as exc:
+    except (FactsError, ConfigError) as exc:
         return FileResult(source.path, error=f"{source.path}: {exc}", source=source)
     return FileResult(source.path, findings, source=source, dependencies=dependencies)
 
@@ -73,6 +76,28 @@ def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | 
         dependencies.extend(analysis.dependencies)
     if source.cells is not None:
         findings = [f for f in (_to_cell(source, f) for f in findings) if f is not None]
+    unique = {(f.code, f.span): f for f in findings}
+    return sorted(unique.values(), key=lambda f: f.sort_key)
+
+
+def is_config(path: str) -> bool:
+    """A YAML / JSON settings file, or a launcher (shell script, Makefile): read as the runs they describe."""
+    return path.endswith(CONFIG_SUFFIXES + LAUNCHER_SUFFIXES + (".mk",)) or path.rsplit("/", 1)[-1] in MAKEFILES
+
+
+def lint_config(source: SourceFile, settings: Settings, dependencies: list[str] | None = None) -> list[Finding]:
+    """A framework's config, or the framework launches of a shell script; any other file of these kinds is skipped."""
+    if source.path.endswith(CONFIG_SUFFIXES):
+        analysis = analyze_config(source, settings)
+        analyses = [analysis] if analysis is not None else []
+    else:
+        analyses = analyze_launcher(source, settings)
+    rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(source.path, r.code)]
+    findings = []
+    for analysis in analyses:
+        findings += [f for f in run_rules(Context(analysis, settings), rules) if not _suppressed(analysis.lines, f)]
+        if dependencies is not None:
+            dependencies.extend(analysis.dependencies)
     unique = {(f.code, f.span): f for f in findings}
     return sorted(unique.values(), key=lambda f: f.sort_key)
 

@@ -55,7 +55,10 @@ DEFAULTS = {
 def settings_from_script(path: str, model_flag: str | None = None) -> tuple[dict, str]:
     """The training settings a script states (ckpt_doctor.analysis.settings), in this command's flag names, read as
     `check` reads them (flags given on the command line override them), and their description with lines."""
-    from ckpt_doctor.analysis import FactsError, analyze
+    from ckpt_doctor.analysis import FactsError, analyze, analyze_config, analyze_launched_script, analyze_launcher
+    from ckpt_doctor.analysis.config_document import CONFIG_SUFFIXES
+    from ckpt_doctor.check.lint import is_config
+    from ckpt_doctor.analysis.config_document import ConfigError as BadConfigFile
     from ckpt_doctor.analysis.settings import complete_for
     from ckpt_doctor.analysis.source import SourceError, read_source
     from ckpt_doctor.config import ConfigError, load_settings
@@ -63,13 +66,23 @@ def settings_from_script(path: str, model_flag: str | None = None) -> tuple[dict
     try:
         config = load_settings()
         source = read_source(path, config.max_file_size)
-        analysis = analyze(source, config)
+        if path.endswith(CONFIG_SUFFIXES):  # a framework's config
+            analysis = analyze_config(source, config)
+        elif is_config(path):  # a launcher: its first framework line, else the first script it runs as it runs it
+            analysis = next(iter(analyze_launcher(source, config)), None) or analyze_launched_script(source, config)
+        else:
+            analysis = analyze(source, config)
     except (SourceError, ConfigError) as exc:
         _fail(str(exc))
+    except BadConfigFile as exc:
+        _fail(f"{path}: {exc}")
     except SyntaxError as exc:
         _fail(f"{path}:{exc.lineno}:{exc.offset}: cannot parse: {exc.msg}")
     except FactsError as exc:
         _fail(f"{path}: {exc}")
+    if analysis is None:
+        _fail(f"{path}: neither a config of LLaMA-Factory, axolotl, torchtune, ms-swift, TRL, accelerate or DeepSpeed, nor a "
+              "launcher that runs one of them or a Python script of this project")
     settings = analysis.settings
     model = model_flag or (settings.model.value if settings.model else None)
     if model and model in config.model_configs:

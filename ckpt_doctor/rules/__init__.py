@@ -24,7 +24,7 @@ from ckpt_doctor.config import Settings
 from ckpt_doctor.analysis.facts import ScriptFacts
 from ckpt_doctor.analysis.library import FIX_NAMES_SINCE
 from ckpt_doctor.findings import Applicability, Finding, FixSpec, Severity, Span
-from ckpt_doctor.analysis import Analysis
+from ckpt_doctor.analysis import Analysis, ConfigAnalysis
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.versions import TargetVersions
 
@@ -44,13 +44,18 @@ class Report:
 class Context:
     """What a rule sees: the analysis of one file, and the tool's configuration."""
 
-    analysis: Analysis
+    analysis: Analysis | ConfigAnalysis
     config: Settings
     memo: dict = field(default_factory=dict)  # per-file results several rules share (e.g. the memory estimate)
 
     @property
     def path(self) -> str:
         return self.analysis.source.path
+
+    @property
+    def kind(self) -> str:
+        """What the file is: a training "script", or a framework "config"."""
+        return "config" if isinstance(self.analysis, ConfigAnalysis) else "script"
 
     @property
     def facts(self) -> ScriptFacts:
@@ -72,7 +77,11 @@ class Rule:
     severity: Severity
     summary: str
     fix: Applicability | None
-    check: Callable[[Context], Iterable[Report]]
+    checks: dict[str, Callable[[Context], Iterable[Report]]]  # input kind ("script", "config") -> its check
+
+    def check(self, ctx: Context) -> Iterable[Report]:
+        found = self.checks.get(ctx.kind)
+        return found(ctx) if found is not None else ()
 
     @property
     def family(self) -> str:
@@ -86,11 +95,21 @@ class Rule:
 REGISTRY: dict[str, Rule] = {}
 
 
-def rule(code: str, name: str, severity: Severity, *, summary: str, fix: Applicability | None = None):
+def rule(code: str, name: str, severity: Severity, *, summary: str, fix: Applicability | None = None, inputs: tuple[str, ...] = ("script",)):
+    """Register a rule; `inputs`: what it reads, training scripts ("script") or framework configs ("config")."""
     def register(func: Callable[[Context], Iterable[Report]]) -> Callable[[Context], Iterable[Report]]:
         if code in REGISTRY:
             raise ValueError(f"rule {code} registered twice")
-        REGISTRY[code] = Rule(code, name, severity, summary, fix, func)
+        REGISTRY[code] = Rule(code, name, severity, summary, fix, {kind: func for kind in inputs})
+        return func
+
+    return register
+
+
+def config_check(code: str):
+    """The same rule (one code, one page), as it reads a framework config."""
+    def register(func: Callable[[Context], Iterable[Report]]) -> Callable[[Context], Iterable[Report]]:
+        REGISTRY[code].checks["config"] = func
         return func
 
     return register
@@ -110,7 +129,7 @@ def run_rules(ctx: Context, rules: Iterable[Rule]) -> Iterator[Finding]:
     for current in rules:
         for report in current.check(ctx):
             needs = report.condition.describe()
-            launches = ctx.facts.launches
+            launches = ctx.facts.launches if ctx.kind == "script" else []
             if launches and needs:
                 # the project's launchers say how it runs: a finding none of them reaches is about a run nobody makes
                 launch = launch_for(launches, report.condition.needed)
@@ -145,3 +164,4 @@ def _load() -> None:
     # every time, not "once the registry has entries": importing one rule module on its own (`estimate`
     # imports `rules.memory`) must not hide the others; a second import is a dictionary lookup
     from ckpt_doctor.rules import distributed, huggingface, memory, torch_checkpoint  # noqa: F401
+    from ckpt_doctor.rules import configs  # noqa: F401  (after the others: it adds config checks to their rules)

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Score ckpt-doctor on the config and launcher corpus (bench/field/configs/) against the blind expert labels.
+
+The labels (`configs/expert/*.json`) were written by a reader who saw the files, the rule pages and the
+frameworks' sources, never the tool, its data or its output. Findings are matched as in `blind_eval.py` (same
+code within `--window` lines); settings are compared where the expert could read them (not null), with the run
+the tool reads from the file: a framework config, a framework launch line, or the Python script a launcher runs.
+
+    python bench/field/build_corpus.py --tsv bench/field/configs/corpus.tsv --out /tmp/config-corpus
+    python bench/field/config_eval.py --split dev --details
+    python bench/field/config_eval.py --split holdout        # looked at once, at the end
+
+Exit status: 0 when the figures are printed, 2 when the corpus or the labels are missing.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = HERE / "configs"
+sys.path.insert(0, str(HERE))
+from blind_eval import SEVERITIES, match  # noqa: E402
+from evaluate import family, run_check  # noqa: E402
+
+SETTINGS = ("batch_size", "grad_accum", "seq_len", "dtype", "optimizer", "checkpointing", "lora", "zero_stage", "gpus")
+
+
+def scored(split: str) -> list[tuple[str, str]]:
+    with (CONFIGS / "split.tsv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [(r["repository"], r["path"]) for r in rows if split == "all" or r["split"] == split]
+
+
+def labels() -> dict[tuple[str, str], dict]:
+    out = {}
+    for path in sorted((CONFIGS / "expert").glob("*.json")):
+        for entry in json.loads(path.read_text(encoding="utf-8"))["files"]:
+            out[(entry["repository"], entry["path"])] = entry
+    return out
+
+
+def tool_settings(path: Path, gpu_memory: str) -> dict[str, object]:
+    """The run the tool reads from one file, in the labels' terms; {} when it reads none."""
+    from ckpt_doctor.analysis import analyze_config, analyze_launched_script, analyze_launcher
+    from ckpt_doctor.analysis.source import read_source
+    from ckpt_doctor.check.lint import is_config
+    from ckpt_doctor.config import Settings
+
+    config = Settings(root=path.parent, gpu_memory=gpu_memory)
+    try:
+        source = read_source(path)
+        if path.suffix in (".yaml", ".yml", ".json"):
+            analysis = analyze_config(source, config)
+        elif is_config(str(path)):
+            analysis = next(iter(analyze_launcher(source, config)), None) or analyze_launched_script(source, config)
+        else:
+            return {}
+    except Exception as exc:  # a file the tool cannot read is a miss on every setting
+        print(f"  ({path}: {type(exc).__name__}: {exc})", file=sys.stderr)
+        return {}
+    if analysis is None:
+        return {}
+    s = analysis.settings
+    run = getattr(analysis, "run", None)
+    out: dict[str, object] = {
+        "batch_size": s.batch_size.value, "grad_accum": s.gradient_accumulation.value, "seq_len": s.seq_len.value if s.seq_len else None,
+        "dtype": "4bit" if s.load_in_4bit else "8bit" if s.load_in_8bit else s.dtype.value,
+        "optimizer": family(s.optimizer.value),
+        "checkpointing": "off" if s.checkpointing.value in (None, "none") else "on",
+        "lora": s.lora_r is not None, "zero_stage": int(s.zero.value) if s.zero.note != "FSDP full shard" else 0,
+        "gpus": s.gpus.value if s.gpus.stated else None,
+    }
+    if run is not None:
+        out["checkpointing"] = "on" if run.checkpointing.value else "off"
+        out["lora"] = bool(run.lora.value)
+        out["zero_stage"] = run.zero_stage.value
+    return out
+
+
+def same(name: str, expert: object, tool: object) -> bool:
+    if name == "checkpointing":
+        want = str(expert).split()[0].lower()
+        return True if want == "depends" else tool == want
+    if name == "optimizer":
+        return family(tool) == family(expert)
+    if name == "dtype":
+        return str(tool).lower() == str(expert).lower()
+    if isinstance(expert, bool) or isinstance(tool, bool):
+        return bool(tool) == bool(expert)
+    try:
+        return int(tool) == int(expert)
+    except (TypeError, ValueError):
+        return tool == expert
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--split", choices=("dev", "holdout", "all"), default="dev")
+    ap.add_argument("--corpus", type=Path, default=Path("/tmp/config-corpus"))
+    ap.add_argument("--window", type=int, default=3, help="lines between the tool's and the expert's position")
+    ap.add_argument("--gpu-memory", default="80GiB")
+    ap.add_argument("--details", action="store_true")
+    args = ap.parse_args(argv)
+
+    files = scored(args.split)
+    expert = labels()
+    rel = {f: f"{f[0].replace('/', '__')}/{f[1]}" for f in files}
+    missing = [rel[f] for f in files if not (args.corpus / rel[f]).is_file() or f not in expert]
+    if missing:
+        print(f"error: not in the corpus or not labelled: {', '.join(missing[:5])}", file=sys.stderr)
+        return 2
+    results = run_check(args.corpus, [rel[f] for f in files], args.gpu_memory)
+    by_file: dict[str, list[dict]] = {}
+    errors = []
+    for item in results:
+        if item.get("code") is None:
+            errors.append(item)
+            continue
+        by_file.setdefault(str(Path(item["filename"]).resolve().relative_to(args.corpus.resolve())), []).append(item)
+
+    counts = {s: [0, 0] for s in SEVERITIES}
+    clear_found = clear_all = settings_right = settings_all = 0
+    readable = 0
+    for f in files:
+        key, label = rel[f], expert[f]
+        pairs, missed = match(by_file.get(key, []), label["findings"], args.window)
+        for finding, hit in pairs:
+            counts[finding["severity"]][1] += 1
+            counts[finding["severity"]][0] += hit is not None
+        clear = [e for e in label["findings"] if e.get("clarity") == "clear"]
+        clear_all += len(clear)
+        clear_found += sum(1 for e in clear if e not in missed)
+        reading = tool_settings(args.corpus / key, args.gpu_memory)
+        readable += bool(reading)
+        wrong = []
+        for name in SETTINGS:
+            want = label["settings"].get(name)
+            if want is None:
+                continue
+            settings_all += 1
+            if same(name, want, reading.get(name)):
+                settings_right += 1
+            else:
+                wrong.append(f"{name}: expert {want!r}, tool {reading.get(name)!r}")
+        if args.details:
+            print(f"\n{key} [{label.get('kind')}]")
+            for finding, hit in pairs:
+                print(f"  tool {finding['code']}:{finding['location']['row']} [{finding['severity']}] {'match' if hit else 'NO EXPERT MATCH'}: "
+                      f"{finding['message'][:150]}")
+            for e in missed:
+                print(f"  expert {e['code']}:{e.get('line')} ({e.get('clarity')}) missed: {e.get('reason', '')[:150]}")
+            for line in wrong:
+                print(f"  setting {line}")
+    print(f"\nconfig corpus, split {args.split}: {len(files)} scored files, {readable} read as a run (tool: ckpt-doctor check "
+          f"--gpu-memory {args.gpu_memory})")
+    for severity in SEVERITIES:
+        right, total = counts[severity]
+        share = f"{100 * right / total:.0f} %" if total else "n/a"
+        print(f"  {severity:<8} findings: {total:3d}, matching an expert finding: {right:3d} ({share}), not: {total - right}")
+    print(f"  recall of the clear expert findings: {clear_found}/{clear_all} ({100 * clear_found / max(clear_all, 1):.0f} %)")
+    print(f"  settings right where the expert could read them: {settings_right}/{settings_all} "
+          f"({100 * settings_right / max(settings_all, 1):.0f} %)")
+    if errors:
+        print(f"  files the tool could not check: {len(errors)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

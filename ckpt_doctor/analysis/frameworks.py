@@ -1,0 +1,73 @@
+"""What the training frameworks make of their config keys: `ckpt_doctor/data/frameworks.json`, whose every
+entry carries the tag of its citation in `docs/framework-facts.md` ([L#] LLaMA-Factory, [X#] axolotl, [U#]
+torchtune, [S#] ms-swift, [C#] TRL CLI, [A#] accelerate, [D#] DeepSpeed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ckpt_doctor.analysis.config_document import Document
+
+NAMES = {
+    "llamafactory": "LLaMA-Factory", "axolotl": "axolotl", "torchtune": "torchtune", "swift": "ms-swift",
+    "trl": "TRL", "accelerate": "accelerate", "deepspeed": "DeepSpeed",
+}
+# keys one framework alone writes: a file with one of them is that framework's whatever else it holds
+_DECISIVE = {
+    "llamafactory": ("finetuning_type", "cutoff_len", "lora_target", "disable_gradient_checkpointing", "use_reentrant_gc", "quantization_bit"),
+    "axolotl": ("base_model", "micro_batch_size", "sequence_len", "sample_packing", "lora_target_linear"),
+    "torchtune": ("checkpointer._component_", "enable_activation_checkpointing", "enable_activation_offloading"),
+    "swift": ("tuner_type", "train_type", "quant_bits", "attn_impl", "freeze_vit"),
+    "accelerate": ("compute_environment", "distributed_type"),
+    "deepspeed": ("zero_optimization", "train_micro_batch_size_per_gpu"),
+}
+_LLAMAFACTORY_STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")  # `stage: sft` [L10]
+# enough to tell a TRL CLI config from any YAML with a model in it
+_TRL = ("use_peft", "lora_target_modules", "dataset_name", "packing", "max_length", "per_device_train_batch_size", "learning_rate",
+        "gradient_checkpointing", "bf16", "model_name_or_path")
+_TRL_AT_LEAST = 3
+
+
+@dataclass(frozen=True)
+class Framework:
+    id: str
+    table: dict
+
+    @property
+    def name(self) -> str:
+        return NAMES[self.id]
+
+    def default(self, key: str) -> object:
+        return self.table["keys"].get(key, {}).get("default")
+
+    def tag(self, key: str) -> str:
+        return self.table["keys"].get(key, {}).get("tag", "")
+
+    @property
+    def renamed(self) -> dict[str, dict]:
+        return self.table.get("renamed", {})
+
+
+@lru_cache(maxsize=1)
+def _tables() -> dict:
+    return json.loads((Path(__file__).resolve().parent.parent / "data" / "frameworks.json").read_text(encoding="utf-8"))
+
+
+def framework(framework_id: str) -> Framework:
+    return Framework(framework_id, _tables()[framework_id])
+
+
+def recognise(document: Document) -> Framework | None:
+    """The framework whose config `document` is, from its keys; None for any other YAML / JSON."""
+    for framework_id, keys in _DECISIVE.items():
+        if any(key in document for key in keys):
+            return framework(framework_id)
+    if document.value("stage") in _LLAMAFACTORY_STAGES:
+        return framework("llamafactory")
+    if sum(key in document for key in _TRL) >= _TRL_AT_LEAST and any(k in document for k in ("model_name_or_path", "dataset_name")):
+        return framework("trl")
+    return None

@@ -1,0 +1,348 @@
+"""A framework config read as the training run it describes: checkpointing (on, reentrant, offloaded), LoRA,
+quantization, ZeRO / FSDP, batch, sequence, dtype, optimizer and model, each with the key it comes from or the
+framework's default (with its tag in `docs/framework-facts.md`).
+
+The same `ScriptSettings` a script's analysis gives come out of it, so `estimate` and the memory rules treat a
+config and the script it stands for alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ckpt_doctor.analysis.config_document import ConfigError, Document, Entry, read_document
+from ckpt_doctor.analysis.config_files import locate
+from ckpt_doctor.analysis.frameworks import Framework, framework, recognise
+from ckpt_doctor.analysis.launchers import FrameworkLaunch
+from ckpt_doctor.analysis.settings import DTYPES, OPTIM_NAMES, ScriptSettings, Setting
+
+
+@dataclass
+class Fact:
+    """One setting of the run: its value, and the key that states it (None: the framework's default)."""
+
+    value: object
+    entry: Entry | None = None
+    note: str = ""  # for a default: "LLaMA-Factory default [L3]"
+    file: str | None = None  # another file the key is in (the DeepSpeed JSON a config names)
+
+    @property
+    def line(self) -> int | None:
+        return self.entry.line if self.entry else None
+
+    def setting(self) -> Setting:
+        return Setting(self.value, self.line, self.note, self.file)
+
+
+@dataclass
+class RunConfig:
+    framework: Framework
+    document: Document
+    checkpointing: Fact = field(default_factory=lambda: Fact(False))
+    reentrant: Fact = field(default_factory=lambda: Fact(None))  # True / False / None: not known
+    offload_activations: Fact = field(default_factory=lambda: Fact(False))
+    lora: Fact = field(default_factory=lambda: Fact(False))
+    lora_r: Fact | None = None
+    lora_targets: Fact | None = None  # "all-linear", or module names
+    quantization: Fact = field(default_factory=lambda: Fact(None))  # 4 / 8 / None
+    zero_stage: Fact = field(default_factory=lambda: Fact(0))
+    deepspeed: Document | None = None  # the DeepSpeed JSON the config names, read
+    deepspeed_entry: Entry | None = None  # the key naming it
+    fsdp: Fact = field(default_factory=lambda: Fact(False))
+    fsdp_checkpointing: Fact = field(default_factory=lambda: Fact(False))
+    batch_size: Fact | None = None
+    grad_accum: Fact | None = None
+    seq_len: Fact | None = None
+    dtype: Fact | None = None
+    optimizer: Fact | None = None
+    model: Fact | None = None
+    gpus: Fact | None = None
+
+    def stated(self, key: str, default: object = None, note: str = "") -> Fact:
+        """The value of `key` in the config, else the framework's default for it."""
+        entry = self.document.get(key)
+        if entry is not None:
+            return Fact(entry.value, entry)
+        fallback = self.framework.default(key) if default is None else default
+        return Fact(fallback, None, note or f"{self.framework.name} default {self.framework.tag(key)}".strip())
+
+    def settings(self) -> ScriptSettings:
+        """The run as `estimate` and the memory rules take it."""
+        out = ScriptSettings(is_training=True)
+        if self.model and self.model.value:
+            out.model = self.model.setting()
+        for name in ("batch_size", "seq_len"):
+            fact = getattr(self, name)
+            if fact is not None and isinstance(fact.value, int) and not isinstance(fact.value, bool) and fact.value > 0:
+                setattr(out, name, fact.setting())
+        if self.grad_accum is not None and isinstance(self.grad_accum.value, int) and self.grad_accum.value > 0:
+            out.gradient_accumulation = self.grad_accum.setting()
+        if self.dtype is not None and self.dtype.value in ("bf16", "fp16", "fp32", "auto"):
+            out.dtype = self.dtype.setting()
+        if self.optimizer is not None and self.optimizer.value:
+            out.optimizer = Setting(OPTIM_NAMES.get(str(self.optimizer.value), "adamw"), self.optimizer.line, self.optimizer.note)
+        if self.lora.value:
+            rank = self.lora_r if self.lora_r is not None and isinstance(self.lora_r.value, int) else Fact(8, None, "PEFT default rank")
+            out.lora_r = rank.setting()
+            targets = self.lora_targets.value if self.lora_targets is not None else None
+            if isinstance(targets, list) and all(isinstance(t, str) for t in targets):
+                targets = ",".join(targets)
+            if isinstance(targets, str) and targets:
+                out.lora_targets = Setting("all-linear" if targets in ("all", "all-linear") else targets, self.lora_targets.line,
+                                           self.lora_targets.note)
+        if self.quantization.value in (4, 8):
+            out.load_in_4bit, out.load_in_8bit = self.quantization.value == 4, self.quantization.value == 8
+        if self.zero_stage.value:
+            out.zero = Setting(int(self.zero_stage.value), self.zero_stage.line, f"DeepSpeed ZeRO-{self.zero_stage.value}",
+                               self.zero_stage.file)
+        elif self.fsdp.value:
+            out.zero = Setting(3, self.fsdp.line, "FSDP full shard")
+        if self.gpus is not None and isinstance(self.gpus.value, int) and self.gpus.value > 0:
+            out.gpus = self.gpus.setting()
+        if self.checkpointing.value:
+            out.checkpointing = Setting("full", self.checkpointing.line, self.checkpointing.note)
+        return out
+
+
+def read_run(document: Document, files_from: str | None = None) -> RunConfig | None:
+    """The run `document` describes; None when it is no framework's config. `files_from`: the path other files the
+    config names are found from (the config's own, by default)."""
+    found = recognise(document)
+    if found is None:
+        return None
+    run = RunConfig(found, document)
+    READERS[found.id](run, files_from or document.path)
+    return run
+
+
+def read_launched(launched: FrameworkLaunch, launcher: str, text: str) -> RunConfig:
+    """The run a framework launch line describes: the config it names, with the options the line passes over it.
+    Every key stands at the launcher's line that gives it (the config's keys at the line naming the config)."""
+    document = Document(launcher, text)
+    launch = launched.launch
+    named = locate(launcher, launched.config) if launched.config else None
+    if named is not None:
+        try:
+            inner = read_document(Path(named).read_text(encoding="utf-8"), str(named))
+        except (OSError, ValueError, ConfigError):
+            inner = None
+        for key, entry in (inner.entries.items() if inner else ()):
+            document.entries[key] = Entry(key, entry.value, launch.line, 1)
+    lines = text.splitlines()
+    for key in launch.options:
+        line = launch.option_lines.get(key, launch.line)
+        column = lines[line - 1].find(launch.written.get(key, key)) + 1 if 0 < line <= len(lines) else 1
+        document.entries[key] = Entry(key, launch.value(key), line, max(column, 1))
+    run = RunConfig(framework(launched.framework), document)
+    READERS[launched.framework](run, str(named) if named else launcher)
+    if launch.processes:
+        run.gpus = Fact(launch.processes, Entry("NPROC_PER_NODE", launch.processes, launch.line, 1))
+    return run
+
+
+# -- one reader per framework -----------------------------------------------------------------------------------
+
+
+def _llamafactory(run: RunConfig, path: str) -> None:
+    disabled = run.stated("disable_gradient_checkpointing", False)
+    run.checkpointing = Fact(not disabled.value, disabled.entry, "LLaMA-Factory default: on [L3]" if disabled.entry is None else "")
+    run.reentrant = run.stated("use_reentrant_gc", True, "LLaMA-Factory default use_reentrant_gc: true [L4]")
+    trainer_flag = run.document.get("gradient_checkpointing")
+    if trainer_flag is not None and trainer_flag.value is True and "gradient_checkpointing_kwargs" not in run.document:
+        # the Trainer enables it again with no kwargs: reentrant through LLaMA-Factory's patch, on whatever `disable_...` says
+        run.checkpointing = Fact(True, trainer_flag)
+        run.reentrant = Fact(True, trainer_flag, "`gradient_checkpointing: true` makes the Trainer re-enable it reentrant [L8]")
+    unsloth = run.stated("use_unsloth_gc", False)
+    run.offload_activations = unsloth
+    method = run.stated("finetuning_type", "lora", "LLaMA-Factory default finetuning_type: lora [L7]")
+    run.lora = Fact(method.value in ("lora", "oft"), method.entry, method.note)
+    run.lora_r = run.stated("lora_rank", 8, "LLaMA-Factory default lora_rank [L7]")
+    run.lora_targets = run.stated("lora_target", "all", "LLaMA-Factory default lora_target: all [L7]")
+    bits = run.document.get("quantization_bit")
+    run.quantization = Fact(bits.value if bits else None, bits)
+    _trainer_fields(run, path, seq_key="cutoff_len", seq_default=2048, seq_note="LLaMA-Factory default cutoff_len [L6]")
+    if run.document.value("pure_bf16") is True:
+        run.dtype = Fact("bf16", run.document.get("pure_bf16"))
+
+
+def _axolotl(run: RunConfig, path: str) -> None:
+    gc = run.stated("gradient_checkpointing", False, "axolotl default [X2]")
+    run.checkpointing = Fact(bool(gc.value), gc.entry, gc.note)
+    kwargs = run.document.get("gradient_checkpointing_kwargs.use_reentrant")
+    if kwargs is not None:
+        run.reentrant = Fact(kwargs.value, kwargs)
+    elif gc.value:
+        rl = run.document.get("rl") or run.document.get("unfrozen_parameters")
+        run.reentrant = Fact(rl is None, gc.entry, "axolotl default for SFT: use_reentrant true [X3]" if rl is None else "axolotl: non-reentrant for RL [X3]")
+    offload = run.document.get("activation_offloading")
+    run.offload_activations = Fact(bool(offload.value) if offload else gc.value in ("offload", "offload_disk"), offload or gc.entry)
+    adapter = run.document.get("adapter")
+    run.lora = Fact(bool(adapter and adapter.value in ("lora", "qlora")), adapter)
+    run.lora_r = run.stated("lora_r")
+    linear = run.document.get("lora_target_linear")
+    run.lora_targets = Fact("all-linear", linear) if linear is not None and linear.value else run.stated("lora_target_modules")
+    for bits, key in ((4, "load_in_4bit"), (8, "load_in_8bit")):
+        if run.document.value(key) is True:
+            run.quantization = Fact(bits, run.document.get(key))
+    run.batch_size = run.stated("micro_batch_size", 1, "axolotl default micro_batch_size [X5]")
+    run.grad_accum = run.stated("gradient_accumulation_steps", 1, "axolotl default [X5]")
+    run.seq_len = run.stated("sequence_len", 512, "axolotl default sequence_len [X5]")
+    bf16 = run.document.get("bf16")
+    if run.document.value("bfloat16") is True:
+        run.dtype = Fact("bf16", run.document.get("bfloat16"))
+    elif bf16 is not None and bf16.value in (True, "auto", "full"):
+        run.dtype = Fact("bf16", bf16)
+    run.optimizer = run.stated("optimizer", "adamw_torch_fused", "axolotl default optimizer [X6]")
+    run.model = run.stated("base_model")
+    _deepspeed(run, path, "deepspeed")
+    fsdp = run.document.get("fsdp_config") or run.document.get("fsdp")
+    if fsdp is not None:
+        run.fsdp = Fact(True, fsdp)
+        ac = run.document.get("fsdp_config.activation_checkpointing") or run.document.get("fsdp_config.fsdp_activation_checkpointing")
+        if ac is not None:
+            run.fsdp_checkpointing = Fact(bool(ac.value), ac)
+
+
+def _torchtune(run: RunConfig, path: str) -> None:
+    run.checkpointing = run.stated("enable_activation_checkpointing", False, "torchtune default [U2]")
+    if run.checkpointing.value:
+        run.reentrant = Fact(False, run.checkpointing.entry, "torchtune checkpoints non-reentrant [U2]")
+    run.offload_activations = run.stated("enable_activation_offloading", False, "torchtune default [U3]")
+    component = str(run.document.value("model._component_") or "")
+    run.lora = Fact("lora_" in component, run.document.get("model._component_"))
+    run.lora_r = run.stated("model.lora_rank")
+    if "qlora_" in component:
+        run.quantization = Fact(4, run.document.get("model._component_"))
+    run.batch_size = run.stated("batch_size")
+    run.grad_accum = run.stated("gradient_accumulation_steps")
+    run.seq_len = run.stated("tokenizer.max_seq_len")
+    dtype = run.document.get("dtype")
+    if dtype is not None:
+        run.dtype = Fact(DTYPES.get(str(dtype.value), str(dtype.value)), dtype)
+    optimizer = str(run.document.value("optimizer._component_") or "")
+    if optimizer:
+        name = "paged_adamw_8bit" if "PagedAdamW8bit" in optimizer else "adamw_8bit" if "8bit" in optimizer else "adamw_torch"
+        run.optimizer = Fact(name, run.document.get("optimizer._component_"))
+
+
+def _swift(run: RunConfig, path: str) -> None:
+    gc = run.stated("gradient_checkpointing", True, "ms-swift default: on [S3]")
+    run.checkpointing = Fact(bool(gc.value), gc.entry, gc.note)
+    explicit = run.document.get("gradient_checkpointing_kwargs.use_reentrant")
+    if explicit is not None:
+        run.reentrant = Fact(explicit.value, explicit)
+    tuner = run.document.get("tuner_type") or run.document.get("train_type")
+    run.lora = Fact(tuner is None or tuner.value in ("lora", "qlora", "dora"), tuner, "ms-swift default tuner_type: lora [S2]")
+    run.lora_r = run.stated("lora_rank", 8, "ms-swift default lora_rank [S5]")
+    run.lora_targets = run.stated("target_modules", ["all-linear"], "ms-swift default target_modules [S5]")
+    bits = run.document.get("quant_bits")
+    run.quantization = Fact(bits.value if bits else None, bits)
+    run.batch_size = run.stated("per_device_train_batch_size", 1, "ms-swift default [S5]")
+    run.grad_accum = run.stated("gradient_accumulation_steps")
+    run.seq_len = run.stated("max_length")
+    dtype = run.document.get("torch_dtype")
+    run.dtype = Fact(DTYPES.get(str(dtype.value), str(dtype.value)), dtype) if dtype else Fact("auto", None, "ms-swift: the model's dtype [S5]")
+    run.optimizer = run.stated("optim", "adamw_torch", "transformers default optim")
+    run.model = run.stated("model")
+    preset = run.document.get("deepspeed")
+    if preset is not None and str(preset.value) in _SWIFT_ZERO_PRESETS:  # `--deepspeed zero3`: swift's own JSON [S5]
+        run.zero_stage = Fact(_SWIFT_ZERO_PRESETS[str(preset.value)], preset)
+    _deepspeed(run, path, "deepspeed")
+    fsdp = run.document.get("fsdp")
+    if fsdp is not None and fsdp.value:
+        run.fsdp = Fact(True, fsdp)
+        ac = run.document.get("fsdp_config.activation_checkpointing")
+        if ac is not None:
+            run.fsdp_checkpointing = Fact(bool(ac.value), ac)
+
+
+_SWIFT_ZERO_PRESETS = {"zero0": 0, "zero1": 1, "zero2": 2, "zero3": 3, "zero2_offload": 2, "zero3_offload": 3}
+
+
+def _trl(run: RunConfig, path: str) -> None:
+    gc = run.stated("gradient_checkpointing", True, "TRL default: on [C2]")
+    run.checkpointing = Fact(bool(gc.value), gc.entry, gc.note)
+    explicit = run.document.get("gradient_checkpointing_kwargs.use_reentrant")
+    run.reentrant = Fact(explicit.value, explicit) if explicit is not None else Fact(False, None, "TRL sets use_reentrant: false [C2]")
+    peft = run.document.get("use_peft")
+    run.lora = Fact(bool(peft and peft.value), peft)
+    run.lora_r = run.stated("lora_r", 16, "TRL default lora_r [C4]")
+    run.lora_targets = run.stated("lora_target_modules")
+    for bits, key in ((4, "load_in_4bit"), (8, "load_in_8bit")):
+        if run.document.value(key) is True:
+            run.quantization = Fact(bits, run.document.get(key))
+    _trainer_fields(run, path, seq_key="max_length", seq_default=1024, seq_note="TRL default max_length [C3]")
+    dtype = run.document.get("dtype") or run.document.get("torch_dtype")
+    if dtype is not None and str(dtype.value) in DTYPES:
+        run.dtype = Fact(DTYPES[str(dtype.value)], dtype)
+
+
+def _accelerate(run: RunConfig, path: str) -> None:
+    kind = run.document.get("distributed_type")
+    if kind is not None and kind.value == "DEEPSPEED":
+        stage = run.document.get("deepspeed_config.zero_stage")
+        named = run.document.get("deepspeed_config.deepspeed_config_file")
+        if named is not None:
+            _deepspeed(run, path, "deepspeed_config.deepspeed_config_file")
+        elif stage is not None:
+            run.zero_stage = Fact(stage.value, stage)
+    if kind is not None and kind.value == "FSDP":
+        run.fsdp = Fact(True, kind)
+        ac = run.document.get("fsdp_config.fsdp_activation_checkpointing")
+        run.fsdp_checkpointing = Fact(bool(ac.value) if ac else False, ac)
+    processes = run.document.get("num_processes")
+    if processes is not None and isinstance(processes.value, int) and processes.value > 0:
+        run.gpus = Fact(processes.value, processes)
+
+
+def _deepspeed_json(run: RunConfig, path: str) -> None:
+    stage = run.document.get("zero_optimization.stage")
+    run.zero_stage = Fact(stage.value if stage else 0, stage)
+    for name, key in (("batch_size", "train_micro_batch_size_per_gpu"), ("grad_accum", "gradient_accumulation_steps")):
+        entry = run.document.get(key)
+        if entry is not None and isinstance(entry.value, int):
+            setattr(run, name, Fact(entry.value, entry))
+    for key, dtype in (("bf16.enabled", "bf16"), ("fp16.enabled", "fp16")):
+        if run.document.value(key) is True:
+            run.dtype = Fact(dtype, run.document.get(key))
+
+
+def _trainer_fields(run: RunConfig, path: str, seq_key: str, seq_default: int, seq_note: str) -> None:
+    """The `TrainingArguments` fields LLaMA-Factory, TRL and alignment-handbook configs share."""
+    run.batch_size = run.stated("per_device_train_batch_size", 8, "TrainingArguments default")
+    run.grad_accum = run.stated("gradient_accumulation_steps", 1, "TrainingArguments default")
+    run.seq_len = run.stated(seq_key, seq_default, seq_note)
+    for key, dtype in (("bf16", "bf16"), ("fp16", "fp16")):
+        if run.document.value(key) is True:
+            run.dtype = Fact(dtype, run.document.get(key))
+    run.optimizer = run.stated("optim", "adamw_torch", "TrainingArguments default optim")
+    run.model = run.stated("model_name_or_path")
+    _deepspeed(run, path, "deepspeed")
+    fsdp = run.document.get("fsdp")
+    if fsdp is not None and fsdp.value:
+        run.fsdp = Fact(True, fsdp)
+
+
+def _deepspeed(run: RunConfig, path: str, key: str) -> None:
+    """The DeepSpeed JSON the config names under `key`: its ZeRO stage and batch keys join the run."""
+    entry = run.document.get(key)
+    if entry is None or not isinstance(entry.value, str) or not entry.value.endswith(".json"):
+        return
+    run.deepspeed_entry = entry
+    found = locate(path, entry.value)
+    if found is None:
+        return
+    try:
+        run.deepspeed = read_document(Path(found).read_text(encoding="utf-8"), str(found))
+    except (OSError, ValueError, ConfigError):
+        return
+    stage = run.deepspeed.get("zero_optimization.stage")
+    if isinstance(stage.value if stage else None, int):
+        run.zero_stage = Fact(stage.value, entry, f"zero_optimization.stage in {entry.value}")
+
+
+READERS = {
+    "llamafactory": _llamafactory, "axolotl": _axolotl, "torchtune": _torchtune, "swift": _swift, "trl": _trl,
+    "accelerate": _accelerate, "deepspeed": _deepspeed_json,
+}

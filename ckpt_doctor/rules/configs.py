@@ -1,0 +1,172 @@
+"""Rules on framework configs (LLaMA-Factory, axolotl, torchtune, ms-swift, TRL, accelerate, DeepSpeed).
+
+CKPT5xx exist only for configs: a key the framework ignores or renamed, keys that contradict each other, a
+DeepSpeed batch that disagrees with the trainer's, offloading without the checkpointing it needs. The rules of
+the other families that have a meaning in a config run on it too (`config_check`): double checkpointing
+(CKPT302), ZeRO-3 + PEFT + non-reentrant (CKPT304), and the memory rules (CKPT4xx, through the settings).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ckpt_doctor.analysis.config_document import Entry
+from ckpt_doctor.analysis.run_config import RunConfig
+from ckpt_doctor.findings import Applicability, FixSpec, Position, Severity, Span
+from ckpt_doctor.rules import Context, Report, config_check, rule
+from ckpt_doctor.rules import memory
+
+
+def _at(entry: Entry | None) -> Span:
+    line, column = (entry.line, entry.column) if entry else (1, 1)
+    return Span(Position(line, column), Position(line, column + len(entry.key.rsplit(".", 1)[-1]) if entry else column))
+
+
+def _run(ctx: Context) -> RunConfig:
+    return ctx.analysis.run
+
+
+@rule(
+    "CKPT501",
+    "config-key-renamed-or-ignored",
+    Severity.WARNING,
+    fix=Applicability.SAFE,
+    summary="a config key the framework ignores or has renamed",
+    inputs=("config",),
+)
+def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
+    run = _run(ctx)
+    for key, advice in run.framework.renamed.items():
+        name, _, value = key.partition(": ")
+        entry = run.document.get(name)
+        if entry is None or (value and str(entry.value) != value):
+            continue
+        use = advice["use"]
+        outcome = {"error": "it stops with an error", "ignored": "it ignores the key", "warning": "it warns and maps it"}.get(
+            advice.get("what_happens", ""), advice.get("what_happens", ""))
+        fix = None
+        if not value and ":" not in use and " " not in use and use not in run.document and "." not in name:
+            # the key as written, quotes kept; safe where the old name fails or is mapped anyway, not where it was ignored
+            applicability = Applicability.UNSAFE if advice.get("what_happens") == "ignored" else Applicability.SAFE
+            fix = _rename(run, entry, use, applicability)
+        yield Report(_at(entry), f"{run.framework.name} does not read `{key}`: {outcome} {advice.get('tag', '')}; use `{use}`".replace("  ", " "),
+                     fix=fix)
+
+
+def _rename(run: RunConfig, entry: Entry, new: str, applicability: Applicability) -> FixSpec | None:
+    """A text edit of the key `entry` to `new`, as it is written (`lora_r`, `"lora_r"`, `--lora_r`)."""
+    lines = run.document.text.splitlines()
+    if not 0 < entry.line <= len(lines):
+        return None
+    line, old = lines[entry.line - 1], entry.key
+    start = entry.column - 1
+    for written in (old, f'"{old}"', f"'{old}'", f"--{old}"):
+        if line.startswith(written, start):
+            replacement = written.replace(old, new)
+            span = Span(Position(entry.line, entry.column), Position(entry.line, entry.column + len(written)))
+            return FixSpec("replace", span, (("content", replacement),), applicability, f"Rename `{old}` to `{new}`")
+    return None
+
+
+@rule(
+    "CKPT502",
+    "config-keys-contradict",
+    Severity.WARNING,
+    summary="config keys that contradict each other",
+    inputs=("config",),
+)
+def keys_contradict(ctx: Context) -> Iterator[Report]:
+    run = _run(ctx)
+    document = run.document
+    if run.framework.id == "llamafactory":
+        gc = document.get("gradient_checkpointing")
+        if gc is not None and gc.value is True:
+            if document.value("disable_gradient_checkpointing") is True:
+                yield Report(_at(gc), "`gradient_checkpointing: true` with `disable_gradient_checkpointing: true`: the Trainer turns "
+                             "checkpointing on anyway [L8]; LLaMA-Factory's switch is `disable_gradient_checkpointing` alone")
+            elif document.value("use_reentrant_gc") is False and "gradient_checkpointing_kwargs" not in document:
+                yield Report(_at(gc), "`gradient_checkpointing: true` makes the Trainer enable checkpointing again without kwargs, which "
+                             "LLaMA-Factory's patched method makes reentrant, undoing `use_reentrant_gc: false` [L8]; drop "
+                             "`gradient_checkpointing` (checkpointing is on by default [L3])")
+    if run.framework.id == "torchtune":
+        mode = document.get("ac_mode")
+        if mode is not None and document.value("enable_activation_checkpointing") is True:
+            yield Report(_at(mode), "`ac_mode` with `enable_activation_checkpointing: true`: the recipe then applies neither, and no "
+                         "layer is checkpointed [U4]; keep one of them")
+    if run.framework.id == "swift" and run.checkpointing.entry and run.checkpointing.value and run.fsdp_checkpointing.value:
+        yield Report(_at(run.checkpointing.entry), "`gradient_checkpointing` with `fsdp_config.activation_checkpointing`: ms-swift "
+                     "turns its own checkpointing off and keeps FSDP's [S4]; set `gradient_checkpointing: false`")
+    for a, b in (("load_in_4bit", "load_in_8bit"), ("bf16.enabled", "fp16.enabled"), ("bf16", "fp16")):
+        if document.value(a) is True and document.value(b) is True:
+            yield Report(_at(document.get(b)), f"`{a}` and `{b}` are both on: {run.framework.name} refuses the pair; keep one")
+
+
+@rule(
+    "CKPT503",
+    "deepspeed-batch-mismatch",
+    Severity.ERROR,
+    summary="a DeepSpeed micro-batch or accumulation that disagrees with the trainer's",
+    inputs=("config",),
+)
+def deepspeed_batch_mismatch(ctx: Context) -> Iterator[Report]:
+    run = _run(ctx)
+    deepspeed = run.deepspeed
+    if deepspeed is None or run.framework.id not in ("llamafactory", "trl", "swift", "axolotl"):
+        return
+    pairs = (("train_micro_batch_size_per_gpu", run.batch_size), ("gradient_accumulation_steps", run.grad_accum))
+    for key, fact in pairs:
+        entry = deepspeed.get(key)
+        if entry is None or entry.value == "auto" or fact is None or not isinstance(entry.value, int) or entry.value == fact.value:
+            continue
+        said = f"line {fact.line}" if fact.line else fact.note
+        yield Report(_at(run.deepspeed_entry), f"{run.deepspeed_entry.value} sets `{key}: {entry.value}` (line {entry.line}) but the trainer's is "
+                     f"{fact.value} ({said}): transformers raises \"Please correct the following DeepSpeed config values that "
+                     f"mismatch TrainingArguments values\" when training starts [D9]; set it to \"auto\"")
+
+
+@rule(
+    "CKPT504",
+    "offloading-without-checkpointing",
+    Severity.ERROR,
+    summary="activation offloading without the checkpointing it needs",
+    inputs=("config",),
+)
+def offloading_without_checkpointing(ctx: Context) -> Iterator[Report]:
+    run = _run(ctx)
+    document = run.document
+    if run.framework.id == "axolotl":
+        offload = document.get("activation_offloading")
+        if offload is not None and offload.value and not run.checkpointing.value:
+            yield Report(_at(offload), "`activation_offloading` without `gradient_checkpointing`: axolotl refuses the config "
+                         "(\"activation_offloading requires gradient_checkpointing\") [X4]; add `gradient_checkpointing: true`")
+    if run.framework.id == "torchtune":
+        offload = document.get("enable_activation_offloading")
+        if offload is not None and offload.value is True and not run.checkpointing.value:
+            yield Report(_at(offload), "`enable_activation_offloading: true` without `enable_activation_checkpointing: true`: the "
+                         "recipe raises RuntimeError [U3]; turn checkpointing on too")
+
+
+@config_check("CKPT302")
+def double_checkpointing(ctx: Context) -> Iterator[Report]:
+    run = _run(ctx)
+    if run.checkpointing.value and run.fsdp_checkpointing.value and run.framework.id == "axolotl":
+        yield Report(_at(run.checkpointing.entry or run.fsdp_checkpointing.entry),
+                     "`gradient_checkpointing` with FSDP's `activation_checkpointing`: every layer is checkpointed twice, once by the "
+                     "model and once by FSDP's wrapper; keep FSDP's and set `gradient_checkpointing: false`")
+
+
+@config_check("CKPT304")
+def zero3_peft_non_reentrant(ctx: Context) -> Iterator[Report]:
+    run = _run(ctx)
+    if run.checkpointing.value and run.lora.value and run.zero_stage.value == 3 and run.reentrant.value is False \
+            and run.framework.id in ("llamafactory", "axolotl"):
+        where = run.reentrant.entry or run.checkpointing.entry
+        yield Report(_at(where), f"non-reentrant checkpointing ({run.reentrant.note or 'set here'}) with LoRA under DeepSpeed ZeRO-3 "
+                     f"({run.zero_stage.note or 'line ' + str(run.zero_stage.line)}): the recomputation sees ZeRO-3's partitioned "
+                     "(empty) frozen parameters and fails with \"CheckpointError ... shape [0]\"; use reentrant checkpointing here")
+
+
+# through the settings: a config describes a run as a script does
+for code, check in (("CKPT401", memory.oom_without_checkpointing), ("CKPT402", memory.oom_even_with_checkpointing),
+                    ("CKPT403", memory.checkpointing_not_needed), ("CKPT404", memory.memory_not_estimated)):
+    config_check(code)(check)

@@ -71,7 +71,7 @@ def find_git_dir(repository: str, mirrors: list[Path]) -> Path | None:
     return None
 
 
-PIN_FILE = re.compile(r"(^|/)(requirements[^/]*\.txt|pyproject\.toml|setup\.cfg)$")
+PIN_FILE = re.compile(r"(^|/)(requirements[^/]*\.txt|pyproject\.toml|setup\.cfg|setup\.py)$")
 
 
 def pin_files_for(tree: list[str], path: str) -> list[str]:
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder holding local snapshots (repeatable; default /work/.mirror)")
     ap.add_argument("--field-only", action="store_true", help="only the rows with field=yes")
     ap.add_argument("--no-pins", action="store_true",
-                    help="do not bring the requirements*.txt / pyproject.toml / setup.cfg next to the scripts")
+                    help="do not bring the requirements*.txt / pyproject.toml / setup.cfg / setup.py next to the scripts")
     ap.add_argument("--quiet", "-q", action="store_true")
     args = ap.parse_args(argv)
 

@@ -121,8 +121,8 @@ def analyze_launcher(source: SourceFile, config: "Settings") -> list[ConfigAnaly
 
     makefile = source.path.rsplit("/", 1)[-1] in MAKEFILES or source.path.endswith(".mk")
     versions = TargetVersions(config.target_versions, script=source.path, root=config.root)
-    return [ConfigAnalysis(source, read_launched(launched, source.path, source.text), versions)
-            for launched in framework_launches(source.text, source.path, makefile)]
+    runs = (read_launched(launched, source.path, source.text) for launched in framework_launches(source.text, source.path, makefile))
+    return [ConfigAnalysis(source, run, versions) for run in runs if run is not None]
 
 
 def analyze_launched_script(source: SourceFile, config: "Settings") -> Analysis | None:

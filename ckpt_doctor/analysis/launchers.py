@@ -45,6 +45,7 @@ _ACCELERATE_FLAGS = {"--multi_gpu", "--use_deepspeed", "--use_fsdp", "--use_mega
                      "--debug", "-q", "--quiet", "--same_network", "--rdzv_conf", "--deepspeed_multinode_launcher", "--use_xpu",
                      "--enable_cpu_affinity", "--dynamo_use_fullgraph", "--dynamo_use_dynamic"}
 _PYTHON_VALUE_OPTIONS = {"-W", "-X", "-c"}
+_COMMENT = re.compile(r"(^|\s)#(?![!]).*$")
 _SEPARATORS = {";", "&&", "||", "|", "&", ";;"}
 _ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)=(.*)$", re.DOTALL)
 _MAKE_ASSIGNMENT = re.compile(r"^(?:export\s+|override\s+)?([A-Za-z_][\w.]*)\s*(?::=|::=|\?=|\+=|=)\s*(.*)$")
@@ -191,8 +192,34 @@ def _named_scripts(words: list[str], launcher: Path, root: Path) -> list[Path]:
     for index, word in enumerate(words):
         relative = word.replace(".", "/") + ".py" if index and words[index - 1] in ("-m", "--module") else word
         if relative.endswith(".py") and "$" not in relative and not relative.startswith("-"):
-            out += [p.resolve() for p in (launcher.parent / relative, root / relative) if p.is_file()]
+            found = [p.resolve() for p in (launcher.parent / relative, root / relative) if p.is_file()]
+            # after a `cd` into a subfolder: the one file of the project whose path ends with the words
+            out += found or _ending_with(root, tuple(p for p in relative.split("/") if p not in ("", ".")))
     return list(dict.fromkeys(out))
+
+
+def _ending_with(root: Path, parts: tuple[str, ...]) -> list[Path]:
+    if len(parts) < 2 or ".." in parts:
+        return []
+    matches = [p.resolve() for p in _python_files(root, parts[-1]) if _tail_matches(list(parts), p)]
+    return matches if len(matches) == 1 else []
+
+
+def _python_files(root: Path, name: str, depth: int = 6) -> list[Path]:
+    """Files called `name` below `root` (hidden folders and environments left out), to a few levels."""
+    found: list[Path] = []
+    folders = [root]
+    for _ in range(depth):
+        next_level = []
+        for folder in folders:
+            try:
+                entries = list(folder.iterdir())
+            except OSError:
+                continue
+            found += [e for e in entries if e.name == name and e.is_file()]
+            next_level += [e for e in entries if e.is_dir() and not e.name.startswith(".") and e.name not in ("node_modules", "venv", "site-packages")]
+        folders = next_level[:500]
+    return found
 
 
 @dataclass(frozen=True)
@@ -214,14 +241,15 @@ def framework_launches(text: str, path: str, makefile: bool = False) -> list[Fra
         read = _framework_command(words)
         if read is None:
             continue
-        framework_id, config, rest, processes = read
+        framework_id, config, rest, processes, runner, runner_options = read
         options, written, positional = _script_arguments(rest)
         for word in positional:  # OmegaConf / LLaMA-Factory `key=value` overrides
             if isinstance(word, str) and "=" in word and not word.startswith("="):
                 key, _, value = word.partition("=")
                 options[key] = _known(value)
                 written[key] = key
-        launch = Launch(shown_path(path), line, framework_id, options, written, tuple(positional), {}, processes)
+        processes = processes or _processes(runner, runner_options)
+        launch = Launch(shown_path(path), line, runner, options, written, tuple(positional), runner_options, processes)
         found.append(FrameworkLaunch(framework_id, replace(launch, option_lines=_option_lines(lines[line - 1:], launch)), config))
     return found
 
@@ -229,31 +257,64 @@ def framework_launches(text: str, path: str, makefile: bool = False) -> list[Fra
 _FRAMEWORK_SUBCOMMANDS = {"swift": {"sft", "pt", "rlhf"}, "trl": {"sft", "dpo", "grpo", "kto", "reward", "rloo", "orpo"}}
 
 
-def _framework_command(words: list[str]) -> tuple[str, str | None, list[str], int | None] | None:
-    """(framework, config file named, the words after it, processes) of a framework launch; None for any other."""
+# the scripts of a framework's own tree that people run directly, and the framework they are
+_ENTRY_POINTS = {"swift/cli/sft.py": "swift", "swift/cli/pt.py": "swift", "swift/cli/rlhf.py": "swift", "swift.cli.sft": "swift",
+                 "src/train.py": "llamafactory", "llamafactory/launcher.py": "llamafactory", "llamafactory.launcher": "llamafactory",
+                 "axolotl.cli.train": "axolotl", "trl/scripts/sft.py": "trl", "trl/scripts/dpo.py": "trl", "trl.scripts.sft": "trl"}
+CONFIG_FILE = (".yaml", ".yml", ".json")
+AUTO = "auto"  # a script run with a config file of its own: the framework is the one the file's keys say
+
+
+def _framework_command(words: list[str]):
+    """(framework, config file named, the words after it, processes, runner, runner options) of a framework launch;
+    None for any other line."""
     leading = next((i for i, w in enumerate(words) if not _ASSIGNMENT.match(w)), len(words))
     env = dict(w.split("=", 1) for w in words[:leading])  # `NPROC_PER_NODE=4 swift sft ...`
     words = words[leading:]
     processes = int(env["NPROC_PER_NODE"]) if env.get("NPROC_PER_NODE", "").isdigit() else None
+    if processes is None and env.get("CUDA_VISIBLE_DEVICES") and re.fullmatch(r"[\d,]+", env["CUDA_VISIBLE_DEVICES"]):
+        visible = len(env["CUDA_VISIBLE_DEVICES"].split(","))
+        processes = visible if any(w.rsplit("/", 1)[-1] in ("torchrun", "accelerate", "deepspeed", "swift") for w in words) else None
     for index, word in enumerate(words):
         name = word.rsplit("/", 1)[-1]
         rest = words[index + 1:]
         if name in ("llamafactory-cli", "lmf") and rest[:1] == ["train"] and len(rest) > 1:
-            return "llamafactory", rest[1], rest[2:], processes
+            return "llamafactory", rest[1], rest[2:], processes, "llamafactory-cli", {}
         if name == "axolotl" and rest[:1] in (["train"], ["preprocess"]) and len(rest) > 1:
-            return "axolotl", rest[1], rest[2:], processes
-        if word in ("axolotl.cli.train", "axolotl.cli.preprocess") and index and words[index - 1] == "-m" and rest:
-            return "axolotl", rest[0], rest[1:], processes
+            return "axolotl", rest[1], rest[2:], processes, "axolotl", {}
         if name == "tune" and rest[:1] == ["run"]:
             config = next((rest[i + 1] for i, w in enumerate(rest[:-1]) if w == "--config"), None)
             overrides = rest[rest.index("--config") + 2:] if config else []
-            return "torchtune", config, overrides, processes
+            tune_processes = next((int(rest[i + 1]) for i, w in enumerate(rest[:-1]) if w == "--nproc_per_node" and rest[i + 1].isdigit()), None)
+            return "torchtune", config, overrides, tune_processes or processes, "tune", {}
         if name in _FRAMEWORK_SUBCOMMANDS and rest and rest[0] in _FRAMEWORK_SUBCOMMANDS[name]:
             after = rest[1:]
-            config = after[0] if after and after[0].endswith((".yaml", ".yml", ".json")) else None
+            config = after[0] if after and after[0].endswith(CONFIG_FILE) else None
             if config is None and "--config" in after[:-1]:
                 config = after[after.index("--config") + 1]
-            return name, config, [w for w in after if w not in (config, "--config")], processes
+            return name, config, [w for w in after if w not in (config, "--config")], processes, name, {}
+        read = _runner(words, index)
+        if read is not None:
+            runner, runner_options, program, module, rest = read
+            framework = _ENTRY_POINTS.get(module or "") or next((f for p, f in _ENTRY_POINTS.items() if (program or "").endswith(p)), None)
+            config = rest[0] if rest and rest[0].endswith(CONFIG_FILE) else None
+            if config is None and "--config" in rest[:-1]:
+                config = rest[rest.index("--config") + 1]
+            if framework is None and config is None:
+                return None  # a script of the project's own: read with the script
+            return framework or AUTO, config, [w for w in rest if w not in (config, "--config")], processes, runner, runner_options
+    return None
+
+
+def _runner(words: list[str], index: int):
+    """What `python` / `torchrun` / `deepspeed` / `accelerate launch` at `words[index]` runs, or None."""
+    name = words[index].rsplit("/", 1)[-1]
+    if _PYTHON.match(name):
+        return _after_python(words, index + 1)
+    if name in ("torchrun", "deepspeed"):
+        return _after_runner(words, index + 1, name, _TORCHRUN_FLAGS if name == "torchrun" else _DEEPSPEED_FLAGS)
+    if name == "accelerate" and index + 1 < len(words) and words[index + 1] == "launch":
+        return _after_runner(words, index + 2, "accelerate", _ACCELERATE_FLAGS)
     return None
 
 
@@ -334,6 +395,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     pending: list[str] = []
     start = 0
     for number, raw in enumerate(text.splitlines(), 1):
+        raw = _COMMENT.sub("", raw)  # `# ...` after a word: a comment; `data#1000` is a word
         if not pending:
             start = number
         if raw.rstrip().endswith("\\") and not raw.lstrip().startswith("#"):
@@ -364,7 +426,7 @@ def _expand(text: str, variables: dict[str, str]) -> str:
 def _split_commands(text: str) -> list[list[str]]:
     lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|")
     lexer.whitespace_split = True
-    lexer.commenters = "#"
+    lexer.commenters = ""  # comments are gone already (`_logical_lines`); `#` inside a word is part of it
     try:
         words = list(lexer)
     except ValueError:  # an unclosed quote
@@ -382,16 +444,9 @@ def _read_command(words: list[str], line: int, launcher: Path, target: Path, roo
     """The launch `words` make, when they run `target`."""
     for index, word in enumerate(words):
         name = word.rsplit("/", 1)[-1]
-        if _PYTHON.match(name):
-            read = _after_python(words, index + 1)
-        elif name == "torchrun":
-            read = _after_runner(words, index + 1, "torchrun", _TORCHRUN_FLAGS)
-        elif name == "deepspeed":
-            read = _after_runner(words, index + 1, "deepspeed", _DEEPSPEED_FLAGS)
-        elif name == "accelerate" and index + 1 < len(words) and words[index + 1] == "launch":
-            read = _after_runner(words, index + 2, "accelerate", _ACCELERATE_FLAGS)
-        else:
+        if not (_PYTHON.match(name) or name in ("torchrun", "deepspeed", "accelerate")):
             continue
+        read = _runner(words, index)
         if read is None:
             return None
         runner, runner_options, program, module, rest = read

@@ -8,13 +8,14 @@ config and the script it stands for alike.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ckpt_doctor.analysis.config_document import ConfigError, Document, Entry, read_document
 from ckpt_doctor.analysis.config_files import locate
 from ckpt_doctor.analysis.frameworks import Framework, framework, recognise
-from ckpt_doctor.analysis.launchers import FrameworkLaunch
+from ckpt_doctor.analysis.launchers import AUTO, FrameworkLaunch
 from ckpt_doctor.analysis.settings import DTYPES, OPTIM_NAMES, ScriptSettings, Setting
 
 
@@ -47,6 +48,8 @@ class RunConfig:
     lora_targets: Fact | None = None  # "all-linear", or module names
     quantization: Fact = field(default_factory=lambda: Fact(None))  # 4 / 8 / None
     zero_stage: Fact = field(default_factory=lambda: Fact(0))
+    launched_by: str | None = None  # the command of a launch line (`trl`, `swift`, `accelerate`), None for a file alone
+    missing: list[str] = field(default_factory=list)  # files the config or line names that are not there
     deepspeed: Document | None = None  # the DeepSpeed JSON the config names, read
     deepspeed_entry: Entry | None = None  # the key naming it
     fsdp: Fact = field(default_factory=lambda: Fact(False))
@@ -67,6 +70,14 @@ class RunConfig:
         fallback = self.framework.default(key) if default is None else default
         return Fact(fallback, None, note or f"{self.framework.name} default {self.framework.tag(key)}".strip())
 
+    @property
+    def sharding_known(self) -> bool:
+        """Whether the config says how the step is spread over GPUs: TRL's configs leave it to accelerate's config,
+        and a DeepSpeed / accelerate file that is named but not there leaves it open."""
+        if self.missing:
+            return False
+        return bool(self.zero_stage.value or self.fsdp.value or self.launched_by or self.framework.id != "trl")
+
     def settings(self) -> ScriptSettings:
         """The run as `estimate` and the memory rules take it."""
         out = ScriptSettings(is_training=True)
@@ -81,7 +92,8 @@ class RunConfig:
         if self.dtype is not None and self.dtype.value in ("bf16", "fp16", "fp32", "auto"):
             out.dtype = self.dtype.setting()
         if self.optimizer is not None and self.optimizer.value:
-            out.optimizer = Setting(OPTIM_NAMES.get(str(self.optimizer.value), "adamw"), self.optimizer.line, self.optimizer.note)
+            name = str(self.optimizer.value)
+            out.optimizer = Setting(OPTIM_NAMES.get(name, name), self.optimizer.line, self.optimizer.note)
         if self.lora.value:
             rank = self.lora_r if self.lora_r is not None and isinstance(self.lora_r.value, int) else Fact(8, None, "PEFT default rank")
             out.lora_r = rank.setting()
@@ -116,29 +128,62 @@ def read_run(document: Document, files_from: str | None = None) -> RunConfig | N
     return run
 
 
-def read_launched(launched: FrameworkLaunch, launcher: str, text: str) -> RunConfig:
-    """The run a framework launch line describes: the config it names, with the options the line passes over it.
-    Every key stands at the launcher's line that gives it (the config's keys at the line naming the config)."""
+def read_launched(launched: FrameworkLaunch, launcher: str, text: str) -> RunConfig | None:
+    """The run a framework launch line describes: the config it names, with the options the line passes over it,
+    and the accelerate config or flags it launches with. Every key stands at the launcher's line that gives it (the
+    config's keys at the line naming the config). None when the line names a file no framework reads."""
     document = Document(launcher, text)
     launch = launched.launch
-    named = locate(launcher, launched.config) if launched.config else None
-    if named is not None:
-        try:
-            inner = read_document(Path(named).read_text(encoding="utf-8"), str(named))
-        except (OSError, ValueError, ConfigError):
-            inner = None
-        for key, entry in (inner.entries.items() if inner else ()):
-            document.entries[key] = Entry(key, entry.value, launch.line, 1)
+    inner = _named_document(launcher, launched.config)
+    for key, entry in (inner.entries.items() if inner else ()):
+        document.entries[key] = Entry(key, entry.value, launch.line, 1)
     lines = text.splitlines()
     for key in launch.options:
         line = launch.option_lines.get(key, launch.line)
         column = lines[line - 1].find(launch.written.get(key, key)) + 1 if 0 < line <= len(lines) else 1
         document.entries[key] = Entry(key, launch.value(key), line, max(column, 1))
-    run = RunConfig(framework(launched.framework), document)
-    READERS[launched.framework](run, str(named) if named else launcher)
-    if launch.processes:
-        run.gpus = Fact(launch.processes, Entry("NPROC_PER_NODE", launch.processes, launch.line, 1))
+    found = recognise(inner) if launched.framework == AUTO and inner is not None else None
+    if launched.framework == AUTO and found is None:
+        return None
+    run = RunConfig(found or framework(launched.framework), document, launched_by=launch.runner)
+    READERS[run.framework.id](run, inner.path if inner else launcher)
+    _launched_with(run, launch, launcher)
     return run
+
+
+def _named_document(base: str, name: str | None) -> Document | None:
+    found = locate(base, name) if name else None
+    if found is None:
+        return None
+    try:
+        return read_document(Path(found).read_text(encoding="utf-8"), str(found))
+    except (OSError, ValueError, ConfigError):
+        return None
+
+
+def _launched_with(run: RunConfig, launch, launcher: str) -> None:
+    """What the launcher adds: its processes, and accelerate's config file or flags (FSDP and its checkpointing,
+    ZeRO, mixed precision)."""
+    options = launch.runner_options
+    accelerate = _named_document(launcher, options.get("config_file")) if isinstance(options.get("config_file"), str) else None
+    if accelerate is None and isinstance(options.get("config_file"), str):
+        run.missing.append(options["config_file"])
+    if accelerate is not None:
+        settings = RunConfig(framework("accelerate"), accelerate)
+        _accelerate(settings, accelerate.path)
+        entry = Entry("config_file", options["config_file"], launch.line, 1)
+        note = f"in {options['config_file']}"
+        if settings.fsdp.value:
+            run.fsdp = Fact(True, entry, f"FSDP {note}")
+            run.fsdp_checkpointing = Fact(bool(settings.fsdp_checkpointing.value), entry, f"fsdp_activation_checkpointing {note}")
+        if settings.zero_stage.value and not run.zero_stage.value:
+            run.zero_stage = Fact(settings.zero_stage.value, entry, f"zero_stage {note}")
+        if settings.gpus is not None and launch.processes is None:
+            run.gpus = Fact(settings.gpus.value, entry, f"num_processes {note}")
+        if settings.dtype is not None and run.dtype is None:
+            run.dtype = Fact(settings.dtype.value, entry, f"mixed_precision {note}")
+    if launch.processes:
+        run.gpus = Fact(launch.processes, Entry("processes", launch.processes, launch.line, 1))
 
 
 # -- one reader per framework -----------------------------------------------------------------------------------
@@ -164,6 +209,9 @@ def _llamafactory(run: RunConfig, path: str) -> None:
     _trainer_fields(run, path, seq_key="cutoff_len", seq_default=2048, seq_note="LLaMA-Factory default cutoff_len [L6]")
     if run.document.value("pure_bf16") is True:
         run.dtype = Fact("bf16", run.document.get("pure_bf16"))
+    for key in ("use_badam", "use_galore", "use_apollo", "use_muon", "use_adam_mini"):  # optimizers of its own [L7]
+        if run.document.value(key) is True:
+            run.optimizer = Fact(key.removeprefix("use_"), run.document.get(key))
 
 
 def _axolotl(run: RunConfig, path: str) -> None:
@@ -273,6 +321,8 @@ def _trl(run: RunConfig, path: str) -> None:
         if run.document.value(key) is True:
             run.quantization = Fact(bits, run.document.get(key))
     _trainer_fields(run, path, seq_key="max_length", seq_default=1024, seq_note="TRL default max_length [C3]")
+    if run.seq_len is not None and run.seq_len.entry is None and "max_seq_length" in run.document:
+        run.seq_len = run.stated("max_seq_length")  # the name before trl 0.20 [C3]
     dtype = run.document.get("dtype") or run.document.get("torch_dtype")
     if dtype is not None and str(dtype.value) in DTYPES:
         run.dtype = Fact(DTYPES[str(dtype.value)], dtype)
@@ -294,6 +344,9 @@ def _accelerate(run: RunConfig, path: str) -> None:
     processes = run.document.get("num_processes")
     if processes is not None and isinstance(processes.value, int) and processes.value > 0:
         run.gpus = Fact(processes.value, processes)
+    precision = run.document.get("mixed_precision")
+    if precision is not None and precision.value in ("bf16", "fp16"):
+        run.dtype = Fact(precision.value, precision)
 
 
 def _deepspeed_json(run: RunConfig, path: str) -> None:
@@ -332,6 +385,11 @@ def _deepspeed(run: RunConfig, path: str, key: str) -> None:
     run.deepspeed_entry = entry
     found = locate(path, entry.value)
     if found is None:
+        stage = re.search(r"(?:zero|z|stage)[_-]?([0-3])(?!\d)", entry.value.rsplit("/", 1)[-1].lower())
+        if stage:  # a file of the framework's own (axolotl's deepspeed_configs/zero3_bf16.json): its name says the stage
+            run.zero_stage = Fact(int(stage.group(1)), entry, f"ZeRO-{stage.group(1)} by the name {entry.value}")
+        else:
+            run.missing.append(entry.value)
         return
     try:
         run.deepspeed = read_document(Path(found).read_text(encoding="utf-8"), str(found))

@@ -231,7 +231,7 @@ class Training:
             if isinstance(flag, OptionVal) and default is not None:
                 flag = OptionVal(flag.option, flag.line, default)
             condition, enabled = _first_on(on_paths(flag, None))
-            for kwargs_condition, kwargs, span in self._command_line_kwargs(line):
+            for kwargs_condition, kwargs, span in self._command_line_kwargs(line, namespace):
                 sites.append(
                     HFSite(
                         "command line",
@@ -249,14 +249,18 @@ class Training:
                 )
         return sites
 
-    def _command_line_kwargs(self, line: int) -> list[tuple[Condition, Value, Span]]:
+    def _command_line_kwargs(self, line: int, namespace: Namespace) -> list[tuple[Condition, Value, Span]]:
         """The checkpointing kwargs of arguments parsed from the command line at `line`, with the path each holds on
         and where they are given: those assigned after parsing (`training_args.gradient_checkpointing_kwargs = {...}`
-        in the branches of an `if`) [H3], else the launcher's (reported at the parser)."""
+        in the branches of an `if`) [H3], else the settings file's or the launcher's (reported at the parser)."""
         assigned = [(a.condition, a.value, a.span) for a in self.facts.attr_assigns
                     if a.attr in ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs") and a.line > line
                     and isinstance(a.base_value, Namespace) and a.base_value.kind == "command line"]
-        return assigned or [(ALWAYS, self._launched_kwargs(), Span(Position(line, 1), Position(line, 1)))]
+        given = namespace.fields.get("gradient_checkpointing_kwargs")
+        kwargs = self._launched_kwargs()
+        if isinstance(given, DictVal) and not isinstance(kwargs, DictVal):
+            kwargs = given  # `gradient_checkpointing_kwargs: {use_reentrant: false}` in the YAML the parser reads
+        return assigned or [(ALWAYS, kwargs, Span(Position(line, 1), Position(line, 1)))]
 
     def _launched_kwargs(self) -> Value:
         """`--gradient_checkpointing_kwargs '{"use_reentrant": false}'` on the launcher's line: the dict; MISSING when

@@ -470,7 +470,9 @@ def _setup_py_requirements(text: str) -> list[str]:
             for keyword in node.keywords:
                 if keyword.arg in ("install_requires", "extras_require"):
                     lines += strings(keyword.value)
-    return lines
+    # Hugging Face's convention (transformers, trl, alignment-handbook, open-r1): one `_deps` list of every pin, which
+    # `install_requires` picks from through `deps["trl"]` lookups
+    return lines + strings(names.get("_deps"))
 
 
 def _setup_cfg_requirements(text: str) -> list[str]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ckpt_doctor.analysis import FactsError, analyze, analyze_config, analyze_launcher
+from ckpt_doctor.analysis import Analysis, FactsError, analyze, analyze_config, analyze_launcher
+from ckpt_doctor.analysis.config_files import shown_path
 from ckpt_doctor.analysis.launchers import LAUNCHER_SUFFIXES, MAKEFILES
 from ckpt_doctor.analysis.config_document import CONFIG_SUFFIXES, ConfigError
 from ckpt_doctor.analysis.config_files import NoFiles
@@ -69,15 +70,18 @@ def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | 
             compile_check(source)
         return []
     analysis = analyze(source, settings)
-    ctx = Context(analysis, settings)
-    rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(source.path, r.code)]
-    findings = [f for f in run_rules(ctx, rules) if not _suppressed(analysis.facts.lines, f)]
+    findings = _script_findings(analysis, settings)
     if dependencies is not None:  # the settings files it names: the cache key holds them
         dependencies.extend(analysis.dependencies)
     if source.cells is not None:
         findings = [f for f in (_to_cell(source, f) for f in findings) if f is not None]
     unique = {(f.code, f.span): f for f in findings}
     return sorted(unique.values(), key=lambda f: f.sort_key)
+
+
+def _script_findings(analysis: Analysis, settings: Settings) -> list[Finding]:
+    rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(analysis.source.path, r.code)]
+    return [f for f in run_rules(Context(analysis, settings), rules) if not _suppressed(analysis.facts.lines, f)]
 
 
 def is_config(path: str) -> bool:
@@ -93,13 +97,43 @@ def lint_config(source: SourceFile, settings: Settings, dependencies: list[str] 
     else:
         analyses = analyze_launcher(source, settings)
     rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(source.path, r.code)]
-    findings = []
+    findings = [] if source.path.endswith(CONFIG_SUFFIXES) else _launched_script_findings(source, settings, dependencies)
     for analysis in analyses:
         findings += [f for f in run_rules(Context(analysis, settings), rules) if not _suppressed(analysis.lines, f)]
         if dependencies is not None:
             dependencies.extend(analysis.dependencies)
     unique = {(f.code, f.span): f for f in findings}
     return sorted(unique.values(), key=lambda f: f.sort_key)
+
+
+def _launched_script_findings(source: SourceFile, settings: Settings, dependencies: list[str] | None) -> list[Finding]:
+    """The findings on a script of the project that a launch line of `source` causes (they are not there when the
+    script runs without a launcher): reported at the launcher's line that gives the value, where the user changes it."""
+    from pathlib import Path
+
+    from ckpt_doctor.analysis.launchers import script_launches
+
+    launcher = Path(source.path).resolve()
+    root = Project(source.path, NoFiles()).root or launcher.parent
+    found: list[Finding] = []
+    for script, launch in script_launches(source.text, launcher, root, makefile=not source.path.endswith(LAUNCHER_SUFFIXES)):
+        try:
+            script_source = read_source(script, settings.max_file_size)
+            launched = analyze(script_source, settings, launches=[launch])
+            alone = analyze(script_source, settings, launches=[])
+        except (SourceError, SyntaxError, FactsError):
+            continue  # the script's own check reports it
+        before = {(f.code, f.span.start.line) for f in _script_findings(alone, settings)}
+        cited = re.compile(rf"{re.escape(launch.file)}:(\d+)")
+        for finding in _script_findings(launched, settings):
+            if (finding.code, finding.span.start.line) in before:
+                continue
+            line = int(match.group(1)) if (match := cited.search(finding.message)) else launch.line
+            found.append(Finding(finding.code, f"{shown_path(script)}:{finding.span.start.line}: {finding.message}", finding.severity,
+                                 Span(Position(line, 1), Position(line, 1)), path=source.path, condition=finding.condition))
+        if dependencies is not None:
+            dependencies.extend([str(script), *launched.dependencies])
+    return [f for f in found if not _suppressed(source.text.splitlines(), f)]
 
 
 def _imports_siblings(source: SourceFile) -> bool:

@@ -8,10 +8,12 @@ the other families that have a meaning in a config run on it too (`config_check`
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from ckpt_doctor.analysis.config_document import Entry
 from ckpt_doctor.analysis.run_config import RunConfig
+from ckpt_doctor.analysis.versions import TRACKED
 from ckpt_doctor.findings import Applicability, FixSpec, Position, Severity, Span
 from ckpt_doctor.rules import Context, Report, config_check, rule
 from ckpt_doctor.rules import memory
@@ -42,15 +44,39 @@ def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
         if entry is None or (value and str(entry.value) != value):
             continue
         use = advice["use"]
+        plugin = re.match(r"add (\S+) to plugins", use)
+        if plugin and plugin.group(1) in (run.document.value("plugins") or ()):
+            continue  # axolotl reads the key through the plugin the file lists [X1]
+        if run.framework.id == "trl" and run.launched_by != "trl":
+            continue  # a YAML of TrainingArguments fields that no `trl` command reads: the script's own dataclasses may
+        since = advice.get("since")  # "trl 0.27.0": renamed in that release
+        certain = _releases_since(ctx, since) if since else True
+        if certain is False or (certain is None and _declares(ctx, since)):
+            continue  # the releases the project declares (some or all) still read the old name
+        if name.startswith("fsdp_config.fsdp_") and run.framework.id == "accelerate" and run.document.value("fsdp_config.fsdp_version") != 2:
+            continue  # FSDP1 reads the fsdp_-prefixed keys; only FSDP2 maps them [A3]
         outcome = {"error": "it stops with an error", "ignored": "it ignores the key", "warning": "it warns and maps it"}.get(
             advice.get("what_happens", ""), advice.get("what_happens", ""))
         fix = None
         if not value and ":" not in use and " " not in use and use not in run.document and "." not in name:
             # the key as written, quotes kept; safe where the old name fails or is mapped anyway, not where it was ignored
-            applicability = Applicability.UNSAFE if advice.get("what_happens") == "ignored" else Applicability.SAFE
+            # the new name may not exist in a release the project runs unless its releases are known to be new enough
+            applicability = Applicability.UNSAFE if advice.get("what_happens") == "ignored" or certain is not True else Applicability.SAFE
             fix = _rename(run, entry, use, applicability)
-        yield Report(_at(entry), f"{run.framework.name} does not read `{key}`: {outcome} {advice.get('tag', '')}; use `{use}`".replace("  ", " "),
-                     fix=fix)
+        name = f"{run.framework.name} {since.split(' ', 1)[1]} and later" if since else run.framework.name
+        unpinned = "" if certain else f" (the project does not pin {since.split(' ', 1)[0]}: a new install gets these releases)"
+        yield Report(_at(entry), f"{name} does not read `{key}`{unpinned}: {outcome} {advice.get('tag', '')}; use `{use}`", fix=fix)
+
+
+def _releases_since(ctx: Context, since: str) -> bool | None:
+    """Whether every release the project allows of the package in `since` ("trl 0.27.0") is that one or later."""
+    package, version = since.split(" ", 1)
+    return ctx.versions.at_least(package, version) if package in TRACKED else None
+
+
+def _declares(ctx: Context, since: str) -> bool:
+    package = since.split(" ", 1)[0]
+    return package in TRACKED and ctx.versions.get(package).declared
 
 
 def _rename(run: RunConfig, entry: Entry, new: str, applicability: Applicability) -> FixSpec | None:
@@ -166,7 +192,17 @@ def zero3_peft_non_reentrant(ctx: Context) -> Iterator[Report]:
                      "(empty) frozen parameters and fails with \"CheckpointError ... shape [0]\"; use reentrant checkpointing here")
 
 
+def _when_sharding_known(check):
+    """A memory rule on a config, where the config says how the step is spread over GPUs (else the verdict would rest
+    on one GPU the run may not use)."""
+    def on_config(ctx: Context) -> Iterator[Report]:
+        return check(ctx) if _run(ctx).sharding_known else iter(())
+
+    return on_config
+
+
 # through the settings: a config describes a run as a script does
 for code, check in (("CKPT401", memory.oom_without_checkpointing), ("CKPT402", memory.oom_even_with_checkpointing),
-                    ("CKPT403", memory.checkpointing_not_needed), ("CKPT404", memory.memory_not_estimated)):
-    config_check(code)(check)
+                    ("CKPT403", memory.checkpointing_not_needed)):
+    config_check(code)(_when_sharding_known(check))
+config_check("CKPT404")(memory.memory_not_estimated)

@@ -123,6 +123,9 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
             f"`ckpt-doctor estimate --model path/to/config.json`. Settings read: {settings.describe()}",
             where,
         )
+    if settings.optimizer.value not in memory.OPTIMIZERS:
+        raise _Unknown(f"the optimizer {settings.optimizer.value!r} (line {settings.optimizer.line}) is not one the estimate models "
+                       f"({', '.join(memory.OPTIMIZERS)}). Settings read: {settings.describe()}", where)
     settings = complete_for(replace(settings), arch)  # the analysis' settings stay as the script states them
     budget = resolve_budget(ctx)
     flags = {k: v for k, v in settings.as_flags().items() if k != "model"}

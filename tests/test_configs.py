@@ -234,3 +234,18 @@ def test_estimate_of_a_config_agrees_with_the_equivalent_script(tmp_path, checkp
                      "train.py": SCRIPT.format(on=checkpointing)})
     config, script = _peak(tmp_path / "sft.yaml"), _peak(tmp_path / "train.py", seq_len=1024)
     assert abs(config - script) <= 0.01 * script
+
+
+def test_files_of_other_tools_are_skipped_even_when_broken_or_big(tmp_path):
+    write(tmp_path, {"chart/templates/deploy.yaml": "metadata:\n  name: {{ .Values.name }}\n  labels: {{- include \"x\" . }}\n",
+                     "data.json": "[" + ",".join(["1"] * 600_000) + "]"})
+    from ckpt_doctor.check.lint import check_file
+
+    for name in ("chart/templates/deploy.yaml", "data.json"):
+        result = check_file(str(tmp_path / name), Settings(root=tmp_path))
+        assert (result.error, result.findings) == (None, [])
+
+
+def test_a_launcher_without_a_suffix_is_read_by_its_shebang(tmp_path):
+    write(tmp_path, {"train": "#!/usr/bin/env bash\nswift sft --model Qwen/Qwen2.5-7B-Instruct --train_type lora\n"})
+    assert [f.code for f in check(tmp_path / "train", select=["CKPT501"])] == ["CKPT501"]

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 sys.path.insert(0, str(HERE))
 from blind_eval import SEVERITIES  # noqa: E402
-from evaluate import family, run_check  # noqa: E402
+from evaluate import OPTIMIZER_FAMILY, family, run_check  # noqa: E402
 
 SETTINGS = ("batch_size", "grad_accum", "seq_len", "dtype", "optimizer", "checkpointing", "lora", "zero_stage", "gpus")
 
@@ -68,11 +68,13 @@ def tool_settings(path: Path, gpu_memory: str) -> dict[str, object]:
     run = getattr(analysis, "run", None)
     out: dict[str, object] = {
         "batch_size": s.batch_size.value, "grad_accum": s.gradient_accumulation.value, "seq_len": s.seq_len.value if s.seq_len else None,
-        "dtype": "4bit" if s.load_in_4bit else "8bit" if s.load_in_8bit else s.dtype.value,
-        "optimizer": family(s.optimizer.value),
+        # the labels' dtype is the training precision: bf16 autocast over fp32 weights is "bf16"
+        "dtype": "4bit" if s.load_in_4bit else "8bit" if s.load_in_8bit else
+                 s.mixed_precision.value if s.dtype.value == "fp32" and s.mixed_precision.value in ("bf16", "fp16") else s.dtype.value,
+        "optimizer": family(s.optimizer.value) if s.optimizer.value in OPTIMIZER_FAMILY else "other",
         "checkpointing": "off" if s.checkpointing.value in (None, "none") else "on",
         "lora": s.lora_r is not None, "zero_stage": int(s.zero.value) if s.zero.note != "FSDP full shard" else 0,
-        "gpus": s.gpus.value if s.gpus.stated else None,
+        "gpus": s.gpus.value,  # one GPU when nothing says more, as the labels do
     }
     if run is not None:
         out["checkpointing"] = "on" if run.checkpointing.value else "off"
@@ -82,19 +84,18 @@ def tool_settings(path: Path, gpu_memory: str) -> dict[str, object]:
 
 
 def match(tool: list[dict], expert: list[dict], window: int) -> tuple[list[tuple[dict, dict | None]], list[dict]]:
-    """Pair each tool finding with an unused expert finding of its code: within `window` lines, or anywhere in the
-    file for the memory rules (CKPT4xx judge the whole run; experts point at the batch, the tool at the model)."""
-    left = list(expert)
+    """Pair each tool finding with the nearest expert finding of its code: within `window` lines, or anywhere in the
+    file for the memory rules (CKPT4xx judge the whole run; experts point at the batch, the tool at the model). Several
+    tool findings may match one expert finding (an expert writes "`flash_attention` and `xformers_attention` are
+    deprecated" once; the tool reports each key); the expert findings no tool finding matched are returned."""
     pairs = []
     for finding in sorted(tool, key=lambda f: f["location"]["row"]):
         row = finding["location"]["row"]
         reach = 10**6 if finding["code"].startswith("CKPT4") else window
-        near = [e for e in left if e["code"] == finding["code"] and abs(int(e.get("line") or 0) - row) <= reach]
-        best = min(near, key=lambda e: abs(int(e.get("line") or 0) - row), default=None)
-        if best is not None:
-            left.remove(best)
-        pairs.append((finding, best))
-    return pairs, left
+        near = [e for e in expert if e["code"] == finding["code"] and abs(int(e.get("line") or 0) - row) <= reach]
+        pairs.append((finding, min(near, key=lambda e: abs(int(e.get("line") or 0) - row), default=None)))
+    found = [id(e) for _, e in pairs if e is not None]
+    return pairs, [e for e in expert if id(e) not in found]
 
 
 def same(name: str, expert: object, tool: object) -> bool:

@@ -6,6 +6,7 @@ torchtune, [S#] ms-swift, [C#] TRL CLI, [A#] accelerate, [D#] DeepSpeed).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -71,3 +72,59 @@ def recognise(document: Document) -> Framework | None:
     if sum(key in document for key in _TRL) >= _TRL_AT_LEAST and any(k in document for k in ("model_name_or_path", "dataset_name")):
         return framework("trl")
     return None
+
+
+_DECISIVE_TEXT = re.compile(r"^\s*[\"']?(" + "|".join(re.escape(k.split(".")[0]) for keys in _DECISIVE.values() for k in keys) + r")[\"']?\s*:",
+                            re.MULTILINE)
+
+
+def recognisable(text: str) -> bool:
+    """Whether text that cannot be read as YAML / JSON still names a key only a framework's config has: its read error
+    is then worth reporting (other broken files, a Helm template, are not ours)."""
+    return _DECISIVE_TEXT.search(text) is not None
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """The keys one release of a framework reads (`ckpt_doctor/data/framework_keys.json`, generated from the
+    frameworks' sources by `bench/frameworks/extract_keys.py`), and what it does with any other."""
+
+    table: str  # "llamafactory", "swift_rlhf", "trl_sft", ...
+    releases: tuple[str, ...]  # the releases the verdict holds for
+    keys: frozenset[str]  # read by every one of them
+    unknown: str  # "error" | "ignored"
+    plugin_keys: dict  # axolotl: plugin -> the keys it reads
+    deprecated: dict  # key -> {"message": what the framework says to use, "source": "path:line"} (axolotl)
+
+    def reads(self, key: str, plugins: list[str]) -> bool:
+        if key in self.keys:
+            return True
+        # axolotl: `plugins: [axolotl.integrations.liger.LigerPlugin]` makes the liger keys read
+        listed = {part for plugin in plugins for part in plugin.split(".")}
+        return any(key in keys for plugin, keys in self.plugin_keys.items() if plugin in listed)
+
+
+@lru_cache(maxsize=1)
+def _key_tables() -> dict:
+    return json.loads((Path(__file__).resolve().parent.parent / "data" / "framework_keys.json").read_text(encoding="utf-8"))
+
+
+def key_set(table: str, releases: list[str] | None = None) -> KeySet | None:
+    """What `releases` of a framework all read (the newest release when None); None for a framework not listed."""
+    found = _key_tables().get(table)
+    if found is None:
+        return None
+    chosen = [r for r in (releases or [found["newest"]]) if r in found["releases"]] or [found["newest"]]
+    entries = [found["releases"][r] for r in chosen]
+    keys = frozenset.intersection(*(frozenset(e["keys"]) | frozenset(e.get("legacy_keys", ())) for e in entries))
+    if table.startswith(("llamafactory", "swift", "trl_")):  # built on TrainingArguments: older transformers' fields too
+        older = _key_tables().get("transformers_training_args", {}).get("releases", {})
+        keys |= frozenset(k for fields in older.values() for k in fields)
+    plugins = {p: set(k) for e in entries for p, k in e.get("plugin_keys", {}).items()}
+    deprecated = {k: v for e in entries for k, v in e.get("deprecated", {}).items()}
+    return KeySet(table, tuple(chosen), keys, entries[0]["unknown_keys"], plugins, deprecated)
+
+
+def releases_of(table: str) -> list[str]:
+    found = _key_tables().get(table)
+    return list(found["releases"]) if found else []

@@ -258,7 +258,7 @@ _FRAMEWORK_SUBCOMMANDS = {"swift": {"sft", "pt", "rlhf"}, "trl": {"sft", "dpo", 
 
 
 # the scripts of a framework's own tree that people run directly, and the framework they are
-_ENTRY_POINTS = {"swift/cli/sft.py": "swift", "swift/cli/pt.py": "swift", "swift/cli/rlhf.py": "swift", "swift.cli.sft": "swift",
+_ENTRY_POINTS = {"train_bash.py": "llamafactory", "swift/cli/sft.py": "swift", "swift/cli/pt.py": "swift", "swift/cli/rlhf.py": "swift", "swift.cli.sft": "swift",
                  "src/train.py": "llamafactory", "llamafactory/launcher.py": "llamafactory", "llamafactory.launcher": "llamafactory",
                  "axolotl.cli.train": "axolotl", "trl/scripts/sft.py": "trl", "trl/scripts/dpo.py": "trl", "trl.scripts.sft": "trl"}
 CONFIG_FILE = (".yaml", ".yml", ".json")
@@ -292,7 +292,7 @@ def _framework_command(words: list[str]):
             config = after[0] if after and after[0].endswith(CONFIG_FILE) else None
             if config is None and "--config" in after[:-1]:
                 config = after[after.index("--config") + 1]
-            return name, config, [w for w in after if w not in (config, "--config")], processes, name, {}
+            return name, config, [w for w in after if w not in (config, "--config")], processes, name, {"command": rest[0]}
         read = _runner(words, index)
         if read is not None:
             runner, runner_options, program, module, rest = read
@@ -395,14 +395,14 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     pending: list[str] = []
     start = 0
     for number, raw in enumerate(text.splitlines(), 1):
+        if raw.lstrip().startswith("#") and pending:
+            continue  # a comment line inside a continued command
         raw = _COMMENT.sub("", raw)  # `# ...` after a word: a comment; `data#1000` is a word
         if not pending:
             start = number
-        if raw.rstrip().endswith("\\") and not raw.lstrip().startswith("#"):
+        if raw.rstrip().endswith("\\"):
             pending.append(raw.rstrip()[:-1])
             continue
-        if raw.lstrip().startswith("#") and pending:
-            continue  # a comment line inside a continued command
         pending.append(raw)
         out.append((start, " ".join(pending)))
         pending = []
@@ -420,7 +420,19 @@ def _expand(text: str, variables: dict[str, str]) -> str:
             return match.group(3)
         return match.group(0)
 
-    return _EXPANSION.sub(one, text)
+    return _ARITHMETIC.sub(_arithmetic, _EXPANSION.sub(one, text))
+
+
+# `$(( 16 / 2 ))` and `$(expr 16 / 2)` once the file's variables are in: `--gradient_accumulation_steps $(expr 16 / $N)`
+_ARITHMETIC = re.compile(r"\$\(\(\s*(\d+)\s*([-+*/])\s*(\d+)\s*\)\)|\$\(expr\s+(\d+)\s+\\?([-+*/])\s+(\d+)\s*\)")
+
+
+def _arithmetic(match: re.Match) -> str:
+    left, operator, right = match.group(1, 2, 3) if match.group(1) else match.group(4, 5, 6)
+    a, b = int(left), int(right)
+    if operator == "/" and b == 0:
+        return match.group(0)
+    return str({"+": a + b, "-": a - b, "*": a * b, "/": a // b}[operator])
 
 
 def _split_commands(text: str) -> list[list[str]]:
@@ -555,7 +567,11 @@ def _script_arguments(words: list[str]) -> tuple[dict[str, object], dict[str, st
 
 
 def _known(word: str) -> object:
-    """The word, or UNKNOWN_VALUE where the file does not tell it: `$1`, `$(...)`, a `<PLACEHOLDER>`."""
+    """The word, or UNKNOWN_VALUE where the file does not tell it: `$1`, `$(...)`, a `<PLACEHOLDER>`. A config file
+    under a folder the file does not tell (`${REPO_HOME}/configs/zero3.json`) is the project's `configs/zero3.json`."""
+    tail = re.fullmatch(r"\$\{?\w+\}?/([\w./-]+\.(?:json|ya?ml))", word)
+    if tail:
+        return tail.group(1)
     return UNKNOWN_VALUE if "$" in word or "`" in word or (word.startswith("<") and word.endswith(">")) else word
 
 

@@ -49,6 +49,7 @@ class RunConfig:
     quantization: Fact = field(default_factory=lambda: Fact(None))  # 4 / 8 / None
     zero_stage: Fact = field(default_factory=lambda: Fact(0))
     launched_by: str | None = None  # the command of a launch line (`trl`, `swift`, `accelerate`), None for a file alone
+    command: str | None = None  # its subcommand: `sft`, `dpo`, `rlhf`, ...
     missing: list[str] = field(default_factory=list)  # files the config or line names that are not there
     deepspeed: Document | None = None  # the DeepSpeed JSON the config names, read
     deepspeed_entry: Entry | None = None  # the key naming it
@@ -145,7 +146,7 @@ def read_launched(launched: FrameworkLaunch, launcher: str, text: str) -> RunCon
     found = recognise(inner) if launched.framework == AUTO and inner is not None else None
     if launched.framework == AUTO and found is None:
         return None
-    run = RunConfig(found or framework(launched.framework), document, launched_by=launch.runner)
+    run = RunConfig(found or framework(launched.framework), document, launched_by=launch.runner, command=launch.runner_options.get("command"))
     READERS[run.framework.id](run, inner.path if inner else launcher)
     _launched_with(run, launch, launcher)
     return run
@@ -270,8 +271,10 @@ def _torchtune(run: RunConfig, path: str) -> None:
         run.dtype = Fact(DTYPES.get(str(dtype.value), str(dtype.value)), dtype)
     optimizer = str(run.document.value("optimizer._component_") or "")
     if optimizer:
-        name = "paged_adamw_8bit" if "PagedAdamW8bit" in optimizer else "adamw_8bit" if "8bit" in optimizer else "adamw_torch"
-        run.optimizer = Fact(name, run.document.get("optimizer._component_"))
+        name = optimizer.rsplit(".", 1)[-1]
+        known = {"AdamW": "adamw_torch", "Adam": "adamw_torch", "AdamW8bit": "adamw_8bit", "PagedAdamW8bit": "paged_adamw_8bit", "SGD": "sgd"}
+        in_backward = run.document.value("optimizer_in_bwd") is True  # steps inside the backward: no full gradient set [U6]
+        run.optimizer = Fact("optimizer_in_bwd" if in_backward else known.get(name, name), run.document.get("optimizer._component_"))
 
 
 def _swift(run: RunConfig, path: str) -> None:
@@ -323,6 +326,11 @@ def _trl(run: RunConfig, path: str) -> None:
     _trainer_fields(run, path, seq_key="max_length", seq_default=1024, seq_note="TRL default max_length [C3]")
     if run.seq_len is not None and run.seq_len.entry is None and "max_seq_length" in run.document:
         run.seq_len = run.stated("max_seq_length")  # the name before trl 0.20 [C3]
+    prompt, completion = run.document.get("max_prompt_length"), run.document.get("max_completion_length")
+    if prompt is not None and completion is not None and isinstance(prompt.value, int) and isinstance(completion.value, int):
+        run.seq_len = Fact(prompt.value + completion.value, completion, "max_prompt_length + max_completion_length")  # GRPO, ...
+    if run.dtype is None and run.document.value("fp16") is not True:
+        run.dtype = Fact("bf16", None, "TRL default bf16: not fp16 [C3]")
     dtype = run.document.get("dtype") or run.document.get("torch_dtype")
     if dtype is not None and str(dtype.value) in DTYPES:
         run.dtype = Fact(DTYPES[str(dtype.value)], dtype)
@@ -337,6 +345,8 @@ def _accelerate(run: RunConfig, path: str) -> None:
             _deepspeed(run, path, "deepspeed_config.deepspeed_config_file")
         elif stage is not None:
             run.zero_stage = Fact(stage.value, stage)
+        else:
+            run.zero_stage = Fact(2, kind, "accelerate's default zero_stage [A2]")
     if kind is not None and kind.value == "FSDP":
         run.fsdp = Fact(True, kind)
         ac = run.document.get("fsdp_config.fsdp_activation_checkpointing")

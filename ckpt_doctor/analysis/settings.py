@@ -22,7 +22,7 @@ DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16",
 OPTIM_NAMES = {
     "adamw_torch": "adamw", "adamw_hf": "adamw-loop", "adamw_torch_fused": "adamw-fused", "adamw_apex_fused": "adamw-fused",
     "adamw_bnb_8bit": "adamw-8bit", "adamw_8bit": "adamw-8bit", "paged_adamw_8bit": "paged-adamw-8bit",
-    "paged_adamw_32bit": "adamw", "adafactor": "adafactor", "sgd": "sgd",
+    "paged_adamw_32bit": "adamw", "adafactor": "adafactor", "sgd": "sgd", "adamw_torch_8bit": "adamw-8bit",
 }
 OPTIM_CLASSES = {
     "torch.optim.AdamW": "adamw", "torch.optim.Adam": "adamw", "torch.optim.SGD": "sgd",
@@ -75,6 +75,7 @@ class ScriptSettings:
     checkpointing: Setting = field(default_factory=lambda: Setting("none", None, "no checkpointing in the script"))
     deepspeed_16bit: bool = False  # DeepSpeed's 16-bit mode: `dtype` weights with an fp32 master copy
     config_call: Call | None = None  # TrainingArguments / TRL config, where a flag fix goes
+    sharding_unknown: str | None = None  # why the spread over GPUs is not known (a launcher's missing accelerate config)
     is_training: bool = False
 
     def as_flags(self) -> dict[str, object]:
@@ -239,6 +240,9 @@ def read_settings(training: Training) -> ScriptSettings:
         for flag in ("bf16", "fp16"):
             if truth(namespace.get(flag)) is True:
                 out.mixed_precision = Setting(flag, *_where(namespace.get(flag)))
+        accumulation = _setting(namespace.get("gradient_accumulation_steps"))
+        if accumulation and _positive_int(accumulation.value):
+            out.gradient_accumulation = accumulation
     else:
         loaders = [c for c in facts.calls if c.name == "DataLoader" and "batch_size" in c.kwargs and not _evaluation(c)]
         # the training loader: shuffled, or named like one, before any other
@@ -297,6 +301,8 @@ def read_settings(training: Training) -> ScriptSettings:
     launch = facts.launch
     if launch is not None and launch.processes:
         out.gpus = Setting(launch.processes, launch.line, f"{launch.runner} processes", launch.file)
+    if launch is not None and isinstance(launch.runner_options.get("config_file"), str):
+        _accelerate_config(out, launch, training.files)
 
     # checkpointing as the script runs with its defaults: `if args.gradient_checkpointing:
     # model.gradient_checkpointing_enable()` with an argparse default of False is off
@@ -401,10 +407,33 @@ def _precision(facts: ScriptFacts) -> tuple[Setting, bool] | None:
     return None
 
 
-def _where(value: Value) -> tuple[int | None, str]:
-    """(line, note) of a constant's origin, as `Setting` takes them."""
+def _accelerate_config(out: ScriptSettings, launch, files) -> None:
+    """`accelerate launch --config_file x.yaml train.py`: the processes, ZeRO stage or FSDP the file sets; a file that
+    is not there leaves the sharding unknown."""
+    name = launch.runner_options["config_file"]
+    data = files.settings(name)
+    if data is None:
+        out.sharding_unknown = f"{name} (named at {launch.where}) is not there"
+        return
+    kind = data.get("distributed_type")
+    deepspeed = data.get("deepspeed_config") if isinstance(data.get("deepspeed_config"), dict) else {}
+    if kind == "DEEPSPEED" and isinstance(deepspeed.get("zero_stage"), int) and not out.zero.value:
+        out.zero = Setting(deepspeed["zero_stage"], launch.line, f"DeepSpeed ZeRO-{deepspeed['zero_stage']} in {name}", launch.file)
+    elif kind == "DEEPSPEED" and not out.zero.value and "deepspeed_config_file" in deepspeed:
+        out.sharding_unknown = f"{name} leaves the ZeRO stage to {deepspeed['deepspeed_config_file']}"
+    elif kind == "DEEPSPEED" and not out.zero.value:
+        out.zero = Setting(2, launch.line, f"accelerate's default ZeRO-2 in {name}", launch.file)
+    if kind == "FSDP" and not out.zero.value:
+        out.zero = Setting(3, launch.line, f"FSDP in {name}", launch.file)
+    processes = data.get("num_processes")
+    if isinstance(processes, int) and processes > 0 and not launch.processes:
+        out.gpus = Setting(processes, launch.line, f"num_processes in {name}", launch.file)
+
+
+def _where(value: Value) -> tuple[int | None, str, str | None]:
+    """(line, note, file) of a constant's origin, as `Setting` takes them."""
     found = _setting(value)
-    return (found.line, found.note) if found else (None, "")
+    return (found.line, found.note, found.file) if found else (None, "", None)
 
 
 def _evaluation(loader: Call) -> bool:

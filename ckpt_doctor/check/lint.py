@@ -12,6 +12,7 @@ from ckpt_doctor.analysis import Analysis, FactsError, analyze, analyze_config, 
 from ckpt_doctor.analysis.config_files import shown_path
 from ckpt_doctor.analysis.launchers import LAUNCHER_SUFFIXES, MAKEFILES
 from ckpt_doctor.analysis.config_document import CONFIG_SUFFIXES, ConfigError
+from ckpt_doctor.analysis.frameworks import recognisable
 from ckpt_doctor.analysis.config_files import NoFiles
 from ckpt_doctor.analysis.parse import parse_module
 from ckpt_doctor.analysis.project import Project
@@ -42,23 +43,28 @@ def check_file(path: str, settings: Settings) -> FileResult:
 
 
 def read_checked(path: str, settings: Settings) -> SourceFile | FileResult:
-    """The file's source, or the result that stands for it: nothing to check (not Python), or its error."""
+    """The file's source, or the result that stands for it: nothing to check (not Python, or a YAML / JSON / shell
+    file too big or binary to be a training config: skipped as any file of no framework), or its error."""
     try:
         return read_source(path, settings.max_file_size)
     except NotPython:
         return FileResult(path)
     except SourceError as exc:
-        return FileResult(path, error=str(exc))
+        return FileResult(path) if is_config(path) else FileResult(path, error=str(exc))
 
 
 def check_source(source: SourceFile, settings: Settings) -> FileResult:
     dependencies: list[str] = []
     try:
-        lint = lint_config if is_config(source.path) else lint_text
+        lint = lint_config if is_config(source.path) or _shell_script(source) else lint_text
         findings = lint(source, settings, dependencies)
     except SyntaxError as exc:
         return FileResult(source.path, error=_syntax_error(source, exc), source=source)
-    except (FactsError, ConfigError) as exc:
+    except ConfigError as exc:
+        if not recognisable(source.text):  # a Helm template, a YAML of another tool: not ours to judge
+            return FileResult(source.path, source=source)
+        return FileResult(source.path, error=f"{source.path}: {exc}", source=source)
+    except FactsError as exc:
         return FileResult(source.path, error=f"{source.path}: {exc}", source=source)
     return FileResult(source.path, findings, source=source, dependencies=dependencies)
 
@@ -87,6 +93,12 @@ def _script_findings(analysis: Analysis, settings: Settings) -> list[Finding]:
 def is_config(path: str) -> bool:
     """A YAML / JSON settings file, or a launcher (shell script, Makefile): read as the runs they describe."""
     return path.endswith(CONFIG_SUFFIXES + LAUNCHER_SUFFIXES + (".mk",)) or path.rsplit("/", 1)[-1] in MAKEFILES
+
+
+def _shell_script(source: SourceFile) -> bool:
+    """A launcher without a suffix (`run`, `train`): a shell's `#!` line. pre-commit passes these as shell files."""
+    first = source.text.split("\n", 1)[0]
+    return not source.path.endswith((".py", ".pyi", ".ipynb")) and first.startswith("#!") and re.search(r"\b(ba|z|da)?sh\b", first) is not None
 
 
 def lint_config(source: SourceFile, settings: Settings, dependencies: list[str] | None = None) -> list[Finding]:

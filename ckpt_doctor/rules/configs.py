@@ -8,12 +8,14 @@ the other families that have a meaning in a config run on it too (`config_check`
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Iterator
 
 from ckpt_doctor.analysis.config_document import Entry
 from ckpt_doctor.analysis.run_config import RunConfig
-from ckpt_doctor.analysis.versions import TRACKED
+from ckpt_doctor.analysis.frameworks import key_set, releases_of
+from ckpt_doctor.analysis.versions import TRACKED, Version
 from ckpt_doctor.findings import Applicability, FixSpec, Position, Severity, Span
 from ckpt_doctor.rules import Context, Report, config_check, rule
 from ckpt_doctor.rules import memory
@@ -38,8 +40,10 @@ def _run(ctx: Context) -> RunConfig:
 )
 def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
     run = _run(ctx)
+    reported: set[str] = set()
     for key, advice in run.framework.renamed.items():
         name, _, value = key.partition(": ")
+        name_in_file = name
         entry = run.document.get(name)
         if entry is None or (value and str(entry.value) != value):
             continue
@@ -65,7 +69,9 @@ def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
             fix = _rename(run, entry, use, applicability)
         name = f"{run.framework.name} {since.split(' ', 1)[1]} and later" if since else run.framework.name
         unpinned = "" if certain else f" (the project does not pin {since.split(' ', 1)[0]}: a new install gets these releases)"
+        reported.add(name_in_file)
         yield Report(_at(entry), f"{name} does not read `{key}`{unpinned}: {outcome} {advice.get('tag', '')}; use `{use}`", fix=fix)
+    yield from _unknown_keys(ctx, run, reported)
 
 
 def _releases_since(ctx: Context, since: str) -> bool | None:
@@ -92,6 +98,58 @@ def _rename(run: RunConfig, entry: Entry, new: str, applicability: Applicability
             span = Span(Position(entry.line, entry.column), Position(entry.line, entry.column + len(written)))
             return FixSpec("replace", span, (("content", replacement),), applicability, f"Rename `{old}` to `{new}`")
     return None
+
+
+def _unknown_keys(ctx: Context, run: RunConfig, reported: set[str]) -> Iterator[Report]:
+    """Keys no release of the framework the project may run reads (checked against the keys its sources declare)."""
+    found = _key_set(ctx, run)
+    if found is None:
+        return
+    keys, note = found
+    document = run.document
+    plugins = [str(p) for p in (document.value("plugins") or []) if isinstance(p, str)]
+    nested = ("fsdp_config",) if run.framework.id == "axolotl" else ()
+    for key, entry in document.entries.items():
+        top = key.split(".", 1)[0]
+        if key in keys.deprecated and key not in reported:
+            said = keys.deprecated[key]
+            yield Report(_at(entry), f"{run.framework.name} {note} deprecates `{key}`: \"{said['message'].strip()}\" ({said['source']})")
+            continue
+        if key in reported or ("." in key and top not in nested) or keys.reads(key, plugins):
+            continue
+        if key.startswith("fsdp_config.fsdp_") and keys.reads("fsdp_config." + key.split(".", 1)[1][5:], plugins):
+            continue  # axolotl strips the old prefix, with a deprecation warning [X6]
+        if run.framework.id == "swift" and sum(k.startswith(key) for k in keys.keys) == 1:
+            continue  # argparse takes a unique prefix of an option (`lora_r` is `lora_rank`) [S1]
+        if run.framework.id == "llamafactory" and key in ("ALLOW_EXTRA_ARGS",):
+            continue
+        close = difflib.get_close_matches(key, sorted(keys.keys), n=1, cutoff=0.75)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        outcome = "it stops with an error" if keys.unknown == "error" else "it ignores the key"
+        yield Report(_at(entry), f"{run.framework.name} {note} has no key `{key}`: {outcome}{hint}")
+
+
+def _key_set(ctx: Context, run: RunConfig):
+    """(the keys of the releases the project may run, how to say which) for the framework whose keys are listed."""
+    framework_id = run.framework.id
+    if framework_id == "trl":
+        if run.launched_by != "trl" or run.command not in ("sft", "dpo", "grpo"):
+            return None  # the script that reads the YAML may have dataclasses of its own
+        table = f"trl_{run.command}"
+    elif framework_id == "swift":
+        table = "swift_rlhf" if run.command == "rlhf" or "rlhf_type" in run.document else "swift"
+    elif framework_id in ("llamafactory", "axolotl", "accelerate"):
+        table = framework_id
+    else:
+        return None
+    if framework_id == "trl" and ctx.versions.get("trl").declared:
+        target = ctx.versions.get("trl")
+        allowed = [r for r in releases_of(table) if target.low is None or Version.parse(r.lstrip("v")) >= target.low
+                   if target.high is None or Version.parse(r.lstrip("v")) <= target.high]
+        found = key_set(table, allowed or None)
+        return (found, f"({', '.join(found.releases)})") if found else None
+    found = key_set(table)
+    return (found, f"{found.releases[0]} (the newest; the project does not pin it)") if found else None
 
 
 @rule(

@@ -123,6 +123,9 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
             f"`ckpt-doctor estimate --model path/to/config.json`. Settings read: {settings.describe()}",
             where,
         )
+    if settings.sharding_unknown:
+        raise _Unknown(f"how the step is spread over GPUs is not known: {settings.sharding_unknown}. Settings read: "
+                       f"{settings.describe()}", where)
     if settings.optimizer.value not in memory.OPTIMIZERS:
         raise _Unknown(f"the optimizer {settings.optimizer.value!r} (line {settings.optimizer.line}) is not one the estimate models "
                        f"({', '.join(memory.OPTIMIZERS)}). Settings read: {settings.describe()}", where)

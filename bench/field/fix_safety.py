@@ -10,6 +10,10 @@ For each Python file (notebooks are left to the notebook tests):
 
     python bench/field/fix_safety.py /tmp/ckpt-corpus /tmp/blind-corpus
 
+For each framework config and launcher (YAML, JSON, shell), the fixes (key renames) applied must leave a file
+that still reads as YAML / JSON (`bash -n` passes for a shell script), keep every other line as it was, and write
+only keys the framework reads.
+
 Prints one line per problem and the totals; exit status 1 when there is a problem, 0 otherwise.
 """
 from __future__ import annotations
@@ -71,6 +75,51 @@ def problems_in(path: Path, root: Path) -> tuple[int, list[str]]:
     return len(fixes), out
 
 
+def config_problems_in(path: Path, root: Path) -> tuple[int, list[str]]:
+    """(fixes offered, problems) for one config or launcher."""
+    import subprocess
+
+    from ckpt_doctor.analysis import analyze_config, analyze_launcher
+    from ckpt_doctor.analysis.config_document import ConfigError, read_document
+    from ckpt_doctor.analysis.frameworks import key_set
+    from ckpt_doctor.check.lint import check_source
+
+    try:
+        source = read_source(str(path))
+    except SourceError:
+        return 0, []
+    settings = Settings(root=root)
+    result = check_source(source, settings)
+    fixes = [f for f in result.findings if f.fix is not None and f.fix.applicability is not Applicability.DISPLAY_ONLY]
+    if not fixes:
+        return 0, []
+    out: list[str] = []
+    fixed = apply_fixes(source.text, [f.fix for f in fixes])
+    changed = {f.fix.span.start.line for f in fixes}
+    before, after = source.text.splitlines(), fixed.splitlines()
+    if len(before) != len(after) or any(a != b for n, (a, b) in enumerate(zip(before, after), 1) if n not in changed):
+        out.append(f"{path}: a fix changed lines it does not report")
+    if path.suffix in (".yaml", ".yml", ".json"):
+        try:
+            read_document(fixed, str(path))
+        except ConfigError as exc:
+            out.append(f"{path}: the fixed file does not read: {exc}")
+        runs = [analyze_config(source, settings)]
+    else:
+        done = subprocess.run(["bash", "-n"], input=fixed, text=True, capture_output=True, check=False)
+        if done.returncode != 0:
+            out.append(f"{path}: the fixed script does not parse: {done.stderr.strip()[:200]}")
+        runs = analyze_launcher(source, settings)
+    tables = {"swift": "swift", "llamafactory": "llamafactory", "axolotl": "axolotl", "accelerate": "accelerate"}
+    for finding in fixes:
+        new = str(finding.fix.arg("content", "")).strip("\"'-")
+        frameworks = {a.run.framework.id for a in runs if a is not None}
+        keys = [key_set(tables[f]) for f in frameworks if f in tables]
+        if keys and not any(k is not None and new in k.keys for k in keys):
+            out.append(f"{path}:{finding.span.start.line}: {finding.code} writes `{new}`, which the framework does not read")
+    return len(fixes), out
+
+
 def pinless(path: Path) -> tuple[int, list[str]]:
     """The same file as if its project declared nothing: a copy's text under a folder with no pins."""
     import tempfile
@@ -96,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
             for count, found in (problems_in(path, root), pinless(path)):
                 offered += count
                 problems += found
+        for path in sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml", ".json", ".sh") and p.is_file()):
+            files += 1
+            count, found = config_problems_in(path, root)
+            offered += count
+            problems += found
     for line in problems:
         print(line)
     print(f"{files} files, {offered} fixes offered (as found + pinless), {len(problems)} problems")

@@ -7,6 +7,9 @@ number in GiB, which is within 1 % of what the driver reports.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import re
 
 __all__ = ["DEFAULT_BUDGET_BYTES", "GPU_MEMORY_GIB", "BudgetError", "gpu_memory_bytes", "known_gpus", "parse_budget"]
@@ -131,6 +134,8 @@ def configured_budget(gpu_memory: str | None, where: str = "gpu-memory") -> tupl
 def nvml_total() -> int | None:
     """GPU 0's total memory from NVML (nvidia-ml-py, part of the [verify] extra; imports no torch), None when
     there is no library, driver or device."""
+    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia/version"):
+        return None  # no NVIDIA driver loaded: no need to load NVML to learn that
     try:
         import pynvml
     except ImportError:

@@ -249,3 +249,10 @@ def test_files_of_other_tools_are_skipped_even_when_broken_or_big(tmp_path):
 def test_a_launcher_without_a_suffix_is_read_by_its_shebang(tmp_path):
     write(tmp_path, {"train": "#!/usr/bin/env bash\nswift sft --model Qwen/Qwen2.5-7B-Instruct --train_type lora\n"})
     assert [f.code for f in check(tmp_path / "train", select=["CKPT501"])] == ["CKPT501"]
+
+
+def test_a_key_written_twice_reads_as_pyyaml_does_and_is_flagged(tmp_path):
+    write(tmp_path, {"c.yml": "base_model: x\nsequence_len: 1024\nmicro_batch_size: 2\nsequence_len: 4096\n"})
+    assert run_of((tmp_path / "c.yml").read_text(), "c.yml").seq_len.value == 4096  # the last one wins
+    (finding,) = check(tmp_path / "c.yml", select=["CKPT502"])
+    assert finding.span.start.line == 4 and "lines 2, 4" in finding.message

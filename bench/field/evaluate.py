@@ -106,10 +106,13 @@ def tool_command() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "ckpt_doctor"]
 
 
-def run_check(corpus: Path, rels: list[str], gpu_memory: str) -> list[dict]:
+def run_check(corpus: Path, rels: list[str], gpu_memory: str, allow_errors: bool = False) -> list[dict]:
+    """The findings as JSON; `allow_errors`: files the tool could not check are printed, the others still count."""
     cmd = tool_command() + ["check", "--no-cache", "--exit-zero", "--output-format", "json", "--gpu-memory", gpu_memory, *rels]
     res = subprocess.run(cmd, cwd=corpus, capture_output=True, text=True, check=False)
-    if res.returncode not in (0, 1):
+    if allow_errors and res.returncode == 2 and res.stdout.strip():
+        print(f"  files the tool could not check:\n{res.stderr.strip()}", file=sys.stderr)
+    elif res.returncode not in (0, 1):
         sys.exit(f"error: `ckpt-doctor check` exited {res.returncode}: {res.stderr.strip()[-2000:]}")
     try:
         return json.loads(res.stdout or "[]")

@@ -31,6 +31,7 @@ class Document:
     path: str
     text: str
     entries: dict[str, Entry] = field(default_factory=dict)  # every key, nested ones dotted, in file order
+    duplicates: list[tuple[str, list[int]]] = field(default_factory=list)  # a key written more than once, its lines
 
     def get(self, key: str) -> Entry | None:
         return self.entries.get(key)
@@ -62,8 +63,10 @@ def read_document(text: str, path: str) -> Document:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
+    reader = YAML(typ="rt", pure=True)
+    reader.allow_duplicate_keys = True  # the frameworks read YAML with PyYAML, where the last one wins
     try:
-        data = YAML(typ="rt", pure=True).load(text)
+        data = reader.load(text)
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -76,7 +79,29 @@ def read_document(text: str, path: str) -> Document:
         raise ConfigError("not a YAML mapping")
     document = Document(path, text)
     _yaml_entries(document, data, "")
+    _last_duplicates(document, reader)
     return document
+
+
+_TOP_KEY = re.compile(r"^([A-Za-z_][\w.-]*)\s*:(.*)$", re.MULTILINE)
+
+
+def _last_duplicates(document: Document, reader) -> None:
+    """A top-level key written twice: ruamel keeps the first value, PyYAML (which the frameworks use) the last."""
+    seen: dict[str, list[tuple[int, str]]] = {}
+    for match in _TOP_KEY.finditer(document.text):
+        seen.setdefault(match.group(1), []).append((document.text.count("\n", 0, match.start()) + 1, match.group(0)))
+    for key, places in seen.items():
+        if len(places) < 2 or key not in document.entries or document.entries[key].value is _MAPPING:
+            continue
+        line, text = places[-1]
+        try:
+            value = reader.load(text)
+        except Exception:
+            continue
+        if hasattr(value, "get") and key in value:
+            document.entries[key] = Entry(key, _plain(value[key]), line, 1)
+            document.duplicates.append((key, [place for place, _ in places]))
 
 
 def _yaml_entries(document: Document, mapping, prefix: str) -> None:

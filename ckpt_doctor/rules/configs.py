@@ -180,6 +180,9 @@ def keys_contradict(ctx: Context) -> Iterator[Report]:
     if run.framework.id == "swift" and run.checkpointing.entry and run.checkpointing.value and run.fsdp_checkpointing.value:
         yield Report(_at(run.checkpointing.entry), "`gradient_checkpointing` with `fsdp_config.activation_checkpointing`: ms-swift "
                      "turns its own checkpointing off and keeps FSDP's [S4]; set `gradient_checkpointing: false`")
+    for key, lines in document.duplicates:
+        yield Report(_at(document.get(key)), f"`{key}` is written {len(lines)} times (lines {', '.join(map(str, lines))}): "
+                     f"{run.framework.name} reads YAML with PyYAML, where the last one wins; keep one")
     for a, b in (("load_in_4bit", "load_in_8bit"), ("bf16.enabled", "fp16.enabled"), ("bf16", "fp16")):
         if document.value(a) is True and document.value(b) is True:
             yield Report(_at(document.get(b)), f"`{a}` and `{b}` are both on: {run.framework.name} refuses the pair; keep one")

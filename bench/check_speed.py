@@ -36,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = os.environ.get("CKPT_DOCTOR_CORPUS") or "/tmp/ckpt-corpus"
 SMALL_FILE = REPO / "examples" / "train_lora.py"
+SMALL_CONFIG = REPO / "examples" / "llamafactory_lora_sft.yaml"  # with the DeepSpeed JSON it names
 FALLBACK_SMALL = '''"""A small LoRA fine-tune (benchmark input)."""
 import torch
 from peft import LoraConfig, get_peft_model
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         base = repeat([py, "-c", "pass"], args.small_runs, work)
         imp = repeat([py, "-c", "import ckpt_doctor.cli"], args.small_runs, work)
         one = repeat(tool + ["check", "--no-cache", "--exit-zero", str(small)], args.small_runs, work)
+        config = repeat(tool + ["check", "--no-cache", "--exit-zero", str(SMALL_CONFIG.relative_to(REPO))], args.small_runs, REPO)
         trace = timed([py, "-X", "importtime", "-m", "ckpt_doctor", "check", "--no-cache", "--exit-zero", str(small)], work)[1]
         heavy = sorted({m for m in ("torch", "transformers", "peft", "trl", "accelerate", "libcst")
                         if re.search(rf"\|\s*{m}$", trace.stderr.decode(errors="replace"), re.M)})
@@ -212,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             "import_ckpt_doctor_cli_s": (imp["median_s"] - base["median_s"]) if "median_s" in imp and "median_s" in base else None,
             "check_one_small_file_s": one.get("median_s"),
             "check_one_small_file_min_s": one.get("min_s"),
+            "check_one_config_s": config.get("median_s"),  # a LLaMA-Factory YAML and the DeepSpeed JSON it names
             "runs": args.small_runs,
             "modules_imported_by_check": heavy,
             "top_imports": top_imports(trace.stderr.decode(errors="replace")),
@@ -289,6 +292,8 @@ def print_table(r: dict) -> None:
     print(f"{'  import ckpt_doctor.cli (minus interpreter)':<52} {fmt(s['import_ckpt_doctor_cli_s']):>12}")
     label = f"  check --no-cache, one file ({s['small_file']['lines']} lines), end to end"
     print(f"{label:<52} {fmt(s['check_one_small_file_s']):>12}")
+    if s.get("check_one_config_s") is not None:
+        print(f"{'  check --no-cache, one framework config, end to end':<52} {fmt(s['check_one_config_s']):>12}")
     print(f"  heavy modules imported by check: {', '.join(s['modules_imported_by_check']) or 'none'}")
     print()
     print(f"{'corpus (median of runs)':<52} {'time':>9} {'files/s':>9} {'lines/s':>10}")

@@ -1,8 +1,8 @@
 """What a rule reports: a finding at a place in a file, with an optional fix.
 
-Findings are plain data. A fix is described as a `FixSpec` (what to change, where, in terms of the
-source positions the facts pass saw); `ckpt_doctor.check.fix` turns specs into LibCST transforms and text
-edits only when fixes are asked for, so detection never imports LibCST's metadata machinery.
+Findings are plain data. A fix is a `FixSpec`: one typed edit (`SetKeywords`, `InsertStatement`, `ReplaceText`,
+...) at a source position the facts pass saw; `ckpt_doctor.check.fix` turns it into a LibCST transform or a text
+edit only when fixes are asked for, so detection never imports LibCST's metadata machinery.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
+from typing import Union
 
 
 class Severity(enum.IntEnum):
@@ -49,46 +50,100 @@ class Span:
 
 
 @dataclass(frozen=True)
+class SetKeywords:
+    """Pass each `name=value` (value: source text) to the call at the span; `replace`: overwrite one already given."""
+
+    keywords: tuple[tuple[str, str], ...]
+    replace: bool = True
+
+    def written_names(self) -> set[str]:
+        return {name for name, _ in self.keywords}
+
+
+@dataclass(frozen=True)
+class SetDictKey:
+    """Add `"key": value` to the dict literal (or `dict(...)` call) at the span, unless the key is there."""
+
+    key: str
+    value: str
+
+    def written_names(self) -> set[str]:
+        return {self.key}
+
+
+@dataclass(frozen=True)
+class InsertStatement:
+    """One statement (no indentation) after the statement at the span, or before it."""
+
+    code: str
+    before: bool = False
+
+    def written_names(self) -> set[str]:
+        return set(re.findall(r"[A-Za-z_]\w*", self.code))
+
+
+@dataclass(frozen=True)
+class RenameAttribute:
+    """The attribute the assignment statement at the span sets."""
+
+    old: str
+    new: str
+
+    def written_names(self) -> set[str]:
+        return {self.new}
+
+
+@dataclass(frozen=True)
+class RenameMethod:
+    """The method the call at the span calls, and keywords of that call ((old, new), ...)."""
+
+    old: str
+    new: str
+    keywords: tuple[tuple[str, str], ...] = ()
+
+    def written_names(self) -> set[str]:
+        return {self.new} | {new for _, new in self.keywords}
+
+
+@dataclass(frozen=True)
+class RenameKeywords:
+    """Keywords of the call at the span ((old, new), ...)."""
+
+    renames: tuple[tuple[str, str], ...]
+
+    def written_names(self) -> set[str]:
+        return {new for _, new in self.renames}
+
+
+@dataclass(frozen=True)
+class ReplaceText:
+    """The text at the span, as text (configs and launchers: nothing is parsed)."""
+
+    content: str
+
+    def written_names(self) -> set[str]:
+        return set()
+
+
+Edit = Union[SetKeywords, SetDictKey, InsertStatement, RenameAttribute, RenameMethod, RenameKeywords, ReplaceText]
+EDITS: dict[str, type] = {cls.__name__: cls for cls in (SetKeywords, SetDictKey, InsertStatement, RenameAttribute, RenameMethod,
+                                                        RenameKeywords, ReplaceText)}
+
+
+@dataclass(frozen=True)
 class FixSpec:
-    """A fix, described abstractly; `ckpt_doctor.check.fix` knows how to apply each `kind`.
+    """A fix: one typed edit at a place the facts pass saw; `ckpt_doctor.check.fix` applies it (LibCST for the
+    edits of Python code, text for `ReplaceText`)."""
 
-    kinds and their arguments:
-      set_keyword      span: the call; name, value (source text), replace (bool: overwrite if present)
-      set_keywords     span: the call; keywords ((name, value), ...), each set or overwritten
-      set_dict_key     span: the dict literal; key, value (source text)
-      insert_after     span: the statement to insert after; code (one statement, no indentation)
-      insert_before    span: the statement to insert before; code
-      rename_attribute span: the assignment statement; old, new (the assigned attribute)
-      rename_method    span: the call; old, new (method name), keywords ((old, new), ...)
-      rename_keywords  span: the call; renames ((old, new), ...)
-    """
-
-    kind: str
+    edit: Edit
     span: Span
-    args: tuple[tuple[str, object], ...] = ()
     applicability: Applicability = Applicability.SAFE
     message: str = ""
     imports: tuple[str, ...] = ()  # e.g. ("import functools",) added when missing
 
     def introduced_names(self) -> set[str]:
         """The names and keywords this fix writes into the script (`use_reentrant`, `enable_input_require_grads`)."""
-        names: set[str] = set()
-        for key, value in self.args:
-            if key in ("name", "key", "new"):
-                names.add(str(value))
-            elif key == "keywords" and self.kind == "set_keywords":
-                names |= {str(name) for name, _ in value}
-            elif key in ("renames", "keywords"):
-                names |= {str(new) for _, new in value}
-            elif key == "code":
-                names |= set(re.findall(r"[A-Za-z_]\w*", str(value)))
-        return names
-
-    def arg(self, name: str, default: object = None) -> object:
-        for key, value in self.args:
-            if key == name:
-                return value
-        return default
+        return self.edit.written_names()
 
 
 @dataclass
@@ -126,9 +181,9 @@ def finding_to_dict(finding: Finding) -> dict:
         "fix": None
         if fix is None
         else {
-            "kind": fix.kind,
+            "edit": type(fix.edit).__name__,
+            "fields": {k: _freeze(v) for k, v in vars(fix.edit).items()},
             "span": _span_to_list(fix.span),
-            "args": [[k, _freeze(v)] for k, v in fix.args],
             "applicability": fix.applicability.value,
             "message": fix.message,
             "imports": list(fix.imports),
@@ -150,9 +205,8 @@ def finding_from_dict(data: dict) -> Finding:
         fix=None
         if fix is None
         else FixSpec(
-            kind=fix["kind"],
+            edit=EDITS[fix["edit"]](**{k: _thaw(v) for k, v in fix["fields"].items()}),
             span=_span_from_list(fix["span"]),
-            args=tuple((k, _thaw(v)) for k, v in fix["args"]),
             applicability=Applicability(fix["applicability"]),
             message=fix["message"],
             imports=tuple(fix["imports"]),

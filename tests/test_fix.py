@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from ckpt_doctor.analysis.facts import extract
-from ckpt_doctor.findings import FixSpec
+from ckpt_doctor.findings import FixSpec, InsertStatement, RenameAttribute, SetDictKey, SetKeywords
 from ckpt_doctor.check.fix import FixError, apply_fixes, edits_for, write_atomically
 
 CHECKPOINT = "torch.utils.checkpoint.checkpoint"
@@ -17,7 +17,7 @@ HEADER = "from torch.utils.checkpoint import checkpoint\n"
 
 def keyword_fix(code: str, name="use_reentrant", value="False", replace=False) -> str:
     code = HEADER + textwrap.dedent(code)
-    specs = [FixSpec("set_keyword", c.span, (("name", name), ("value", value), ("replace", replace))) for c in extract(code).calls_to(CHECKPOINT)]
+    specs = [FixSpec(SetKeywords(((name, value),), replace), c.span) for c in extract(code).calls_to(CHECKPOINT)]
     out = apply_fixes(code, specs)
     ast.parse(out)
     return out[len(HEADER):]
@@ -51,7 +51,7 @@ def test_nested_calls_each_get_their_keyword():
 def test_set_dict_key_keeps_quote_style():
     code = "model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'preserve_rng_state': True})\n"
     (call,) = extract(code).calls
-    spec = FixSpec("set_dict_key", call.kwargs["gradient_checkpointing_kwargs"].span, (("key", "use_reentrant"), ("value", "False")))
+    spec = FixSpec(SetDictKey("use_reentrant", "False"), call.kwargs["gradient_checkpointing_kwargs"].span)
     assert apply_fixes(code, [spec]) == (
         "model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'preserve_rng_state': True, 'use_reentrant': False})\n"
     )
@@ -60,7 +60,7 @@ def test_set_dict_key_keeps_quote_style():
 def test_set_dict_key_in_a_multiline_dict_keeps_comments_on_their_lines():
     code = "d = {\n    'a': 1,  # c\n}\nmodel.gradient_checkpointing_enable(gradient_checkpointing_kwargs=d)\n"
     (call,) = extract(code).method_calls("gradient_checkpointing_enable")
-    spec = FixSpec("set_dict_key", call.kwargs["gradient_checkpointing_kwargs"].span, (("key", "use_reentrant"), ("value", "False")))
+    spec = FixSpec(SetDictKey("use_reentrant", "False"), call.kwargs["gradient_checkpointing_kwargs"].span)
     assert apply_fixes(code, [spec]).startswith("d = {\n    'a': 1,  # c\n    'use_reentrant': False,\n}\n")
 
 
@@ -75,7 +75,7 @@ def test_insert_after_in_nested_block_keeps_indentation_and_comments():
         """
     )
     (call,) = extract(code).method_calls("gradient_checkpointing_enable")
-    out = apply_fixes(code, [FixSpec("insert_after", call.statement, (("code", "model.config.use_cache = False"),))])
+    out = apply_fixes(code, [FixSpec(InsertStatement("model.config.use_cache = False"), call.statement)])
     assert out == textwrap.dedent(
         """\
         def main():
@@ -90,7 +90,7 @@ def test_insert_after_in_nested_block_keeps_indentation_and_comments():
 
 def test_crlf_and_tabs_survive():
     code = HEADER.replace("\n", "\r\n") + "def f(x):\r\n\treturn checkpoint(g, x)\r\n"
-    specs = [FixSpec("set_keyword", c.span, (("name", "use_reentrant"), ("value", "False"))) for c in extract(code).calls_to(CHECKPOINT)]
+    specs = [FixSpec(SetKeywords((("use_reentrant", "False"),), replace=False), c.span) for c in extract(code).calls_to(CHECKPOINT)]
     out = apply_fixes(code, specs)
     assert out.endswith("def f(x):\r\n\treturn checkpoint(g, x, use_reentrant=False)\r\n")
     assert "\n" not in out.replace("\r\n", "")
@@ -99,7 +99,7 @@ def test_crlf_and_tabs_survive():
 def test_rename_attribute_only_touches_the_target():
     code = "args.gradient_checkpointing = args.gradient_checkpointing or True\n"
     (assign,) = extract(code).assigns_to("gradient_checkpointing")
-    spec = FixSpec("rename_attribute", assign.span, (("old", "gradient_checkpointing"), ("new", "activation_checkpointing")))
+    spec = FixSpec(RenameAttribute("gradient_checkpointing", "activation_checkpointing"), assign.span)
     assert apply_fixes(code, [spec]) == "args.activation_checkpointing = args.gradient_checkpointing or True\n"
 
 
@@ -107,13 +107,13 @@ def test_fix_that_would_not_parse_is_refused():
     code = HEADER + "checkpoint(f, x)\n"
     (call,) = extract(code).calls_to(CHECKPOINT)
     with pytest.raises(FixError):
-        apply_fixes(code, [FixSpec("set_keyword", call.span, (("name", "use_reentrant"), ("value", "False )(")))])
+        apply_fixes(code, [FixSpec(SetKeywords((("use_reentrant", "False )("),), replace=False), call.span)])
 
 
 def test_edits_reproduce_the_fix():
     code = HEADER + "checkpoint(\n    f,\n    x,\n)\n"
     (call,) = extract(code).calls_to(CHECKPOINT)
-    spec = FixSpec("set_keyword", call.span, (("name", "use_reentrant"), ("value", "False")))
+    spec = FixSpec(SetKeywords((("use_reentrant", "False"),), replace=False), call.span)
     (((content, start, end),),) = edits_for(code, [spec])
     lines = code.splitlines(keepends=True)
     offset = lambda p: sum(len(line) for line in lines[: p.line - 1]) + p.column - 1  # noqa: E731
@@ -134,7 +134,7 @@ def test_write_atomically_refuses_a_file_changed_since_read(tmp_path):
 def test_a_file_libcst_cannot_reproduce_is_not_fixed():
     """Found by hypothesmith: LibCST drops a `\\` continuation line ending in CRLF in an LF file."""
     text = HEADER + "pass;\n\\\r\ny = checkpoint(model, 1)\n"
-    specs = [FixSpec("set_keyword", c.span, (("name", "use_reentrant"), ("value", "False"), ("replace", False)))
+    specs = [FixSpec(SetKeywords((("use_reentrant", "False"),), replace=False), c.span)
              for c in extract(text).calls_to(CHECKPOINT)]
     assert specs
     with pytest.raises(FixError, match="byte for byte"):

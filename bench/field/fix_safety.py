@@ -28,9 +28,9 @@ from ckpt_doctor.analysis.source import SourceError, read_source
 from ckpt_doctor.check.fix import FixError, apply_fixes
 from ckpt_doctor.check.lint import lint_text
 from ckpt_doctor.config import Settings
-from ckpt_doctor.findings import Applicability
+from ckpt_doctor.findings import Applicability, RenameKeywords, RenameMethod, ReplaceText, SetKeywords
 
-CALL_EDITS = {"set_keyword", "set_keywords", "rename_method", "rename_keywords"}
+CALL_EDITS = (SetKeywords, RenameMethod, RenameKeywords)
 LIBRARY_CALLEES = ("torch.", "functools.partial") + HF_PACKAGES
 
 
@@ -60,7 +60,7 @@ def problems_in(path: Path, root: Path) -> tuple[int, list[str]]:
     calls = {c.span: c for c in analysis.facts.calls if c.via is None}
     for finding in fixes:
         where = f"{path}:{finding.span.start.line}: {finding.code}"
-        if finding.fix.kind in CALL_EDITS:
+        if isinstance(finding.fix.edit, CALL_EDITS):
             call = calls.get(finding.fix.span)
             if call is None or call.via is not None:
                 out.append(f"{where}: the fix edits no call of this file")
@@ -112,7 +112,7 @@ def config_problems_in(path: Path, root: Path) -> tuple[int, list[str]]:
         runs = analyze_launcher(source, settings)
     tables = {"swift": "swift", "llamafactory": "llamafactory", "axolotl": "axolotl", "accelerate": "accelerate"}
     for finding in fixes:
-        new = str(finding.fix.arg("content", "")).strip("\"'-")
+        new = finding.fix.edit.content.strip("\"'-") if isinstance(finding.fix.edit, ReplaceText) else ""
         frameworks = {a.run.framework.id for a in runs if a is not None}
         keys = [key_set(tables[f]) for f in frameworks if f in tables]
         if keys and not any(k is not None and new in k.keys for k in keys):

@@ -17,11 +17,19 @@ from pathlib import Path
 from typing import Iterable
 
 from ckpt_doctor.analysis.parse import parse_module
-from ckpt_doctor.findings import Applicability, FixSpec, Position
+from ckpt_doctor.findings import (
+    Applicability,
+    FixSpec,
+    InsertStatement,
+    Position,
+    RenameAttribute,
+    RenameKeywords,
+    RenameMethod,
+    ReplaceText,
+    SetDictKey,
+    SetKeywords,
+)
 
-TEXT_EDIT_KINDS = {"replace"}  # span: the text to replace; content: its replacement (configs and launchers: no parse)
-FIXABLE_KINDS = {"set_keyword", "set_keywords", "set_dict_key", "insert_after", "insert_before", "rename_attribute", "rename_method",
-                 "rename_keywords"} | TEXT_EDIT_KINDS
 
 
 class FixError(Exception):
@@ -29,7 +37,7 @@ class FixError(Exception):
 
 
 def applicable(spec: FixSpec | None, unsafe: bool) -> bool:
-    if spec is None or spec.kind not in FIXABLE_KINDS:
+    if spec is None:
         return False
     if spec.applicability is Applicability.SAFE:
         return True
@@ -38,10 +46,10 @@ def applicable(spec: FixSpec | None, unsafe: bool) -> bool:
 
 def apply_fixes(text: str, specs: Iterable[FixSpec]) -> str:
     """`text` with every spec applied (those that overlap the same node are applied once each)."""
-    specs = [s for s in specs if s.kind in FIXABLE_KINDS]
+    specs = list(specs)
     if not specs:
         return text
-    if all(s.kind in TEXT_EDIT_KINDS for s in specs):
+    if all(isinstance(s.edit, ReplaceText) for s in specs):
         return _replace(text, specs)
     return _Parsed(text).apply(specs)
 
@@ -60,7 +68,7 @@ def _replace(text: str, specs: list[FixSpec]) -> str:
         start, end = offset(spec.span.start), offset(spec.span.end)
         if any(start < b and a < end or start == a for a, b in done):
             continue
-        text = text[:start] + str(spec.arg("content", "")) + text[end:]
+        text = text[:start] + spec.edit.content + text[end:]
         done.append((start, end))
     return text
 
@@ -97,7 +105,7 @@ class _Parsed:
     def apply_one(self, spec: FixSpec) -> str:
         """The text after `spec` alone. A fix of one call or dict regenerates only that node, not the whole
         module (a file with hundreds of findings would otherwise cost hundreds of module codegens)."""
-        if spec.kind not in _NODE_KINDS or spec.imports:
+        if not isinstance(spec.edit, _NODE_EDITS) or spec.imports:
             return self.apply([spec])
         cst = self.cst
         transformer = _transformer(cst)([spec], self.positions)
@@ -128,7 +136,7 @@ class _Parsed:
 
 
 # fixes that rewrite one call or dict literal in place
-_NODE_KINDS = {"set_keyword", "set_keywords", "set_dict_key", "rename_method", "rename_keywords"}
+_NODE_EDITS = (SetKeywords, SetDictKey, RenameMethod, RenameKeywords)  # edits of one call or dict
 
 
 def _finish(text: str, new_text: str, specs: list[FixSpec]) -> str:
@@ -144,8 +152,8 @@ def _finish(text: str, new_text: str, specs: list[FixSpec]) -> str:
 
 def edits_for(text: str, specs: list[FixSpec]) -> list[list[tuple[str, Position, Position]]]:
     """Each fix as text edits (content, start, end), ruff-style, 1-based; the file is parsed once."""
-    if all(s.kind in TEXT_EDIT_KINDS for s in specs):
-        return [[(str(s.arg("content", "")), s.span.start, s.span.end)] for s in specs]
+    if all(isinstance(s.edit, ReplaceText) for s in specs):
+        return [[(s.edit.content, s.span.start, s.span.end)] for s in specs]
     try:
         parsed = _Parsed(text)
     except FixError:
@@ -153,7 +161,7 @@ def edits_for(text: str, specs: list[FixSpec]) -> list[list[tuple[str, Position,
     out = []
     for spec in specs:
         try:
-            new_text = parsed.apply_one(spec) if spec.kind in FIXABLE_KINDS else text
+            new_text = parsed.apply_one(spec)
         except FixError:
             new_text = text
         out.append(_edit(text, new_text))
@@ -255,7 +263,7 @@ def _transformer(cst):  # built lazily so importing this module does not import 
             self.by_start: dict[tuple[int, int], list[FixSpec]] = {}
             self.statement_specs: dict[int, list[FixSpec]] = {}
             for spec in specs:
-                if spec.kind in ("insert_after", "insert_before", "rename_attribute"):
+                if isinstance(spec.edit, (InsertStatement, RenameAttribute)):
                     self.statement_specs.setdefault(spec.span.start.line, []).append(spec)
                 else:
                     self.by_start.setdefault((spec.span.start.line, spec.span.start.column), []).append(spec)
@@ -271,30 +279,29 @@ def _transformer(cst):  # built lazily so importing this module does not import 
             first, last = position.start.line, position.end.line
             return any(first <= line <= last for line in self.lines)
 
-        def _specs_at(self, node, *kinds: str) -> list[FixSpec]:
+        def _specs_at(self, node, *kinds: type) -> list[FixSpec]:
             position = self.positions.get(node)
             if position is None:
                 return []
             specs = self.by_start.get((position.start.line, position.start.column + 1), [])
             end = (position.end.line, position.end.column + 1)
-            return [s for s in specs if s.kind in kinds and (s.span.end.line, s.span.end.column) == end and id(s) not in self.done]
+            return [s for s in specs if isinstance(s.edit, kinds) and (s.span.end.line, s.span.end.column) == end and id(s) not in self.done]
 
         # calls: keywords, renames, dict(...) literals
         def leave_Call(self, original, updated):
-            for spec in self._specs_at(original, "set_keyword", "set_keywords", "set_dict_key", "rename_method", "rename_keywords"):
+            for spec in self._specs_at(original, *_NODE_EDITS):
                 self.done.add(id(spec))
-                if spec.kind == "set_keyword":
-                    updated = self._set_keyword(updated, str(spec.arg("name")), str(spec.arg("value")), bool(spec.arg("replace")))
-                elif spec.kind == "set_keywords":
-                    for name, value in spec.arg("keywords") or ():
-                        updated = self._set_keyword(updated, name, value, True)
-                elif spec.kind == "set_dict_key":  # `dict(a=1)` form
-                    updated = self._set_keyword(updated, str(spec.arg("key")), str(spec.arg("value")), False)
-                elif spec.kind == "rename_method" and isinstance(updated.func, cst.Attribute) and updated.func.attr.value == spec.arg("old"):
-                    updated = updated.with_changes(func=updated.func.with_changes(attr=cst.Name(str(spec.arg("new")))))
-                    updated = self._rename_keywords(updated, spec.arg("keywords") or ())
-                elif spec.kind == "rename_keywords":
-                    updated = self._rename_keywords(updated, spec.arg("renames") or ())
+                edit = spec.edit
+                if isinstance(edit, SetKeywords):
+                    for name, value in edit.keywords:
+                        updated = self._set_keyword(updated, name, value, edit.replace)
+                elif isinstance(edit, SetDictKey):  # `dict(a=1)` form
+                    updated = self._set_keyword(updated, edit.key, edit.value, False)
+                elif isinstance(edit, RenameMethod) and isinstance(updated.func, cst.Attribute) and updated.func.attr.value == edit.old:
+                    updated = updated.with_changes(func=updated.func.with_changes(attr=cst.Name(edit.new)))
+                    updated = self._rename_keywords(updated, edit.keywords)
+                elif isinstance(edit, RenameKeywords):
+                    updated = self._rename_keywords(updated, edit.renames)
                 self.replaced.append((original, updated))
             return updated
 
@@ -332,12 +339,12 @@ def _transformer(cst):  # built lazily so importing this module does not import 
             return call.with_changes(args=args)
 
         def leave_Dict(self, original, updated):
-            specs = self._specs_at(original, "set_dict_key")
+            specs = self._specs_at(original, SetDictKey)
             if specs:
                 self.replaced.append((original, updated))  # the last `updated` is put in below
             for spec in specs:
                 self.done.add(id(spec))
-                key = str(spec.arg("key"))
+                key = spec.edit.key
                 present = any(
                     isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString) and e.key.evaluated_value == key
                     for e in updated.elements
@@ -351,7 +358,7 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                         break
                 element = cst.DictElement(
                     key=cst.SimpleString(f"{quote}{key}{quote}"),
-                    value=cst.parse_expression(str(spec.arg("value"))),
+                    value=cst.parse_expression(spec.edit.value),
                     whitespace_before_colon=cst.SimpleWhitespace(""),
                     whitespace_after_colon=cst.SimpleWhitespace(" "),
                 )
@@ -372,14 +379,15 @@ def _transformer(cst):  # built lazily so importing this module does not import 
                 for spec in specs:
                     self.done.add(id(spec))
                     changed = True
-                    if spec.kind == "insert_before":  # comments above the statement stay above both
-                        inserted = cst.parse_statement(str(spec.arg("code")) + "\n")
+                    edit = spec.edit
+                    if isinstance(edit, InsertStatement) and edit.before:  # comments above the statement stay above both
+                        inserted = cst.parse_statement(edit.code + "\n")
                         out.append(inserted.with_changes(leading_lines=statement.leading_lines))
                         statement = statement.with_changes(leading_lines=[])
-                    elif spec.kind == "rename_attribute":
-                        statement = statement.visit(_AttributeRenamer(cst, str(spec.arg("old")), str(spec.arg("new"))))
+                    elif isinstance(edit, RenameAttribute):
+                        statement = statement.visit(_AttributeRenamer(cst, edit.old, edit.new))
                 out.append(statement)
-                out.extend(cst.parse_statement(str(s.arg("code")) + "\n") for s in specs if s.kind == "insert_after")
+                out.extend(cst.parse_statement(s.edit.code + "\n") for s in specs if isinstance(s.edit, InsertStatement) and not s.edit.before)
             return out, changed
 
         def leave_IndentedBlock(self, original, updated):

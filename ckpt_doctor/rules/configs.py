@@ -16,7 +16,7 @@ from ckpt_doctor.analysis.config_document import Entry
 from ckpt_doctor.analysis.run_config import RunConfig
 from ckpt_doctor.analysis.frameworks import key_set, releases_of
 from ckpt_doctor.analysis.versions import TRACKED, Version
-from ckpt_doctor.findings import Applicability, FixSpec, Position, Severity, Span
+from ckpt_doctor.findings import Applicability, FixSpec, Position, ReplaceText, Severity, Span
 from ckpt_doctor.rules import Context, Report, config_check, rule
 from ckpt_doctor.rules import memory
 
@@ -96,7 +96,7 @@ def _rename(run: RunConfig, entry: Entry, new: str, applicability: Applicability
         if line.startswith(written, start):
             replacement = written.replace(old, new)
             span = Span(Position(entry.line, entry.column), Position(entry.line, entry.column + len(written)))
-            return FixSpec("replace", span, (("content", replacement),), applicability, f"Rename `{old}` to `{new}`")
+            return FixSpec(ReplaceText(replacement), span, applicability, f"Rename `{old}` to `{new}`")
     return None
 
 

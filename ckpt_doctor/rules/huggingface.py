@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ckpt_doctor.analysis.facts import AttrAssign
-from ckpt_doctor.findings import Applicability, FixSpec, Severity
+from ckpt_doctor.findings import Applicability, FixSpec, RenameAttribute, RenameKeywords, RenameMethod, SetDictKey, Severity
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after, insert_before, peft_calls, set_keyword, zero3_with_peft
@@ -22,13 +22,8 @@ def _kwargs_fix(site: HFSite, applicability: Applicability) -> FixSpec | None:
     if site.kind == "private method" or not site.resolved:
         return None  # it takes a function, not kwargs (the fix needs imports); or not known to be the library's method
     if isinstance(site.kwargs, DictVal) and site.kwargs.span is not None:
-        return FixSpec(
-            "set_dict_key",
-            site.kwargs.span,
-            (("key", "use_reentrant"), ("value", "False")),
-            applicability,
-            'Add `"use_reentrant": False` to the checkpointing kwargs',
-        )
+        return FixSpec(SetDictKey("use_reentrant", "False"), site.kwargs.span, applicability,
+                       'Add `"use_reentrant": False` to the checkpointing kwargs')
     if site.call is not None and (isinstance(site.kwargs, Missing) or (isinstance(site.kwargs, Const) and site.kwargs.value is None)):
         return set_keyword(site.call, site.kwargs_name or "gradient_checkpointing_kwargs", '{"use_reentrant": False}', applicability,
                            f'Pass `{site.kwargs_name}={{"use_reentrant": False}}`', replace=True)
@@ -360,7 +355,7 @@ def deprecated_name(ctx: Context) -> Iterator[Report]:
         yield Report(
             call.span,
             f"`{call.name}` is a deprecated alias of `{new}` on {target} (FutureWarning, removed in v6)",
-            fix=FixSpec("rename_method", call.span, (("old", call.name), ("new", new), ("keywords", (("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),))),
+            fix=FixSpec(RenameMethod(call.name, new, (("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),)), call.span,
                         applicability, f"Rename to `{new}`") if library and not call.via else None,
             condition=call.condition,
         )
@@ -375,7 +370,7 @@ def deprecated_name(ctx: Context) -> Iterator[Report]:
                 call.keyword_spans[old_names[0]],
                 f"`{'`, `'.join(old_names)}` on `{call.name}` is a deprecated alias on {target}: it is copied to "
                 "`activation_checkpointing*` once, in `__post_init__`, and will be removed in v6",
-                fix=None if call.via else FixSpec("rename_keywords", call.span, (("renames", renames),), applicability, "Rename to `activation_checkpointing*`"),
+                fix=None if call.via else FixSpec(RenameKeywords(renames), call.span, applicability, "Rename to `activation_checkpointing*`"),
                 condition=call.condition,
             )
 
@@ -402,7 +397,7 @@ def set_after_init(ctx: Context) -> Iterator[Report]:
             f"`{assign.attr}` is a deprecated alias resolved once in `TrainingArguments.__post_init__`, and the Trainer reads "
             f"`{new}`; assign `{new}` instead",
             # TRL trainers also read the old name, which only the constructor keeps in step [H3]
-            fix=None if assign.via else FixSpec("rename_attribute", assign.span, (("old", assign.attr), ("new", new)),
+            fix=None if assign.via else FixSpec(RenameAttribute(assign.attr, new), assign.span,
                                                 Applicability.DISPLAY_ONLY if trl else Applicability.UNSAFE,
                                                 f"Pass `{new}` to the config's constructor" if trl else f"Assign `{new}` instead"),
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
-from ckpt_doctor.findings import Applicability, FixSpec, Position, Severity, Span
+from ckpt_doctor.findings import Applicability, FixSpec, Position, SetKeywords, Severity, Span
 from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after
@@ -217,13 +217,8 @@ def _enable_fix(ctx: Context, assessment: Assessment, plan: str) -> FixSpec | No
             if not versions.at_least("transformers", TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE):
                 return None
             kwargs = f'{{"use_reentrant": False, "every_n_layers": {every}}}'
-        return FixSpec(
-            "set_keywords",
-            config.span,
-            (("keywords", ((flag, "True"), (f"{flag}_kwargs", kwargs))),),
-            Applicability.UNSAFE,
-            f"Turn on {_plan_words(plan)} with `{flag}=True`",
-        )
+        return FixSpec(SetKeywords(((flag, "True"), (f"{flag}_kwargs", kwargs))), config.span, Applicability.UNSAFE,
+                       f"Turn on {_plan_words(plan)} with `{flag}=True`")
     load = assessment.settings.model_load
     if load is None or not load.assigned_to or plan == "offload":
         return None

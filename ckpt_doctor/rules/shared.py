@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ckpt_doctor.analysis.facts import Call
-from ckpt_doctor.findings import Applicability, FixSpec, Span
+from ckpt_doctor.findings import Applicability, FixSpec, InsertStatement, SetKeywords, Span
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, on_path
 from ckpt_doctor.analysis.library import TRL_PEFT_TRAINERS
 from ckpt_doctor.rules import Context
@@ -15,21 +15,15 @@ def set_keyword(call: Call, name: str, value: str, applicability: Applicability,
     DeepSpeed's `checkpoint`, imported in the `try` of which torch's is the `except ImportError:`)."""
     if call.other_qualnames or call.via:
         return None
-    return FixSpec(
-        "set_keyword",
-        call.span,
-        (("name", name), ("value", value), ("replace", replace)),
-        applicability,
-        message,
-    )
+    return FixSpec(SetKeywords(((name, value),), replace), call.span, applicability, message)
 
 
 def insert_after(statement: Span, code: str, applicability: Applicability, message: str) -> FixSpec:
-    return FixSpec("insert_after", statement, (("code", code),), applicability, message)
+    return FixSpec(InsertStatement(code), statement, applicability, message)
 
 
 def insert_before(statement: Span, code: str, applicability: Applicability, message: str) -> FixSpec:
-    return FixSpec("insert_before", statement, (("code", code),), applicability, message)
+    return FixSpec(InsertStatement(code, before=True), statement, applicability, message)
 
 
 def peft_calls(ctx: Context) -> list[Call]:

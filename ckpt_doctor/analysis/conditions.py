@@ -104,8 +104,9 @@ class Condition:
         return sorted(chosen, key=lambda l: (l.option or l.text, l.holds))
 
     def describe(self) -> str:
-        """What a finding needs beyond the default run: "with `--use_lora`", "" when nothing."""
-        return ", ".join(l.describe() for l in self.needed)
+        """What a finding needs beyond the default run: "with `--use_lora`", "" when nothing (each said once: two
+        tests of one option read the same)."""
+        return ", ".join(dict.fromkeys(l.describe() for l in self.needed))
 
     def as_list(self) -> list[dict]:
         return [l.as_dict() for l in self.needed]

@@ -218,10 +218,7 @@ def _llamafactory(run: RunConfig, path: str) -> None:
 def _axolotl(run: RunConfig, path: str) -> None:
     gc = run.stated("gradient_checkpointing", False, "axolotl default [X2]")
     run.checkpointing = Fact(bool(gc.value), gc.entry, gc.note)
-    kwargs = run.document.get("gradient_checkpointing_kwargs.use_reentrant")
-    if kwargs is not None:
-        run.reentrant = Fact(kwargs.value, kwargs)
-    elif gc.value:
+    if not _explicit_reentrant(run) and gc.value:
         rl = run.document.get("rl") or run.document.get("unfrozen_parameters")
         run.reentrant = Fact(rl is None, gc.entry, "axolotl default for SFT: use_reentrant true [X3]" if rl is None else "axolotl: non-reentrant for RL [X3]")
     offload = run.document.get("activation_offloading")
@@ -280,9 +277,7 @@ def _torchtune(run: RunConfig, path: str) -> None:
 def _swift(run: RunConfig, path: str) -> None:
     gc = run.stated("gradient_checkpointing", True, "ms-swift default: on [S3]")
     run.checkpointing = Fact(bool(gc.value), gc.entry, gc.note)
-    explicit = run.document.get("gradient_checkpointing_kwargs.use_reentrant")
-    if explicit is not None:
-        run.reentrant = Fact(explicit.value, explicit)
+    _explicit_reentrant(run)
     tuner = run.document.get("tuner_type") or run.document.get("train_type")
     run.lora = Fact(tuner is None or tuner.value in ("lora", "qlora", "dora"), tuner, "ms-swift default tuner_type: lora [S2]")
     run.lora_r = run.stated("lora_rank", 8, "ms-swift default lora_rank [S5]")
@@ -314,8 +309,8 @@ _SWIFT_ZERO_PRESETS = {"zero0": 0, "zero1": 1, "zero2": 2, "zero3": 3, "zero2_of
 def _trl(run: RunConfig, path: str) -> None:
     gc = run.stated("gradient_checkpointing", True, "TRL default: on [C2]")
     run.checkpointing = Fact(bool(gc.value), gc.entry, gc.note)
-    explicit = run.document.get("gradient_checkpointing_kwargs.use_reentrant")
-    run.reentrant = Fact(explicit.value, explicit) if explicit is not None else Fact(False, None, "TRL sets use_reentrant: false [C2]")
+    if not _explicit_reentrant(run):
+        run.reentrant = Fact(False, None, "TRL sets use_reentrant: false [C2]")
     peft = run.document.get("use_peft")
     run.lora = Fact(bool(peft and peft.value), peft)
     run.lora_r = run.stated("lora_r", 16, "TRL default lora_r [C4]")
@@ -369,6 +364,14 @@ def _deepspeed_json(run: RunConfig, path: str) -> None:
     for key, dtype in (("bf16.enabled", "bf16"), ("fp16.enabled", "fp16")):
         if run.document.value(key) is True:
             run.dtype = Fact(dtype, run.document.get(key))
+
+
+def _explicit_reentrant(run: RunConfig) -> bool:
+    """`gradient_checkpointing_kwargs: {use_reentrant: ...}` in the file: the run's mode, whatever the default."""
+    explicit = run.document.get("gradient_checkpointing_kwargs.use_reentrant")
+    if explicit is not None:
+        run.reentrant = Fact(explicit.value, explicit)
+    return explicit is not None
 
 
 def _trainer_fields(run: RunConfig, path: str, seq_key: str, seq_default: int, seq_note: str) -> None:

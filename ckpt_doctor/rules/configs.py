@@ -43,10 +43,10 @@ def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
     reported: set[str] = set()
     for key, advice in run.framework.renamed.items():
         name, _, value = key.partition(": ")
-        name_in_file = name
         entry = run.document.get(name)
         if entry is None or (value and str(entry.value) != value):
             continue
+        reported.add(name)  # judged here, whether reported or not: not an unknown key either
         use = advice["use"]
         plugin = re.match(r"add (\S+) to plugins", use)
         if plugin and plugin.group(1) in (run.document.value("plugins") or ()):
@@ -63,14 +63,13 @@ def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
             advice.get("what_happens", ""), advice.get("what_happens", ""))
         fix = None
         if not value and ":" not in use and " " not in use and use not in run.document and "." not in name:
-            # the key as written, quotes kept; safe where the old name fails or is mapped anyway, not where it was ignored
-            # the new name may not exist in a release the project runs unless its releases are known to be new enough
+            # the key as written, quotes kept; safe where the old name fails or is mapped anyway (not where it was
+            # ignored), and where every release the project may run has the new name
             applicability = Applicability.UNSAFE if advice.get("what_happens") == "ignored" or certain is not True else Applicability.SAFE
             fix = _rename(run, entry, use, applicability)
-        name = f"{run.framework.name} {since.split(' ', 1)[1]} and later" if since else run.framework.name
+        who = f"{run.framework.name} {since.split(' ', 1)[1]} and later" if since else run.framework.name
         unpinned = "" if certain else f" (the project does not pin {since.split(' ', 1)[0]}: a new install gets these releases)"
-        reported.add(name_in_file)
-        yield Report(_at(entry), f"{name} does not read `{key}`{unpinned}: {outcome} {advice.get('tag', '')}; use `{use}`", fix=fix)
+        yield Report(_at(entry), f"{who} does not read `{key}`{unpinned}: {outcome} {advice.get('tag', '')}; use `{use}`", fix=fix)
     yield from _unknown_keys(ctx, run, reported)
 
 

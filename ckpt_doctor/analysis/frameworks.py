@@ -74,14 +74,16 @@ def recognise(document: Document) -> Framework | None:
     return None
 
 
-_DECISIVE_TEXT = re.compile(r"^\s*[\"']?(" + "|".join(re.escape(k.split(".")[0]) for keys in _DECISIVE.values() for k in keys) + r")[\"']?\s*:",
-                            re.MULTILINE)
+@lru_cache(maxsize=1)
+def _decisive_text() -> re.Pattern:
+    keys = "|".join(re.escape(k.split(".")[0]) for keys in _DECISIVE.values() for k in keys)
+    return re.compile(r"^\s*[\"']?(" + keys + r")[\"']?\s*:", re.MULTILINE)
 
 
 def recognisable(text: str) -> bool:
     """Whether text that cannot be read as YAML / JSON still names a key only a framework's config has: its read error
     is then worth reporting (other broken files, a Helm template, are not ours)."""
-    return _DECISIVE_TEXT.search(text) is not None
+    return _decisive_text().search(text) is not None
 
 
 @dataclass(frozen=True)

@@ -119,35 +119,53 @@ def main(argv: list[str] | None = None) -> int:
         estimate = run_estimate(args.corpus, key, args.gpu_memory)
         reading = from_estimate(estimate)
         reading.update({k: v for k, v in from_findings(by_file.get(key, []))[0].items() if k not in reading})
-        wrong = []
-        for name in SETTINGS:
-            want = label["settings"].get(name)
-            if want is None:
-                continue
-            settings_all += 1
-            if same_setting(name, want, reading.get(name)):
-                settings_right += 1
-            else:
-                wrong.append(f"{name}: expert {want!r}, tool {reading.get(name)!r}")
+        right, total, wrong = score_settings(SETTINGS, label["settings"], reading, same_setting)
+        settings_right, settings_all = settings_right + right, settings_all + total
         if args.details:
-            print(f"\n{key}")
-            for finding, hit in pairs:
-                verdict = "match" if hit else "NO EXPERT MATCH"
-                print(f"  tool {finding['code']}:{finding['location']['row']} [{finding['severity']}] {verdict}: {finding['message'][:160]}")
-            for e in missed:
-                print(f"  expert {e['code']}:{e.get('line')} ({e.get('clarity')}) missed: {e.get('reason', '')[:160]}")
-            for line in wrong:
-                print(f"  setting {line}")
+            print_file(key, pairs, missed, wrong)
 
     print(f"\nblind corpus, split {args.split}: {len(files)} scored files (tool: ckpt-doctor check --gpu-memory {args.gpu_memory})")
+    print_figures(counts, clear_found, clear_all, settings_right, settings_all)
+    return 0
+
+
+def score_settings(names, wanted: dict, reading: dict, same) -> tuple[int, int, list[str]]:
+    """(right, readable, "name: expert x, tool y" for each wrong one) over the settings the expert could read."""
+    right = total = 0
+    wrong = []
+    for name in names:
+        want = wanted.get(name)
+        if want is None:
+            continue
+        total += 1
+        if same(name, want, reading.get(name)):
+            right += 1
+        else:
+            wrong.append(f"{name}: expert {want!r}, tool {reading.get(name)!r}")
+    return right, total, wrong
+
+
+def print_file(key: str, pairs, missed, wrong: list[str]) -> None:
+    print(f"\n{key}")
+    for finding, hit in pairs:
+        verdict = "match" if hit else "NO EXPERT MATCH"
+        print(f"  tool {finding['code']}:{finding['location']['row']} [{finding['severity']}] {verdict}: {finding['message'][:160]}")
+    for e in missed:
+        print(f"  expert {e['code']}:{e.get('line')} ({e.get('clarity')}) missed: {e.get('reason', '')[:160]}")
+    for line in wrong:
+        print(f"  setting {line}")
+
+
+def print_figures(counts: dict, clear_found: int, clear_all: int, settings_right: int, settings_all: int, notes: int | None = None) -> None:
     for severity in SEVERITIES:
         true, total = counts[severity]
         share = f"{100 * true / total:.0f} %" if total else "n/a"
         print(f"  {severity:8s} findings: {total:3d}, matching an expert finding: {true:3d} ({share}), not: {total - true}")
+    if notes is not None:
+        print(f"  (and {notes} CKPT404 notes: memory not estimated)")
     print(f"  recall of the clear expert findings: {clear_found}/{clear_all}" + (f" ({100 * clear_found / clear_all:.0f} %)" if clear_all else ""))
     print(f"  settings right where the expert could read them: {settings_right}/{settings_all}"
           + (f" ({100 * settings_right / settings_all:.0f} %)" if settings_all else ""))
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 sys.path.insert(0, str(HERE))
-from blind_eval import SEVERITIES  # noqa: E402
+from blind_eval import SEVERITIES, print_figures, print_file, score_settings  # noqa: E402
 from evaluate import OPTIMIZER_FAMILY, family, run_check  # noqa: E402
 
 SETTINGS = ("batch_size", "grad_accum", "seq_len", "dtype", "optimizer", "checkpointing", "lora", "zero_stage", "gpus")
@@ -132,11 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = run_check(args.corpus, [rel[f] for f in files], args.gpu_memory, allow_errors=True)
     by_file: dict[str, list[dict]] = {}
-    errors = []
-    for item in results:
-        if item.get("code") is None:
-            errors.append(item)
-            continue
+    for item in results:  # (files the tool could not check are printed by run_check)
         by_file.setdefault(str(Path(item["filename"]).resolve().relative_to(args.corpus.resolve())), []).append(item)
 
     counts = {s: [0, 0] for s in SEVERITIES}
@@ -156,37 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         clear_found += sum(1 for e in clear if e not in missed)
         reading = tool_settings(args.corpus / key, args.gpu_memory)
         readable += bool(reading)
-        wrong = []
-        for name in SETTINGS:
-            want = label["settings"].get(name)
-            if want is None:
-                continue
-            settings_all += 1
-            if same(name, want, reading.get(name)):
-                settings_right += 1
-            else:
-                wrong.append(f"{name}: expert {want!r}, tool {reading.get(name)!r}")
+        right, total, wrong = score_settings(SETTINGS, label["settings"], reading, same)
+        settings_right, settings_all = settings_right + right, settings_all + total
         if args.details:
-            print(f"\n{key} [{label.get('kind')}]")
-            for finding, hit in pairs:
-                print(f"  tool {finding['code']}:{finding['location']['row']} [{finding['severity']}] {'match' if hit else 'NO EXPERT MATCH'}: "
-                      f"{finding['message'][:150]}")
-            for e in missed:
-                print(f"  expert {e['code']}:{e.get('line')} ({e.get('clarity')}) missed: {e.get('reason', '')[:150]}")
-            for line in wrong:
-                print(f"  setting {line}")
+            print_file(f"{key} [{label.get('kind')}]", pairs, missed, wrong)
     print(f"\nconfig corpus, split {args.split}: {len(files)} scored files, {readable} read as a run (tool: ckpt-doctor check "
           f"--gpu-memory {args.gpu_memory})")
-    for severity in SEVERITIES:
-        right, total = counts[severity]
-        share = f"{100 * right / total:.0f} %" if total else "n/a"
-        print(f"  {severity:<8} findings: {total:3d}, matching an expert finding: {right:3d} ({share}), not: {total - right}")
-    print(f"  (and {notes} CKPT404 notes: memory not estimated)")
-    print(f"  recall of the clear expert findings: {clear_found}/{clear_all} ({100 * clear_found / max(clear_all, 1):.0f} %)")
-    print(f"  settings right where the expert could read them: {settings_right}/{settings_all} "
-          f"({100 * settings_right / max(settings_all, 1):.0f} %)")
-    if errors:
-        print(f"  files the tool could not check: {len(errors)}")
+    print_figures(counts, clear_found, clear_all, settings_right, settings_all, notes)
     return 0
 
 

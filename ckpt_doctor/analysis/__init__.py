@@ -27,6 +27,8 @@ from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.versions import TargetVersions
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ckpt_doctor.analysis.launchers import Launch
     from ckpt_doctor.analysis.run_config import RunConfig
     from ckpt_doctor.analysis.settings import ScriptSettings
@@ -116,25 +118,30 @@ def analyze_config(source: SourceFile, config: "Settings") -> ConfigAnalysis | N
 def analyze_launcher(source: SourceFile, config: "Settings") -> list[ConfigAnalysis]:
     """A shell script or Makefile: the run of each line that starts a framework's trainer (`llamafactory-cli train
     x.yaml`, `swift sft --tuner_type lora ...`). Lines that run a Python script are read with that script."""
-    from ckpt_doctor.analysis.launchers import MAKEFILES, framework_launches
+    from ckpt_doctor.analysis.launchers import framework_launches, is_makefile
     from ckpt_doctor.analysis.run_config import read_launched
 
-    makefile = source.path.rsplit("/", 1)[-1] in MAKEFILES or source.path.endswith(".mk")
     versions = TargetVersions(config.target_versions, script=source.path, root=config.root)
-    runs = (read_launched(launched, source.path, source.text) for launched in framework_launches(source.text, source.path, makefile))
+    launched = framework_launches(source.text, source.path, is_makefile(source.path))
+    runs = (read_launched(line, source.path, source.text) for line in launched)
     return [ConfigAnalysis(source, run, versions) for run in runs if run is not None]
+
+
+def launched_scripts(source: SourceFile) -> "list[tuple[Path, Launch]]":
+    """The Python scripts of the project a launcher runs, each with the line that runs it."""
+    from pathlib import Path
+
+    from ckpt_doctor.analysis.launchers import is_makefile, script_launches
+
+    launcher = Path(source.path).resolve()
+    root = Project(source.path, ProjectFiles(source.path)).root or launcher.parent
+    return script_launches(source.text, launcher, root, is_makefile(source.path))
 
 
 def analyze_launched_script(source: SourceFile, config: "Settings") -> Analysis | None:
     """The first Python script of the project a launcher runs, read as that line runs it; None when it runs none."""
-    from pathlib import Path
-
-    from ckpt_doctor.analysis.launchers import MAKEFILES, script_launches
     from ckpt_doctor.analysis.source import read_source
 
-    launcher = Path(source.path).resolve()
-    root = Project(source.path, ProjectFiles(source.path)).root
-    makefile = launcher.name in MAKEFILES or launcher.suffix == ".mk"
-    for script, launch in script_launches(source.text, launcher, root or launcher.parent, makefile):
+    for script, launch in launched_scripts(source):
         return analyze(read_source(script, config.max_file_size), config, launches=[launch])
     return None

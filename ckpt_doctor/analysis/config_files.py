@@ -54,11 +54,8 @@ def is_regular_file(path: Path) -> bool:
 def read_settings_file(path: Path) -> dict[str, object] | None:
     """The settings of a JSON or YAML file (mappings of scalars, nested or not; lists are left out); None
     if it cannot be read as such."""
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            return None
-        text = path.read_text(encoding="utf-8")
-    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+    text = bounded_text(path, MAX_BYTES)
+    if text is None:
         return None
     if path.suffix == ".json":
         try:
@@ -133,31 +130,32 @@ class ProjectFiles:
 
     def module(self, path: Path) -> str | None:
         """The text of one of the project's Python modules, None if it cannot be read as such."""
-        try:
-            if path.stat().st_size > MAX_BYTES:
-                return None
-            text = path.read_text(encoding="utf-8")
-        except (OSError, ValueError):
-            return None
-        self.read.append(str(path))
+        text = bounded_text(path, MAX_BYTES)
+        if text is not None:
+            self.read.append(str(path))
         return text
 
     def launcher(self, path: Path) -> str | None:
         """The text of a shell script or Makefile that may run the script, None if it cannot be read as such.
         Every launcher looked at joins the files read: a change to one may change what the script runs with."""
         self.read.append(str(path))
-        try:
-            if path.stat().st_size > MAX_LAUNCHER_BYTES:
-                return None
-            return path.read_text(encoding="utf-8")
-        except (OSError, ValueError):
-            return None
+        return bounded_text(path, MAX_LAUNCHER_BYTES)
 
     def located(self, names: list[str]) -> list[str]:
         """The files the script's string literals name, whether or not the analysis read them."""
         if self.script == "-":
             return []
         return [str(path) for path in (locate(self.script, name) for name in names) if path]
+
+
+def bounded_text(path: Path, limit: int) -> str | None:
+    """A UTF-8 file's text, None when it is larger than `limit`, unreadable or not UTF-8."""
+    try:
+        if path.stat().st_size > limit:
+            return None
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
 
 
 class NoFiles(ProjectFiles):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, within
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
-from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, launched_value
+from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, launched_value, with_launched
 from ckpt_doctor.analysis.parse import parse_module
 from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
 from ckpt_doctor.analysis.values import (
@@ -188,6 +188,11 @@ class ScriptFacts:
 
     def assigns_to(self, attr: str) -> list[AttrAssign]:
         return [a for a in self.attr_assigns if a.attr == attr]
+
+    def own_fields(self, classes) -> set[str]:
+        """The fields of the script's own dataclasses among `classes` (qualified names: "<local>.ModelArguments")."""
+        return {f for name in classes if isinstance(name, str) and name.startswith("<local>.")
+                for f in self.dataclass_fields.get(name.split(".", 1)[1], {})}
 
     def library_base(self, name: str) -> str | None:
         """The transformers / peft / trl / accelerate class the script's own class `name` extends, if any."""
@@ -1003,24 +1008,20 @@ class _Extractor:
             return UNKNOWN
         classes = parser.call.args[0]
         items = classes.items if isinstance(classes, TupleVal) else [classes]
-        own = {name for item in items if isinstance(item, QualName) and item.name.startswith("<local>.")
-               for name in self.facts.dataclass_fields.get(item.name.split(".", 1)[1], {})}
-        # the library's own classes (TrainingArguments) take every option no dataclass of the script declares
+        own = self.facts.own_fields(getattr(item, "name", None) for item in items)
         launch = self.facts.launch
-        passed = {name: self._option_value(UNKNOWN, f"--{name}") for name in (launch.options if launch else {}) if name not in own}
         out: list[Value] = []
         for item in items:
             if isinstance(item, QualName) and item.name.startswith("<local>."):
                 local = item.name.split(".", 1)[1]
                 fields = {name: _as_option(value, name) for name, value in self.facts.dataclass_fields.get(local, {}).items()}
                 fields.update({k: v for k, v in file_values.items() if k in fields})
-                fields.update({name: self._option_value(value, f"--{name}") for name, value in fields.items()})
                 library = self.facts.library_base(local)
-                if library:
-                    fields.update(passed)
+                fields = with_launched(launch, fields, own, library=bool(library))
                 out.append(Namespace(fields, kind="command line" if library else "dataclass", config_class=library, line=parser.call.line))
             elif isinstance(item, QualName):
-                out.append(Namespace({**file_values, **passed}, kind="command line", config_class=item.name, line=parser.call.line))
+                fields = with_launched(launch, dict(file_values), own, library=True)
+                out.append(Namespace(fields, kind="command line", config_class=item.name, line=parser.call.line))
             else:
                 out.append(UNKNOWN)
         return TupleVal(out)

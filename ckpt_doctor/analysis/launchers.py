@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ckpt_doctor.analysis.conditions import Literal
 from ckpt_doctor.analysis.config_files import ProjectFiles, shown_path
-from ckpt_doctor.analysis.values import Const, OptionVal, Origin, Value
+from ckpt_doctor.analysis.values import Const, OptionVal, Origin, Value, constant
 
 # files that hold launch lines, and folders next to a script where people keep them
 LAUNCHER_SUFFIXES = (".sh", ".bash", ".slurm", ".sbatch")
@@ -116,6 +116,16 @@ def launched_value(launch: Launch | None, options, *, flag: bool = False, stored
     return Const(value, Origin(line, "launch line", option=launch.written.get(normalise(option), option), file=launch.file))
 
 
+def with_launched(launch: Launch | None, fields: dict, own: set[str], library: bool) -> dict:
+    """A parsed namespace's fields as the launch line sets them: each field it passes, and, for a library class
+    (`TrainingArguments`), every option no dataclass of the script declares."""
+    out = dict(fields)
+    for option in (launch.options if launch else ()):
+        if option in fields or (library and option not in own):
+            out[option] = launched_value(launch, [f"--{option}"], flag=isinstance(constant(fields.get(option)), bool))
+    return out
+
+
 def launch_for(launches: list[Launch], literals: list[Literal]) -> Launch | None:
     """The launch that runs the path `literals` describe: the first that passes each option that way, else the first
     that may (an option it does not pass whose default is not known); None when none does."""
@@ -165,13 +175,18 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
         text = files.launcher(path)
         if text is None or target.stem not in text:
             continue
-        for line, words in commands(text, makefile=path.name in MAKEFILES or path.suffix == ".mk"):
+        for line, words in commands(text, makefile=is_makefile(path.name)):
             launch = _read_command(words, line, path, target, root)
             if launch is not None:
                 found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch)))
             if len(found) >= MAX_LAUNCHES:
                 return found
     return found
+
+
+def is_makefile(path: str) -> bool:
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return name in MAKEFILES or name.endswith(".mk")
 
 
 def script_launches(text: str, launcher: Path, root: Path, makefile: bool = False) -> list[tuple[Path, Launch]]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ckpt_doctor.analysis.config_document import ConfigError, Document, Entry, read_document
-from ckpt_doctor.analysis.config_files import locate
+from ckpt_doctor.analysis.config_files import MAX_BYTES, bounded_text, locate
 from ckpt_doctor.analysis.frameworks import Framework, framework, recognise
 from ckpt_doctor.analysis.launchers import AUTO, FrameworkLaunch
 from ckpt_doctor.analysis.settings import DTYPES, OPTIM_NAMES, ScriptSettings, Setting
@@ -153,12 +152,15 @@ def read_launched(launched: FrameworkLaunch, launcher: str, text: str) -> RunCon
 
 
 def _named_document(base: str, name: str | None) -> Document | None:
+    """The YAML / JSON file `name` (relative to `base`'s folder or its parents), None when it is not there or not
+    readable as one."""
     found = locate(base, name) if name else None
-    if found is None:
+    text = bounded_text(found, MAX_BYTES) if found is not None else None
+    if text is None:
         return None
     try:
-        return read_document(Path(found).read_text(encoding="utf-8"), str(found))
-    except (OSError, ValueError, ConfigError):
+        return read_document(text, str(found))
+    except ConfigError:
         return None
 
 
@@ -396,17 +398,13 @@ def _deepspeed(run: RunConfig, path: str, key: str) -> None:
     if entry is None or not isinstance(entry.value, str) or not entry.value.endswith(".json"):
         return
     run.deepspeed_entry = entry
-    found = locate(path, entry.value)
-    if found is None:
+    run.deepspeed = _named_document(path, entry.value)
+    if run.deepspeed is None:
         stage = re.search(r"(?:zero|z|stage)[_-]?([0-3])(?!\d)", entry.value.rsplit("/", 1)[-1].lower())
         if stage:  # a file of the framework's own (axolotl's deepspeed_configs/zero3_bf16.json): its name says the stage
             run.zero_stage = Fact(int(stage.group(1)), entry, f"ZeRO-{stage.group(1)} by the name {entry.value}")
         else:
             run.missing.append(entry.value)
-        return
-    try:
-        run.deepspeed = read_document(Path(found).read_text(encoding="utf-8"), str(found))
-    except (OSError, ValueError, ConfigError):
         return
     stage = run.deepspeed.get("zero_optimization.stage")
     if isinstance(stage.value if stage else None, int):

@@ -33,7 +33,7 @@ from ckpt_doctor.analysis.library import (
     TRL_NON_REENTRANT_SINCE,
     is_training_config,
 )
-from ckpt_doctor.analysis.launchers import launched_value
+from ckpt_doctor.analysis.launchers import launched_value, with_launched
 from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, OptionVal, Origin, Value, constant, truth
 from ckpt_doctor.analysis.versions import TargetVersions
 from ckpt_doctor.findings import Position, Span
@@ -390,8 +390,7 @@ class Training:
         for parser in self.facts.calls_to("transformers.HfArgumentParser", "trl.TrlParser"):
             classes = parser.args[0] if parser.args else parser.kwarg("dataclass_types")
             items = getattr(classes, "items", [classes])
-            own = {f for item in items if getattr(item, "name", "").startswith("<local>.")
-                   for f in self.facts.dataclass_fields.get(item.name.split(".", 1)[1], {})}
+            own = self.facts.own_fields(getattr(item, "name", None) for item in items)
             for item in items:
                 name = getattr(item, "name", None)
                 fields: dict = {}
@@ -402,10 +401,7 @@ class Training:
                 name = name if is_training_config(name) else _project_config(name)
                 for _, _, values in self.facts.settings_files:  # `parser.parse_json_file("args.json")`
                     fields.update(values)
-                # what the launcher's line passes: every option of this class, and those no dataclass of the script has
-                for option in (launch.options if launch else ()):
-                    if option in fields or option not in own:
-                        fields[option] = launched_value(launch, [f"--{option}"], flag=isinstance(constant(fields.get(option)), bool))
+                fields = with_launched(launch, fields, own, library=True)
                 if is_training_config(name):
                     found.append((Namespace(fields, kind="command line", config_class=name), parser.line))
         return found

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ckpt_doctor.analysis import Analysis, FactsError, analyze, analyze_config, analyze_launcher
+from ckpt_doctor.analysis import Analysis, FactsError, analyze, analyze_config, analyze_launcher, launched_scripts
 from ckpt_doctor.analysis.config_files import shown_path
-from ckpt_doctor.analysis.launchers import LAUNCHER_SUFFIXES, MAKEFILES
+from ckpt_doctor.analysis.launchers import LAUNCHER_SUFFIXES, is_makefile
 from ckpt_doctor.analysis.config_document import CONFIG_SUFFIXES, ConfigError
 from ckpt_doctor.analysis.frameworks import recognisable
 from ckpt_doctor.analysis.config_files import NoFiles
@@ -92,7 +92,7 @@ def _script_findings(analysis: Analysis, settings: Settings) -> list[Finding]:
 
 def is_config(path: str) -> bool:
     """A YAML / JSON settings file, or a launcher (shell script, Makefile): read as the runs they describe."""
-    return path.endswith(CONFIG_SUFFIXES + LAUNCHER_SUFFIXES + (".mk",)) or path.rsplit("/", 1)[-1] in MAKEFILES
+    return path.endswith(CONFIG_SUFFIXES + LAUNCHER_SUFFIXES) or is_makefile(path)
 
 
 def _shell_script(source: SourceFile) -> bool:
@@ -121,14 +121,8 @@ def lint_config(source: SourceFile, settings: Settings, dependencies: list[str] 
 def _launched_script_findings(source: SourceFile, settings: Settings, dependencies: list[str] | None) -> list[Finding]:
     """The findings on a script of the project that a launch line of `source` causes (they are not there when the
     script runs without a launcher): reported at the launcher's line that gives the value, where the user changes it."""
-    from pathlib import Path
-
-    from ckpt_doctor.analysis.launchers import script_launches
-
-    launcher = Path(source.path).resolve()
-    root = Project(source.path, NoFiles()).root or launcher.parent
     found: list[Finding] = []
-    for script, launch in script_launches(source.text, launcher, root, makefile=not source.path.endswith(LAUNCHER_SUFFIXES)):
+    for script, launch in launched_scripts(source):
         try:
             script_source = read_source(script, settings.max_file_size)
             launched = analyze(script_source, settings, launches=[launch])

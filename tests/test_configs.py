@@ -256,3 +256,11 @@ def test_a_key_written_twice_reads_as_pyyaml_does_and_is_flagged(tmp_path):
     assert run_of((tmp_path / "c.yml").read_text(), "c.yml").seq_len.value == 4096  # the last one wins
     (finding,) = check(tmp_path / "c.yml", select=["CKPT502"])
     assert finding.span.start.line == 4 and "lines 2, 4" in finding.message
+
+
+def test_the_files_a_launch_line_names_join_the_cache_key(tmp_path):
+    write(tmp_path, {"sft.yaml": "stage: sft\nfinetuning_type: lora\ndeepspeed: z3.json\n", "z3.json": '{"zero_optimization": {"stage": 3}}',
+                     "fsdp.yaml": "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\n",
+                     "run.sh": "accelerate launch --config_file fsdp.yaml src/train.py sft.yaml\n"})
+    result = check_source(read_source(tmp_path / "run.sh"), Settings(root=tmp_path))
+    assert {Path(p).name for p in result.dependencies} >= {"sft.yaml", "z3.json", "fsdp.yaml"}

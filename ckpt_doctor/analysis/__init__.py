@@ -99,7 +99,7 @@ class ConfigAnalysis:
 
     @property
     def dependencies(self) -> list[str]:
-        return [self.run.deepspeed.path] if self.run.deepspeed is not None else []
+        return list(self.run.read)
 
 
 def analyze_config(source: SourceFile, config: "Settings") -> ConfigAnalysis | None:

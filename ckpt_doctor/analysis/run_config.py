@@ -50,6 +50,7 @@ class RunConfig:
     launched_by: str | None = None  # the command of a launch line (`trl`, `swift`, `accelerate`), None for a file alone
     command: str | None = None  # its subcommand: `sft`, `dpo`, `rlhf`, ...
     missing: list[str] = field(default_factory=list)  # files the config or line names that are not there
+    read: list[str] = field(default_factory=list)  # other files the run was read from (the check's cache key holds them)
     deepspeed: Document | None = None  # the DeepSpeed JSON the config names, read
     deepspeed_entry: Entry | None = None  # the key naming it
     fsdp: Fact = field(default_factory=lambda: Fact(False))
@@ -146,6 +147,7 @@ def read_launched(launched: FrameworkLaunch, launcher: str, text: str) -> RunCon
     if launched.framework == AUTO and found is None:
         return None
     run = RunConfig(found or framework(launched.framework), document, launched_by=launch.runner, command=launch.runner_options.get("command"))
+    run.read += [inner.path] if inner else []
     READERS[run.framework.id](run, inner.path if inner else launcher)
     _launched_with(run, launch, launcher)
     return run
@@ -172,6 +174,7 @@ def _launched_with(run: RunConfig, launch, launcher: str) -> None:
     if accelerate is None and isinstance(options.get("config_file"), str):
         run.missing.append(options["config_file"])
     if accelerate is not None:
+        run.read.append(accelerate.path)
         settings = RunConfig(framework("accelerate"), accelerate)
         _accelerate(settings, accelerate.path)
         entry = Entry("config_file", options["config_file"], launch.line, 1)
@@ -399,6 +402,7 @@ def _deepspeed(run: RunConfig, path: str, key: str) -> None:
         return
     run.deepspeed_entry = entry
     run.deepspeed = _named_document(path, entry.value)
+    run.read += [run.deepspeed.path] if run.deepspeed else []
     if run.deepspeed is None:
         stage = re.search(r"(?:zero|z|stage)[_-]?([0-3])(?!\d)", entry.value.rsplit("/", 1)[-1].lower())
         if stage:  # a file of the framework's own (axolotl's deepspeed_configs/zero3_bf16.json): its name says the stage

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -87,15 +88,22 @@ def match(tool: list[dict], expert: list[dict], window: int) -> tuple[list[tuple
     """Pair each tool finding with the nearest expert finding of its code: within `window` lines, or anywhere in the
     file for the memory rules (CKPT4xx judge the whole run; experts point at the batch, the tool at the model). Several
     tool findings may match one expert finding (an expert writes "`flash_attention` and `xformers_attention` are
-    deprecated" once; the tool reports each key); the expert findings no tool finding matched are returned."""
+    deprecated" once; the tool reports each key), and a key finding (CKPT501) matches the expert finding that names its
+    key, wherever that is; the expert findings no tool finding matched are returned."""
     pairs = []
     for finding in sorted(tool, key=lambda f: f["location"]["row"]):
         row = finding["location"]["row"]
         reach = 10**6 if finding["code"].startswith("CKPT4") else window
-        near = [e for e in expert if e["code"] == finding["code"] and abs(int(e.get("line") or 0) - row) <= reach]
+        near = [e for e in expert if e["code"] == finding["code"]
+                and (abs(int(e.get("line") or 0) - row) <= reach or _names_key(e, finding))]
         pairs.append((finding, min(near, key=lambda e: abs(int(e.get("line") or 0) - row), default=None)))
     found = [id(e) for _, e in pairs if e is not None]
     return pairs, [e for e in expert if id(e) not in found]
+
+
+def _names_key(expert: dict, finding: dict) -> bool:
+    key = re.search(r"`([\w.-]+)`", finding["message"]) if finding["code"] == "CKPT501" else None
+    return bool(key) and re.search(rf"(?<![\w.]){re.escape(key.group(1))}(?![\w-])", expert.get("reason", "")) is not None
 
 
 def same(name: str, expert: object, tool: object) -> bool:

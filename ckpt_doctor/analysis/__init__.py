@@ -117,12 +117,17 @@ def analyze_config(source: SourceFile, config: "Settings") -> ConfigAnalysis | N
 
 def analyze_launcher(source: SourceFile, config: "Settings") -> list[ConfigAnalysis]:
     """A shell script or Makefile: the run of each line that starts a framework's trainer (`llamafactory-cli train
-    x.yaml`, `swift sft --tuner_type lora ...`). Lines that run a Python script are read with that script."""
-    from ckpt_doctor.analysis.launchers import framework_launches, is_makefile
+    x.yaml`, `swift sft --tuner_type lora ...`). Lines that run a Python script of the project are read with that
+    script; a line that runs one the project does not hold, or a console command, with `TrainingArguments` options
+    is read as those options say."""
+    from ckpt_doctor.analysis.launchers import TRAINER, framework_launches, is_makefile
     from ckpt_doctor.analysis.run_config import read_launched
 
     versions = TargetVersions(config.target_versions, script=source.path, root=config.root)
     launched = framework_launches(source.text, source.path, is_makefile(source.path))
+    if any(line.framework == TRAINER for line in launched):  # read with its script where the project has it
+        scripts = {launch.line for _, launch in launched_scripts(source)}
+        launched = [line for line in launched if line.framework != TRAINER or line.launch.line not in scripts]
     runs = (read_launched(line, source.path, source.text) for line in launched)
     return [ConfigAnalysis(source, run, versions) for run in runs if run is not None]
 

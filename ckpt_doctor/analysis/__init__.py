@@ -17,19 +17,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ckpt_doctor.analysis.api_era import version_ceilings
 from ckpt_doctor.analysis.config_files import ProjectFiles
-from ckpt_doctor.analysis.facts import FactsError, ScriptFacts, extract
-from ckpt_doctor.analysis.launchers import find_launches
 from ckpt_doctor.analysis.project import Project
 from ckpt_doctor.analysis.source import SourceFile
-from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.versions import TargetVersions
 
+# The script reader (LibCST, facts, training) is imported when a script is read: a config, a launcher or a warm
+# cache does not pay for it.
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from ckpt_doctor.analysis.facts import FactsError, ScriptFacts
     from ckpt_doctor.analysis.launchers import Launch
+    from ckpt_doctor.analysis.training import Training
     from ckpt_doctor.analysis.run_config import RunConfig
     from ckpt_doctor.analysis.settings import ScriptSettings
     from ckpt_doctor.config import Settings
@@ -40,12 +40,14 @@ __all__ = ["Analysis", "ConfigAnalysis", "FactsError", "analyze", "analyze_confi
 @dataclass
 class Analysis:
     source: SourceFile
-    facts: ScriptFacts
+    facts: "ScriptFacts"
     versions: TargetVersions
     files: ProjectFiles = field(repr=False)
 
     @cached_property
-    def training(self) -> Training:
+    def training(self) -> "Training":
+        from ckpt_doctor.analysis.training import Training
+
         return Training(self.facts, self.versions, self.files)
 
     @cached_property
@@ -64,6 +66,10 @@ class Analysis:
 def analyze(source: SourceFile, config: "Settings", launches: "list[Launch] | None" = None) -> Analysis:
     """Parse and read `source` once, as the project's launchers run it (or as `launches` do). Raises SyntaxError, or
     FactsError when it is too deep to analyse."""
+    from ckpt_doctor.analysis.api_era import version_ceilings
+    from ckpt_doctor.analysis.facts import extract
+    from ckpt_doctor.analysis.launchers import find_launches
+
     files = ProjectFiles(source.path)
     project = Project(source.path, files)
     if launches is None:
@@ -150,3 +156,11 @@ def analyze_launched_script(source: SourceFile, config: "Settings") -> Analysis 
     for script, launch in launched_scripts(source):
         return analyze(read_source(script, config.max_file_size), config, launches=[launch])
     return None
+
+
+def __getattr__(name: str):
+    if name == "FactsError":  # `from ckpt_doctor.analysis import FactsError` without importing the reader first
+        from ckpt_doctor.analysis.facts import FactsError
+
+        return FactsError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

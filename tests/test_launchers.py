@@ -194,3 +194,15 @@ def test_a_trainer_command_line_of_a_program_the_project_lacks_is_read_from_its_
     assert (first.checkpointing.value, first.zero_stage.value, read.dtype.value, read.model.value) == (True, 3, "bf16", "Qwen/Qwen2-7B")
     assert (second.launched_by, second.checkpointing.value, second.lora.value, second.lora_r.value) == ("my-cli", False, True, 32)
     assert "the program was not read" in second.checkpointing.note  # off only as far as the options say
+
+
+def test_fsdp_and_checkpointing_a_launcher_passes_to_parsed_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, {"train.py": HF_SCRIPT})
+    assert not [f for f in check(tmp_path) if f.code == "CKPT303"]  # without a launcher FSDP depends on the command line
+    write(tmp_path, {"run.sh": 'torchrun --nproc-per-node 8 train.py --gradient_checkpointing True --fsdp="full_shard auto_wrap"\n'})
+    (finding,) = [f for f in check(tmp_path) if f.code == "CKPT303"]
+    assert "together with `--fsdp` in run.sh:1" in finding.message
+    write(tmp_path, {"fsdp.json": '{"activation_checkpointing": true}', "run.sh":
+                     'torchrun train.py --gradient_checkpointing True --fsdp "full_shard auto_wrap" --fsdp_config fsdp.json\n'})
+    assert not [f for f in check(tmp_path) if f.code == "CKPT303"]  # FSDP's own is on too: not this rule's case

@@ -78,6 +78,13 @@ class HFSite:
     condition: Condition = ALWAYS  # the path on which it is on: its branches, and the option that switches it
     resolved: bool = True  # the call is known to be the library's and lies in this file (a fix may rewrite it)
     flag_origin: Origin | None = None  # where the flag's value is written, when not in the call (a launcher's line)
+    parsed: dict[str, Value] | None = None  # a command-line site: the fields the parser gives (launcher values merged)
+
+    def argument(self, name: str) -> Value:
+        """The value the site's config gets for the field `name`: its keyword, or its parsed field."""
+        if self.call is not None:
+            return self.call.kwarg(name)
+        return (self.parsed or {}).get(name, MISSING)
 
 
 def on_paths(value: Value, text: str | None, default: bool | None = None) -> list[tuple[Condition, bool | None]]:
@@ -245,6 +252,7 @@ class Training:
                         flag_defaulted=True,
                         condition=within(condition, kwargs_condition),
                         flag_origin=flag.origin if isinstance(flag, Const) else None,
+                        parsed=namespace.fields,
                     )
                 )
         return sites

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Iterator
 
+from ckpt_doctor.analysis.config_files import MAX_BYTES, bounded_text, locate
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Position, Severity, Span
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
@@ -138,13 +140,15 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
 )
 def trainer_fsdp_flag(ctx: Context) -> Iterator[Report]:
     for site in ctx.training.hf_sites:
-        if site.kind != "training config" or site.enabled is not True or site.call is None:
+        if site.kind not in ("training config", "command line") or site.enabled is not True:
             continue
         if _external_checkpointing(ctx, site.condition) is not None:
             continue  # CKPT302 reports the stronger problem
-        fsdp = site.call.kwarg("fsdp")
-        if isinstance(fsdp, Missing) or (isinstance(fsdp, Const) and not fsdp.value):
-            continue
+        fsdp = site.argument("fsdp")
+        if isinstance(fsdp, Missing) or (isinstance(fsdp, Const) and not fsdp.value) or (site.call is None and not isinstance(fsdp, Const)):
+            continue  # parsed from a command line no launcher shows: FSDP depends on it
+        if site.call is None and _named_fsdp_config_checkpoints(ctx, site.argument("fsdp_config")) is not False:
+            continue  # the launcher's `--fsdp_config` turns FSDP's own on (double checkpointing), or is not readable
         if ctx.versions.at_least("transformers", ACTIVATION_CHECKPOINTING_SINCE):
             warning = ("When using FSDP, prefer `fsdp_config['activation_checkpointing']` (FSDP's own activation "
                        "checkpointing) over the `activation_checkpointing` training argument; the latter introduces a "
@@ -155,10 +159,31 @@ def trainer_fsdp_flag(ctx: Context) -> Iterator[Report]:
                        "operation in backward pass.")
         yield Report(
             site.span,
-            f"{_site_label(site)} together with `fsdp=`: transformers warns \"{warning}\" ; move it to "
+            f"{_site_label(site)} together with {_fsdp_label(fsdp)}: transformers warns \"{warning}\" ; move it to "
             "`fsdp_config={\"activation_checkpointing\": True}`",
             condition=site.condition,
         )
+
+
+def _named_fsdp_config_checkpoints(ctx: Context, named: Value) -> bool | None:
+    """Whether the `fsdp_config` JSON a launcher names sets `activation_checkpointing`; False without one, None
+    when it cannot be read."""
+    if isinstance(named, Missing):
+        return False
+    if not (isinstance(named, Const) and isinstance(named.value, str)):
+        return None
+    found = locate(ctx.path, named.value)
+    text = bounded_text(found, MAX_BYTES) if found is not None else None
+    try:
+        data = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return bool(data.get("activation_checkpointing")) if isinstance(data, dict) else None
+
+
+def _fsdp_label(fsdp: Value) -> str:
+    origin = fsdp.origin if isinstance(fsdp, Const) else None
+    return origin.describe() if origin is not None and origin.file is not None and origin.option else "`fsdp=`"
 
 
 @rule(

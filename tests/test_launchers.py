@@ -206,3 +206,21 @@ def test_fsdp_and_checkpointing_a_launcher_passes_to_parsed_arguments(tmp_path, 
     write(tmp_path, {"fsdp.json": '{"activation_checkpointing": true}', "run.sh":
                      'torchrun train.py --gradient_checkpointing True --fsdp "full_shard auto_wrap" --fsdp_config fsdp.json\n'})
     assert not [f for f in check(tmp_path) if f.code == "CKPT303"]  # FSDP's own is on too: not this rule's case
+
+
+def test_a_sequence_length_field_of_the_projects_own_dataclass_comes_from_the_launcher(tmp_path):
+    script = """
+    from dataclasses import dataclass, field
+    from transformers import HfArgumentParser, TrainingArguments
+
+    @dataclass
+    class TrainingConfig:
+        block_size: int = field(default=4096)
+
+    config, args = HfArgumentParser((TrainingConfig, TrainingArguments)).parse_args_into_dataclasses()
+    """
+    write(tmp_path, {"train.py": script})
+    assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len.value == 4096
+    write(tmp_path, {"run.sh": "torchrun train.py --block_size=32768 --per_device_train_batch_size 1\n"})
+    seq_len = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len
+    assert seq_len.value == 32768 and seq_len.file.endswith("run.sh")

@@ -262,7 +262,7 @@ def read_settings(training: Training) -> ScriptSettings:
                 out.mixed_precision = Setting(mixed, call.line)
 
     # sequence length: the first stated one, in this order of names
-    out.seq_len = _seq_len(facts)
+    out.seq_len = _seq_len(facts, training.parsed_fields())
     if out.seq_len is None and trl:
         out.seq_len = Setting(1024, None, "TRL default max_length")
 
@@ -366,13 +366,18 @@ def _dtype(value: Value) -> str | None:
     return None
 
 
-def _seq_len(facts: ScriptFacts) -> Setting | None:
-    """The first stated sequence length, by name: in a call, else bound outside any call."""
+def _seq_len(facts: ScriptFacts, parsed: dict[str, Value]) -> Setting | None:
+    """The first stated sequence length, by name: in a call, else a field an argument parser fills (with what the
+    launcher passes), else bound outside any call."""
     for name in SEQ_LEN_NAMES:
         for call in facts.calls:
             found = _kwarg_setting(facts, call, name) if name in call.kwargs else None
             if found is not None and _positive_int(found.value):
                 return found
+    for name in SEQ_LEN_NAMES:
+        found = _setting(parsed[name]) if name in parsed else None
+        if found is not None and _positive_int(found.value):
+            return found
     return _named_setting(facts, SEQ_LEN_NAMES)
 
 

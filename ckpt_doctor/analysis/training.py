@@ -393,6 +393,21 @@ class Training:
     def cli_configs(self) -> list[tuple[Namespace, int]]:
         """TrainingArguments / TRL configs that `HfArgumentParser` / `TrlParser` build from the command
         line, with the field defaults of a local subclass (`per_device_train_batch_size: int = 1`)."""
+        return [(Namespace(fields, kind="command line", config_class=name), line)
+                for name, fields, line in self._parsed_dataclasses if is_training_config(name)]
+
+    def parsed_fields(self) -> dict[str, Value]:
+        """Every field the script's argument parsers fill, of its own dataclasses too (`block_size`), with the
+        values its launcher passes; the first parser's value wins."""
+        out: dict[str, Value] = {}
+        for _, fields, _ in self._parsed_dataclasses:
+            for key, value in fields.items():
+                out.setdefault(key, value)
+        return out
+
+    @cached_property
+    def _parsed_dataclasses(self) -> list[tuple[str | None, dict, int]]:
+        """(class name, its fields as parsed, the parser's line) for every dataclass an argument parser fills."""
         found = []
         launch = self.facts.launch
         for parser in self.facts.calls_to("transformers.HfArgumentParser", "trl.TrlParser"):
@@ -409,9 +424,7 @@ class Training:
                 name = name if is_training_config(name) else _project_config(name)
                 for _, _, values in self.facts.settings_files:  # `parser.parse_json_file("args.json")`
                     fields.update(values)
-                fields = with_launched(launch, fields, own, library=True)
-                if is_training_config(name):
-                    found.append((Namespace(fields, kind="command line", config_class=name), parser.line))
+                found.append((name, with_launched(launch, fields, own, library=True), parser.line))
         return found
 
     @property

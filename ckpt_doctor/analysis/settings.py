@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ckpt_doctor.analysis.facts import PARAMETERS, Call, ScriptFacts
 from ckpt_doctor.analysis.library import is_training_config
 from ckpt_doctor.analysis.training import Training
-from ckpt_doctor.analysis.values import Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
+from ckpt_doctor.analysis.values import MISSING, Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
 
 SEQ_LEN_NAMES = ("max_seq_length", "max_length", "block_size", "model_max_length", "max_seq_len", "seq_len", "seq_length", "cutoff_len", "max_len", "context_length", "sequence_length")
 # per-device micro-batch first: `batch_size = global_batch_size // devices` is often the global one
@@ -105,8 +105,9 @@ class ScriptSettings:
         """The settings the script states, each with its line (what the estimate rests on)."""
         s = self
         parts = [f"model {s.model.describe()}" if s.model else "model ? (not a constant)"]
-        for label, setting in (("batch", s.batch_size), ("sequence", s.seq_len), ("dtype", s.dtype), ("optimizer", s.optimizer),
-                               ("checkpointing", s.checkpointing), ("GPUs", s.gpus if s.zero.value else None)):
+        mixed = s.mixed_precision if s.mixed_precision.value != "no" else None
+        for label, setting in (("batch", s.batch_size), ("sequence", s.seq_len), ("dtype", s.dtype), ("mixed precision", mixed),
+                               ("optimizer", s.optimizer), ("checkpointing", s.checkpointing), ("GPUs", s.gpus if s.zero.value else None)):
             if setting is not None and setting.stated:
                 parts.append(f"{label} {setting.describe()}")
         if s.lora_r:
@@ -187,7 +188,10 @@ def read_settings(training: Training) -> ScriptSettings:
             out.attn = Setting(ATTN_NAMES[attn], load.line)
         out.load_in_4bit = truth(load.kwarg("load_in_4bit")) is True
         out.load_in_8bit = truth(load.kwarg("load_in_8bit")) is True
-    if not out.dtype.stated and (precision := _precision(facts)):
+    autocast = _autocast(facts)
+    if autocast is not None:
+        out.mixed_precision = autocast
+    if not out.dtype.stated and (precision := _precision(facts, autocast is not None)):
         out.dtype, out.deepspeed_16bit = precision
     if not out.dtype.stated:
         for config in training.deepspeed_configs:
@@ -390,10 +394,31 @@ def _kwarg_setting(facts: ScriptFacts, call: Call, name: str) -> Setting | None:
     return found
 
 
-def _precision(facts: ScriptFacts) -> tuple[Setting, bool] | None:
+_AUTOCAST = ("torch.autocast", "torch.amp.autocast", "torch.cuda.amp.autocast", "torch.cpu.amp.autocast")
+
+
+def _autocast(facts: ScriptFacts) -> Setting | None:
+    """The 16-bit dtype a script's `autocast(dtype=...)` runs the forward in (over fp32 weights): a dtype given in
+    the call, else the option or constant named `dtype` the script hands to it."""
+    for call in facts.calls_to(*_AUTOCAST):
+        given = call.kwarg("dtype")
+        dtype = _dtype(given)
+        if dtype is None and not isinstance(given, Missing):
+            options = {dest.rsplit(".", 1)[-1]: value for dest, value in facts.argparse_defaults.items()}
+            found = _setting(options.get("dtype") or facts.named_constants.get("dtype") or MISSING)
+            dtype = DTYPES.get(str(found.value)) if found is not None else None
+            if dtype in ("bf16", "fp16"):
+                return Setting(dtype, found.line, f"autocast ({found.note or 'constant'} of dtype)")
+        if dtype in ("bf16", "fp16"):
+            return Setting(dtype, call.line, "autocast")
+    return None
+
+
+def _precision(facts: ScriptFacts, autocast: bool = False) -> tuple[Setting, bool] | None:
     """The weights' dtype a script sets outside `from_pretrained`, and whether DeepSpeed keeps an fp32 master
     copy of them: Lightning's `precision="bf16-true"`, or an option / constant named `dtype` / `param_dtype`
-    ("bf16"), which DeepSpeed scripts hand to their config."""
+    ("bf16"), which DeepSpeed scripts hand to their config (not when the script autocasts: then `dtype` is the
+    autocast's)."""
     for call in facts.calls:
         if call.name in ("Fabric", "Trainer") and (call.qualname or "").startswith(("lightning", "pytorch_lightning")):
             found = _setting(call.kwarg("precision"))
@@ -401,7 +426,7 @@ def _precision(facts: ScriptFacts) -> tuple[Setting, bool] | None:
                 return Setting(LIGHTNING_TRUE_PRECISION[str(found.value)], found.line, f"Lightning precision={found.value!r}"), False
     options = {dest.rsplit(".", 1)[-1]: (dest, value) for dest, value in facts.argparse_defaults.items()}
     deepspeed = any(m == "deepspeed" or m.startswith("deepspeed.") for m in facts.imports)
-    for name in ("dtype", "param_dtype"):
+    for name in ("param_dtype",) if autocast else ("dtype", "param_dtype"):
         dest, value = options.get(name) or (name, facts.named_constants.get(name))
         found = _setting(value) if value is not None else None
         if found is not None and str(found.value) in DTYPES:

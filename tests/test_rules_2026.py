@@ -207,3 +207,108 @@ def test_a_project_method_named_compile_is_not_torch():
         """,
         "CKPT107",
     ) == []
+
+
+# -- CKPT209 ---------------------------------------------------------------------------------------
+
+_LM = """
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, HfArgumentParser, Trainer, TrainingArguments
+model = AutoModelForCausalLM.from_pretrained("gpt2")
+"""
+
+
+def test_explicit_evaluate_and_branches():
+    code = _LM + """
+import argparse
+p = argparse.ArgumentParser(); p.add_argument("--metrics", action="store_true"); cli = p.parse_args()
+args = TrainingArguments("out")
+if cli.metrics:
+    trainer = Trainer(model=model, args=args, compute_metrics=metrics)
+    trainer.train()
+else:
+    trainer = Trainer(model=model, args=args)
+    trainer.evaluate()
+"""
+    assert lines(code, "CKPT209") == []  # the trainer with metrics never evaluates
+    flagged = run(code.replace("    trainer.train()\n", "    trainer.train()\n    trainer.evaluate()\n"), "CKPT209")
+    assert [f.span.start.line for f in flagged] == [9] and "--metrics" in flagged[0].message
+
+
+def test_settings_that_keep_logits_off_the_gpu_are_clean():
+    for extra in ("eval_accumulation_steps=4", "batch_eval_metrics=True", "prediction_loss_only=True"):
+        assert lines(_LM + f"""
+args = TrainingArguments("out", eval_strategy="epoch", {extra})
+Trainer(model=model, args=args, compute_metrics=metrics).train()
+""", "CKPT209") == [], extra
+    assert lines(_LM + """
+args = TrainingArguments("out", eval_strategy="epoch")
+Trainer(model=model, args=args, compute_metrics=metrics, preprocess_logits_for_metrics=argmax).train()
+""", "CKPT209") == []
+
+
+def test_preprocessing_given_under_the_same_test_as_the_metrics_counts():
+    # run_clm.py: both `... if training_args.do_eval else None`
+    assert lines(_LM + """
+parser = HfArgumentParser(TrainingArguments)
+(training_args,) = parser.parse_args_into_dataclasses()
+trainer = Trainer(model=model, args=training_args,
+                  compute_metrics=compute_metrics if training_args.do_eval else None,
+                  preprocess_logits_for_metrics=preprocess if training_args.do_eval else None)
+trainer.evaluate()
+""", "CKPT209") == []
+
+
+def test_command_line_settings_are_options():
+    found = run(_LM + """
+parser = HfArgumentParser(TrainingArguments)
+(training_args,) = parser.parse_args_into_dataclasses()
+trainer = Trainer(model=model, args=training_args, compute_metrics=compute_metrics)
+trainer.train()
+""", "CKPT209")
+    assert len(found) == 1
+    assert "with `--eval_strategy`" in found[0].message and "without `--eval_accumulation_steps`" in found[0].message
+
+
+def test_classification_heads_and_unknown_models_are_not_reported():
+    assert lines("""
+from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+model = AutoModelForSequenceClassification.from_pretrained("bert-base-uncased", num_labels=2)
+Trainer(model=model, args=TrainingArguments("out", eval_strategy="epoch"), compute_metrics=metrics).train()
+""", "CKPT209") == []
+    assert lines("""
+from transformers import Trainer, TrainingArguments
+Trainer(model=build_model(), args=TrainingArguments("out", eval_strategy="epoch"), compute_metrics=metrics).train()
+""", "CKPT209") == []
+
+
+def test_own_trainers_are_not_the_library_s():
+    assert lines(_LM + """
+class MyTrainer(Trainer):
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        return super().prediction_step(model, inputs, True, ignore_keys)
+MyTrainer(model=model, args=TrainingArguments("out", eval_strategy="epoch"), compute_metrics=metrics).train()
+""", "CKPT209") == []
+    assert lines("""
+class Trainer:
+    def __init__(self, **kw): ...
+model = load()
+Trainer(model=model, eval_strategy="epoch", compute_metrics=metrics)
+""", "CKPT209") == []
+    assert lines(_LM + """
+class MyTrainer(Trainer):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+MyTrainer(model=model, args=TrainingArguments("out", eval_strategy="epoch"), compute_metrics=metrics).train()
+""", "CKPT209") == [8]
+
+
+def test_peft_wrapped_lm_and_sft_trainer():
+    assert lines(_LM + """
+from peft import LoraConfig, get_peft_model
+model = get_peft_model(model, LoraConfig(r=8))
+Trainer(model=model, args=TrainingArguments("out", eval_strategy="steps"), compute_metrics=metrics).train()
+""", "CKPT209") == [7]
+    assert lines("""
+from trl import SFTConfig, SFTTrainer
+trainer = SFTTrainer(model="Qwen/Qwen2.5-0.5B", args=SFTConfig("out", eval_strategy="steps"), compute_metrics=metrics)
+""", "CKPT209") == [3]

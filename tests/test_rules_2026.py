@@ -312,3 +312,65 @@ Trainer(model=model, args=TrainingArguments("out", eval_strategy="steps"), compu
 from trl import SFTConfig, SFTTrainer
 trainer = SFTTrainer(model="Qwen/Qwen2.5-0.5B", args=SFTConfig("out", eval_strategy="steps"), compute_metrics=metrics)
 """, "CKPT209") == [3]
+
+
+# -- CKPT405 ---------------------------------------------------------------------------------------
+
+_GRPO = """
+import argparse
+from trl import GRPOConfig, GRPOTrainer
+p = argparse.ArgumentParser(); p.add_argument("--vllm", action="store_true"); cli = p.parse_args()
+args = GRPOConfig(output_dir="out", per_device_train_batch_size=8, max_completion_length=1024, bf16=True, {extra})
+GRPOTrainer(model="Qwen/Qwen2.5-0.5B-Instruct", reward_funcs=reward, args=args, train_dataset=ds).train()
+"""
+
+
+def grpo(extra: str, trl: str | None = "1.16", gpu: str | None = "24GiB"):
+    targets = {k: v for k, v in {**NEWEST, "trl": trl}.items() if v is not None}
+    return run(_GRPO.format(extra=extra), "CKPT405", targets=targets, gpu_memory=gpu)
+
+
+def test_colocated_vllm_that_leaves_no_room_is_reported_at_its_share():
+    (found,) = grpo('use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6')
+    assert found.span.start.line == 5 and "14.4 GiB of 24 GiB" in found.message
+
+
+def test_sleep_mode_server_mode_and_a_small_share_are_clean():
+    assert grpo('use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6, vllm_enable_sleep_mode=True') == []
+    assert grpo('use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6, vllm_enable_sleep_mode=cli.sleep') == []
+    assert grpo('use_vllm=True, vllm_mode="server", vllm_gpu_memory_utilization=0.6') == []
+    assert grpo('use_vllm=True, vllm_mode="colocate"', gpu="80GiB") == []  # the default share, 0.3
+    assert grpo('use_vllm=False, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6') == []
+
+
+def test_the_default_mode_depends_on_the_trl_release():
+    assert grpo("use_vllm=True, vllm_gpu_memory_utilization=0.6", trl="0.29") == []
+    assert len(grpo("use_vllm=True, vllm_gpu_memory_utilization=0.6", trl="1.16")) == 1
+    (unknown,) = grpo("use_vllm=True, vllm_gpu_memory_utilization=0.6, gradient_checkpointing=True", trl=None)
+    assert "does not say which trl" in unknown.message
+
+
+def test_use_vllm_from_an_option_is_reported_on_its_path():
+    (found,) = grpo('use_vllm=cli.vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6')
+    assert "with `--vllm`" in found.message
+
+
+def test_without_a_budget_small_models_are_not_judged():
+    assert grpo('use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6', gpu=None) == []
+
+
+def test_a_trl_launch_of_a_grpo_config(tmp_path):
+    from ckpt_doctor.analysis.source import read_source
+    from ckpt_doctor.check.lint import check_source
+
+    (tmp_path / ".git").mkdir()
+    config = ("model_name_or_path: Qwen/Qwen2.5-0.5B-Instruct\nuse_vllm: true\nvllm_mode: colocate\n"
+              "vllm_gpu_memory_utilization: 0.6\nper_device_train_batch_size: 8\nmax_completion_length: 1024\nbf16: true\n")
+    (tmp_path / "grpo.yaml").write_text(config)
+    (tmp_path / "train.sh").write_text("trl grpo --config grpo.yaml\n")
+    settings = Settings(root=tmp_path, select=["CKPT405"], gpu_memory="24GiB", target_versions=NEWEST)
+    assert [f.code for f in check_source(read_source(tmp_path / "train.sh"), settings).findings] == ["CKPT405"]
+    (tmp_path / "grpo.yaml").write_text(config + "vllm_enable_sleep_mode: true\n")
+    assert check_source(read_source(tmp_path / "train.sh"), settings).findings == []
+    (tmp_path / "grpo.yaml").write_text(config.replace("vllm_mode: colocate\n", "vllm_mode: server\n"))
+    assert check_source(read_source(tmp_path / "train.sh"), settings).findings == []

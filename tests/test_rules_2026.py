@@ -374,3 +374,7 @@ def test_a_trl_launch_of_a_grpo_config(tmp_path):
     assert check_source(read_source(tmp_path / "train.sh"), settings).findings == []
     (tmp_path / "grpo.yaml").write_text(config.replace("vllm_mode: colocate\n", "vllm_mode: server\n"))
     assert check_source(read_source(tmp_path / "train.sh"), settings).findings == []
+
+
+def test_vllm_on_a_device_of_its_own_is_not_colocated():
+    assert grpo('use_vllm=True, vllm_device="cuda:3", vllm_gpu_memory_utilization=0.6, gradient_checkpointing=True', trl=None) == []

@@ -328,6 +328,8 @@ def memory_not_estimated(ctx: Context) -> Iterator[Report]:
 # -- vLLM colocated with training (TRL GRPO / RLOO) ---------------------------------------------------
 VLLM_CONFIGS = ("trl.GRPOConfig", "trl.RLOOConfig")
 VLLM_UTILIZATION_DEFAULT = 0.3  # GRPOConfig / RLOOConfig `vllm_gpu_memory_utilization`, trl 0.18 .. 1.9 [R5]
+# keys that put vLLM elsewhere when no `vllm_mode` is given: a device of its own (trl 0.14 .. 0.17), a server [R5]
+VLLM_ELSEWHERE = ("vllm_device", "vllm_server_host", "vllm_server_base_url")
 TRL_COLOCATE_DEFAULT_SINCE = "1.0"  # `vllm_mode` defaults to "colocate" (before: "server") [R5]
 
 
@@ -365,6 +367,8 @@ def _script_colocations(ctx: Context) -> list[Colocation]:
         path = on("use_vllm", False)
         if path is None:
             continue
+        if any(isinstance(get(key), Const) and get(key).value is not None for key in VLLM_ELSEWHERE):
+            continue  # vLLM on a device or server of its own (`vllm_device`: trl < 0.18)
         mode = get("vllm_mode")
         if isinstance(mode, Missing):
             colocate = ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE)
@@ -400,6 +404,8 @@ def _config_colocations(ctx: Context) -> list[Colocation]:
     if run.framework.id != "trl" or document.value("use_vllm") is not True:
         return []
     mode = document.get("vllm_mode")
+    if mode is None and any(key in document for key in VLLM_ELSEWHERE):
+        return []  # vLLM on a device or server of its own (`vllm_device`: trl < 0.18)
     if mode is None:
         colocate = ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE)
         if colocate is False:

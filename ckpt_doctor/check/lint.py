@@ -22,7 +22,7 @@ from ckpt_doctor.rules import Context, all_rules, run_rules
 from ckpt_doctor.analysis.source import NotPython, SourceError, SourceFile, read_source
 
 # A file that mentions none of these cannot trigger any rule: it skips the parse.
-PREFILTER = re.compile(r"checkpoint|use_cache|kbit|deepspeed|\btrl\b|TrainingArguments|find_unused|fsdp", re.IGNORECASE)
+PREFILTER = re.compile(r"checkpoint|use_cache|kbit|deepspeed|\btrl\b|TrainingArguments|find_unused|fsdp|activation_memory_budget|compute_metrics|vllm", re.IGNORECASE)
 # The memory rules (CKPT4xx) look at any script that loads a model and trains it.
 MEMORY_PREFILTER = re.compile(r"from_pretrained|Trainer\b|\.backward\(")
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Za-z0-9]+(?:\s*,\s*[A-Za-z0-9]+)*))?", re.IGNORECASE)

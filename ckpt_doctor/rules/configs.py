@@ -274,3 +274,4 @@ for code, check in (("CKPT401", memory.oom_without_checkpointing), ("CKPT402", m
                     ("CKPT403", memory.checkpointing_not_needed)):
     config_check(code)(_when_sharding_known(check))
 config_check("CKPT404")(memory.memory_not_estimated)
+config_check("CKPT405")(_when_sharding_known(memory.vllm_colocate_leaves_no_room))

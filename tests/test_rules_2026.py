@@ -1,0 +1,380 @@
+"""The rules of issue 12 (checkpointing and OOM in 2026), beyond their page examples: branches, options whose
+value is not known, the project's own objects of the same name, configs."""
+
+from __future__ import annotations
+
+import textwrap
+
+from ckpt_doctor.check.fix import applicable, apply_fixes
+from ckpt_doctor.check.lint import lint_text
+from ckpt_doctor.analysis.source import SourceFile
+from ckpt_doctor.config import Settings
+
+NEWEST = {"torch": "2.13", "transformers": "5.24", "peft": "0.21", "trl": "1.16"}
+
+
+def run(code: str, select: str, targets: dict | None = None, gpu_memory: str | None = None):
+    text = textwrap.dedent(code)
+    settings = Settings(target_versions=NEWEST if targets is None else targets, select=[select], gpu_memory=gpu_memory)
+    return [f for f in lint_text(SourceFile("t.py", text, text.encode()), settings) if f.code == select]
+
+
+def lines(code: str, select: str, **kwargs) -> list[int]:
+    return [f.span.start.line for f in run(code, select, **kwargs)]
+
+
+# -- CKPT106 ---------------------------------------------------------------------------------------
+
+def test_budget_without_compile_is_reported_and_aliases_resolve():
+    assert lines(
+        """
+        import torch
+        from torch._functorch import config as fconf
+        fconf.activation_memory_budget = 0.4
+        with torch._functorch.config.patch(activation_memory_budget=0.2):
+            train(model)
+        """,
+        "CKPT106",
+    ) == [4, 5]
+
+
+def test_budget_with_compile_on_the_same_path_is_clean():
+    assert lines(
+        """
+        import torch
+        import torch._functorch.config
+        torch._functorch.config.activation_memory_budget = 0.5
+        model = torch.compile(model)
+        """,
+        "CKPT106",
+    ) == []
+
+
+def test_budget_and_compile_in_one_branch_is_clean():
+    assert lines(
+        """
+        import argparse, torch
+        p = argparse.ArgumentParser(); p.add_argument("--compile", action="store_true"); args = p.parse_args()
+        if args.compile:
+            torch._functorch.config.activation_memory_budget = 0.5
+            model = torch.compile(model)
+        """,
+        "CKPT106",
+    ) == []
+
+
+def test_compile_only_with_an_option_leaves_the_run_without_it():
+    found = run(
+        """
+        import argparse, torch
+        p = argparse.ArgumentParser(); p.add_argument("--no_compile", action="store_false", dest="compile"); args = p.parse_args()
+        torch._functorch.config.activation_memory_budget = 0.5
+        if args.compile:
+            model = torch.compile(model)
+        """,
+        "CKPT106",
+    )
+    assert [f.span.start.line for f in found] == [4]
+    assert "line 6" in found[0].message and "only" in found[0].message
+
+
+def test_trainer_compile_flag_and_bare_decorator_count_as_compiling():
+    assert lines(
+        """
+        import torch
+        from transformers import TrainingArguments
+        torch._functorch.config.activation_memory_budget = 0.5
+        args = TrainingArguments("out", torch_compile_mode="max-autotune-no-cudagraphs")
+        """,
+        "CKPT106",
+    ) == []
+    assert lines(
+        """
+        import torch
+        torch._functorch.config.activation_memory_budget = 0.5
+        @torch.compile
+        def step(model, batch):
+            return model(**batch).loss
+        """,
+        "CKPT106",
+    ) == []
+
+
+def test_command_line_torch_compile_is_an_option_not_off():
+    found = run(
+        """
+        import torch
+        from transformers import HfArgumentParser, TrainingArguments
+        (args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses()
+        torch._functorch.config.activation_memory_budget = 0.5
+        """,
+        "CKPT106",
+    )
+    assert len(found) == 1 and "without `--torch_compile`" in found[0].message
+
+
+def test_the_projects_own_budget_attribute_and_the_default_are_not_torch():
+    assert lines(
+        """
+        import torch
+        cfg.activation_memory_budget = 0.5
+        torch._functorch.config.activation_memory_budget = 1.0
+        """,
+        "CKPT106",
+    ) == []
+
+
+def test_budget_on_dynamo_config_raises_even_when_compiled():
+    found = run(
+        """
+        import torch
+        torch._dynamo.config.activation_memory_budget = 0.5
+        model = torch.compile(model)
+        """,
+        "CKPT106",
+    )
+    assert [f.span.start.line for f in found] == [3] and "AttributeError" in found[0].message
+
+
+# -- CKPT107 ---------------------------------------------------------------------------------------
+
+def test_cudagraph_compile_and_checkpointing_on_exclusive_branches_never_meet():
+    assert lines(
+        """
+        import argparse, torch
+        p = argparse.ArgumentParser(); p.add_argument("--gc", action="store_true"); args = p.parse_args()
+        if args.gc:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model = torch.compile(model, mode="reduce-overhead")
+        """,
+        "CKPT107",
+    ) == []
+
+
+def test_trainer_compile_mode_with_trainer_checkpointing_is_reported_and_fixed():
+    code = textwrap.dedent(
+        """
+        from transformers import Trainer, TrainingArguments
+        args = TrainingArguments("out", gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
+                                 torch_compile_mode="max-autotune")
+        Trainer(model=model, args=args).train()
+        """
+    )
+    found = run(code, "CKPT107")
+    assert [f.span.start.line for f in found] == [3]
+    fixed = apply_fixes(code, [f.fix for f in found if applicable(f.fix, unsafe=True)])
+    assert 'torch_compile_mode="max-autotune-no-cudagraphs"' in fixed
+    assert run(fixed, "CKPT107") == []
+
+
+def test_modes_without_cuda_graphs_and_unknown_modes_are_clean():
+    for mode in ('"default"', '"max-autotune-no-cudagraphs"', "args.mode"):
+        assert lines(
+            f"""
+            import torch
+            from torch.utils.checkpoint import checkpoint
+            model = torch.compile(model, mode={mode})
+            y = checkpoint(block, x, use_reentrant=False)
+            """,
+            "CKPT107",
+        ) == [], mode
+
+
+def test_cudagraphs_option_is_reported_without_a_fix():
+    found = run(
+        """
+        import torch
+        from torch.utils.checkpoint import checkpoint
+        model = torch.compile(model, options={"triton.cudagraphs": True})
+        y = checkpoint(block, x, use_reentrant=False)
+        """,
+        "CKPT107",
+    )
+    assert [f.span.start.line for f in found] == [4] and found[0].fix is None
+
+
+def test_a_project_method_named_compile_is_not_torch():
+    assert lines(
+        """
+        from torch.utils.checkpoint import checkpoint
+        class Graph:
+            def compile(self, mode=None):
+                return self
+        g = Graph()
+        g.compile(mode="reduce-overhead")
+        y = checkpoint(block, x, use_reentrant=False)
+        """,
+        "CKPT107",
+    ) == []
+
+
+# -- CKPT209 ---------------------------------------------------------------------------------------
+
+_LM = """
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, HfArgumentParser, Trainer, TrainingArguments
+model = AutoModelForCausalLM.from_pretrained("gpt2")
+"""
+
+
+def test_explicit_evaluate_and_branches():
+    code = _LM + """
+import argparse
+p = argparse.ArgumentParser(); p.add_argument("--metrics", action="store_true"); cli = p.parse_args()
+args = TrainingArguments("out")
+if cli.metrics:
+    trainer = Trainer(model=model, args=args, compute_metrics=metrics)
+    trainer.train()
+else:
+    trainer = Trainer(model=model, args=args)
+    trainer.evaluate()
+"""
+    assert lines(code, "CKPT209") == []  # the trainer with metrics never evaluates
+    flagged = run(code.replace("    trainer.train()\n", "    trainer.train()\n    trainer.evaluate()\n"), "CKPT209")
+    assert [f.span.start.line for f in flagged] == [9] and "--metrics" in flagged[0].message
+
+
+def test_settings_that_keep_logits_off_the_gpu_are_clean():
+    for extra in ("eval_accumulation_steps=4", "batch_eval_metrics=True", "prediction_loss_only=True"):
+        assert lines(_LM + f"""
+args = TrainingArguments("out", eval_strategy="epoch", {extra})
+Trainer(model=model, args=args, compute_metrics=metrics).train()
+""", "CKPT209") == [], extra
+    assert lines(_LM + """
+args = TrainingArguments("out", eval_strategy="epoch")
+Trainer(model=model, args=args, compute_metrics=metrics, preprocess_logits_for_metrics=argmax).train()
+""", "CKPT209") == []
+
+
+def test_preprocessing_given_under_the_same_test_as_the_metrics_counts():
+    # run_clm.py: both `... if training_args.do_eval else None`
+    assert lines(_LM + """
+parser = HfArgumentParser(TrainingArguments)
+(training_args,) = parser.parse_args_into_dataclasses()
+trainer = Trainer(model=model, args=training_args,
+                  compute_metrics=compute_metrics if training_args.do_eval else None,
+                  preprocess_logits_for_metrics=preprocess if training_args.do_eval else None)
+trainer.evaluate()
+""", "CKPT209") == []
+
+
+def test_command_line_settings_are_options():
+    found = run(_LM + """
+parser = HfArgumentParser(TrainingArguments)
+(training_args,) = parser.parse_args_into_dataclasses()
+trainer = Trainer(model=model, args=training_args, compute_metrics=compute_metrics)
+trainer.train()
+""", "CKPT209")
+    assert len(found) == 1
+    assert "with `--eval_strategy`" in found[0].message and "without `--eval_accumulation_steps`" in found[0].message
+
+
+def test_classification_heads_and_unknown_models_are_not_reported():
+    assert lines("""
+from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+model = AutoModelForSequenceClassification.from_pretrained("bert-base-uncased", num_labels=2)
+Trainer(model=model, args=TrainingArguments("out", eval_strategy="epoch"), compute_metrics=metrics).train()
+""", "CKPT209") == []
+    assert lines("""
+from transformers import Trainer, TrainingArguments
+Trainer(model=build_model(), args=TrainingArguments("out", eval_strategy="epoch"), compute_metrics=metrics).train()
+""", "CKPT209") == []
+
+
+def test_own_trainers_are_not_the_library_s():
+    assert lines(_LM + """
+class MyTrainer(Trainer):
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        return super().prediction_step(model, inputs, True, ignore_keys)
+MyTrainer(model=model, args=TrainingArguments("out", eval_strategy="epoch"), compute_metrics=metrics).train()
+""", "CKPT209") == []
+    assert lines("""
+class Trainer:
+    def __init__(self, **kw): ...
+model = load()
+Trainer(model=model, eval_strategy="epoch", compute_metrics=metrics)
+""", "CKPT209") == []
+    assert lines(_LM + """
+class MyTrainer(Trainer):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+MyTrainer(model=model, args=TrainingArguments("out", eval_strategy="epoch"), compute_metrics=metrics).train()
+""", "CKPT209") == [8]
+
+
+def test_peft_wrapped_lm_and_sft_trainer():
+    assert lines(_LM + """
+from peft import LoraConfig, get_peft_model
+model = get_peft_model(model, LoraConfig(r=8))
+Trainer(model=model, args=TrainingArguments("out", eval_strategy="steps"), compute_metrics=metrics).train()
+""", "CKPT209") == [7]
+    assert lines("""
+from trl import SFTConfig, SFTTrainer
+trainer = SFTTrainer(model="Qwen/Qwen2.5-0.5B", args=SFTConfig("out", eval_strategy="steps"), compute_metrics=metrics)
+""", "CKPT209") == [3]
+
+
+# -- CKPT405 ---------------------------------------------------------------------------------------
+
+_GRPO = """
+import argparse
+from trl import GRPOConfig, GRPOTrainer
+p = argparse.ArgumentParser(); p.add_argument("--vllm", action="store_true"); cli = p.parse_args()
+args = GRPOConfig(output_dir="out", per_device_train_batch_size=8, max_completion_length=1024, bf16=True, {extra})
+GRPOTrainer(model="Qwen/Qwen2.5-0.5B-Instruct", reward_funcs=reward, args=args, train_dataset=ds).train()
+"""
+
+
+def grpo(extra: str, trl: str | None = "1.16", gpu: str | None = "24GiB"):
+    targets = {k: v for k, v in {**NEWEST, "trl": trl}.items() if v is not None}
+    return run(_GRPO.format(extra=extra), "CKPT405", targets=targets, gpu_memory=gpu)
+
+
+def test_colocated_vllm_that_leaves_no_room_is_reported_at_its_share():
+    (found,) = grpo('use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6')
+    assert found.span.start.line == 5 and "14.4 GiB of 24 GiB" in found.message
+
+
+def test_sleep_mode_server_mode_and_a_small_share_are_clean():
+    assert grpo('use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6, vllm_enable_sleep_mode=True') == []
+    assert grpo('use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6, vllm_enable_sleep_mode=cli.sleep') == []
+    assert grpo('use_vllm=True, vllm_mode="server", vllm_gpu_memory_utilization=0.6') == []
+    assert grpo('use_vllm=True, vllm_mode="colocate"', gpu="80GiB") == []  # the default share, 0.3
+    assert grpo('use_vllm=False, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6') == []
+
+
+def test_the_default_mode_depends_on_the_trl_release():
+    assert grpo("use_vllm=True, vllm_gpu_memory_utilization=0.6", trl="0.29") == []
+    assert len(grpo("use_vllm=True, vllm_gpu_memory_utilization=0.6", trl="1.16")) == 1
+    (unknown,) = grpo("use_vllm=True, vllm_gpu_memory_utilization=0.6, gradient_checkpointing=True", trl=None)
+    assert "does not say which trl" in unknown.message
+
+
+def test_use_vllm_from_an_option_is_reported_on_its_path():
+    (found,) = grpo('use_vllm=cli.vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6')
+    assert "with `--vllm`" in found.message
+
+
+def test_without_a_budget_small_models_are_not_judged():
+    assert grpo('use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.6', gpu=None) == []
+
+
+def test_a_trl_launch_of_a_grpo_config(tmp_path):
+    from ckpt_doctor.analysis.source import read_source
+    from ckpt_doctor.check.lint import check_source
+
+    (tmp_path / ".git").mkdir()
+    config = ("model_name_or_path: Qwen/Qwen2.5-0.5B-Instruct\nuse_vllm: true\nvllm_mode: colocate\n"
+              "vllm_gpu_memory_utilization: 0.6\nper_device_train_batch_size: 8\nmax_completion_length: 1024\nbf16: true\n")
+    (tmp_path / "grpo.yaml").write_text(config)
+    (tmp_path / "train.sh").write_text("trl grpo --config grpo.yaml\n")
+    settings = Settings(root=tmp_path, select=["CKPT405"], gpu_memory="24GiB", target_versions=NEWEST)
+    assert [f.code for f in check_source(read_source(tmp_path / "train.sh"), settings).findings] == ["CKPT405"]
+    (tmp_path / "grpo.yaml").write_text(config + "vllm_enable_sleep_mode: true\n")
+    assert check_source(read_source(tmp_path / "train.sh"), settings).findings == []
+    (tmp_path / "grpo.yaml").write_text(config.replace("vllm_mode: colocate\n", "vllm_mode: server\n"))
+    assert check_source(read_source(tmp_path / "train.sh"), settings).findings == []
+
+
+def test_vllm_on_a_device_of_its_own_is_not_colocated():
+    assert grpo('use_vllm=True, vllm_device="cuda:3", vllm_gpu_memory_utilization=0.6, gradient_checkpointing=True', trl=None) == []

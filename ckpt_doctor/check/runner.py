@@ -104,12 +104,13 @@ def _check_cached(path: str, settings: Settings) -> FileResult:
     key = cache.key(source.raw, os.path.abspath(path), versions_key)
     cached = cache.get(key)
     if cached is not None:
-        for finding in cached:
+        findings, suppressed = cached
+        for finding in findings + suppressed:
             finding.path = path  # the same file named another way (./a.py, ../a.py)
-        return FileResult(path, cached, source=source)
+        return FileResult(path, findings, source=source, suppressed=suppressed)
     result = check_source(source, settings)
     if result.error is None:
-        cache.put(key, result.findings, result.dependencies)
+        cache.put(key, result.findings, result.dependencies, result.suppressed)
     return result
 
 

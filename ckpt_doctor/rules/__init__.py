@@ -9,7 +9,7 @@ def check(ctx):
         yield Report(call.span, "message", fix=FixSpec(...))
 ```
 
-Rule modules: `torch_checkpoint` (CKPT1xx), `huggingface` (CKPT2xx), `distributed` (CKPT3xx),
+Rule modules: `suppression` (CKPT001, run by `check.noqa` after the others), `torch_checkpoint` (CKPT1xx), `huggingface` (CKPT2xx), `distributed` (CKPT3xx),
 `memory` (CKPT4xx). The page of each rule is `rules/<CODE>.md`.
 """
 
@@ -163,5 +163,5 @@ def _within_versions(fix: FixSpec | None, versions: TargetVersions) -> FixSpec |
 def _load() -> None:
     # every time, not "once the registry has entries": importing one rule module on its own (`estimate`
     # imports `rules.memory`) must not hide the others; a second import is a dictionary lookup
-    from ckpt_doctor.rules import distributed, huggingface, memory, torch_checkpoint  # noqa: F401
+    from ckpt_doctor.rules import distributed, huggingface, memory, suppression, torch_checkpoint  # noqa: F401
     from ckpt_doctor.rules import configs  # noqa: F401  (after the others: it adds config checks to their rules)

@@ -64,7 +64,7 @@ def _codes(values: tuple[str, ...]) -> list[str]:
 @click.option("--select", multiple=True, metavar="CODES", help="Rule codes or prefixes to enable (e.g. CKPT2,CKPT101).")
 @click.option("--extend-select", multiple=True, metavar="CODES", help="Enable these in addition to the selection.")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Rule codes or prefixes to disable.")
-@click.option("--output-format", type=click.Choice(["concise", "full", "json", "github", "sarif"]), default=None, help="Output format (default: concise).")
+@click.option("--output-format", type=click.Choice(["concise", "full", "json", "json-lines", "junit", "github", "gitlab", "pylint", "rdjson", "sarif"]), default=None, help="Output format (default: concise).")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None, help="Lowest severity that fails the run (default: warning).")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
 @click.option("--target-version", "target_versions", multiple=True, metavar="PKG=VER", help="Library version the script targets, e.g. transformers=4.46 (repeatable).")
@@ -97,7 +97,7 @@ def check(
     from ckpt_doctor.config import ConfigError, load_settings, parse_severity, parse_size
     from ckpt_doctor.check.discovery import discover
     from ckpt_doctor.check.lint import FileResult
-    from ckpt_doctor.check.report import render
+    from ckpt_doctor.check.report import FORMATS, NEEDS_SOURCES, render
     from ckpt_doctor.check.runner import RunOptions, run_check, stderr_progress
     from ckpt_doctor.analysis.versions import parse_target_versions
 
@@ -123,13 +123,13 @@ def check(
         _fail(str(exc))
     settings.extend_exclude += list(extend_exclude)
     fmt = output_format or settings.output_format or "concise"
-    if fmt not in ("concise", "full", "json", "github", "sarif"):
-        _fail(f"unknown output-format {fmt!r} in configuration")
+    if fmt not in FORMATS:
+        _fail(f"unknown output-format {fmt!r} in configuration (one of: {', '.join(FORMATS)})")
 
     _exit_on_signals()
     files, missing = discover(list(paths) or ["."], settings, force_exclude=force_exclude)
     options = RunOptions(fix=fix and not diff, unsafe_fixes=unsafe_fixes, diff=diff, use_cache=not no_cache, jobs=jobs,
-                         keep_sources=fmt in ("full", "json"))
+                         keep_sources=fmt in NEEDS_SOURCES)
     run = run_check(files, settings, options, progress=stderr_progress)
     run.files.extend(FileResult(line.split(":", 1)[0], error=line) for line in missing)
 

@@ -39,6 +39,11 @@ class RunResult:
         return [f for result in self.files for f in result.findings]
 
     @property
+    def suppressed(self) -> list[Finding]:
+        """The findings a noqa comment hides (SARIF reports them as suppressed)."""
+        return [f for result in self.files for f in result.suppressed]
+
+    @property
     def errors(self) -> list[str]:
         return [r.error for r in self.files if r.error]
 

@@ -23,7 +23,7 @@ from ckpt_doctor.analysis.conditions import ALWAYS, Condition
 from ckpt_doctor.config import Settings
 from ckpt_doctor.analysis.facts import ScriptFacts
 from ckpt_doctor.analysis.library import FIX_NAMES_SINCE
-from ckpt_doctor.findings import Applicability, Finding, FixSpec, Severity, Span
+from ckpt_doctor.findings import Applicability, Finding, FixSpec, Related, Severity, Span
 from ckpt_doctor.analysis import Analysis, ConfigAnalysis
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.versions import TargetVersions
@@ -38,6 +38,7 @@ class Report:
     fix: FixSpec | None = None
     extra: dict = field(default_factory=dict)
     condition: Condition = ALWAYS  # the path on which the facts behind it all happen
+    related: list[Related] = field(default_factory=list)  # other places of this file the finding is about
 
 
 @dataclass
@@ -145,6 +146,7 @@ def run_rules(ctx: Context, rules: Iterable[Rule]) -> Iterator[Finding]:
                 path=ctx.path,
                 extra=report.extra,
                 condition=report.condition.as_list(),
+                related=list(report.related),
             )
 
 

@@ -92,21 +92,29 @@ def _rdjson(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
     """reviewdog's Diagnostic Format (rdjson: `DiagnosticResult` of reviewdog's proto): positions 1-based, the
     fix edits as `suggestions` (reviewdog posts them as suggested changes)."""
     edits = edits_by_finding(run)
+    sources = {r.path: r.source for r in run.files if r.source is not None}
     diagnostics = []
     for finding in run.findings:
         start_row, start_col, end_row, end_col = row(finding)
+        source = sources.get(finding.path) if finding.cell is None else None
+
+        def position(line: int, column: int) -> dict:
+            """rdjson columns count UTF-8 bytes, ours characters."""
+            text = source.line_text(line) if source is not None else ""
+            return {"line": line, "column": len(text[: column - 1].encode("utf-8")) + 1 + max(0, column - 1 - len(text))}
+
         diagnostic = {
             "message": finding.message,
             "location": {
                 "path": relative_path(finding.path),
-                "range": {"start": {"line": start_row, "column": start_col}, "end": {"line": end_row, "column": end_col}},
+                "range": {"start": position(start_row, start_col), "end": position(end_row, end_col)},
             },
             "severity": _RDJSON_SEVERITY[finding.severity],
             "code": {"value": finding.code, "url": DOCS_URL.format(code=finding.code)},
         }
         suggestions = [
-            {"range": {"start": {"line": e["location"]["row"], "column": e["location"]["column"]},
-                       "end": {"line": e["end_location"]["row"], "column": e["end_location"]["column"]}},
+            {"range": {"start": position(e["location"]["row"], e["location"]["column"]),
+                       "end": position(e["end_location"]["row"], e["end_location"]["column"])},
              "text": e["content"]}
             for e in (edits.get(id(finding)) or [] if finding.cell is None else [])
         ]

@@ -469,8 +469,10 @@ def test_check_never_imports_torch_or_transformers_nor_libcst_without_fixes(cli)
     cli.write("hf.py", "from transformers import TrainingArguments\nargs = TrainingArguments('out', gradient_checkpointing=True)\n")
     plain = _imported(cli, "a.py", "hf.py", "--no-cache")  # no --target-version: versions read from metadata
     assert plain == {"code": 1, "heavy": []}
-    for fmt in ("concise", "github", "sarif"):
+    for fmt in ("concise", "github", "junit", "pylint"):
         assert _imported(cli, "a.py", "--no-cache", "--output-format", fmt, *TARGET_ARGS)["heavy"] == []
+    # json, sarif, rdjson carry the fixes as text edits, which LibCST computes (still no torch)
+    assert _imported(cli, "a.py", "--no-cache", "--output-format", "sarif", *TARGET_ARGS)["heavy"] == ["libcst"]
     # The probe can see an import: --diff needs libcst, and then it is there (but still no torch).
     assert _imported(cli, "a.py", "--no-cache", "--diff", *TARGET_ARGS)["heavy"] == ["libcst"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ class RunOptions:
     use_cache: bool = True
     jobs: int | None = None
     keep_sources: bool = False  # full output and fix edits need the text
+    write: bool = True  # --fix writes the files; False (stdin): the fixed text is kept in RunResult.fixed_texts
 
 
 @dataclass
@@ -33,6 +35,8 @@ class RunResult:
     files: list[FileResult] = field(default_factory=list)
     fixes_applied: int = 0
     diffs: list[str] = field(default_factory=list)
+    fixed: dict[str, Counter] = field(default_factory=dict)  # path -> how many fixes of each code were applied
+    fixed_texts: dict[str, bytes] = field(default_factory=dict)  # path -> the fixed file, when not written
 
     @property
     def findings(self) -> list[Finding]:
@@ -49,8 +53,7 @@ class RunResult:
 
 
 def run_check(paths: list[str], settings: Settings, options: RunOptions, progress=None) -> RunResult:
-    fixing = options.fix or options.diff
-    keep = options.keep_sources or fixing
+    keep = options.keep_sources or options.fix or options.diff
     jobs = options.jobs or os.cpu_count() or 1
     work = [(path, settings, options.use_cache, keep) for path in paths]
     if jobs > 1 and len(paths) >= PARALLEL_THRESHOLD:
@@ -70,8 +73,23 @@ def run_check(paths: list[str], settings: Settings, options: RunOptions, progres
             results.append(_check_one(item))
             if progress:
                 progress(len(results), len(paths))
-    run = RunResult(sorted(results, key=lambda r: r.path))
-    if fixing:
+    return _fixed(RunResult(sorted(results, key=lambda r: r.path)), settings, options)
+
+
+def run_text(name: str, raw: bytes, settings: Settings, options: RunOptions) -> RunResult:
+    """A file given as bytes (stdin) under `name`: checked as that file would be, never written (with --fix the
+    fixed bytes are in `fixed_texts[name]`)."""
+    from ckpt_doctor.analysis.source import SourceError, source_from_bytes
+
+    try:
+        source = source_from_bytes(name, raw, settings.max_file_size)
+    except SourceError as exc:
+        return RunResult([FileResult(name, error=str(exc))])
+    return _fixed(RunResult([check_source(source, settings)]), settings, replace(options, write=False))
+
+
+def _fixed(run: RunResult, settings: Settings, options: RunOptions) -> RunResult:
+    if options.fix or options.diff:
         for index, result in enumerate(run.files):
             try:
                 run.files[index] = _fix_file(result, settings, options, run)
@@ -128,21 +146,21 @@ def _fix_file(result: FileResult, settings: Settings, options: RunOptions, run: 
     specs = [f.fix for f in result.findings if applicable(f.fix, options.unsafe_fixes)]
     if not specs:
         return result
-    text, current, applied = source.text, result, 0
+    text, current, applied = source.text, result, Counter()
     for _ in range(MAX_FIX_ROUNDS):
-        specs = [f.fix for f in current.findings if applicable(f.fix, options.unsafe_fixes)]
-        if not specs:
+        fixable = [f for f in current.findings if applicable(f.fix, options.unsafe_fixes)]
+        if not fixable:
             break
         try:
-            new_text = apply_fixes(text, specs)
+            new_text = apply_fixes(text, [f.fix for f in fixable])
             if not source.keeps_cells(new_text):  # leave out the fixes that would move code across cells
-                specs = [spec for spec in specs if source.keeps_cells(apply_fixes(text, [spec]))]
-                new_text = apply_fixes(text, specs)
+                fixable = [f for f in fixable if source.keeps_cells(apply_fixes(text, [f.fix]))]
+                new_text = apply_fixes(text, [f.fix for f in fixable])
         except FixError as exc:
             return replace(result, error=f"{source.path}: cannot fix: {exc}")
         if new_text == text:
             break
-        applied += len(specs)
+        applied.update(f.code for f in fixable)
         text = new_text
         current = check_source(source.with_text(text), settings)
         if current.error:
@@ -151,14 +169,22 @@ def _fix_file(result: FileResult, settings: Settings, options: RunOptions, run: 
         return result
     if options.diff:
         run.diffs.append(unified_diff(source.path, source.text, text, notebook=source.is_notebook))
-        run.fixes_applied += applied
+        _count(run, source.path, applied)
         return result
-    try:
-        write_atomically(source.path, source.render(text), expected=source.raw)
-    except (FixError, OSError) as exc:
-        return replace(result, error=f"{source.path}: cannot write fixes: {exc}")
-    run.fixes_applied += applied
+    if options.write:
+        try:
+            write_atomically(source.path, source.render(text), expected=source.raw)
+        except (FixError, OSError) as exc:
+            return replace(result, error=f"{source.path}: cannot write fixes: {exc}")
+    else:
+        run.fixed_texts[source.path] = source.render(text)
+    _count(run, source.path, applied)
     return current
+
+
+def _count(run: RunResult, path: str, applied: Counter) -> None:
+    run.fixes_applied += sum(applied.values())
+    run.fixed[path] = applied
 
 
 def stderr_progress(done: int, total: int) -> None:

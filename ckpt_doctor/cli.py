@@ -140,7 +140,7 @@ def check(
 
     def once() -> int:
         settings, _, fmt = resolve()  # again in --watch: an edited configuration counts
-        return _check_once(paths, settings, fmt, stdin_filename if stdin else None, fix=fix, unsafe_fixes=unsafe_fixes,
+        return _check_once(paths, settings, fmt, (stdin_filename or "-") if stdin else None, fix=fix, unsafe_fixes=unsafe_fixes,
                            diff=diff, show_fixes=show_fixes, output_file=output_file, statistics=statistics,
                            exit_zero=exit_zero, add_noqa=add_noqa, force_exclude=force_exclude, no_cache=no_cache, jobs=jobs)
 

@@ -87,6 +87,10 @@ def file_codes(lines: list[str]) -> list[str] | None:
     return found
 
 
+def _file_suppresses(codes: list[str] | None, code: str) -> bool:
+    return codes is not None and (not codes or any(code.startswith(c) for c in codes))
+
+
 @dataclass
 class Suppression:
     kept: list[Finding]
@@ -108,27 +112,27 @@ def apply(lines: list[str], findings: list[Finding], *, path: str, enabled=lambd
         matched = [(d, c) for d in directives[line] if (c := d.matching(finding.code)) is not None]
         for directive, code in matched:
             directive.used.add(code)
-        if matched or (whole_file is not None and (not whole_file or any(finding.code.startswith(c) for c in whole_file))):
+        if matched or _file_suppresses(whole_file, finding.code):
             suppressed.append(finding)
         else:
             kept.append(finding)
     unused: list[Finding] = []
     if enabled(UNUSED_NOQA):
         for number, text in enumerate(lines, start=1):
-            for directive in directives.get(number) if number in directives else line_directives(text, number):
+            for directive in directives[number] if number in directives else line_directives(text, number):
                 finding = _unused(directive, text, path, enabled)
-                if finding is not None:
-                    unused.append(finding)
-        if whole_file is not None and (not whole_file or any(UNUSED_NOQA.startswith(c) for c in whole_file)):
-            suppressed.extend(unused)
-            unused = []
+                if finding is None:
+                    continue
+                # `# noqa: CKPT101, CKPT001` keeps an unused code on purpose (ruff's `# noqa: F401, RUF100`)
+                hidden = directive.matching(UNUSED_NOQA) is not None or _file_suppresses(whole_file, UNUSED_NOQA)
+                (suppressed if hidden else unused).append(finding)
     return Suppression(kept, suppressed, unused)
 
 
 def _unused(directive: Directive, text: str, path: str, enabled) -> Finding | None:
     # a bare `# noqa` is left alone: on most lines it is there for another linter (`import x  # noqa` for F401),
     # which ckpt-doctor cannot see, unlike ruff's RUF100, which implements those rules itself
-    ours = [c for c in directive.codes if OUR_CODE.match(c)]
+    ours = [c for c in directive.codes if OUR_CODE.match(c) and not UNUSED_NOQA.startswith(c)]
     unused = [c for c in ours if c not in directive.used and _any_enabled(c, enabled)]
     if not unused:
         return None

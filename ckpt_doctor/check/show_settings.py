@@ -29,7 +29,7 @@ def _table_keys(settings: Settings) -> set[str]:
 def resolved(settings: Settings, from_cli: set[str], path: str | None) -> dict:
     """Each setting with its value and origin ("command line", the config file, or "default"); the target version
     of each library as the check of `path` (a file, or a folder's scripts) would assume it."""
-    from ckpt_doctor.analysis.versions import TargetVersions
+    from ckpt_doctor.analysis.versions import TargetVersions, _range_text
     from ckpt_doctor.rules import all_rules
 
     in_file = _table_keys(settings)
@@ -52,8 +52,7 @@ def resolved(settings: Settings, from_cli: set[str], path: str | None) -> dict:
         if package in {k.lower() for k in settings.target_versions}:
             source += f" ({origin('target-versions')})"
         targets[package] = {
-            "low": str(target.low) if target.low else None,
-            "high": str(target.high) if target.high else None,
+            "versions": _range_text(target.low, target.high) or None,  # "2.13", ">=4.46,<5"; None: any release
             "origin": source,
         }
     return {
@@ -101,7 +100,5 @@ def render(data: dict, as_json: bool = False) -> str:
               f"Target versions (for {data['target-versions']['for']}):"]
     for package in VERSIONED_PACKAGES:
         target = data["target-versions"][package]
-        low, high = target["low"], target["high"]
-        span = "any release" if low is None and high is None else low if low == high else f"{low or '...'} to {high or 'newest'}"
-        lines.append(f"  {package:<12} {span}  ({target['origin']})")
+        lines.append(f"  {package:<12} {target['versions'] or 'any release'}  ({target['origin']})")
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ckpt_doctor import __version__
+from ckpt_doctor.check import OUTPUT_FORMATS
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -56,9 +57,6 @@ def _codes(values: tuple[str, ...]) -> list[str]:
     return codes
 
 
-FORMAT_CHOICES = ["concise", "full", "json", "json-lines", "junit", "github", "gitlab", "pylint", "rdjson", "sarif"]
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--fix/--no-fix", default=False, help="Apply safe fixes in place.")
@@ -68,7 +66,7 @@ FORMAT_CHOICES = ["concise", "full", "json", "json-lines", "junit", "github", "g
 @click.option("--select", multiple=True, metavar="CODES", help="Rule codes or prefixes to enable (e.g. CKPT2,CKPT101).")
 @click.option("--extend-select", multiple=True, metavar="CODES", help="Enable these in addition to the selection.")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Rule codes or prefixes to disable.")
-@click.option("--output-format", type=click.Choice(FORMAT_CHOICES), default=None, help="Output format (default: concise).")
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), default=None, help="Output format (default: concise).")
 @click.option("-o", "--output-file", type=click.Path(dir_okay=False), default=None, help="Write the report to this file (atomically) instead of stdout.")
 @click.option("--statistics", is_flag=True, help="Print the number of findings of each code (most frequent first) instead of the findings.")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None, help="Lowest severity that fails the run (default: warning).")

@@ -9,11 +9,12 @@ from collections import Counter
 from typing import Callable, TextIO
 
 from ckpt_doctor import __version__
+from ckpt_doctor.check import OUTPUT_FORMATS
 from ckpt_doctor.findings import Applicability, Finding, Severity
 from ckpt_doctor.rules import DOCS_URL, get_rule
 from ckpt_doctor.check.runner import RunResult
 
-FORMATS = ("concise", "full", "json", "json-lines", "junit", "github", "gitlab", "pylint", "rdjson", "sarif")
+FORMATS = OUTPUT_FORMATS
 # formats whose renderer needs the checked text (source lines, fix edits, fingerprints)
 NEEDS_SOURCES = ("full", "json", "json-lines", "gitlab", "rdjson", "sarif")
 

@@ -109,8 +109,6 @@ def check(
     jobs: int | None,
 ) -> None:
     """Check training scripts and notebooks for checkpointing misuse and OOM risk."""
-    from ckpt_doctor.check.report import FORMATS
-
     stdin = "-" in paths or stdin_filename is not None
     if stdin and [p for p in paths if p != "-"]:
         _fail("`-` (stdin) cannot be checked together with other paths")
@@ -123,10 +121,7 @@ def check(
     def resolve():
         settings, from_cli = _check_settings(config_file, select, extend_select, ignore, target_versions, fail_on,
                                              gpu_memory, extend_exclude)
-        fmt = output_format or settings.output_format or "concise"
-        if fmt not in FORMATS:
-            _fail(f"unknown output-format {fmt!r} in configuration (one of: {', '.join(FORMATS)})")
-        return settings, from_cli, fmt
+        return settings, from_cli, output_format or settings.output_format or "concise"  # the reader checked it
 
     settings, from_cli, fmt = resolve()
     if show_settings:
@@ -207,7 +202,7 @@ def _check_once(paths, settings, fmt: str, stdin_name: str | None, *, fix: bool,
                          keep_sources=fmt in NEEDS_SOURCES or add_noqa)
     if stdin_name is not None:
         raw = click.get_binary_stream("stdin").read()
-        run = run_text(stdin_name or "-", raw, settings, options)
+        run = run_text(stdin_name, raw, settings, options)
     else:
         from ckpt_doctor.check.discovery import discover
 
@@ -223,7 +218,7 @@ def _check_once(paths, settings, fmt: str, stdin_name: str | None, *, fix: bool,
     out = io.StringIO()
     if stdin_name is not None and options.fix:  # the fixed text is the output, as ruff does; the report goes to stderr
         stdout = click.get_binary_stream("stdout")
-        stdout.write(run.fixed_texts.get(stdin_name or "-", raw))
+        stdout.write(run.fixed_texts.get(stdin_name, raw))
         stdout.flush()
     if diff:
         for text in run.diffs:

@@ -326,6 +326,8 @@ def test_sarif_fingerprints_survive_line_moves_and_tell_findings_apart(cli):
     path.write_text(TWO.replace("checkpoint(block, x)\n", "checkpoint(block, x * 2)\n"))  # the flagged code changed
     _, changed = _sarif(cli, "a.py")
     assert changed["runs"][0]["results"][0]["partialFingerprints"] != before["runs"][0]["results"][0]["partialFingerprints"]
+    _, dotted = _sarif(cli, "./a.py")  # the same file named another way
+    assert [r["partialFingerprints"] for r in dotted["runs"][0]["results"]] == [r["partialFingerprints"] for r in changed["runs"][0]["results"]]
     path.write_text(TWO + "\n\ndef again(block, x):\n    return checkpoint(block, x)\n")  # the same text twice
     _, twice = _sarif(cli, "a.py")
     assert len({r["partialFingerprints"]["ckptDoctorLineHash/v1"] for r in twice["runs"][0]["results"]}) == 3

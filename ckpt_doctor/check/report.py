@@ -14,7 +14,7 @@ from ckpt_doctor.findings import Applicability, Finding, Severity
 from ckpt_doctor.rules import DOCS_URL, get_rule
 from ckpt_doctor.check.runner import RunResult
 
-FORMATS = OUTPUT_FORMATS
+FORMATS = OUTPUT_FORMATS  # concise, full, json, github here; sarif in check.sarif; the others in check.formats
 # formats whose renderer needs the checked text (source lines, fix edits, fingerprints)
 NEEDS_SOURCES = ("full", "json", "json-lines", "gitlab", "rdjson", "sarif")
 
@@ -111,16 +111,16 @@ def fingerprint(finding: Finding, source_line: str, occurrence: int = 0) -> str:
     span = finding.span
     text = source_line[span.start.column - 1 : span.end.column - 1] if span.start.line == span.end.line else source_line
     normalized = " ".join((text.strip() or source_line.strip()).split())
-    key = "\0".join((finding.code, finding.path.replace(os.sep, "/"), normalized, str(occurrence)))
+    key = "\0".join((finding.code, relative_path(finding.path), normalized, str(occurrence)))
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-def fingerprints(run: RunResult, findings: list[Finding] | None = None) -> dict[int, str]:
+def fingerprints(run: RunResult) -> dict[int, str]:
     """`fingerprint` of each finding (id(finding) -> hash), identical flagged texts of a file numbered in order."""
     lines = {r.path: r.source for r in run.files if r.source is not None}
     seen: Counter = Counter()
     out = {}
-    for finding in run.findings if findings is None else findings:
+    for finding in run.findings:
         source = lines.get(finding.path)
         line = source.line_text(finding.span.start.line) if source is not None else ""
         base = fingerprint(finding, line)

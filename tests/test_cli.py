@@ -513,6 +513,19 @@ Trainer(model=model, args=TrainingArguments(per_device_train_batch_size=cfg["bat
     assert "batch 32 (line 6, value in configs/train.yaml)" in again[0]["message"], again
 
 
+def test_cache_follows_the_requirement_files_and_their_includes(cli):
+    """The versions a file targets come from requirement files: an edit of one, `-r` includes too, is a miss."""
+    cli.write("requirements.txt", "-r requirements/base.txt\n")
+    cli.write("requirements/base.txt", "transformers==4.46.0\n")
+    cli.write("train.py", """from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+model = AutoModelForCausalLM.from_pretrained("gpt2")
+Trainer(model=model, args=TrainingArguments("out", gradient_checkpointing=True)).train()
+""")
+    assert "CKPT201" in cli.check("train.py", cache=True, targets=False).codes
+    cli.write("requirements/base.txt", "transformers==5.24.0\n")
+    assert "CKPT201" not in cli.check("train.py", cache=True, targets=False).codes
+
+
 @pytest.mark.parametrize("garbage", [b"garbage{{", b"\xff\xfe\x00", b"", b"[1, 2]", b'{"findings": 7}', b'"text"', b"null"])
 def test_corrupted_cache_entry_is_ignored(cli, garbage):
     cli.write("a.py", CKPT101_SCRIPT)

@@ -119,6 +119,34 @@ def test_a_renamed_key_is_flagged_and_renamed_in_place_keeping_comments(tmp_path
     assert fixed.splitlines()[3] == '"lora_rank": 16   # the rank' and fixed.splitlines()[0] == "### method"
 
 
+def test_an_empty_key_is_reported_only_where_the_framework_refuses_unknown_keys(tmp_path):
+    write(tmp_path, {"axolotl.yml": """
+        base_model: NousResearch/Meta-Llama-3-8B
+        adapter: lora
+        micro_batch_size: 2
+        gradient_checkpointing: true
+        debug:
+        fsdp:
+        fsdp_config:
+        """, "set.yml": """
+        base_model: NousResearch/Meta-Llama-3-8B
+        adapter: lora
+        micro_batch_size: 2
+        gradient_checkpointing: true
+        debug: true
+        fsdp:
+          - full_shard
+        """, "llamafactory.yaml": """
+        stage: sft
+        finetuning_type: lora
+        lora_r:
+        per_device_train_batch_size: 2
+        """})
+    assert check(tmp_path / "axolotl.yml", select=["CKPT501"]) == []
+    assert [f.span.start.line for f in check(tmp_path / "set.yml", select=["CKPT501"])] == [5, 6]
+    assert [f.span.start.line for f in check(tmp_path / "llamafactory.yaml", select=["CKPT501"])] == [3]
+
+
 def test_contradicting_llamafactory_keys(tmp_path):
     write(tmp_path, {"sft.yaml": "stage: sft\ndisable_gradient_checkpointing: true\ngradient_checkpointing: true\n"})
     (finding,) = check(tmp_path / "sft.yaml", select=["CKPT502"])

@@ -176,3 +176,21 @@ def test_sys_argv_settings_file_comes_from_the_launcher(tmp_path):
                      "run.sh": "python train.py configs/run.json\n"})
     settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
     assert settings.batch_size.value == 6
+
+
+def test_a_trainer_command_line_of_a_program_the_project_lacks_is_read_from_its_options(tmp_path):
+    from ckpt_doctor.analysis import analyze_launcher
+
+    write(tmp_path, {"ds/zero3.json": '{"zero_optimization": {"stage": 3}}', "run.sh": """
+        accelerate launch --num_processes 4 missing_train.py \\
+            --model_name_or_path Qwen/Qwen2-7B --per_device_train_batch_size 2 --gradient_accumulation_steps 8 \\
+            --gradient_checkpointing True --bf16 True --model_max_length 4096 --deepspeed ds/zero3.json
+        my-cli sft --per_device_train_batch_size 4 --output_dir out --use_lora True --lora_r 32
+        python train.py --per_device_train_batch_size 1 --output_dir out
+        """, "train.py": HF_SCRIPT})
+    first, second = (a.run for a in analyze_launcher(read_source(str(tmp_path / "run.sh")), Settings(root=tmp_path)))
+    read = first.settings()
+    assert (read.batch_size.value, read.gradient_accumulation.value, read.seq_len.value, read.gpus.value) == (2, 8, 4096, 4)
+    assert (first.checkpointing.value, first.zero_stage.value, read.dtype.value, read.model.value) == (True, 3, "bf16", "Qwen/Qwen2-7B")
+    assert (second.launched_by, second.checkpointing.value, second.lora.value, second.lora_r.value) == ("my-cli", False, True, 32)
+    assert "the program was not read" in second.checkpointing.note  # off only as far as the options say

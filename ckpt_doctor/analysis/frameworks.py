@@ -15,7 +15,7 @@ from ckpt_doctor.analysis.config_document import Document
 
 NAMES = {
     "llamafactory": "LLaMA-Factory", "axolotl": "axolotl", "torchtune": "torchtune", "swift": "ms-swift",
-    "trl": "TRL", "accelerate": "accelerate", "deepspeed": "DeepSpeed",
+    "trl": "TRL", "accelerate": "accelerate", "deepspeed": "DeepSpeed", "trainer": "TrainingArguments",
 }
 # keys one framework alone writes: a file with one of them is that framework's whatever else it holds
 _DECISIVE = {

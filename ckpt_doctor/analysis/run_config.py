@@ -336,6 +336,26 @@ def _trl(run: RunConfig, path: str) -> None:
         run.dtype = Fact(DTYPES[str(dtype.value)], dtype)
 
 
+# a program's own names of the sequence length and of LoRA, the ones Trainer scripts use most
+_SEQUENCE_OPTIONS = ("model_max_length", "max_seq_length", "max_length", "cutoff_len", "max_len", "seq_length")
+_LORA_OPTIONS = ("use_lora", "lora_enable", "use_peft", "lora")
+
+
+def _trainer(run: RunConfig, path: str) -> None:
+    """A launch of a program the project does not hold (or a console command) with `TrainingArguments` options,
+    read as `HfArgumentParser` reads them; what the program sets itself is not known."""
+    gc = run.stated("gradient_checkpointing", note="TrainingArguments default: off [H7]; the program was not read")
+    run.checkpointing = Fact(bool(gc.value), gc.entry, gc.note)
+    if not _explicit_reentrant(run):
+        run.reentrant = Fact(None)
+    seq_key = next((key for key in _SEQUENCE_OPTIONS if key in run.document), _SEQUENCE_OPTIONS[0])
+    _trainer_fields(run, path, seq_key=seq_key, seq_default=None, seq_note="")
+    lora = next((run.document.get(key) for key in _LORA_OPTIONS if key in run.document), None)
+    if lora is not None and lora.value is True:
+        run.lora = Fact(True, lora)
+        run.lora_r = next((run.stated(key) for key in ("lora_r", "lora_rank") if key in run.document), None)
+
+
 def _accelerate(run: RunConfig, path: str) -> None:
     kind = run.document.get("distributed_type")
     if kind is not None and kind.value == "DEEPSPEED":
@@ -417,5 +437,5 @@ def _deepspeed(run: RunConfig, path: str, key: str) -> None:
 
 READERS = {
     "llamafactory": _llamafactory, "axolotl": _axolotl, "torchtune": _torchtune, "swift": _swift, "trl": _trl,
-    "accelerate": _accelerate, "deepspeed": _deepspeed_json,
+    "accelerate": _accelerate, "deepspeed": _deepspeed_json, "trainer": _trainer,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -13,7 +14,7 @@ from ckpt_doctor.check.cache import Cache
 from ckpt_doctor.config import Settings
 from ckpt_doctor.findings import Finding
 from ckpt_doctor.check.lint import FileResult, check_file, check_source, read_checked
-from ckpt_doctor.analysis.versions import TargetVersions
+from ckpt_doctor.analysis.versions import requirement_files_read, versions_key
 
 MAX_FIX_ROUNDS = 8
 PARALLEL_THRESHOLD = 16
@@ -55,21 +56,29 @@ class RunResult:
 def run_check(paths: list[str], settings: Settings, options: RunOptions, progress=None) -> RunResult:
     keep = options.keep_sources or options.fix or options.diff
     jobs = options.jobs or os.cpu_count() or 1
-    work = [(path, settings, options.use_cache, keep) for path in paths]
-    if jobs > 1 and len(paths) >= PARALLEL_THRESHOLD:
-        chunk = max(1, min(64, len(paths) // (jobs * 8) or 1))
+    cache = _cache_for(settings) if options.use_cache else None
+    results: list[FileResult] = []
+    misses = []
+    for path in paths:  # a warm cache answers here, without starting workers
+        hit = _cached(path, settings, cache, keep) if cache is not None else None
+        if hit is not None:
+            results.append(hit)
+        else:
+            misses.append((path, settings, cache, keep))
+    if progress and results:
+        progress(len(results), len(paths))
+    if jobs > 1 and len(misses) >= PARALLEL_THRESHOLD:
+        chunk = max(1, min(64, len(misses) // (jobs * 8) or 1))
         pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
-        results = []
         try:
-            for result in pool.map(_check_one, work, chunksize=chunk):
+            for result in pool.map(_check_one, misses, chunksize=chunk):
                 results.append(result)
                 if progress:
                     progress(len(results), len(paths))
         finally:  # on Ctrl-C / SIGTERM too: drop the queued files instead of checking them all first
             pool.shutdown(wait=True, cancel_futures=True)
     else:
-        results = []
-        for item in work:
+        for item in misses:
             results.append(_check_one(item))
             if progress:
                 progress(len(results), len(paths))
@@ -106,10 +115,17 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _check_one(item: tuple[str, Settings, bool, bool]) -> FileResult:
-    path, settings, use_cache, keep_source = item
+def _cache_for(settings: Settings) -> Cache:
+    return Cache(Path(settings.cache_dir) if settings.cache_dir else settings.root / ".ckpt_doctor_cache", settings.fingerprint())
+
+
+def _check_one(item: tuple[str, Settings, Cache | None, bool]) -> FileResult:
+    path, settings, cache, keep_source = item
     try:
-        result = _check_cached(path, settings) if use_cache else check_file(path, settings)
+        result = check_file(path, settings)
+        if cache is not None and result.error is None and result.source is not None:
+            cache.put(_key(cache, path, settings, result.source.raw), result.findings,
+                      [*result.dependencies, *map(str, requirement_files_read(path, settings.root))], result.suppressed)
     except Exception as exc:  # an internal error on one file must not stop the others
         result = FileResult(path, error=f"{path}: internal error: {type(exc).__name__}: {exc} (please report this)")
     if not keep_source:
@@ -117,24 +133,28 @@ def _check_one(item: tuple[str, Settings, bool, bool]) -> FileResult:
     return result
 
 
-def _check_cached(path: str, settings: Settings) -> FileResult:
-    source = read_checked(path, settings)
-    if isinstance(source, FileResult):
-        return source
-    cache = Cache(Path(settings.cache_dir) if settings.cache_dir else settings.root / ".ckpt_doctor_cache", settings.fingerprint())
-    versions = TargetVersions(settings.target_versions, script=path, root=settings.root)
-    versions_key = ";".join(f"{versions.get(p).low}-{versions.get(p).high}" for p in ("torch", "transformers", "peft", "trl"))
-    key = cache.key(source.raw, os.path.abspath(path), versions_key)
-    cached = cache.get(key)
-    if cached is not None:
-        findings, suppressed = cached
-        for finding in findings + suppressed:
-            finding.path = path  # the same file named another way (./a.py, ../a.py)
-        return FileResult(path, findings, source=source, suppressed=suppressed)
-    result = check_source(source, settings)
-    if result.error is None:
-        cache.put(key, result.findings, result.dependencies, result.suppressed)
-    return result
+def _cached(path: str, settings: Settings, cache: Cache, keep_source: bool) -> FileResult | None:
+    """The findings the cache holds for the file as it is now, or None: read from its bytes, before any parsing."""
+    try:
+        status = os.stat(path)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > settings.max_file_size:
+            return None
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    cached = cache.get(_key(cache, path, settings, raw))
+    if cached is None:
+        return None
+    findings, suppressed = cached
+    for finding in findings + suppressed:
+        finding.path = path  # the same file named another way (./a.py, ../a.py)
+    source = read_checked(path, settings) if keep_source else None
+    return FileResult(path, findings, source=source if not isinstance(source, FileResult) else None, suppressed=suppressed)
+
+
+def _key(cache: Cache, path: str, settings: Settings, raw: bytes) -> str:
+    return cache.key(raw, os.path.abspath(path), versions_key(path, settings.root))
 
 
 def _fix_file(result: FileResult, settings: Settings, options: RunOptions, run: RunResult) -> FileResult:

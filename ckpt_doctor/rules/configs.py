@@ -47,6 +47,8 @@ def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
         if entry is None or (value and str(entry.value) != value):
             continue
         reported.add(name)  # judged here, whether reported or not: not an unknown key either
+        if _unset(entry) and advice.get("what_happens") != "error":
+            continue  # an empty key sets nothing, under either name
         use = advice["use"]
         plugin = re.match(r"add (\S+) to plugins", use)
         if plugin and plugin.group(1) in (run.document.value("plugins") or ()):
@@ -71,6 +73,10 @@ def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
         unpinned = "" if certain else f" (the project does not pin {since.split(' ', 1)[0]}: a new install gets these releases)"
         yield Report(_at(entry), f"{who} does not read `{key}`{unpinned}: {outcome} {advice.get('tag', '')}; use `{use}`", fix=fix)
     yield from _unknown_keys(ctx, run, reported)
+
+
+def _unset(entry: Entry) -> bool:
+    return entry.value is None
 
 
 def _releases_since(ctx: Context, since: str) -> bool | None:
@@ -110,6 +116,8 @@ def _unknown_keys(ctx: Context, run: RunConfig, reported: set[str]) -> Iterator[
     nested = ("fsdp_config",) if run.framework.id == "axolotl" else ()
     for key, entry in document.entries.items():
         top = key.split(".", 1)[0]
+        if _unset(entry) and (key in keys.deprecated or keys.unknown != "error"):
+            continue  # an empty key (`fsdp:`, `debug: null`) sets nothing; only a parser that refuses unknown keys minds it
         if key in keys.deprecated and key not in reported:
             said = keys.deprecated[key]
             yield Report(_at(entry), f"{run.framework.name} {note} deprecates `{key}`: \"{said['message'].strip()}\" ({said['source']})")

@@ -17,6 +17,7 @@ from ckpt_doctor.analysis.parse import parse_module
 from ckpt_doctor.analysis.source import SourceFile
 from ckpt_doctor.check import noqa
 from ckpt_doctor.check.fix import FixError, write_atomically
+from ckpt_doctor.check.lint import is_script
 from ckpt_doctor.check.runner import RunResult
 
 
@@ -61,7 +62,7 @@ def add_noqa(run: RunResult) -> Added:
 
 def _with_noqa(source: SourceFile, codes: dict[int, list[str]]) -> tuple[str, int, list[str]]:
     lines = source.text.splitlines(keepends=True)
-    python = not source.path.endswith((".yaml", ".yml", ".sh", ".bash", ".mk")) and not _shell(source)
+    python = is_script(source)
     blocked = _string_lines(source.text) if python else set()
     count, left = 0, []
     for number, line_codes in sorted(codes.items()):
@@ -81,11 +82,6 @@ def _with_noqa(source: SourceFile, codes: dict[int, list[str]]) -> tuple[str, in
     if python and count:
         parse_module(text, source.path)  # never hand back code that does not parse
     return text, count, left
-
-
-def _shell(source: SourceFile) -> bool:
-    first = source.text.split("\n", 1)[0]
-    return not source.path.endswith((".py", ".pyi", ".ipynb")) and first.startswith("#!")
 
 
 def _string_lines(text: str) -> set[int]:

@@ -58,7 +58,7 @@ def check_source(source: SourceFile, settings: Settings) -> FileResult:
     dependencies: list[str] = []
     suppressed: list[Finding] = []
     try:
-        lint = lint_config if is_config(source.path) or _shell_script(source) else lint_text
+        lint = lint_text if is_script(source) else lint_config
         findings = lint(source, settings, dependencies, suppressed)
     except SyntaxError as exc:
         return FileResult(source.path, error=_syntax_error(source, exc), source=source)
@@ -119,6 +119,11 @@ def _unsuppressed(analysis: Analysis, settings: Settings) -> list[Finding]:
 def is_config(path: str) -> bool:
     """A YAML / JSON settings file, or a launcher (shell script, Makefile): read as the runs they describe."""
     return path.endswith(CONFIG_SUFFIXES + LAUNCHER_SUFFIXES) or is_makefile(path)
+
+
+def is_script(source: SourceFile) -> bool:
+    """Python code (a script or notebook), not a framework config or a launcher."""
+    return not (is_config(source.path) or _shell_script(source))
 
 
 def _shell_script(source: SourceFile) -> bool:

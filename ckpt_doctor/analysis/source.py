@@ -137,6 +137,13 @@ def read_source(path: str | Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> So
     return _read_python(name, raw)
 
 
+def source_from_bytes(name: str, raw: bytes, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> SourceFile:
+    """A file given as bytes (`check --stdin-filename NAME -`), read as the file `name` would be."""
+    if len(raw) > max_bytes:
+        raise SourceError(name, f"input is {len(raw) / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit (max-file-size)")
+    return _read_notebook(name, raw) if name.endswith(".ipynb") else _read_python(name, raw)
+
+
 def _read_python(name: str, raw: bytes) -> SourceFile:
     if b"\x00" in raw:
         raise SourceError(name, "binary file (contains NUL bytes), not Python source")

@@ -28,21 +28,23 @@ class Cache:
             digest.update(b"\0")
         return digest.hexdigest()
 
-    def get(self, key: str) -> list[Finding] | None:
+    def get(self, key: str) -> tuple[list[Finding], list[Finding]] | None:
+        """The findings of an entry, and those its noqa comments suppress."""
         try:
             data = json.loads((self.folder / key[:2] / f"{key}.json").read_text(encoding="utf-8"))
             if not _dependencies_fresh(data.get("dependencies", {})):
                 return None
-            return [finding_from_dict(f) for f in data["findings"]]
+            return [finding_from_dict(f) for f in data["findings"]], [finding_from_dict(f) for f in data["suppressed"]]
         except Exception:  # any damage to an entry is a miss, never an error
             return None
 
-    def put(self, key: str, findings: list[Finding], dependencies: list[str] = ()) -> None:
+    def put(self, key: str, findings: list[Finding], dependencies: list[str] = (), suppressed: list[Finding] = ()) -> None:
         folder = self.folder / key[:2]
         try:
             folder.mkdir(parents=True, exist_ok=True)
             _ensure_gitignore(self.folder.parent)
-            payload = json.dumps({"findings": [finding_to_dict(f) for f in findings], "dependencies": _stamp(dependencies)})
+            payload = json.dumps({"findings": [finding_to_dict(f) for f in findings], "dependencies": _stamp(dependencies),
+                                  "suppressed": [finding_to_dict(f) for f in suppressed]})
             fd, temp = tempfile.mkstemp(dir=folder, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(payload)

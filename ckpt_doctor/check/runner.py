@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ class RunOptions:
     use_cache: bool = True
     jobs: int | None = None
     keep_sources: bool = False  # full output and fix edits need the text
+    write: bool = True  # --fix writes the files; False (stdin): the fixed text is kept in RunResult.fixed_texts
 
 
 @dataclass
@@ -34,10 +36,17 @@ class RunResult:
     files: list[FileResult] = field(default_factory=list)
     fixes_applied: int = 0
     diffs: list[str] = field(default_factory=list)
+    fixed: dict[str, Counter] = field(default_factory=dict)  # path -> how many fixes of each code were applied
+    fixed_texts: dict[str, bytes] = field(default_factory=dict)  # path -> the fixed file, when not written
 
     @property
     def findings(self) -> list[Finding]:
         return [f for result in self.files for f in result.findings]
+
+    @property
+    def suppressed(self) -> list[Finding]:
+        """The findings a noqa comment hides (SARIF reports them as suppressed)."""
+        return [f for result in self.files for f in result.suppressed]
 
     @property
     def errors(self) -> list[str]:
@@ -45,8 +54,7 @@ class RunResult:
 
 
 def run_check(paths: list[str], settings: Settings, options: RunOptions, progress=None) -> RunResult:
-    fixing = options.fix or options.diff
-    keep = options.keep_sources or fixing
+    keep = options.keep_sources or options.fix or options.diff
     jobs = options.jobs or os.cpu_count() or 1
     cache = _cache_for(settings) if options.use_cache else None
     results: list[FileResult] = []
@@ -74,8 +82,23 @@ def run_check(paths: list[str], settings: Settings, options: RunOptions, progres
             results.append(_check_one(item))
             if progress:
                 progress(len(results), len(paths))
-    run = RunResult(sorted(results, key=lambda r: r.path))
-    if fixing:
+    return _fixed(RunResult(sorted(results, key=lambda r: r.path)), settings, options)
+
+
+def run_text(name: str, raw: bytes, settings: Settings, options: RunOptions) -> RunResult:
+    """A file given as bytes (stdin) under `name`: checked as that file would be, never written (with --fix the
+    fixed bytes are in `fixed_texts[name]`)."""
+    from ckpt_doctor.analysis.source import SourceError, source_from_bytes
+
+    try:
+        source = source_from_bytes(name, raw, settings.max_file_size)
+    except SourceError as exc:
+        return RunResult([FileResult(name, error=str(exc))])
+    return _fixed(RunResult([check_source(source, settings)]), settings, replace(options, write=False))
+
+
+def _fixed(run: RunResult, settings: Settings, options: RunOptions) -> RunResult:
+    if options.fix or options.diff:
         for index, result in enumerate(run.files):
             try:
                 run.files[index] = _fix_file(result, settings, options, run)
@@ -102,7 +125,7 @@ def _check_one(item: tuple[str, Settings, Cache | None, bool]) -> FileResult:
         result = check_file(path, settings)
         if cache is not None and result.error is None and result.source is not None:
             cache.put(_key(cache, path, settings, result.source.raw), result.findings,
-                      [*result.dependencies, *map(str, requirement_files_read(path, settings.root))])
+                      [*result.dependencies, *map(str, requirement_files_read(path, settings.root))], result.suppressed)
     except Exception as exc:  # an internal error on one file must not stop the others
         result = FileResult(path, error=f"{path}: internal error: {type(exc).__name__}: {exc} (please report this)")
     if not keep_source:
@@ -123,10 +146,11 @@ def _cached(path: str, settings: Settings, cache: Cache, keep_source: bool) -> F
     cached = cache.get(_key(cache, path, settings, raw))
     if cached is None:
         return None
-    for finding in cached:
+    findings, suppressed = cached
+    for finding in findings + suppressed:
         finding.path = path  # the same file named another way (./a.py, ../a.py)
     source = read_checked(path, settings) if keep_source else None
-    return FileResult(path, cached, source=source if not isinstance(source, FileResult) else None)
+    return FileResult(path, findings, source=source if not isinstance(source, FileResult) else None, suppressed=suppressed)
 
 
 def _key(cache: Cache, path: str, settings: Settings, raw: bytes) -> str:
@@ -142,21 +166,21 @@ def _fix_file(result: FileResult, settings: Settings, options: RunOptions, run: 
     specs = [f.fix for f in result.findings if applicable(f.fix, options.unsafe_fixes)]
     if not specs:
         return result
-    text, current, applied = source.text, result, 0
+    text, current, applied = source.text, result, Counter()
     for _ in range(MAX_FIX_ROUNDS):
-        specs = [f.fix for f in current.findings if applicable(f.fix, options.unsafe_fixes)]
-        if not specs:
+        fixable = [f for f in current.findings if applicable(f.fix, options.unsafe_fixes)]
+        if not fixable:
             break
         try:
-            new_text = apply_fixes(text, specs)
+            new_text = apply_fixes(text, [f.fix for f in fixable])
             if not source.keeps_cells(new_text):  # leave out the fixes that would move code across cells
-                specs = [spec for spec in specs if source.keeps_cells(apply_fixes(text, [spec]))]
-                new_text = apply_fixes(text, specs)
+                fixable = [f for f in fixable if source.keeps_cells(apply_fixes(text, [f.fix]))]
+                new_text = apply_fixes(text, [f.fix for f in fixable])
         except FixError as exc:
             return replace(result, error=f"{source.path}: cannot fix: {exc}")
         if new_text == text:
             break
-        applied += len(specs)
+        applied.update(f.code for f in fixable)
         text = new_text
         current = check_source(source.with_text(text), settings)
         if current.error:
@@ -165,14 +189,22 @@ def _fix_file(result: FileResult, settings: Settings, options: RunOptions, run: 
         return result
     if options.diff:
         run.diffs.append(unified_diff(source.path, source.text, text, notebook=source.is_notebook))
-        run.fixes_applied += applied
+        _count(run, source.path, applied)
         return result
-    try:
-        write_atomically(source.path, source.render(text), expected=source.raw)
-    except (FixError, OSError) as exc:
-        return replace(result, error=f"{source.path}: cannot write fixes: {exc}")
-    run.fixes_applied += applied
+    if options.write:
+        try:
+            write_atomically(source.path, source.render(text), expected=source.raw)
+        except (FixError, OSError) as exc:
+            return replace(result, error=f"{source.path}: cannot write fixes: {exc}")
+    else:
+        run.fixed_texts[source.path] = source.render(text)
+    _count(run, source.path, applied)
     return current
+
+
+def _count(run: RunResult, path: str, applied: Counter) -> None:
+    run.fixes_applied += sum(applied.values())
+    run.fixed[path] = applied
 
 
 def stderr_progress(done: int, total: int) -> None:

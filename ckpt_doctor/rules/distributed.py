@@ -7,7 +7,7 @@ from typing import Iterator
 
 from ckpt_doctor.analysis.config_files import MAX_BYTES, bounded_text, locate
 from ckpt_doctor.analysis.facts import Call
-from ckpt_doctor.findings import Applicability, Position, Severity, Span
+from ckpt_doctor.findings import Applicability, Position, Related, Severity, Span
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.huggingface import _site_label
@@ -78,14 +78,20 @@ def reentrant_ddp_find_unused(ctx: Context) -> Iterator[Report]:
             "turn `find_unused_parameters` off",
             fix=fix,
             condition=condition,
+            related=_related(ddp, "`find_unused_parameters=True` here"),
         )
 
 
-def _external_checkpointing(ctx: Context, condition: Condition) -> tuple[str, Condition] | None:
+def _related(call: Call, message: str) -> list[Related]:
+    """The call as a second location of a finding, when it is in the file checked (not in a helper it imports)."""
+    return [] if call.via else [Related(call.span, message)]
+
+
+def _external_checkpointing(ctx: Context, condition: Condition) -> tuple[str, Condition, Call] | None:
     """Checkpointing applied by FSDP / accelerate / Lightning / torch's wrapper, not by the model, on the path
-    `condition`: what it is, and the path with it."""
+    `condition`: what it is, the path with it, and the call."""
     found = on_path(condition, ctx.facts.calls, _external)
-    return (_external(found[0]), found[1]) if found else None
+    return (_external(found[0]), found[1], found[0]) if found else None
 
 
 def _external(call: Call) -> str | None:
@@ -119,7 +125,7 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
         external = _external_checkpointing(ctx, site.condition) if site.enabled is True else None
         if external is None:
             continue
-        what, condition = external
+        what, condition, call = external
         consequence = "every layer is recomputed twice in the backward"
         if site.kind == "training config" and "fsdp_config" in what:
             consequence = "the Trainer refuses to start: \"ValueError: ... can't both be set to True\""
@@ -128,6 +134,7 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
             f"{_site_label(site)} and {what} both checkpoint the model: {consequence}; keep FSDP's "
             "checkpointing and drop the Hugging Face one",
             condition=condition,
+            related=_related(call, f"{what.split(' at ')[0]} checkpoints the model too"),
         )
 
 

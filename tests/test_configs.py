@@ -207,6 +207,19 @@ def test_a_swift_launch_line_is_a_config_whose_keys_are_its_options(tmp_path):
     assert "    --tuner_type lora \\" in fixed.splitlines()
 
 
+@pytest.mark.parametrize("pin, reported", [("ms-swift==3.5.0", []), ("ms-swift>=4.2", [3, 4, 5]), (None, [3, 4, 5])])
+def test_a_swift_key_is_judged_on_the_release_the_project_pins(tmp_path, pin, reported):
+    write(tmp_path, {"train.sh": """
+        swift rlhf \\
+            --rlhf_type grpo \\
+            --num_infer_workers 2 \\
+            --train_type lora \\
+            --tensor_parallel_size 2
+        """, **({"requirements.txt": pin + "\n"} if pin else {})})
+    lines = sorted(f.span.start.line for f in check(tmp_path / "train.sh", select=["CKPT501"]))
+    assert lines == reported  # 3.x reads the GRPO options and `train_type`; 4.x none of them
+
+
 def test_a_llamafactory_launch_reads_the_config_it_names_with_overrides(tmp_path):
     write(tmp_path, {"sft.yaml": "stage: sft\nfinetuning_type: lora\nper_device_train_batch_size: 2\n",
                      "run.sh": "FORCE_TORCHRUN=1 llamafactory-cli train sft.yaml per_device_train_batch_size=8 disable_gradient_checkpointing=true\n"})

@@ -105,7 +105,7 @@ class ScriptSettings:
         """The settings the script states, each with its line (what the estimate rests on)."""
         s = self
         parts = [f"model {s.model.describe()}" if s.model else "model ? (not a constant)"]
-        mixed = s.mixed_precision if s.mixed_precision.value != "no" else None
+        mixed = s.mixed_precision if s.mixed_precision.value != "no" and s.dtype.value not in ("bf16", "fp16") else None
         for label, setting in (("batch", s.batch_size), ("sequence", s.seq_len), ("dtype", s.dtype), ("mixed precision", mixed),
                                ("optimizer", s.optimizer), ("checkpointing", s.checkpointing), ("GPUs", s.gpus if s.zero.value else None)):
             if setting is not None and setting.stated:

@@ -89,7 +89,10 @@ FRAMEWORK_PINS: tuple[tuple[str, str, str, str], ...] = (
     ("trl", "0.27.0", "1.10.0", ">=4.56.2"),
 )
 _FRAMEWORKS = frozenset(row[0] for row in FRAMEWORK_PINS)
-_WANTED = frozenset(TRACKED) | _FRAMEWORKS
+# the frameworks whose own config keys depend on their release (CKPT501): read from requirements, not tracked as a
+# transformers source
+FRAMEWORK_PACKAGES = ("ms-swift", "llamafactory", "axolotl")
+_WANTED = frozenset(TRACKED) | _FRAMEWORKS | frozenset(FRAMEWORK_PACKAGES)
 
 
 @total_ordering
@@ -379,7 +382,8 @@ def _pins_in(stamped: tuple[tuple[Path, int, int], ...]) -> tuple[dict[str, Targ
         via = _via_framework(found)
         if via is not None:
             found["transformers"] = via
-    return {name: target for name, target in found.items() if name in TRACKED}, tuple(sorted(visited | set(files)))
+    wanted = frozenset(TRACKED) | frozenset(FRAMEWORK_PACKAGES)
+    return {name: target for name, target in found.items() if name in wanted}, tuple(sorted(visited | set(files)))
 
 
 def _declared_source(low: Version | None, high: Version | None, spec: str, where: Path) -> str:
@@ -601,7 +605,8 @@ def _url_requirement(name: str | None, url: str, path: Path) -> _Requirement | N
     if name not in _WANTED:
         return None
     if not tag or not re.fullmatch(r"v?\d+(\.\d+)+", tag):
-        return name, Version.parse(NEWEST_KNOWN[name]), None, f"@{tag or 'HEAD'} (development head)", path
+        newest = NEWEST_KNOWN.get(name)
+        return name, Version.parse(newest) if newest else None, None, f"@{tag or 'HEAD'} (development head)", path
     version = Version.parse(tag)
     return name, version, version, f"=={version}", path
 

@@ -15,7 +15,7 @@ from typing import Iterator
 from ckpt_doctor.analysis.config_document import Entry
 from ckpt_doctor.analysis.run_config import RunConfig
 from ckpt_doctor.analysis.frameworks import key_set, releases_of
-from ckpt_doctor.analysis.versions import TRACKED, Version
+from ckpt_doctor.analysis.versions import FRAMEWORK_PACKAGES, TRACKED, Version
 from ckpt_doctor.findings import Applicability, FixSpec, Position, ReplaceText, Severity, Span
 from ckpt_doctor.rules import Context, Report, config_check, rule
 from ckpt_doctor.rules import memory
@@ -82,12 +82,17 @@ def _unset(entry: Entry) -> bool:
 def _releases_since(ctx: Context, since: str) -> bool | None:
     """Whether every release the project allows of the package in `since` ("trl 0.27.0") is that one or later."""
     package, version = since.split(" ", 1)
-    return ctx.versions.at_least(package, version) if package in TRACKED else None
+    return ctx.versions.at_least(package, version) if package in _READ_VERSIONS else None
 
 
 def _declares(ctx: Context, since: str) -> bool:
     package = since.split(" ", 1)[0]
-    return package in TRACKED and ctx.versions.get(package).declared
+    return package in _READ_VERSIONS and ctx.versions.get(package).declared
+
+
+_READ_VERSIONS = frozenset(TRACKED) | frozenset(FRAMEWORK_PACKAGES)
+# the package whose releases decide the keys each table lists
+_PACKAGE = {"trl": "trl", "swift": "ms-swift", "llamafactory": "llamafactory", "axolotl": "axolotl", "accelerate": "accelerate"}
 
 
 def _rename(run: RunConfig, entry: Entry, new: str, applicability: Applicability) -> FixSpec | None:
@@ -149,12 +154,19 @@ def _key_set(ctx: Context, run: RunConfig):
         table = framework_id
     else:
         return None
-    if framework_id == "trl" and ctx.versions.get("trl").declared:
-        target = ctx.versions.get("trl")
-        allowed = [r for r in releases_of(table) if target.low is None or Version.parse(r.lstrip("v")) >= target.low
-                   if target.high is None or Version.parse(r.lstrip("v")) <= target.high]
-        found = key_set(table, allowed or None)
-        return (found, f"({', '.join(found.releases)})") if found else None
+    target = ctx.versions.get(_PACKAGE[framework_id])
+    if target.declared:
+        releases = sorted(releases_of(table), key=lambda r: Version.parse(r.lstrip("v")))
+        allowed = [r for r in releases if (target.low is None or Version.parse(r.lstrip("v")) >= target.low)
+                   and (target.high is None or Version.parse(r.lstrip("v")) <= target.high)]
+        joined = ", "
+        if allowed:
+            found = key_set(table, allowed)
+        else:  # a pin between the releases read may read the keys of either neighbour
+            below = [r for r in releases if target.high is not None and Version.parse(r.lstrip("v")) <= target.high][-1:]
+            above = [r for r in releases if target.low is not None and Version.parse(r.lstrip("v")) >= target.low][:1]
+            found, joined = key_set(table, below + above or None, any_of=True), " or "
+        return (found, f"({joined.join(found.releases)}, as {target.describe(_PACKAGE[framework_id])} allows)") if found else None
     found = key_set(table)
     return (found, f"{found.releases[0]} (the newest; the project does not pin it)") if found else None
 

@@ -174,9 +174,8 @@ def _launched_with(run: RunConfig, launch, launcher: str) -> None:
     if accelerate is None and isinstance(options.get("config_file"), str):
         run.missing.append(options["config_file"])
     if accelerate is not None:
-        run.read.append(accelerate.path)
-        settings = RunConfig(framework("accelerate"), accelerate)
-        _accelerate(settings, accelerate.path)
+        settings = accelerate_run(accelerate)
+        run.read += settings.read
         entry = Entry("config_file", options["config_file"], launch.line, 1)
         note = f"in {options['config_file']}"
         if settings.fsdp.value:
@@ -190,6 +189,15 @@ def _launched_with(run: RunConfig, launch, launcher: str) -> None:
             run.dtype = Fact(settings.dtype.value, entry, f"mixed_precision {note}")
     if launch.processes:
         run.gpus = Fact(launch.processes, Entry("processes", launch.processes, launch.line, 1))
+
+
+def accelerate_run(document: Document) -> RunConfig:
+    """An accelerate config file as the run it launches: ZeRO stage (with the DeepSpeed JSON it names), FSDP and its
+    checkpointing, processes and mixed precision; `read` holds the file and the JSON."""
+    run = RunConfig(framework("accelerate"), document)
+    _accelerate(run, document.path)
+    run.read.insert(0, document.path)
+    return run
 
 
 # -- one reader per framework -----------------------------------------------------------------------------------

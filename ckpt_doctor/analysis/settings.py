@@ -438,26 +438,31 @@ def _precision(facts: ScriptFacts, autocast: bool = False) -> tuple[Setting, boo
 
 
 def _accelerate_config(out: ScriptSettings, launch, files) -> None:
-    """`accelerate launch --config_file x.yaml train.py`: the processes, ZeRO stage or FSDP the file sets; a file that
-    is not there leaves the sharding unknown."""
+    """`accelerate launch --config_file x.yaml train.py`: the processes, ZeRO stage or FSDP the file sets (read as a
+    config of its own is); a file that is not there, or a DeepSpeed JSON it names that is not, leaves the sharding
+    unknown."""
+    from ckpt_doctor.analysis.config_document import ConfigError, read_document
+    from ckpt_doctor.analysis.run_config import accelerate_run
+
     name = launch.runner_options["config_file"]
-    data = files.settings(name)
-    if data is None:
+    text, path = files.settings_text(name)
+    try:
+        run = accelerate_run(read_document(text, str(path))) if text is not None else None
+    except ConfigError:
+        run = None
+    if run is None:
         out.sharding_unknown = f"{name} (named at {launch.where}) is not there"
         return
-    kind = data.get("distributed_type")
-    deepspeed = data.get("deepspeed_config") if isinstance(data.get("deepspeed_config"), dict) else {}
-    if kind == "DEEPSPEED" and isinstance(deepspeed.get("zero_stage"), int) and not out.zero.value:
-        out.zero = Setting(deepspeed["zero_stage"], launch.line, f"DeepSpeed ZeRO-{deepspeed['zero_stage']} in {name}", launch.file)
-    elif kind == "DEEPSPEED" and not out.zero.value and "deepspeed_config_file" in deepspeed:
-        out.sharding_unknown = f"{name} leaves the ZeRO stage to {deepspeed['deepspeed_config_file']}"
-    elif kind == "DEEPSPEED" and not out.zero.value:
-        out.zero = Setting(2, launch.line, f"accelerate's default ZeRO-2 in {name}", launch.file)
-    if kind == "FSDP" and not out.zero.value:
+    files.read.extend(run.read[1:])
+    if run.missing and not out.zero.value:
+        out.sharding_unknown = f"{name} leaves the ZeRO stage to {run.missing[0]}, which is not there"
+    elif run.zero_stage.value and not out.zero.value:
+        where = run.zero_stage.note or "zero_stage"
+        out.zero = Setting(int(run.zero_stage.value), launch.line, f"DeepSpeed ZeRO-{run.zero_stage.value} ({where} in {name})", launch.file)
+    elif run.fsdp.value and not out.zero.value:
         out.zero = Setting(3, launch.line, f"FSDP in {name}", launch.file)
-    processes = data.get("num_processes")
-    if isinstance(processes, int) and processes > 0 and not launch.processes:
-        out.gpus = Setting(processes, launch.line, f"num_processes in {name}", launch.file)
+    if run.gpus is not None and not launch.processes:
+        out.gpus = Setting(run.gpus.value, launch.line, f"num_processes in {name}", launch.file)
 
 
 def _where(value: Value) -> tuple[int | None, str, str | None]:

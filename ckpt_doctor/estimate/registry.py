@@ -9,8 +9,15 @@ Sources, in order (:func:`lookup`):
 3. the local Hugging Face cache, read offline: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
    ``~/.cache/huggingface/hub``; layout ``models--ORG--NAME/snapshots/<rev>/config.json``, preferring
    the revision named in ``refs/main``;
-4. the registry again, for chat / instruct variants of a bundled base model (``-Instruct``, ``-chat``,
-   ``-it``), which have the same architecture numbers.
+4. the registry again, under the name rules below; each says in its source note which bundled model it used
+   and why:
+
+   * chat / instruct variants of a bundled base model (``-Instruct``, ``-chat``, ``-it``), which have the same
+     architecture numbers, unless the entry says ``no_variant_fallback`` (Mixtral-8x22B: the Instruct release
+     has a larger vocabulary);
+   * a bundled entry's ``variants`` (``Qwen/Qwen2.5-7B-Instruct-1M``, ``Qwen/Qwen3-4B-Instruct-2507``): the
+     base config with the few keys the release changed (``max_position_embeddings``, ``rope_theta``...),
+     each variant citing its source.
 
 Never a network call, never an import of torch or transformers.
 """
@@ -48,6 +55,19 @@ def _index() -> dict[str, dict]:
     return idx
 
 
+@lru_cache(maxsize=1)
+def _variant_index() -> dict[str, tuple[dict, dict]]:
+    """lower-case variant id (and id without organisation) -> (base entry, variant)."""
+    idx: dict[str, tuple[dict, dict]] = {}
+    for e in _entries():
+        for v in e.get("variants", []):
+            idx[v["name"].lower()] = (e, v)
+    for e in _entries():
+        for v in e.get("variants", []):
+            idx.setdefault(v["name"].split("/")[-1].lower(), (e, v))
+    return idx
+
+
 def known_names() -> list[str]:
     """Canonical Hub ids of the bundled models, in registry order."""
     return [e["name"] for e in _entries()]
@@ -66,6 +86,15 @@ def registry_config(name: str) -> dict | None:
 
 def _from_entry(e: dict) -> ModelArch:
     return ModelArch.from_hf_config(e["config"], e["name"])
+
+
+def _from_variant(e: dict, v: dict) -> ModelArch:
+    return ModelArch.from_hf_config({**e["config"], **v["config"]}, v["name"])
+
+
+def _variant_note(e: dict, v: dict) -> str:
+    return (f"bundled registry ({e['name']} with the {', '.join(sorted(v['config']))} of {v['name']}, "
+            f"the only architecture keys that release changes)")
 
 
 def hf_cache_dir() -> Path:
@@ -120,6 +149,9 @@ def _hf_cache_config(repo_id: str) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
 
+_NO_CONFIG = "is a directory without config.json"
+
+
 def _from_path(s: str, depth: int) -> tuple[ModelArch | None, str] | None:
     p = Path(s).expanduser()
     try:
@@ -131,7 +163,7 @@ def _from_path(s: str, depth: int) -> tuple[ModelArch | None, str] | None:
                 if base and depth < 2:
                     arch, why = lookup(str(base), _depth=depth + 1)
                     return arch, f"base model {base!r} of the PEFT adapter in {p}: {why}"
-                return None, f"{p} is a directory without config.json"
+                return None, f"{p} {_NO_CONFIG}"
         elif p.is_file():
             cfg_path = p
         else:
@@ -153,6 +185,29 @@ def _from_path(s: str, depth: int) -> tuple[ModelArch | None, str] | None:
 _VARIANT = re.compile(r"-(instruct|chat|it)(?=(-v[0-9.]+)?(-hf)?$)", re.IGNORECASE)
 
 
+def _entry_note(e: dict, name: str) -> str:
+    if "/" in name and name.lower() != e["name"].lower():  # another Hub id listed as an alias (Llama-3.3-70B-Instruct)
+        return f"bundled registry ({e['name']}; {name} has the same architecture numbers)"
+    return f"bundled registry ({e['name']})"
+
+
+def _registry_match(name: str) -> tuple[ModelArch, str] | None:
+    """A bundled model by id / alias / short name, a declared variant, or an instruct variant of a base."""
+    key = name.strip().lower()
+    e = _index().get(key)
+    if e is not None:
+        return _from_entry(e), _entry_note(e, name.strip())
+    ev = _variant_index().get(key)
+    if ev is not None:
+        return _from_variant(*ev), _variant_note(*ev)
+    base = _VARIANT.sub("", name.strip())
+    if base != name.strip():
+        e = _index().get(base.lower())
+        if e is not None and not e.get("no_variant_fallback"):
+            return _from_entry(e), f"bundled registry ({e['name']}, same architecture as {name.strip()})"
+    return None
+
+
 def lookup(name_or_path: str, _depth: int = 0) -> tuple[ModelArch | None, str]:
     """Resolve and say where from: ``(arch, source)``; ``(None, reason)`` when nothing matched."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
@@ -168,7 +223,7 @@ def lookup(name_or_path: str, _depth: int = 0) -> tuple[ModelArch | None, str]:
         return None, f"{s} does not exist"
     e = _index().get(s.lower())
     if e is not None:
-        return _from_entry(e), f"bundled registry ({e['name']})"
+        return _from_entry(e), _entry_note(e, s)
     cached = _hf_cache_config(s)
     if cached is not None:
         cfg = load_config_file(cached)
@@ -177,14 +232,15 @@ def lookup(name_or_path: str, _depth: int = 0) -> tuple[ModelArch | None, str]:
                 return ModelArch.from_hf_config(cfg, s), f"Hugging Face cache ({cached})"
             except UnsupportedConfig as exc:
                 return None, str(exc)
-    base = _VARIANT.sub("", s)
-    if base != s:
-        for key in (base,):
-            e = _index().get(key.lower())
-            if e is not None:
-                return _from_entry(e), f"bundled registry ({e['name']}, same architecture as {s})"
+    got = _registry_match(s)
+    if got is not None:
+        return got
+    blocked = _index().get(_VARIANT.sub("", s.split("/")[-1]).lower())
+    why_not = ""
+    if blocked is not None and blocked.get("no_variant_fallback"):
+        why_not = f"; not estimated as {blocked['name']}: {blocked['no_variant_fallback']}"
     return None, (f"{s!r} is not a bundled model, not a local config.json and not in the Hugging Face cache "
-                  f"({hf_cache_dir()})")
+                  f"({hf_cache_dir()}){why_not}")
 
 
 def resolve(name_or_path: str) -> ModelArch | None:

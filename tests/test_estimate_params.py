@@ -204,6 +204,55 @@ def test_release_suffixes_resolve_only_where_declared():
         assert registry.resolve(unchecked) is None, unchecked
 
 
+def test_reupload_under_another_organisation(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    arch, why = registry.lookup("NousResearch/Meta-Llama-3-8B")
+    assert arch.name == "meta-llama/Meta-Llama-3-8B"
+    assert why.startswith("architecture of meta-llama/Meta-Llama-3-8B (same name as NousResearch/Meta-Llama-3-8B)")
+    assert registry.resolve("unsloth/Qwen2.5-7B").name == "Qwen/Qwen2.5-7B"
+    arch, why = registry.lookup("unsloth/Meta-Llama-3.1-8B-bnb-4bit")
+    assert arch.name == "meta-llama/Llama-3.1-8B" and "4-bit (bitsandbytes)" in why and "--load-in-4bit" in why
+    assert registry.resolve("unsloth/Qwen2.5-7B-Instruct-unsloth-bnb-4bit").name == "Qwen/Qwen2.5-7B"
+    assert registry.resolve("unsloth/llama-3-8b-bnb-4bit").name == "meta-llama/Meta-Llama-3-8B"
+    # GGUF files are llama.cpp's: transformers cannot train them, so nothing is estimated, and the reason says so
+    arch, why = registry.lookup("Qwen/Qwen2.5-7B-Instruct-GGUF")
+    assert arch is None and "GGUF" in why
+    assert registry.resolve("bartowski/Meta-Llama-3-8B-GGUF") is None
+    # a same-named model in the local HF cache keeps its own config
+    snap = tmp_path / "hub" / "models--acme--Qwen2.5-7B" / "snapshots" / ("c" * 40)
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                                                  "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100}))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert registry.resolve("acme/Qwen2.5-7B").num_layers == 2
+    assert registry.resolve("other/Unknown-Model-7B") is None
+
+
+def test_local_folder_named_like_a_model(tmp_path):
+    # with a config.json the file wins, whatever the folder is called
+    with_cfg = tmp_path / "Qwen2.5-7B-Instruct"
+    with_cfg.mkdir()
+    (with_cfg / "config.json").write_text(json.dumps(registry.registry_config("qwen2.5-0.5b")))
+    arch, why = registry.lookup(str(with_cfg))
+    assert count_params(arch).total == 494_032_768 and why.startswith("config.json at")
+    # without one, the folder's name
+    bare = tmp_path / "models" / "Meta-Llama-3-8B"
+    bare.mkdir(parents=True)
+    arch, why = registry.lookup(str(bare))
+    assert arch.name == "meta-llama/Meta-Llama-3-8B" and "by its folder name" in why
+    # a path of another machine (the script was written for the cluster)
+    arch, why = registry.lookup("/data/models/Qwen2.5-7B-Instruct")
+    assert arch.name == "Qwen/Qwen2.5-7B" and "by its folder name" in why
+    assert registry.resolve("./model_hub/Qwen2.5-0.5B-Instruct/").name == "Qwen/Qwen2.5-0.5B"
+    assert registry.resolve("/data/models/Qwen3-4B-Instruct-2507").max_position_embeddings == 262144
+    # a folder that names no bundled model stays unknown, with the old reasons
+    (tmp_path / "checkpoint-500").mkdir()
+    arch, why = registry.lookup(str(tmp_path / "checkpoint-500"))
+    assert arch is None and "without config.json" in why
+    assert registry.lookup("/data/models/my-finetune")[1] == "/data/models/my-finetune does not exist"
+    assert registry.resolve("/data/models/Qwen2.5-7B-Instruct-GGUF") is None
+
+
 def test_resolve_unknown_returns_none(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     for bad in ("no-such-org/no-such-model", "", "   ", str(tmp_path / "missing" / "config.json"), "./nope"):

@@ -17,7 +17,15 @@ Sources, in order (:func:`lookup`):
      has a larger vocabulary);
    * a bundled entry's ``variants`` (``Qwen/Qwen2.5-7B-Instruct-1M``, ``Qwen/Qwen3-4B-Instruct-2507``): the
      base config with the few keys the release changed (``max_position_embeddings``, ``rope_theta``...),
-     each variant citing its source.
+     each variant citing its source;
+   * a re-upload under another organisation (``NousResearch/Meta-Llama-3-8B``, ``unsloth/Qwen2.5-7B``,
+     ``unsloth/Meta-Llama-3.1-8B-bnb-4bit``): the bundled model of the same repository name, after dropping a
+     ``-bnb-4bit`` / ``-bnb-8bit`` / ``-unsloth`` tail (bitsandbytes checkpoints keep the architecture; their
+     weights are 4/8-bit, which the note says).  ``-GGUF`` repositories are refused: llama.cpp files cannot be
+     loaded for training by transformers;
+   * a local folder without ``config.json`` (or a path that does not exist here, as in a script written for a
+     cluster) whose last component is a bundled model's name (``/data/models/Qwen2.5-7B-Instruct``): that
+     model, "by its folder name".  A ``config.json`` in the folder always wins.
 
 Never a network call, never an import of torch or transformers.
 """
@@ -52,6 +60,10 @@ def _index() -> dict[str, dict]:
     for e in _entries():  # aliases and short names never shadow a full id
         for key in [*e.get("aliases", []), e["name"].split("/")[-1]]:
             idx.setdefault(key.lower(), e)
+    for e in _entries():  # Hub-id aliases without their organisation (Meta-Llama-3.1-8B)
+        for key in e.get("aliases", []):
+            if "/" in key:
+                idx.setdefault(key.split("/")[-1].lower(), e)
     return idx
 
 
@@ -183,6 +195,11 @@ def _from_path(s: str, depth: int) -> tuple[ModelArch | None, str] | None:
 # "-Instruct", "-chat", "-it" before an optional version / "-hf" tail: Llama-2-7b-chat-hf -> Llama-2-7b-hf,
 # Mistral-7B-Instruct-v0.3 -> Mistral-7B-v0.3 (the version is kept: v0.1 and v0.3 differ in vocabulary).
 _VARIANT = re.compile(r"-(instruct|chat|it)(?=(-v[0-9.]+)?(-hf)?$)", re.IGNORECASE)
+# Tails of re-uploads that keep the architecture numbers: unsloth's bitsandbytes checkpoints
+# (unsloth/Meta-Llama-3.1-8B-bnb-4bit, unsloth/Qwen2.5-7B-Instruct-unsloth-bnb-4bit).
+_REUPLOAD_TAIL = re.compile(r"(-unsloth)?(-bnb-[48]bit)?$", re.IGNORECASE)
+# llama.cpp files: no transformers training loads them.
+_GGUF = re.compile(r"(^|[-_.])gguf$", re.IGNORECASE)
 
 
 def _entry_note(e: dict, name: str) -> str:
@@ -208,6 +225,57 @@ def _registry_match(name: str) -> tuple[ModelArch, str] | None:
     return None
 
 
+def _by_repo_name(name: str) -> tuple[ModelArch, str] | None:
+    """NAME, or NAME less a ``-bnb-4bit`` / ``-unsloth`` tail, as a bundled model; the note says which tail."""
+    got = _registry_match(name)
+    if got is not None:
+        return got
+    stripped = _REUPLOAD_TAIL.sub("", name)
+    if not stripped or stripped == name:
+        return None
+    got = _registry_match(stripped)
+    if got is None:
+        return None
+    tail = name[len(stripped):].lower()
+    if "bnb-4bit" in tail:
+        quant = f"{name} stores its weights 4-bit (bitsandbytes): estimate with --load-in-4bit; "
+    elif "bnb-8bit" in tail:
+        quant = f"{name} stores its weights 8-bit (bitsandbytes): estimate with --load-in-8bit; "
+    else:
+        quant = ""
+    return got[0], f"{quant}{got[1]}"
+
+
+def _same_name(repo: str) -> tuple[ModelArch | None, str] | None:
+    """``OTHER-ORG/NAME[-bnb-4bit]`` -> the bundled model named NAME (a re-upload or mirror)."""
+    if repo.count("/") != 1:
+        return None
+    org, name = repo.split("/")
+    if not org or not name:
+        return None
+    if _GGUF.search(name):
+        return None, (f"{repo!r} is a GGUF (llama.cpp) repository: transformers cannot load it for training, so "
+                      "no training step can be estimated; name the original checkpoint instead")
+    got = _by_repo_name(name)
+    if got is None:
+        return None
+    arch, why = got
+    return arch, f"architecture of {arch.name} (same name as {repo}): {why}"
+
+
+def _by_folder_name(path: Path) -> tuple[ModelArch, str] | None:
+    """A local folder without config.json named like a bundled model (``/data/models/Qwen2.5-7B-Instruct``)."""
+    folder = re.split(r"[\\/]+", str(path).rstrip("/\\"))[-1]  # also a Windows path read on Linux
+    if not folder or folder.lower().endswith(".json") or _GGUF.search(folder):
+        return None
+    got = _by_repo_name(folder)
+    if got is None:
+        return None
+    arch, why = got
+    return arch, (f"architecture of {arch.name} by its folder name ({path} has no config.json; put the model's "
+                  f"config.json there to use its own numbers): {why}")
+
+
 def lookup(name_or_path: str, _depth: int = 0) -> tuple[ModelArch | None, str]:
     """Resolve and say where from: ``(arch, source)``; ``(None, reason)`` when nothing matched."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
@@ -216,10 +284,19 @@ def lookup(name_or_path: str, _depth: int = 0) -> tuple[ModelArch | None, str]:
     looks_like_path = s.startswith((".", "/", "~")) or s.endswith(".json") or "\\" in s
     if Path(s).expanduser().exists():
         got = _from_path(s, _depth)
+        if got is not None and got[0] is None and looks_like_path and got[1].endswith(_NO_CONFIG):
+            # a downloaded model's folder without its config.json: /data/models/Qwen2.5-7B-Instruct
+            by_folder = _by_folder_name(Path(s).expanduser())
+            if by_folder is not None:
+                return by_folder
         # a bare name like "gpt2" that happens to be an unrelated folder falls through to the registry
         if got is not None and (got[0] is not None or looks_like_path):
             return got
     elif looks_like_path:
+        # a script written for another machine: /data/models/Qwen2.5-7B-Instruct
+        by_folder = _by_folder_name(Path(s.rstrip("/\\")))
+        if by_folder is not None:
+            return by_folder
         return None, f"{s} does not exist"
     e = _index().get(s.lower())
     if e is not None:
@@ -235,6 +312,9 @@ def lookup(name_or_path: str, _depth: int = 0) -> tuple[ModelArch | None, str]:
     got = _registry_match(s)
     if got is not None:
         return got
+    same = _same_name(s)
+    if same is not None:
+        return same
     blocked = _index().get(_VARIANT.sub("", s.split("/")[-1]).lower())
     why_not = ""
     if blocked is not None and blocked.get("no_variant_fallback"):

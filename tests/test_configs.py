@@ -305,3 +305,26 @@ def test_the_files_a_launch_line_names_join_the_cache_key(tmp_path):
                      "run.sh": "accelerate launch --config_file fsdp.yaml src/train.py sft.yaml\n"})
     result = check_source(read_source(tmp_path / "run.sh"), Settings(root=tmp_path))
     assert {Path(p).name for p in result.dependencies} >= {"sft.yaml", "z3.json", "fsdp.yaml"}
+
+
+def test_a_fused_loss_or_an_unsloth_model_is_not_estimated_but_said(tmp_path):
+    write(tmp_path, {"sft.yaml": """
+        model_name_or_path: Qwen/Qwen2.5-7B
+        stage: sft
+        finetuning_type: full
+        per_device_train_batch_size: 8
+        cutoff_len: 8192
+        enable_liger_kernel: true
+        """, "train.py": """
+        from unsloth import FastLanguageModel
+        from trl import SFTConfig, SFTTrainer
+
+        model, tokenizer = FastLanguageModel.from_pretrained("unsloth/llama-3-8b", max_seq_length=8192)
+        SFTTrainer(model=model, args=SFTConfig(per_device_train_batch_size=8)).train()
+        """})
+    (note,) = check(tmp_path / "sft.yaml", select=["CKPT4"], gpu_memory="24GiB")
+    assert note.code == "CKPT404" and "fused or chunked cross-entropy (`enable_liger_kernel`, line 6)" in note.message
+    (note,) = check(tmp_path / "train.py", select=["CKPT4"], gpu_memory="24GiB")
+    assert note.code == "CKPT404" and "loaded by Unsloth" in note.message
+    write(tmp_path, {"sft.yaml": (tmp_path / "sft.yaml").read_text().replace("enable_liger_kernel: true", "")})
+    assert [f.code for f in check(tmp_path / "sft.yaml", select=["CKPT4"], gpu_memory="24GiB")] == ["CKPT402"]  # estimated

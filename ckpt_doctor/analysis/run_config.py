@@ -62,6 +62,7 @@ class RunConfig:
     optimizer: Fact | None = None
     model: Fact | None = None
     gpus: Fact | None = None
+    fused_loss: Fact | None = None  # a fused / chunked cross-entropy the config turns on (the keys of setting "loss_kernel")
 
     def stated(self, key: str, default: object = None, note: str = "") -> Fact:
         """The value of `key` in the config, else the framework's default for it."""
@@ -115,6 +116,8 @@ class RunConfig:
             out.gpus = self.gpus.setting()
         if self.checkpointing.value:
             out.checkpointing = Setting("full", self.checkpointing.line, self.checkpointing.note)
+        if self.fused_loss is not None:
+            out.fused_loss = Setting(str(self.fused_loss.value), self.fused_loss.line, self.fused_loss.note, self.fused_loss.file)
         return out
 
 
@@ -126,7 +129,24 @@ def read_run(document: Document, files_from: str | None = None) -> RunConfig | N
         return None
     run = RunConfig(found, document)
     READERS[found.id](run, files_from or document.path)
+    _fused_loss(run)
     return run
+
+
+def _fused_loss(run: RunConfig) -> None:
+    """A key that turns on a fused or chunked cross-entropy (`use_liger_kernel: true`, axolotl's cut-cross-entropy with
+    its plugin, torchtune's chunked loss component, TRL's `loss_type: chunked_nll`)."""
+    plugins = " ".join(str(p) for p in (run.document.value("plugins") or []) if isinstance(p, str))
+    for key, meaning in run.framework.table["keys"].items():
+        entry = run.document.get(key)
+        if meaning.get("setting") != "loss_kernel" or entry is None or entry.value in (None, False, "nll", "dft"):
+            continue
+        if "only read when plugins lists" in str(meaning.get("values", {}).get("*", "")) and key.split("_")[0] not in plugins:
+            continue  # axolotl reads the key through its plugin [X1]
+        if key == "loss._component_" and "Chunked" not in str(entry.value) and "Linear" not in str(entry.value):
+            continue
+        run.fused_loss = Fact(entry.value, entry, key)
+        return
 
 
 def read_launched(launched: FrameworkLaunch, launcher: str, text: str) -> RunConfig | None:
@@ -149,6 +169,7 @@ def read_launched(launched: FrameworkLaunch, launcher: str, text: str) -> RunCon
     run = RunConfig(found or framework(launched.framework), document, launched_by=launch.runner, command=launch.runner_options.get("command"))
     run.read += [inner.path] if inner else []
     READERS[run.framework.id](run, inner.path if inner else launcher)
+    _fused_loss(run)
     _launched_with(run, launch, launcher)
     return run
 

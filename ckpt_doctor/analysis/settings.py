@@ -76,6 +76,7 @@ class ScriptSettings:
     deepspeed_16bit: bool = False  # DeepSpeed's 16-bit mode: `dtype` weights with an fp32 master copy
     config_call: Call | None = None  # TrainingArguments / TRL config, where a flag fix goes
     sharding_unknown: str | None = None  # why the spread over GPUs is not known (a launcher's missing accelerate config)
+    fused_loss: Setting | None = None  # a fused / chunked cross-entropy (Liger, cut-cross-entropy): logits never whole
     is_training: bool = False
 
     def as_flags(self) -> dict[str, object]:
@@ -217,6 +218,8 @@ def read_settings(training: Training) -> ScriptSettings:
         accumulation = _setting(config.kwarg("gradient_accumulation_steps"))
         if accumulation:
             out.gradient_accumulation = accumulation
+        if truth(config.kwarg("use_liger_kernel")) is True:
+            out.fused_loss = Setting("liger", config.line, "use_liger_kernel")
         for flag, mode in (("bf16", "bf16"), ("fp16", "fp16")):
             if truth(config.kwarg(flag)) is True:
                 out.mixed_precision = Setting(mode, config.line)
@@ -247,6 +250,8 @@ def read_settings(training: Training) -> ScriptSettings:
         accumulation = _setting(namespace.get("gradient_accumulation_steps"))
         if accumulation and _positive_int(accumulation.value):
             out.gradient_accumulation = accumulation
+        if truth(namespace.get("use_liger_kernel")) is True:
+            out.fused_loss = Setting("liger", *_where(namespace.get("use_liger_kernel")))
     else:
         loaders = [c for c in facts.calls if c.name == "DataLoader" and "batch_size" in c.kwargs and not _evaluation(c)]
         # the training loader: shuffled, or named like one, before any other

@@ -126,6 +126,17 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     if settings.sharding_unknown:
         raise _Unknown(f"how the step is spread over GPUs is not known: {settings.sharding_unknown}. Settings read: "
                        f"{settings.describe()}", where)
+    loader = settings.model_load.qualname if settings.model_load is not None else None
+    if loader and loader.startswith("unsloth."):
+        raise _Unknown(f"the model is loaded by Unsloth (`{loader}`, line {settings.model_load.line}), which patches in kernels, "
+                       "a chunked loss and offloaded checkpointing of its own that the estimate does not model. Settings read: "
+                       f"{settings.describe()}", where)
+    if settings.fused_loss is not None:
+        loss = settings.fused_loss
+        said = f"{loss.file}:{loss.line}" if loss.file else f"line {loss.line}"
+        raise _Unknown(f"the step uses a fused or chunked cross-entropy (`{loss.note}`, {said}), which the estimate "
+                       "does not model: it would count whole logits the loss never holds. Settings read: "
+                       f"{settings.describe()}", where)
     if settings.optimizer.value not in memory.OPTIMIZERS:
         raise _Unknown(f"the optimizer {settings.optimizer.value!r} (line {settings.optimizer.line}) is not one the estimate models "
                        f"({', '.join(memory.OPTIMIZERS)}). Settings read: {settings.describe()}", where)

@@ -103,7 +103,7 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     if not settings.is_training or (settings.model_load is None and settings.model is None):
         return None  # not a training script, or no model we could see being loaded
     from ckpt_doctor.estimate import memory
-    from ckpt_doctor.estimate.registry import resolve
+    from ckpt_doctor.estimate.registry import lookup
 
     where = settings.model_load.span if settings.model_load else Span(Position(1, 1), Position(1, 1))
     if settings.model is None:
@@ -115,7 +115,10 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
         )
     name = str(settings.model.value)
     mapped = ctx.config.model_configs.get(name)
-    arch = resolve(str(_relative_to_root(ctx, mapped)) if mapped else name)
+    try:
+        arch, found_as = lookup(str(_relative_to_root(ctx, mapped)) if mapped else name)
+    except Exception:  # noqa: BLE001 - a lookup must never break the check
+        arch, found_as = None, ""
     if arch is None:
         raise _Unknown(
             f"model {name!r} (line {settings.model.line}) is neither bundled nor in the local Hugging Face cache: "
@@ -140,6 +143,8 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     if settings.optimizer.value not in memory.OPTIMIZERS:
         raise _Unknown(f"the optimizer {settings.optimizer.value!r} (line {settings.optimizer.line}) is not one the estimate models "
                        f"({', '.join(memory.OPTIMIZERS)}). Settings read: {settings.describe()}", where)
+    if found_as.startswith("architecture of"):  # another id's numbers (a re-upload, a folder named like a model): say so
+        settings = replace(settings, model=replace(settings.model, note=found_as.split(":")[0]))
     settings = complete_for(replace(settings), arch)  # the analysis' settings stay as the script states them
     budget = resolve_budget(ctx)
     flags = {k: v for k, v in settings.as_flags().items() if k != "model"}

@@ -6,7 +6,6 @@ import os
 import stat
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -69,6 +68,8 @@ def run_check(paths: list[str], settings: Settings, options: RunOptions, progres
         progress(len(results), len(paths))
     if jobs > 1 and len(misses) >= PARALLEL_THRESHOLD:
         chunk = max(1, min(64, len(misses) // (jobs * 8) or 1))
+        from concurrent.futures import ProcessPoolExecutor  # a one-file check does not pay for multiprocessing
+
         pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
         try:
             for result in pool.map(_check_one, misses, chunksize=chunk):

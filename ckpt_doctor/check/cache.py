@@ -19,7 +19,7 @@ from ckpt_doctor.findings import Finding, finding_from_dict, finding_to_dict
 class Cache:
     def __init__(self, folder: Path, fingerprint: str) -> None:
         self.folder = folder / __version__
-        self.fingerprint = fingerprint
+        self.fingerprint = fingerprint + _tool_stamp()
 
     def key(self, raw: bytes, path: str, versions: str) -> str:
         digest = hashlib.sha256()
@@ -51,6 +51,21 @@ class Cache:
             os.replace(temp, folder / f"{key}.json")
         except OSError:
             pass  # a cache that cannot be written is only a slower run
+
+
+def _tool_stamp() -> str:
+    """The tool's own code and data, by modification time and size: an edited rule in a development install is a
+    new tool, as a new release is (what the version alone would miss)."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
+            try:
+                status = path.stat()
+            except OSError:
+                continue
+            digest.update(f"{path.relative_to(package)}:{status.st_mtime_ns}:{status.st_size};".encode())
+    return digest.hexdigest()[:16]
 
 
 def _stamp(paths) -> dict[str, list[float]]:

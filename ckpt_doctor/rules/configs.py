@@ -275,3 +275,4 @@ for code, check in (("CKPT401", memory.oom_without_checkpointing), ("CKPT402", m
     config_check(code)(_when_sharding_known(check))
 config_check("CKPT404")(memory.memory_not_estimated)
 config_check("CKPT405")(_when_sharding_known(memory.vllm_colocate_leaves_no_room))
+config_check("CKPT406")(_when_sharding_known(memory.large_vocabulary_logits))

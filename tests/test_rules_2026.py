@@ -509,3 +509,58 @@ def test_llamafactory_liger_and_stages(tmp_path):
     assert len(_config(tmp_path, "lf.yaml", _LLAMAFACTORY)) == 1
     assert _config(tmp_path, "lf.yaml", _LLAMAFACTORY + "enable_liger_kernel: true\n") == []
     assert _config(tmp_path, "lf.yaml", _LLAMAFACTORY.replace("stage: sft", "stage: dpo")) == []
+
+
+# -- CKPT505 ---------------------------------------------------------------------------------------
+
+_SWIFT_VL = """model: Qwen/Qwen2.5-VL-7B-Instruct
+dataset:
+  - AI-ModelScope/LaTeX_OCR#20000
+tuner_type: lora
+torch_dtype: bfloat16
+per_device_train_batch_size: 1
+max_length: 2048
+output_dir: output
+"""
+
+
+def swift(tmp_path, text: str, targets: dict | None = None, name: str = "swift.yaml"):
+    from ckpt_doctor.analysis.source import read_source
+    from ckpt_doctor.check.lint import check_source
+
+    (tmp_path / ".git").mkdir(exist_ok=True)
+    (tmp_path / name).write_text(text)
+    settings = Settings(root=tmp_path, select=["CKPT505"], target_versions=NEWEST if targets is None else targets)
+    return [f for f in check_source(read_source(tmp_path / name), settings).findings if f.code == "CKPT505"]
+
+
+def test_a_frozen_vision_tower_by_default_is_reported(tmp_path):
+    (found,) = swift(tmp_path, _SWIFT_VL + "freeze_vit: true\n")
+    assert found.span.start.line == 9 and "vit_gradient_checkpointing: true" in found.message
+    (default,) = swift(tmp_path, _SWIFT_VL + "tuner_type: lora\n")  # no freeze_vit: its default is true
+    assert "`freeze_vit` (default true)" in default.message
+
+
+def test_a_swift_command_line(tmp_path):
+    line = ("swift sft \\\n    --model Qwen/Qwen2.5-VL-7B-Instruct \\\n    --dataset AI-ModelScope/LaTeX_OCR#20000 \\\n"
+            "    --tuner_type lora \\\n    --max_length 2048 \\\n    --output_dir output\n")
+    assert len(swift(tmp_path, line, name="train.sh")) == 1
+    assert swift(tmp_path, line.replace("--output_dir", "--vit_gradient_checkpointing true \\\n    --output_dir"), name="train.sh") == []
+
+
+def test_a_trained_tower_a_stated_choice_no_checkpointing_or_a_text_model_are_clean(tmp_path):
+    assert swift(tmp_path, _SWIFT_VL + "freeze_vit: false\n") == []  # ms-swift checkpoints a trained tower
+    assert swift(tmp_path, _SWIFT_VL + "vit_gradient_checkpointing: false\n") == []  # stated
+    assert swift(tmp_path, _SWIFT_VL + "gradient_checkpointing: false\n") == []
+    assert swift(tmp_path, _SWIFT_VL.replace("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct")) == []
+    assert swift(tmp_path, _SWIFT_VL.replace("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct") + "freeze_vit: true\n") != []
+
+
+def test_transformers_4_is_not_judged(tmp_path):
+    assert swift(tmp_path, _SWIFT_VL + "freeze_vit: true\n", targets={**NEWEST, "transformers": "4.57"}) == []
+
+
+def test_gemma_3_is_multimodal_from_4b_on(tmp_path):
+    gemma = _SWIFT_VL.replace("Qwen/Qwen2.5-VL-7B-Instruct", "google/gemma-3-4b-it")
+    assert len(swift(tmp_path, gemma)) == 1
+    assert swift(tmp_path, gemma.replace("gemma-3-4b-it", "gemma-3-1b-it")) == []

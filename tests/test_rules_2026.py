@@ -406,9 +406,11 @@ def test_large_vocabulary_logits_are_reported_with_the_estimate():
     assert "use_liger_kernel=True" in found.message and found.fix is not None
 
 
-def test_a_small_vocabulary_or_a_short_sequence_is_clean():
+def test_a_small_vocabulary_a_short_sequence_room_to_spare_or_no_budget_is_clean():
     assert logits(model="meta-llama/Llama-2-7b-hf") == []  # 32,000 entries: 7 % of the peak
     assert logits(seq=256) == []  # under 2 GiB
+    assert logits(gpu="80GiB") == []  # 32.6 GiB: fits comfortably
+    assert logits(gpu=None) == []  # no stated budget
 
 
 def test_liger_on_or_from_an_option():

@@ -477,7 +477,6 @@ def _always():
 # -- the logits of a large vocabulary, materialised whole (CKPT406) ----------------------------------------
 LOGITS_SHARE = 0.25  # report when the vocabulary-sized tensors are at least this share of the step's estimated peak
 LOGITS_MIN_BYTES = 2 * GIB  # ... and at least this much: below it a fused loss saves too little to matter
-LOGITS_BUDGET_SHARE = 0.5  # ... of a step that needs at least half the GPU's memory
 LOGITS_COUNTERFACTUAL_VOCAB = 8  # the same step with a vocabulary this small: what the logits leave behind
 PARAMETER_TERMS = ("weights", "master_weights", "gradients", "optimizer_state")
 # imports that bring a loss that never holds the full logits (or a patch that installs one)
@@ -648,18 +647,16 @@ def _config_plain_losses(ctx: Context, assessment: Assessment) -> list[PlainLoss
 )
 def large_vocabulary_logits(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment):
-        return
-    if not assessment.budget.explicit and assessment.params < ctx.config.checkpointing_threshold:
-        return  # without a stated budget, only models above the size threshold are judged (as CKPT401)
+    if not isinstance(assessment, Assessment) or not assessment.budget.explicit:
+        return  # "does not fit comfortably" needs a budget the user stated (as CKPT403)
     if assessment.base.effective_task != "causal-lm":
         return
     stated = ctx.analysis.settings.seq_len
     if ctx.kind == "script" and (stated is None or not stated.stated):
         return  # the logits grow with the tokens of a step: an assumed sequence length would make the verdict a guess
     step = assessment.plan(assessment.current)
-    if step.peak_bytes_nvidia_smi < LOGITS_BUDGET_SHARE * assessment.budget.bytes:
-        return  # a step that leaves half the card free has nothing to gain
+    if step.peak_bytes_nvidia_smi <= COMFORT * assessment.budget.bytes:
+        return  # a step that fits comfortably (CKPT403's measure) has nothing to gain
     cost = logits_cost(assessment)
     if cost.share < LOGITS_SHARE or cost.bytes < LOGITS_MIN_BYTES:
         return

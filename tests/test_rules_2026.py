@@ -378,3 +378,191 @@ def test_a_trl_launch_of_a_grpo_config(tmp_path):
 
 def test_vllm_on_a_device_of_its_own_is_not_colocated():
     assert grpo('use_vllm=True, vllm_device="cuda:3", vllm_gpu_memory_utilization=0.6, gradient_checkpointing=True', trl=None) == []
+
+
+# -- CKPT406 ---------------------------------------------------------------------------------------
+
+_LOOP = """
+import argparse
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, Trainer
+p = argparse.ArgumentParser(); p.add_argument("--liger", action="store_true"); cli = p.parse_args()
+model = AutoModelForCausalLM.from_pretrained("{model}", torch_dtype="bfloat16")
+model = get_peft_model(model, LoraConfig(r=16, target_modules="all-linear"))
+ds = ds.map(lambda x: tok(x["text"], truncation=True, max_length={seq}))
+args = TrainingArguments("out", per_device_train_batch_size=4, activation_checkpointing=True, bf16=True{extra})
+Trainer(model=model, args=args, train_dataset=ds).train()
+"""
+
+
+def logits(extra: str = "", model: str = "meta-llama/Meta-Llama-3-8B", seq: int = 2048, gpu: str | None = "40GiB", **kw):
+    return run(_LOOP.format(extra=extra, model=model, seq=seq), "CKPT406", gpu_memory=gpu, **kw)
+
+
+def test_large_vocabulary_logits_are_reported_with_the_estimate():
+    (found,) = logits()
+    assert found.span.start.line == 9
+    assert "8192 tokens x a vocabulary of 128256" in found.message and "3.9 GiB in fp32" in found.message
+    assert "use_liger_kernel=True" in found.message and found.fix is not None
+
+
+def test_a_small_vocabulary_a_short_sequence_room_to_spare_or_no_budget_is_clean():
+    assert logits(model="meta-llama/Llama-2-7b-hf") == []  # 32,000 entries: 7 % of the peak
+    assert logits(seq=256) == []  # under 2 GiB
+    assert logits(gpu="80GiB") == []  # 32.6 GiB: fits comfortably
+    assert logits(gpu=None) == []  # no stated budget
+
+
+def test_liger_on_or_from_an_option():
+    assert logits(", use_liger_kernel=True") == []
+    assert len(logits(", use_liger_kernel=cli.liger")) == 1  # the default run, without `--liger`
+    on_by_default = _LOOP.format(extra=", use_liger_kernel=cli.liger", model="meta-llama/Meta-Llama-3-8B", seq=2048).replace(
+        'p.add_argument("--liger", action="store_true")', 'p.add_argument("--no_liger", action="store_false", dest="liger")')
+    (found,) = run(on_by_default, "CKPT406", gpu_memory="40GiB")
+    assert "`--no_liger`" in found.message  # the run on which it is off (the wording of a store_false option is the analysis')
+
+
+def test_a_fused_loss_the_script_imports_is_clean():
+    code = _LOOP.format(extra="", model="meta-llama/Meta-Llama-3-8B", seq=2048)
+    assert run("from liger_kernel.transformers import apply_liger_kernel_to_llama\n" + code, "CKPT406", gpu_memory="40GiB") == []
+    assert run("from unsloth import FastLanguageModel\n" + code, "CKPT406", gpu_memory="40GiB") == []
+
+
+def test_an_assumed_sequence_length_is_not_judged():
+    code = _LOOP.format(extra="", model="meta-llama/Meta-Llama-3-8B", seq=2048).replace(
+        'ds = ds.map(lambda x: tok(x["text"], truncation=True, max_length=2048))\n', "")
+    assert run(code, "CKPT406", gpu_memory="40GiB") == []
+
+
+_SFT = """
+from trl import SFTConfig, SFTTrainer
+args = SFTConfig(output_dir="out", max_length=2048, per_device_train_batch_size=4, bf16=True{extra})
+SFTTrainer(model="Qwen/Qwen2.5-7B-Instruct", args=args, train_dataset=ds, peft_config=LoraConfig(r=16)).train()
+"""
+
+
+def sft(extra: str = "", trl: str | None = "1.6"):
+    targets = {k: v for k, v in {**NEWEST, "trl": trl}.items() if v is not None}
+    return run("from peft import LoraConfig\n" + _SFT.format(extra=extra), "CKPT406", targets=targets, gpu_memory="40GiB")
+
+
+def test_sft_depends_on_the_trl_release_and_its_loss_type():
+    (found,) = sft(trl="1.6")  # nll by default before 1.7
+    assert 'loss_type="chunked_nll"' in found.message and found.fix is None
+    assert sft(trl="1.16") == []  # chunked_nll by default
+    assert sft(trl=None) == []  # a release that may chunk: not judged
+    assert len(sft(', loss_type="nll"', trl="1.16")) == 1
+    assert sft(', loss_type="chunked_nll"', trl="1.6") == []
+
+
+def test_preference_and_rl_trainers_are_not_judged():
+    code = """
+    from trl import DPOConfig, DPOTrainer
+    args = DPOConfig(output_dir="out", max_length=4096, per_device_train_batch_size=4, bf16=True)
+    DPOTrainer(model="Qwen/Qwen2.5-7B-Instruct", args=args, train_dataset=ds).train()
+    """
+    assert run(code, "CKPT406", gpu_memory="80GiB") == []
+
+
+def _config(tmp_path, name: str, text: str, select: str = "CKPT406"):
+    from ckpt_doctor.analysis.source import read_source
+    from ckpt_doctor.check.lint import check_source
+
+    (tmp_path / ".git").mkdir(exist_ok=True)
+    (tmp_path / name).write_text(text)
+    settings = Settings(root=tmp_path, select=[select], gpu_memory="40GiB", target_versions=NEWEST)
+    return [f for f in check_source(read_source(tmp_path / name), settings).findings if f.code == select]
+
+
+_AXOLOTL = """base_model: meta-llama/Meta-Llama-3-8B
+adapter: lora
+lora_r: 16
+lora_target_linear: true
+sequence_len: 4096
+micro_batch_size: 2
+gradient_checkpointing: true
+bf16: auto
+"""
+
+
+def test_axolotl_config_and_its_chunked_losses(tmp_path):
+    (found,) = _config(tmp_path, "axolotl.yaml", _AXOLOTL)
+    assert found.span.start.line == 1 and "chunked_cross_entropy: true" in found.message
+    assert _config(tmp_path, "axolotl.yaml", _AXOLOTL + "chunked_cross_entropy: true\n") == []
+    assert _config(tmp_path, "axolotl.yaml", _AXOLOTL + "plugins:\n  - axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin\n"
+                   "cut_cross_entropy: true\n") == []
+
+
+_LLAMAFACTORY = """model_name_or_path: Qwen/Qwen2.5-7B-Instruct
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_target: all
+dataset: alpaca_en_demo
+template: qwen
+cutoff_len: 4096
+per_device_train_batch_size: 2
+bf16: true
+output_dir: out
+"""
+
+
+def test_llamafactory_liger_and_stages(tmp_path):
+    assert len(_config(tmp_path, "lf.yaml", _LLAMAFACTORY)) == 1
+    assert _config(tmp_path, "lf.yaml", _LLAMAFACTORY + "enable_liger_kernel: true\n") == []
+    assert _config(tmp_path, "lf.yaml", _LLAMAFACTORY.replace("stage: sft", "stage: dpo")) == []
+
+
+# -- CKPT505 ---------------------------------------------------------------------------------------
+
+_SWIFT_VL = """model: Qwen/Qwen2.5-VL-7B-Instruct
+dataset:
+  - AI-ModelScope/LaTeX_OCR#20000
+tuner_type: lora
+torch_dtype: bfloat16
+per_device_train_batch_size: 1
+max_length: 2048
+output_dir: output
+"""
+
+
+def swift(tmp_path, text: str, targets: dict | None = None, name: str = "swift.yaml"):
+    from ckpt_doctor.analysis.source import read_source
+    from ckpt_doctor.check.lint import check_source
+
+    (tmp_path / ".git").mkdir(exist_ok=True)
+    (tmp_path / name).write_text(text)
+    settings = Settings(root=tmp_path, select=["CKPT505"], target_versions=NEWEST if targets is None else targets)
+    return [f for f in check_source(read_source(tmp_path / name), settings).findings if f.code == "CKPT505"]
+
+
+def test_a_frozen_vision_tower_by_default_is_reported(tmp_path):
+    (found,) = swift(tmp_path, _SWIFT_VL + "freeze_vit: true\n")
+    assert found.span.start.line == 9 and "vit_gradient_checkpointing: true" in found.message
+    (default,) = swift(tmp_path, _SWIFT_VL + "tuner_type: lora\n")  # no freeze_vit: its default is true
+    assert "`freeze_vit` (default true)" in default.message
+
+
+def test_a_swift_command_line(tmp_path):
+    line = ("swift sft \\\n    --model Qwen/Qwen2.5-VL-7B-Instruct \\\n    --dataset AI-ModelScope/LaTeX_OCR#20000 \\\n"
+            "    --tuner_type lora \\\n    --max_length 2048 \\\n    --output_dir output\n")
+    assert len(swift(tmp_path, line, name="train.sh")) == 1
+    assert swift(tmp_path, line.replace("--output_dir", "--vit_gradient_checkpointing true \\\n    --output_dir"), name="train.sh") == []
+
+
+def test_a_trained_tower_a_stated_choice_no_checkpointing_or_a_text_model_are_clean(tmp_path):
+    assert swift(tmp_path, _SWIFT_VL + "freeze_vit: false\n") == []  # ms-swift checkpoints a trained tower
+    assert swift(tmp_path, _SWIFT_VL + "vit_gradient_checkpointing: false\n") == []  # stated
+    assert swift(tmp_path, _SWIFT_VL + "gradient_checkpointing: false\n") == []
+    assert swift(tmp_path, _SWIFT_VL.replace("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct")) == []
+    assert swift(tmp_path, _SWIFT_VL.replace("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct") + "freeze_vit: true\n") != []
+
+
+def test_transformers_4_is_not_judged(tmp_path):
+    assert swift(tmp_path, _SWIFT_VL + "freeze_vit: true\n", targets={**NEWEST, "transformers": "4.57"}) == []
+
+
+def test_gemma_3_is_multimodal_from_4b_on(tmp_path):
+    gemma = _SWIFT_VL.replace("Qwen/Qwen2.5-VL-7B-Instruct", "google/gemma-3-4b-it")
+    assert len(swift(tmp_path, gemma)) == 1
+    assert swift(tmp_path, gemma.replace("gemma-3-4b-it", "gemma-3-1b-it")) == []

@@ -307,7 +307,7 @@ def test_the_files_a_launch_line_names_join_the_cache_key(tmp_path):
     assert {Path(p).name for p in result.dependencies} >= {"sft.yaml", "z3.json", "fsdp.yaml"}
 
 
-def test_a_fused_loss_or_an_unsloth_model_is_not_estimated_but_said(tmp_path):
+def test_a_fused_loss_makes_the_estimate_an_upper_bound_and_an_unsloth_model_is_not_estimated(tmp_path):
     write(tmp_path, {"sft.yaml": """
         model_name_or_path: Qwen/Qwen2.5-7B
         stage: sft
@@ -322,9 +322,8 @@ def test_a_fused_loss_or_an_unsloth_model_is_not_estimated_but_said(tmp_path):
         model, tokenizer = FastLanguageModel.from_pretrained("unsloth/llama-3-8b", max_seq_length=8192)
         SFTTrainer(model=model, args=SFTConfig(per_device_train_batch_size=8)).train()
         """})
-    (note,) = check(tmp_path / "sft.yaml", select=["CKPT4"], gpu_memory="24GiB")
-    assert note.code == "CKPT404" and "fused or chunked cross-entropy (`enable_liger_kernel`, line 6)" in note.message
+    assert check(tmp_path / "sft.yaml", select=["CKPT4"], gpu_memory="24GiB") == []  # an upper bound: no verdict
     (note,) = check(tmp_path / "train.py", select=["CKPT4"], gpu_memory="24GiB")
     assert note.code == "CKPT404" and "loaded by Unsloth" in note.message
     write(tmp_path, {"sft.yaml": (tmp_path / "sft.yaml").read_text().replace("enable_liger_kernel: true", "")})
-    assert [f.code for f in check(tmp_path / "sft.yaml", select=["CKPT4"], gpu_memory="24GiB")] == ["CKPT402"]  # estimated
+    assert "CKPT402" in [f.code for f in check(tmp_path / "sft.yaml", select=["CKPT4"], gpu_memory="24GiB")]

@@ -51,6 +51,7 @@ class Assessment:
     current: str  # the plan as written: none | full | every_N
     partial_plans: bool  # every_n_layers / offload available in the target transformers
     computed: dict[str, object] = field(default_factory=dict)
+    upper_bound: str | None = None  # why the estimate is only an upper bound (a fused loss): no out-of-memory verdict
 
     def plan(self, name: str):
         """The estimate for one plan, computed on first use (most files need only one or two)."""
@@ -134,12 +135,11 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
         raise _Unknown(f"the model is loaded by Unsloth (`{loader}`, line {settings.model_load.line}), which patches in kernels, "
                        "a chunked loss and offloaded checkpointing of its own that the estimate does not model. Settings read: "
                        f"{settings.describe()}", where)
+    upper_bound = None
     if settings.fused_loss is not None:
         loss = settings.fused_loss
         said = f"{loss.file}:{loss.line}" if loss.file else f"line {loss.line}"
-        raise _Unknown(f"the step uses a fused or chunked cross-entropy (`{loss.note}`, {said}), which the estimate "
-                       "does not model: it would count whole logits the loss never holds. Settings read: "
-                       f"{settings.describe()}", where)
+        upper_bound = f"a fused or chunked cross-entropy (`{loss.note}`, {said}) never holds the whole logits the estimate counts"
     if settings.optimizer.value not in memory.OPTIMIZERS:
         raise _Unknown(f"the optimizer {settings.optimizer.value!r} (line {settings.optimizer.line}) is not one the estimate models "
                        f"({', '.join(memory.OPTIMIZERS)}). Settings read: {settings.describe()}", where)
@@ -153,7 +153,8 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     partial_plans = ctx.versions.at_least("transformers", TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE) is True
     from ckpt_doctor.estimate.params import count_params
 
-    return Assessment(settings, budget, count_params(arch).total, base, str(settings.checkpointing.value), partial_plans)
+    return Assessment(settings, budget, count_params(arch).total, base, str(settings.checkpointing.value), partial_plans,
+                      upper_bound=upper_bound)
 
 
 def _relative_to_root(ctx: Context, path: str):
@@ -190,8 +191,8 @@ def _card(plan) -> str:
 )
 def oom_without_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment) or assessment.current != "none":
-        return
+    if not isinstance(assessment, Assessment) or assessment.current != "none" or assessment.upper_bound:
+        return  # an upper bound over the budget proves nothing
     if assessment.plan("none").fits:
         return
     threshold = ctx.config.checkpointing_threshold
@@ -256,8 +257,8 @@ def _enable_fix(ctx: Context, assessment: Assessment, plan: str) -> FixSpec | No
 )
 def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment) or not assessment.budget.explicit:
-        return  # "does not fit at all" needs a budget the user stated
+    if not isinstance(assessment, Assessment) or not assessment.budget.explicit or assessment.upper_bound:
+        return  # "does not fit at all" needs a budget the user stated, and an estimate that is not only an upper bound
     if assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
         return
     best = min(assessment.plans(), key=lambda p: p.peak_bytes)

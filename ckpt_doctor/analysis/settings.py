@@ -113,6 +113,8 @@ class ScriptSettings:
                 parts.append(f"{label} {setting.describe()}")
         if s.lora_r:
             parts.append(f"LoRA r={s.lora_r.value}")
+        if s.fused_loss is not None:
+            parts.append(f"fused loss `{s.fused_loss.note}` (line {s.fused_loss.line}: the estimate's logits are an upper bound)")
         if s.frozen.stated:
             parts.append(f"frozen {s.frozen.describe()}")
         if s.load_in_4bit or s.load_in_8bit:

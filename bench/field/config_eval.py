@@ -26,19 +26,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 sys.path.insert(0, str(HERE))
-from blind_eval import SEVERITIES, print_figures, print_file, score_settings  # noqa: E402
+from blind_eval import SEVERITIES, print_figures, print_file, score_settings, scored_in  # noqa: E402
 from evaluate import OPTIMIZER_FAMILY, family, run_check  # noqa: E402
 
 SETTINGS = ("batch_size", "grad_accum", "seq_len", "dtype", "optimizer", "checkpointing", "lora", "zero_stage", "gpus")
 
 
 def scored(split: str) -> list[tuple[str, str]]:
-    if split == "holdout2":  # a second holdout, gathered and labelled later: every scored row of its own list
-        with (CONFIGS / "holdout2.tsv").open(newline="", encoding="utf-8") as f:
-            return [(r["repository"], r["path"]) for r in csv.DictReader(f, delimiter="\t") if r["field"] == "yes"]
-    with (CONFIGS / "split.tsv").open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [(r["repository"], r["path"]) for r in rows if split == "all" or r["split"] == split]
+    return scored_in(CONFIGS, split)
 
 
 def labels() -> dict[tuple[str, str], dict]:

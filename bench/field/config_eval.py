@@ -17,7 +17,6 @@ Exit status: 0 when the figures are printed, 2 when the corpus or the labels are
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import sys

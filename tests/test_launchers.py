@@ -224,3 +224,15 @@ def test_a_sequence_length_field_of_the_projects_own_dataclass_comes_from_the_la
     write(tmp_path, {"run.sh": "torchrun train.py --block_size=32768 --per_device_train_batch_size 1\n"})
     seq_len = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len
     assert seq_len.value == 32768 and seq_len.file.endswith("run.sh")
+
+
+@pytest.mark.parametrize("name, text, line", [
+    ("package.json", '{\n  "name": "x",\n  "scripts": {\n    "lint": "ruff check .",\n'
+                     '    "train": "accelerate launch train.py --per_device_train_batch_size 6"\n  }\n}\n', 5),
+    ("pyproject.toml", '[project]\nname = "x"\n\n[tool.poe.tasks]\ntrain = "python train.py --per_device_train_batch_size 6"\n', 5),
+    ("pyproject.toml", '[tool.pdm.scripts]\ntrain = {cmd = "torchrun train.py --per_device_train_batch_size 6"}\n', 2),
+])
+def test_the_scripts_of_a_task_file_launch_the_script(tmp_path, name, text, line):
+    write(tmp_path, {"train.py": HF_SCRIPT, name: text})
+    batch = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.batch_size
+    assert (batch.value, batch.line, Path(batch.file).name) == (6, line, name)

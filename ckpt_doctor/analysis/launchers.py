@@ -175,12 +175,59 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
         text = files.launcher(path)
         if text is None or target.stem not in text:
             continue
+        text = shell_lines(path.name, text)
         for line, words in commands(text, makefile=is_makefile(path.name)):
             launch = _read_command(words, line, path, target, root)
             if launch is not None:
                 found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch)))
             if len(found) >= MAX_LAUNCHES:
                 return found
+    return found
+
+
+TASK_FILES = ("package.json", "pyproject.toml")  # the `scripts:` people keep beside their code
+
+
+def shell_lines(name: str, text: str) -> str:
+    """A launcher's text as shell lines: a shell script or Makefile as it is; the commands of `package.json`
+    "scripts" and of pyproject task tables (`[tool.poe.tasks]`, `[tool.pdm.scripts]`, `[tool.hatch.envs.*.scripts]`)
+    each on the line it is written on, every other line blank, so lines keep their numbers."""
+    if name not in TASK_FILES:
+        return text
+    lines = text.splitlines()
+    out = [""] * len(lines)
+    for command in _task_commands(name, text):
+        needle = command.splitlines()[0][:60] if command.strip() else ""
+        for index, line in enumerate(lines):
+            if needle and needle in line and not out[index]:
+                out[index] = command.replace("\n", " ")
+                break
+    return "\n".join(out) + "\n"
+
+
+def _task_commands(name: str, text: str) -> list[str]:
+    """The command strings of a task file; a file that does not parse has none."""
+    try:
+        if name == "package.json":
+            import json
+
+            scripts = json.loads(text).get("scripts", {})
+            return [v for v in scripts.values() if isinstance(v, str)] if isinstance(scripts, dict) else []
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        tool = tomllib.loads(text).get("tool", {})
+    except (ValueError, AttributeError):
+        return []
+    tables = [tool.get("poe", {}).get("tasks", {}), tool.get("pdm", {}).get("scripts", {})]
+    tables += [env.get("scripts", {}) for env in tool.get("hatch", {}).get("envs", {}).values() if isinstance(env, dict)]
+    found = []
+    for table in tables:
+        for task in table.values() if isinstance(table, dict) else ():
+            if isinstance(task, dict):  # `{cmd = "..."}`, `{shell = "..."}`
+                task = task.get("cmd") or task.get("shell") or task.get("call")
+            found += [task] if isinstance(task, str) else [t for t in task if isinstance(t, str)] if isinstance(task, list) else []
     return found
 
 
@@ -377,7 +424,8 @@ def _listed(folder: Path, depth: int) -> list[Path]:
         entries = sorted(folder.iterdir())
     except OSError:
         return []
-    files = [e for e in entries if (e.suffix in LAUNCHER_SUFFIXES or e.name in MAKEFILES or e.suffix == ".mk") and e.is_file()]
+    files = [e for e in entries if (e.suffix in LAUNCHER_SUFFIXES or e.name in MAKEFILES or e.suffix == ".mk"
+                                    or (depth == 0 and e.name in TASK_FILES)) and e.is_file()]
     if depth < _FOLDER_DEPTH:
         for entry in entries:
             if (depth > 0 or entry.name.lower() in LAUNCHER_FOLDERS) and not entry.name.startswith(".") and entry.is_dir():

@@ -132,7 +132,12 @@ def read_source(path: str | Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> So
         raw = path.read_bytes()
     except OSError as exc:
         raise SourceError(name, f"cannot read: {exc.strerror or exc}") from None
-    if path.suffix == ".ipynb":
+    return source_from_bytes(name, raw)
+
+
+def source_from_bytes(name: str, raw: bytes) -> SourceFile:
+    """A file's source from its bytes (read from disk, or an editor's buffer): a notebook when `name` ends in .ipynb."""
+    if name.endswith(".ipynb"):
         return _read_notebook(name, raw)
     return _read_python(name, raw)
 

@@ -1,0 +1,135 @@
+"""Code actions: a quick fix per fixable finding, "fix all safe fixes" and `# noqa` suppressions.
+
+The edits are those of `check --fix`: a finding's fix is `edits_for` (the json output's edits), "fix all" is the
+CLI's fix loop (`fix_loop`: rounds of fixes and re-checks), both from ckpt_doctor.check; a notebook's fixed source
+is written back into its JSON by `SourceFile.render`, as `--fix` writes the file. Safe fixes are preferred quick
+fixes; unsafe ones (`--unsafe-fixes`) say so in their title; suggestions (display-only) get no action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ckpt_doctor.findings import Applicability, Finding
+from ckpt_doctor.server.documents import Checked
+from ckpt_doctor.server.positions import Point, to_point
+
+FIX_ALL = "source.fixAll.ckpt-doctor"
+QUICK_FIX = "quickfix"
+Edit = tuple[str, Point, Point]  # new text, start, end (0-based, code points of the buffer)
+
+
+@dataclass
+class Action:
+    title: str
+    kind: str
+    what: str  # fix | fix-all | noqa
+    finding: int | None = None  # index into checked.findings
+    preferred: bool = False
+
+
+def actions_for(checked: Checked, indices: list[int], only: list[str] | None) -> list[Action]:
+    """The actions for the findings at `indices` (those under the cursor), and "fix all" when a safe fix exists."""
+    out: list[Action] = []
+    findings = checked.findings
+    for index in dict.fromkeys(indices):
+        finding = findings[index]
+        fix = finding.fix
+        if fix is not None and fix.applicability is not Applicability.DISPLAY_ONLY and _wanted(QUICK_FIX, only):
+            safe = fix.applicability is Applicability.SAFE
+            message = fix.message or f"Fix {finding.code}"
+            out.append(Action(f"{finding.code}: {message}" + ("" if safe else " (unsafe)"), QUICK_FIX, "fix", index, preferred=safe))
+        if _suppressible(checked) and _wanted(QUICK_FIX, only):
+            out.append(Action(f"{finding.code}: suppress with `# noqa: {finding.code}`", QUICK_FIX, "noqa", index))
+    if _wanted(FIX_ALL, only) and any(f.fix is not None and f.fix.applicability is Applicability.SAFE for f in findings):
+        out.append(Action("ckpt-doctor: fix all safe fixes in this file", FIX_ALL, "fix-all"))
+    return out
+
+
+def _wanted(kind: str, only: list[str] | None) -> bool:
+    return not only or any(kind == o or kind.startswith(o + ".") for o in only)
+
+
+def _suppressible(checked: Checked) -> bool:
+    """`# noqa` is read on a script's line and on a YAML or shell line; JSON has no comments, and a notebook's lines
+    are strings inside its JSON."""
+    return checked.kind in ("python", "config")
+
+
+def edits(checked: Checked, action: Action) -> list[Edit]:
+    """The buffer edits of `action` (empty when the fix cannot be made on this text)."""
+    from ckpt_doctor.check.fix import FixError
+
+    key = ("edits", action.what, action.finding)
+    if key not in checked.memo:  # editors ask for the actions at every cursor move
+        try:
+            if action.what == "fix-all":
+                checked.memo[key] = _fix_all(checked)
+            else:
+                finding = checked.findings[action.finding]
+                checked.memo[key] = _fix(checked, finding) if action.what == "fix" else _noqa(checked, finding)
+        except FixError:
+            checked.memo[key] = []
+    return checked.memo[key]
+
+
+def _fix(checked: Checked, finding: Finding) -> list[Edit]:
+    from ckpt_doctor.check.fix import apply_fixes, edits_for
+
+    source = checked.source
+    if source.is_notebook:
+        new_text = apply_fixes(source.text, [finding.fix])
+        return _buffer_edit(checked, new_text) if source.keeps_cells(new_text) else []
+    return [(content, to_point(start), to_point(end)) for content, start, end in edits_for(source.text, [finding.fix])[0]]
+
+
+def _fix_all(checked: Checked) -> list[Edit]:
+    from ckpt_doctor.check.runner import fix_loop
+
+    text, _, _ = fix_loop(checked.result, checked.settings, unsafe=False)
+    return _buffer_edit(checked, text)
+
+
+def _buffer_edit(checked: Checked, new_text: str) -> list[Edit]:
+    """One edit from the buffer to the file `--fix` would write (a notebook's JSON re-rendered)."""
+    from ckpt_doctor.check.fix import minimal_edit
+
+    source = checked.source
+    new_buffer = source.render(new_text).decode(source.encoding) if source.is_notebook else new_text
+    return [(content, to_point(start), to_point(end)) for content, start, end in minimal_edit(checked.text, new_buffer)]
+
+
+def _noqa(checked: Checked, finding: Finding) -> list[Edit]:
+    """`# noqa: CODE` on the line the finding is reported on (where `check` looks for it), or the code added to the
+    line's `# noqa: ...` list."""
+    from ckpt_doctor.check.lint import _NOQA
+
+    number = finding.span.start.line - 1
+    if not 0 <= number < len(checked.lines):
+        return []
+    line = checked.lines[number]
+    listed = next((m for m in _NOQA.finditer(line) if m.group("codes")), None)
+    if listed is not None:
+        new_line = line[: listed.end("codes")] + f", {finding.code}" + line[listed.end("codes"):]
+    else:
+        code = line.rstrip()
+        new_line = code + f"  # noqa: {finding.code}" + line[len(code):]
+    if checked.kind == "python" and _inside_string(checked.text, number + 1):
+        return []  # the line ends inside a multi-line string: a comment cannot go there
+    return [(new_line, (number, 0), (number, len(line)))]
+
+
+def _inside_string(text: str, line: int) -> bool:
+    """Whether a string token goes on past the end of `line` (1-based)."""
+    import io
+    import tokenize
+
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.start[0] > line:
+                return False
+            if token.start[0] <= line < token.end[0] and token.type in (tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", -1)):
+                return True
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return True  # not tokenizable: leave the file as it is
+    return False

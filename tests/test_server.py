@@ -345,3 +345,34 @@ async def test_hover_says_when_the_model_cannot_be_resolved(client: LanguageClie
     assert shown is not None
     assert "No estimate" in shown.contents.value and "my-org/unreleased-model" in shown.contents.value
     assert "model-configs" in shown.contents.value
+
+
+# -- configuration problems and closing ------------------------------------------------------------------
+
+async def test_broken_configuration_is_said_once_and_the_defaults_apply(client: LanguageClient, project: Path):
+    sub = project / "sub"
+    sub.mkdir()
+    (sub / "pyproject.toml").write_text("[tool.ckpt-doctor]\nselect = [\n", encoding="utf-8")
+    from tests.conftest import CKPT101_SCRIPT
+
+    found = await open_file(client, sub / "a.py", CKPT101_SCRIPT)
+    assert [d.code for d in found] == ["CKPT101"]
+    await open_file(client, sub / "b.py", CKPT101_SCRIPT)
+    said = [m.message for m in client.messages if "pyproject.toml" in m.message]
+    assert len(said) == 1 and "cannot read configuration" in said[0]
+
+
+async def test_bad_editor_settings_are_reported_and_ignored(client: LanguageClient, project: Path):
+    path = project / "train.py"
+    before = await open_file(client, path, EXAMPLE)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"select": ["NOPE1"], "colour": "red"}))
+    after = await diagnostics_of(client, path.as_uri())
+    assert [d.code for d in after] == [d.code for d in before]
+    assert any("editor settings ignored" in m.message for m in client.messages)
+
+
+async def test_closing_a_buffer_clears_its_diagnostics(client: LanguageClient, project: Path):
+    path = project / "train.py"
+    assert await open_file(client, path, EXAMPLE)
+    client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(path.as_uri())))
+    assert await diagnostics_of(client, path.as_uri()) == []

@@ -11,12 +11,11 @@ import re
 from dataclasses import dataclass, field
 
 from ckpt_doctor.analysis.source import NotPython, SourceError, SourceFile, source_from_bytes
-from ckpt_doctor.check.lint import FileResult, check_source, is_config
+from ckpt_doctor.check.lint import FileResult, check_source, is_config, is_shell_script
 from ckpt_doctor.config import Settings
 from ckpt_doctor.server.positions import NotebookLines, Point, split_lines
 
 PYTHON_SUFFIXES = (".py", ".pyi")
-_SHELL = re.compile(r"^#!.*\b(ba|z|da)?sh\b")
 
 
 @dataclass
@@ -55,13 +54,13 @@ class Checked:
             return "python"
         if self.path.endswith(".json"):
             return "json"
-        return "config" if is_config(self.path) or _SHELL.match(self.text) else "python"
+        return "config" if is_config(self.path) or is_shell_script(self.path, self.text) else "python"
 
 
 def checkable(path: str, language_id: str | None, text: str) -> bool:
     """Whether `check` would read this buffer (an unrecognised YAML or JSON is read, and gives nothing)."""
     return (path.endswith(PYTHON_SUFFIXES + (".ipynb",)) or language_id == "python" or is_config(path)
-            or _SHELL.match(text) is not None)
+            or is_shell_script(path, text))
 
 
 def check_buffer(path: str, version: int | None, text: str, settings: Settings) -> Checked:

@@ -76,9 +76,16 @@ async def open_file(client: LanguageClient, path: Path, text: str, language: str
     return await diagnostics_of(client, path.as_uri())
 
 
+async def published(client: LanguageClient) -> types.PublishDiagnosticsParams:
+    """The next publishDiagnostics (a test fails, rather than hangs, when none comes)."""
+    import asyncio
+
+    return await asyncio.wait_for(client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS), timeout=20)
+
+
 async def diagnostics_of(client: LanguageClient, uri: str) -> list[types.Diagnostic]:
     while True:
-        params = await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        params = await published(client)
         if params.uri == uri:
             return list(params.diagnostics)
 
@@ -376,3 +383,71 @@ async def test_closing_a_buffer_clears_its_diagnostics(client: LanguageClient, p
     assert await open_file(client, path, EXAMPLE)
     client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(path.as_uri())))
     assert await diagnostics_of(client, path.as_uri()) == []
+
+
+# -- notebook documents (sent cell by cell) --------------------------------------------------------------
+
+async def all_published(client: LanguageClient, uris: list[str]) -> dict[str, list[types.Diagnostic]]:
+    """The diagnostics of each of `uris`, once all are published (they come together: none may be missed)."""
+    import asyncio
+
+    for uri in uris:
+        client.diagnostics.pop(uri, None)
+    for _ in range(400):
+        if all(uri in client.diagnostics for uri in uris):
+            return {uri: list(client.diagnostics[uri]) for uri in uris}
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no diagnostics for {[u for u in uris if u not in client.diagnostics]}")
+
+
+async def open_notebook(client: LanguageClient, path: Path, cells: list[tuple[bool, str]]) -> list[str]:
+    uri = path.as_uri()
+    cell_uris = [f"vscode-notebook-cell:{path}#C{i}" for i in range(len(cells))]
+    client.notebook_document_did_open(types.DidOpenNotebookDocumentParams(
+        notebook_document=types.NotebookDocument(uri=uri, notebook_type="jupyter-notebook", version=1, cells=[
+            types.NotebookCell(kind=types.NotebookCellKind.Code if code else types.NotebookCellKind.Markup, document=cell)
+            for cell, (code, _) in zip(cell_uris, cells)]),
+        cell_text_documents=[types.TextDocumentItem(uri=cell, language_id="python" if code else "markdown", version=1, text=text)
+                             for cell, (code, text) in zip(cell_uris, cells)]))
+    return cell_uris
+
+
+async def test_notebook_document_cells_get_their_findings_fixes_and_hover(client: LanguageClient, project: Path):
+    loading, _, training = EXAMPLE.partition("lora = LoraConfig(")
+    training = "lora = LoraConfig(" + training
+    cells = [(False, "# A LoRA fine-tune"), (True, loading.rstrip("\n")), (True, training.rstrip("\n"))]
+    cell_uris = await open_notebook(client, project / "nb.ipynb", cells)
+    by_cell = await all_published(client, cell_uris)
+    assert by_cell[cell_uris[0]] == [] and by_cell[cell_uris[1]] == []
+    found = by_cell[cell_uris[2]]
+    assert {"CKPT201", "CKPT202", "CKPT205"} == {d.code for d in found}
+    args = next(d for d in found if d.code == "CKPT205")
+    assert cells[2][1].splitlines()[args.range.start.line][args.range.start.character:].startswith("gradient_checkpointing=True")
+
+    # fix all: edits of the cells it changes, the same as check --fix on the .ipynb
+    fix_all = (await actions(client, cell_uris[2], whole(cells[2][1]), only=[FIX_ALL]))[0]
+    changed = {change.text_document.uri: change for change in fix_all.edit.document_changes}
+    assert set(changed) == {cell_uris[2]}  # the PEFT model, TrainingArguments and their fixes are in the last cell
+    notebook_text = json.dumps({"cells": [{"cell_type": "code" if code else "markdown", "metadata": {}, "source": text,
+                                           **({"outputs": [], "execution_count": None} if code else {})} for code, text in cells],
+                                "metadata": {"language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}, indent=1)
+    by_cli = json.loads(cli_fixed(project, "nb.ipynb", notebook_text))["cells"]
+    for index, (code, text) in enumerate(cells):
+        edit = types.WorkspaceEdit(document_changes=[changed[cell_uris[index]]]) if cell_uris[index] in changed else None
+        assert (apply(text, edit) if edit else text) == "".join(by_cli[index]["source"])
+
+    # suppression in a cell
+    noqa = [a for a in await actions(client, cell_uris[2], args.range) if a.title.startswith("CKPT205: suppress")]
+    assert "  # noqa: CKPT205" in apply(cells[2][1], noqa[0].edit)
+
+    # hover in a cell: the estimate, its range in the cell
+    shown = await client.text_document_hover_async(
+        types.HoverParams(types.TextDocumentIdentifier(cell_uris[1]), position_of(cells[1][1], "AutoModelForCausalLM.from_pretrained")))
+    assert shown is not None and "peak" in shown.contents.value
+    assert shown.range.start.line == position_of(cells[1][1], "AutoModelForCausalLM.from_pretrained").line
+
+    client.notebook_document_did_close(types.DidCloseNotebookDocumentParams(
+        notebook_document=types.NotebookDocumentIdentifier(uri=(project / "nb.ipynb").as_uri()),
+        cell_text_documents=[types.TextDocumentIdentifier(uri) for uri in cell_uris]))
+    cleared = await all_published(client, cell_uris)
+    assert all(d == [] for d in cleared.values())

@@ -51,43 +51,47 @@ def _wanted(kind: str, only: list[str] | None) -> bool:
 
 
 def _suppressible(checked: Checked) -> bool:
-    """`# noqa` is read on a script's line and on a YAML or shell line; JSON has no comments, and a notebook's lines
-    are strings inside its JSON."""
-    return checked.kind in ("python", "config")
+    """`# noqa` is read on a line of a script, a notebook's cell, a YAML file or a launcher; JSON has no comments."""
+    return checked.kind != "json"
 
 
 def edits(checked: Checked, action: Action) -> list[Edit]:
-    """The buffer edits of `action` (empty when the fix cannot be made on this text)."""
-    from ckpt_doctor.check.fix import FixError
-
+    """The buffer edits of `action` (empty when it cannot be made on this text)."""
     key = ("edits", action.what, action.finding)
     if key not in checked.memo:  # editors ask for the actions at every cursor move
-        try:
-            if action.what == "fix-all":
-                checked.memo[key] = _fix_all(checked)
-            else:
-                finding = checked.findings[action.finding]
-                checked.memo[key] = _fix(checked, finding) if action.what == "fix" else _noqa(checked, finding)
-        except FixError:
-            checked.memo[key] = []
+        source = checked.source
+        if action.what == "fix" and not source.is_notebook:  # the json output's edit for this fix
+            from ckpt_doctor.check.fix import edits_for
+
+            spec = checked.findings[action.finding].fix
+            checked.memo[key] = [(content, to_point(start), to_point(end)) for content, start, end in edits_for(source.text, [spec])[0]]
+        else:
+            new_text = fixed_source(checked, action)
+            checked.memo[key] = _buffer_edit(checked, new_text) if new_text is not None else []
     return checked.memo[key]
 
 
-def _fix(checked: Checked, finding: Finding) -> list[Edit]:
-    from ckpt_doctor.check.fix import apply_fixes, edits_for
-
-    source = checked.source
-    if source.is_notebook:
-        new_text = apply_fixes(source.text, [finding.fix])
-        return _buffer_edit(checked, new_text) if source.keeps_cells(new_text) else []
-    return [(content, to_point(start), to_point(end)) for content, start, end in edits_for(source.text, [finding.fix])[0]]
-
-
-def _fix_all(checked: Checked) -> list[Edit]:
+def fixed_source(checked: Checked, action: Action) -> str | None:
+    """The file's source text (a notebook's: its cells joined) after `action`; None when it cannot be made."""
+    from ckpt_doctor.check.fix import FixError, apply_fixes
     from ckpt_doctor.check.runner import fix_loop
 
-    text, _, _ = fix_loop(checked.result, checked.settings, unsafe=False)
-    return _buffer_edit(checked, text)
+    key = ("source", action.what, action.finding)
+    if key not in checked.memo:
+        source = checked.source
+        try:
+            if action.what == "fix-all":
+                new_text = fix_loop(checked.result, checked.settings, unsafe=False)[0]
+            elif action.what == "fix":
+                new_text = apply_fixes(source.text, [checked.findings[action.finding].fix])
+            else:
+                new_text = _with_noqa(checked, checked.findings[action.finding])
+        except FixError:
+            new_text = None
+        if new_text is not None and not source.keeps_cells(new_text):
+            new_text = None  # a fix that would move code across a notebook's cells
+        checked.memo[key] = new_text
+    return checked.memo[key]
 
 
 def _buffer_edit(checked: Checked, new_text: str) -> list[Edit]:
@@ -99,24 +103,27 @@ def _buffer_edit(checked: Checked, new_text: str) -> list[Edit]:
     return [(content, to_point(start), to_point(end)) for content, start, end in minimal_edit(checked.text, new_buffer)]
 
 
-def _noqa(checked: Checked, finding: Finding) -> list[Edit]:
-    """`# noqa: CODE` on the line the finding is reported on (where `check` looks for it), or the code added to the
-    line's `# noqa: ...` list."""
+def _with_noqa(checked: Checked, finding: Finding) -> str | None:
+    """The source with `# noqa: CODE` on the line the finding is reported on (where `check` looks for it), or with the
+    code added to that line's `# noqa: ...` list."""
     from ckpt_doctor.check.lint import _NOQA
 
+    text = checked.source.text
+    lines = text.splitlines(keepends=True)
     number = finding.span.start.line - 1
-    if not 0 <= number < len(checked.lines):
-        return []
-    line = checked.lines[number]
-    listed = next((m for m in _NOQA.finditer(line) if m.group("codes")), None)
+    if not 0 <= number < len(lines):
+        return None
+    line = lines[number]
+    body = line.rstrip("\r\n")
+    listed = next((m for m in _NOQA.finditer(body) if m.group("codes")), None)
     if listed is not None:
-        new_line = line[: listed.end("codes")] + f", {finding.code}" + line[listed.end("codes"):]
+        new_body = body[: listed.end("codes")] + f", {finding.code}" + body[listed.end("codes"):]
     else:
-        code = line.rstrip()
-        new_line = code + f"  # noqa: {finding.code}" + line[len(code):]
-    if checked.kind == "python" and _inside_string(checked.text, number + 1):
-        return []  # the line ends inside a multi-line string: a comment cannot go there
-    return [(new_line, (number, 0), (number, len(line)))]
+        code = body.rstrip()
+        new_body = code + f"  # noqa: {finding.code}" + body[len(code):]
+    if checked.kind in ("python", "notebook") and _inside_string(text, number + 1):
+        return None  # the line ends inside a multi-line string: a comment cannot go there
+    return "".join(lines[:number]) + new_body + line[len(body):] + "".join(lines[number + 1:])
 
 
 def _inside_string(text: str, line: int) -> bool:

@@ -24,6 +24,7 @@ class Problem:
 
     message: str
     at: Point | None = None
+    cell: tuple[int, Point] | None = None  # in a notebook: the cell, and the place in it
 
 
 @dataclass
@@ -106,6 +107,7 @@ def _problem(checked: Checked, error: str) -> Problem:
     if match.group("cell") is not None:
         from ckpt_doctor.findings import Position
 
-        at = checked.notebook.point(int(match.group("cell")) - 1, Position(line, column)) if checked.notebook else None
-        return Problem(message, at)
+        cell = int(match.group("cell")) - 1
+        at = checked.notebook.point(cell, Position(line, column)) if checked.notebook else None
+        return Problem(message, at, (cell, (max(line - 1, 0), column - 1)))
     return Problem(message, (max(line - 1, 0), column - 1))

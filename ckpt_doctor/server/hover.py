@@ -34,8 +34,9 @@ class HoverText:
 
 
 def hover(checked: Checked, position: Position) -> HoverText | None:
-    """The estimate over the call at `position` (1-based), or None where there is nothing to say."""
-    if checked.kind != "python" or checked.source is None or checked.problem is not None:
+    """The estimate over the call at `position` (1-based, in the source: a notebook's joined cells), or None where
+    there is nothing to say."""
+    if checked.kind not in ("python", "notebook") or checked.source is None or checked.problem is not None:
         return None
     if "analysis" not in checked.memo:
         try:

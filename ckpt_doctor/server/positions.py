@@ -30,8 +30,8 @@ def finding_range(lines: list[str], finding: Finding, notebook: "NotebookLines |
         end = notebook.point(finding.cell, finding.cell_span.end)
         if start is None:
             return None
-        return _widen(lines, start, end if end is not None and end >= start else start)
-    return _widen(lines, to_point(finding.span.start), to_point(finding.span.end))
+        return widen(lines, start, end if end is not None and end >= start else start)
+    return widen(lines, to_point(finding.span.start), to_point(finding.span.end))
 
 
 def to_point(position: Position) -> Point:
@@ -42,7 +42,8 @@ def to_position(point: Point) -> Position:
     return Position(point[0] + 1, point[1] + 1)
 
 
-def _widen(lines: list[str], start: Point, end: Point) -> tuple[Point, Point]:
+def widen(lines: list[str], start: Point, end: Point) -> tuple[Point, Point]:
+    """`start`-`end`, or the text of `start`'s line when the span is empty."""
     if end > start:
         return start, end
     line = lines[start[0]] if start[0] < len(lines) else ""

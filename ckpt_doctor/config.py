@@ -26,6 +26,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ckpt_doctor.check import OUTPUT_FORMATS
 from ckpt_doctor.findings import Severity
 from ckpt_doctor.analysis.source import DEFAULT_MAX_FILE_BYTES
 from ckpt_doctor.analysis.versions import parse_target_versions
@@ -45,7 +46,7 @@ _KNOWN_KEYS = {
     "select", "ignore", "extend-select", "exclude", "extend-exclude", "per-file-ignores", "target-versions",
     "fail-on", "gpu-memory", "checkpointing-threshold", "max-file-size", "respect-gitignore", "output-format",
     "cache-dir", "model-configs",
-}
+}  # each is in ckpt_doctor/data/ckpt-doctor.schema.json (tests/test_config_schema.py keeps the two in step)
 
 
 class ConfigError(Exception):
@@ -172,6 +173,7 @@ def apply_table(settings: Settings, table: dict) -> None:
     if "fail-on" in table:
         settings.fail_on = parse_severity(table["fail-on"])
     if "gpu-memory" in table:
+        parse_size(table["gpu-memory"])  # "80GiB", 85899345920; not "lots"
         settings.gpu_memory = str(table["gpu-memory"])
     if "checkpointing-threshold" in table:
         settings.checkpointing_threshold = int(table["checkpointing-threshold"])
@@ -180,7 +182,9 @@ def apply_table(settings: Settings, table: dict) -> None:
     if "respect-gitignore" in table:
         settings.respect_gitignore = bool(table["respect-gitignore"])
     if "output-format" in table:
-        settings.output_format = str(table["output-format"])
+        if table["output-format"] not in OUTPUT_FORMATS:
+            raise ValueError(f"output-format must be one of {', '.join(OUTPUT_FORMATS)}, not {table['output-format']!r}")
+        settings.output_format = table["output-format"]
     if "cache-dir" in table:
         settings.cache_dir = str(table["cache-dir"])
     if "model-configs" in table:

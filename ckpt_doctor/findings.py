@@ -146,6 +146,14 @@ class FixSpec:
         return self.edit.written_names()
 
 
+@dataclass(frozen=True)
+class Related:
+    """A second place a finding is about (CKPT301's DDP call, CKPT302's other checkpointing), with what it is."""
+
+    span: Span
+    message: str
+
+
 @dataclass
 class Finding:
     code: str
@@ -160,6 +168,7 @@ class Finding:
     extra: dict[str, object] = field(default_factory=dict)
     # the options under which it holds, as `Condition.as_list()` gives them; empty: in every run
     condition: list[dict] = field(default_factory=list)
+    related: list[Related] = field(default_factory=list)  # in the same file
 
     @property
     def sort_key(self) -> tuple:
@@ -178,6 +187,7 @@ def finding_to_dict(finding: Finding) -> dict:
         "cell": finding.cell,
         "cell_span": _span_to_list(finding.cell_span) if finding.cell_span else None,
         "condition": finding.condition,
+        "related": [[*_span_to_list(r.span), r.message] for r in finding.related],
         "fix": None
         if fix is None
         else {
@@ -202,6 +212,7 @@ def finding_from_dict(data: dict) -> Finding:
         cell=data.get("cell"),
         cell_span=_span_from_list(data["cell_span"]) if data.get("cell_span") else None,
         condition=data.get("condition", []),
+        related=[Related(_span_from_list(r[:4]), r[4]) for r in data.get("related", [])],
         fix=None
         if fix is None
         else FixSpec(

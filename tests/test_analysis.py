@@ -443,3 +443,26 @@ def test_python_3_12_syntax_is_analysed_on_an_older_interpreter():
         return model
     """
     assert codes(code) == [("CKPT201", 4)]
+
+
+def test_a_dtype_option_handed_to_autocast_is_the_mixed_precision_not_the_weights(tmp_path):
+    from ckpt_doctor.analysis import analyze
+    from ckpt_doctor.analysis.source import read_source
+    from ckpt_doctor.config import Settings
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import argparse, torch\n"
+        "parser = argparse.ArgumentParser()\n"
+        "parser.add_argument('--dtype', type=str, default='bfloat16')\n"
+        "args = parser.parse_args()\n"
+        "dtype = torch.bfloat16 if args.dtype == 'bfloat16' else torch.float16\n"
+        "ctx = torch.cuda.amp.autocast(dtype=dtype)\n"
+        "loss.backward()\n",
+        encoding="utf-8",
+    )
+    settings = analyze(read_source(str(script)), Settings(root=tmp_path)).settings
+    assert (settings.dtype.value, settings.mixed_precision.value) == ("fp32", "bf16")
+    script.write_text(script.read_text().replace("ctx = torch.cuda.amp.autocast(dtype=dtype)\n", ""), encoding="utf-8")
+    settings = analyze(read_source(str(script)), Settings(root=tmp_path)).settings
+    assert settings.dtype.value == "bf16"  # no autocast: the option is the weights' dtype, as DeepSpeed scripts use it

@@ -119,6 +119,34 @@ def test_a_renamed_key_is_flagged_and_renamed_in_place_keeping_comments(tmp_path
     assert fixed.splitlines()[3] == '"lora_rank": 16   # the rank' and fixed.splitlines()[0] == "### method"
 
 
+def test_an_empty_key_is_reported_only_where_the_framework_refuses_unknown_keys(tmp_path):
+    write(tmp_path, {"axolotl.yml": """
+        base_model: NousResearch/Meta-Llama-3-8B
+        adapter: lora
+        micro_batch_size: 2
+        gradient_checkpointing: true
+        debug:
+        fsdp:
+        fsdp_config:
+        """, "set.yml": """
+        base_model: NousResearch/Meta-Llama-3-8B
+        adapter: lora
+        micro_batch_size: 2
+        gradient_checkpointing: true
+        debug: true
+        fsdp:
+          - full_shard
+        """, "llamafactory.yaml": """
+        stage: sft
+        finetuning_type: lora
+        lora_r:
+        per_device_train_batch_size: 2
+        """})
+    assert check(tmp_path / "axolotl.yml", select=["CKPT501"]) == []
+    assert [f.span.start.line for f in check(tmp_path / "set.yml", select=["CKPT501"])] == [5, 6]
+    assert [f.span.start.line for f in check(tmp_path / "llamafactory.yaml", select=["CKPT501"])] == [3]
+
+
 def test_contradicting_llamafactory_keys(tmp_path):
     write(tmp_path, {"sft.yaml": "stage: sft\ndisable_gradient_checkpointing: true\ngradient_checkpointing: true\n"})
     (finding,) = check(tmp_path / "sft.yaml", select=["CKPT502"])
@@ -177,6 +205,19 @@ def test_a_swift_launch_line_is_a_config_whose_keys_are_its_options(tmp_path):
     assert finding.span.start.line == 4
     fixed = apply_fixes((tmp_path / "train.sh").read_text(), [finding.fix])
     assert "    --tuner_type lora \\" in fixed.splitlines()
+
+
+@pytest.mark.parametrize("pin, reported", [("ms-swift==3.5.0", []), ("ms-swift>=4.2", [3, 4, 5]), (None, [3, 4, 5])])
+def test_a_swift_key_is_judged_on_the_release_the_project_pins(tmp_path, pin, reported):
+    write(tmp_path, {"train.sh": """
+        swift rlhf \\
+            --rlhf_type grpo \\
+            --num_infer_workers 2 \\
+            --train_type lora \\
+            --tensor_parallel_size 2
+        """, **({"requirements.txt": pin + "\n"} if pin else {})})
+    lines = sorted(f.span.start.line for f in check(tmp_path / "train.sh", select=["CKPT501"]))
+    assert lines == reported  # 3.x reads the GRPO options and `train_type`; 4.x none of them
 
 
 def test_a_llamafactory_launch_reads_the_config_it_names_with_overrides(tmp_path):
@@ -264,3 +305,25 @@ def test_the_files_a_launch_line_names_join_the_cache_key(tmp_path):
                      "run.sh": "accelerate launch --config_file fsdp.yaml src/train.py sft.yaml\n"})
     result = check_source(read_source(tmp_path / "run.sh"), Settings(root=tmp_path))
     assert {Path(p).name for p in result.dependencies} >= {"sft.yaml", "z3.json", "fsdp.yaml"}
+
+
+def test_a_fused_loss_makes_the_estimate_an_upper_bound_and_an_unsloth_model_is_not_estimated(tmp_path):
+    write(tmp_path, {"sft.yaml": """
+        model_name_or_path: Qwen/Qwen2.5-7B
+        stage: sft
+        finetuning_type: full
+        per_device_train_batch_size: 8
+        cutoff_len: 8192
+        enable_liger_kernel: true
+        """, "train.py": """
+        from unsloth import FastLanguageModel
+        from trl import SFTConfig, SFTTrainer
+
+        model, tokenizer = FastLanguageModel.from_pretrained("unsloth/llama-3-8b", max_seq_length=8192)
+        SFTTrainer(model=model, args=SFTConfig(per_device_train_batch_size=8)).train()
+        """})
+    assert check(tmp_path / "sft.yaml", select=["CKPT4"], gpu_memory="24GiB") == []  # an upper bound: no verdict
+    (note,) = check(tmp_path / "train.py", select=["CKPT4"], gpu_memory="24GiB")
+    assert note.code == "CKPT404" and "loaded by Unsloth" in note.message
+    write(tmp_path, {"sft.yaml": (tmp_path / "sft.yaml").read_text().replace("enable_liger_kernel: true", "")})
+    assert "CKPT402" in [f.code for f in check(tmp_path / "sft.yaml", select=["CKPT4"], gpu_memory="24GiB")]

@@ -187,3 +187,15 @@ def test_registered_in_the_cli():
     res = CliRunner().invoke(main, ["estimate", "--model", "gpt2", "--output-format", "json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["model"]["model_type"] == "gpt2"
+
+
+def test_model_source_says_which_bundled_model_a_name_rule_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    d = run_json("--model", "unsloth/Meta-Llama-3.1-8B-bnb-4bit", "--load-in-4bit", "--lora-r", "16")
+    assert d["model"]["name"] == "meta-llama/Llama-3.1-8B"
+    assert "same name as unsloth/Meta-Llama-3.1-8B-bnb-4bit" in d["model"]["source"]
+    res = run("--model", "/data/models/Qwen2.5-7B-Instruct", "--gpu-memory", "80GiB")
+    assert res.exit_code == 0, res.output
+    assert "by its folder name" in res.stdout
+    res = run("--model", "Qwen/Qwen2.5-7B-Instruct-GGUF")
+    assert res.exit_code == 2 and "GGUF" in res.output

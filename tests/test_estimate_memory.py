@@ -387,3 +387,16 @@ def test_a_frozen_trunk_matches_the_trace(checkpointing):
     assert abs(est.peak_bytes - fake.peak_bytes) <= 0.03 * fake.peak_bytes
     full = estimate(dataclasses.replace(setup, frozen="none"), cublas_workspaces=False)
     assert est.breakdown["optimizer_state"] < full.breakdown["optimizer_state"] / 3  # the head is 30 % of this tiny model
+
+
+def test_zero_2_and_3_never_hold_every_gradient_in_the_backward():
+    """DeepSpeed reduce-scatters the gradients in buckets as the backward makes them (deepspeed 0.19.5
+    stage_1_and_2.py reduce_independent_p_g_buckets_and_remove_grads): a rank holds its shard and the buckets."""
+    arch = resolve("meta-llama/Llama-2-13b-hf")
+    base = memory.TrainingSetup(arch=arch, dtype="bf16", batch_size=1, seq_len=2048, gpus=8, checkpointing="full")
+    grads = 13_015_864_320 * 2
+    for zero in (2, 3):
+        held = memory.estimate(dataclasses.replace(base, zero=zero)).phase_breakdown["backward"]["gradients"]
+        assert held <= grads / 8 + 2 * 500_000_000 * 2 + 2**20, (zero, held)
+    stage_1 = memory.estimate(dataclasses.replace(base, zero=1)).phase_breakdown["backward"]["gradients"]
+    assert stage_1 > grads * 0.9  # ZeRO-1 partitions the optimizer state only: the gradients stay whole

@@ -38,6 +38,18 @@ REQUIRED = [
     "google-bert/bert-base-uncased", "google-bert/bert-large-uncased", "google-t5/t5-small", "google-t5/t5-base",
     "google/flan-t5-base",
 ]
+# Issue 10: the models people fine-tune in 2025-2026 (each entry names its source in models.json).
+ADDED = [
+    "Qwen/Qwen2.5-3B", "Qwen/Qwen2.5-32B", "Qwen/Qwen2.5-72B", "Qwen/Qwen3-1.7B", "Qwen/Qwen3-14B", "Qwen/Qwen3-32B",
+    "Qwen/Qwen3-30B-A3B", "Qwen/Qwen3-235B-A22B", "meta-llama/Llama-3.1-405B", "mistralai/Mixtral-8x22B-v0.1",
+    "mistralai/Mistral-Nemo-Instruct-2407", "google/gemma-2-27b", "google/gemma-3-12b-pt", "google/gemma-3-27b-pt",
+    "microsoft/Phi-3.5-mini-instruct", "microsoft/phi-4", "HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/SmolLM2-360M",
+    "EleutherAI/pythia-1.4b", "EleutherAI/pythia-2.8b", "EleutherAI/pythia-12b",
+]
+VARIANTS = [(e, v) for e in ENTRIES for v in e.get("variants", [])]
+# the keys a variant may change: none of them changes a parameter count or an activation shape (rope and the
+# context length only cap the default sequence length)
+VARIANT_KEYS = {"max_position_embeddings", "rope_theta", "rope_scaling", "rms_norm_eps", "sliding_window"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -46,7 +58,26 @@ REQUIRED = [
 def test_registry_covers_the_required_models():
     assert len(ENTRIES) >= 32
     assert set(REQUIRED) <= set(registry.known_names())
+    assert set(ADDED) <= set(registry.known_names())
     assert len(set(n.lower() for n in IDS)) == len(IDS)
+
+
+def test_every_entry_and_variant_names_its_source_and_loads():
+    keys = [k.lower() for e in ENTRIES for k in (e["name"], *e.get("aliases", []))]
+    keys += [v["name"].lower() for _, v in VARIANTS]
+    assert len(keys) == len(set(keys)), "an alias or variant shadows another entry"
+    for e in ENTRIES:
+        assert isinstance(e.get("source"), str) and len(e["source"]) > 40, e["name"]
+        ModelArch.from_hf_config(e["config"], e["name"])  # never UnsupportedConfig
+    for name in ADDED:
+        src = next(e for e in ENTRIES if e["name"] == name)["source"]
+        assert "@" in src, f"{name}: the source names no repository@commit"
+    for e, v in VARIANTS:
+        assert len(v["source"]) > 40 and set(v["config"]) <= VARIANT_KEYS, v["name"]
+        base = ModelArch.from_hf_config(e["config"], e["name"])
+        var = registry.resolve(v["name"])
+        assert var.name == v["name"] and count_params(var).total == count_params(base).total
+        assert all(var.hf_config[k] == val for k, val in v["config"].items())
 
 
 def test_reference_counts_without_transformers():
@@ -146,6 +177,82 @@ def test_resolve_aliases_and_case():
     assert registry.resolve("mistralai/Mistral-7B-Instruct-v0.3").vocab_size == 32768
 
 
+def test_resolve_new_models_and_their_instruct_names():
+    assert registry.resolve("Qwen/Qwen2.5-72B-Instruct").name == "Qwen/Qwen2.5-72B"
+    assert registry.resolve("Qwen/Qwen3-30B-A3B").num_experts == 128
+    assert registry.resolve("google/gemma-3-27b-it").name == "google/gemma-3-27b-pt"
+    assert registry.resolve("google/gemma-2-27b-it").name == "google/gemma-2-27b"
+    assert registry.resolve("meta-llama/Meta-Llama-3.1-405B").num_layers == 126
+    arch, why = registry.lookup("meta-llama/Llama-3.3-70B-Instruct")
+    assert arch.name == "meta-llama/Llama-3.1-70B" and "same architecture numbers" in why
+    # Mixtral-8x22B-Instruct-v0.1 has a 32768-token vocabulary, the base 32000: no instruct fallback
+    assert registry.resolve("mistralai/Mixtral-8x22B-v0.1").vocab_size == 32000
+    arch, why = registry.lookup("mistralai/Mixtral-8x22B-Instruct-v0.1")
+    assert arch is None and "vocab_size 32768" in why
+
+
+def test_release_suffixes_resolve_only_where_declared():
+    arch, why = registry.lookup("Qwen/Qwen3-4B-Instruct-2507")
+    assert arch.name == "Qwen/Qwen3-4B-Instruct-2507" and arch.max_position_embeddings == 262144
+    assert "Qwen/Qwen3-4B with the max_position_embeddings, rope_theta" in why
+    assert count_params(arch).total == count_params(registry.resolve("Qwen/Qwen3-4B")).total == 4_022_468_096
+    assert registry.resolve("Qwen3-4B-Thinking-2507").max_position_embeddings == 262144
+    one_m = registry.resolve("Qwen/Qwen2.5-7B-Instruct-1M")
+    assert one_m.max_position_embeddings == 1_010_000 and count_params(one_m).total == 7_615_616_512
+    # no general "-2507" / "-1M" rule: a release nobody checked stays unknown
+    for unchecked in ("Qwen/Qwen3-8B-Instruct-2507", "Qwen/Qwen2.5-32B-Instruct-1M"):
+        assert registry.resolve(unchecked) is None, unchecked
+
+
+def test_reupload_under_another_organisation(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    arch, why = registry.lookup("NousResearch/Meta-Llama-3-8B")
+    assert arch.name == "meta-llama/Meta-Llama-3-8B"
+    assert why.startswith("architecture of meta-llama/Meta-Llama-3-8B (same name as NousResearch/Meta-Llama-3-8B)")
+    assert registry.resolve("unsloth/Qwen2.5-7B").name == "Qwen/Qwen2.5-7B"
+    arch, why = registry.lookup("unsloth/Meta-Llama-3.1-8B-bnb-4bit")
+    assert arch.name == "meta-llama/Llama-3.1-8B" and "4-bit (bitsandbytes)" in why and "--load-in-4bit" in why
+    assert registry.resolve("unsloth/Qwen2.5-7B-Instruct-unsloth-bnb-4bit").name == "Qwen/Qwen2.5-7B"
+    assert registry.resolve("unsloth/llama-3-8b-bnb-4bit").name == "meta-llama/Meta-Llama-3-8B"
+    # GGUF files are llama.cpp's: transformers cannot train them, so nothing is estimated, and the reason says so
+    arch, why = registry.lookup("Qwen/Qwen2.5-7B-Instruct-GGUF")
+    assert arch is None and "GGUF" in why
+    assert registry.resolve("bartowski/Meta-Llama-3-8B-GGUF") is None
+    # a same-named model in the local HF cache keeps its own config
+    snap = tmp_path / "hub" / "models--acme--Qwen2.5-7B" / "snapshots" / ("c" * 40)
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                                                  "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100}))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert registry.resolve("acme/Qwen2.5-7B").num_layers == 2
+    assert registry.resolve("other/Unknown-Model-7B") is None
+
+
+def test_local_folder_named_like_a_model(tmp_path):
+    # with a config.json the file wins, whatever the folder is called
+    with_cfg = tmp_path / "Qwen2.5-7B-Instruct"
+    with_cfg.mkdir()
+    (with_cfg / "config.json").write_text(json.dumps(registry.registry_config("qwen2.5-0.5b")))
+    arch, why = registry.lookup(str(with_cfg))
+    assert count_params(arch).total == 494_032_768 and why.startswith("config.json at")
+    # without one, the folder's name
+    bare = tmp_path / "models" / "Meta-Llama-3-8B"
+    bare.mkdir(parents=True)
+    arch, why = registry.lookup(str(bare))
+    assert arch.name == "meta-llama/Meta-Llama-3-8B" and "by its folder name" in why
+    # a path of another machine (the script was written for the cluster)
+    arch, why = registry.lookup("/data/models/Qwen2.5-7B-Instruct")
+    assert arch.name == "Qwen/Qwen2.5-7B" and "by its folder name" in why
+    assert registry.resolve("./model_hub/Qwen2.5-0.5B-Instruct/").name == "Qwen/Qwen2.5-0.5B"
+    assert registry.resolve("/data/models/Qwen3-4B-Instruct-2507").max_position_embeddings == 262144
+    # a folder that names no bundled model stays unknown, with the old reasons
+    (tmp_path / "checkpoint-500").mkdir()
+    arch, why = registry.lookup(str(tmp_path / "checkpoint-500"))
+    assert arch is None and "without config.json" in why
+    assert registry.lookup("/data/models/my-finetune")[1] == "/data/models/my-finetune does not exist"
+    assert registry.resolve("/data/models/Qwen2.5-7B-Instruct-GGUF") is None
+
+
 def test_resolve_unknown_returns_none(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     for bad in ("no-such-org/no-such-model", "", "   ", str(tmp_path / "missing" / "config.json"), "./nope"):
@@ -235,6 +342,14 @@ def _build(config: dict, meta: bool = True):
                 return cls.from_config(hf_cfg)
         torch.manual_seed(0)
         return cls.from_config(hf_cfg)
+
+
+@pytest.mark.parametrize("entry,variant", VARIANTS, ids=[v["name"] for _, v in VARIANTS])
+def test_variant_count_matches_transformers(entry, variant):
+    config = {**entry["config"], **variant["config"]}
+    model = _build(config)
+    assert count_params(ModelArch.from_hf_config(config, variant["name"])).total == sum(
+        p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)

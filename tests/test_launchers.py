@@ -176,3 +176,51 @@ def test_sys_argv_settings_file_comes_from_the_launcher(tmp_path):
                      "run.sh": "python train.py configs/run.json\n"})
     settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
     assert settings.batch_size.value == 6
+
+
+def test_a_trainer_command_line_of_a_program_the_project_lacks_is_read_from_its_options(tmp_path):
+    from ckpt_doctor.analysis import analyze_launcher
+
+    write(tmp_path, {"ds/zero3.json": '{"zero_optimization": {"stage": 3}}', "run.sh": """
+        accelerate launch --num_processes 4 missing_train.py \\
+            --model_name_or_path Qwen/Qwen2-7B --per_device_train_batch_size 2 --gradient_accumulation_steps 8 \\
+            --gradient_checkpointing True --bf16 True --model_max_length 4096 --deepspeed ds/zero3.json
+        my-cli sft --per_device_train_batch_size 4 --output_dir out --use_lora True --lora_r 32
+        python train.py --per_device_train_batch_size 1 --output_dir out
+        """, "train.py": HF_SCRIPT})
+    first, second = (a.run for a in analyze_launcher(read_source(str(tmp_path / "run.sh")), Settings(root=tmp_path)))
+    read = first.settings()
+    assert (read.batch_size.value, read.gradient_accumulation.value, read.seq_len.value, read.gpus.value) == (2, 8, 4096, 4)
+    assert (first.checkpointing.value, first.zero_stage.value, read.dtype.value, read.model.value) == (True, 3, "bf16", "Qwen/Qwen2-7B")
+    assert (second.launched_by, second.checkpointing.value, second.lora.value, second.lora_r.value) == ("my-cli", False, True, 32)
+    assert "the program was not read" in second.checkpointing.note  # off only as far as the options say
+
+
+def test_fsdp_and_checkpointing_a_launcher_passes_to_parsed_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, {"train.py": HF_SCRIPT})
+    assert not [f for f in check(tmp_path) if f.code == "CKPT303"]  # without a launcher FSDP depends on the command line
+    write(tmp_path, {"run.sh": 'torchrun --nproc-per-node 8 train.py --gradient_checkpointing True --fsdp="full_shard auto_wrap"\n'})
+    (finding,) = [f for f in check(tmp_path) if f.code == "CKPT303"]
+    assert "together with `--fsdp` in run.sh:1" in finding.message
+    write(tmp_path, {"fsdp.json": '{"activation_checkpointing": true}', "run.sh":
+                     'torchrun train.py --gradient_checkpointing True --fsdp "full_shard auto_wrap" --fsdp_config fsdp.json\n'})
+    assert not [f for f in check(tmp_path) if f.code == "CKPT303"]  # FSDP's own is on too: not this rule's case
+
+
+def test_a_sequence_length_field_of_the_projects_own_dataclass_comes_from_the_launcher(tmp_path):
+    script = """
+    from dataclasses import dataclass, field
+    from transformers import HfArgumentParser, TrainingArguments
+
+    @dataclass
+    class TrainingConfig:
+        block_size: int = field(default=4096)
+
+    config, args = HfArgumentParser((TrainingConfig, TrainingArguments)).parse_args_into_dataclasses()
+    """
+    write(tmp_path, {"train.py": script})
+    assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len.value == 4096
+    write(tmp_path, {"run.sh": "torchrun train.py --block_size=32768 --per_device_train_batch_size 1\n"})
+    seq_len = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len
+    assert seq_len.value == 32768 and seq_len.file.endswith("run.sh")

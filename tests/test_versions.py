@@ -26,15 +26,11 @@ V = Version.parse
 @pytest.fixture(autouse=True)
 def _fresh_pin_cache(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # sources name files relative to the working folder
-    pins_near.cache_clear()
-    versions._walk.cache_clear()
-    versions.project_folder.cache_clear()
+    versions.clear_caches()
     # whatever this test run has installed says nothing about the tmp_path projects
     monkeypatch.setattr(versions, "installed_version", lambda package: None)
     yield
-    pins_near.cache_clear()
-    versions._walk.cache_clear()
-    versions.project_folder.cache_clear()
+    versions.clear_caches()
 
 
 def project(tmp_path, files: dict[str, str]):
@@ -261,7 +257,7 @@ def test_framework_ranges(tmp_path):
     # llamafactory 0.9.1: >=4.41.2,<=4.46.1; 0.9.2: >=4.41.2,<=4.49.0; later releases beyond the table
     target = project(tmp_path, {"requirements.txt": "llamafactory>=0.9.1,<0.9.3\n"}).get("transformers")
     assert span(target) == ("4.41.2", "4.49.0")
-    versions._walk.cache_clear(), pins_near.cache_clear()
+    versions.clear_caches()
     target = project(tmp_path, {"requirements.txt": "llamafactory>=0.9.4\n"}).get("transformers")
     assert span(target) == ("4.51.0", None)
 

@@ -34,10 +34,19 @@ SETTINGS = ("batch_size", "seq_len", "dtype", "optimizer", "checkpointing")
 SEVERITIES = ("error", "warning", "info")
 
 
-def scored(split: str) -> list[tuple[str, str]]:
-    with (BLIND / "split.tsv").open(newline="", encoding="utf-8") as f:
+def scored_in(folder: Path, split: str) -> list[tuple[str, str]]:
+    """The scored files of a corpus folder: a split of `split.tsv`, or every scored row of `holdout2.tsv` (a second
+    holdout, gathered and labelled later)."""
+    if split == "holdout2":
+        with (folder / "holdout2.tsv").open(newline="", encoding="utf-8") as f:
+            return [(r["repository"], r["path"]) for r in csv.DictReader(f, delimiter="\t") if r["field"] == "yes"]
+    with (folder / "split.tsv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     return [(r["repository"], r["path"]) for r in rows if split == "all" or r["split"] == split]
+
+
+def scored(split: str) -> list[tuple[str, str]]:
+    return scored_in(BLIND, split)
 
 
 def labels() -> dict[tuple[str, str], dict]:
@@ -85,12 +94,13 @@ def same_setting(name: str, expert: object, tool: object) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", choices=("dev", "holdout", "all"), default="dev")
-    ap.add_argument("--corpus", type=Path, default=Path("/tmp/blind-corpus"))
+    ap.add_argument("--split", choices=("dev", "holdout", "holdout2", "all"), default="dev")
+    ap.add_argument("--corpus", type=Path, default=None, help="default: /tmp/blind-corpus (/tmp/blind-holdout2 for holdout2)")
     ap.add_argument("--window", type=int, default=25, help="lines between the tool's and the expert's position")
     ap.add_argument("--gpu-memory", default="80GiB")
     ap.add_argument("--details", action="store_true")
     args = ap.parse_args(argv)
+    args.corpus = args.corpus or Path("/tmp/blind-holdout2" if args.split == "holdout2" else "/tmp/blind-corpus")
 
     files = scored(args.split)
     expert = labels()

@@ -9,30 +9,30 @@ the tool reads from the file: a framework config, a framework launch line, or th
     python bench/field/build_corpus.py --tsv bench/field/configs/corpus.tsv --out /tmp/config-corpus
     python bench/field/config_eval.py --split dev --details
     python bench/field/config_eval.py --split holdout        # looked at once, at the end
+    python bench/field/build_corpus.py --tsv bench/field/configs/holdout2.tsv --out /tmp/config-holdout2
+    python bench/field/config_eval.py --split holdout2       # the second holdout, looked at once, at the end
 
 Exit status: 0 when the figures are printed, 2 when the corpus or the labels are missing.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import re
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 sys.path.insert(0, str(HERE))
-from blind_eval import SEVERITIES, print_figures, print_file, score_settings  # noqa: E402
+from blind_eval import SEVERITIES, print_figures, print_file, score_settings, scored_in  # noqa: E402
 from evaluate import OPTIMIZER_FAMILY, family, run_check  # noqa: E402
 
 SETTINGS = ("batch_size", "grad_accum", "seq_len", "dtype", "optimizer", "checkpointing", "lora", "zero_stage", "gpus")
 
 
 def scored(split: str) -> list[tuple[str, str]]:
-    with (CONFIGS / "split.tsv").open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [(r["repository"], r["path"]) for r in rows if split == "all" or r["split"] == split]
+    return scored_in(CONFIGS, split)
 
 
 def labels() -> dict[tuple[str, str], dict]:
@@ -87,15 +87,22 @@ def match(tool: list[dict], expert: list[dict], window: int) -> tuple[list[tuple
     """Pair each tool finding with the nearest expert finding of its code: within `window` lines, or anywhere in the
     file for the memory rules (CKPT4xx judge the whole run; experts point at the batch, the tool at the model). Several
     tool findings may match one expert finding (an expert writes "`flash_attention` and `xformers_attention` are
-    deprecated" once; the tool reports each key); the expert findings no tool finding matched are returned."""
+    deprecated" once; the tool reports each key), and a key finding (CKPT501) matches the expert finding that names its
+    key, wherever that is; the expert findings no tool finding matched are returned."""
     pairs = []
     for finding in sorted(tool, key=lambda f: f["location"]["row"]):
         row = finding["location"]["row"]
         reach = 10**6 if finding["code"].startswith("CKPT4") else window
-        near = [e for e in expert if e["code"] == finding["code"] and abs(int(e.get("line") or 0) - row) <= reach]
+        near = [e for e in expert if e["code"] == finding["code"]
+                and (abs(int(e.get("line") or 0) - row) <= reach or _names_key(e, finding))]
         pairs.append((finding, min(near, key=lambda e: abs(int(e.get("line") or 0) - row), default=None)))
     found = [id(e) for _, e in pairs if e is not None]
     return pairs, [e for e in expert if id(e) not in found]
+
+
+def _names_key(expert: dict, finding: dict) -> bool:
+    key = re.search(r"`([\w.-]+)`", finding["message"]) if finding["code"] == "CKPT501" else None
+    return bool(key) and re.search(rf"(?<![\w.]){re.escape(key.group(1))}(?![\w-])", expert.get("reason", "")) is not None
 
 
 def same(name: str, expert: object, tool: object) -> bool:
@@ -116,12 +123,13 @@ def same(name: str, expert: object, tool: object) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", choices=("dev", "holdout", "all"), default="dev")
-    ap.add_argument("--corpus", type=Path, default=Path("/tmp/config-corpus"))
+    ap.add_argument("--split", choices=("dev", "holdout", "holdout2", "all"), default="dev")
+    ap.add_argument("--corpus", type=Path, default=None, help="default: /tmp/config-corpus (/tmp/config-holdout2 for holdout2)")
     ap.add_argument("--window", type=int, default=3, help="lines between the tool's and the expert's position")
     ap.add_argument("--gpu-memory", default="80GiB")
     ap.add_argument("--details", action="store_true")
     args = ap.parse_args(argv)
+    args.corpus = args.corpus or Path("/tmp/config-holdout2" if args.split == "holdout2" else "/tmp/config-corpus")
 
     files = scored(args.split)
     expert = labels()

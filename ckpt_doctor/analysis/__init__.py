@@ -17,19 +17,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ckpt_doctor.analysis.api_era import version_ceilings
 from ckpt_doctor.analysis.config_files import ProjectFiles
-from ckpt_doctor.analysis.facts import FactsError, ScriptFacts, extract
-from ckpt_doctor.analysis.launchers import find_launches
 from ckpt_doctor.analysis.project import Project
 from ckpt_doctor.analysis.source import SourceFile
-from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.versions import TargetVersions
 
+# The script reader (LibCST, facts, training) is imported when a script is read: a config, a launcher or a warm
+# cache does not pay for it.
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from ckpt_doctor.analysis.facts import FactsError, ScriptFacts
     from ckpt_doctor.analysis.launchers import Launch
+    from ckpt_doctor.analysis.training import Training
     from ckpt_doctor.analysis.run_config import RunConfig
     from ckpt_doctor.analysis.settings import ScriptSettings
     from ckpt_doctor.config import Settings
@@ -40,12 +40,14 @@ __all__ = ["Analysis", "ConfigAnalysis", "FactsError", "analyze", "analyze_confi
 @dataclass
 class Analysis:
     source: SourceFile
-    facts: ScriptFacts
+    facts: "ScriptFacts"
     versions: TargetVersions
     files: ProjectFiles = field(repr=False)
 
     @cached_property
-    def training(self) -> Training:
+    def training(self) -> "Training":
+        from ckpt_doctor.analysis.training import Training
+
         return Training(self.facts, self.versions, self.files)
 
     @cached_property
@@ -64,6 +66,10 @@ class Analysis:
 def analyze(source: SourceFile, config: "Settings", launches: "list[Launch] | None" = None) -> Analysis:
     """Parse and read `source` once, as the project's launchers run it (or as `launches` do). Raises SyntaxError, or
     FactsError when it is too deep to analyse."""
+    from ckpt_doctor.analysis.api_era import version_ceilings
+    from ckpt_doctor.analysis.facts import extract
+    from ckpt_doctor.analysis.launchers import find_launches
+
     files = ProjectFiles(source.path)
     project = Project(source.path, files)
     if launches is None:
@@ -117,12 +123,17 @@ def analyze_config(source: SourceFile, config: "Settings") -> ConfigAnalysis | N
 
 def analyze_launcher(source: SourceFile, config: "Settings") -> list[ConfigAnalysis]:
     """A shell script or Makefile: the run of each line that starts a framework's trainer (`llamafactory-cli train
-    x.yaml`, `swift sft --tuner_type lora ...`). Lines that run a Python script are read with that script."""
-    from ckpt_doctor.analysis.launchers import framework_launches, is_makefile
+    x.yaml`, `swift sft --tuner_type lora ...`). Lines that run a Python script of the project are read with that
+    script; a line that runs one the project does not hold, or a console command, with `TrainingArguments` options
+    is read as those options say."""
+    from ckpt_doctor.analysis.launchers import TRAINER, framework_launches, is_makefile
     from ckpt_doctor.analysis.run_config import read_launched
 
     versions = TargetVersions(config.target_versions, script=source.path, root=config.root)
     launched = framework_launches(source.text, source.path, is_makefile(source.path))
+    if any(line.framework == TRAINER for line in launched):  # read with its script where the project has it
+        scripts = {launch.line for _, launch in launched_scripts(source)}
+        launched = [line for line in launched if line.framework != TRAINER or line.launch.line not in scripts]
     runs = (read_launched(line, source.path, source.text) for line in launched)
     return [ConfigAnalysis(source, run, versions) for run in runs if run is not None]
 
@@ -145,3 +156,11 @@ def analyze_launched_script(source: SourceFile, config: "Settings") -> Analysis 
     for script, launch in launched_scripts(source):
         return analyze(read_source(script, config.max_file_size), config, launches=[launch])
     return None
+
+
+def __getattr__(name: str):
+    if name == "FactsError":  # `from ckpt_doctor.analysis import FactsError` without importing the reader first
+        from ckpt_doctor.analysis.facts import FactsError
+
+        return FactsError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

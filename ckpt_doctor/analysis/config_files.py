@@ -118,6 +118,15 @@ class ProjectFiles:
         self.script = script
         self.read: list[str] = []
 
+    def settings_text(self, name: str) -> tuple[str | None, Path | None]:
+        """The text of the YAML / JSON file `name` (as the script wrote it) and its path; (None, None) if there is
+        none."""
+        path = locate(self.script, name) if self.script != "-" else None
+        if path is None:
+            return None, None
+        self.read.append(str(path))
+        return bounded_text(path, MAX_BYTES), path
+
     def settings(self, name: str) -> dict[str, object] | None:
         """The settings in the JSON / YAML file `name` (as the script wrote it), None if there is none."""
         if self.script == "-":

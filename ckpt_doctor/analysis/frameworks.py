@@ -15,7 +15,7 @@ from ckpt_doctor.analysis.config_document import Document
 
 NAMES = {
     "llamafactory": "LLaMA-Factory", "axolotl": "axolotl", "torchtune": "torchtune", "swift": "ms-swift",
-    "trl": "TRL", "accelerate": "accelerate", "deepspeed": "DeepSpeed",
+    "trl": "TRL", "accelerate": "accelerate", "deepspeed": "DeepSpeed", "trainer": "TrainingArguments",
 }
 # keys one framework alone writes: a file with one of them is that framework's whatever else it holds
 _DECISIVE = {
@@ -111,14 +111,16 @@ def _key_tables() -> dict:
     return json.loads((Path(__file__).resolve().parent.parent / "data" / "framework_keys.json").read_text(encoding="utf-8"))
 
 
-def key_set(table: str, releases: list[str] | None = None) -> KeySet | None:
-    """What `releases` of a framework all read (the newest release when None); None for a framework not listed."""
+def key_set(table: str, releases: list[str] | None = None, any_of: bool = False) -> KeySet | None:
+    """What `releases` of a framework all read (the newest release when None); None for a framework not listed.
+    `any_of`: what one of them reads (for a release between those listed, which may read either's keys)."""
     found = _key_tables().get(table)
     if found is None:
         return None
     chosen = [r for r in (releases or [found["newest"]]) if r in found["releases"]] or [found["newest"]]
     entries = [found["releases"][r] for r in chosen]
-    keys = frozenset.intersection(*(frozenset(e["keys"]) | frozenset(e.get("legacy_keys", ())) for e in entries))
+    combine = frozenset.union if any_of else frozenset.intersection
+    keys = combine(*(frozenset(e["keys"]) | frozenset(e.get("legacy_keys", ())) for e in entries))
     if table.startswith(("llamafactory", "swift", "trl_")):  # built on TrainingArguments: older transformers' fields too
         older = _key_tables().get("transformers_training_args", {}).get("releases", {})
         keys |= frozenset(k for fields in older.values() for k in fields)

@@ -278,6 +278,10 @@ _ENTRY_POINTS = {"train_bash.py": "llamafactory", "swift/cli/sft.py": "swift", "
                  "axolotl.cli.train": "axolotl", "trl/scripts/sft.py": "trl", "trl/scripts/dpo.py": "trl", "trl.scripts.sft": "trl"}
 CONFIG_FILE = (".yaml", ".yml", ".json")
 AUTO = "auto"  # a script run with a config file of its own: the framework is the one the file's keys say
+TRAINER = "trainer"  # a program run with `TrainingArguments` options (`--per_device_train_batch_size 4 ...`)
+# options that name `TrainingArguments` fields: one of the first two and one more make a Trainer command line
+_TRAINER_BATCH = ("per_device_train_batch_size", "gradient_accumulation_steps")
+_TRAINER_MORE = ("output_dir", "num_train_epochs", "max_steps", "learning_rate", "gradient_checkpointing", "deepspeed", "bf16", "fp16")
 
 
 def _framework_command(words: list[str]):
@@ -316,9 +320,20 @@ def _framework_command(words: list[str]):
             if config is None and "--config" in rest[:-1]:
                 config = rest[rest.index("--config") + 1]
             if framework is None and config is None:
-                return None  # a script of the project's own: read with the script
+                # a script of the project's own: read with the script; as a Trainer command line where it is not there
+                return (TRAINER, None, rest, processes, runner, runner_options) if _trainer_options(rest) else None
             return framework or AUTO, config, [w for w in rest if w not in (config, "--config")], processes, runner, runner_options
+    if words and words[0] not in _NOT_PROGRAMS and not words[0].startswith("-") and _trainer_options(words[1:]):
+        return TRAINER, None, words[1:], processes, words[0].rsplit("/", 1)[-1], {}  # a console command: `autoalign-cli sft ...`
     return None
+
+
+_NOT_PROGRAMS = {"bash", "sh", "zsh", "source", ".", "echo", "printf", "exec", "eval"}
+
+
+def _trainer_options(words: list[str]) -> bool:
+    options = {normalise(w.partition("=")[0]) for w in words if w.startswith("--")}
+    return any(o in options for o in _TRAINER_BATCH) and any(o in options for o in _TRAINER_MORE)
 
 
 def _runner(words: list[str], index: int):

@@ -62,6 +62,7 @@ class RunConfig:
     optimizer: Fact | None = None
     model: Fact | None = None
     gpus: Fact | None = None
+    fused_loss: Fact | None = None  # a fused / chunked cross-entropy the config turns on (the keys of setting "loss_kernel")
 
     def stated(self, key: str, default: object = None, note: str = "") -> Fact:
         """The value of `key` in the config, else the framework's default for it."""
@@ -115,6 +116,8 @@ class RunConfig:
             out.gpus = self.gpus.setting()
         if self.checkpointing.value:
             out.checkpointing = Setting("full", self.checkpointing.line, self.checkpointing.note)
+        if self.fused_loss is not None:
+            out.fused_loss = Setting(str(self.fused_loss.value), self.fused_loss.line, self.fused_loss.note, self.fused_loss.file)
         return out
 
 
@@ -126,7 +129,24 @@ def read_run(document: Document, files_from: str | None = None) -> RunConfig | N
         return None
     run = RunConfig(found, document)
     READERS[found.id](run, files_from or document.path)
+    _fused_loss(run)
     return run
+
+
+def _fused_loss(run: RunConfig) -> None:
+    """A key that turns on a fused or chunked cross-entropy (`use_liger_kernel: true`, axolotl's cut-cross-entropy with
+    its plugin, torchtune's chunked loss component, TRL's `loss_type: chunked_nll`)."""
+    plugins = " ".join(str(p) for p in (run.document.value("plugins") or []) if isinstance(p, str))
+    for key, meaning in run.framework.table["keys"].items():
+        entry = run.document.get(key)
+        if meaning.get("setting") != "loss_kernel" or entry is None or entry.value in (None, False, "nll", "dft"):
+            continue
+        if "only read when plugins lists" in str(meaning.get("values", {}).get("*", "")) and key.split("_")[0] not in plugins:
+            continue  # axolotl reads the key through its plugin [X1]
+        if key == "loss._component_" and "Chunked" not in str(entry.value) and "Linear" not in str(entry.value):
+            continue
+        run.fused_loss = Fact(entry.value, entry, key)
+        return
 
 
 def read_launched(launched: FrameworkLaunch, launcher: str, text: str) -> RunConfig | None:
@@ -149,6 +169,7 @@ def read_launched(launched: FrameworkLaunch, launcher: str, text: str) -> RunCon
     run = RunConfig(found or framework(launched.framework), document, launched_by=launch.runner, command=launch.runner_options.get("command"))
     run.read += [inner.path] if inner else []
     READERS[run.framework.id](run, inner.path if inner else launcher)
+    _fused_loss(run)
     _launched_with(run, launch, launcher)
     return run
 
@@ -174,9 +195,8 @@ def _launched_with(run: RunConfig, launch, launcher: str) -> None:
     if accelerate is None and isinstance(options.get("config_file"), str):
         run.missing.append(options["config_file"])
     if accelerate is not None:
-        run.read.append(accelerate.path)
-        settings = RunConfig(framework("accelerate"), accelerate)
-        _accelerate(settings, accelerate.path)
+        settings = accelerate_run(accelerate)
+        run.read += settings.read
         entry = Entry("config_file", options["config_file"], launch.line, 1)
         note = f"in {options['config_file']}"
         if settings.fsdp.value:
@@ -190,6 +210,15 @@ def _launched_with(run: RunConfig, launch, launcher: str) -> None:
             run.dtype = Fact(settings.dtype.value, entry, f"mixed_precision {note}")
     if launch.processes:
         run.gpus = Fact(launch.processes, Entry("processes", launch.processes, launch.line, 1))
+
+
+def accelerate_run(document: Document) -> RunConfig:
+    """An accelerate config file as the run it launches: ZeRO stage (with the DeepSpeed JSON it names), FSDP and its
+    checkpointing, processes and mixed precision; `read` holds the file and the JSON."""
+    run = RunConfig(framework("accelerate"), document)
+    _accelerate(run, document.path)
+    run.read.insert(0, document.path)
+    return run
 
 
 # -- one reader per framework -----------------------------------------------------------------------------------
@@ -336,6 +365,26 @@ def _trl(run: RunConfig, path: str) -> None:
         run.dtype = Fact(DTYPES[str(dtype.value)], dtype)
 
 
+# a program's own names of the sequence length and of LoRA, the ones Trainer scripts use most
+_SEQUENCE_OPTIONS = ("model_max_length", "max_seq_length", "max_length", "cutoff_len", "max_len", "seq_length")
+_LORA_OPTIONS = ("use_lora", "lora_enable", "use_peft", "lora")
+
+
+def _trainer(run: RunConfig, path: str) -> None:
+    """A launch of a program the project does not hold (or a console command) with `TrainingArguments` options,
+    read as `HfArgumentParser` reads them; what the program sets itself is not known."""
+    gc = run.stated("gradient_checkpointing", note="TrainingArguments default: off [H7]; the program was not read")
+    run.checkpointing = Fact(bool(gc.value), gc.entry, gc.note)
+    if not _explicit_reentrant(run):
+        run.reentrant = Fact(None)
+    seq_key = next((key for key in _SEQUENCE_OPTIONS if key in run.document), _SEQUENCE_OPTIONS[0])
+    _trainer_fields(run, path, seq_key=seq_key, seq_default=None, seq_note="")
+    lora = next((run.document.get(key) for key in _LORA_OPTIONS if key in run.document), None)
+    if lora is not None and lora.value is True:
+        run.lora = Fact(True, lora)
+        run.lora_r = next((run.stated(key) for key in ("lora_r", "lora_rank") if key in run.document), None)
+
+
 def _accelerate(run: RunConfig, path: str) -> None:
     kind = run.document.get("distributed_type")
     if kind is not None and kind.value == "DEEPSPEED":
@@ -417,5 +466,5 @@ def _deepspeed(run: RunConfig, path: str, key: str) -> None:
 
 READERS = {
     "llamafactory": _llamafactory, "axolotl": _axolotl, "torchtune": _torchtune, "swift": _swift, "trl": _trl,
-    "accelerate": _accelerate, "deepspeed": _deepspeed_json,
+    "accelerate": _accelerate, "deepspeed": _deepspeed_json, "trainer": _trainer,
 }

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ckpt_doctor.analysis.facts import PARAMETERS, Call, ScriptFacts
 from ckpt_doctor.analysis.library import is_training_config
 from ckpt_doctor.analysis.training import Training
-from ckpt_doctor.analysis.values import Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
+from ckpt_doctor.analysis.values import MISSING, Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
 
 SEQ_LEN_NAMES = ("max_seq_length", "max_length", "block_size", "model_max_length", "max_seq_len", "seq_len", "seq_length", "cutoff_len", "max_len", "context_length", "sequence_length")
 # per-device micro-batch first: `batch_size = global_batch_size // devices` is often the global one
@@ -76,6 +76,7 @@ class ScriptSettings:
     deepspeed_16bit: bool = False  # DeepSpeed's 16-bit mode: `dtype` weights with an fp32 master copy
     config_call: Call | None = None  # TrainingArguments / TRL config, where a flag fix goes
     sharding_unknown: str | None = None  # why the spread over GPUs is not known (a launcher's missing accelerate config)
+    fused_loss: Setting | None = None  # a fused / chunked cross-entropy (Liger, cut-cross-entropy): logits never whole
     is_training: bool = False
 
     def as_flags(self) -> dict[str, object]:
@@ -105,12 +106,15 @@ class ScriptSettings:
         """The settings the script states, each with its line (what the estimate rests on)."""
         s = self
         parts = [f"model {s.model.describe()}" if s.model else "model ? (not a constant)"]
-        for label, setting in (("batch", s.batch_size), ("sequence", s.seq_len), ("dtype", s.dtype), ("optimizer", s.optimizer),
-                               ("checkpointing", s.checkpointing), ("GPUs", s.gpus if s.zero.value else None)):
+        mixed = s.mixed_precision if s.mixed_precision.value != "no" and s.dtype.value not in ("bf16", "fp16") else None
+        for label, setting in (("batch", s.batch_size), ("sequence", s.seq_len), ("dtype", s.dtype), ("mixed precision", mixed),
+                               ("optimizer", s.optimizer), ("checkpointing", s.checkpointing), ("GPUs", s.gpus if s.zero.value else None)):
             if setting is not None and setting.stated:
                 parts.append(f"{label} {setting.describe()}")
         if s.lora_r:
             parts.append(f"LoRA r={s.lora_r.value}")
+        if s.fused_loss is not None:
+            parts.append(f"fused loss `{s.fused_loss.note}` (line {s.fused_loss.line}: the estimate's logits are an upper bound)")
         if s.frozen.stated:
             parts.append(f"frozen {s.frozen.describe()}")
         if s.load_in_4bit or s.load_in_8bit:
@@ -187,7 +191,10 @@ def read_settings(training: Training) -> ScriptSettings:
             out.attn = Setting(ATTN_NAMES[attn], load.line)
         out.load_in_4bit = truth(load.kwarg("load_in_4bit")) is True
         out.load_in_8bit = truth(load.kwarg("load_in_8bit")) is True
-    if not out.dtype.stated and (precision := _precision(facts)):
+    autocast = _autocast(facts)
+    if autocast is not None:
+        out.mixed_precision = autocast
+    if not out.dtype.stated and (precision := _precision(facts, autocast is not None)):
         out.dtype, out.deepspeed_16bit = precision
     if not out.dtype.stated:
         for config in training.deepspeed_configs:
@@ -213,6 +220,8 @@ def read_settings(training: Training) -> ScriptSettings:
         accumulation = _setting(config.kwarg("gradient_accumulation_steps"))
         if accumulation:
             out.gradient_accumulation = accumulation
+        if truth(config.kwarg("use_liger_kernel")) is True:
+            out.fused_loss = Setting("liger", config.line, "use_liger_kernel")
         for flag, mode in (("bf16", "bf16"), ("fp16", "fp16")):
             if truth(config.kwarg(flag)) is True:
                 out.mixed_precision = Setting(mode, config.line)
@@ -243,6 +252,8 @@ def read_settings(training: Training) -> ScriptSettings:
         accumulation = _setting(namespace.get("gradient_accumulation_steps"))
         if accumulation and _positive_int(accumulation.value):
             out.gradient_accumulation = accumulation
+        if truth(namespace.get("use_liger_kernel")) is True:
+            out.fused_loss = Setting("liger", *_where(namespace.get("use_liger_kernel")))
     else:
         loaders = [c for c in facts.calls if c.name == "DataLoader" and "batch_size" in c.kwargs and not _evaluation(c)]
         # the training loader: shuffled, or named like one, before any other
@@ -262,7 +273,7 @@ def read_settings(training: Training) -> ScriptSettings:
                 out.mixed_precision = Setting(mixed, call.line)
 
     # sequence length: the first stated one, in this order of names
-    out.seq_len = _seq_len(facts)
+    out.seq_len = _seq_len(facts, training.parsed_fields())
     if out.seq_len is None and trl:
         out.seq_len = Setting(1024, None, "TRL default max_length")
 
@@ -366,13 +377,18 @@ def _dtype(value: Value) -> str | None:
     return None
 
 
-def _seq_len(facts: ScriptFacts) -> Setting | None:
-    """The first stated sequence length, by name: in a call, else bound outside any call."""
+def _seq_len(facts: ScriptFacts, parsed: dict[str, Value]) -> Setting | None:
+    """The first stated sequence length, by name: in a call, else a field an argument parser fills (with what the
+    launcher passes), else bound outside any call."""
     for name in SEQ_LEN_NAMES:
         for call in facts.calls:
             found = _kwarg_setting(facts, call, name) if name in call.kwargs else None
             if found is not None and _positive_int(found.value):
                 return found
+    for name in SEQ_LEN_NAMES:
+        found = _setting(parsed[name]) if name in parsed else None
+        if found is not None and _positive_int(found.value):
+            return found
     return _named_setting(facts, SEQ_LEN_NAMES)
 
 
@@ -385,10 +401,31 @@ def _kwarg_setting(facts: ScriptFacts, call: Call, name: str) -> Setting | None:
     return found
 
 
-def _precision(facts: ScriptFacts) -> tuple[Setting, bool] | None:
+_AUTOCAST = ("torch.autocast", "torch.amp.autocast", "torch.cuda.amp.autocast", "torch.cpu.amp.autocast")
+
+
+def _autocast(facts: ScriptFacts) -> Setting | None:
+    """The 16-bit dtype a script's `autocast(dtype=...)` runs the forward in (over fp32 weights): a dtype given in
+    the call, else the option or constant named `dtype` the script hands to it."""
+    for call in facts.calls_to(*_AUTOCAST):
+        given = call.kwarg("dtype")
+        dtype = _dtype(given)
+        if dtype is None and not isinstance(given, Missing):
+            options = {dest.rsplit(".", 1)[-1]: value for dest, value in facts.argparse_defaults.items()}
+            found = _setting(options.get("dtype") or facts.named_constants.get("dtype") or MISSING)
+            dtype = DTYPES.get(str(found.value)) if found is not None else None
+            if dtype in ("bf16", "fp16"):
+                return Setting(dtype, found.line, f"autocast ({found.note or 'constant'} of dtype)")
+        if dtype in ("bf16", "fp16"):
+            return Setting(dtype, call.line, "autocast")
+    return None
+
+
+def _precision(facts: ScriptFacts, autocast: bool = False) -> tuple[Setting, bool] | None:
     """The weights' dtype a script sets outside `from_pretrained`, and whether DeepSpeed keeps an fp32 master
     copy of them: Lightning's `precision="bf16-true"`, or an option / constant named `dtype` / `param_dtype`
-    ("bf16"), which DeepSpeed scripts hand to their config."""
+    ("bf16"), which DeepSpeed scripts hand to their config (not when the script autocasts: then `dtype` is the
+    autocast's)."""
     for call in facts.calls:
         if call.name in ("Fabric", "Trainer") and (call.qualname or "").startswith(("lightning", "pytorch_lightning")):
             found = _setting(call.kwarg("precision"))
@@ -396,7 +433,7 @@ def _precision(facts: ScriptFacts) -> tuple[Setting, bool] | None:
                 return Setting(LIGHTNING_TRUE_PRECISION[str(found.value)], found.line, f"Lightning precision={found.value!r}"), False
     options = {dest.rsplit(".", 1)[-1]: (dest, value) for dest, value in facts.argparse_defaults.items()}
     deepspeed = any(m == "deepspeed" or m.startswith("deepspeed.") for m in facts.imports)
-    for name in ("dtype", "param_dtype"):
+    for name in ("param_dtype",) if autocast else ("dtype", "param_dtype"):
         dest, value = options.get(name) or (name, facts.named_constants.get(name))
         found = _setting(value) if value is not None else None
         if found is not None and str(found.value) in DTYPES:
@@ -408,26 +445,31 @@ def _precision(facts: ScriptFacts) -> tuple[Setting, bool] | None:
 
 
 def _accelerate_config(out: ScriptSettings, launch, files) -> None:
-    """`accelerate launch --config_file x.yaml train.py`: the processes, ZeRO stage or FSDP the file sets; a file that
-    is not there leaves the sharding unknown."""
+    """`accelerate launch --config_file x.yaml train.py`: the processes, ZeRO stage or FSDP the file sets (read as a
+    config of its own is); a file that is not there, or a DeepSpeed JSON it names that is not, leaves the sharding
+    unknown."""
+    from ckpt_doctor.analysis.config_document import ConfigError, read_document
+    from ckpt_doctor.analysis.run_config import accelerate_run
+
     name = launch.runner_options["config_file"]
-    data = files.settings(name)
-    if data is None:
+    text, path = files.settings_text(name)
+    try:
+        run = accelerate_run(read_document(text, str(path))) if text is not None else None
+    except ConfigError:
+        run = None
+    if run is None:
         out.sharding_unknown = f"{name} (named at {launch.where}) is not there"
         return
-    kind = data.get("distributed_type")
-    deepspeed = data.get("deepspeed_config") if isinstance(data.get("deepspeed_config"), dict) else {}
-    if kind == "DEEPSPEED" and isinstance(deepspeed.get("zero_stage"), int) and not out.zero.value:
-        out.zero = Setting(deepspeed["zero_stage"], launch.line, f"DeepSpeed ZeRO-{deepspeed['zero_stage']} in {name}", launch.file)
-    elif kind == "DEEPSPEED" and not out.zero.value and "deepspeed_config_file" in deepspeed:
-        out.sharding_unknown = f"{name} leaves the ZeRO stage to {deepspeed['deepspeed_config_file']}"
-    elif kind == "DEEPSPEED" and not out.zero.value:
-        out.zero = Setting(2, launch.line, f"accelerate's default ZeRO-2 in {name}", launch.file)
-    if kind == "FSDP" and not out.zero.value:
+    files.read.extend(run.read[1:])
+    if run.missing and not out.zero.value:
+        out.sharding_unknown = f"{name} leaves the ZeRO stage to {run.missing[0]}, which is not there"
+    elif run.zero_stage.value and not out.zero.value:
+        where = run.zero_stage.note or "zero_stage"
+        out.zero = Setting(int(run.zero_stage.value), launch.line, f"DeepSpeed ZeRO-{run.zero_stage.value} ({where} in {name})", launch.file)
+    elif run.fsdp.value and not out.zero.value:
         out.zero = Setting(3, launch.line, f"FSDP in {name}", launch.file)
-    processes = data.get("num_processes")
-    if isinstance(processes, int) and processes > 0 and not launch.processes:
-        out.gpus = Setting(processes, launch.line, f"num_processes in {name}", launch.file)
+    if run.gpus is not None and not launch.processes:
+        out.gpus = Setting(run.gpus.value, launch.line, f"num_processes in {name}", launch.file)
 
 
 def _where(value: Value) -> tuple[int | None, str, str | None]:

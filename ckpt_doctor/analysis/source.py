@@ -132,14 +132,14 @@ def read_source(path: str | Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> So
         raw = path.read_bytes()
     except OSError as exc:
         raise SourceError(name, f"cannot read: {exc.strerror or exc}") from None
-    return source_from_bytes(name, raw)
+    return source_from_bytes(name, raw, max_bytes)
 
 
-def source_from_bytes(name: str, raw: bytes) -> SourceFile:
-    """A file's source from its bytes (read from disk, or an editor's buffer): a notebook when `name` ends in .ipynb."""
-    if name.endswith(".ipynb"):
-        return _read_notebook(name, raw)
-    return _read_python(name, raw)
+def source_from_bytes(name: str, raw: bytes, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> SourceFile:
+    """A file given as bytes (`check --stdin-filename NAME -`, an editor's buffer), read as the file `name` would be."""
+    if len(raw) > max_bytes:
+        raise SourceError(name, f"input is {len(raw) / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit (max-file-size)")
+    return _read_notebook(name, raw) if name.endswith(".ipynb") else _read_python(name, raw)
 
 
 def _read_python(name: str, raw: bytes) -> SourceFile:

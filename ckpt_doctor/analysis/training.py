@@ -9,10 +9,11 @@ cited in docs/version-facts.md and on the rule pages.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
-from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, within
+from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, together, within
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
 from ckpt_doctor.analysis.ds_config import DeepSpeedConfig, read_deepspeed_configs
 from ckpt_doctor.analysis.facts import Call, ScriptFacts
@@ -33,8 +34,8 @@ from ckpt_doctor.analysis.library import (
     TRL_NON_REENTRANT_SINCE,
     is_training_config,
 )
-from ckpt_doctor.analysis.launchers import launched_value, with_launched
-from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, OptionVal, Origin, Value, constant, truth
+from ckpt_doctor.analysis.launchers import launched_value, normalise, with_launched
+from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, OptionVal, Origin, QualName, Value, constant, truth
 from ckpt_doctor.analysis.versions import TargetVersions
 from ckpt_doctor.findings import Position, Span
 
@@ -78,6 +79,13 @@ class HFSite:
     condition: Condition = ALWAYS  # the path on which it is on: its branches, and the option that switches it
     resolved: bool = True  # the call is known to be the library's and lies in this file (a fix may rewrite it)
     flag_origin: Origin | None = None  # where the flag's value is written, when not in the call (a launcher's line)
+    parsed: dict[str, Value] | None = None  # a command-line site: the fields the parser gives (launcher values merged)
+
+    def argument(self, name: str) -> Value:
+        """The value the site's config gets for the field `name`: its keyword, or its parsed field."""
+        if self.call is not None:
+            return self.call.kwarg(name)
+        return (self.parsed or {}).get(name, MISSING)
 
 
 def on_paths(value: Value, text: str | None, default: bool | None = None) -> list[tuple[Condition, bool | None]]:
@@ -245,6 +253,7 @@ class Training:
                         flag_defaulted=True,
                         condition=within(condition, kwargs_condition),
                         flag_origin=flag.origin if isinstance(flag, Const) else None,
+                        parsed=namespace.fields,
                     )
                 )
         return sites
@@ -385,6 +394,21 @@ class Training:
     def cli_configs(self) -> list[tuple[Namespace, int]]:
         """TrainingArguments / TRL configs that `HfArgumentParser` / `TrlParser` build from the command
         line, with the field defaults of a local subclass (`per_device_train_batch_size: int = 1`)."""
+        return [(Namespace(fields, kind="command line", config_class=name), line)
+                for name, fields, line in self._parsed_dataclasses if is_training_config(name)]
+
+    def parsed_fields(self) -> dict[str, Value]:
+        """Every field the script's argument parsers fill, of its own dataclasses too (`block_size`), with the
+        values its launcher passes; the first parser's value wins."""
+        out: dict[str, Value] = {}
+        for _, fields, _ in self._parsed_dataclasses:
+            for key, value in fields.items():
+                out.setdefault(key, value)
+        return out
+
+    @cached_property
+    def _parsed_dataclasses(self) -> list[tuple[str | None, dict, int]]:
+        """(class name, its fields as parsed, the parser's line) for every dataclass an argument parser fills."""
         found = []
         launch = self.facts.launch
         for parser in self.facts.calls_to("transformers.HfArgumentParser", "trl.TrlParser"):
@@ -401,9 +425,7 @@ class Training:
                 name = name if is_training_config(name) else _project_config(name)
                 for _, _, values in self.facts.settings_files:  # `parser.parse_json_file("args.json")`
                     fields.update(values)
-                fields = with_launched(launch, fields, own, library=True)
-                if is_training_config(name):
-                    found.append((Namespace(fields, kind="command line", config_class=name), parser.line))
+                found.append((name, with_launched(launch, fields, own, library=True), parser.line))
         return found
 
     @property
@@ -413,6 +435,82 @@ class Training:
     @property
     def checkpointing_maybe_on(self) -> bool:
         return self.checkpointing_on or any(s.enabled is None for s in self.hf_sites)
+
+    # -- torch.compile ---------------------------------------------------------------------------
+    @cached_property
+    def compile_sites(self) -> list[CompileSite]:
+        """Every place the script compiles, or may compile, the model: `torch.compile(...)` (also as a decorator),
+        `module.compile(...)`, `torch._dynamo.optimize(...)`, the Trainer's `torch_compile*` arguments (given in the
+        call, or on the command line), accelerate's dynamo settings, and a launcher's `--dynamo_backend`."""
+        sites: list[CompileSite] = []
+        for call in self.facts.calls:
+            qualname = call.qualname or ""
+            if qualname in ("torch.compile", "torch._dynamo.optimize"):
+                mode = call.kwarg("mode")
+                sites.append(CompileSite("torch.compile", call, call.span, mode, "mode", _cudagraphs(mode, call.kwarg("options")),
+                                         call.condition))
+            elif call.qualname is None and call.method == "compile" and call.receiver and not isinstance(call.receiver_value, QualName) \
+                    and self.receiver_is_library(call) is not False:
+                mode = call.kwarg("mode")  # nn.Module.compile(**kwargs) passes them to torch.compile
+                sites.append(CompileSite("module method", call, call.span, mode, "mode", _cudagraphs(mode, call.kwarg("options")),
+                                         call.condition))
+            elif is_training_config(call.qualname):
+                sites.extend(self._config_compile(call))
+            elif call.name in ("Accelerator", "TorchDynamoPlugin") and qualname.startswith("accelerate"):
+                backend = call.kwarg("dynamo_backend") if call.name == "Accelerator" else call.kwarg("backend")
+                plugin = call.kwarg("dynamo_plugin")
+                mode = call.kwarg("mode") if call.name == "TorchDynamoPlugin" else MISSING
+                if isinstance(plugin, Instance) and plugin.qualname.endswith("TorchDynamoPlugin"):
+                    continue  # the plugin's own call is a site
+                given = [v for v in (backend, plugin) if not isinstance(v, Missing)]
+                if call.name == "Accelerator" and not given:
+                    continue
+                off = all(isinstance(v, Const) and str(v.value).lower() in ("no", "none") for v in given) and given
+                if not off:
+                    sites.append(CompileSite("accelerate", call, call.span, mode, "mode" if call.name == "TorchDynamoPlugin" else None,
+                                             _cudagraphs(mode), call.condition))
+        for namespace, line in self.cli_configs():
+            flag = namespace.get("torch_compile")
+            mode = namespace.get("torch_compile_mode")
+            span = Span(Position(line, 1), Position(line, 1))
+            if isinstance(mode, Const) and mode.value is not None:
+                sites.append(CompileSite("training config", None, span, mode, None, _cudagraphs(mode)))
+                continue
+            for condition, state in on_paths(flag, None):
+                if state is not False:
+                    sites.append(CompileSite("training config", None, span, MISSING, None, None, condition))
+        launch = self.facts.launch
+        if launch is not None:
+            options = {normalise(str(k)): v for k, v in {**launch.runner_options, **launch.options}.items()}
+            for option in ("dynamo_backend", "torch_compile", "torch_compile_backend", "torch_compile_mode", "dynamo_mode"):
+                if option in options and str(options[option]).lower() not in ("no", "false", "none"):
+                    mode = options.get("torch_compile_mode", options.get("dynamo_mode"))
+                    value = Const(mode) if isinstance(mode, str) else MISSING
+                    sites.append(CompileSite("launcher", None, Span(Position(launch.line, 1), Position(launch.line, 1)), value, None,
+                                             _cudagraphs(value) if isinstance(mode, str) else None))
+                    break
+        for number, text in enumerate(self.facts.lines, start=1):
+            if _DECORATOR.match(text) and "(" not in text:  # `@torch.compile` bare: no call in the facts
+                sites.append(CompileSite("decorator", None, Span(Position(number, 1), Position(number, len(text) + 1)), MISSING, None, False))
+        return sites
+
+    def _config_compile(self, call: Call) -> list[CompileSite]:
+        """`TrainingArguments(torch_compile=True, torch_compile_mode=...)`: a mode or backend turns compiling on by
+        itself (transformers `TrainingArguments.__post_init__`)."""
+        mode = call.kwarg("torch_compile_mode")
+        backend = call.kwarg("torch_compile_backend")
+        for value in (mode, backend):
+            if not isinstance(value, Missing) and not (isinstance(value, Const) and value.value is None):
+                return [CompileSite("training config", call, call.span, mode, "torch_compile_mode", _cudagraphs(mode), call.condition)]
+        flag = call.kwarg("torch_compile")
+        if isinstance(flag, Missing):
+            return [CompileSite("training config", call, call.span, MISSING, None, None, call.condition)] if call.star_kwargs else []
+        found = []
+        for condition, state in on_paths(flag, call.kwarg_names.get("torch_compile")):
+            joined = together(call.condition, condition)
+            if state is not False and joined is not None:
+                found.append(CompileSite("training config", call, call.span, MISSING, "torch_compile_mode", False, joined))
+        return found
 
     # -- models, PEFT, quantization ------------------------------------------------------------
     @cached_property
@@ -481,6 +579,42 @@ class Training:
     @property
     def uses_trainer(self) -> bool:
         return any(c.qualname and c.qualname.startswith(("transformers.", "trl.")) and c.qualname.endswith("Trainer") for c in self.facts.calls)
+
+
+@dataclass
+class CompileSite:
+    """A place that compiles (part of) the model with `torch.compile`, or asks a library to: the call, the compile
+    mode it passes (a constant, or None when it is not known / not given), and the path on which it compiles."""
+
+    kind: str  # "torch.compile" | "module method" | "training config" | "accelerate" | "launcher" | "decorator"
+    call: Call | None
+    span: Span
+    mode: Value  # the `mode` / `torch_compile_mode` / `dynamo_mode` value; MISSING when not given
+    mode_keyword: str | None  # the keyword that carries it ("mode", "torch_compile_mode")
+    cudagraphs: bool | None  # True: the mode records CUDA graphs; False: it does not; None: not known
+    condition: Condition = ALWAYS
+
+    @property
+    def where(self) -> str:
+        return f"line {self.span.start.line}" if self.call is None or self.call.via is None else f"line {self.span.start.line} (in {self.call.via})"
+
+
+# torch._inductor.list_mode_options() (torch 2.13 `torch/_inductor/__init__.py`): the modes that set
+# "triton.cudagraphs": True; "max-autotune-no-cudagraphs", "default" and "lite" do not [T10]
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+_DECORATOR = re.compile(r"^\s*@\s*(?:torch\.)?compile\b")
+
+
+def _cudagraphs(mode: Value, options: Value = MISSING) -> bool | None:
+    if isinstance(options, DictVal):
+        flag = options.get("triton.cudagraphs")
+        if isinstance(flag, Const):
+            return bool(flag.value)
+    if isinstance(mode, Missing) or (isinstance(mode, Const) and mode.value is None):
+        return False if isinstance(options, (Missing, DictVal)) else None
+    if isinstance(mode, Const) and isinstance(mode.value, str):
+        return mode.value in CUDAGRAPH_MODES
+    return None
 
 
 def _names(value: Value, qualnames: tuple[str, ...]) -> bool:

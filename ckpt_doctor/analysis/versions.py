@@ -17,6 +17,7 @@ the first of these that says something wins (DESIGN.md §2):
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -88,7 +89,10 @@ FRAMEWORK_PINS: tuple[tuple[str, str, str, str], ...] = (
     ("trl", "0.27.0", "1.10.0", ">=4.56.2"),
 )
 _FRAMEWORKS = frozenset(row[0] for row in FRAMEWORK_PINS)
-_WANTED = frozenset(TRACKED) | _FRAMEWORKS
+# the frameworks whose own config keys depend on their release (CKPT501): read from requirements, not tracked as a
+# transformers source
+FRAMEWORK_PACKAGES = ("ms-swift", "llamafactory", "axolotl")
+_WANTED = frozenset(TRACKED) | _FRAMEWORKS | frozenset(FRAMEWORK_PACKAGES)
 
 
 @total_ordering
@@ -322,15 +326,55 @@ def project_folder(folder: Path, root: Path | None = None) -> Path | None:
     return _walk(folder, root)[0]
 
 
-@lru_cache(maxsize=256)
 def pins_near(folder: Path, root: Path | None = None) -> dict[str, Target]:
     """What the nearest folder (walking up) with requirement files declares: package -> Target.
 
     Only versioned requirements count; a framework's own transformers requirement fills in when the
     project states nothing about transformers itself."""
+    return _pins_in(_stamped(_walk(folder, root)[1]))[0]
+
+
+def versions_key(script: str | Path, root: Path | None = None) -> str:
+    """What the versions a script targets are read from, named without reading it: the requirement files the walk
+    up from the script finds, and the installed releases where the interpreter's environment is the project's. With
+    the stamps of `requirement_files_read`, a cache keyed by it stays right when any of them changes."""
+    return _folder_versions_key(os.path.dirname(os.path.abspath(script)), root)
+
+
+@lru_cache(maxsize=1024)
+def _folder_versions_key(folder_name: str, root: Path | None) -> str:
+    folder = Path(folder_name).resolve()
+    parts = [str(p) for p in _walk(folder, root)[1]]
+    if runs_in_project_env(project_folder(folder, root)):
+        parts += [f"{package}={installed_version(package)}" for package in TRACKED]
+    return ";".join(parts)
+
+
+def requirement_files_read(script: str | Path, root: Path | None = None) -> tuple[Path, ...]:
+    """Every requirement file the pins of `script` were read from, `-r` includes too."""
+    return _pins_in(_stamped(_walk(Path(script).resolve().parent, root)[1]))[1]
+
+
+def _stamped(files: tuple[Path, ...]) -> tuple[tuple[Path, int, int], ...]:
+    """The files with their modification time and size: a file edited since it was read is read again."""
+    out = []
+    for path in files:
+        try:
+            status = path.stat()
+            out.append((path, status.st_mtime_ns, status.st_size))
+        except OSError:
+            out.append((path, 0, -1))
+    return tuple(out)
+
+
+@lru_cache(maxsize=64)
+def _pins_in(stamped: tuple[tuple[Path, int, int], ...]) -> tuple[dict[str, Target], tuple[Path, ...]]:
+    """The pins of one project's requirement files, read once however many script folders lie below it, and the
+    files read for them."""
     found: dict[str, Target] = {}
     visited: set[Path] = set()
-    for path in _walk(folder, root)[1]:
+    files = [path for path, _, _ in stamped]
+    for path in files:
         for name, low, high, spec, where in _requirements_in_file(path, visited):
             if low is not None or high is not None:
                 found.setdefault(name, Target(low, high, _declared_source(low, high, spec, where), name))
@@ -338,7 +382,8 @@ def pins_near(folder: Path, root: Path | None = None) -> dict[str, Target]:
         via = _via_framework(found)
         if via is not None:
             found["transformers"] = via
-    return {name: target for name, target in found.items() if name in TRACKED}
+    wanted = frozenset(TRACKED) | frozenset(FRAMEWORK_PACKAGES)
+    return {name: target for name, target in found.items() if name in wanted}, tuple(sorted(visited | set(files)))
 
 
 def _declared_source(low: Version | None, high: Version | None, spec: str, where: Path) -> str:
@@ -560,7 +605,8 @@ def _url_requirement(name: str | None, url: str, path: Path) -> _Requirement | N
     if name not in _WANTED:
         return None
     if not tag or not re.fullmatch(r"v?\d+(\.\d+)+", tag):
-        return name, Version.parse(NEWEST_KNOWN[name]), None, f"@{tag or 'HEAD'} (development head)", path
+        newest = NEWEST_KNOWN.get(name)
+        return name, Version.parse(newest) if newest else None, None, f"@{tag or 'HEAD'} (development head)", path
     version = Version.parse(tag)
     return name, version, version, f"=={version}", path
 
@@ -711,6 +757,6 @@ def installed_version(package: str) -> Version | None:
 
 def clear_caches() -> None:
     """Forget the requirement files read so far (they are cached per folder for the life of the process)."""
-    for cached in (_walk, project_folder, pins_near, _requirement_files, _pyproject_requirements, _setup_py_requirements,
-                   runs_in_project_env):
+    for cached in (_walk, project_folder, _pins_in, _folder_versions_key, _requirement_files, _pyproject_requirements,
+                   _setup_py_requirements, runs_in_project_env):
         cached.cache_clear()

@@ -19,7 +19,7 @@ from ckpt_doctor.findings import Finding, finding_from_dict, finding_to_dict
 class Cache:
     def __init__(self, folder: Path, fingerprint: str) -> None:
         self.folder = folder / __version__
-        self.fingerprint = fingerprint
+        self.fingerprint = fingerprint + _tool_stamp()
 
     def key(self, raw: bytes, path: str, versions: str) -> str:
         digest = hashlib.sha256()
@@ -28,27 +28,44 @@ class Cache:
             digest.update(b"\0")
         return digest.hexdigest()
 
-    def get(self, key: str) -> list[Finding] | None:
+    def get(self, key: str) -> tuple[list[Finding], list[Finding]] | None:
+        """The findings of an entry, and those its noqa comments suppress."""
         try:
             data = json.loads((self.folder / key[:2] / f"{key}.json").read_text(encoding="utf-8"))
             if not _dependencies_fresh(data.get("dependencies", {})):
                 return None
-            return [finding_from_dict(f) for f in data["findings"]]
+            return [finding_from_dict(f) for f in data["findings"]], [finding_from_dict(f) for f in data["suppressed"]]
         except Exception:  # any damage to an entry is a miss, never an error
             return None
 
-    def put(self, key: str, findings: list[Finding], dependencies: list[str] = ()) -> None:
+    def put(self, key: str, findings: list[Finding], dependencies: list[str] = (), suppressed: list[Finding] = ()) -> None:
         folder = self.folder / key[:2]
         try:
             folder.mkdir(parents=True, exist_ok=True)
             _ensure_gitignore(self.folder.parent)
-            payload = json.dumps({"findings": [finding_to_dict(f) for f in findings], "dependencies": _stamp(dependencies)})
+            payload = json.dumps({"findings": [finding_to_dict(f) for f in findings], "dependencies": _stamp(dependencies),
+                                  "suppressed": [finding_to_dict(f) for f in suppressed]})
             fd, temp = tempfile.mkstemp(dir=folder, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(payload)
             os.replace(temp, folder / f"{key}.json")
         except OSError:
             pass  # a cache that cannot be written is only a slower run
+
+
+def _tool_stamp() -> str:
+    """The tool's own code and data, by modification time and size: an edited rule in a development install is a
+    new tool, as a new release is (what the version alone would miss)."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
+            try:
+                status = path.stat()
+            except OSError:
+                continue
+            digest.update(f"{path.relative_to(package)}:{status.st_mtime_ns}:{status.st_size};".encode())
+    return digest.hexdigest()[:16]
 
 
 def _stamp(paths) -> dict[str, list[float]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
+from functools import lru_cache
 from pathlib import Path
 
 from ckpt_doctor.config import Settings
@@ -52,27 +54,44 @@ def _walk(top: Path, settings: Settings, patterns: list[str]):
         spec = _gitignore_spec(here) if settings.respect_gitignore else None
         if spec is not None:
             ignores[Path(os.path.abspath(here))] = spec
+        base = _relative(here, settings.root)  # resolved once per folder; a link below it is resolved on its own
         dirnames[:] = sorted(
-            d for d in dirnames if not _excluded(here / d, settings.root, patterns) and not _ignored(here / d, ignores, True)
+            d for d in dirnames
+            if not _excluded(here / d, settings.root, patterns, base) and not _ignored(here / d, ignores, True)
         )
         for name in sorted(filenames):
             path = here / name
-            if path.suffix in SUFFIXES and not _excluded(path, settings.root, patterns) and not _ignored(path, ignores, False):
+            if path.suffix in SUFFIXES and not _excluded(path, settings.root, patterns, base) and not _ignored(path, ignores, False):
                 if path.is_file() or path.is_symlink():  # not pipes or sockets named *.py
                     yield path
 
 
-def _excluded(path: Path, root: Path, patterns: list[str]) -> bool:
-    name = path.name
+def _excluded(path: Path, root: Path, patterns: list[str], folder: str | None = None) -> bool:
+    """Whether a pattern matches the file's name, or its path from the root (or a folder above it). `folder`: the
+    path from the root of the folder `path` is in, when the caller has it."""
+    if folder is not None and not os.path.islink(path):
+        relative = f"{folder}/{path.name}" if folder else path.name
+    else:
+        relative = _relative(path, root)
+    by_name, by_path = _compiled(tuple(patterns))
+    return by_name.match(path.name) is not None or by_path.match(relative) is not None
+
+
+def _relative(path: Path, root: Path) -> str:
     try:
         relative = path.resolve().relative_to(root).as_posix()
     except (ValueError, OSError, RuntimeError):  # outside the root, or a symlink loop
-        relative = path.as_posix()
-    for pattern in patterns:
-        pattern = pattern.rstrip("/")
-        if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(relative, pattern) or relative.startswith(pattern + "/") or relative == pattern:
-            return True
-    return False
+        return path.as_posix()
+    return "" if relative == "." else relative
+
+
+@lru_cache(maxsize=8)
+def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern]:
+    """The patterns as two regular expressions (one test per path instead of four per pattern)."""
+    stripped = [p.rstrip("/") for p in patterns]
+    by_name = "|".join(f"(?:{fnmatch.translate(p)})" for p in stripped) or "(?!)"
+    by_path = "|".join(f"(?:{fnmatch.translate(p)})|(?:{re.escape(p)}(?:/.*)?\\Z)" for p in stripped) or "(?!)"
+    return re.compile(by_name, re.DOTALL), re.compile(by_path, re.DOTALL)
 
 
 def _gitignore_spec(folder: Path):

@@ -49,9 +49,13 @@ def apply_fixes(text: str, specs: Iterable[FixSpec]) -> str:
     specs = list(specs)
     if not specs:
         return text
-    if all(isinstance(s.edit, ReplaceText) for s in specs):
-        return _replace(text, specs)
-    return _Parsed(text).apply(specs)
+    texts = [s for s in specs if isinstance(s.edit, ReplaceText)]
+    nodes = [s for s in specs if not isinstance(s.edit, ReplaceText)]
+    if texts:
+        # in a script these are comment edits (CKPT001): the lines stay where they were, so the spans of the
+        # other fixes still hold after them
+        text = _replace(text, texts)
+    return _Parsed(text).apply(nodes) if nodes else text
 
 
 def _replace(text: str, specs: list[FixSpec]) -> str:
@@ -152,15 +156,14 @@ def _finish(text: str, new_text: str, specs: list[FixSpec]) -> str:
 
 def edits_for(text: str, specs: list[FixSpec]) -> list[list[tuple[str, Position, Position]]]:
     """Each fix as text edits (content, start, end), ruff-style, 1-based; the file is parsed once."""
-    if all(isinstance(s.edit, ReplaceText) for s in specs):
-        return [[(s.edit.content, s.span.start, s.span.end)] for s in specs]
-    try:
-        parsed = _Parsed(text)
-    except FixError:
-        return [[] for _ in specs]
+    parsed: _Parsed | None = None
     out = []
     for spec in specs:
+        if isinstance(spec.edit, ReplaceText):
+            out.append([(spec.edit.content, spec.span.start, spec.span.end)])
+            continue
         try:
+            parsed = parsed or _Parsed(text)
             new_text = parsed.apply_one(spec)
         except FixError:
             new_text = text
@@ -207,10 +210,16 @@ def unified_diff(path: str, old: str, new: str, notebook: bool = False) -> str:
     return "".join(parts)
 
 
-def write_atomically(path: str | Path, data: bytes, expected: bytes | None = None) -> None:
+def write_atomically(path: str | Path, data: bytes, expected: bytes | None = None, create: bool = False) -> None:
     """Replace `path` with `data` in one rename; refuse if the file changed since it was read.
-    A symbolic link stays a link: the file it points to is replaced."""
+    A symbolic link stays a link: the file it points to is replaced. `create`: a missing file is created
+    (a report written with --output-file), readable by all (0o644), its folder too."""
     path = Path(os.path.realpath(path))
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = 0o644
+    else:
+        mode = None
     if expected is not None:
         try:
             current = path.read_bytes()
@@ -218,9 +227,10 @@ def write_atomically(path: str | Path, data: bytes, expected: bytes | None = Non
             raise FixError(f"cannot re-read before writing: {exc.strerror or exc}") from None
         if current != expected:
             raise FixError("file changed while it was being checked; not written")
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if not os.access(path, os.W_OK) or not mode & 0o222:  # root may write anything: respect the mode bits
-        raise FixError("file is read-only; not written")
+    if mode is None:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if not os.access(path, os.W_OK) or not mode & 0o222:  # root may write anything: respect the mode bits
+            raise FixError("file is read-only; not written")
     temp = None
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ckpt-doctor.tmp", dir=path.parent)

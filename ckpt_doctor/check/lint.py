@@ -1,4 +1,4 @@
-"""Checking one file: source -> facts -> findings, with noqa, per-file ignores and notebook cells.
+"""Checking one file: source -> facts -> findings, with noqa (`check.noqa`), per-file ignores and notebook cells.
 
 `check_file` is what a worker process runs; it never raises for a bad file, it returns the error.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ckpt_doctor.analysis import Analysis, FactsError, analyze, analyze_config, analyze_launcher, launched_scripts
+from ckpt_doctor.analysis import Analysis, ConfigAnalysis, FactsError, analyze, analyze_config, analyze_launcher, launched_scripts
 from ckpt_doctor.analysis.config_files import shown_path
 from ckpt_doctor.analysis.launchers import LAUNCHER_SUFFIXES, is_makefile
 from ckpt_doctor.analysis.config_document import CONFIG_SUFFIXES, ConfigError
@@ -16,16 +16,16 @@ from ckpt_doctor.analysis.frameworks import recognisable
 from ckpt_doctor.analysis.config_files import NoFiles
 from ckpt_doctor.analysis.parse import parse_module
 from ckpt_doctor.analysis.project import Project
+from ckpt_doctor.check import noqa
 from ckpt_doctor.config import Settings
 from ckpt_doctor.findings import Finding, Position, Span
 from ckpt_doctor.rules import Context, all_rules, run_rules
 from ckpt_doctor.analysis.source import NotPython, SourceError, SourceFile, read_source
 
 # A file that mentions none of these cannot trigger any rule: it skips the parse.
-PREFILTER = re.compile(r"checkpoint|use_cache|kbit|deepspeed|\btrl\b|TrainingArguments|find_unused|fsdp", re.IGNORECASE)
+PREFILTER = re.compile(r"checkpoint|use_cache|kbit|deepspeed|\btrl\b|TrainingArguments|find_unused|fsdp|activation_memory_budget|compute_metrics|vllm", re.IGNORECASE)
 # The memory rules (CKPT4xx) look at any script that loads a model and trains it.
 MEMORY_PREFILTER = re.compile(r"from_pretrained|Trainer\b|\.backward\(")
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Za-z0-9]+(?:\s*,\s*[A-Za-z0-9]+)*))?", re.IGNORECASE)
 
 
 @dataclass
@@ -35,6 +35,7 @@ class FileResult:
     error: str | None = None  # one line, already naming the file
     source: SourceFile | None = None
     dependencies: list[str] = field(default_factory=list)  # other files the findings depend on
+    suppressed: list[Finding] = field(default_factory=list)  # findings a noqa comment hides (SARIF lists them)
 
 
 def check_file(path: str, settings: Settings) -> FileResult:
@@ -55,9 +56,10 @@ def read_checked(path: str, settings: Settings) -> SourceFile | FileResult:
 
 def check_source(source: SourceFile, settings: Settings) -> FileResult:
     dependencies: list[str] = []
+    suppressed: list[Finding] = []
     try:
-        lint = lint_config if is_config(source.path) or _shell_script(source) else lint_text
-        findings = lint(source, settings, dependencies)
+        lint = lint_text if is_script(source) else lint_config
+        findings = lint(source, settings, dependencies, suppressed)
     except SyntaxError as exc:
         return FileResult(source.path, error=_syntax_error(source, exc), source=source)
     except ConfigError as exc:
@@ -66,33 +68,62 @@ def check_source(source: SourceFile, settings: Settings) -> FileResult:
         return FileResult(source.path, error=f"{source.path}: {exc}", source=source)
     except FactsError as exc:
         return FileResult(source.path, error=f"{source.path}: {exc}", source=source)
-    return FileResult(source.path, findings, source=source, dependencies=dependencies)
+    return FileResult(source.path, findings, source=source, dependencies=dependencies, suppressed=suppressed)
 
 
-def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | None = None) -> list[Finding]:
+def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | None = None,
+              suppressed: list[Finding] | None = None) -> list[Finding]:
+    """The findings of a script or notebook; those a noqa comment hides go to `suppressed` when it is given."""
     memory_rules = settings.enabled("CKPT401") or settings.enabled("CKPT404")
     if not PREFILTER.search(source.text) and not (memory_rules and MEMORY_PREFILTER.search(source.text)) and not _imports_siblings(source):
         if source.text.strip():
             compile_check(source)
-        return []
+        return _apply_noqa(source, [], settings, suppressed)  # a `# noqa: CKPT101` here suppresses nothing
     analysis = analyze(source, settings)
-    findings = _script_findings(analysis, settings)
+    findings = _apply_noqa(source, _rule_findings(analysis, settings), settings, suppressed)
     if dependencies is not None:  # the settings files it names: the cache key holds them
         dependencies.extend(analysis.dependencies)
+    return findings
+
+
+def _rule_findings(analysis: Analysis | ConfigAnalysis, settings: Settings) -> list[Finding]:
+    rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(analysis.source.path, r.code)]
+    return list(run_rules(Context(analysis, settings), rules))
+
+
+def _apply_noqa(source: SourceFile, findings: list[Finding], settings: Settings, suppressed: list[Finding] | None) -> list[Finding]:
+    """Line and file noqa comments applied (with CKPT001 on the codes that suppress nothing), notebook findings
+    placed in their cells, duplicates dropped, in order."""
+    if "noqa" not in source.text.lower():
+        result = noqa.Suppression(findings, [], [])
+    else:
+        enabled = lambda code: settings.enabled(code) and not settings.ignored_for(source.path, code)  # noqa: E731
+        result = noqa.apply(source.text.splitlines(), findings, path=source.path, enabled=enabled)
+    if suppressed is not None:
+        suppressed.extend(_placed(source, result.suppressed))
+    return _placed(source, result.kept + result.unused)
+
+
+def _placed(source: SourceFile, findings: list[Finding]) -> list[Finding]:
     if source.cells is not None:
         findings = [f for f in (_to_cell(source, f) for f in findings) if f is not None]
     unique = {(f.code, f.span): f for f in findings}
     return sorted(unique.values(), key=lambda f: f.sort_key)
 
 
-def _script_findings(analysis: Analysis, settings: Settings) -> list[Finding]:
-    rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(analysis.source.path, r.code)]
-    return [f for f in run_rules(Context(analysis, settings), rules) if not _suppressed(analysis.facts.lines, f)]
+def _unsuppressed(analysis: Analysis, settings: Settings) -> list[Finding]:
+    return noqa.apply(analysis.source.text.splitlines(), _rule_findings(analysis, settings), path=analysis.source.path,
+                      enabled=lambda code: code != noqa.UNUSED_NOQA).kept
 
 
 def is_config(path: str) -> bool:
     """A YAML / JSON settings file, or a launcher (shell script, Makefile): read as the runs they describe."""
     return path.endswith(CONFIG_SUFFIXES + LAUNCHER_SUFFIXES) or is_makefile(path)
+
+
+def is_script(source: SourceFile) -> bool:
+    """Python code (a script or notebook), not a framework config or a launcher."""
+    return not (is_config(source.path) or _shell_script(source))
 
 
 def _shell_script(source: SourceFile) -> bool:
@@ -105,21 +136,20 @@ def is_shell_script(path: str, text: str) -> bool:
     return not path.endswith((".py", ".pyi", ".ipynb")) and first.startswith("#!") and re.search(r"\b(ba|z|da)?sh\b", first) is not None
 
 
-def lint_config(source: SourceFile, settings: Settings, dependencies: list[str] | None = None) -> list[Finding]:
+def lint_config(source: SourceFile, settings: Settings, dependencies: list[str] | None = None,
+                suppressed: list[Finding] | None = None) -> list[Finding]:
     """A framework's config, or the framework launches of a shell script; any other file of these kinds is skipped."""
     if source.path.endswith(CONFIG_SUFFIXES):
         analysis = analyze_config(source, settings)
         analyses = [analysis] if analysis is not None else []
     else:
         analyses = analyze_launcher(source, settings)
-    rules = [r for r in all_rules() if settings.enabled(r.code) and not settings.ignored_for(source.path, r.code)]
     findings = [] if source.path.endswith(CONFIG_SUFFIXES) else _launched_script_findings(source, settings, dependencies)
     for analysis in analyses:
-        findings += [f for f in run_rules(Context(analysis, settings), rules) if not _suppressed(analysis.lines, f)]
+        findings += _rule_findings(analysis, settings)
         if dependencies is not None:
             dependencies.extend(analysis.dependencies)
-    unique = {(f.code, f.span): f for f in findings}
-    return sorted(unique.values(), key=lambda f: f.sort_key)
+    return _apply_noqa(source, findings, settings, suppressed)
 
 
 def _launched_script_findings(source: SourceFile, settings: Settings, dependencies: list[str] | None) -> list[Finding]:
@@ -133,9 +163,9 @@ def _launched_script_findings(source: SourceFile, settings: Settings, dependenci
             alone = analyze(script_source, settings, launches=[])
         except (SourceError, SyntaxError, FactsError):
             continue  # the script's own check reports it
-        before = {(f.code, f.span.start.line) for f in _script_findings(alone, settings)}
+        before = {(f.code, f.span.start.line) for f in _unsuppressed(alone, settings)}
         cited = re.compile(rf"{re.escape(launch.file)}:(\d+)")
-        for finding in _script_findings(launched, settings):
+        for finding in _unsuppressed(launched, settings):
             if (finding.code, finding.span.start.line) in before:
                 continue
             line = int(match.group(1)) if (match := cited.search(finding.message)) else launch.line
@@ -143,7 +173,7 @@ def _launched_script_findings(source: SourceFile, settings: Settings, dependenci
                                  Span(Position(line, 1), Position(line, 1)), path=source.path, condition=finding.condition))
         if dependencies is not None:
             dependencies.extend([str(script), *launched.dependencies])
-    return [f for f in found if not _suppressed(source.text.splitlines(), f)]
+    return found
 
 
 def _imports_siblings(source: SourceFile) -> bool:
@@ -164,19 +194,6 @@ _ABSOLUTE_IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_][\w.]*)", re.MUL
 def compile_check(source: SourceFile) -> None:
     """A file the prefilter skips must still be reported if it is not Python (of any version) at all."""
     parse_module(source.text, source.path)
-
-
-def _suppressed(lines: list[str], finding: Finding) -> bool:
-    line = lines[finding.span.start.line - 1] if 0 < finding.span.start.line <= len(lines) else ""
-    if "noqa" not in line.lower():
-        return False
-    for match in _NOQA.finditer(line):
-        codes = match.group("codes")
-        if not codes:
-            return True
-        if any(finding.code.startswith(code.strip().upper()) for code in codes.split(",")):
-            return True
-    return False
 
 
 def _to_cell(source: SourceFile, finding: Finding) -> Finding | None:

@@ -1,4 +1,5 @@
-"""Output formats for `check`: concise, full, json (ruff's shape), github, sarif."""
+"""Output formats for `check`: concise, full, json (ruff's shape), github; SARIF is `check.sarif`, the other
+machine formats (json-lines, junit, gitlab, pylint, rdjson) `check.formats`."""
 
 from __future__ import annotations
 
@@ -8,16 +9,26 @@ from collections import Counter
 from typing import Callable, TextIO
 
 from ckpt_doctor import __version__
+from ckpt_doctor.check import OUTPUT_FORMATS
 from ckpt_doctor.findings import Applicability, Finding, Severity
 from ckpt_doctor.rules import DOCS_URL, get_rule
 from ckpt_doctor.check.runner import RunResult
 
-FORMATS = ("concise", "full", "json", "github", "sarif")
-SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+FORMATS = OUTPUT_FORMATS  # concise, full, json, github here; sarif in check.sarif; the others in check.formats
+# formats whose renderer needs the checked text (source lines, fix edits, fingerprints)
+NEEDS_SOURCES = ("full", "json", "json-lines", "gitlab", "rdjson", "sarif")
 
 
 def render(fmt: str, run: RunResult, out: TextIO, *, unsafe_fixes: bool = False, show_fix_hint: bool = True) -> None:
-    RENDERERS[fmt](run, out, unsafe_fixes, show_fix_hint)
+    renderer = RENDERERS.get(fmt)
+    if renderer is None:  # imported when asked for: the default run does not pay for them
+        if fmt == "sarif":
+            from ckpt_doctor.check.sarif import render_sarif as renderer
+        else:
+            from ckpt_doctor.check.formats import RENDERERS as more
+
+            renderer = more[fmt]
+    renderer(run, out, unsafe_fixes, show_fix_hint)
 
 
 def _where(finding: Finding) -> str:
@@ -26,7 +37,7 @@ def _where(finding: Finding) -> str:
     return f"{finding.path}:{finding.span.start.line}:{finding.span.start.column}"
 
 
-def _row(finding: Finding) -> tuple[int, int, int, int]:
+def row(finding: Finding) -> tuple[int, int, int, int]:
     span = finding.cell_span if finding.cell_span is not None else finding.span
     return span.start.line, span.start.column, span.end.line, span.end.column
 
@@ -85,7 +96,40 @@ def _summary(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
             out.write(f"{more} more fixable with `--fix --unsafe-fixes`.\n")
 
 
-def _edits_by_finding(run: RunResult) -> dict[int, list[dict]]:
+def relative_path(path: str) -> str:
+    """The path as CI tools want it: relative to the working directory (the project root in CI), `/`-separated."""
+    relative = os.path.relpath(path) if not path.startswith("..") else path
+    return relative.replace(os.sep, "/")
+
+
+def fingerprint(finding: Finding, source_line: str, occurrence: int = 0) -> str:
+    """A hash that stays the same when the flagged code moves to another line: the code, the path and the flagged
+    text with its whitespace normalized (the expression when it is on one line, else its first line), and which
+    occurrence of that text in the file it is (two identical flagged lines get two fingerprints)."""
+    import hashlib
+
+    span = finding.span
+    text = source_line[span.start.column - 1 : span.end.column - 1] if span.start.line == span.end.line else source_line
+    normalized = " ".join((text.strip() or source_line.strip()).split())
+    key = "\0".join((finding.code, relative_path(finding.path), normalized, str(occurrence)))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def fingerprints(run: RunResult) -> dict[int, str]:
+    """`fingerprint` of each finding (id(finding) -> hash), identical flagged texts of a file numbered in order."""
+    lines = {r.path: r.source for r in run.files if r.source is not None}
+    seen: Counter = Counter()
+    out = {}
+    for finding in run.findings:
+        source = lines.get(finding.path)
+        line = source.line_text(finding.span.start.line) if source is not None else ""
+        base = fingerprint(finding, line)
+        out[id(finding)] = fingerprint(finding, line, seen[base]) if seen[base] else base
+        seen[base] += 1
+    return out
+
+
+def edits_by_finding(run: RunResult) -> dict[int, list[dict]]:
     """Text edits of every fixable finding, each file parsed once (id(finding) -> edits)."""
     from ckpt_doctor.check.fix import edits_for
 
@@ -113,10 +157,10 @@ def _edit_dict(source, content, start, end) -> dict | None:
 
 
 def json_objects(run: RunResult) -> list[dict]:
-    edits = _edits_by_finding(run)
+    edits = edits_by_finding(run)
     objects = []
     for finding in run.findings:
-        start_row, start_col, end_row, end_col = _row(finding)
+        start_row, start_col, end_row, end_col = row(finding)
         fix = None
         if finding.fix is not None:
             fix = {"applicability": str(finding.fix.applicability), "message": finding.fix.message, "edits": edits.get(id(finding), [])}
@@ -156,7 +200,7 @@ def _github_escape(text: str, property_value: bool = False) -> str:
 
 def _github(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
     for finding in run.findings:
-        start_row, start_col, end_row, end_col = _row(finding)
+        start_row, start_col, end_row, end_col = row(finding)
         title = _github_escape(f"ckpt-doctor ({finding.code})", True)
         where = _where(finding)
         out.write(
@@ -169,80 +213,9 @@ def _github(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
         out.write(f"::error title=ckpt-doctor,file={_github_escape(path, True)}::{_github_escape(error)}\n")
 
 
-_SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
-
-
-def sarif_document(run: RunResult) -> dict:
-    from ckpt_doctor.rules import all_rules
-
-    rules = all_rules()
-    index = {r.code: i for i, r in enumerate(rules)}
-    results = []
-    for finding in run.findings:
-        start_row, start_col, end_row, end_col = _row(finding)
-        result = {
-            "ruleId": finding.code,
-            "ruleIndex": index.get(finding.code, 0),
-            "level": _SARIF_LEVEL[finding.severity],
-            "message": {"text": finding.message},
-            "locations": [
-                {
-                    "physicalLocation": {
-                        "artifactLocation": {"uri": _uri(finding.path)},
-                        "region": {"startLine": start_row, "startColumn": start_col, "endLine": end_row, "endColumn": end_col},
-                    }
-                }
-            ],
-        }
-        if finding.cell is not None:
-            result["properties"] = {"cell": finding.cell + 1}
-        results.append(result)
-    notifications = [{"level": "error", "message": {"text": error}} for error in run.errors]
-    return {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "ckpt-doctor",
-                        "version": __version__,
-                        "informationUri": "https://github.com/ckpt-doctor/ckpt-doctor",
-                        "rules": [
-                            {
-                                "id": r.code,
-                                "name": r.name,
-                                "shortDescription": {"text": r.summary},
-                                "helpUri": r.url,
-                                "defaultConfiguration": {"level": _SARIF_LEVEL[r.severity]},
-                            }
-                            for r in rules
-                        ],
-                    }
-                },
-                "invocations": [{"executionSuccessful": not run.errors, "toolExecutionNotifications": notifications}],
-                "results": results,
-            }
-        ],
-    }
-
-
-def _uri(path: str) -> str:
-    from urllib.parse import quote
-
-    relative = os.path.relpath(path) if not path.startswith("..") else path
-    return quote(relative.replace(os.sep, "/"))
-
-
-def _sarif(run: RunResult, out: TextIO, unsafe: bool, hint: bool) -> None:
-    json.dump(sarif_document(run), out, indent=2)
-    out.write("\n")
-
-
 RENDERERS: dict[str, Callable[[RunResult, TextIO, bool, bool], None]] = {
     "concise": _concise,
     "full": _full,
     "json": _json,
     "github": _github,
-    "sarif": _sarif,
 }

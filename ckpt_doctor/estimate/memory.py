@@ -99,6 +99,9 @@ NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit + 8-bit absmax per 
 INT8_BYTES_PER_PARAM = 1.0
 
 
+_REDUCE_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's default reduce_bucket_size (deepspeed 0.19.5 runtime/zero/config.py)
+
+
 def _round(nbytes: float) -> int:
     n = int(nbytes)
     if n != nbytes:
@@ -1420,6 +1423,19 @@ def _walk(setup: TrainingSetup) -> _Walk:
         for k in ("forward", "backward"):
             phases[k] += gathered
             snaps[k]["temporaries"] = snaps[k].get("temporaries", 0) + gathered
+    if setup.zero >= 2 and shards > 1:
+        # ZeRO-2/3 reduce-scatter the gradients in buckets while the backward produces them (DeepSpeed's IPG buckets
+        # of reduce_bucket_size = 5e8 elements, double-buffered with overlap_comm: deepspeed 0.19.5
+        # runtime/zero/stage_1_and_2.py reduce_independent_p_g_buckets_and_remove_grads, config.py; FSDP per unit):
+        # the backward never holds every gradient at once, only this rank's shard and the buckets in flight
+        total = sum(_round(p.numel * p.b) for p in trainable)
+        width = max((p.b for p in trainable), default=2)
+        held = _round(total / shards) + 2 * min(total, _REDUCE_BUCKET_ELEMENTS * width)
+        at_peak = snaps["backward"].get("gradients", 0)
+        if at_peak > held:
+            phases["backward"] -= at_peak - held
+            snaps["backward"]["gradients"] = held
+        notes.append(f"ZeRO-{setup.zero}: gradients reduce-scattered in buckets during the backward")
     if setup.gpus > 1 and not setup.zero:
         notes.append("DDP: gradient buckets hold a second copy of the gradients")
         gsize = sum(_round(p.numel * p.b) for p in trainable)

@@ -9,7 +9,7 @@ def check(ctx):
         yield Report(call.span, "message", fix=FixSpec(...))
 ```
 
-Rule modules: `torch_checkpoint` (CKPT1xx), `huggingface` (CKPT2xx), `distributed` (CKPT3xx),
+Rule modules: `suppression` (CKPT001, run by `check.noqa` after the others), `torch_checkpoint` (CKPT1xx), `huggingface` (CKPT2xx), `distributed` (CKPT3xx),
 `memory` (CKPT4xx). The page of each rule is `rules/<CODE>.md`.
 """
 
@@ -23,7 +23,7 @@ from ckpt_doctor.analysis.conditions import ALWAYS, Condition
 from ckpt_doctor.config import Settings
 from ckpt_doctor.analysis.facts import ScriptFacts
 from ckpt_doctor.analysis.library import FIX_NAMES_SINCE
-from ckpt_doctor.findings import Applicability, Finding, FixSpec, Severity, Span
+from ckpt_doctor.findings import Applicability, Finding, FixSpec, Related, Severity, Span
 from ckpt_doctor.analysis import Analysis, ConfigAnalysis
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.versions import TargetVersions
@@ -38,6 +38,7 @@ class Report:
     fix: FixSpec | None = None
     extra: dict = field(default_factory=dict)
     condition: Condition = ALWAYS  # the path on which the facts behind it all happen
+    related: list[Related] = field(default_factory=list)  # other places of this file the finding is about
 
 
 @dataclass
@@ -145,6 +146,7 @@ def run_rules(ctx: Context, rules: Iterable[Rule]) -> Iterator[Finding]:
                 path=ctx.path,
                 extra=report.extra,
                 condition=report.condition.as_list(),
+                related=list(report.related),
             )
 
 
@@ -163,5 +165,5 @@ def _within_versions(fix: FixSpec | None, versions: TargetVersions) -> FixSpec |
 def _load() -> None:
     # every time, not "once the registry has entries": importing one rule module on its own (`estimate`
     # imports `rules.memory`) must not hide the others; a second import is a dictionary lookup
-    from ckpt_doctor.rules import distributed, huggingface, memory, torch_checkpoint  # noqa: F401
+    from ckpt_doctor.rules import distributed, huggingface, memory, suppression, torch_checkpoint  # noqa: F401
     from ckpt_doctor.rules import configs  # noqa: F401  (after the others: it adds config checks to their rules)

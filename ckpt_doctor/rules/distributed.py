@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Iterator
 
+from ckpt_doctor.analysis.config_files import MAX_BYTES, bounded_text, locate
 from ckpt_doctor.analysis.facts import Call
-from ckpt_doctor.findings import Applicability, Position, Severity, Span
+from ckpt_doctor.findings import Applicability, Position, Related, Severity, Span
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.huggingface import _site_label
@@ -76,14 +78,20 @@ def reentrant_ddp_find_unused(ctx: Context) -> Iterator[Report]:
             "turn `find_unused_parameters` off",
             fix=fix,
             condition=condition,
+            related=_related(ddp, "`find_unused_parameters=True` here"),
         )
 
 
-def _external_checkpointing(ctx: Context, condition: Condition) -> tuple[str, Condition] | None:
+def _related(call: Call, message: str) -> list[Related]:
+    """The call as a second location of a finding, when it is in the file checked (not in a helper it imports)."""
+    return [] if call.via else [Related(call.span, message)]
+
+
+def _external_checkpointing(ctx: Context, condition: Condition) -> tuple[str, Condition, Call] | None:
     """Checkpointing applied by FSDP / accelerate / Lightning / torch's wrapper, not by the model, on the path
-    `condition`: what it is, and the path with it."""
+    `condition`: what it is, the path with it, and the call."""
     found = on_path(condition, ctx.facts.calls, _external)
-    return (_external(found[0]), found[1]) if found else None
+    return (_external(found[0]), found[1], found[0]) if found else None
 
 
 def _external(call: Call) -> str | None:
@@ -117,7 +125,7 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
         external = _external_checkpointing(ctx, site.condition) if site.enabled is True else None
         if external is None:
             continue
-        what, condition = external
+        what, condition, call = external
         consequence = "every layer is recomputed twice in the backward"
         if site.kind == "training config" and "fsdp_config" in what:
             consequence = "the Trainer refuses to start: \"ValueError: ... can't both be set to True\""
@@ -126,6 +134,7 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
             f"{_site_label(site)} and {what} both checkpoint the model: {consequence}; keep FSDP's "
             "checkpointing and drop the Hugging Face one",
             condition=condition,
+            related=_related(call, f"{what.split(' at ')[0]} checkpoints the model too"),
         )
 
 
@@ -138,13 +147,15 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
 )
 def trainer_fsdp_flag(ctx: Context) -> Iterator[Report]:
     for site in ctx.training.hf_sites:
-        if site.kind != "training config" or site.enabled is not True or site.call is None:
+        if site.kind not in ("training config", "command line") or site.enabled is not True:
             continue
         if _external_checkpointing(ctx, site.condition) is not None:
             continue  # CKPT302 reports the stronger problem
-        fsdp = site.call.kwarg("fsdp")
-        if isinstance(fsdp, Missing) or (isinstance(fsdp, Const) and not fsdp.value):
-            continue
+        fsdp = site.argument("fsdp")
+        if isinstance(fsdp, Missing) or (isinstance(fsdp, Const) and not fsdp.value) or (site.call is None and not isinstance(fsdp, Const)):
+            continue  # parsed from a command line no launcher shows: FSDP depends on it
+        if site.call is None and _named_fsdp_config_checkpoints(ctx, site.argument("fsdp_config")) is not False:
+            continue  # the launcher's `--fsdp_config` turns FSDP's own on (double checkpointing), or is not readable
         if ctx.versions.at_least("transformers", ACTIVATION_CHECKPOINTING_SINCE):
             warning = ("When using FSDP, prefer `fsdp_config['activation_checkpointing']` (FSDP's own activation "
                        "checkpointing) over the `activation_checkpointing` training argument; the latter introduces a "
@@ -155,10 +166,31 @@ def trainer_fsdp_flag(ctx: Context) -> Iterator[Report]:
                        "operation in backward pass.")
         yield Report(
             site.span,
-            f"{_site_label(site)} together with `fsdp=`: transformers warns \"{warning}\" ; move it to "
+            f"{_site_label(site)} together with {_fsdp_label(fsdp)}: transformers warns \"{warning}\" ; move it to "
             "`fsdp_config={\"activation_checkpointing\": True}`",
             condition=site.condition,
         )
+
+
+def _named_fsdp_config_checkpoints(ctx: Context, named: Value) -> bool | None:
+    """Whether the `fsdp_config` JSON a launcher names sets `activation_checkpointing`; False without one, None
+    when it cannot be read."""
+    if isinstance(named, Missing):
+        return False
+    if not (isinstance(named, Const) and isinstance(named.value, str)):
+        return None
+    found = locate(ctx.path, named.value)
+    text = bounded_text(found, MAX_BYTES) if found is not None else None
+    try:
+        data = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return bool(data.get("activation_checkpointing")) if isinstance(data, dict) else None
+
+
+def _fsdp_label(fsdp: Value) -> str:
+    origin = fsdp.origin if isinstance(fsdp, Const) else None
+    return origin.describe() if origin is not None and origin.file is not None and origin.option else "`fsdp=`"
 
 
 @rule(

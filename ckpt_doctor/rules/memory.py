@@ -51,6 +51,7 @@ class Assessment:
     current: str  # the plan as written: none | full | every_N
     partial_plans: bool  # every_n_layers / offload available in the target transformers
     computed: dict[str, object] = field(default_factory=dict)
+    upper_bound: str | None = None  # why the estimate is only an upper bound (a fused loss): no out-of-memory verdict
 
     def plan(self, name: str):
         """The estimate for one plan, computed on first use (most files need only one or two)."""
@@ -103,7 +104,7 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     if not settings.is_training or (settings.model_load is None and settings.model is None):
         return None  # not a training script, or no model we could see being loaded
     from ckpt_doctor.estimate import memory
-    from ckpt_doctor.estimate.registry import resolve
+    from ckpt_doctor.estimate.registry import lookup
 
     where = settings.model_load.span if settings.model_load else Span(Position(1, 1), Position(1, 1))
     if settings.model is None:
@@ -115,7 +116,10 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
         )
     name = str(settings.model.value)
     mapped = ctx.config.model_configs.get(name)
-    arch = resolve(str(_relative_to_root(ctx, mapped)) if mapped else name)
+    try:
+        arch, found_as = lookup(str(_relative_to_root(ctx, mapped)) if mapped else name)
+    except Exception:  # noqa: BLE001 - a lookup must never break the check
+        arch, found_as = None, ""
     if arch is None:
         raise _Unknown(
             f"model {name!r} (line {settings.model.line}) is neither bundled nor in the local Hugging Face cache: "
@@ -126,9 +130,21 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     if settings.sharding_unknown:
         raise _Unknown(f"how the step is spread over GPUs is not known: {settings.sharding_unknown}. Settings read: "
                        f"{settings.describe()}", where)
+    loader = settings.model_load.qualname if settings.model_load is not None else None
+    if loader and loader.startswith("unsloth."):
+        raise _Unknown(f"the model is loaded by Unsloth (`{loader}`, line {settings.model_load.line}), which patches in kernels, "
+                       "a chunked loss and offloaded checkpointing of its own that the estimate does not model. Settings read: "
+                       f"{settings.describe()}", where)
+    upper_bound = None
+    if settings.fused_loss is not None:
+        loss = settings.fused_loss
+        said = f"{loss.file}:{loss.line}" if loss.file else f"line {loss.line}"
+        upper_bound = f"a fused or chunked cross-entropy (`{loss.note}`, {said}) never holds the whole logits the estimate counts"
     if settings.optimizer.value not in memory.OPTIMIZERS:
         raise _Unknown(f"the optimizer {settings.optimizer.value!r} (line {settings.optimizer.line}) is not one the estimate models "
                        f"({', '.join(memory.OPTIMIZERS)}). Settings read: {settings.describe()}", where)
+    if found_as.startswith("architecture of"):  # another id's numbers (a re-upload, a folder named like a model): say so
+        settings = replace(settings, model=replace(settings.model, note=found_as.split(":")[0]))
     settings = complete_for(replace(settings), arch)  # the analysis' settings stay as the script states them
     budget = resolve_budget(ctx)
     flags = {k: v for k, v in settings.as_flags().items() if k != "model"}
@@ -137,7 +153,8 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     partial_plans = ctx.versions.at_least("transformers", TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE) is True
     from ckpt_doctor.estimate.params import count_params
 
-    return Assessment(settings, budget, count_params(arch).total, base, str(settings.checkpointing.value), partial_plans)
+    return Assessment(settings, budget, count_params(arch).total, base, str(settings.checkpointing.value), partial_plans,
+                      upper_bound=upper_bound)
 
 
 def _relative_to_root(ctx: Context, path: str):
@@ -174,8 +191,8 @@ def _card(plan) -> str:
 )
 def oom_without_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment) or assessment.current != "none":
-        return
+    if not isinstance(assessment, Assessment) or assessment.current != "none" or assessment.upper_bound:
+        return  # an upper bound over the budget proves nothing
     if assessment.plan("none").fits:
         return
     threshold = ctx.config.checkpointing_threshold
@@ -240,8 +257,8 @@ def _enable_fix(ctx: Context, assessment: Assessment, plan: str) -> FixSpec | No
 )
 def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment) or not assessment.budget.explicit:
-        return  # "does not fit at all" needs a budget the user stated
+    if not isinstance(assessment, Assessment) or not assessment.budget.explicit or assessment.upper_bound:
+        return  # "does not fit at all" needs a budget the user stated, and an estimate that is not only an upper bound
     if assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
         return
     best = min(assessment.plans(), key=lambda p: p.peak_bytes)
@@ -323,3 +340,351 @@ def memory_not_estimated(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
     if isinstance(assessment, _Unknown):
         yield Report(assessment.span, f"cannot estimate GPU memory: {assessment}")
+
+
+# -- vLLM colocated with training (TRL GRPO / RLOO) ---------------------------------------------------
+VLLM_CONFIGS = ("trl.GRPOConfig", "trl.RLOOConfig")
+VLLM_UTILIZATION_DEFAULT = 0.3  # GRPOConfig / RLOOConfig `vllm_gpu_memory_utilization`, trl 0.18 .. 1.9 [R5]
+# keys that put vLLM elsewhere when no `vllm_mode` is given: a device of its own (trl 0.14 .. 0.17), a server [R5]
+VLLM_ELSEWHERE = ("vllm_device", "vllm_server_host", "vllm_server_base_url")
+TRL_COLOCATE_DEFAULT_SINCE = "1.0"  # `vllm_mode` defaults to "colocate" (before: "server") [R5]
+
+
+@dataclass
+class Colocation:
+    span: Span
+    utilization: float
+    said: str  # where the utilization comes from: "line 5", "the GRPOConfig default 0.3"
+    mode: str  # why vLLM is colocated: "`vllm_mode=\"colocate\"`", "the default of trl >= 1.0"
+    condition: object = None  # analysis.conditions.Condition
+
+
+def _script_colocations(ctx: Context) -> list[Colocation]:
+    from ckpt_doctor.analysis.conditions import ALWAYS, together
+    from ckpt_doctor.analysis.training import on_paths
+    from ckpt_doctor.analysis.values import Const, Missing, OptionVal
+
+    found = []
+    sources = [(c.kwarg, c.keyword_spans.get("vllm_gpu_memory_utilization", c.span), c.condition, c.qualname, c.kwarg_names)
+               for c in ctx.facts.calls if c.qualname in VLLM_CONFIGS and not c.via]
+    for namespace, line in ctx.training.cli_configs():
+        if namespace.config_class in VLLM_CONFIGS:
+            sources.append((namespace.get, Span(Position(line, 1), Position(line, 1)), ALWAYS, namespace.config_class, {}))
+    for get, span, condition, config, names in sources:
+        def on(name: str, default: bool | None):
+            """The path on which the flag `name` is on (or off when `default` is what is asked for)."""
+            value = get(name)
+            if isinstance(value, Missing):
+                return condition if default else None
+            for path, state in on_paths(value, names.get(name)):
+                if state is True and (joined := together(condition, path)) is not None:
+                    return joined
+            return None
+
+        path = on("use_vllm", False)
+        if path is None:
+            continue
+        if any(isinstance(get(key), Const) and get(key).value is not None for key in VLLM_ELSEWHERE):
+            continue  # vLLM on a device or server of its own (`vllm_device`: trl < 0.18)
+        mode = get("vllm_mode")
+        if isinstance(mode, Missing):
+            colocate = ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE)
+            if colocate is False:
+                continue
+            why = f"`vllm_mode` defaults to \"colocate\" from trl {TRL_COLOCATE_DEFAULT_SINCE}" + (
+                "" if colocate else " (the project does not say which trl it runs; before 1.0 the default is \"server\")")
+        elif isinstance(mode, Const) and mode.value == "colocate":
+            why = "`vllm_mode=\"colocate\"`"
+        else:
+            continue  # a server on other GPUs, or not known
+        sleep = get("vllm_enable_sleep_mode")
+        if not isinstance(sleep, Missing):
+            if isinstance(sleep, OptionVal):
+                paths = [p for p, state in on_paths(sleep, None) if state is False]
+                path = next((j for p in paths if (j := together(path, p)) is not None), None)
+            elif not (isinstance(sleep, Const) and sleep.value is False):
+                path = None  # on, or not known: vLLM may release its memory during the step
+            if path is None:
+                continue
+        utilization = get("vllm_gpu_memory_utilization")
+        if isinstance(utilization, Missing):
+            found.append(Colocation(span, VLLM_UTILIZATION_DEFAULT, f"the {config.rsplit('.', 1)[-1]} default", why, path))
+        elif isinstance(utilization, Const) and isinstance(utilization.value, (int, float)) and not isinstance(utilization.value, bool):
+            origin = utilization.origin.describe() if utilization.origin else "the script"
+            found.append(Colocation(span, float(utilization.value), origin, why, path))
+    return found
+
+
+def _config_colocations(ctx: Context) -> list[Colocation]:
+    run = ctx.analysis.run
+    document = run.document
+    if run.framework.id != "trl" or document.value("use_vllm") is not True:
+        return []
+    mode = document.get("vllm_mode")
+    if mode is None and any(key in document for key in VLLM_ELSEWHERE):
+        return []  # vLLM on a device or server of its own (`vllm_device`: trl < 0.18)
+    if mode is None:
+        colocate = ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE)
+        if colocate is False:
+            return []
+        why = f"`vllm_mode` defaults to \"colocate\" from trl {TRL_COLOCATE_DEFAULT_SINCE}"
+    elif mode.value == "colocate":
+        why = "`vllm_mode: colocate`" + ("" if run.launched_by else f" (line {mode.line})")
+    else:
+        return []
+    if document.get("vllm_enable_sleep_mode") is not None and document.value("vllm_enable_sleep_mode") is not False:
+        return []
+    entry = document.get("vllm_gpu_memory_utilization")
+    use = document.get("use_vllm")
+    at = entry or use
+    span = Span(Position(at.line, at.column), Position(at.line, at.column + len(at.key.rsplit(".", 1)[-1])))
+    if entry is not None:
+        if not isinstance(entry.value, (int, float)) or isinstance(entry.value, bool):
+            return []
+        return [Colocation(span, float(entry.value), "as the config sets it" if run.launched_by else f"line {entry.line}", why)]
+    if run.command not in ("grpo", "rloo"):
+        return []  # another trainer's default (online DPO: 0.55) may apply
+    return [Colocation(span, VLLM_UTILIZATION_DEFAULT, f"the `trl {run.command}` default", why)]
+
+
+@rule(
+    "CKPT405",
+    "vllm-colocate-leaves-no-room",
+    Severity.ERROR,
+    summary="vLLM colocated with training takes the memory the training step needs",
+)
+def vllm_colocate_leaves_no_room(ctx: Context) -> Iterator[Report]:
+    colocations = _script_colocations(ctx) if ctx.kind == "script" else _config_colocations(ctx)
+    if not colocations:
+        return
+    assessment = _assess(ctx)
+    if not isinstance(assessment, Assessment):
+        return
+    if not assessment.budget.explicit and assessment.params < ctx.config.checkpointing_threshold:
+        return  # without a stated budget, only models above the size threshold are judged (as CKPT401)
+    step = assessment.plan(assessment.current)
+    if not step.fits:
+        return  # the step alone does not fit: CKPT401 / CKPT402
+    budget = assessment.budget.bytes
+    for colocation in colocations:
+        held = int(colocation.utilization * budget)
+        if step.peak_bytes_nvidia_smi + held <= budget:
+            continue
+        room = (budget - step.peak_bytes_nvidia_smi) / budget
+        advice = (f"lower `vllm_gpu_memory_utilization` to at most {max(room, 0.0):.2f} if vLLM's weights and KV cache fit in it, "
+                  if room >= 0.1 else "")
+        yield Report(
+            colocation.span,
+            f"vLLM runs in the training processes ({colocation.mode}) and holds `vllm_gpu_memory_utilization` = "
+            f"{colocation.utilization:g} ({colocation.said}) of each GPU, {_gib(held)} of {assessment.budget.describe()}, for the "
+            f"whole run; the training step needs an estimated {_card(step)} beside it, {_gib(step.peak_bytes_nvidia_smi + held - budget)} "
+            f"more than the card has (the estimate counts no reference model); {advice}turn on `vllm_enable_sleep_mode=True`, "
+            f"which frees vLLM's memory during the step, or run vLLM as a server on other GPUs (`vllm_mode=\"server\"`). "
+            f"Settings: {assessment.settings.describe()}",
+            condition=colocation.condition if colocation.condition is not None else _always(),
+        )
+
+
+def _always():
+    from ckpt_doctor.analysis.conditions import ALWAYS
+
+    return ALWAYS
+
+
+# -- the logits of a large vocabulary, materialised whole (CKPT406) ----------------------------------------
+LOGITS_SHARE = 0.25  # report when the vocabulary-sized tensors are at least this share of the step's estimated peak
+LOGITS_MIN_BYTES = 2 * GIB  # ... and at least this much: below it a fused loss saves too little to matter
+LOGITS_COUNTERFACTUAL_VOCAB = 8  # the same step with a vocabulary this small: what the logits leave behind
+PARAMETER_TERMS = ("weights", "master_weights", "gradients", "optimizer_state")
+# imports that bring a loss that never holds the full logits (or a patch that installs one)
+FUSED_LOSS_MODULES = ("liger_kernel", "cut_cross_entropy", "unsloth")
+# configs of the scripts the estimate's loss describes; the other TRL trainers compute log-probabilities their own way
+PLAIN_LOSS_CONFIGS = ("transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments", "trl.SFTConfig")
+TRANSFORMERS_LIGER_SINCE = "4.46"  # TrainingArguments.use_liger_kernel there (trl 0.16.0 reads it, needs >= 4.46.0) [H9]
+TRL_CHUNKED_NLL_SINCE = "1.4"  # SFTConfig(loss_type="chunked_nll") exists [R6]
+TRL_CHUNKED_NLL_DEFAULT_SINCE = "1.7"  # ... and is the default when use_liger_kernel is off [R6]
+
+
+@dataclass
+class LogitsCost:
+    bytes: int  # what the vocabulary-sized tensors add to the step's peak
+    peak: int  # the step's estimated peak (PyTorch's view)
+    logits: int  # one fp32 copy of the logits: tokens x vocabulary x 4 bytes
+    tokens: int
+    vocab: int
+
+    @property
+    def share(self) -> float:
+        return self.bytes / self.peak if self.peak else 0.0
+
+
+def logits_cost(assessment: Assessment) -> LogitsCost:
+    """The part of the step's peak that the vocabulary-sized tensors of the loss make: the estimate of the step as
+    written, less the estimate of the same step over a vocabulary of 8, each without its parameter terms (weights,
+    master copies, gradients, optimizer state: a fused loss keeps the embedding and the head as they are)."""
+    from ckpt_doctor.estimate import memory
+
+    def rest(estimate) -> int:
+        return estimate.peak_bytes - sum(estimate.breakdown[k] for k in PARAMETER_TERMS)
+
+    step = assessment.plan(assessment.current).estimate
+    small = replace(step.setup, arch=replace(step.setup.arch, vocab_size=LOGITS_COUNTERFACTUAL_VOCAB))
+    tokens = step.setup.batch_size * step.setup.seq_len
+    vocab = step.setup.arch.vocab_size
+    return LogitsCost(max(0, rest(step) - rest(memory.estimate(small))), step.peak_bytes, tokens * vocab * 4, tokens, vocab)
+
+
+@dataclass
+class PlainLoss:
+    """Where the step's loss is the model's own cross-entropy over the whole logits, and what would replace it."""
+
+    span: Span
+    advice: str
+    fix: FixSpec | None = None
+    condition: object = None  # analysis.conditions.Condition
+
+
+def _script_plain_losses(ctx: Context, assessment: Assessment) -> list[PlainLoss]:
+    from ckpt_doctor.analysis.conditions import ALWAYS, together
+    from ckpt_doctor.analysis.library import TRL_NON_TRAINING_CONFIGS
+    from ckpt_doctor.analysis.training import on_paths
+    from ckpt_doctor.analysis.values import Const, Missing
+
+    facts = ctx.facts
+    if any(name.split(".", 1)[0] in FUSED_LOSS_MODULES for name in facts.imports):
+        return []  # Liger's patches, Apple's cut cross-entropy, unsloth: the loss does not hold the logits
+    if any(("logits_to_keep" in c.kwargs or "num_logits_to_keep" in c.kwargs) for c in facts.calls):
+        return []  # the script keeps only some positions' logits
+    for call in facts.calls:
+        name = call.qualname or ""
+        if name.startswith("trl.") and name.endswith(("Trainer", "Config")) and name not in TRL_NON_TRAINING_CONFIGS \
+                and name not in ("trl.SFTTrainer", "trl.SFTConfig"):
+            return []  # DPO, GRPO, KTO, ...: log-probabilities of their own, not the estimate's loss
+    sft = any(c.qualname in ("trl.SFTTrainer", "trl.SFTConfig") for c in facts.calls)
+    configs = [(c.kwarg, c.span, c.condition, c.qualname, c.kwarg_names, c) for c in facts.calls if c.qualname in PLAIN_LOSS_CONFIGS]
+    for namespace, line in ctx.training.cli_configs():
+        if namespace.config_class not in PLAIN_LOSS_CONFIGS:
+            return []
+        configs.append((namespace.get, Span(Position(line, 1), Position(line, 1)), ALWAYS, namespace.config_class, {}, None))
+    if not configs:
+        if not ctx.training.custom_loop or sft:
+            return []
+        return [PlainLoss(_anchor(assessment), "compute the loss with Liger's fused linear cross-entropy "
+                          "(`from liger_kernel.transformers import AutoLigerKernelForCausalLM`, or "
+                          "`apply_liger_kernel_to_<model>()` before loading), which never holds the whole logits", None, ALWAYS)]
+    found = []
+    for get, span, condition, config, names, call in configs:
+        path = condition
+        liger = get("use_liger_kernel")
+        if not isinstance(liger, Missing):
+            offs = [p for p, state in on_paths(liger, names.get("use_liger_kernel")) if state is not True]
+            path = next((j for p in offs if (j := together(condition, p)) is not None), None)
+            if path is None:
+                continue  # Liger everywhere this config runs
+        trl_sft = sft or config == "trl.SFTConfig"
+        if trl_sft:
+            loss_type = get("loss_type")
+            if isinstance(loss_type, Missing):
+                if ctx.versions.at_least("trl", TRL_CHUNKED_NLL_DEFAULT_SINCE) is not False:
+                    continue  # chunked_nll, the default from trl 1.7 (or a release that may have it: not judged)
+            elif not (isinstance(loss_type, Const) and loss_type.value == "nll"):
+                continue  # chunked_nll, dft, or not known
+        where = f"`{config.rsplit('.', 1)[-1]}`"
+        chunked = trl_sft and ctx.versions.at_least("trl", TRL_CHUNKED_NLL_SINCE) is True
+        has_flag = ctx.versions.at_least("transformers", TRANSFORMERS_LIGER_SINCE) is not False
+        if chunked:
+            advice = (f"`loss_type=\"chunked_nll\"` in {where} (trl >= 1.4: the head and the loss run in chunks of tokens), "
+                      f"or `use_liger_kernel=True` (needs `pip install liger-kernel`)")
+        elif has_flag:
+            advice = (f"`use_liger_kernel=True` in {where}: the Trainer patches the model with Liger's fused linear "
+                      f"cross-entropy (needs `pip install liger-kernel` and a model Liger supports)")
+        else:
+            advice = ("Liger's fused linear cross-entropy, patched in before the model is loaded "
+                      "(`from liger_kernel.transformers import apply_liger_kernel_to_<model>`; the project's transformers, "
+                      f"before {TRANSFORMERS_LIGER_SINCE}, may lack `use_liger_kernel`)")
+        fix = None
+        if call is not None and not call.via and not trl_sft and has_flag:
+            fix = FixSpec(SetKeywords((("use_liger_kernel", "True"),)), call.span, Applicability.UNSAFE,
+                          "Use Liger's fused linear cross-entropy (`use_liger_kernel=True`)")
+        found.append(PlainLoss(span, advice, fix, path))
+    return found
+
+
+def _config_plain_losses(ctx: Context, assessment: Assessment) -> list[PlainLoss]:
+    run = ctx.analysis.run
+    document = run.document
+    framework = run.framework.id
+
+    def on(key: str) -> bool:
+        return document.get(key) is not None and document.value(key) not in (None, False, "false", "False")
+
+    def at(key: str | None) -> Span:
+        entry = document.get(key) if key else None
+        if entry is None:
+            return _anchor(assessment)
+        return Span(Position(entry.line, entry.column), Position(entry.line, entry.column + len(entry.key.rsplit(".", 1)[-1])))
+
+    if framework == "axolotl":
+        if any(on(k) for k in ("cut_cross_entropy", "liger_fused_linear_cross_entropy", "liger_cross_entropy",
+                               "chunked_cross_entropy")) or document.get("rl") is not None:
+            return []  # a loss that chunks or fuses (CKPT501 says when its plugin is missing), or an RL trainer's own
+        return [PlainLoss(at("base_model"), "`chunked_cross_entropy: true` (axolotl's chunked loss), or "
+                          "`plugins: [axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin]` with `cut_cross_entropy: true`")]
+    if framework == "llamafactory":
+        stage = document.value("stage") or "sft"
+        if on("enable_liger_kernel") or on("use_liger_kernel") or stage not in ("pt", "sft"):
+            return []  # Liger's fused loss (pt / sft only), or a stage that keeps the logits
+        return [PlainLoss(at("model_name_or_path"), "`enable_liger_kernel: true` (LLaMA-Factory >= 0.9.0 applies Liger's "
+                          "fused linear cross-entropy for `pt` / `sft`; needs `pip install liger-kernel`)")]
+    if framework == "swift":
+        if on("use_liger_kernel") or document.get("rlhf_type") is not None or document.get("loss_type") is not None \
+                or run.command not in (None, "sft", "pt"):
+            return []
+        return [PlainLoss(at("model"), "`use_liger_kernel: true` (needs `pip install liger-kernel`)")]
+    if framework == "trl":
+        if run.command != "sft" or on("use_liger_kernel"):
+            return []
+        loss_type = document.value("loss_type")
+        if loss_type is None and ctx.versions.at_least("trl", TRL_CHUNKED_NLL_DEFAULT_SINCE) is not False:
+            return []
+        if loss_type not in (None, "nll"):
+            return []
+        chunked = ctx.versions.at_least("trl", TRL_CHUNKED_NLL_SINCE) is True
+        return [PlainLoss(at("loss_type" if loss_type else "model_name_or_path"),
+                          ("`loss_type: chunked_nll` (trl >= 1.4), or " if chunked else "") + "`use_liger_kernel: true` (needs `pip install liger-kernel`)")]
+    return []  # torchtune ships chunked losses in its recipes' configs; a program the project lacks is not known
+
+
+@rule(
+    "CKPT406",
+    "large-vocabulary-logits",
+    Severity.INFO,
+    fix=Applicability.UNSAFE,
+    summary="the logits of a large vocabulary take a large share of the step's memory, with no fused or chunked loss",
+)
+def large_vocabulary_logits(ctx: Context) -> Iterator[Report]:
+    assessment = _assess(ctx)
+    if not isinstance(assessment, Assessment) or not assessment.budget.explicit:
+        return  # "does not fit comfortably" needs a budget the user stated (as CKPT403)
+    if assessment.base.effective_task != "causal-lm":
+        return
+    stated = ctx.analysis.settings.seq_len
+    if ctx.kind == "script" and (stated is None or not stated.stated):
+        return  # the logits grow with the tokens of a step: an assumed sequence length would make the verdict a guess
+    step = assessment.plan(assessment.current)
+    if step.peak_bytes_nvidia_smi <= COMFORT * assessment.budget.bytes:
+        return  # a step that fits comfortably (CKPT403's measure) has nothing to gain
+    cost = logits_cost(assessment)
+    if cost.share < LOGITS_SHARE or cost.bytes < LOGITS_MIN_BYTES:
+        return
+    losses = _script_plain_losses(ctx, assessment) if ctx.kind == "script" else _config_plain_losses(ctx, assessment)
+    for loss in losses:
+        yield Report(
+            loss.span,
+            f"the logits ({cost.tokens} tokens x a vocabulary of {cost.vocab}: {_gib(cost.logits)} in fp32, as the loss "
+            f"upcasts them) and their gradient add an estimated {_gib(cost.bytes)} to the step's peak of {_gib(cost.peak)} "
+            f"({cost.share:.0%}; {_gib(step.peak_bytes_nvidia_smi)} on the card); a loss that never holds the whole logits "
+            f"would save most of it: {loss.advice}. Settings: {assessment.settings.describe()}",
+            fix=loss.fix,
+            condition=loss.condition if loss.condition is not None else _always(),
+        )

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 from ckpt_doctor.analysis.facts import Call
-from ckpt_doctor.findings import Applicability, Severity
-from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION
-from ckpt_doctor.analysis.conditions import on_path
+from ckpt_doctor.findings import Applicability, Severity, Span
+from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, is_training_config
+from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import set_keyword, zero3_with_peft
-from ckpt_doctor.analysis.values import Const, DictVal, Missing, constant
+from ckpt_doctor.analysis.values import Const, DictVal, Missing, QualName, Value, constant
 
 # Keywords `torch.utils.checkpoint.checkpoint` itself takes (torch 2.13, torch/utils/checkpoint.py);
 # any other keyword is meant for the wrapped function.
@@ -178,3 +179,146 @@ def _dropout_evidence(ctx: Context) -> int | None:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
                 return call.keyword_spans[name].start.line if name in call.keyword_spans else call.line
     return None
+
+
+# -- torch.compile and checkpointing ---------------------------------------------------------------
+FUNCTORCH_CONFIG = "torch._functorch.config"
+DYNAMO_CONFIG = "torch._dynamo.config"
+AMB = "activation_memory_budget"
+
+
+@dataclass
+class _BudgetSite:
+    span: Span
+    line: int
+    namespace: str  # the config module it is set on
+    value: Value
+    condition: Condition
+
+
+def _budget_sites(ctx: Context) -> list[_BudgetSite]:
+    """`torch._functorch.config.activation_memory_budget = x` (any alias of the module), and
+    `torch._functorch.config.patch(activation_memory_budget=x)` / `.patch({"activation_memory_budget": x})`."""
+    sites = []
+    for assign in ctx.facts.assigns_to(AMB):
+        base = assign.base_value
+        if isinstance(base, QualName) and base.name in (FUNCTORCH_CONFIG, DYNAMO_CONFIG):
+            sites.append(_BudgetSite(assign.span, assign.line, base.name, assign.value, assign.condition))
+    for call in ctx.facts.calls_to(f"{FUNCTORCH_CONFIG}.patch", f"{DYNAMO_CONFIG}.patch"):
+        value = call.kwarg(AMB)
+        if isinstance(value, Missing) and call.args and isinstance(call.args[0], DictVal):
+            value = call.args[0].get(AMB)
+        if not isinstance(value, Missing):
+            sites.append(_BudgetSite(call.span, call.line, call.qualname.rsplit(".", 1)[0], value, call.condition))
+    return sites
+
+
+def _without(ctx: Context, condition: Condition, sites: list) -> Condition | None:
+    """The path on which `condition` holds and none of `sites` (compiles, checkpoints) happens; None when every
+    run on `condition` has one of them, or when that path cannot be told (several conditioned sites)."""
+    meeting = [s for s in sites if together(condition, s.condition) is not None]
+    if not meeting:
+        return condition
+    if len(meeting) > 1 or len(meeting[0].condition.literals) != 1:
+        return None  # always on this path, or on a combination of tests that cannot be negated simply
+    (literal,) = meeting[0].condition.literals
+    if literal.option is None and not literal.named:
+        return None  # a test in the code (`if torch.cuda.is_available():`): nobody can choose the other branch
+    return together(condition, Condition(frozenset({literal.negated()})))
+
+
+@rule(
+    "CKPT106",
+    "activation-memory-budget-without-compile",
+    Severity.WARNING,
+    summary="`activation_memory_budget` set where `torch.compile` never reads it",
+)
+def activation_memory_budget_without_compile(ctx: Context) -> Iterator[Report]:
+    compiles = ctx.training.compile_sites
+    for site in _budget_sites(ctx):
+        value = constant(site.value)
+        if site.namespace == DYNAMO_CONFIG:
+            yield Report(
+                site.span,
+                f"`{AMB}` is not a setting of `torch._dynamo.config`: torch raises \"AttributeError: "
+                f"torch._dynamo.config.{AMB} does not exist\"; the budget lives in `torch._functorch.config` "
+                "(`torch._functorch.config.activation_memory_budget = ...`) and only compiled regions read it",
+                condition=site.condition,
+            )
+            continue
+        if isinstance(site.value, Const) and value == 1.0 and site.value.origin and site.value.origin.option is None:
+            continue  # the default: asks for nothing
+        path = _without(ctx, site.condition, compiles)
+        if path is None:
+            continue
+        elsewhere = [s.where for s in compiles if together(site.condition, s.condition) is not None]
+        nothing = f"nothing is compiled on this path (the compile at {elsewhere[0]} runs only on another)" if elsewhere else \
+            "nothing in the script is compiled"
+        yield Report(
+            site.span,
+            f"`torch._functorch.config.{AMB}`{f' = {value!r}' if value is not None else ''} but {nothing}: only the min-cut partitioner of `torch.compile` (AOTAutograd) reads the budget, so eager "
+            "training stores every activation as before and saves no memory; compile the model (`torch.compile(model)` "
+            "or `TrainingArguments(torch_compile=True)`), or checkpoint it (`gradient_checkpointing_enable()`)",
+            condition=path,
+        )
+
+
+_NO_CUDAGRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
+
+
+def _checkpointing_on(ctx: Context) -> list:
+    """Where checkpointing runs in the step: torch's `checkpoint` calls, Hugging Face checkpointing that is on,
+    and FSDP / torch wrappers that checkpoint layers."""
+    from ckpt_doctor.rules.distributed import _external
+
+    spots = list(ctx.training.torch_checkpoint_sites)
+    spots += [s for s in ctx.training.hf_sites if s.enabled is True]
+    spots += [c for c in ctx.facts.calls if _external(c) is not None]
+    return spots
+
+
+def _spot_label(spot) -> str:
+    if isinstance(spot, Call):
+        return f"`{spot.name}` at line {spot.line}"
+    from ckpt_doctor.rules.huggingface import _site_label
+
+    return f"{_site_label(spot)} at line {spot.span.start.line}"
+
+
+@rule(
+    "CKPT107",
+    "compile-cudagraphs-with-checkpointing",
+    Severity.WARNING,
+    fix=Applicability.UNSAFE,
+    summary="`torch.compile` in a CUDA-graph mode (`reduce-overhead`, `max-autotune`) over checkpointed layers",
+)
+def compile_cudagraphs_with_checkpointing(ctx: Context) -> Iterator[Report]:
+    spots = None
+    for site in ctx.training.compile_sites:
+        if site.cudagraphs is not True:
+            continue
+        if spots is None:
+            spots = _checkpointing_on(ctx)
+        found = on_path(site.condition, spots)
+        if found is None:
+            continue
+        spot, condition = found
+        mode = constant(site.mode)
+        asked = f"`{site.mode_keyword}=\"{mode}\"`" if isinstance(mode, str) and site.mode_keyword else "`\"triton.cudagraphs\": True`"
+        fix = None
+        if isinstance(mode, str) and mode in _NO_CUDAGRAPHS and site.call is not None and site.mode_keyword and (
+            site.call.qualname == "torch.compile" or is_training_config(site.call.qualname)
+        ):
+            fix = set_keyword(site.call, site.mode_keyword, f'"{_NO_CUDAGRAPHS[mode]}"', Applicability.UNSAFE,
+                              f'Use `{site.mode_keyword}="{_NO_CUDAGRAPHS[mode]}"` (no CUDA graphs)', replace=True)
+        yield Report(
+            site.span,
+            f"{asked} records CUDA graphs (CUDA graph trees), and checkpointing is on ({_spot_label(spot)}): where a "
+            "compiled region runs inside a checkpointed one (a compiled layer, or a graph break in the checkpointed "
+            "function) the recomputation in the backward changes which tensors are alive, and torch fails with "
+            "\"RuntimeError: TODO: graph recording observed an input tensor deallocate during graph recording that did "
+            "not occur during replay\" or \"accessing tensor output of CUDAGraphs that has been overwritten by a "
+            f"subsequent run\"; use a mode without CUDA graphs (\"{_NO_CUDAGRAPHS.get(mode, 'max-autotune-no-cudagraphs')}\")",
+            fix=fix,
+            condition=condition,
+        )

@@ -104,39 +104,12 @@ def _buffer_edit(checked: Checked, new_text: str) -> list[Edit]:
 
 
 def _with_noqa(checked: Checked, finding: Finding) -> str | None:
-    """The source with `# noqa: CODE` on the line the finding is reported on (where `check` looks for it), or with the
-    code added to that line's `# noqa: ...` list."""
-    from ckpt_doctor.check.lint import _NOQA
-
-    text = checked.source.text
-    lines = text.splitlines(keepends=True)
-    number = finding.span.start.line - 1
-    if not 0 <= number < len(lines):
-        return None
-    line = lines[number]
-    body = line.rstrip("\r\n")
-    listed = next((m for m in _NOQA.finditer(body) if m.group("codes")), None)
-    if listed is not None:
-        new_body = body[: listed.end("codes")] + f", {finding.code}" + body[listed.end("codes"):]
-    else:
-        code = body.rstrip()
-        new_body = code + f"  # noqa: {finding.code}" + body[len(code):]
-    if checked.kind in ("python", "notebook") and _inside_string(text, number + 1):
-        return None  # the line ends inside a multi-line string: a comment cannot go there
-    return "".join(lines[:number]) + new_body + line[len(body):] + "".join(lines[number + 1:])
-
-
-def _inside_string(text: str, line: int) -> bool:
-    """Whether a string token goes on past the end of `line` (1-based)."""
-    import io
-    import tokenize
+    """The source with `# noqa: CODE` on the line the finding is reported on, merged into a noqa comment there: what
+    `check --add-noqa` writes (None where a comment would change the code)."""
+    from ckpt_doctor.check.add_noqa import _with_noqa as add_noqa
 
     try:
-        for token in tokenize.generate_tokens(io.StringIO(text).readline):
-            if token.start[0] > line:
-                return False
-            if token.start[0] <= line < token.end[0] and token.type in (tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", -1)):
-                return True
-    except (tokenize.TokenError, SyntaxError, IndentationError):
-        return True  # not tokenizable: leave the file as it is
-    return False
+        text, count, _ = add_noqa(checked.source, {finding.span.start.line: [finding.code]})
+    except SyntaxError:
+        return None
+    return text if count else None

@@ -74,7 +74,7 @@ def check_buffer(path: str, version: int | None, text: str, settings: Settings) 
         return checked
     try:
         # the editor's text is already decoded: only a notebook needs reading (its JSON into cells)
-        source = source_from_bytes(path, raw) if path.endswith(".ipynb") else SourceFile(path, text, raw)
+        source = source_from_bytes(path, raw, settings.max_file_size) if path.endswith(".ipynb") else SourceFile(path, text, raw)
     except NotPython:
         return checked
     except SourceError as exc:

@@ -24,6 +24,7 @@ class LazyGroup(click.Group):
         "estimate": "ckpt_doctor.estimate.command:estimate",
         "verify": "ckpt_doctor.verify.command:verify",
         "rules": "ckpt_doctor.cli:rules",
+        "server": "ckpt_doctor.server.command:server",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -79,6 +79,8 @@ class Settings:
         return selected > 0 and selected > ignored
 
     def ignored_for(self, path: str, code: str) -> bool:
+        if not self.per_file_ignores:
+            return False  # asked once per rule and file: no path resolution when there is nothing to match
         relative = _relative(path, self.root)
         for pattern, codes in self.per_file_ignores.items():
             if _glob_match(relative, pattern) and _longest_match(code, codes) > 0:

@@ -132,13 +132,11 @@ def read_source(path: str | Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> So
         raw = path.read_bytes()
     except OSError as exc:
         raise SourceError(name, f"cannot read: {exc.strerror or exc}") from None
-    if path.suffix == ".ipynb":
-        return _read_notebook(name, raw)
-    return _read_python(name, raw)
+    return source_from_bytes(name, raw, max_bytes)
 
 
 def source_from_bytes(name: str, raw: bytes, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> SourceFile:
-    """A file given as bytes (`check --stdin-filename NAME -`), read as the file `name` would be."""
+    """A file given as bytes (`check --stdin-filename NAME -`, an editor's buffer), read as the file `name` would be."""
     if len(raw) > max_bytes:
         raise SourceError(name, f"input is {len(raw) / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit (max-file-size)")
     return _read_notebook(name, raw) if name.endswith(".ipynb") else _read_python(name, raw)

@@ -167,11 +167,12 @@ def edits_for(text: str, specs: list[FixSpec]) -> list[list[tuple[str, Position,
             new_text = parsed.apply_one(spec)
         except FixError:
             new_text = text
-        out.append(_edit(text, new_text))
+        out.append(minimal_edit(text, new_text))
     return out
 
 
-def _edit(text: str, new_text: str) -> list[tuple[str, Position, Position]]:
+def minimal_edit(text: str, new_text: str) -> list[tuple[str, Position, Position]]:
+    """The one text edit (content, start, end; 1-based) that turns `text` into `new_text`, or none."""
     if new_text == text:
         return []
     start = 0

@@ -127,9 +127,13 @@ def is_script(source: SourceFile) -> bool:
 
 
 def _shell_script(source: SourceFile) -> bool:
+    return is_shell_script(source.path, source.text)
+
+
+def is_shell_script(path: str, text: str) -> bool:
     """A launcher without a suffix (`run`, `train`): a shell's `#!` line. pre-commit passes these as shell files."""
-    first = source.text.split("\n", 1)[0]
-    return not source.path.endswith((".py", ".pyi", ".ipynb")) and first.startswith("#!") and re.search(r"\b(ba|z|da)?sh\b", first) is not None
+    first = text.split("\n", 1)[0]
+    return not path.endswith((".py", ".pyi", ".ipynb")) and first.startswith("#!") and re.search(r"\b(ba|z|da)?sh\b", first) is not None
 
 
 def lint_config(source: SourceFile, settings: Settings, dependencies: list[str] | None = None,

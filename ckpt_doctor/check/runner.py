@@ -159,33 +159,15 @@ def _key(cache: Cache, path: str, settings: Settings, raw: bytes) -> str:
 
 
 def _fix_file(result: FileResult, settings: Settings, options: RunOptions, run: RunResult) -> FileResult:
-    from ckpt_doctor.check.fix import FixError, applicable, apply_fixes, unified_diff, write_atomically
+    from ckpt_doctor.check.fix import FixError, unified_diff, write_atomically
 
     source = result.source
     if result.error or source is None:
         return result
-    specs = [f.fix for f in result.findings if applicable(f.fix, options.unsafe_fixes)]
-    if not specs:
-        return result
-    text, current, applied = source.text, result, Counter()
-    for _ in range(MAX_FIX_ROUNDS):
-        fixable = [f for f in current.findings if applicable(f.fix, options.unsafe_fixes)]
-        if not fixable:
-            break
-        try:
-            new_text = apply_fixes(text, [f.fix for f in fixable])
-            if not source.keeps_cells(new_text):  # leave out the fixes that would move code across cells
-                fixable = [f for f in fixable if source.keeps_cells(apply_fixes(text, [f.fix]))]
-                new_text = apply_fixes(text, [f.fix for f in fixable])
-        except FixError as exc:
-            return replace(result, error=f"{source.path}: cannot fix: {exc}")
-        if new_text == text:
-            break
-        applied.update(f.code for f in fixable)
-        text = new_text
-        current = check_source(source.with_text(text), settings)
-        if current.error:
-            return replace(result, error=f"{source.path}: cannot fix: the fixed code does not check ({current.error})")
+    try:
+        text, current, applied = fix_loop(result, settings, options.unsafe_fixes)
+    except FixError as exc:
+        return replace(result, error=f"{source.path}: cannot fix: {exc}")
     if text == source.text:
         return result
     if options.diff:
@@ -206,6 +188,33 @@ def _fix_file(result: FileResult, settings: Settings, options: RunOptions, run: 
 def _count(run: RunResult, path: str, applied: Counter) -> None:
     run.fixes_applied += sum(applied.values())
     run.fixed[path] = applied
+
+
+def fix_loop(result: FileResult, settings: Settings, unsafe: bool) -> tuple[str, FileResult, Counter]:
+    """What `--fix` makes of a checked file, without writing it: the fixed source text, its check, and the fixes
+    applied (a count per code). Rounds of fixes and re-checks until nothing changes (a fix can reveal another
+    finding). Raises FixError. `check --fix` and the language server's "fix all" both run it."""
+    from ckpt_doctor.check.fix import FixError, applicable, apply_fixes
+
+    source = result.source
+    assert source is not None and result.error is None
+    text, current, applied = source.text, result, Counter()
+    for _ in range(MAX_FIX_ROUNDS):
+        fixable = [f for f in current.findings if applicable(f.fix, unsafe)]
+        if not fixable:
+            break
+        new_text = apply_fixes(text, [f.fix for f in fixable])
+        if not source.keeps_cells(new_text):  # leave out the fixes that would move code across cells
+            fixable = [f for f in fixable if source.keeps_cells(apply_fixes(text, [f.fix]))]
+            new_text = apply_fixes(text, [f.fix for f in fixable])
+        if new_text == text:
+            break
+        applied.update(f.code for f in fixable)
+        text = new_text
+        current = check_source(source.with_text(text), settings)
+        if current.error:
+            raise FixError(f"the fixed code does not check ({current.error})")
+    return text, current, applied
 
 
 def stderr_progress(done: int, total: int) -> None:

@@ -27,7 +27,8 @@ from .memory import estimate as _estimate
 from .memory import plans as _plans
 from .render import render_text, to_json_dict
 
-__all__ = ["DEFAULTS", "configured_budget", "estimate", "settings_from_script"]
+__all__ = ["DEFAULTS", "EstimateError", "configured_budget", "estimate", "estimate_plans", "settings_from_analysis",
+           "settings_from_script", "setup_from_settings"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -52,6 +53,10 @@ DEFAULTS = {
 
 
 # ---- what the script and the configuration say ----------------------------------------------------------
+class EstimateError(Exception):
+    """Why there is no estimate (the message `estimate` prints, the language server's hover shows)."""
+
+
 def settings_from_script(path: str, model_flag: str | None = None) -> tuple[dict, str]:
     """The training settings a script states (ckpt_doctor.analysis.settings), in this command's flag names, read as
     `check` reads them (flags given on the command line override them), and their description with lines."""
@@ -59,7 +64,6 @@ def settings_from_script(path: str, model_flag: str | None = None) -> tuple[dict
     from ckpt_doctor.analysis.config_document import CONFIG_SUFFIXES
     from ckpt_doctor.check.lint import is_config
     from ckpt_doctor.analysis.config_document import ConfigError as BadConfigFile
-    from ckpt_doctor.analysis.settings import complete_for
     from ckpt_doctor.analysis.source import SourceError, read_source
     from ckpt_doctor.config import ConfigError, load_settings
 
@@ -83,13 +87,24 @@ def settings_from_script(path: str, model_flag: str | None = None) -> tuple[dict
     if analysis is None:
         _fail(f"{path}: neither a config of LLaMA-Factory, axolotl, torchtune, ms-swift, TRL, accelerate or DeepSpeed, nor a "
               "launcher that runs one of them or a Python script of this project")
+    try:
+        return settings_from_analysis(analysis, config, model_flag, where=path)
+    except EstimateError as exc:
+        _fail(str(exc))
+
+
+def settings_from_analysis(analysis, config, model_flag: str | None = None, where: str = "") -> tuple[dict, str]:
+    """`settings_from_script` for an analysis already made (of a file on disk or of an editor's buffer) under the
+    configuration `config`; completes `analysis.settings` with the model's defaults. Raises EstimateError."""
+    from ckpt_doctor.analysis.settings import complete_for
+
     settings = analysis.settings
     model = model_flag or (settings.model.value if settings.model else None)
     if model and model in config.model_configs:
         model = str(config.root / config.model_configs[model])
     if model is None and settings.model_load is not None:
-        _fail(f"{path}:{settings.model_load.line}: the model id is not a constant; pass --model "
-              f"(settings read: {settings.describe()})")
+        raise EstimateError(f"{where}:{settings.model_load.line}: the model id is not a constant; pass --model "
+                            f"(settings read: {settings.describe()})")
     from .registry import resolve
 
     arch = resolve(str(model)) if model else None
@@ -98,16 +113,58 @@ def settings_from_script(path: str, model_flag: str | None = None) -> tuple[dict
     return {**settings.as_flags(), "model": model}, settings.describe()
 
 
-def configured_budget() -> tuple[int, str] | None:
-    """``(bytes, source)`` from ``[tool.ckpt-doctor] gpu-memory`` or NVML, else None.
-    Consulted after ``--gpu-memory`` and ``--gpu`` and before the 24 GiB default."""
-    from ckpt_doctor.config import ConfigError, load_settings
+def setup_from_settings(settings: dict, *, seq_len_given: bool, from_script: bool, read: str = "") -> tuple[TrainingSetup, str]:
+    """The TrainingSetup of `settings` (flag names; absent or None: the default) and where its model was found.
+    `read` ends the messages (the settings a script gave). Raises EstimateError."""
+    settings = dict(settings)
+    name = settings.pop("model", None)
+    if not name:
+        raise EstimateError(f"no model: pass --model with a bundled model id or a local config.json path{read}")
+    from .registry import lookup
 
     try:
-        config = load_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-    return budget_from_configuration(config.gpu_memory, f"gpu-memory in {config.config_file}")
+        arch, source = lookup(str(name))
+    except Exception as exc:  # noqa: BLE001 - a broken config must not be a traceback
+        arch, source = None, str(exc)
+    if arch is None:
+        raise EstimateError(f"cannot resolve model {name!r}: {source}; pass --model with a local config.json path{read}")
+
+    for k, v in DEFAULTS.items():
+        if settings.get(k) is None:
+            settings[k] = v
+    if not seq_len_given and (not from_script or settings["seq_len"] == DEFAULTS["seq_len"]):
+        cap = arch.max_position_embeddings or DEFAULTS["seq_len"]
+        settings["seq_len"] = min(int(settings["seq_len"]), int(cap))
+    targets = settings.get("lora_targets")
+    if isinstance(targets, str):
+        targets = tuple(t.strip() for t in targets.split(",") if t.strip()) or None
+    settings["lora_targets"] = tuple(targets) if targets else None
+    if settings["lora_targets"] and not settings.get("lora_r"):
+        raise EstimateError("--lora-targets needs --lora-r")
+    try:
+        return TrainingSetup(arch=arch, **{k: settings[k] for k in DEFAULTS}).validate(), source
+    except (TypeError, ValueError) as exc:
+        raise EstimateError(str(exc)) from None
+
+
+def estimate_plans(setup: TrainingSetup, budget: int):
+    """The estimate of `setup` as written, and every checkpointing plan against `budget` (that estimate reused)."""
+    est = _estimate(setup)
+    return est, _plans(replace(setup, checkpointing="none"), budget, known={setup.checkpointing: est})
+
+
+def configured_budget(config=None) -> tuple[int, str] | None:
+    """``(bytes, source)`` from ``[tool.ckpt-doctor] gpu-memory`` (of `config`, else of the configuration found from
+    the current folder) or NVML, else None. Consulted after ``--gpu-memory`` and ``--gpu`` and before the 24 GiB
+    default."""
+    from ckpt_doctor.config import ConfigError, load_settings
+
+    if config is None:
+        try:
+            config = load_settings()
+        except ConfigError as exc:
+            _fail(str(exc))
+    return budget_from_configuration(config.gpu_memory, f"gpu-memory in {config.config_file or 'the editor settings'}")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -182,39 +239,14 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
         read = f" (settings read from {script}: {described})"
     settings.update({k: v for k, v in given.items() if v is not None})
 
-    name = settings.pop("model", None)
-    if not name:
-        _fail(f"no model: pass --model with a bundled model id or a local config.json path{read}")
-    from .registry import lookup
-
     try:
-        arch, source = lookup(str(name))
-    except Exception as exc:  # noqa: BLE001 - a broken config must not be a traceback
-        arch, source = None, str(exc)
-    if arch is None:
-        _fail(f"cannot resolve model {name!r}: {source}; pass --model with a local config.json path{read}")
-
-    for k, v in DEFAULTS.items():
-        settings.setdefault(k, v)
-    if "seq_len" not in given or given["seq_len"] is None:
-        if not script or "seq_len" not in settings or settings["seq_len"] == DEFAULTS["seq_len"]:
-            cap = arch.max_position_embeddings or DEFAULTS["seq_len"]
-            settings["seq_len"] = min(int(settings["seq_len"]), int(cap))
-    targets = settings.get("lora_targets")
-    if isinstance(targets, str):
-        targets = tuple(t.strip() for t in targets.split(",") if t.strip()) or None
-    settings["lora_targets"] = tuple(targets) if targets else None
-    if settings["lora_targets"] and not settings.get("lora_r"):
-        _fail("--lora-targets needs --lora-r")
-    try:
-        setup = TrainingSetup(arch=arch, **{k: settings[k] for k in DEFAULTS}).validate()
-    except (TypeError, ValueError) as exc:
+        setup, source = setup_from_settings(settings, seq_len_given=seq_len is not None, from_script=bool(script), read=read)
+    except EstimateError as exc:
         _fail(str(exc))
         return
 
     budget, budget_source = _budget(gpu_memory, gpu_name)
-    est = _estimate(setup)
-    plan_results = _plans(replace(setup, checkpointing="none"), budget, known={setup.checkpointing: est})
+    est, plan_results = estimate_plans(setup, budget)
 
     trace_dict = None
     if do_trace:

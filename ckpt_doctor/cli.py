@@ -124,7 +124,8 @@ def check(
                                              gpu_memory, extend_exclude)
         return settings, from_cli, output_format or settings.output_format or "concise"  # the reader checked it
 
-    settings, from_cli, fmt = resolve()
+    first = resolve()
+    settings, from_cli, fmt = first
     if show_settings:
         from ckpt_doctor.check.show_settings import render, resolved
 
@@ -132,15 +133,15 @@ def check(
         _emit(render(resolved(settings, from_cli, path), as_json=fmt in ("json", "json-lines")), output_file)
         sys.exit(EXIT_CLEAN)
 
-    def once() -> int:
-        settings, _, fmt = resolve()  # again in --watch: an edited configuration counts
+    def once(resolved=None) -> int:
+        settings, _, fmt = resolved or resolve()  # again in --watch: an edited configuration counts
         return _check_once(paths, settings, fmt, (stdin_filename or "-") if stdin else None, fix=fix, unsafe_fixes=unsafe_fixes,
                            diff=diff, show_fixes=show_fixes, output_file=output_file, statistics=statistics,
                            exit_zero=exit_zero, add_noqa=add_noqa, force_exclude=force_exclude, no_cache=no_cache, jobs=jobs)
 
     if not watch:
         _exit_on_signals()
-        sys.exit(once())
+        sys.exit(once(first))
     import time
 
     from ckpt_doctor.check.discovery import discover

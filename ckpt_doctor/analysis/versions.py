@@ -294,10 +294,15 @@ def parse_target_versions(items: list[str] | dict[str, str]) -> dict[str, str]:
 def _requirement_files(folder: Path) -> tuple[Path, ...]:
     """The requirement files of one folder, most specific first (a requirements file before pyproject); each
     folder is listed once per process, however many scripts lie below it."""
-    texts = sorted(folder.glob("requirements*.txt"), key=lambda p: (p.name != "requirements.txt", p.name))
-    nested = sorted((folder / "requirements").glob("*.txt")) if (folder / "requirements").is_dir() else []
-    others = [folder / name for name in ("pyproject.toml", "setup.py", "setup.cfg", "environment.yml", "environment.yaml")]
-    return tuple(p for p in texts + nested + others if p.is_file())
+    try:
+        names = set(os.listdir(folder))  # one listing instead of a glob and a stat per candidate
+    except OSError:
+        return ()
+    texts = sorted((n for n in names if n.startswith("requirements") and n.endswith(".txt")),
+                   key=lambda n: (n != "requirements.txt", n))
+    nested = sorted((folder / "requirements").glob("*.txt")) if "requirements" in names and (folder / "requirements").is_dir() else []
+    others = [n for n in ("pyproject.toml", "setup.py", "setup.cfg", "environment.yml", "environment.yaml") if n in names]
+    return tuple(p for p in [folder / n for n in texts] + nested + [folder / n for n in others] if p.is_file())
 
 
 @lru_cache(maxsize=256)

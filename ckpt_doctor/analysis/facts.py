@@ -14,8 +14,8 @@ imported `checkpoint` inside every function.
 from __future__ import annotations
 
 import ast
-from collections import deque
 import re
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterable
 
@@ -264,6 +264,9 @@ class _Scope:
         return None
 
 
+_CONSTANT_HOLDERS = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.Dict)  # what `_named_constants` reads
+
+
 def _assigned_names(body: Iterable[ast.stmt]) -> set[str]:
     """Names bound anywhere in a function body (not in nested functions/classes)."""
     names: set[str] = set()
@@ -273,17 +276,22 @@ def _assigned_names(body: Iterable[ast.stmt]) -> set[str]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
             continue
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            names.add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                names.add((alias.asname or alias.name).split(".")[0])
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            names.add(node.name)
-        elif isinstance(node, ast.Lambda):
+        if isinstance(node, ast.Lambda):
             continue
+        _bind(node, names)
         stack.extend(ast.iter_child_nodes(node))
     return names
+
+
+def _bind(node: ast.AST, names: set[str]) -> None:
+    """The name `node` binds in its scope, if it binds one (an assignment target, an import, `except ... as e`)."""
+    if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+        names.add(node.id)
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        for alias in node.names:
+            names.add((alias.asname or alias.name).split(".")[0])
+    elif isinstance(node, ast.ExceptHandler) and node.name:
+        names.add(node.name)
 
 
 def _params(args: ast.arguments) -> set[str]:
@@ -313,6 +321,7 @@ class _Extractor:
         self.statement: Span | None = None
         self.condition: Condition = ALWAYS  # the branches around the statement being walked
         self.entry_points: set[str] = set()  # functions handed to a command-line framework
+        self.assigned: dict[int, set[str]] = {}  # id(function node) -> the names its body binds (the prepass)
 
     # positions
     def _col(self, line: int, byte_col: int) -> int:
@@ -349,7 +358,20 @@ class _Extractor:
                     module_consts[stmt.targets[0].id] = Const(stmt.value.value, Origin(stmt.lineno, "constant"))
         consts = _Scope("<prepass>", None, "module")
         consts.bindings.update(module_consts)
-        for node in ast.walk(tree):
+        # one walk, in ast.walk's order, that also collects the names each function binds (for its scope)
+        queue: deque[tuple[ast.AST, set[str] | None]] = deque([(tree, None)])
+        while queue:
+            node, bound = queue.popleft()
+            inner = bound
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if bound is not None:
+                    bound.add(node.name)
+                inner = self.assigned.setdefault(id(node), set()) if not isinstance(node, ast.ClassDef) else None
+            elif isinstance(node, ast.Lambda):
+                inner = None
+            elif bound is not None:
+                _bind(node, bound)
+            queue.extend((child, inner) for child in ast.iter_child_nodes(node))
             if isinstance(node, ast.Call):
                 # `fire.Fire(train)`, `CLI(setup)`, `typer.run(main)`: the function's parameters are options
                 self.entry_points.update(a.id for a in node.args if isinstance(a, ast.Name))
@@ -357,7 +379,7 @@ class _Extractor:
                 self._argparse_option(node, consts)
             elif isinstance(node, ast.ClassDef) and any(_is_dataclass_decorator(d) for d in node.decorator_list):
                 self.facts.dataclass_fields[node.name] = self._dataclass_fields(node, consts)
-            else:
+            elif isinstance(node, _CONSTANT_HOLDERS):
                 self._named_constants(node)
 
     def _named_constants(self, node: ast.AST) -> None:
@@ -447,7 +469,8 @@ class _Extractor:
 
     def function_body(self, node: ast.FunctionDef | ast.AsyncFunctionDef, parent: _Scope) -> None:
         name = node.name if parent.kind == "module" else f"{parent.name}.{node.name}"
-        scope = _Scope(name, parent, "function", _assigned_names(node.body) | _params(node.args))
+        assigned = self.assigned.get(id(node))
+        scope = _Scope(name, parent, "function", (assigned if assigned is not None else _assigned_names(node.body)) | _params(node.args))
         scope.params = _params(node.args)
         if parent.kind == "module":
             self.facts.functions[node.name] = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]

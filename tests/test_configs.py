@@ -327,3 +327,13 @@ def test_a_fused_loss_makes_the_estimate_an_upper_bound_and_an_unsloth_model_is_
     assert note.code == "CKPT404" and "loaded by Unsloth" in note.message
     write(tmp_path, {"sft.yaml": (tmp_path / "sft.yaml").read_text().replace("enable_liger_kernel: true", "")})
     assert "CKPT402" in [f.code for f in check(tmp_path / "sft.yaml", select=["CKPT4"], gpu_memory="24GiB")]
+
+
+def test_a_swift_line_with_fewer_processes_than_gpus_is_not_estimated_per_gpu(tmp_path):
+    write(tmp_path, {"train.sh": """
+        CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \\
+        NPROC_PER_NODE=4 \\
+        swift sft --model Qwen/Qwen2.5-7B --tuner_type full --per_device_train_batch_size 16 --max_length 4096
+        """})
+    (note,) = check(tmp_path / "train.sh", select=["CKPT4"], gpu_memory="80GiB")
+    assert note.code == "CKPT404" and "spreads its model over 2 GPUs" in note.message

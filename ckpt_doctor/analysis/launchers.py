@@ -358,7 +358,12 @@ def _framework_command(words: list[str]):
             config = after[0] if after and after[0].endswith(CONFIG_FILE) else None
             if config is None and "--config" in after[:-1]:
                 config = after[after.index("--config") + 1]
-            return name, config, [w for w in after if w not in (config, "--config")], processes, name, {"command": rest[0]}
+            options = {"command": rest[0]}
+            visible = env.get("CUDA_VISIBLE_DEVICES", "")
+            if name == "swift" and processes and re.fullmatch(r"[\d,]+", visible) and len(visible.split(",")) > processes:
+                # fewer processes than visible GPUs: each process spreads its model over several (`is_mp()`) [S8]
+                options["gpus_per_process"] = len(visible.split(",")) // processes
+            return name, config, [w for w in after if w not in (config, "--config")], processes, name, options
         read = _runner(words, index)
         if read is not None:
             runner, runner_options, program, module, rest = read

@@ -63,6 +63,7 @@ class RunConfig:
     model: Fact | None = None
     gpus: Fact | None = None
     fused_loss: Fact | None = None  # a fused / chunked cross-entropy the config turns on (the keys of setting "loss_kernel")
+    spread: str | None = None  # how the step is spread over GPUs in a way the estimate does not model
 
     def stated(self, key: str, default: object = None, note: str = "") -> Fact:
         """The value of `key` in the config, else the framework's default for it."""
@@ -118,6 +119,7 @@ class RunConfig:
             out.checkpointing = Setting("full", self.checkpointing.line, self.checkpointing.note)
         if self.fused_loss is not None:
             out.fused_loss = Setting(str(self.fused_loss.value), self.fused_loss.line, self.fused_loss.note, self.fused_loss.file)
+        out.sharding_unknown = self.spread
         return out
 
 
@@ -210,6 +212,9 @@ def _launched_with(run: RunConfig, launch, launcher: str) -> None:
             run.dtype = Fact(settings.dtype.value, entry, f"mixed_precision {note}")
     if launch.processes:
         run.gpus = Fact(launch.processes, Entry("processes", launch.processes, launch.line, 1))
+    if options.get("gpus_per_process", 1) > 1:
+        run.spread = (f"each of the {launch.processes} processes spreads its model over {options['gpus_per_process']} GPUs "
+                      f"(device_map model parallelism, fewer processes than visible GPUs at {launch.where}) [S8]")
 
 
 def accelerate_run(document: Document) -> RunConfig:

@@ -182,6 +182,13 @@ def _card(plan) -> str:
     return f"{_gib(plan.peak_bytes_nvidia_smi)} ({_gib(plan.peak_bytes)} allocated by PyTorch)"
 
 
+def _verdict_possible(assessment: Assessment) -> bool:
+    """Whether "does not fit" can be said: not on an upper bound (a fused loss), nor on a spread over GPUs that
+    rests on the assumed number of them (sharding whose GPU count the project does not state)."""
+    settings = assessment.settings
+    return not assessment.upper_bound and not (settings.zero.value and not settings.gpus.stated)
+
+
 @rule(
     "CKPT401",
     "oom-without-checkpointing",
@@ -191,8 +198,8 @@ def _card(plan) -> str:
 )
 def oom_without_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment) or assessment.current != "none" or assessment.upper_bound:
-        return  # an upper bound over the budget proves nothing
+    if not isinstance(assessment, Assessment) or assessment.current != "none" or not _verdict_possible(assessment):
+        return
     if assessment.plan("none").fits:
         return
     threshold = ctx.config.checkpointing_threshold
@@ -257,8 +264,8 @@ def _enable_fix(ctx: Context, assessment: Assessment, plan: str) -> FixSpec | No
 )
 def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment) or not assessment.budget.explicit or assessment.upper_bound:
-        return  # "does not fit at all" needs a budget the user stated, and an estimate that is not only an upper bound
+    if not isinstance(assessment, Assessment) or not assessment.budget.explicit or not _verdict_possible(assessment):
+        return  # "does not fit at all" needs a budget the user stated
     if assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
         return
     best = min(assessment.plans(), key=lambda p: p.peak_bytes)

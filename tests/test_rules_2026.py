@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from ckpt_doctor.check.fix import applicable, apply_fixes
 from ckpt_doctor.check.lint import lint_text
 from ckpt_doctor.analysis.source import SourceFile
@@ -566,3 +568,10 @@ def test_gemma_3_is_multimodal_from_4b_on(tmp_path):
     gemma = _SWIFT_VL.replace("Qwen/Qwen2.5-VL-7B-Instruct", "google/gemma-3-4b-it")
     assert len(swift(tmp_path, gemma)) == 1
     assert swift(tmp_path, gemma.replace("gemma-3-4b-it", "gemma-3-1b-it")) == []
+
+
+@pytest.mark.parametrize("pin, reported", [("ms-swift==4.2.0", 1), ("ms-swift==3.8.0", 0), ("ms-swift>=4.6", 0), (None, 1)])
+def test_a_pinned_ms_swift_outside_the_affected_releases_is_clean(tmp_path, pin, reported):
+    if pin:
+        (tmp_path / "requirements.txt").write_text(pin + "\n")
+    assert len(swift(tmp_path, _SWIFT_VL + "freeze_vit: true\n")) == reported

@@ -282,6 +282,10 @@ def swift_vit_checkpointing_off(ctx: Context) -> Iterator[Report]:
         return  # not a multimodal model as far as the config tells
     if ctx.versions.at_least("transformers", "5.0") is False:
         return  # transformers 4 hooks the text embeddings only (not read here: not judged)
+    swift = ctx.versions.get("ms-swift")
+    if swift.declared and (ctx.versions.at_least("ms-swift", "4.1.1") is False
+                           or (swift.low is not None and swift.low > Version.parse("4.5.2"))):
+        return  # the project pins a release that does not derive it this way [S7]
     where = freeze or document.get("model") or document.get("gradient_checkpointing")
     said = "`freeze_vit: true`" if freeze is not None else "`freeze_vit` (default true)"
     yield Report(_at(where), f"ms-swift {SWIFT_VIT_DEFAULT_RELEASES} derives `vit_gradient_checkpointing` from {said} as false "

@@ -337,3 +337,15 @@ def test_a_swift_line_with_fewer_processes_than_gpus_is_not_estimated_per_gpu(tm
         """})
     (note,) = check(tmp_path / "train.sh", select=["CKPT4"], gpu_memory="80GiB")
     assert note.code == "CKPT404" and "spreads its model over 2 GPUs" in note.message
+
+
+@pytest.mark.parametrize("text, fused", [
+    ("model_name_or_path: x\nuse_peft: true\ndataset_name: d\nloss_type: sigmoid\n", None),  # DPO's loss, not a kernel
+    ("model_name_or_path: x\nuse_peft: true\ndataset_name: d\nloss_type: chunked_nll\n", "loss_type"),
+    ("base_model: x\nmicro_batch_size: 2\ncut_cross_entropy: true\n", None),  # read only through its plugin [X1]
+    ("base_model: x\nmicro_batch_size: 2\nplugins:\n  - axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin\n"
+     "cut_cross_entropy: true\n", "cut_cross_entropy"),
+])
+def test_a_fused_loss_is_a_switch_that_is_on_or_a_chunked_loss_by_name(text, fused):
+    found = run_of(text).fused_loss
+    assert (found.note if found else None) == fused

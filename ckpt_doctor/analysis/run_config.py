@@ -141,13 +141,16 @@ def _fused_loss(run: RunConfig) -> None:
     plugins = " ".join(str(p) for p in (run.document.value("plugins") or []) if isinstance(p, str))
     for key, meaning in run.framework.table["keys"].items():
         entry = run.document.get(key)
-        if meaning.get("setting") != "loss_kernel" or entry is None or entry.value in (None, False, "nll", "dft"):
+        if meaning.get("setting") != "loss_kernel" or entry is None:
+            continue
+        value = entry.value
+        # a switch that is on, or a named loss that is chunked (`chunked_nll`, `CEWithChunkedOutputLoss`,
+        # `LinearCrossEntropyLoss`); any other name (`nll`, DPO's `sigmoid`) is a plain loss
+        if not (value is True or (isinstance(value, str) and re.search(r"chunk|linearcrossentropy", value, re.IGNORECASE))):
             continue
         if "only read when plugins lists" in str(meaning.get("values", {}).get("*", "")) and key.split("_")[0] not in plugins:
             continue  # axolotl reads the key through its plugin [X1]
-        if key == "loss._component_" and "Chunked" not in str(entry.value) and "Linear" not in str(entry.value):
-            continue
-        run.fused_loss = Fact(entry.value, entry, key)
+        run.fused_loss = Fact(value, entry, key)
         return
 
 

@@ -92,26 +92,40 @@ def same_setting(name: str, expert: object, tool: object) -> bool:
         return tool == expert
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(argv: list[str] | None, description: str, corpus: str, holdout2: str, window: int) -> argparse.Namespace:
+    """The scorers' command line: the split, the corpus folder (`holdout2`'s own by default), the match window."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--split", choices=("dev", "holdout", "holdout2", "all"), default="dev")
-    ap.add_argument("--corpus", type=Path, default=None, help="default: /tmp/blind-corpus (/tmp/blind-holdout2 for holdout2)")
-    ap.add_argument("--window", type=int, default=25, help="lines between the tool's and the expert's position")
+    ap.add_argument("--corpus", type=Path, default=None, help=f"default: {corpus} ({holdout2} for holdout2)")
+    ap.add_argument("--window", type=int, default=window, help="lines between the tool's and the expert's position")
     ap.add_argument("--gpu-memory", default="80GiB")
     ap.add_argument("--details", action="store_true")
     args = ap.parse_args(argv)
-    args.corpus = args.corpus or Path("/tmp/blind-holdout2" if args.split == "holdout2" else "/tmp/blind-corpus")
+    args.corpus = args.corpus or Path(holdout2 if args.split == "holdout2" else corpus)
+    return args
 
-    files = scored(args.split)
-    expert = labels()
-    missing = [rel(*f) for f in files if not (args.corpus / rel(*f)).is_file() or f not in expert]
+
+def tool_findings(corpus: Path, files: list[tuple[str, str]], expert: dict, gpu_memory: str,
+                  allow_errors: bool = False) -> dict[str, list[dict]] | None:
+    """The tool's findings on the scored files, by path in the corpus; None (said on stderr) when a file is not in
+    the corpus or not labelled."""
+    missing = [rel(*f) for f in files if not (corpus / rel(*f)).is_file() or f not in expert]
     if missing:
         print(f"error: not in the corpus or not labelled: {', '.join(missing[:5])}", file=sys.stderr)
-        return 2
-    results = run_check(args.corpus, [rel(*f) for f in files], args.gpu_memory)
+        return None
     by_file: dict[str, list[dict]] = {}
-    for item in results:
-        by_file.setdefault(str(Path(item["filename"]).resolve().relative_to(args.corpus.resolve())), []).append(item)
+    for item in run_check(corpus, [rel(*f) for f in files], gpu_memory, allow_errors=allow_errors):
+        by_file.setdefault(str(Path(item["filename"]).resolve().relative_to(corpus.resolve())), []).append(item)
+    return by_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv, __doc__.split("\n\n")[0], "/tmp/blind-corpus", "/tmp/blind-holdout2", 25)
+    files = scored(args.split)
+    expert = labels()
+    by_file = tool_findings(args.corpus, files, expert, args.gpu_memory)
+    if by_file is None:
+        return 2
 
     counts = {s: [0, 0] for s in SEVERITIES}  # severity -> [true, all]
     clear_found = clear_all = 0

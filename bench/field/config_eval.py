@@ -16,7 +16,6 @@ Exit status: 0 when the figures are printed, 2 when the corpus or the labels are
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -25,8 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 sys.path.insert(0, str(HERE))
-from blind_eval import SEVERITIES, print_figures, print_file, score_settings, scored_in  # noqa: E402
-from evaluate import OPTIMIZER_FAMILY, family, run_check  # noqa: E402
+from blind_eval import SEVERITIES, arguments, print_figures, print_file, score_settings, scored_in, tool_findings  # noqa: E402
+from evaluate import OPTIMIZER_FAMILY, family  # noqa: E402
 
 SETTINGS = ("batch_size", "grad_accum", "seq_len", "dtype", "optimizer", "checkpointing", "lora", "zero_stage", "gpus")
 
@@ -122,26 +121,13 @@ def same(name: str, expert: object, tool: object) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", choices=("dev", "holdout", "holdout2", "all"), default="dev")
-    ap.add_argument("--corpus", type=Path, default=None, help="default: /tmp/config-corpus (/tmp/config-holdout2 for holdout2)")
-    ap.add_argument("--window", type=int, default=3, help="lines between the tool's and the expert's position")
-    ap.add_argument("--gpu-memory", default="80GiB")
-    ap.add_argument("--details", action="store_true")
-    args = ap.parse_args(argv)
-    args.corpus = args.corpus or Path("/tmp/config-holdout2" if args.split == "holdout2" else "/tmp/config-corpus")
-
+    args = arguments(argv, __doc__.split("\n\n")[0], "/tmp/config-corpus", "/tmp/config-holdout2", 3)
     files = scored(args.split)
     expert = labels()
-    rel = {f: f"{f[0].replace('/', '__')}/{f[1]}" for f in files}
-    missing = [rel[f] for f in files if not (args.corpus / rel[f]).is_file() or f not in expert]
-    if missing:
-        print(f"error: not in the corpus or not labelled: {', '.join(missing[:5])}", file=sys.stderr)
+    by_file = tool_findings(args.corpus, files, expert, args.gpu_memory, allow_errors=True)  # (run_check prints the unreadable)
+    if by_file is None:
         return 2
-    results = run_check(args.corpus, [rel[f] for f in files], args.gpu_memory, allow_errors=True)
-    by_file: dict[str, list[dict]] = {}
-    for item in results:  # (files the tool could not check are printed by run_check)
-        by_file.setdefault(str(Path(item["filename"]).resolve().relative_to(args.corpus.resolve())), []).append(item)
+    rel = {f: f"{f[0].replace('/', '__')}/{f[1]}" for f in files}
 
     counts = {s: [0, 0] for s in SEVERITIES}
     clear_found = clear_all = settings_right = settings_all = 0

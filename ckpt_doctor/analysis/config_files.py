@@ -121,21 +121,20 @@ class ProjectFiles:
     def settings_text(self, name: str) -> tuple[str | None, Path | None]:
         """The text of the YAML / JSON file `name` (as the script wrote it) and its path; (None, None) if there is
         none."""
-        path = locate(self.script, name) if self.script != "-" else None
-        if path is None:
-            return None, None
-        self.read.append(str(path))
-        return bounded_text(path, MAX_BYTES), path
+        path = self._settings_file(name)
+        return (bounded_text(path, MAX_BYTES), path) if path is not None else (None, None)
 
     def settings(self, name: str) -> dict[str, object] | None:
         """The settings in the JSON / YAML file `name` (as the script wrote it), None if there is none."""
-        if self.script == "-":
-            return None
-        path = locate(self.script, name)
-        if path is None:
-            return None
-        self.read.append(str(path))
-        return read_settings_file(path)
+        path = self._settings_file(name)
+        return read_settings_file(path) if path is not None else None
+
+    def _settings_file(self, name: str) -> Path | None:
+        """The file `name` names, recorded as read (the check's cache key holds it); None when there is none."""
+        path = locate(self.script, name) if self.script != "-" else None
+        if path is not None:
+            self.read.append(str(path))
+        return path
 
     def module(self, path: Path) -> str | None:
         """The text of one of the project's Python modules, None if it cannot be read as such."""

@@ -383,8 +383,7 @@ def _trainer(run: RunConfig, path: str) -> None:
     read as `HfArgumentParser` reads them; what the program sets itself is not known."""
     gc = run.stated("gradient_checkpointing", note="TrainingArguments default: off [H7]; the program was not read")
     run.checkpointing = Fact(bool(gc.value), gc.entry, gc.note)
-    if not _explicit_reentrant(run):
-        run.reentrant = Fact(None)
+    _explicit_reentrant(run)  # else unknown, as RunConfig starts
     seq_key = next((key for key in _SEQUENCE_OPTIONS if key in run.document), _SEQUENCE_OPTIONS[0])
     _trainer_fields(run, path, seq_key=seq_key, seq_default=None, seq_note="")
     lora = next((run.document.get(key) for key in _LORA_OPTIONS if key in run.document), None)

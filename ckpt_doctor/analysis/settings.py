@@ -411,14 +411,21 @@ def _autocast(facts: ScriptFacts) -> Setting | None:
         given = call.kwarg("dtype")
         dtype = _dtype(given)
         if dtype is None and not isinstance(given, Missing):
-            options = {dest.rsplit(".", 1)[-1]: value for dest, value in facts.argparse_defaults.items()}
-            found = _setting(options.get("dtype") or facts.named_constants.get("dtype") or MISSING)
+            value = _named_value(facts, "dtype")[1]
+            found = _setting(value) if value is not None else None
             dtype = DTYPES.get(str(found.value)) if found is not None else None
             if dtype in ("bf16", "fp16"):
                 return Setting(dtype, found.line, f"autocast ({found.note or 'constant'} of dtype)")
         if dtype in ("bf16", "fp16"):
             return Setting(dtype, call.line, "autocast")
     return None
+
+
+def _named_value(facts: ScriptFacts, name: str) -> tuple[str, Value | None]:
+    """(destination, value) of the option whose destination ends in `name` (`args.dtype`, `ds.dtype`; the last one
+    declared), else of the script's constant of that name."""
+    found = [(dest, value) for dest, value in facts.argparse_defaults.items() if dest.rsplit(".", 1)[-1] == name]
+    return found[-1] if found else (name, facts.named_constants.get(name))
 
 
 def _precision(facts: ScriptFacts, autocast: bool = False) -> tuple[Setting, bool] | None:
@@ -431,10 +438,9 @@ def _precision(facts: ScriptFacts, autocast: bool = False) -> tuple[Setting, boo
             found = _setting(call.kwarg("precision"))
             if found is not None and str(found.value) in LIGHTNING_TRUE_PRECISION:
                 return Setting(LIGHTNING_TRUE_PRECISION[str(found.value)], found.line, f"Lightning precision={found.value!r}"), False
-    options = {dest.rsplit(".", 1)[-1]: (dest, value) for dest, value in facts.argparse_defaults.items()}
     deepspeed = any(m == "deepspeed" or m.startswith("deepspeed.") for m in facts.imports)
     for name in ("param_dtype",) if autocast else ("dtype", "param_dtype"):
-        dest, value = options.get(name) or (name, facts.named_constants.get(name))
+        dest, value = _named_value(facts, name)
         found = _setting(value) if value is not None else None
         if found is not None and str(found.value) in DTYPES:
             dtype = DTYPES[str(found.value)]

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from .arch import ModelArch, UnsupportedConfig
 
-__all__ = ["resolve", "lookup", "known_names", "aliases", "registry_config", "hf_cache_dir", "load_config_file"]
+__all__ = ["resolve", "resolve_with_source", "lookup", "known_names", "aliases", "registry_config", "hf_cache_dir", "load_config_file"]
 
 _DATA = Path(__file__).resolve().parent.parent / "data" / "models.json"
 
@@ -326,7 +326,12 @@ def lookup(name_or_path: str, _depth: int = 0) -> tuple[ModelArch | None, str]:
 def resolve(name_or_path: str) -> ModelArch | None:
     """The architecture of a model id, alias, local directory / ``config.json``, or cached Hub model;
     None when it cannot be found offline (never raises for an unknown name)."""
+    return resolve_with_source(name_or_path)[0]
+
+
+def resolve_with_source(name_or_path: str) -> tuple[ModelArch | None, str]:
+    """``lookup`` that never raises: ``(arch, where it came from)``, ``(None, "")`` when a config cannot be read."""
     try:
-        return lookup(name_or_path)[0]
+        return lookup(name_or_path)
     except Exception:  # noqa: BLE001 - a lookup must never break the caller
-        return None
+        return None, ""

@@ -104,7 +104,7 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     if not settings.is_training or (settings.model_load is None and settings.model is None):
         return None  # not a training script, or no model we could see being loaded
     from ckpt_doctor.estimate import memory
-    from ckpt_doctor.estimate.registry import lookup
+    from ckpt_doctor.estimate.registry import resolve_with_source
 
     where = settings.model_load.span if settings.model_load else Span(Position(1, 1), Position(1, 1))
     if settings.model is None:
@@ -116,10 +116,7 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
         )
     name = str(settings.model.value)
     mapped = ctx.config.model_configs.get(name)
-    try:
-        arch, found_as = lookup(str(_relative_to_root(ctx, mapped)) if mapped else name)
-    except Exception:  # noqa: BLE001 - a lookup must never break the check
-        arch, found_as = None, ""
+    arch, found_as = resolve_with_source(str(_relative_to_root(ctx, mapped)) if mapped else name)
     if arch is None:
         raise _Unknown(
             f"model {name!r} (line {settings.model.line}) is neither bundled nor in the local Hugging Face cache: "
@@ -185,8 +182,12 @@ def _card(plan) -> str:
 def _verdict_possible(assessment: Assessment) -> bool:
     """Whether "does not fit" can be said: not on an upper bound (a fused loss), nor on a spread over GPUs that
     rests on the assumed number of them (sharding whose GPU count the project does not state)."""
-    settings = assessment.settings
-    return not assessment.upper_bound and not (settings.zero.value and not settings.gpus.stated)
+    return not assessment.upper_bound and not _gpus_assumed(assessment)
+
+
+def _gpus_assumed(assessment: Assessment) -> bool:
+    """Sharded over GPUs whose number the project does not state (the estimate per GPU rests on an assumed count)."""
+    return bool(assessment.settings.zero.value) and not assessment.settings.gpus.stated
 
 
 @rule(
@@ -313,7 +314,7 @@ def checkpointing_not_needed(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
     if not isinstance(assessment, Assessment) or assessment.current == "none" or not assessment.budget.explicit:
         return
-    if assessment.settings.zero.value and not assessment.settings.gpus.stated:
+    if _gpus_assumed(assessment):
         return  # "fits without" would rest on the assumed number of GPUs
     none = assessment.plan("none")
     if none.peak_bytes_nvidia_smi > COMFORT * assessment.budget.bytes:

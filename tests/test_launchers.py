@@ -236,3 +236,46 @@ def test_the_scripts_of_a_task_file_launch_the_script(tmp_path, name, text, line
     write(tmp_path, {"train.py": HF_SCRIPT, name: text})
     batch = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.batch_size
     assert (batch.value, batch.line, Path(batch.file).name) == (6, line, name)
+
+
+def test_a_launcher_outside_the_package_root_but_in_the_checkout_runs_the_script(tmp_path):
+    # R1-V's layout: the package root `src/pkg` has its own setup.py; the launchers live in `src/scripts` and name the
+    # script from the checkout's root
+    write(tmp_path, {
+        "src/pkg/setup.py": "from setuptools import setup\nsetup(name='pkg')\n",
+        "src/pkg/src/train.py": HF_SCRIPT,
+        "src/scripts/run.sh": "accelerate launch src/pkg/src/train.py --per_device_train_batch_size 4\n",
+    })
+    analysis = analyze(read_source(str(tmp_path / "src/pkg/src/train.py")), Settings(root=tmp_path))
+    assert analysis.facts.launch is not None
+    assert analysis.facts.launch.value("--per_device_train_batch_size") == 4
+    assert analysis.settings.batch_size.value == 4
+
+
+def test_a_config_class_kept_in_a_sibling_module_is_filled_by_the_launcher_and_its_defaults(tmp_path):
+    # Qwen2-VL-Finetune's layout: `from src.params import DPOArguments`, a subclass of TRL's DPOConfig with its own
+    # field defaults, filled by HfArgumentParser from a launcher
+    write(tmp_path, {
+        "src/params.py": """
+            from dataclasses import dataclass, field
+            from trl import DPOConfig as DPOConfigTRL
+
+            @dataclass
+            class DPOArguments(DPOConfigTRL):
+                max_seq_length: int = field(default=4096)
+                optim: str = field(default="adamw_torch")
+            """,
+        "src/train/train_dpo.py": """
+            from transformers import AutoModelForCausalLM, HfArgumentParser
+            from src.params import DPOArguments
+
+            (training_args,) = HfArgumentParser((DPOArguments,)).parse_args_into_dataclasses()
+            model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")
+            """,
+        "scripts/finetune_dpo.sh": "deepspeed src/train/train_dpo.py --per_device_train_batch_size 2 --bf16 True\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "src/train/train_dpo.py")), Settings(root=tmp_path)).settings
+    assert settings.batch_size.value == 2
+    assert settings.seq_len.value == 4096
+    assert settings.seq_len.file.endswith("params.py")  # named where it is written
+    assert settings.mixed_precision.value == "bf16"

@@ -73,7 +73,7 @@ def analyze(source: SourceFile, config: "Settings", launches: "list[Launch] | No
     files = ProjectFiles(source.path)
     project = Project(source.path, files)
     if launches is None:
-        launches = find_launches(source.path, files, project.root)
+        launches = find_launches(source.path, files, project.repository)
     facts = extract(source.text, source.path, files, project, launches)
     versions = TargetVersions(
         config.target_versions,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterable
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, within
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
 from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, launched_value, with_launched
-from ckpt_doctor.analysis.parse import parse_module
+from ckpt_doctor.analysis.parse import children, parse_module
 from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
 from ckpt_doctor.analysis.values import (
     MISSING,
@@ -146,6 +146,12 @@ class ClassInfo:
     methods: set[str]
 
 
+def own_name(qualname: str) -> str:
+    """The key of a project class in `ScriptFacts.classes`: the script's own by their name, an imported one by its
+    qualified name."""
+    return qualname.split(".", 1)[1] if qualname.startswith("<local>.") else qualname
+
+
 @dataclass
 class ScriptFacts:
     path: str
@@ -190,9 +196,9 @@ class ScriptFacts:
         return [a for a in self.attr_assigns if a.attr == attr]
 
     def own_fields(self, classes) -> set[str]:
-        """The fields of the script's own dataclasses among `classes` (qualified names: "<local>.ModelArguments")."""
-        return {f for name in classes if isinstance(name, str) and name.startswith("<local>.")
-                for f in self.dataclass_fields.get(name.split(".", 1)[1], {})}
+        """The fields of the project's own dataclasses among `classes` (qualified names: "<local>.ModelArguments",
+        "src.params.DataArguments")."""
+        return {f for name in classes if isinstance(name, str) for f in self.dataclass_fields.get(own_name(name), {})}
 
     def library_base(self, name: str) -> str | None:
         """The transformers / peft / trl / accelerate class the script's own class `name` extends, if any."""
@@ -279,7 +285,7 @@ def _assigned_names(body: Iterable[ast.stmt]) -> set[str]:
         if isinstance(node, ast.Lambda):
             continue
         _bind(node, names)
-        stack.extend(ast.iter_child_nodes(node))
+        stack += children(node)
     return names
 
 
@@ -348,6 +354,24 @@ class _Extractor:
             index = next((i for i, (node, _) in enumerate(self.pending) if node.name in self.local_calls), 0)
             node, scope = self.pending.pop(index)
             self.function_body(node, scope)
+        self._project_config_classes()
+
+    def _project_config_classes(self) -> None:
+        """The project's own classes that argument parsers fill (`from src.params import DPOArguments`): what they
+        extend and their fields, read from their module, kept under their qualified name."""
+        if self.project is None:
+            return
+        for call in self.facts.calls:
+            if call.qualname not in ("transformers.HfArgumentParser", "trl.TrlParser"):
+                continue
+            classes = call.args[0] if call.args else call.kwarg("dataclass_types")
+            for item in getattr(classes, "items", [classes]):
+                name = getattr(item, "name", None)
+                if not isinstance(name, str) or name.startswith("<local>.") or name in self.facts.classes:
+                    continue
+                found = self.project.config_class(name)
+                if found is not None:
+                    self.facts.classes[name], self.facts.dataclass_fields[name] = found
 
     def _prepass(self, tree: ast.Module) -> None:
         """Collect what is defined anywhere but used everywhere: argparse options, dataclass fields."""
@@ -371,7 +395,7 @@ class _Extractor:
                 inner = None
             elif bound is not None:
                 _bind(node, bound)
-            queue.extend((child, inner) for child in ast.iter_child_nodes(node))
+            queue.extend([(child, inner) for child in children(node)])
             if isinstance(node, ast.Call):
                 # `fire.Fire(train)`, `CLI(setup)`, `typer.run(main)`: the function's parameters are options
                 self.entry_points.update(a.id for a in node.args if isinstance(a, ast.Name))
@@ -621,7 +645,7 @@ class _Extractor:
             for case in node.cases:
                 self.block(case.body, scope)
         else:  # Expr, Return, Raise, Assert, Delete, Global, ...
-            for child in ast.iter_child_nodes(node):
+            for child in children(node):
                 if isinstance(child, ast.expr):
                     self.record_calls(child, scope)
 
@@ -690,7 +714,7 @@ class _Extractor:
                 self.call(node, scope)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _STRING_OF_INTEREST.search(node.value):
                 self.facts.strings.append((node.value, node.lineno))
-            todo.extend(ast.iter_child_nodes(node))
+            todo += children(node)
 
     def call(self, node: ast.Call, scope: _Scope) -> Call:
         known = self.call_records.get(id(node))

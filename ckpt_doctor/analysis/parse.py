@@ -178,6 +178,27 @@ def _nesting(text: str, limit: int = _MAX_NESTING, literals: list | None = None)
     return max(deepest, elifs)
 
 
+# fields whose nodes never hold anything a walker looks for: `Load`/`Store` contexts and operators
+_LEAF_FIELDS = frozenset({"ctx", "op", "ops"})
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def children(node: ast.AST) -> list[ast.AST]:
+    """`ast.iter_child_nodes` without contexts and operators, as a list: the walkers' inner loop, several times
+    faster than the generator on real scripts."""
+    names = _CHILD_FIELDS.get(type(node))
+    if names is None:
+        names = _CHILD_FIELDS[type(node)] = tuple(f for f in node._fields if f not in _LEAF_FIELDS)
+    found: list[ast.AST] = []
+    for name in names:
+        value = getattr(node, name, None)
+        if isinstance(value, list):
+            found += [item for item in value if isinstance(item, ast.AST)]
+        elif isinstance(value, ast.AST):
+            found.append(value)
+    return found
+
+
 def parse_module(text: str, path: str = "<string>") -> ast.Module:
     """ast.parse on the host; when that fails with SyntaxError, try to rewrite newer-than-host syntax into
     host-parsable text with the SAME line numbering, and parse that. Raises the ORIGINAL SyntaxError (with

@@ -13,14 +13,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ckpt_doctor.analysis.config_files import ProjectFiles, is_regular_file, shown_path
 
 if TYPE_CHECKING:
-    from ckpt_doctor.analysis.facts import AttrAssign, Call, ScriptFacts
+    from ckpt_doctor.analysis.facts import AttrAssign, Call, ClassInfo, ScriptFacts
     from ckpt_doctor.analysis.values import Value
 
 # Top-level names that are libraries, never a project's own module (a `transformers/` folder of patches
@@ -31,7 +31,7 @@ LIBRARIES = {"torch", "transformers", "peft", "trl", "accelerate", "deepspeed", 
 ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 # A module none of whose text names one of these cannot change a finding: it is not parsed.
 RELEVANT = re.compile(r"checkpoint|from_pretrained|from_config|requires_grad|peft|lora|use_cache|deepspeed|fsdp|"
-                      r"TrainingArguments|Trainer|Config\(|backward|kbit|BitsAndBytes|DistributedDataParallel")
+                      r"TrainingArguments|Trainer|Config\b|backward|kbit|BitsAndBytes|DistributedDataParallel")
 MAX_DEPTH = 2  # the script's imports, and theirs: enough for `train.py -> utils -> model_utils`
 _ROOT_WALK = 6
 
@@ -73,6 +73,8 @@ class Project:
         except (OSError, ValueError):
             self.folder = None
         self.root = _root(self.folder) if self.folder is not None and script != "-" else None
+        # launchers live anywhere in the checkout: `src/scripts/run.sh` of a repository whose package root is `src/pkg`
+        self.repository = _repository(self.root) if self.root is not None else None
         self._known: dict[str, FunctionSummary | None] = {}
 
     def summary(self, qualname: str) -> FunctionSummary | None:
@@ -82,14 +84,28 @@ class Project:
             self._known[qualname] = self._summary(qualname)
         return self._known[qualname]
 
-    def _summary(self, qualname: str) -> FunctionSummary | None:
+    def config_class(self, qualname: str) -> "tuple[ClassInfo, dict[str, Value]] | None":
+        """What the project class `qualname` ("src.params.DPOArguments") extends and its dataclass fields, read from
+        its module: the config classes argument parsers fill are often kept beside the script."""
+        module, name = self._defining(qualname)
+        if module is None or name not in module.facts.classes:
+            return None
+        where = shown_path(module.path)
+        fields = {key: _in_file(value, where) for key, value in module.facts.dataclass_fields.get(name, {}).items()}
+        return module.facts.classes[name], fields
+
+    def _defining(self, qualname: str) -> "tuple[_Module | None, str]":
+        """The project module that defines `qualname`, and the name in it."""
         if self.root is None or self.depth >= MAX_DEPTH or "." not in qualname.lstrip("."):
-            return None
-        module_name, function = qualname.rsplit(".", 1)
+            return None, ""
+        module_name, name = qualname.rsplit(".", 1)
         if module_name.lstrip(".").split(".", 1)[0] in LIBRARIES and not module_name.startswith("."):
-            return None
+            return None, ""
         path = self._module_path(module_name)
-        module = self._module(path) if path is not None else None
+        return (self._module(path) if path is not None else None), name
+
+    def _summary(self, qualname: str) -> FunctionSummary | None:
+        module, function = self._defining(qualname)
         if module is None:
             return None
         if function not in module.summaries:
@@ -151,6 +167,15 @@ def _summarise(module: _Module, function: str) -> FunctionSummary | None:
     return FunctionSummary(shown_path(module.path), facts.functions[function], calls, assigns, returned)
 
 
+def _in_file(value: "Value", where: str) -> "Value":
+    """`value` as read from another file: its origin names that file."""
+    from ckpt_doctor.analysis.values import Const
+
+    if isinstance(value, Const) and value.origin is not None and value.origin.file is None:
+        return replace(value, origin=replace(value.origin, file=where))
+    return value
+
+
 def _reached(module: _Module, function: str) -> set[str]:
     """`function` and the module's own top-level functions it calls, transitively."""
     seen, todo = set(), [function]
@@ -179,6 +204,14 @@ def _root(folder: Path) -> Path:
         if any((current / marker).exists() for marker in ROOT_MARKERS):
             return current
     return folder
+
+
+def _repository(root: Path) -> Path:
+    """The checkout `root` lies in (the nearest folder above it with `.git`), else `root` itself."""
+    for current in [root, *list(root.parents)[:_ROOT_WALK]]:
+        if (current / ".git").exists():
+            return current
+    return root
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -16,7 +16,7 @@ from functools import cached_property
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, together, within
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
 from ckpt_doctor.analysis.ds_config import DeepSpeedConfig, read_deepspeed_configs
-from ckpt_doctor.analysis.facts import Call, ScriptFacts
+from ckpt_doctor.analysis.facts import Call, ScriptFacts, own_name
 from ckpt_doctor.analysis.library import (
     HF_ENABLE_METHODS,
     HF_PACKAGES,
@@ -418,10 +418,10 @@ class Training:
             for item in items:
                 name = getattr(item, "name", None)
                 fields: dict = {}
-                if name and name.startswith("<local>."):
-                    local = name.split(".", 1)[1]
-                    fields = dict(self.facts.dataclass_fields.get(local, {}))
-                    name = self.facts.library_base(local) or name
+                key = own_name(name) if isinstance(name, str) else None
+                if key is not None and (name.startswith("<local>.") or key in self.facts.classes):
+                    fields = dict(self.facts.dataclass_fields.get(key, {}))
+                    name = self.facts.library_base(key) or name
                 name = name if is_training_config(name) else _project_config(name)
                 for _, _, values in self.facts.settings_files:  # `parser.parse_json_file("args.json")`
                     fields.update(values)

@@ -42,6 +42,11 @@ TRL_CHECKPOINTING_DEFAULT_ON = "0.22"  # configs default gradient_checkpointing=
 TRL_NON_REENTRANT_SINCE = "0.28"  # trainers setdefault use_reentrant=False on transformers < 5; force True under ZeRO-3 + PEFT [R2]
 TRL_PEFT_TRAINERS = ("trl.SFTTrainer", "trl.DPOTrainer", "trl.GRPOTrainer", "trl.KTOTrainer", "trl.RewardTrainer")
 
+# -- deepspeed ---------------------------------------------------------------------------------
+# ZeRO-3 keeps frozen parameters gathered through a checkpoint recompute: non-reentrant checkpointing of a
+# PEFT model no longer fails with "CheckpointError ... shape [0]" (deepspeedai/DeepSpeed#8148, first in 0.19.3) [A4]
+DEEPSPEED_Z3_FROZEN_RECOMPUTE_SINCE = "0.19.3"
+
 # The first release with each name a fix may write into a script [section of docs/version-facts.md]. A safe
 # fix that writes one is safe only where the project's lowest allowed release has it; elsewhere it is unsafe.
 # (torch's `use_reentrant`, torch >= 1.11, is older than any torch the transformers releases checked here run on.)

@@ -34,6 +34,14 @@ TRAINING_ARGS_DEFAULTS = {"gradient_checkpointing": False, "per_device_train_bat
 # -- peft --------------------------------------------------------------------------------------
 KBIT_PREPARATION = ("peft.prepare_model_for_kbit_training", "peft.prepare_model_for_int8_training")  # int8: peft <= 0.9
 PEFT_KBIT_KWARGS_SINCE = "0.6"  # prepare_model_for_kbit_training(gradient_checkpointing_kwargs=...) [P2]
+# transformers 5 keeps the experts of MoE models as fused 3-D parameters (`mlp.experts.gate_up_proj`, `down_proj`),
+# no `nn.Linear` per expert; peft reaches them only through `target_parameters` (peft >= 0.17), and from peft 0.19
+# maps a list of the transformers-4 expert names to them itself for the model types it knows [P3]
+TRANSFORMERS_FUSED_EXPERTS_SINCE = "5.0"
+PEFT_TARGET_PARAMETERS_SINCE = "0.17"
+PEFT_MOE_TARGETS_CONVERTED_SINCE = "0.19"
+# model_type -> the expert projections' names in transformers 4 (what `target_modules` names to train the experts) [P3]
+MOE_EXPERT_NAMES_V4 = {"mixtral": ("w1", "w2", "w3"), "qwen3_moe": ("gate_proj", "up_proj", "down_proj")}
 PEFT_MODELS = ("peft.get_peft_model", "peft.PeftModel.from_pretrained", "peft.PeftModelForCausalLM")
 
 # -- trl ---------------------------------------------------------------------------------------

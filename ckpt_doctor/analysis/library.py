@@ -34,6 +34,14 @@ TRAINING_ARGS_DEFAULTS = {"gradient_checkpointing": False, "per_device_train_bat
 # -- peft --------------------------------------------------------------------------------------
 KBIT_PREPARATION = ("peft.prepare_model_for_kbit_training", "peft.prepare_model_for_int8_training")  # int8: peft <= 0.9
 PEFT_KBIT_KWARGS_SINCE = "0.6"  # prepare_model_for_kbit_training(gradient_checkpointing_kwargs=...) [P2]
+# transformers 5 keeps the experts of MoE models as fused 3-D parameters (`mlp.experts.gate_up_proj`, `down_proj`),
+# no `nn.Linear` per expert; peft reaches them only through `target_parameters` (peft >= 0.17), and from peft 0.19
+# maps a list of the transformers-4 expert names to them itself for the model types it knows [P3]
+TRANSFORMERS_FUSED_EXPERTS_SINCE = "5.0"
+PEFT_TARGET_PARAMETERS_SINCE = "0.17"
+PEFT_MOE_TARGETS_CONVERTED_SINCE = "0.19"
+# model_type -> the expert projections' names in transformers 4 (what `target_modules` names to train the experts) [P3]
+MOE_EXPERT_NAMES_V4 = {"mixtral": ("w1", "w2", "w3"), "qwen3_moe": ("gate_proj", "up_proj", "down_proj")}
 PEFT_MODELS = ("peft.get_peft_model", "peft.PeftModel.from_pretrained", "peft.PeftModelForCausalLM")
 
 # -- trl ---------------------------------------------------------------------------------------
@@ -41,6 +49,11 @@ TRL_NON_TRAINING_CONFIGS = ("trl.ModelConfig", "trl.ScriptArguments")
 TRL_CHECKPOINTING_DEFAULT_ON = "0.22"  # configs default gradient_checkpointing=True [R1]
 TRL_NON_REENTRANT_SINCE = "0.28"  # trainers setdefault use_reentrant=False on transformers < 5; force True under ZeRO-3 + PEFT [R2]
 TRL_PEFT_TRAINERS = ("trl.SFTTrainer", "trl.DPOTrainer", "trl.GRPOTrainer", "trl.KTOTrainer", "trl.RewardTrainer")
+
+# -- deepspeed ---------------------------------------------------------------------------------
+# ZeRO-3 keeps frozen parameters gathered through a checkpoint recompute: non-reentrant checkpointing of a
+# PEFT model no longer fails with "CheckpointError ... shape [0]" (deepspeedai/DeepSpeed#8148, first in 0.19.3) [A4]
+DEEPSPEED_Z3_FROZEN_RECOMPUTE_SINCE = "0.19.3"
 
 # The first release with each name a fix may write into a script [section of docs/version-facts.md]. A safe
 # fix that writes one is safe only where the project's lowest allowed release has it; elsewhere it is unsafe.

@@ -67,6 +67,8 @@ class ScriptSettings:
     lora_r: Setting | None = None
     frozen: Setting = field(default_factory=lambda: Setting("none", None, "every parameter trains"))
     lora_targets: Setting | None = None
+    lora_config: Call | None = None  # the `LoraConfig(...)` the LoRA settings come from
+    lora_target_parameters: bool = False  # `LoraConfig(target_parameters=...)` given: parameters (fused MoE experts) targeted
     load_in_4bit: bool = False
     load_in_8bit: bool = False
     gradient_accumulation: Setting = field(default_factory=lambda: Setting(1, None, "default"))
@@ -282,6 +284,7 @@ def read_settings(training: Training) -> ScriptSettings:
 
     # LoRA
     for call in facts.calls_to("peft.LoraConfig"):
+        out.lora_config = call
         r = _setting(call.kwarg("r"))
         out.lora_r = r or Setting(8, None, "LoraConfig default")
         targets = call.kwarg("target_modules")
@@ -289,6 +292,8 @@ def read_settings(training: Training) -> ScriptSettings:
             out.lora_targets = Setting(",".join(t.value for t in targets.items), call.line)
         elif isinstance(targets, Const) and isinstance(targets.value, str):
             out.lora_targets = Setting(targets.value, call.line)
+        parameters = call.kwarg("target_parameters")
+        out.lora_target_parameters = not isinstance(parameters, Missing) and not (isinstance(parameters, Const) and parameters.value is None)
         break
 
     # sharding

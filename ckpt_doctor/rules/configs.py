@@ -19,6 +19,7 @@ from ckpt_doctor.analysis.versions import FRAMEWORK_PACKAGES, TRACKED, Version
 from ckpt_doctor.findings import Applicability, FixSpec, Position, ReplaceText, Severity, Span
 from ckpt_doctor.rules import Context, Report, config_check, rule
 from ckpt_doctor.rules import memory
+from ckpt_doctor.rules.shared import zero3_recompute_fixed, zero3_recompute_note
 
 
 def _at(entry: Entry | None) -> Span:
@@ -308,11 +309,12 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
 def zero3_peft_non_reentrant(ctx: Context) -> Iterator[Report]:
     run = _run(ctx)
     if run.checkpointing.value and run.lora.value and run.zero_stage.value == 3 and run.reentrant.value is False \
-            and run.framework.id in ("llamafactory", "axolotl"):
+            and run.framework.id in ("llamafactory", "axolotl") and not zero3_recompute_fixed(ctx):
         where = run.reentrant.entry or run.checkpointing.entry
         yield Report(_at(where), f"non-reentrant checkpointing ({run.reentrant.note or 'set here'}) with LoRA under DeepSpeed ZeRO-3 "
                      f"({run.zero_stage.note or 'line ' + str(run.zero_stage.line)}): the recomputation sees ZeRO-3's partitioned "
-                     "(empty) frozen parameters and fails with \"CheckpointError ... shape [0]\"; use reentrant checkpointing here")
+                     "(empty) frozen parameters and fails with \"CheckpointError ... shape [0]\"; use reentrant checkpointing here, "
+                     + zero3_recompute_note(ctx))
 
 
 def _when_sharding_known(check):

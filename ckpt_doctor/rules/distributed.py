@@ -11,7 +11,7 @@ from ckpt_doctor.findings import Applicability, Position, Related, Severity, Spa
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.huggingface import _site_label
-from ckpt_doctor.rules.shared import peft_on_path, set_keyword
+from ckpt_doctor.rules.shared import peft_on_path, set_keyword, zero3_recompute_fixed, zero3_recompute_note
 from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, APPLY_AC, CHECKPOINT_WRAPPER, DDP, TRL_NON_REENTRANT_SINCE
 from ckpt_doctor.analysis.training import HFSite, on_paths
 from ckpt_doctor.analysis.values import Const, DictVal, Missing, Value, truth
@@ -202,8 +202,8 @@ def _fsdp_label(fsdp: Value) -> str:
 )
 def zero3_peft_non_reentrant(ctx: Context) -> Iterator[Report]:
     stage = ctx.training.zero_stage
-    if not stage or stage[0] != 3:
-        return
+    if not stage or stage[0] != 3 or zero3_recompute_fixed(ctx):
+        return  # DeepSpeed >= 0.19.3 keeps the frozen parameters gathered through the recompute [A4]
     for span, label, call, site, condition in _checkpointing_spots(ctx, reentrant=False):
         condition = peft_on_path(ctx, condition)
         if condition is None:
@@ -216,7 +216,7 @@ def zero3_peft_non_reentrant(ctx: Context) -> Iterator[Report]:
             f"non-reentrant checkpointing {label} with PEFT under DeepSpeed ZeRO-3 ({stage[1].where}): the recomputation "
             "sees ZeRO-3's partitioned (empty) parameters and fails with \"torch.utils.checkpoint.CheckpointError: "
             "torch.utils.checkpoint: Recomputed values for the following tensors have different metadata ... shape "
-            "[0]\"; use `use_reentrant=True` here",
+            f"[0]\"; use `use_reentrant=True` here, {zero3_recompute_note(ctx)}",
             fix=fix,
             condition=condition,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, FixSpec, InsertStatement, SetKeywords, Span
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, on_path
-from ckpt_doctor.analysis.library import TRL_PEFT_TRAINERS
+from ckpt_doctor.analysis.library import DEEPSPEED_Z3_FROZEN_RECOMPUTE_SINCE, TRL_PEFT_TRAINERS
 from ckpt_doctor.rules import Context
 from ckpt_doctor.analysis.values import Missing
 
@@ -39,6 +39,20 @@ def peft_on_path(ctx: Context, condition: Condition = ALWAYS) -> Condition | Non
     return found[1] if found else None
 
 
+def zero3_recompute_fixed(ctx: Context) -> bool | None:
+    """True when every DeepSpeed release the project allows keeps frozen parameters gathered through a checkpoint
+    recompute (so ZeRO-3 + PEFT + non-reentrant trains), False when none does, None when not known [A4]."""
+    return ctx.versions.at_least("deepspeed", DEEPSPEED_Z3_FROZEN_RECOMPUTE_SINCE)
+
+
+def zero3_recompute_note(ctx: Context) -> str:
+    """What the CKPT304 findings say of the DeepSpeed release they rest on."""
+    return (f"or require deepspeed >= {DEEPSPEED_Z3_FROZEN_RECOMPUTE_SINCE}, which keeps the frozen parameters gathered "
+            f"through the recompute (deepspeedai/DeepSpeed#8148); this rests on {ctx.versions.get('deepspeed').describe('deepspeed')}")
+
+
 def zero3_with_peft(ctx: Context, condition: Condition = ALWAYS) -> bool:
+    """ZeRO-3 + PEFT on the path of `condition`, on a DeepSpeed release where non-reentrant checkpointing fails there
+    (reentrant is then the workaround, CKPT304)."""
     stage = ctx.training.zero_stage
-    return bool(stage and stage[0] == 3 and peft_on_path(ctx, condition) is not None)
+    return bool(stage and stage[0] == 3 and zero3_recompute_fixed(ctx) is not True and peft_on_path(ctx, condition) is not None)

@@ -14,6 +14,8 @@ docs/version-facts.md, never the tool's output. This script runs the tool and co
     python bench/field/blind_eval.py --split dev            # the part the rules may be tuned on
     python bench/field/blind_eval.py --split holdout        # looked at once, at the end
     python bench/field/blind_eval.py --split dev --details  # every finding, matched or not
+    python bench/field/build_corpus.py --tsv bench/field/blind/holdout3.tsv --out /tmp/blind-holdout3
+    python bench/field/blind_eval.py --split holdout3       # the third holdout (holdout2 likewise), unseen until scored
 
 Exit status: 0 when the figures are printed, 2 when the corpus or the labels are missing.
 """
@@ -34,11 +36,14 @@ SETTINGS = ("batch_size", "seq_len", "dtype", "optimizer", "checkpointing")
 SEVERITIES = ("error", "warning", "info")
 
 
+LATER_HOLDOUTS = ("holdout2", "holdout3")  # gathered and labelled after the first split, each in its own list
+
+
 def scored_in(folder: Path, split: str) -> list[tuple[str, str]]:
-    """The scored files of a corpus folder: a split of `split.tsv`, or every scored row of `holdout2.tsv` (a second
-    holdout, gathered and labelled later)."""
-    if split == "holdout2":
-        with (folder / "holdout2.tsv").open(newline="", encoding="utf-8") as f:
+    """The scored files of a corpus folder: a split of `split.tsv`, or every scored row of a later holdout's own list
+    (`holdout2.tsv`, `holdout3.tsv`)."""
+    if split in LATER_HOLDOUTS:
+        with (folder / f"{split}.tsv").open(newline="", encoding="utf-8") as f:
             return [(r["repository"], r["path"]) for r in csv.DictReader(f, delimiter="\t") if r["field"] == "yes"]
     with (folder / "split.tsv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
@@ -92,16 +97,17 @@ def same_setting(name: str, expert: object, tool: object) -> bool:
         return tool == expert
 
 
-def arguments(argv: list[str] | None, description: str, corpus: str, holdout2: str, window: int) -> argparse.Namespace:
-    """The scorers' command line: the split, the corpus folder (`holdout2`'s own by default), the match window."""
+def arguments(argv: list[str] | None, description: str, corpus: str, later: str, window: int) -> argparse.Namespace:
+    """The scorers' command line: the split, the corpus folder (a later holdout's own, `later` with the split's name
+    in place of `holdout2`, by default), the match window."""
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--split", choices=("dev", "holdout", "holdout2", "all"), default="dev")
-    ap.add_argument("--corpus", type=Path, default=None, help=f"default: {corpus} ({holdout2} for holdout2)")
+    ap.add_argument("--split", choices=("dev", "holdout", *LATER_HOLDOUTS, "all"), default="dev")
+    ap.add_argument("--corpus", type=Path, default=None, help=f"default: {corpus} ({later} for holdout2, and so on)")
     ap.add_argument("--window", type=int, default=window, help="lines between the tool's and the expert's position")
     ap.add_argument("--gpu-memory", default="80GiB")
     ap.add_argument("--details", action="store_true")
     args = ap.parse_args(argv)
-    args.corpus = args.corpus or Path(holdout2 if args.split == "holdout2" else corpus)
+    args.corpus = args.corpus or Path(later.replace("holdout2", args.split) if args.split in LATER_HOLDOUTS else corpus)
     return args
 
 

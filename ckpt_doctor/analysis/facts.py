@@ -137,6 +137,21 @@ class AttrAssign:
 
 
 @dataclass
+class ParamTest:
+    """`op in OPS`, `op == X` in a function body, where `op` is one of the function's positional parameters: what a
+    callback (a selective-checkpointing policy) compares what it is called with against."""
+
+    scope: str  # the function's dotted name
+    param: str
+    index: int  # the parameter's position
+    operator: str  # "in" | "not in" | "==" | "!="
+    value: Value  # the right-hand side
+    span: Span
+    line: int
+    condition: Condition = ALWAYS
+
+
+@dataclass
 class ClassInfo:
     """A class the script defines: what it extends and which methods it defines itself."""
 
@@ -171,6 +186,7 @@ class ScriptFacts:
     functions: dict[str, list[str]] = field(default_factory=dict)  # module-level function -> its parameters
     lines: list[str] = field(default_factory=list)
     launches: list[Launch] = field(default_factory=list)  # the launcher lines that run the script, nearest first
+    param_tests: list[ParamTest] = field(default_factory=list)
 
     @property
     def launch(self) -> Launch | None:
@@ -255,6 +271,7 @@ class _Scope:
         self.bindings: dict[str, Value] = {}
         self.local_names = local_names or set()
         self.params: set[str] = set()
+        self.positional: list[str] = []
 
     def lookup(self, name: str) -> Value | None:
         scope: _Scope | None = self
@@ -496,6 +513,7 @@ class _Extractor:
         assigned = self.assigned.get(id(node))
         scope = _Scope(name, parent, "function", (assigned if assigned is not None else _assigned_names(node.body)) | _params(node.args))
         scope.params = _params(node.args)
+        scope.positional = [a.arg for a in node.args.posonlyargs + node.args.args]
         if parent.kind == "module":
             self.facts.functions[node.name] = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
             scope.bindings.update(self._arguments(node, self.local_calls.get(node.name, [])))
@@ -714,7 +732,21 @@ class _Extractor:
                 self.call(node, scope)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _STRING_OF_INTEREST.search(node.value):
                 self.facts.strings.append((node.value, node.lineno))
+            elif isinstance(node, ast.Compare) and scope.kind == "function":
+                self._param_test(node, scope)
             todo += children(node)
+
+    def _param_test(self, node: ast.Compare, scope: _Scope) -> None:
+        """Record `param in X` / `param == X` (one comparison, the parameter on the left)."""
+        if len(node.ops) != 1 or not isinstance(node.left, ast.Name) or node.left.id not in scope.positional:
+            return
+        operator = _TEST_OPERATORS.get(type(node.ops[0]))
+        if operator is None:
+            return
+        self.facts.param_tests.append(ParamTest(
+            scope.name, node.left.id, scope.positional.index(node.left.id), operator,
+            self.eval(node.comparators[0], scope), self.span(node), node.lineno, self.condition,
+        ))
 
     def call(self, node: ast.Call, scope: _Scope) -> Call:
         known = self.call_records.get(id(node))
@@ -861,7 +893,7 @@ class _Extractor:
                 else:
                     complete = False
             return DictVal(items, node.lineno, complete, self.span(node))
-        if isinstance(node, (ast.Tuple, ast.List)):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             return TupleVal([self.eval(e, scope) for e in node.elts])
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
             inner = self.eval(node.operand, scope)
@@ -989,6 +1021,8 @@ class _Extractor:
             target = self.eval(node.args[0], scope)
             return PartialVal(target, dict(record.kwargs), record)
         record = self.call(node, scope)
+        if isinstance(func, QualName) and func.name in _COLLECTIONS and len(record.args) == 1 and isinstance(record.args[0], TupleVal):
+            return record.args[0]  # `frozenset([...])`, `set((...))`: the same items
         if isinstance(func, QualName) and func.name in _FILE_LOADERS and record.args:
             return self._loaded_file(record.args[0], node.lineno)
         if isinstance(func, QualName) and func.name in _SAME_PATH and record.args:
@@ -1205,5 +1239,7 @@ def _file_value(data: object, origin: Origin) -> Value:
     return Const(data, origin)
 
 
-_BUILTINS = {"dict", "print", "len", "getattr", "setattr", "isinstance", "super", "range", "open", "list", "tuple"}
+_BUILTINS = {"dict", "print", "len", "getattr", "setattr", "isinstance", "super", "range", "open", "list", "tuple", "set", "frozenset"}
+_COLLECTIONS = {"list", "tuple", "set", "frozenset"}
+_TEST_OPERATORS = {ast.In: "in", ast.NotIn: "not in", ast.Eq: "==", ast.NotEq: "!="}
 

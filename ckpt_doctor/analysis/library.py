@@ -16,6 +16,7 @@ APPLY_AC = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.apply_ac
 DDP = "torch.nn.parallel.DistributedDataParallel"
 AUTOGRAD_FUNCTION = ("torch.autograd.Function", "torch.autograd.function.Function")
 PARTIAL = "functools.partial"
+CREATE_SAC = "torch.utils.checkpoint.create_selective_checkpoint_contexts"
 
 # -- transformers ------------------------------------------------------------------------------
 HF_ENABLE_METHODS = ("gradient_checkpointing_enable", "activation_checkpointing_enable")

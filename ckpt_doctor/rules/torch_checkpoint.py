@@ -8,6 +8,7 @@ from typing import Iterator
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Severity, Span
 from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, is_training_config
+from ckpt_doctor.analysis.selective import op_collections
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import set_keyword, zero3_with_peft
@@ -321,4 +322,54 @@ def compile_cudagraphs_with_checkpointing(ctx: Context) -> Iterator[Report]:
             f"subsequent run\"; use a mode without CUDA graphs (\"{_NO_CUDAGRAPHS.get(mode, 'max-autotune-no-cudagraphs')}\")",
             fix=fix,
             condition=condition,
+        )
+
+
+# -- selective activation checkpointing ---------------------------------------------------------------
+def _packets_label(packets: list[str]) -> str:
+    return ", ".join(f"`torch.ops.{p}`" for p in packets)
+
+
+@rule(
+    "CKPT108",
+    "sac-op-list-overload-packet",
+    Severity.ERROR,
+    summary="`create_selective_checkpoint_contexts([...])` given `torch.ops.aten.mm` (a packet) instead of `torch.ops.aten.mm.default`",
+)
+def sac_op_list_packet(ctx: Context) -> Iterator[Report]:
+    for found in op_collections(ctx.facts):
+        if found.how != "list" or not found.packets:
+            continue
+        first = found.packets[0]
+        yield Report(
+            found.span,
+            f"the op list given to `create_selective_checkpoint_contexts` holds {_packets_label(found.packets)}, an "
+            "`OpOverloadPacket`, where torch needs an `OpOverload`: torch 2.13.0 raises \"ValueError: Expected op in "
+            f"`op_list` to be an OpOverload but got: {first} of type <class 'torch._ops.OpOverloadPacket'>\" on the first "
+            f"checkpointed forward; name the overload (`torch.ops.{first}.default`)",
+            condition=found.condition,
+        )
+
+
+@rule(
+    "CKPT109",
+    "sac-policy-compares-overload-packet",
+    Severity.WARNING,
+    summary="a selective-checkpointing policy compares its `op` with `torch.ops.aten.mm` (a packet): never true, nothing is saved",
+)
+def sac_policy_packet(ctx: Context) -> Iterator[Report]:
+    for found in op_collections(ctx.facts):
+        if found.how != "policy" or not found.packets or found.test is None:
+            continue
+        first = found.packets[0]
+        yield Report(
+            found.span,
+            f"the selective-checkpointing policy `{found.policy}` (given to `create_selective_checkpoint_contexts` at line "
+            f"{found.call.line}) tests `{found.test.param} {found.test.operator} ...` against {_packets_label(found.packets)}: torch "
+            f"calls the policy with an `OpOverload` (`torch.ops.{first}.default`), which never equals the `OpOverloadPacket` "
+            f"`torch.ops.{first}`, so the test is {'never' if found.test.operator in ('in', '==') else 'always'} true: the policy never "
+            "picks those ops out, and a list of ops to save saves none of them, with no error or warning; name the overload "
+            f"(`torch.ops.{first}.default`) or compare "
+            f"`{found.test.param}.overloadpacket`",
+            condition=found.condition,
         )

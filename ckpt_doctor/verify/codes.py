@@ -44,6 +44,8 @@ RUNTIME_MESSAGES: tuple[RuntimeMessage, ...] = (
                    "reentrant checkpoint under torch.autograd.grad or backward(inputs=...)"),
     RuntimeMessage(r"Recomputed values for the following tensors have different metadata", "CKPT105",
                    "the recomputed forward differs from the first one (RNG state, or a layer run differently)"),
+    RuntimeMessage(r"Expected op in `op_list` to be an OpOverload but got: .* of type <class 'torch\._ops\.OpOverloadPacket'>", "CKPT108",
+                   "the op list given to create_selective_checkpoint_contexts names a packet (aten.mm), not an overload (aten.mm.default)"),
 )
 
 _COMPILED = tuple((re.compile(m.pattern), m) for m in RUNTIME_MESSAGES)

@@ -18,6 +18,7 @@ from ckpt_doctor.analysis.settings import ScriptSettings, complete_for
 
 GIB = 2**30
 COMFORT = 0.80  # CKPT403: "fits comfortably" = the plan without checkpointing uses at most 80 % of the budget
+UNBOUNDED_GPUS = 4096  # a sharding spread this wide leaves only what no GPU count divides
 
 
 @dataclass
@@ -80,6 +81,14 @@ class Assessment:
 
     def peak(self, plan: str) -> int:
         return self.plan(plan).peak_bytes
+
+    def fits_on_some_gpu_count(self, plan: str) -> bool:
+        """Whether the plan would fit with its sharding spread over as many GPUs as it takes: only what sharding
+        cannot divide is left (activations, logits, a layer's gathered weights)."""
+        from ckpt_doctor.estimate import memory
+
+        spread = memory.estimate(replace(self.base, checkpointing=plan, gpus=UNBOUNDED_GPUS))
+        return spread.peak_bytes_nvidia_smi <= self.budget.bytes
 
 
 class _Unknown(Exception):
@@ -179,10 +188,13 @@ def _card(plan) -> str:
     return f"{_gib(plan.peak_bytes_nvidia_smi)} ({_gib(plan.peak_bytes)} allocated by PyTorch)"
 
 
-def _verdict_possible(assessment: Assessment) -> bool:
-    """Whether "does not fit" can be said: not on an upper bound (a fused loss), nor on a spread over GPUs that
-    rests on the assumed number of them (sharding whose GPU count the project does not state)."""
-    return not assessment.upper_bound and not _gpus_assumed(assessment)
+def _verdict_possible(assessment: Assessment, plans: list[str]) -> bool:
+    """Whether "`plans` do not fit" can be said: not on an upper bound (a fused loss), nor on a spread over GPUs that
+    rests on the assumed number of them (sharding whose GPU count the project does not state), unless no number of
+    GPUs would make them fit."""
+    if assessment.upper_bound:
+        return False
+    return not _gpus_assumed(assessment) or not any(assessment.fits_on_some_gpu_count(p) for p in plans)
 
 
 def _gpus_assumed(assessment: Assessment) -> bool:
@@ -199,20 +211,24 @@ def _gpus_assumed(assessment: Assessment) -> bool:
 )
 def oom_without_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment) or assessment.current != "none" or not _verdict_possible(assessment):
+    if not isinstance(assessment, Assessment) or assessment.current != "none" or assessment.plan("none").fits:
         return
-    if assessment.plan("none").fits:
+    if not _verdict_possible(assessment, ["none"]):
         return
     threshold = ctx.config.checkpointing_threshold
     if not assessment.budget.explicit and assessment.params < threshold:
         return  # without a stated budget, only models above the size threshold are judged
-    plan = assessment.recommended
+    gpus_assumed = _gpus_assumed(assessment)  # and no count fits without checkpointing (the verdict above)
+    plan = assessment.recommended or ("full" if gpus_assumed else None)
     if plan is None:
         return  # CKPT402
+    needs = f"without checkpointing the step needs an estimated {_card(assessment.plan('none'))}, over the GPU budget of {assessment.budget.describe()}"
+    if gpus_assumed:
+        needs += ", on any number of GPUs: sharding does not divide the activations"
     yield Report(
         _anchor(assessment),
-        f"without checkpointing the step needs an estimated {_card(assessment.plan('none'))}, over the GPU budget of "
-        f"{assessment.budget.describe()}; with {_plan_words(plan)} it needs {_card(assessment.plan(plan))} "
+        f"{needs}; with {_plan_words(plan)} it needs {_card(assessment.plan(plan))}"
+        f"{f' over the {assessment.settings.gpus.value} GPUs assumed' if gpus_assumed else ''} "
         f"(+{assessment.plan(plan).extra_compute_pct:.0f} % compute). Settings: {assessment.settings.describe()}",
         fix=_enable_fix(ctx, assessment, plan),
     )
@@ -265,9 +281,9 @@ def _enable_fix(ctx: Context, assessment: Assessment, plan: str) -> FixSpec | No
 )
 def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment) or not assessment.budget.explicit or not _verdict_possible(assessment):
-        return  # "does not fit at all" needs a budget the user stated
-    if assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
+    if not isinstance(assessment, Assessment) or not assessment.budget.explicit or _gpus_assumed(assessment):
+        return  # "does not fit at all" needs a budget the user stated, and a GPU count it rests on
+    if assessment.upper_bound or assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
         return
     best = min(assessment.plans(), key=lambda p: p.peak_bytes)
     yield Report(

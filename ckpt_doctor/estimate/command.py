@@ -25,7 +25,7 @@ from .gpus import (
 from .memory import OPTIMIZERS, TrainingSetup
 from .memory import estimate as _estimate
 from .memory import plans as _plans
-from .render import render_text, to_json_dict
+from .render import render_fit, render_text, to_json_dict
 
 __all__ = ["DEFAULTS", "EstimateError", "configured_budget", "estimate", "estimate_plans", "settings_from_analysis",
            "settings_from_script", "setup_from_settings"]
@@ -110,7 +110,8 @@ def settings_from_analysis(analysis, config, model_flag: str | None = None, wher
     arch = resolve(str(model)) if model else None
     if arch is not None:
         complete_for(settings, arch)  # the same defaults `check` uses (dtype "auto", autocast over 16-bit weights, ...)
-    return {**settings.as_flags(), "model": model}, settings.describe()
+    # not a TrainingSetup field: what `--fit` must not propose again
+    return {**settings.as_flags(), "model": model, "fused_loss": settings.fused_loss is not None}, settings.describe()
 
 
 def setup_from_settings(settings: dict, *, seq_len_given: bool, from_script: bool, read: str = "") -> tuple[TrainingSetup, str]:
@@ -217,11 +218,14 @@ def _budget(gpu_memory: str | None, gpu: str | None) -> tuple[int, str]:
 @click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--trace", "do_trace", is_flag=True,
               help="Also run the exact fake-tensor trace (needs torch + transformers: the [verify] extra).")
+@click.option("--fit", "do_fit", is_flag=True,
+              help="Search the changes that keep the experiment (checkpointing plan, micro-batch x accumulation, fused "
+                   "loss, fused or 8-bit AdamW, ZeRO stage over the GPUs given) and mark the cheapest plan that fits.")
 def estimate(script: str | None, model: str | None, batch_size: int | None, seq_len: int | None, dtype: str | None,
              mixed_precision: str | None, attn: str | None, optimizer: str | None, lora_r: int | None,
              lora_targets: str | None, load_in_4bit: bool | None, load_in_8bit: bool | None, gpus: int | None,
              zero: str | None, gradient_accumulation: int | None, checkpointing: str | None, frozen: str | None,
-             gpu_memory: str | None, gpu_name: str | None, output_format: str, do_trace: bool) -> None:
+             gpu_memory: str | None, gpu_name: str | None, output_format: str, do_trace: bool, do_fit: bool = False) -> None:
     """Estimate the peak GPU memory of one training step (forward, backward, optimizer step) per GPU, the
     checkpointing plans that fit the budget, and the lightest one."""
     given = {
@@ -251,12 +255,26 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
     trace_dict = None
     if do_trace:
         trace_dict = _run_trace(setup)
+    fit = _fit(setup, budget, plan_results, bool(settings.get("fused_loss"))) if do_fit else None
 
     if output_format == "json":
         d = to_json_dict(est, plan_results, budget, budget_source, source, trace_dict)
+        if fit is not None:
+            d["fit"] = fit.to_dict()
         click.echo(json.dumps(d, indent=2, sort_keys=False))
     else:
-        click.echo(render_text(est, plan_results, budget, budget_source, source, trace_dict))
+        text = render_text(est, plan_results, budget, budget_source, source, trace_dict)
+        if fit is not None:
+            text += "\n\n" + "\n".join(render_fit(fit))
+        click.echo(text)
+
+
+def _fit(setup: TrainingSetup, budget: int, plan_results, fused_loss: bool):
+    """The planner over `setup`, reusing the checkpointing plans' estimates already made."""
+    from .fit import FitOptions, plan_fit
+
+    known = {p.name: p.estimate for p in plan_results if p.estimate is not None}
+    return plan_fit(setup, budget, FitOptions(fused_loss=fused_loss), known=known)
 
 
 def _run_trace(setup: TrainingSetup) -> dict:

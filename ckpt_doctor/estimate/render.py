@@ -10,7 +10,7 @@ from typing import Any
 
 from .memory import BREAKDOWN_KEYS, MemoryEstimate, PlanResult, TrainingSetup
 
-__all__ = ["SCHEMA_VERSION", "bar_chart", "fmt_gib", "render_text", "to_json_dict"]
+__all__ = ["SCHEMA_VERSION", "bar_chart", "fmt_gib", "render_fit", "render_text", "to_json_dict"]
 
 SCHEMA_VERSION = 1
 GiB = 1 << 30
@@ -166,3 +166,30 @@ def render_text(est: MemoryEstimate, plan_results: list[PlanResult], budget_byte
     for n in est.notes:
         out.append(f"  note: {n}")
     return "\n".join(out)
+
+
+def render_fit(fit) -> list[str]:
+    """The lines of `estimate --fit`: the dominating term, the Pareto front, the mark.  `fit`: fit.FitResult."""
+    shares = fit.shares
+    out = [f"  the peak is dominated by {fit.dominant} ({100 * shares[fit.dominant]:.0f} % of it; "
+           + ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items() if k != fit.dominant and v >= 0.005) + ")"]
+    out.append("  plans that keep the experiment (same model, method, global batch and GPUs), best on both memory and")
+    out.append("  predicted slowdown:")
+    width = max([len(p.name) for p in fit.front] + [len("as written"), 20]) + 2
+    out.append(f"  {'plan':<{width}}{'nvidia-smi':>11}{'slowdown':>10}{'fits':>6}")
+    for p in fit.front:
+        fits = "-" if p.fits is None else ("yes" if p.fits else "no")
+        mark = "  <- cheapest that fits" if p.chosen else ""
+        approx = "" if p.exact else "~"
+        out.append(f"  {p.name:<{width}}{approx + fmt_gib(p.peak_bytes_nvidia_smi):>11}{p.slowdown_pct:>8.1f} %{fits:>6}{mark}")
+    out.append("  (GiB; ~ composed from the exact estimates, within a few %; slowdown: predicted, see docs/estimate.md)")
+    if fit.budget_bytes is not None:
+        if fit.chosen is not None:
+            out.append(f"  cheapest plan that fits {fmt_gib(fit.budget_bytes)} GiB: {fit.chosen.words()} "
+                       f"({fmt_gib(fit.chosen.peak_bytes_nvidia_smi)} GiB, +{fit.chosen.slowdown_pct:.0f} % time)")
+        else:
+            out.append(f"  no plan that keeps the experiment fits {fmt_gib(fit.budget_bytes)} GiB; what would change it: "
+                       "more GPUs, a shorter sequence, LoRA / QLoRA")
+    for n in fit.notes:
+        out.append(f"  note: {n}")
+    return out

@@ -53,6 +53,7 @@ class Assessment:
     partial_plans: bool  # every_n_layers / offload available in the target transformers
     computed: dict[str, object] = field(default_factory=dict)
     upper_bound: str | None = None  # why the estimate is only an upper bound (a fused loss): no out-of-memory verdict
+    memo: dict[str, object] = field(default_factory=dict)
 
     def plan(self, name: str):
         """The estimate for one plan, computed on first use (most files need only one or two)."""
@@ -89,6 +90,19 @@ class Assessment:
 
         spread = memory.estimate(replace(self.base, checkpointing=plan, gpus=UNBOUNDED_GPUS))
         return spread.peak_bytes_nvidia_smi <= self.budget.bytes
+
+    def fit(self):
+        """The cheapest plan that keeps the experiment and fits (estimate.fit), for the step as written; the
+        checkpointing plans' estimates made so far are reused."""
+        if "fit" not in self.memo:
+            from ckpt_doctor.estimate.fit import FitOptions, plan_fit
+
+            setup = replace(self.base, checkpointing=self.current)
+            known = {name: p.estimate for name, p in self.computed.items() if p.estimate is not None}
+            options = FitOptions(partial_plans=self.partial_plans, offload_available=self.partial_plans,
+                                 fused_loss=self.settings.fused_loss is not None, zero_available=self.settings.gpus.stated)
+            self.memo["fit"] = plan_fit(setup, self.budget.bytes, options, known=known)
+        return self.memo["fit"]
 
 
 class _Unknown(Exception):
@@ -225,13 +239,80 @@ def oom_without_checkpointing(ctx: Context) -> Iterator[Report]:
     needs = f"without checkpointing the step needs an estimated {_card(assessment.plan('none'))}, over the GPU budget of {assessment.budget.describe()}"
     if gpus_assumed:
         needs += ", on any number of GPUs: sharding does not divide the activations"
+    cheapest, fix = _cheapest(ctx, assessment)
     yield Report(
         _anchor(assessment),
         f"{needs}; with {_plan_words(plan)} it needs {_card(assessment.plan(plan))}"
         f"{f' over the {assessment.settings.gpus.value} GPUs assumed' if gpus_assumed else ''} "
-        f"(+{assessment.plan(plan).extra_compute_pct:.0f} % compute). Settings: {assessment.settings.describe()}",
-        fix=_enable_fix(ctx, assessment, plan),
+        f"(+{assessment.plan(plan).extra_compute_pct:.0f} % compute){cheapest}. Settings: {assessment.settings.describe()}",
+        fix=fix or _enable_fix(ctx, assessment, plan),
     )
+
+
+def _cheapest(ctx: Context, assessment: Assessment) -> tuple[str, FixSpec | None]:
+    """What the message adds about the cheapest plan that keeps the experiment (`estimate --fit`), and its fix
+    when the script can take it as one edit; ("", None) when that plan is checkpointing alone (the rule's own)."""
+    fit = assessment.fit()
+    dominant = f"; the peak is mostly {fit.dominant} ({100 * fit.shares[fit.dominant]:.0f} %)"
+    chosen = fit.chosen
+    if chosen is None or not chosen.changes:
+        return dominant, None
+    if [c.kind for c in chosen.changes] == ["checkpointing"] and chosen.changes[0].after == assessment.recommended:
+        return dominant, None
+    fix = _plan_fix(ctx, assessment, chosen)
+    said = (f"{dominant}; the cheapest plan that fits (`ckpt-doctor estimate --fit`): {chosen.words()}, "
+            f"{_gib(chosen.peak_bytes_nvidia_smi)} on the card, about +{chosen.slowdown_pct:.0f} % time (predicted)")
+    if fix is None:
+        said += " (not offered as a fix: the script does not set all of it in one resolved call)"
+    return said, fix
+
+
+TRANSFORMERS_OPTIM = {"adamw-fused": "adamw_torch_fused", "adamw-8bit": "adamw_bnb_8bit"}
+
+
+def _plan_fix(ctx: Context, assessment: Assessment, chosen) -> FixSpec | None:
+    """The plan as one edit of the `TrainingArguments` / TRL config call: its keywords set or replaced, where every
+    value it replaces is a constant written in that call (or the call's default); None otherwise."""
+    from ckpt_doctor.analysis.values import Const
+
+    settings = assessment.settings
+    config = settings.config_call
+    if config is None or config.via or config.star_kwargs:
+        return None
+
+    def resolved(name: str) -> bool:
+        if name not in config.kwargs:
+            return True
+        value = config.kwarg(name)
+        return name not in config.kwarg_names and isinstance(value, Const) and not value.alternatives
+
+    keywords: list[tuple[str, str]] = []
+    for change in chosen.changes:
+        if change.kind == "checkpointing":
+            edit = _enable_fix(ctx, assessment, change.after) if change.after != "offload" else None
+            if edit is None or not isinstance(edit.edit, SetKeywords) or assessment.current != "none":
+                return None
+            keywords += list(edit.edit.keywords)
+        elif change.kind == "micro_batch":
+            if not (resolved("per_device_train_batch_size") and resolved("gradient_accumulation_steps")):
+                return None
+            (batch, steps) = change.after
+            keywords += [("per_device_train_batch_size", str(batch)), ("gradient_accumulation_steps", str(steps))]
+        elif change.kind == "optimizer":
+            from_config = settings.optimizer.line == config.line or (not settings.optimizer.stated and "optim" in settings.optimizer.note)
+            if not from_config or not resolved("optim") or change.after not in TRANSFORMERS_OPTIM:
+                return None
+            keywords.append(("optim", f'"{TRANSFORMERS_OPTIM[change.after]}"'))
+        elif change.kind == "loss":
+            if ctx.versions.at_least("transformers", TRANSFORMERS_LIGER_SINCE) is not True or not resolved("use_liger_kernel"):
+                return None
+            keywords.append(("use_liger_kernel", "True"))
+        else:
+            return None  # ZeRO / FSDP: a DeepSpeed or FSDP config, not a keyword
+    needs = " (needs bitsandbytes)" if any(c.after == "adamw-8bit" for c in chosen.changes) else ""
+    needs += " (needs liger-kernel)" if any(c.kind == "loss" for c in chosen.changes) else ""
+    return FixSpec(SetKeywords(tuple(keywords)), config.span, Applicability.UNSAFE,
+                   f"Use the cheapest plan that fits: {chosen.name}{needs}")
 
 
 def _plan_words(plan: str) -> str:
@@ -286,10 +367,18 @@ def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
     if assessment.upper_bound or assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
         return
     best = min(assessment.plans(), key=lambda p: p.peak_bytes)
+    fit = assessment.fit()
+    dominant = f"the peak is mostly {fit.dominant} ({100 * fit.shares[fit.dominant]:.0f} %)"
+    if fit.chosen is not None and fit.chosen.changes:
+        keeps = (f"; keeping the experiment, the cheapest plan that fits (`ckpt-doctor estimate --fit`): {fit.chosen.words()}, "
+                 f"{_gib(fit.chosen.peak_bytes_nvidia_smi)} on the card, about +{fit.chosen.slowdown_pct:.0f} % time (predicted)")
+    else:
+        keeps = "; no plan that keeps the experiment (checkpointing, micro-batch and accumulation, fused loss, optimizer, ZeRO stage) fits"
     yield Report(
         _anchor(assessment),
         f"even with {_plan_words(best.name)} the step needs an estimated {_card(best)}, over the GPU budget of "
-        f"{assessment.budget.describe()}; what would fit: {_what_would_fit(assessment)}. Settings: {assessment.settings.describe()}",
+        f"{assessment.budget.describe()}; {dominant}{keeps}; what else would fit: {_what_would_fit(assessment)}. "
+        f"Settings: {assessment.settings.describe()}",
     )
 
 
@@ -303,10 +392,13 @@ def _what_would_fit(assessment: Assessment) -> str:
     if base.lora_r is None:
         options.append(("LoRA (r=16)", replace(base, lora_r=16)))
         options.append(("QLoRA (4-bit base, r=16)", replace(base, lora_r=16, load_in_4bit=True, dtype="bf16")))
-    if base.optimizer in ("adamw", "adamw-fused"):
+    from ckpt_doctor.estimate.fit import OPTIM_8BIT_MIN_SHARE
+
+    if base.optimizer in ("adamw", "adamw-fused") and assessment.fit().shares["optimizer state"] >= OPTIM_8BIT_MIN_SHARE:
         options.append(("an 8-bit optimizer (optim=\"adamw_bnb_8bit\")", replace(base, optimizer="adamw-8bit")))
-    if base.batch_size > 1:
-        options.append((f"batch 1 with gradient_accumulation_steps={base.batch_size}", replace(base, batch_size=1, gradient_accumulation=base.batch_size)))
+    if base.batch_size > 1:  # the same global batch
+        steps = base.batch_size * base.gradient_accumulation
+        options.append((f"batch 1 with gradient_accumulation_steps={steps}", replace(base, batch_size=1, gradient_accumulation=steps)))
     for gpus in (2, 4, 8):
         options.append((f"ZeRO-3 / FSDP over {gpus} GPUs", replace(base, gpus=gpus, zero=3)))
     fitting = []

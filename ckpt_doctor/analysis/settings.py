@@ -335,7 +335,29 @@ def read_settings(training: Training) -> ScriptSettings:
                 plan = f"every_{every}"
         line = sites[0].span.start.line if sites else training.torch_checkpoint_sites[0].line
         out.checkpointing = Setting(plan, line)
+    elif out.zero.value == 3 and (fsdp_own := _fsdp_config_checkpointing(out.config_call, training)) is not None:
+        out.checkpointing = fsdp_own
     return out
+
+
+def _fsdp_config_checkpointing(config: Call | None, training: Training) -> Setting | None:
+    """FSDP's own checkpointing of every wrapped layer, set in the Trainer's `fsdp_config` (a dict in the call, or
+    the JSON file the call or the launcher names): `{"activation_checkpointing": true}`."""
+    candidates = [config.kwarg("fsdp_config")] if config is not None else []
+    candidates += [namespace.get("fsdp_config") for namespace, _ in training.cli_configs()]
+    for value in candidates:
+        if isinstance(value, DictVal):
+            on = truth(value.items.get("activation_checkpointing", MISSING))
+            line = config.line if config is not None else None
+        elif isinstance(value, Const) and isinstance(value.value, str):
+            data = training.files.settings(value.value)
+            on = bool(data.get("activation_checkpointing")) if isinstance(data, dict) else None
+            line = value.origin.line if value.origin else None
+        else:
+            continue
+        if on:
+            return Setting("full", line, "fsdp_config activation_checkpointing", value.origin.file if isinstance(value, Const) and value.origin else None)
+    return None
 
 
 # the output layers a heads-only fine-tune keeps training

@@ -842,6 +842,11 @@ class _Model:
         return loss
 
 
+# transformers 5.25: Qwen3MoeTopKRouter.forward casts the top-k routing weights to the router logits' dtype
+# (``router_top_value.to(router_logits.dtype)``); MixtralTopKRouter.forward keeps them in fp32, so Mixtral's
+# ``proj_out * sample_weights_g`` is an fp32 [S, h] tensor.
+_MOE_ROUTING_WEIGHTS_TO_LOGITS_DTYPE = {"qwen3_moe": True, "mixtral": False}
+
 _ALIAS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "wi_0": "gate_proj", "wi_1": "up_proj",
           "wi": "gate_proj", "wo": "down_proj"}
 
@@ -976,28 +981,66 @@ class _LlamaModel(_Model):
         return dn
 
     def moe(self, x: _T, lay: dict) -> _T:
-        """Top-k routed experts: router logits + each token through k experts (approximate)."""
+        """A sparse MoE block as transformers 5.25 runs it by default (``experts_implementation="grouped_mm"``).
+
+        Router (models/mixtral/modeling_mixtral.py ``MixtralTopKRouter.forward``, models/qwen3_moe/modeling_qwen3_moe.py
+        ``Qwen3MoeTopKRouter.forward``): ``F.linear`` -> fp32 softmax -> top-k.  Experts (integrations/moe.py
+        ``grouped_mm_experts_forward``): the tokens gathered once per chosen expert (``hidden_states[perm // k]``),
+        ``_grouped_mm`` against the whole ``[E, 2*mi, h]`` / ``[E, h, mi]`` expert weights (saved, so their
+        gradients are full-size ``[E, ...]`` tensors), ``act(gate) * up``, the routing weights multiplied in
+        (``proj_out * sample_weights_g``, promoted to their dtype), un-permuted, summed over k and cast back.
+        ``_grouped_mm`` is not autocast-enabled: its input is cast to the weight's dtype (``_grouped_mm``)."""
         sim, c, a = self.sim, self.ctx, self.ctx.arch
-        router = self.linear(x, lay["gate"])
-        probs = sim.op([router], router.numel, 4, saves=[_OUT])
-        sim.drop(router)
+        E = max(1, a.num_experts)
         k = max(1, a.num_experts_per_tok)
         mi = a.moe_intermediate_size or c.I
-        rows = c.N * k
-        xr = sim.op([x], rows * c.h, x.b)  # tokens gathered per expert
-        gu = sim.op([xr], rows * 2 * mi, c.ab, saves=[xr])
-        gt, up = self.split(gu, (rows * mi, rows * mi))
+        S = c.N * k
+        # router: logits, softmax in fp32 (Mixtral: router_logits.float() first), top-k values and indices
+        logits = self.linear(x, lay["gate"])
+        probs = self.softmax(logits, 4)
+        sim.drop(logits)
+        idx = sim.new(c.N * k, 8)  # top-k indices (kept by topk's backward)
+        top = sim.op([probs], c.N * k, 4, saves=[idx])
+        sim.drop(probs)
+        if _MOE_ROUTING_WEIGHTS_TO_LOGITS_DTYPE.get(a.model_type, False):  # Qwen3-MoE: .to(router_logits.dtype)
+            t = sim.cast(top, logits.b)
+            sim.drop(top)
+            top = t
+        perm = sim.new(S, 8)  # torch.sort(expert_ids) -> perm (the gather's and the routing weights' index)
+        sw = sim.op([top], S, top.b, saves=[perm])  # sample_weights[perm]
+        sim.drop(top, idx)
+        xr = sim.op([x], S * c.h, x.b, saves=[perm])  # hidden_states[perm // k]
+        gu = self.grouped_linear(xr, lay["gate_up_proj"], S)
+        sim.drop(xr)
+        gt, up = self.split(gu, (S * mi, S * mi))  # chunk(2, dim=-1)
         sim.drop(gu)
         ac = self.activation(gt, c.act)
         sim.drop(gt)
-        pr = sim.op([ac, up], ac.numel, ac.b, saves=[ac, up])
+        pr = sim.op([ac, up], ac.numel, max(ac.b, up.b), saves=[ac if up.rg else None, up if ac.rg else None])
         sim.drop(ac, up)
-        dn = sim.op([pr], rows * c.h, c.ab, saves=[pr])
-        sim.drop(pr, xr)
-        w = sim.op([dn, probs], rows * c.h, dn.b, saves=[dn, probs])
-        sim.drop(dn, probs)
-        out = sim.op([w], c.N * c.h, w.b)
-        sim.drop(w)
+        dn = self.grouped_linear(pr, lay["down_proj"], S)
+        sim.drop(pr)
+        wb = max(dn.b, sw.b)
+        w = sim.op([dn, sw], S * c.h, wb, saves=[dn if sw.rg else None, sw if dn.rg else None])
+        sim.drop(dn, sw)
+        wo = sim.op([w], S * c.h, wb, saves=[perm])  # weighted_out[inv_perm]
+        sim.drop(w, perm)
+        sm = sim.op([wo], c.N * c.h, wb)  # .view(N, k, h).sum(dim=1)
+        sim.drop(wo)
+        out = sim.cast(sm, x.b)  # .to(hidden_states.dtype)
+        sim.drop(sm)
+        return out
+
+    def grouped_linear(self, x: _T, lin: _Linear, rows: int) -> _T:
+        """``_grouped_mm(input.to(weight.dtype), weight.transpose(-2, -1), offs)`` over all experts' weights
+        (transformers 5.25 integrations/moe.py ``_grouped_linear``): saves its input and the weight; the weight's
+        gradient is one ``[E, out, in]`` tensor."""
+        sim, c = self.sim, self.ctx
+        wb = c.compute if lin.quant else lin.W.b
+        xin = sim.cast(x, wb)
+        out = sim.op([xin, lin.W], rows * lin.fout, wb,
+                     saves=[xin if lin.W.rg else None, lin.W if xin.rg else None])
+        sim.drop(xin)
         return out
 
     def eager(self, qe: _T, ke: _T, v: _T) -> _T:

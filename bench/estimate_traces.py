@@ -134,6 +134,10 @@ ISSUE10: list[tuple[str, int, int, dict]] = [
     ("Mixtral-8x7B-2L", 1, 2048, {"checkpointing": "full"}),
     ("Mixtral-8x7B-2L", 1, 2048, {}),
     ("Qwen3-30B-A3B-4L", 2, 2048, {}),
+    ("Mixtral-8x7B-2L", 1, 2048, {"lora_r": 16, "lora_targets": QV}),
+    ("Llama-3.2-1B-2L", 1, 512, {"optimizer": "adamw-fused"}),
+    ("Llama-3.2-3B-2L", 1, 1024, {"dtype": "fp32", "mixed_precision": "bf16", "optimizer": "adamw-fused",
+                                  "checkpointing": "full"}),
 ]
 
 

@@ -223,7 +223,7 @@ class _T:
     """A tensor: ``numel`` elements of ``b`` bytes; ``own`` bytes of device memory (0 for a view or a
     tensor that lives elsewhere)."""
 
-    __slots__ = ("b", "base", "cat", "dead", "dims", "grad", "leaf", "numel", "own", "refs", "rg", "saves")
+    __slots__ = ("b", "base", "cat", "dead", "dims", "grad", "leaf", "numel", "own", "pinned", "refs", "rg", "saves")
 
     def __init__(self, numel: int, b: float, rg: bool, cat: str, own: int | None = None, leaf: bool = False,
                  base: _T | None = None) -> None:
@@ -239,17 +239,19 @@ class _T:
         self.cat = cat
         self.base = base
         self.dead = False
+        self.pinned = False  # a gradient autograd cannot sum into in place (a view: see _Sim._give_grad)
 
 
 class _Node:
-    __slots__ = ("bw_temp", "ins", "outs", "passthrough", "saves")
+    __slots__ = ("bw_temp", "ins", "outs", "passthrough", "saves", "view_grads")
 
-    def __init__(self, ins, outs, saves, bw_temp, passthrough) -> None:
+    def __init__(self, ins, outs, saves, bw_temp, passthrough, view_grads=()) -> None:
         self.ins = ins
         self.outs = outs
         self.saves = saves
         self.bw_temp = bw_temp
         self.passthrough = passthrough
+        self.view_grads = {id(t) for t in view_grads if t is not None}
 
 
 class _Ckpt:
@@ -345,7 +347,8 @@ class _Sim:
 
     # -- ops --------------------------------------------------------------------------------------
     def op(self, ins: Iterable[_T | None], numel: int, b: float, saves: Iterable[Any] = (), bw_temp: int = 0,
-           cat: str = "activations", passthrough: bool = False, extra_outs: Iterable[_T] = ()) -> _T:
+           cat: str = "activations", passthrough: bool = False, extra_outs: Iterable[_T] = (),
+           view_grads: Iterable[_T | None] = ()) -> _T:
         ins = [i for i in ins if i is not None]
         rg = any(i.rg for i in ins)
         out = self.new(numel, b, rg, cat)
@@ -353,7 +356,7 @@ class _Sim:
             sv = [out if s is _OUT else s for s in saves if s is not None]
             for s in sv:
                 s.saves += 1
-            self.rec.append(_Node(ins, [out, *extra_outs], sv, bw_temp, passthrough))
+            self.rec.append(_Node(ins, [out, *extra_outs], sv, bw_temp, passthrough, view_grads))
         return out
 
     def cast(self, x: _T, b: float, cat: str | None = None) -> _T:
@@ -374,12 +377,19 @@ class _Sim:
 
     # -- backward ---------------------------------------------------------------------------------
     def _give_grad(self, t: _T, g: _T, fresh: bool) -> None:
-        """Accumulate gradient ``g`` (a fresh allocation, or a shared reference) into ``t``'s buffer."""
+        """Accumulate gradient ``g`` (a fresh allocation, or a shared reference) into ``t``'s buffer.
+
+        autograd's InputBuffer sums in place only into a tensor it holds the last reference to, storage included
+        (torch 2.13 torch/csrc/autograd/input_buffer.cpp ``accumulate`` / ``can_accumulate_inplace``).  A linear
+        weight's gradient is ``t()`` of the mm output (``TBackward0``), a view: a tied embedding's two gradients
+        (lm_head first, then the embedding's) are then summed out of place, and the three [V, h] tensors coexist.
+        Checked on a real CPU step without any dispatch mode: out of place in pure fp32/bf16, in place under
+        autocast, where the gradient reaching the weight is ``ToCopyBackward0``'s fresh fp32 tensor."""
         if t.grad is None:
             t.grad = g
             return
         old = t.grad
-        if old.refs == 1:
+        if old.refs == 1 and not old.pinned:
             self.drop(g)  # added in place into our buffer; the incoming one is released
             return
         new = self.new(t.numel, t.b, cat=old.cat)  # our buffer is shared: out-of-place sum
@@ -406,6 +416,7 @@ class _Sim:
                     self._give_grad(i, gout, fresh=False)
                 else:
                     g = self.new(i.numel, i.b, cat=cat)
+                    g.pinned = id(i) in nd.view_grads
                     self._give_grad(i, g, fresh=True)
             self.drop(temp)
             for o in nd.outs:
@@ -633,8 +644,9 @@ class _Model:
             out = sim.op([xin, wc, bc], rows * lin.fout, 2,
                          saves=[xin if wc.rg else None, wc if xin.rg else None])
         else:
+            # F.linear's weight gradient arrives as TBackward0's view of the mm output
             out = sim.op([x, lin.W, lin.B], rows * lin.fout, x.b,
-                         saves=[x if lin.W.rg else None, lin.W if x.rg else None])
+                         saves=[x if lin.W.rg else None, lin.W if x.rg else None], view_grads=[lin.W])
         sim.drop(*owned)
         if lin.lA is not None:
             out = self.lora(x, out, lin, rows)

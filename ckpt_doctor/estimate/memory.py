@@ -157,6 +157,11 @@ class TrainingSetup:
         if self.frozen not in FROZEN:
             raise ValueError(f"frozen must be one of {FROZEN}, not {self.frozen!r}")
         _every(self.checkpointing)  # raises on a bad plan name
+        from .arch import attention_refusal
+
+        refusal = attention_refusal(self.arch, self.attn) if hasattr(self.arch, "model_type") else None
+        if refusal:  # what transformers refuses to build, the estimate refuses too
+            raise ValueError(refusal)
         return self
 
     @property

@@ -83,6 +83,14 @@ def _check_supported(setup) -> None:
         raise TraceUnsupported("--trace runs one process; drop --gpus/--zero (the closed form covers sharding)")
     if setup.checkpointing == "offload":
         raise TraceUnsupported("--trace does not model host offload; the closed form covers --checkpointing offload")
+    from ckpt_doctor.estimate.arch import attention_refusal
+
+    refusal = attention_refusal(setup.arch, setup.attn)
+    if refusal:
+        raise TraceUnsupported(refusal)
+    if setup.attn == "flash" and attention_refusal(setup.arch, "sdpa"):
+        raise TraceUnsupported(f"{setup.arch.name}: --trace runs flash attention as sdpa, which transformers refuses for "
+                               f"{setup.arch.model_type}; the closed form estimates flash")
 
 
 def task_of(arch) -> str:
@@ -568,7 +576,30 @@ def _result(tracker, model, t0: float, method: str, notes: list[str]) -> TraceRe
     )
 
 
+class TraceFailed(TraceUnsupported):
+    """The trace of a setup failed inside torch / transformers / peft: one line naming the model, never a traceback."""
+
+
 def trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int = 2) -> TraceResult:
+    """Peak bytes of one steady-state training step of ``setup`` as ``torch.cuda.max_memory_allocated`` sees it.
+
+    Raises :class:`TraceUnsupported` (a setup the trace cannot run, or transformers refuses) or :class:`TraceFailed`
+    (anything else that went wrong, in one line naming the model) -- never another exception, except ImportError
+    (torch, transformers or peft missing), which the caller turns into an install hint."""
+    _check_supported(setup)
+    try:
+        return _trace_step(setup, device, fake=fake, iterations=iterations)
+    except (TraceUnsupported, ImportError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        name = getattr(setup.arch, "name", "the model")
+        first = (str(exc).strip().splitlines() or [""])[0]
+        if len(first) > 300:
+            first = first[:297] + "..."
+        raise TraceFailed(f"--trace of {name} ({setup.arch.model_type}) failed: {type(exc).__name__}: {first}") from None
+
+
+def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int = 2) -> TraceResult:
     """Peak bytes of one steady-state training step of ``setup`` as ``torch.cuda.max_memory_allocated`` sees it.
 
     ``fake=True`` (default): MemTracker under FakeTensorMode, no real memory, any model size.

@@ -138,6 +138,9 @@ ISSUE10: list[tuple[str, int, int, dict]] = [
     ("Llama-3.2-1B-2L", 1, 512, {"optimizer": "adamw-fused"}),
     ("Llama-3.2-3B-2L", 1, 1024, {"dtype": "fp32", "mixed_precision": "bf16", "optimizer": "adamw-fused",
                                   "checkpointing": "full"}),
+    ("gemma-2-2b-2L", 1, 2048, {"attn": "eager"}),
+    ("Phi-3-mini-2L", 1, 4096, {}),
+    ("pythia-1b-2L", 1, 2048, {}),
 ]
 
 

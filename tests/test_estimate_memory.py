@@ -303,7 +303,15 @@ def test_bad_setups_raise(llama7b):
 def test_every_family_estimates(name):
     arch = resolve(name)
     assert arch is not None
+    from ckpt_doctor.estimate.arch import attention_refusal, default_attn
+
+    attn = default_attn(arch)  # Gemma 2: eager (transformers 5.25 refuses sdpa, and the estimate with it)
+    if attn != "sdpa":
+        assert attention_refusal(arch, "sdpa")
+        with pytest.raises(ValueError, match="transformers refuses"):
+            estimate(TrainingSetup(arch, seq_len=512))
     for kw in (dict(), dict(checkpointing="full", lora_r=8), dict(attn="eager", mixed_precision="bf16", seq_len=256)):
+        kw.setdefault("attn", attn)
         est = estimate(TrainingSetup(arch, seq_len=kw.pop("seq_len", 512), **kw))
         assert est.peak_bytes > 0 and sum(est.breakdown.values()) == est.peak_bytes
 

@@ -516,6 +516,18 @@ class _Ctx:
         full = "." + (path or name)
         return any(t == name or full.endswith("." + t) for t in self.targets)
 
+    def softcap(self, key: str) -> float | None:
+        """Gemma 2's tanh soft-capping (``attn_logit_softcapping``, ``final_logit_softcapping``; Gemma2Config defaults
+        50.0 and 30.0 in transformers 5.25 models/gemma2/configuration_gemma2.py), None when off."""
+        a = self.arch
+        text = a.text_config if hasattr(a, "text_config") else self.cfg
+        if key in text:
+            v = text.get(key)
+        else:
+            v = {"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}.get(key) \
+                if a.model_type == "gemma2" else None
+        return float(v) if v else None
+
     def drop_p(self, *keys: str, default: float = 0.0) -> float:
         for k in keys:
             v = self.cfg.get(k)
@@ -584,6 +596,10 @@ class _Model:
         logits = self.linear(xn, head)
         sim.recat(logits, "logits_and_loss")
         sim.drop(xn)
+        if c.softcap("final_logit_softcapping"):
+            # Gemma2ForCausalLM.forward (transformers 5.25 models/gemma2/modeling_gemma2.py): logits / cap, tanh, * cap;
+            # tanh keeps its output for backward
+            logits = self.softcapped(logits, "logits_and_loss")
         loss = self.causal_lm_loss(logits)
         sim.drop(logits)
         return loss
@@ -610,6 +626,17 @@ class _Model:
         return p
 
     # -- op helpers -------------------------------------------------------------------------------
+    def softcapped(self, x: _T, cat: str = "activations") -> _T:
+        """``tanh(x / cap) * cap``: three tensors of x's size, the tanh output saved; ``x`` is consumed."""
+        sim = self.sim
+        d = sim.op([x], x.numel, x.b, cat=cat)
+        sim.drop(x)
+        t = sim.op([d], x.numel, x.b, saves=[_OUT], cat=cat)
+        sim.drop(d)
+        out = sim.op([t], x.numel, x.b, cat=cat)
+        sim.drop(t)
+        return out
+
     def wcast(self, w: _T) -> tuple[_T, bool]:
         """Autocast's copy of a weight in half precision: cached (and returned without a new reference)
         for trainable leaves during forward, a fresh temporary otherwise."""
@@ -1075,6 +1102,10 @@ class _LlamaModel(_Model):
         sim.drop(qm, km)
         sc2 = sim.op([sc], S, sc.b)
         sim.drop(sc)
+        if c.softcap("attn_logit_softcapping"):
+            # Gemma 2's eager_attention_forward (transformers 5.25 models/gemma2/modeling_gemma2.py): scores / softcap,
+            # tanh (output saved), * softcap, before the mask
+            sc2 = self.softcapped(sc2)
         sc3 = sim.op([sc2, self.mask], S, max(sc2.b, self.mask.b if self.mask else 0))
         sim.drop(sc2)
         p = self.softmax(sc3, 4)

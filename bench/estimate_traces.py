@@ -4,6 +4,8 @@ closed-form estimator is tested against), and print how far the closed form is f
     python bench/estimate_traces.py              # all rows (~3 minutes on 2 CPU cores, < 1 GB RAM)
     python bench/estimate_traces.py --no-large   # skip the 7B/8B shapes (~1 minute)
     python bench/estimate_traces.py --check      # compare the stored file with the closed form, no tracing
+    python bench/estimate_traces.py --only Mixtral --only gemma   # re-trace only the rows whose id contains one
+                                                 # of these (case-insensitive), keep every other stored row
 
 Needs torch, transformers and peft (the [verify] extra); no GPU, no network (models are built from their
 configs with random init, as fake tensors).
@@ -42,6 +44,33 @@ MODELS: dict[str, dict] = {
     "tiny-bert": dict(model_type="bert", hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                       intermediate_size=1024, vocab_size=8192, max_position_embeddings=512),
 }
+
+
+def _reduced(model: str, layers: int) -> dict:
+    """A bundled model's config.json with only ``layers`` decoder layers: real widths (the per-layer and per-token
+    terms are what the closed form has to get right), a trace in well under a minute on two CPU cores."""
+    arch = resolve(model)
+    if arch is None:
+        raise SystemExit(f"{model} is not in the bundled registry")
+    cfg = {k: v for k, v in arch.hf_config.items() if k not in ("architectures", "torch_dtype", "transformers_version")}
+    cfg["n_layer" if "n_layer" in cfg else "num_hidden_layers"] = layers
+    if isinstance(cfg.get("layer_types"), list):
+        cfg["layer_types"] = cfg["layer_types"][:layers]
+    return cfg
+
+
+# real shapes cut to a few layers (issue 10: the families people train)
+REDUCED: dict[str, tuple[str, int]] = {
+    "Mixtral-8x7B-2L": ("mistralai/Mixtral-8x7B-v0.1", 2),
+    "Qwen3-30B-A3B-4L": ("Qwen/Qwen3-30B-A3B", 4),
+    "Llama-3.2-1B-2L": ("meta-llama/Llama-3.2-1B", 2),
+    "Llama-3.2-3B-2L": ("meta-llama/Llama-3.2-3B", 2),
+    "gemma-2-2b-2L": ("google/gemma-2-2b", 2),
+    "Phi-3-mini-2L": ("microsoft/Phi-3-mini-4k-instruct", 2),
+    "pythia-1b-2L": ("EleutherAI/pythia-1b", 2),
+}
+for _name, (_model, _layers) in REDUCED.items():
+    MODELS[_name] = _reduced(_model, _layers)
 
 QV = ("q_proj", "v_proj")
 ALL_LLAMA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -100,6 +129,20 @@ LARGE: list[tuple[str, int, int, dict]] = [
     ("meta-llama/Meta-Llama-3-8B", 1, 2048, {"checkpointing": "full"}),
 ]
 
+# issue 10: each row of the issue's table, at real widths and reduced depth
+ISSUE10: list[tuple[str, int, int, dict]] = [
+    ("Mixtral-8x7B-2L", 1, 2048, {"checkpointing": "full"}),
+    ("Mixtral-8x7B-2L", 1, 2048, {}),
+    ("Qwen3-30B-A3B-4L", 2, 2048, {}),
+    ("Mixtral-8x7B-2L", 1, 2048, {"lora_r": 16, "lora_targets": QV}),
+    ("Llama-3.2-1B-2L", 1, 512, {"optimizer": "adamw-fused"}),
+    ("Llama-3.2-3B-2L", 1, 1024, {"dtype": "fp32", "mixed_precision": "bf16", "optimizer": "adamw-fused",
+                                  "checkpointing": "full"}),
+    ("gemma-2-2b-2L", 1, 2048, {"attn": "eager"}),
+    ("Phi-3-mini-2L", 1, 4096, {}),
+    ("pythia-1b-2L", 1, 2048, {}),
+]
+
 
 def arch_of(model: str) -> ModelArch:
     if model in MODELS:
@@ -151,6 +194,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-large", action="store_true", help="skip the 7B/8B shapes")
     ap.add_argument("--check", action="store_true", help="only compare the stored traces with the closed form")
+    ap.add_argument("--only", action="append", default=[], metavar="TEXT",
+                    help="re-trace only the rows whose id contains TEXT (repeatable); keep the other stored rows")
     args = ap.parse_args()
     if args.check:
         data = json.loads(OUT.read_text())
@@ -168,12 +213,18 @@ def main() -> None:
         pass
     from ckpt_doctor.estimate.trace import trace_step
 
-    todo = list(MATRIX) + ([] if args.no_large else list(LARGE))
+    todo = list(MATRIX) + ([] if args.no_large and not args.only else list(LARGE)) + list(ISSUE10)
+    stored = {r["id"]: r for r in json.loads(OUT.read_text())["rows"]} if args.only and OUT.exists() else {}
+    wanted = [t.lower() for t in args.only]
     rows = []
     t_all = time.perf_counter()
     for i, (model, b, s, over) in enumerate(todo, 1):
         setup = TrainingSetup(arch=arch_of(model), batch_size=b, seq_len=s, **over)
         rid = row_id(model, setup)
+        if wanted and not any(t in rid.lower() for t in wanted):
+            if rid in stored:
+                rows.append(stored[rid])
+            continue
         t0 = time.perf_counter()
         res = trace_step(setup)
         dt = time.perf_counter() - t0
@@ -192,14 +243,19 @@ def main() -> None:
             "params_total": res.params_total,
             "params_trainable": res.params_trainable,
             "trace_seconds": round(dt, 2),
+            "transformers": transformers.__version__,
         })
+    if args.only:  # the stored rows keep the versions they were traced with (row["transformers"] when newer)
+        versions = json.loads(OUT.read_text())["versions"]
+    else:
+        versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                    "python": platform.python_version()}
     data = {
         "about": "Peak bytes of one steady-state training step (2nd iteration), traced with "
                  "torch.distributed._tools.mem_tracker.MemTracker under FakeTensorMode on CPU, CUDA's 512-byte "
                  "rounding and CUDA semantics applied (ckpt_doctor/estimate/trace.py). Regenerate with "
                  "python bench/estimate_traces.py.",
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-                     "python": platform.python_version()},
+        "versions": versions,
         "models": MODELS,
         "rows": rows,
     }

@@ -199,3 +199,42 @@ def test_model_source_says_which_bundled_model_a_name_rule_used(tmp_path, monkey
     assert "by its folder name" in res.stdout
     res = run("--model", "Qwen/Qwen2.5-7B-Instruct-GGUF")
     assert res.exit_code == 2 and "GGUF" in res.output
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 10: a configuration the installed transformers refuses is refused, in one line; --trace never prints a
+# traceback
+
+
+def test_an_attention_transformers_refuses_is_refused_in_one_line():
+    res = CliRunner().invoke(estimate, ["--model", "google/gemma-2-2b", "--attn", "sdpa"])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "transformers refuses attn_implementation='sdpa' for gemma2" in lines[0]
+    assert "--attn eager" in lines[0] and "Traceback" not in res.output
+    res = CliRunner().invoke(estimate, ["--model", "google-t5/t5-small", "--attn", "flash"])
+    assert res.exit_code == 2 and "flash_attention_2" in res.output
+    # no --attn: what transformers picks, eager for Gemma 2 (it cannot dispatch sdpa), sdpa elsewhere
+    assert run_json("--model", "google/gemma-2-2b", "--seq-len", "512")["setup"]["attn"] == "eager"
+    assert run_json("--model", "meta-llama/Llama-3.2-1B", "--seq-len", "512")["setup"]["attn"] == "sdpa"
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch and transformers (the [verify] extra)")
+def test_trace_refusals_and_failures_are_one_line(tmp_path, monkeypatch):
+    from ckpt_doctor.estimate import trace as _trace
+
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    for args, needle in ((["--model", "google/gemma-2-2b", "--attn", "flash"], "runs flash attention as sdpa"),
+                         (["--model", "google/gemma-2-2b", "--attn", "sdpa"], "refuses")):
+        res = CliRunner().invoke(estimate, [*args, "--seq-len", "64", "--trace"])
+        assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
+
+    def boom(setup, *, meta):
+        raise RuntimeError("something deep inside transformers\nsecond line")
+
+    monkeypatch.setattr(_trace, "build_model", boom)
+    res = CliRunner().invoke(estimate, ["--model", str(tmp_path / "config.json"), "--seq-len", "64", "--trace"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "failed: RuntimeError: something deep inside transformers" in lines[0]
+    assert "(llama)" in lines[0]

@@ -303,7 +303,15 @@ def test_bad_setups_raise(llama7b):
 def test_every_family_estimates(name):
     arch = resolve(name)
     assert arch is not None
+    from ckpt_doctor.estimate.arch import attention_refusal, default_attn
+
+    attn = default_attn(arch)  # Gemma 2: eager (transformers 5.25 refuses sdpa, and the estimate with it)
+    if attn != "sdpa":
+        assert attention_refusal(arch, "sdpa")
+        with pytest.raises(ValueError, match="transformers refuses"):
+            estimate(TrainingSetup(arch, seq_len=512))
     for kw in (dict(), dict(checkpointing="full", lora_r=8), dict(attn="eager", mixed_precision="bf16", seq_len=256)):
+        kw.setdefault("attn", attn)
         est = estimate(TrainingSetup(arch, seq_len=kw.pop("seq_len", 512), **kw))
         assert est.peak_bytes > 0 and sum(est.breakdown.values()) == est.peak_bytes
 
@@ -400,3 +408,51 @@ def test_zero_2_and_3_never_hold_every_gradient_in_the_backward():
         assert held <= grads / 8 + 2 * 500_000_000 * 2 + 2**20, (zero, held)
     stage_1 = memory.estimate(dataclasses.replace(base, zero=1)).phase_breakdown["backward"]["gradients"]
     assert stage_1 > grads * 0.9  # ZeRO-1 partitions the optimizer state only: the gradients stay whole
+
+
+TIED = dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=8192, max_position_embeddings=512, tie_word_embeddings=True)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch and transformers (the [verify] extra)")
+@pytest.mark.parametrize("mixed", ["no", "bf16"])
+def test_tied_embedding_gradients_are_summed_as_a_real_step_sums_them(mixed):
+    """Issue 10: a tied embedding's two gradients.  Without any dispatch mode, autograd sums them out of place in
+    pure precision (the lm_head's is a TBackward0 view) and in place under autocast (a fresh ToCopyBackward0
+    tensor); under a dispatch mode always out of place, which the trace undoes.  The closed form follows the
+    real step, and so does the trace."""
+    import warnings
+
+    import torch
+    import transformers
+
+    from ckpt_doctor.estimate.trace import trace_step
+
+    warnings.filterwarnings("ignore")
+    cfg = transformers.LlamaConfig(**{k: v for k, v in TIED.items() if k != "model_type"}, use_cache=False)
+    m = transformers.AutoModelForCausalLM.from_config(cfg)
+    w = m.model.embed_tokens.weight
+    assert w is m.lm_head.weight
+    ids = torch.randint(0, 8192, (1, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed != "no"):
+        loss = m(input_ids=ids, labels=ids).loss
+    incoming, summed = [], []
+    seen, stack = set(), [loss.grad_fn]
+    while stack:  # the nodes whose gradient goes into the tied weight
+        n = stack.pop()
+        if n is None or n in seen:
+            continue
+        seen.add(n)
+        for j, (nf, _) in enumerate(n.next_functions):
+            if nf is not None and getattr(nf, "variable", None) is w:
+                n.register_hook(lambda gi, go, j=j: incoming.append(gi[j].data_ptr()))
+            stack.append(nf)
+    w.register_hook(lambda g: summed.append(g.data_ptr()))
+    loss.backward()
+    assert len(incoming) == 2 and (summed[0] in incoming) == (mixed != "no")
+
+    setup = TrainingSetup(ModelArch.from_hf_config(dict(TIED), "tied"), batch_size=1, seq_len=64, dtype="fp32",
+                          mixed_precision=mixed, optimizer="adamw-fused")
+    fake = trace_step(setup)
+    est = estimate(setup, cublas_workspaces=False)
+    assert abs(est.phases["backward"] - fake.phases["backward"]) < 8192 * 64 * 4 // 8  # an eighth of one [V, h]

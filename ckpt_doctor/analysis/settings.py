@@ -542,6 +542,11 @@ def complete_for(settings: ScriptSettings, arch) -> ScriptSettings:
     if settings.dtype.value == "auto":
         dtype = str(getattr(arch, "torch_dtype", None) or "float32")
         settings.dtype = Setting(DTYPES.get(dtype, "fp32"), None, "the checkpoint's dtype (transformers 5 loads dtype='auto')")
+    if settings.attn.line is None:  # not stated: transformers picks sdpa, or eager where it refuses sdpa (Gemma 2)
+        from ckpt_doctor.estimate.arch import default_attn
+
+        if default_attn(arch) != settings.attn.value:
+            settings.attn = Setting(default_attn(arch), None, f"transformers falls back to eager: {arch.model_type} refuses sdpa")
     if settings.dtype.value != "fp32" and settings.mixed_precision.value != "no":
         # autocast over weights that are already 16-bit keeps no fp32 master copy
         settings.mixed_precision = Setting("no", settings.mixed_precision.line, "weights already 16-bit")

@@ -28,6 +28,8 @@ __all__ = [
     "ModelArch",
     "SUPPORTED_MODEL_TYPES",
     "UnsupportedConfig",
+    "attention_refusal",
+    "default_attn",
     "t5_ties_lm_head",
 ]
 
@@ -202,6 +204,40 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                tie_word_embeddings=True),
 }
 _DEFAULTS["RefinedWeb"] = _DEFAULTS["RefinedWebModel"] = _DEFAULTS["falcon"]
+
+
+# Attention implementations transformers refuses per model type, at model construction: transformers 5.25
+# modeling_utils.py PreTrainedModel._sdpa_can_dispatch ("does not support an attention implementation through
+# torch.nn.functional.scaled_dot_product_attention yet") and the Flash Attention check of
+# _check_and_adjust_attn_implementation, which read the class flags _supports_sdpa / _supports_flash_attn.
+# For the supported model types they are False only for: Gemma2ForCausalLM._supports_sdpa (models/gemma2/
+# modeling_gemma2.py: "sdpa does not support softcapping"), T5ForConditionalGeneration._supports_flash_attn and
+# Gemma3ForConditionalGeneration._supports_flash_attn (the multimodal Gemma 3).  ``flash`` is the --attn name of
+# flash_attention_2.
+_ATTN_REFUSED: dict[str, tuple[str, str, str]] = {
+    # model_type: (refused --attn, transformers class, what transformers says)
+    "gemma2": ("sdpa", "Gemma2ForCausalLM", "does not support attention through torch's scaled_dot_product_attention "
+               "(no attention soft-capping)"),
+    "t5": ("flash", "T5ForConditionalGeneration", "does not support Flash Attention"),
+    "gemma3": ("flash", "Gemma3ForConditionalGeneration", "does not support Flash Attention"),
+}
+
+
+def attention_refusal(arch: "ModelArch", attn: str) -> str | None:
+    """The one-line reason transformers (5.25) refuses to build ``arch`` with attention ``attn``, else None."""
+    refused = _ATTN_REFUSED.get(arch.model_type)
+    if refused is None or refused[0] != attn:
+        return None
+    hf_name = "flash_attention_2" if attn == "flash" else attn
+    instead = "eager" if attn == "sdpa" else "sdpa"
+    return (f"{arch.name}: transformers refuses attn_implementation={hf_name!r} for {arch.model_type} "
+            f"({refused[1]} {refused[2]}); use --attn {instead}")
+
+
+def default_attn(arch: "ModelArch") -> str:
+    """What transformers picks when the script names no attention: sdpa, else eager (modeling_utils.py
+    _check_and_adjust_attn_implementation falls back to eager when sdpa cannot dispatch)."""
+    return "eager" if attention_refusal(arch, "sdpa") else "sdpa"
 
 
 _TRANSFORMERS_MAJOR: list[int | None] = []

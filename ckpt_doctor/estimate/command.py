@@ -130,6 +130,10 @@ def setup_from_settings(settings: dict, *, seq_len_given: bool, from_script: boo
     if arch is None:
         raise EstimateError(f"cannot resolve model {name!r}: {source}; pass --model with a local config.json path{read}")
 
+    if settings.get("attn") is None:  # what transformers picks: sdpa, or eager where it refuses sdpa (Gemma 2)
+        from .arch import default_attn
+
+        settings["attn"] = default_attn(arch)
     for k, v in DEFAULTS.items():
         if settings.get(k) is None:
             settings[k] = v

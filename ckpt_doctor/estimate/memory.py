@@ -157,6 +157,11 @@ class TrainingSetup:
         if self.frozen not in FROZEN:
             raise ValueError(f"frozen must be one of {FROZEN}, not {self.frozen!r}")
         _every(self.checkpointing)  # raises on a bad plan name
+        from .arch import attention_refusal
+
+        refusal = attention_refusal(self.arch, self.attn) if hasattr(self.arch, "model_type") else None
+        if refusal:  # what transformers refuses to build, the estimate refuses too
+            raise ValueError(refusal)
         return self
 
     @property
@@ -223,7 +228,7 @@ class _T:
     """A tensor: ``numel`` elements of ``b`` bytes; ``own`` bytes of device memory (0 for a view or a
     tensor that lives elsewhere)."""
 
-    __slots__ = ("b", "base", "cat", "dead", "dims", "grad", "leaf", "numel", "own", "refs", "rg", "saves")
+    __slots__ = ("b", "base", "cat", "dead", "dims", "grad", "leaf", "numel", "own", "pinned", "refs", "rg", "saves")
 
     def __init__(self, numel: int, b: float, rg: bool, cat: str, own: int | None = None, leaf: bool = False,
                  base: _T | None = None) -> None:
@@ -239,17 +244,19 @@ class _T:
         self.cat = cat
         self.base = base
         self.dead = False
+        self.pinned = False  # a gradient autograd cannot sum into in place (a view: see _Sim._give_grad)
 
 
 class _Node:
-    __slots__ = ("bw_temp", "ins", "outs", "passthrough", "saves")
+    __slots__ = ("bw_temp", "ins", "outs", "passthrough", "saves", "view_grads")
 
-    def __init__(self, ins, outs, saves, bw_temp, passthrough) -> None:
+    def __init__(self, ins, outs, saves, bw_temp, passthrough, view_grads=()) -> None:
         self.ins = ins
         self.outs = outs
         self.saves = saves
         self.bw_temp = bw_temp
         self.passthrough = passthrough
+        self.view_grads = {id(t) for t in view_grads if t is not None}
 
 
 class _Ckpt:
@@ -345,7 +352,8 @@ class _Sim:
 
     # -- ops --------------------------------------------------------------------------------------
     def op(self, ins: Iterable[_T | None], numel: int, b: float, saves: Iterable[Any] = (), bw_temp: int = 0,
-           cat: str = "activations", passthrough: bool = False, extra_outs: Iterable[_T] = ()) -> _T:
+           cat: str = "activations", passthrough: bool = False, extra_outs: Iterable[_T] = (),
+           view_grads: Iterable[_T | None] = ()) -> _T:
         ins = [i for i in ins if i is not None]
         rg = any(i.rg for i in ins)
         out = self.new(numel, b, rg, cat)
@@ -353,7 +361,7 @@ class _Sim:
             sv = [out if s is _OUT else s for s in saves if s is not None]
             for s in sv:
                 s.saves += 1
-            self.rec.append(_Node(ins, [out, *extra_outs], sv, bw_temp, passthrough))
+            self.rec.append(_Node(ins, [out, *extra_outs], sv, bw_temp, passthrough, view_grads))
         return out
 
     def cast(self, x: _T, b: float, cat: str | None = None) -> _T:
@@ -374,12 +382,19 @@ class _Sim:
 
     # -- backward ---------------------------------------------------------------------------------
     def _give_grad(self, t: _T, g: _T, fresh: bool) -> None:
-        """Accumulate gradient ``g`` (a fresh allocation, or a shared reference) into ``t``'s buffer."""
+        """Accumulate gradient ``g`` (a fresh allocation, or a shared reference) into ``t``'s buffer.
+
+        autograd's InputBuffer sums in place only into a tensor it holds the last reference to, storage included
+        (torch 2.13 torch/csrc/autograd/input_buffer.cpp ``accumulate`` / ``can_accumulate_inplace``).  A linear
+        weight's gradient is ``t()`` of the mm output (``TBackward0``), a view: a tied embedding's two gradients
+        (lm_head first, then the embedding's) are then summed out of place, and the three [V, h] tensors coexist.
+        Checked on a real CPU step without any dispatch mode: out of place in pure fp32/bf16, in place under
+        autocast, where the gradient reaching the weight is ``ToCopyBackward0``'s fresh fp32 tensor."""
         if t.grad is None:
             t.grad = g
             return
         old = t.grad
-        if old.refs == 1:
+        if old.refs == 1 and not old.pinned:
             self.drop(g)  # added in place into our buffer; the incoming one is released
             return
         new = self.new(t.numel, t.b, cat=old.cat)  # our buffer is shared: out-of-place sum
@@ -406,6 +421,7 @@ class _Sim:
                     self._give_grad(i, gout, fresh=False)
                 else:
                     g = self.new(i.numel, i.b, cat=cat)
+                    g.pinned = id(i) in nd.view_grads
                     self._give_grad(i, g, fresh=True)
             self.drop(temp)
             for o in nd.outs:
@@ -500,6 +516,18 @@ class _Ctx:
         full = "." + (path or name)
         return any(t == name or full.endswith("." + t) for t in self.targets)
 
+    def softcap(self, key: str) -> float | None:
+        """Gemma 2's tanh soft-capping (``attn_logit_softcapping``, ``final_logit_softcapping``; Gemma2Config defaults
+        50.0 and 30.0 in transformers 5.25 models/gemma2/configuration_gemma2.py), None when off."""
+        a = self.arch
+        text = a.text_config if hasattr(a, "text_config") else self.cfg
+        if key in text:
+            v = text.get(key)
+        else:
+            v = {"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}.get(key) \
+                if a.model_type == "gemma2" else None
+        return float(v) if v else None
+
     def drop_p(self, *keys: str, default: float = 0.0) -> float:
         for k in keys:
             v = self.cfg.get(k)
@@ -568,6 +596,10 @@ class _Model:
         logits = self.linear(xn, head)
         sim.recat(logits, "logits_and_loss")
         sim.drop(xn)
+        if c.softcap("final_logit_softcapping"):
+            # Gemma2ForCausalLM.forward (transformers 5.25 models/gemma2/modeling_gemma2.py): logits / cap, tanh, * cap;
+            # tanh keeps its output for backward
+            logits = self.softcapped(logits, "logits_and_loss")
         loss = self.causal_lm_loss(logits)
         sim.drop(logits)
         return loss
@@ -594,6 +626,17 @@ class _Model:
         return p
 
     # -- op helpers -------------------------------------------------------------------------------
+    def softcapped(self, x: _T, cat: str = "activations") -> _T:
+        """``tanh(x / cap) * cap``: three tensors of x's size, the tanh output saved; ``x`` is consumed."""
+        sim = self.sim
+        d = sim.op([x], x.numel, x.b, cat=cat)
+        sim.drop(x)
+        t = sim.op([d], x.numel, x.b, saves=[_OUT], cat=cat)
+        sim.drop(d)
+        out = sim.op([t], x.numel, x.b, cat=cat)
+        sim.drop(t)
+        return out
+
     def wcast(self, w: _T) -> tuple[_T, bool]:
         """Autocast's copy of a weight in half precision: cached (and returned without a new reference)
         for trainable leaves during forward, a fresh temporary otherwise."""
@@ -633,8 +676,9 @@ class _Model:
             out = sim.op([xin, wc, bc], rows * lin.fout, 2,
                          saves=[xin if wc.rg else None, wc if xin.rg else None])
         else:
+            # F.linear's weight gradient arrives as TBackward0's view of the mm output
             out = sim.op([x, lin.W, lin.B], rows * lin.fout, x.b,
-                         saves=[x if lin.W.rg else None, lin.W if x.rg else None])
+                         saves=[x if lin.W.rg else None, lin.W if x.rg else None], view_grads=[lin.W])
         sim.drop(*owned)
         if lin.lA is not None:
             out = self.lora(x, out, lin, rows)
@@ -842,6 +886,11 @@ class _Model:
         return loss
 
 
+# transformers 5.25: Qwen3MoeTopKRouter.forward casts the top-k routing weights to the router logits' dtype
+# (``router_top_value.to(router_logits.dtype)``); MixtralTopKRouter.forward keeps them in fp32, so Mixtral's
+# ``proj_out * sample_weights_g`` is an fp32 [S, h] tensor.
+_MOE_ROUTING_WEIGHTS_TO_LOGITS_DTYPE = {"qwen3_moe": True, "mixtral": False}
+
 _ALIAS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "wi_0": "gate_proj", "wi_1": "up_proj",
           "wi": "gate_proj", "wo": "down_proj"}
 
@@ -976,28 +1025,66 @@ class _LlamaModel(_Model):
         return dn
 
     def moe(self, x: _T, lay: dict) -> _T:
-        """Top-k routed experts: router logits + each token through k experts (approximate)."""
+        """A sparse MoE block as transformers 5.25 runs it by default (``experts_implementation="grouped_mm"``).
+
+        Router (models/mixtral/modeling_mixtral.py ``MixtralTopKRouter.forward``, models/qwen3_moe/modeling_qwen3_moe.py
+        ``Qwen3MoeTopKRouter.forward``): ``F.linear`` -> fp32 softmax -> top-k.  Experts (integrations/moe.py
+        ``grouped_mm_experts_forward``): the tokens gathered once per chosen expert (``hidden_states[perm // k]``),
+        ``_grouped_mm`` against the whole ``[E, 2*mi, h]`` / ``[E, h, mi]`` expert weights (saved, so their
+        gradients are full-size ``[E, ...]`` tensors), ``act(gate) * up``, the routing weights multiplied in
+        (``proj_out * sample_weights_g``, promoted to their dtype), un-permuted, summed over k and cast back.
+        ``_grouped_mm`` is not autocast-enabled: its input is cast to the weight's dtype (``_grouped_mm``)."""
         sim, c, a = self.sim, self.ctx, self.ctx.arch
-        router = self.linear(x, lay["gate"])
-        probs = sim.op([router], router.numel, 4, saves=[_OUT])
-        sim.drop(router)
+        E = max(1, a.num_experts)
         k = max(1, a.num_experts_per_tok)
         mi = a.moe_intermediate_size or c.I
-        rows = c.N * k
-        xr = sim.op([x], rows * c.h, x.b)  # tokens gathered per expert
-        gu = sim.op([xr], rows * 2 * mi, c.ab, saves=[xr])
-        gt, up = self.split(gu, (rows * mi, rows * mi))
+        S = c.N * k
+        # router: logits, softmax in fp32 (Mixtral: router_logits.float() first), top-k values and indices
+        logits = self.linear(x, lay["gate"])
+        probs = self.softmax(logits, 4)
+        sim.drop(logits)
+        idx = sim.new(c.N * k, 8)  # top-k indices (kept by topk's backward)
+        top = sim.op([probs], c.N * k, 4, saves=[idx])
+        sim.drop(probs)
+        if _MOE_ROUTING_WEIGHTS_TO_LOGITS_DTYPE.get(a.model_type, False):  # Qwen3-MoE: .to(router_logits.dtype)
+            t = sim.cast(top, logits.b)
+            sim.drop(top)
+            top = t
+        perm = sim.new(S, 8)  # torch.sort(expert_ids) -> perm (the gather's and the routing weights' index)
+        sw = sim.op([top], S, top.b, saves=[perm])  # sample_weights[perm]
+        sim.drop(top, idx)
+        xr = sim.op([x], S * c.h, x.b, saves=[perm])  # hidden_states[perm // k]
+        gu = self.grouped_linear(xr, lay["gate_up_proj"], S)
+        sim.drop(xr)
+        gt, up = self.split(gu, (S * mi, S * mi))  # chunk(2, dim=-1)
         sim.drop(gu)
         ac = self.activation(gt, c.act)
         sim.drop(gt)
-        pr = sim.op([ac, up], ac.numel, ac.b, saves=[ac, up])
+        pr = sim.op([ac, up], ac.numel, max(ac.b, up.b), saves=[ac if up.rg else None, up if ac.rg else None])
         sim.drop(ac, up)
-        dn = sim.op([pr], rows * c.h, c.ab, saves=[pr])
-        sim.drop(pr, xr)
-        w = sim.op([dn, probs], rows * c.h, dn.b, saves=[dn, probs])
-        sim.drop(dn, probs)
-        out = sim.op([w], c.N * c.h, w.b)
-        sim.drop(w)
+        dn = self.grouped_linear(pr, lay["down_proj"], S)
+        sim.drop(pr)
+        wb = max(dn.b, sw.b)
+        w = sim.op([dn, sw], S * c.h, wb, saves=[dn if sw.rg else None, sw if dn.rg else None])
+        sim.drop(dn, sw)
+        wo = sim.op([w], S * c.h, wb, saves=[perm])  # weighted_out[inv_perm]
+        sim.drop(w, perm)
+        sm = sim.op([wo], c.N * c.h, wb)  # .view(N, k, h).sum(dim=1)
+        sim.drop(wo)
+        out = sim.cast(sm, x.b)  # .to(hidden_states.dtype)
+        sim.drop(sm)
+        return out
+
+    def grouped_linear(self, x: _T, lin: _Linear, rows: int) -> _T:
+        """``_grouped_mm(input.to(weight.dtype), weight.transpose(-2, -1), offs)`` over all experts' weights
+        (transformers 5.25 integrations/moe.py ``_grouped_linear``): saves its input and the weight; the weight's
+        gradient is one ``[E, out, in]`` tensor."""
+        sim, c = self.sim, self.ctx
+        wb = c.compute if lin.quant else lin.W.b
+        xin = sim.cast(x, wb)
+        out = sim.op([xin, lin.W], rows * lin.fout, wb,
+                     saves=[xin if lin.W.rg else None, lin.W if xin.rg else None])
+        sim.drop(xin)
         return out
 
     def eager(self, qe: _T, ke: _T, v: _T) -> _T:
@@ -1015,6 +1102,10 @@ class _LlamaModel(_Model):
         sim.drop(qm, km)
         sc2 = sim.op([sc], S, sc.b)
         sim.drop(sc)
+        if c.softcap("attn_logit_softcapping"):
+            # Gemma 2's eager_attention_forward (transformers 5.25 models/gemma2/modeling_gemma2.py): scores / softcap,
+            # tanh (output saved), * softcap, before the mask
+            sc2 = self.softcapped(sc2)
         sc3 = sim.op([sc2, self.mask], S, max(sc2.b, self.mask.b if self.mask else 0))
         sim.drop(sc2)
         p = self.softmax(sc3, 4)

@@ -83,6 +83,14 @@ def _check_supported(setup) -> None:
         raise TraceUnsupported("--trace runs one process; drop --gpus/--zero (the closed form covers sharding)")
     if setup.checkpointing == "offload":
         raise TraceUnsupported("--trace does not model host offload; the closed form covers --checkpointing offload")
+    from ckpt_doctor.estimate.arch import attention_refusal
+
+    refusal = attention_refusal(setup.arch, setup.attn)
+    if refusal:
+        raise TraceUnsupported(refusal)
+    if setup.attn == "flash" and attention_refusal(setup.arch, "sdpa"):
+        raise TraceUnsupported(f"{setup.arch.name}: --trace runs flash attention as sdpa, which transformers refuses for "
+                               f"{setup.arch.model_type}; the closed form estimates flash")
 
 
 def task_of(arch) -> str:
@@ -286,6 +294,48 @@ def _cuda_semantics_mode(mixed: str, state: dict):
             return func(*args, **kwargs)
 
     return _CudaSemantics()
+
+
+def _tied_params(model) -> set:
+    """(shape, dtype) of the parameters that more than one module uses (a tied embedding and lm_head)."""
+    seen: dict[int, int] = {}
+    shapes = set()
+    for _, mod in model.named_modules(remove_duplicate=False):
+        for p in mod._parameters.values():
+            if p is not None:
+                seen[id(p)] = seen.get(id(p), 0) + 1
+                if seen[id(p)] > 1:
+                    shapes.add((tuple(p.shape), p.dtype))
+    return shapes
+
+
+def _inplace_grad_accumulation_mode(tied: set, state: dict):
+    """Undo one artifact of tracing under a dispatch mode: autograd sums a parameter's gradients in place when it holds
+    the last reference to the first one (torch 2.13 torch/csrc/autograd/input_buffer.cpp ``accumulate``), but its
+    ``can_accumulate_inplace`` asks ``at::isTensorSubclassLike``, which is true whenever any dispatch mode is active
+    (ATen/TensorSubclassLikeUtils.h: ``if (c10::impl::dispatch_mode_enabled()) return true``).  So under
+    FakeTensorMode / MemTracker every such sum is out of place.  For a tied embedding under autocast that is one
+    extra [V, h] fp32 tensor a real step never holds (the lm_head's gradient reaches the weight as ToCopyBackward0's
+    fresh tensor, summed in place; in pure fp32/bf16 it is a TBackward0 view, summed out of place, as here).
+    This mode turns the backward's ``add(old, new)`` of a tied parameter's shape into ``old.add_(new)`` when ``old``
+    is not a view, as the engine does without a mode."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    add = torch.ops.aten.add.Tensor
+
+    class _InplaceGradAccumulation(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is add and state.get("backward") and len(args) == 2 and not kwargs:
+                a, b = args
+                if (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                        and a.dtype == b.dtype and (tuple(a.shape), a.dtype) in tied and not a._is_view()
+                        and a.is_contiguous()):
+                    return torch.ops.aten.add_.Tensor(a, b)
+            return func(*args, **kwargs)
+
+    return _InplaceGradAccumulation()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -501,7 +551,9 @@ def _step(model, opt, inputs, setup, tracker, autocast_state, iterations: int) -
                 loss = loss / setup.gradient_accumulation
             autocast_state["cache"] = None  # autocast clears its weight cache on exit
             tracker.set_phase("backward")
+            autocast_state["backward"] = True
             loss.backward()
+            autocast_state["backward"] = False
             del loss
         autocast_state["enabled"] = False
         tracker.set_phase("optimizer")
@@ -524,7 +576,30 @@ def _result(tracker, model, t0: float, method: str, notes: list[str]) -> TraceRe
     )
 
 
+class TraceFailed(TraceUnsupported):
+    """The trace of a setup failed inside torch / transformers / peft: one line naming the model, never a traceback."""
+
+
 def trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int = 2) -> TraceResult:
+    """Peak bytes of one steady-state training step of ``setup`` as ``torch.cuda.max_memory_allocated`` sees it.
+
+    Raises :class:`TraceUnsupported` (a setup the trace cannot run, or transformers refuses) or :class:`TraceFailed`
+    (anything else that went wrong, in one line naming the model) -- never another exception, except ImportError
+    (torch, transformers or peft missing), which the caller turns into an install hint."""
+    _check_supported(setup)
+    try:
+        return _trace_step(setup, device, fake=fake, iterations=iterations)
+    except (TraceUnsupported, ImportError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        name = getattr(setup.arch, "name", "the model")
+        first = (str(exc).strip().splitlines() or [""])[0]
+        if len(first) > 300:
+            first = first[:297] + "..."
+        raise TraceFailed(f"--trace of {name} ({setup.arch.model_type}) failed: {type(exc).__name__}: {first}") from None
+
+
+def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int = 2) -> TraceResult:
     """Peak bytes of one steady-state training step of ``setup`` as ``torch.cuda.max_memory_allocated`` sees it.
 
     ``fake=True`` (default): MemTracker under FakeTensorMode, no real memory, any model size.
@@ -554,7 +629,7 @@ def trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int
             opt = make_optimizer(setup, model.parameters())
             tracker = _memtracker()
             tracker.track_external(model, opt, *inputs.values())
-            with tracker, sem:
+            with tracker, sem, _inplace_grad_accumulation_mode(_tied_params(model), autocast_state):
                 _step(model, opt, inputs, setup, tracker, autocast_state, iterations)
         return _result(tracker, model, t0, "FakeTensorMode + MemTracker", notes)
 
@@ -566,6 +641,6 @@ def trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int
     opt = make_optimizer(setup, model.parameters())
     tracker = live_bytes_tracker()
     tracker.track(list(model.parameters()), list(model.buffers()), list(inputs.values()))
-    with tracker, sem:
+    with tracker, sem, _inplace_grad_accumulation_mode(_tied_params(model), autocast_state):
         _step(model, opt, inputs, setup, tracker, autocast_state, iterations)
     return _result(tracker, model, t0, "real CPU step + live-bytes dispatch mode", notes)

@@ -166,6 +166,11 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     if found_as.startswith("architecture of"):  # another id's numbers (a re-upload, a folder named like a model): say so
         settings = replace(settings, model=replace(settings.model, note=found_as.split(":")[0]))
     settings = complete_for(replace(settings), arch)  # the analysis' settings stay as the script states them
+    from ckpt_doctor.estimate.arch import attention_refusal
+
+    refusal = attention_refusal(arch, str(settings.attn.value))
+    if refusal:  # transformers will not build this model: no estimate of a step that cannot run
+        raise _Unknown(f"{refusal}. Settings read: {settings.describe()}", where)
     budget = resolve_budget(ctx)
     flags = {k: v for k, v in settings.as_flags().items() if k != "model"}
     base = memory.TrainingSetup(arch=arch, **{**flags, "checkpointing": "none"})

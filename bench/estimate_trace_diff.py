@@ -1,0 +1,165 @@
+"""Where the closed form and the trace differ: per phase, the trace's live tensors at the phase peak grouped by
+the op that made them (shape, dtype), next to the closed form's breakdown.  A diagnostic for one setup at a time.
+
+    python bench/estimate_trace_diff.py mistralai/Mixtral-8x7B-v0.1 --layers 2 --seq-len 2048 --checkpointing full
+    python bench/estimate_trace_diff.py google/gemma-2-2b --layers 2 --attn eager --top 25
+
+``--layers N`` keeps the real widths and cuts the depth (the trace of a full-depth 7B model takes minutes on two
+cores; the per-layer terms are what differ).  Needs torch + transformers (+ peft for --lora-r).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+import weakref
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ckpt_doctor.estimate.arch import ModelArch  # noqa: E402
+from ckpt_doctor.estimate.memory import TrainingSetup, estimate  # noqa: E402
+from ckpt_doctor.estimate.registry import resolve  # noqa: E402
+
+MiB = 1 << 20
+
+
+def reduced_arch(model: str, layers: int | None, **over) -> ModelArch:
+    arch = resolve(model)
+    if arch is None:
+        raise SystemExit(f"{model}: unknown")
+    cfg = dict(arch.hf_config)
+    text = cfg.get("text_config")
+    if layers:
+        if text:
+            cfg["text_config"] = {**text, "num_hidden_layers": layers}
+        key = "n_layer" if "n_layer" in cfg else "num_hidden_layers"
+        cfg[key] = layers
+        if "layer_types" in cfg:
+            cfg["layer_types"] = cfg["layer_types"][:layers]
+    cfg.update(over)
+    return ModelArch.from_hf_config(cfg, model)
+
+
+def named_live_tracker():
+    """Live storages (CUDA-rounded) with the op that made them; a snapshot of them at each phase peak."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    from ckpt_doctor.estimate.trace import _PhaseMixin, cuda_round
+
+    class Named(_PhaseMixin, TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self._phase_init()
+            self.live: dict[int, tuple[int, str, object]] = {}
+            self.total = 0
+            self.peak_live: dict[str, list[tuple[int, str]]] = {}
+
+        def current_total(self) -> int:
+            return self.total
+
+        def current_categories(self) -> dict[str, int]:
+            return {"Total": self.total}
+
+        def _note(self) -> None:
+            cur = self.total
+            if cur > self.phase_peaks.get(self.phase, -1):
+                self.phase_peaks[self.phase] = cur
+                self.peak_live[self.phase] = [(n, lab) for n, lab, _ in self.live.values()]
+
+        def _drop(self, key: int) -> None:
+            nbytes, _, _ = self.live.pop(key, (0, None, None))
+            self.total -= nbytes
+
+        def track(self, objs, label: str = "input") -> None:
+            for t in tree_leaves(objs):
+                if not isinstance(t, torch.Tensor):
+                    continue
+                st = t.untyped_storage()
+                key = id(st) if not hasattr(st, "_cdata") else st._cdata
+                if key in self.live:
+                    continue
+                nbytes = cuda_round(st.nbytes())
+                lab = f"{label} {tuple(t.shape)} {str(t.dtype).replace('torch.', '')}"
+                self.live[key] = (nbytes, lab, weakref.ref(st, lambda _r, k=key: self._drop(k)))
+                self.total += nbytes
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.track(out, f"{self.phase[:3]}:{func.__name__}")
+            self._note()
+            return out
+
+    return Named()
+
+
+def run_trace(setup: TrainingSetup, top: int) -> None:
+    import torch  # noqa: F401
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from ckpt_doctor.estimate import trace as T
+
+    state = {"enabled": False, "cache": None}
+    sem = T._cuda_semantics_mode(setup.mixed_precision, state)
+    model = T.build_model(setup, meta=True)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    T._materialize_fake(model, fake_mode)
+    T._recompute_under(model, sem)
+    vocab = int(getattr(T.hf_config(setup), "vocab_size", 32000))
+    with T._hf_sees_real_tensors(), fake_mode:
+        inputs = T.make_inputs(setup, vocab)
+        opt = T.make_optimizer(setup, model.parameters())
+        tr = named_live_tracker()
+        tr.track(list(model.parameters()), "param")
+        tr.track(list(model.buffers()), "buffer")
+        tr.track(list(inputs.values()), "input")
+        with tr, sem:
+            T._step(model, opt, inputs, setup, tr, state, 2)
+    for ph in T.PHASES:
+        print(f"\n== trace {ph}: {tr.phase_peaks.get(ph, 0) / MiB:.1f} MiB")
+        groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for n, lab in tr.peak_live.get(ph, []):
+            g = groups[lab]
+            g[0] += n
+            g[1] += 1
+        for lab, (n, k) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:top]:
+            print(f"  {n / MiB:10.2f} MiB  x{k:<4d} {lab}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--mixed-precision", default="no")
+    ap.add_argument("--attn", default="sdpa")
+    ap.add_argument("--optimizer", default="adamw")
+    ap.add_argument("--checkpointing", default="none")
+    ap.add_argument("--lora-r", type=int, default=None)
+    ap.add_argument("--lora-targets", default=None)
+    ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--no-trace", action="store_true")
+    args = ap.parse_args()
+    arch = reduced_arch(args.model, args.layers)
+    setup = TrainingSetup(arch, batch_size=args.batch_size, seq_len=args.seq_len, dtype=args.dtype,
+                          mixed_precision=args.mixed_precision, attn=args.attn, optimizer=args.optimizer,
+                          checkpointing=args.checkpointing, lora_r=args.lora_r,
+                          lora_targets=tuple(args.lora_targets.split(",")) if args.lora_targets else None)
+    est = estimate(setup, cublas_workspaces=False)
+    print("closed form:", {k: round(v / MiB, 1) for k, v in est.phases.items()})
+    for ph, bd in est.phase_breakdown.items():
+        print(f"  {ph:<9}", {k: round(v / MiB, 1) for k, v in bd.items() if v})
+    if not args.no_trace:
+        warnings.filterwarnings("ignore")
+        run_trace(setup, args.top)
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,7 @@ SETUPS = {
     "llama1b-full": (TrainingSetup(resolve("meta-llama/Llama-3.2-1B"), batch_size=8, seq_len=2048, gradient_accumulation=2), 24),
     "llama7b-full": (TrainingSetup(resolve("meta-llama/Llama-2-7b-hf"), batch_size=4, seq_len=2048, gradient_accumulation=4), 80),
     "qwen7b-lora": (TrainingSetup(resolve("Qwen/Qwen2.5-7B"), batch_size=4, seq_len=2048, lora_r=16), 24),
-    "gemma2b-long": (TrainingSetup(resolve("google/gemma-2-2b"), batch_size=8, seq_len=4096), 40),
+    "gemma2b-long": (TrainingSetup(resolve("google/gemma-2-2b"), batch_size=8, seq_len=4096, attn="eager"), 40),  # transformers refuses sdpa
     "llama8b-zero": (TrainingSetup(resolve("meta-llama/Meta-Llama-3-8B"), batch_size=2, seq_len=4096, gpus=8,
                                    gradient_accumulation=8), 40),
 }

@@ -45,6 +45,13 @@ class RunConfig:
     lora: Fact = field(default_factory=lambda: Fact(False))
     lora_r: Fact | None = None
     lora_targets: Fact | None = None  # "all-linear", or module names
+    lora_targets_key: str = "target_modules"  # the framework's key for the target modules
+    lora_named: tuple[str, ...] = ()  # module names given beside "all-linear" (axolotl's `lora_target_modules` with `lora_target_linear`)
+    # the framework's function that replaces "all" / "all-linear" by the names of the `nn.Linear` modules it finds in the
+    # model, so that peft gets a list of names (None: the string reaches peft, which resolves it itself)
+    lora_linear_names_by: str | None = None
+    lora_target_parameters: Fact | None = None  # the parameters the config targets (fused MoE experts), None when not given
+    lora_parameters_key: str | None = None  # the framework's key for peft's `target_parameters`, None when it has none
     quantization: Fact = field(default_factory=lambda: Fact(None))  # 4 / 8 / None
     zero_stage: Fact = field(default_factory=lambda: Fact(0))
     launched_by: str | None = None  # the command of a launch line (`trl`, `swift`, `accelerate`), None for a file alone
@@ -247,6 +254,9 @@ def _llamafactory(run: RunConfig, path: str) -> None:
     run.lora = Fact(method.value in ("lora", "oft"), method.entry, method.note)
     run.lora_r = run.stated("lora_rank", 8, "LLaMA-Factory default lora_rank [L7]")
     run.lora_targets = run.stated("lora_target", "all", "LLaMA-Factory default lora_target: all [L7]")
+    run.lora_targets_key = "lora_target"
+    if _names(run.lora_targets.value) == ("all",):
+        run.lora_linear_names_by = "LLaMA-Factory's `find_all_linear_modules` [L11]"  # no key for target_parameters [L11]
     bits = run.document.get("quantization_bit")
     run.quantization = Fact(bits.value if bits else None, bits)
     _trainer_fields(run, path, seq_key="cutoff_len", seq_default=2048, seq_note="LLaMA-Factory default cutoff_len [L6]")
@@ -270,6 +280,11 @@ def _axolotl(run: RunConfig, path: str) -> None:
     run.lora_r = run.stated("lora_r")
     linear = run.document.get("lora_target_linear")
     run.lora_targets = Fact("all-linear", linear) if linear is not None and linear.value else run.stated("lora_target_modules")
+    run.lora_targets_key = "lora_target_modules"
+    if linear is not None and linear.value:
+        run.lora_linear_names_by = "axolotl's `find_all_linear_names` [X8]"
+        run.lora_named = _names(run.document.value("lora_target_modules"))
+    run.lora_target_parameters, run.lora_parameters_key = _given(run, "lora_target_parameters"), "lora_target_parameters"
     for bits, key in ((4, "load_in_4bit"), (8, "load_in_8bit")):
         if run.document.value(key) is True:
             run.quantization = Fact(bits, run.document.get(key))
@@ -324,6 +339,12 @@ def _swift(run: RunConfig, path: str) -> None:
     run.lora = Fact(tuner is None or tuner.value in ("lora", "qlora", "dora"), tuner, "ms-swift default tuner_type: lora [S2]")
     run.lora_r = run.stated("lora_rank", 8, "ms-swift default lora_rank [S5]")
     run.lora_targets = run.stated("target_modules", ["all-linear"], "ms-swift default target_modules [S5]")
+    if "target_regex" in run.document:
+        run.lora_targets = None  # a regular expression over module names: what it reaches is not read
+    elif "all-linear" in _names(run.lora_targets.value):
+        run.lora_linear_names_by = "ms-swift's `find_all_linears` [S9]"  # a text model; a multimodal one gets a regex [S9]
+        run.lora_named = tuple(n for n in _names(run.lora_targets.value) if n != "all-linear")
+    run.lora_target_parameters, run.lora_parameters_key = _given(run, "target_parameters"), "target_parameters"
     bits = run.document.get("quant_bits")
     run.quantization = Fact(bits.value if bits else None, bits)
     run.batch_size = run.stated("per_device_train_batch_size", 1, "ms-swift default [S5]")
@@ -356,7 +377,9 @@ def _trl(run: RunConfig, path: str) -> None:
     peft = run.document.get("use_peft")
     run.lora = Fact(bool(peft and peft.value), peft)
     run.lora_r = run.stated("lora_r", 16, "TRL default lora_r [C4]")
-    run.lora_targets = run.stated("lora_target_modules")
+    run.lora_targets = run.stated("lora_target_modules")  # given to `LoraConfig` as written [C4]
+    run.lora_targets_key = "lora_target_modules"
+    run.lora_target_parameters, run.lora_parameters_key = _given(run, "lora_target_parameters"), "lora_target_parameters"
     for bits, key in ((4, "load_in_4bit"), (8, "load_in_8bit")):
         if run.document.value(key) is True:
             run.quantization = Fact(bits, run.document.get(key))
@@ -425,6 +448,18 @@ def _deepspeed_json(run: RunConfig, path: str) -> None:
     for key, dtype in (("bf16.enabled", "bf16"), ("fp16.enabled", "fp16")):
         if run.document.value(key) is True:
             run.dtype = Fact(dtype, run.document.get(key))
+
+
+def _names(value: object) -> tuple[str, ...]:
+    """Module names as a config gives them: a list, or one string of comma-separated names (LLaMA-Factory)."""
+    items = value if isinstance(value, list) else str(value).split(",") if isinstance(value, str) else []
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _given(run: RunConfig, key: str) -> Fact | None:
+    """The key when the config sets it to something (not empty, not null)."""
+    entry = run.document.get(key)
+    return Fact(entry.value, entry) if entry is not None and entry.value not in (None, "", []) else None
 
 
 def _explicit_reentrant(run: RunConfig) -> bool:

@@ -9,6 +9,7 @@ the other families that have a meaning in a config run on it too (`config_check`
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 import re
 from typing import Iterator
 
@@ -19,6 +20,7 @@ from ckpt_doctor.analysis.versions import FRAMEWORK_PACKAGES, TRACKED, Version
 from ckpt_doctor.findings import Applicability, FixSpec, Position, ReplaceText, Severity, Span
 from ckpt_doctor.rules import Context, Report, config_check, rule
 from ckpt_doctor.rules import memory
+from ckpt_doctor.rules.adapters import missed_experts, missed_message
 from ckpt_doctor.rules.shared import zero3_recompute_fixed, zero3_recompute_note
 
 
@@ -315,6 +317,27 @@ def zero3_peft_non_reentrant(ctx: Context) -> Iterator[Report]:
                      f"({run.zero_stage.note or 'line ' + str(run.zero_stage.line)}): the recomputation sees ZeRO-3's partitioned "
                      "(empty) frozen parameters and fails with \"CheckpointError ... shape [0]\"; use reentrant checkpointing here, "
                      + zero3_recompute_note(ctx))
+
+
+@config_check("CKPT601")
+def lora_misses_moe_experts(ctx: Context) -> Iterator[Report]:
+    run = _run(ctx)
+    if not run.lora.value or run.lora_targets is None or run.lora_target_parameters is not None or run.launched_by == "megatron":
+        return  # no LoRA, targets not known (a regex), the parameters targeted explicitly, or Megatron's own modules
+    if run.framework.id == "trl" and run.launched_by != "trl":
+        return  # a YAML of `TrainingArguments` fields that no `trl` command reads: the script builds its own LoraConfig
+    value = run.lora_targets.value
+    names = [str(n).strip() for n in (value if isinstance(value, list) else str(value).split(","))] + list(run.lora_named)
+    missed = missed_experts(ctx, names, run.lora_linear_names_by)
+    if missed is None:
+        return
+    entry = run.lora_targets.entry or run.model.entry  # a default target list: the model it meets
+    if missed.expanded_by is not None:
+        said = "true" if run.framework.id == "axolotl" else "all" if run.framework.id == "llamafactory" else "all-linear"
+        key = run.lora_targets.entry.key if run.lora_targets.entry else run.lora_targets_key
+        missed = replace(missed, asked=f"`{key}: {said}`" + ("" if run.lora_targets.entry else f" ({run.lora_targets.note})"))
+    yield Report(_at(entry), f"{run.framework.name}: " + missed_message(ctx, run.model.value, missed, run.lora_parameters_key,
+                                                                        run.lora_targets_key, run.framework.name))
 
 
 def _when_sharding_known(check):

@@ -279,3 +279,23 @@ def test_a_config_class_kept_in_a_sibling_module_is_filled_by_the_launcher_and_i
     assert settings.seq_len.value == 4096
     assert settings.seq_len.file.endswith("params.py")  # named where it is written
     assert settings.mixed_precision.value == "bf16"
+
+
+def test_trl_get_peft_config_is_lora_when_the_launcher_passes_use_peft(tmp_path):
+    write(tmp_path, {
+        "sft.py": """
+            from transformers import AutoModelForCausalLM
+            from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+            from configs.data_arguments import DataConfig
+
+            training_args, model_args, data_args = TrlParser((SFTConfig, ModelConfig, DataConfig)).parse_args_and_config()
+            model = AutoModelForCausalLM.from_pretrained("meta-llama/Meta-Llama-3-8B")
+            SFTTrainer(model=model, args=training_args, peft_config=get_peft_config(model_args)).train()
+            """,
+        "scripts/run.sh": "python sft.py --use_peft --lora_r=256 --per_device_train_batch_size=8 --gradient_checkpointing\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "sft.py")), Settings(root=tmp_path)).settings
+    assert settings.lora_r.value == 256
+    assert settings.batch_size.value == 8
+    findings = check(tmp_path, "sft.py", select=["CKPT201"], target_versions={"transformers": "4.46", "trl": "0.12"})
+    assert findings and "`SFTConfig`" in findings[0].message  # a project's `DataConfig` is no TRL config

@@ -575,3 +575,17 @@ def test_a_pinned_ms_swift_outside_the_affected_releases_is_clean(tmp_path, pin,
     if pin:
         (tmp_path / "requirements.txt").write_text(pin + "\n")
     assert len(swift(tmp_path, _SWIFT_VL + "freeze_vit: true\n")) == reported
+
+
+def test_budget_set_in_a_helper_module_that_only_defines_is_left_to_its_callers():
+    # torchtitan's `activation_checkpoint.py`: a class whose method sets the budget; the trainer that calls it
+    # compiles (or refuses to run without compiling)
+    helper = """
+        import torch
+
+        class MemoryBudgetAC:
+            def apply(self, model):
+                torch._functorch.config.activation_memory_budget = self.config.memory_budget
+        """
+    assert lines(helper, "CKPT106") == []
+    assert lines(helper + "\n        MemoryBudgetAC().apply(model)\n", "CKPT106") == [6]  # a script that runs it

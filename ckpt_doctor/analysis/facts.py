@@ -186,6 +186,9 @@ class ScriptFacts:
     functions: dict[str, list[str]] = field(default_factory=dict)  # module-level function -> its parameters
     lines: list[str] = field(default_factory=list)
     launches: list[Launch] = field(default_factory=list)  # the launcher lines that run the script, nearest first
+    # the module does something when run: a call, `with` or loop at its top level, or an `if __name__ == "__main__":`
+    # block (a library's helper module only defines)
+    runs: bool = False
     param_tests: list[ParamTest] = field(default_factory=list)
 
     @property
@@ -371,27 +374,21 @@ class _Extractor:
             index = next((i for i, (node, _) in enumerate(self.pending) if node.name in self.local_calls), 0)
             node, scope = self.pending.pop(index)
             self.function_body(node, scope)
-        self._project_config_classes()
 
-    def _project_config_classes(self) -> None:
-        """The project's own classes that argument parsers fill (`from src.params import DPOArguments`): what they
-        extend and their fields, read from their module, kept under their qualified name."""
-        if self.project is None:
+    def _project_class(self, name: str) -> None:
+        """Read the project's own class `name` (`from src.params import DPOArguments`, a class an argument parser
+        fills): what it extends and its fields, from its module, kept under its qualified name."""
+        if self.project is None or name.startswith("<local>.") or name in self.facts.classes:
             return
-        for call in self.facts.calls:
-            if call.qualname not in ("transformers.HfArgumentParser", "trl.TrlParser"):
-                continue
-            classes = call.args[0] if call.args else call.kwarg("dataclass_types")
-            for item in getattr(classes, "items", [classes]):
-                name = getattr(item, "name", None)
-                if not isinstance(name, str) or name.startswith("<local>.") or name in self.facts.classes:
-                    continue
-                found = self.project.config_class(name)
-                if found is not None:
-                    self.facts.classes[name], self.facts.dataclass_fields[name] = found
+        found = self.project.config_class(name)
+        if found is not None:
+            self.facts.classes[name], self.facts.dataclass_fields[name] = found
 
     def _prepass(self, tree: ast.Module) -> None:
         """Collect what is defined anywhere but used everywhere: argparse options, dataclass fields."""
+        self.facts.runs = any((isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call))
+                              or isinstance(stmt, (ast.With, ast.AsyncWith, ast.For, ast.AsyncFor, ast.While))
+                              or (isinstance(stmt, ast.If) and _is_main_guard(stmt.test)) for stmt in tree.body)
         module_consts: dict[str, Value] = {}
         for stmt in tree.body:
             if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
@@ -1089,15 +1086,18 @@ class _Extractor:
             return UNKNOWN
         classes = parser.call.args[0]
         items = classes.items if isinstance(classes, TupleVal) else [classes]
+        for item in items:
+            if isinstance(item, QualName):
+                self._project_class(item.name)
         own = self.facts.own_fields(getattr(item, "name", None) for item in items)
         launch = self.facts.launch
         out: list[Value] = []
         for item in items:
-            if isinstance(item, QualName) and item.name.startswith("<local>."):
-                local = item.name.split(".", 1)[1]
-                fields = {name: _as_option(value, name) for name, value in self.facts.dataclass_fields.get(local, {}).items()}
+            key = own_name(item.name) if isinstance(item, QualName) else None
+            if key is not None and (item.name.startswith("<local>.") or key in self.facts.classes):
+                fields = {name: _as_option(value, name) for name, value in self.facts.dataclass_fields.get(key, {}).items()}
                 fields.update({k: v for k, v in file_values.items() if k in fields})
-                library = self.facts.library_base(local)
+                library = self.facts.library_base(key)
                 fields = with_launched(launch, fields, own, library=bool(library))
                 out.append(Namespace(fields, kind="command line" if library else "dataclass", config_class=library, line=parser.call.line))
             elif isinstance(item, QualName):

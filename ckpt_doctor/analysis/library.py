@@ -47,6 +47,16 @@ PEFT_MODELS = ("peft.get_peft_model", "peft.PeftModel.from_pretrained", "peft.Pe
 
 # -- trl ---------------------------------------------------------------------------------------
 TRL_NON_TRAINING_CONFIGS = ("trl.ModelConfig", "trl.ScriptArguments")
+# TRL's trainer configs, the `TrainingArguments` subclasses of trl v0.9.6 .. v1.9.0 (`class XConfig(TrainingArguments)`,
+# or of one of these, in trl/); a project's `DataConfig` is none of them
+TRL_TRAINING_CONFIGS = frozenset({
+    "A2POConfig", "AsyncGRPOConfig", "BCOConfig", "CPOConfig", "DPOConfig", "DPPOConfig", "DistillationConfig",
+    "GFPOConfig", "GKDConfig", "GMPOConfig", "GOLDConfig", "GRPOConfig", "GRPOWithReplayBufferConfig", "IWOPDConfig",
+    "IterativeSFTConfig", "KTOConfig", "MiniLLMConfig", "NashMDConfig", "ORPOConfig", "OnPolicyConfig",
+    "OnlineDPOConfig", "PAPOConfig", "PPOConfig", "PPOv2Config", "PRMConfig", "RLOOConfig", "RewardConfig",
+    "SDFTConfig", "SDPOConfig", "SFTConfig", "SSDConfig", "SelfDistillationConfig", "ServerDistillationConfig",
+    "TPOConfig", "XPOConfig",
+})
 TRL_CHECKPOINTING_DEFAULT_ON = "0.22"  # configs default gradient_checkpointing=True [R1]
 TRL_NON_REENTRANT_SINCE = "0.28"  # trainers setdefault use_reentrant=False on transformers < 5; force True under ZeRO-3 + PEFT [R2]
 TRL_PEFT_TRAINERS = ("trl.SFTTrainer", "trl.DPOTrainer", "trl.GRPOTrainer", "trl.KTOTrainer", "trl.RewardTrainer")
@@ -80,7 +90,7 @@ def is_training_config(qualname: str | None) -> bool:
         return False
     if qualname in HF_TRAINING_ARGS:
         return True
-    return qualname.startswith("trl.") and qualname.endswith("Config") and qualname not in TRL_NON_TRAINING_CONFIGS
+    return qualname.startswith("trl.") and qualname.rsplit(".", 1)[-1] in TRL_TRAINING_CONFIGS
 
 
 def command_line_default(config_class: str | None, field: str) -> object:

@@ -295,6 +295,12 @@ def read_settings(training: Training) -> ScriptSettings:
         parameters = call.kwarg("target_parameters")
         out.lora_target_parameters = not isinstance(parameters, Missing) and not (isinstance(parameters, Const) and parameters.value is None)
         break
+    if out.lora_r is None and facts.calls_to("trl.get_peft_config"):
+        # TRL's `get_peft_config(model_args)` builds a LoraConfig from the parsed ModelConfig when `--use_peft` is
+        # passed (trl v0.19.0 .. v1.9.0 trainer/utils.py; ModelConfig.lora_r defaults to 16)
+        parsed = training.parsed_fields()
+        if truth(parsed.get("use_peft", MISSING)) is True:
+            out.lora_r = _setting(parsed.get("lora_r", MISSING)) or Setting(16, None, "TRL ModelConfig default lora_r")
 
     # sharding
     stage = training.zero_stage

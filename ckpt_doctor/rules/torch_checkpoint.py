@@ -195,6 +195,7 @@ class _BudgetSite:
     namespace: str  # the config module it is set on
     value: Value
     condition: Condition
+    scope: str  # the function it is set in ("<module>" at the top level)
 
 
 def _budget_sites(ctx: Context) -> list[_BudgetSite]:
@@ -204,13 +205,13 @@ def _budget_sites(ctx: Context) -> list[_BudgetSite]:
     for assign in ctx.facts.assigns_to(AMB):
         base = assign.base_value
         if isinstance(base, QualName) and base.name in (FUNCTORCH_CONFIG, DYNAMO_CONFIG):
-            sites.append(_BudgetSite(assign.span, assign.line, base.name, assign.value, assign.condition))
+            sites.append(_BudgetSite(assign.span, assign.line, base.name, assign.value, assign.condition, assign.scope))
     for call in ctx.facts.calls_to(f"{FUNCTORCH_CONFIG}.patch", f"{DYNAMO_CONFIG}.patch"):
         value = call.kwarg(AMB)
         if isinstance(value, Missing) and call.args and isinstance(call.args[0], DictVal):
             value = call.args[0].get(AMB)
         if not isinstance(value, Missing):
-            sites.append(_BudgetSite(call.span, call.line, call.qualname.rsplit(".", 1)[0], value, call.condition))
+            sites.append(_BudgetSite(call.span, call.line, call.qualname.rsplit(".", 1)[0], value, call.condition, call.scope))
     return sites
 
 
@@ -249,6 +250,8 @@ def activation_memory_budget_without_compile(ctx: Context) -> Iterator[Report]:
             continue
         if isinstance(site.value, Const) and value == 1.0 and site.value.origin and site.value.origin.option is None:
             continue  # the default: asks for nothing
+        if site.scope != "<module>" and not (ctx.facts.runs or ctx.analysis.settings.is_training):
+            continue  # in a function of a module that only defines (a library's helper): its callers choose to compile
         path = _without(ctx, site.condition, compiles)
         if path is None:
             continue

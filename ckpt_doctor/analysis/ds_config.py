@@ -31,6 +31,16 @@ class DeepSpeedConfig:
         stage = (self.data.get("zero_optimization") or {}).get("stage") if isinstance(self.data.get("zero_optimization"), dict) else None
         return stage if isinstance(stage, int) else None
 
+    def offload(self, kind: str) -> tuple[bool, bool | None] | None:
+        """`zero_optimization.offload_optimizer` / `offload_param` (`kind`): (on the CPU, pin_memory as stated or
+        None); None when the block is absent, unreadable or offloads nowhere (`device: none`, or `nvme`)."""
+        zero = self.data.get("zero_optimization")
+        block = zero.get(kind) if isinstance(zero, dict) else None
+        if not isinstance(block, dict) or block.get("device") != "cpu":
+            return None
+        pin = block.get("pin_memory")
+        return True, pin if isinstance(pin, bool) else None
+
 
 def read_deepspeed_configs(facts: ScriptFacts, files: ProjectFiles) -> list[DeepSpeedConfig]:
     """DeepSpeed configs the script builds (dict literals, DeepSpeedPlugin) or names (a .json next to it)."""

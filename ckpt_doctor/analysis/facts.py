@@ -1239,7 +1239,7 @@ def _file_value(data: object, origin: Origin) -> Value:
     return Const(data, origin)
 
 
-_BUILTINS = {"dict", "print", "len", "getattr", "setattr", "isinstance", "super", "range", "open", "list", "tuple", "set", "frozenset"}
+_BUILTINS = {"dict", "print", "len", "getattr", "setattr", "isinstance", "super", "range", "open", "list", "tuple", "set", "frozenset", "breakpoint"}
 _COLLECTIONS = {"list", "tuple", "set", "frozenset"}
 _TEST_OPERATORS = {ast.In: "in", ast.NotIn: "not in", ast.Eq: "==", ast.NotEq: "!="}
 

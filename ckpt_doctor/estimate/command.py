@@ -25,7 +25,7 @@ from .gpus import (
 from .memory import OPTIMIZERS, TrainingSetup
 from .memory import estimate as _estimate
 from .memory import plans as _plans
-from .render import render_fit, render_text, to_json_dict
+from .render import render_fit, render_host, render_text, to_json_dict
 
 __all__ = ["DEFAULTS", "EstimateError", "configured_budget", "estimate", "estimate_plans", "settings_from_analysis",
            "settings_from_script", "setup_from_settings"]
@@ -110,8 +110,12 @@ def settings_from_analysis(analysis, config, model_flag: str | None = None, wher
     arch = resolve(str(model)) if model else None
     if arch is not None:
         complete_for(settings, arch)  # the same defaults `check` uses (dtype "auto", autocast over 16-bit weights, ...)
-    # not a TrainingSetup field: what `--fit` must not propose again
-    return {**settings.as_flags(), "model": model, "fused_loss": settings.fused_loss is not None}, settings.describe()
+    from .host import offload_of
+
+    offload, pins = offload_of(analysis)  # host memory only: the device estimate does not read it
+    # `fused_loss` is not a TrainingSetup field: what `--fit` must not propose again
+    return ({**settings.as_flags(), "model": model, "fused_loss": settings.fused_loss is not None, "offload": offload,
+             "deepspeed_pins": pins}, settings.describe())
 
 
 def setup_from_settings(settings: dict, *, seq_len_given: bool, from_script: bool, read: str = "") -> tuple[TrainingSetup, str]:
@@ -219,6 +223,10 @@ def _budget(gpu_memory: str | None, gpu: str | None) -> tuple[int, str]:
 @click.option("--frozen", type=click.Choice(["none", "trunk"]), help="trunk: only the output head trains (default none).")
 @click.option("--gpu-memory", metavar="SIZE", help="GPU memory budget, e.g. 80GiB, 24GB, 24000MiB.")
 @click.option("--gpu", "gpu_name", metavar="NAME", help="GPU by name for the budget, e.g. A100-80GB, RTX4090, L40S.")
+@click.option("--offload-optimizer", type=click.Choice(["none", "cpu"]), help="DeepSpeed offload_optimizer device (host memory only).")
+@click.option("--offload-param", type=click.Choice(["none", "cpu"]), help="DeepSpeed offload_param device, ZeRO-3 (host memory only).")
+@click.option("--pin-memory/--no-pin-memory", default=None, help="DeepSpeed offload pin_memory (default: DeepSpeed's, True from 0.19.5).")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), help="GPU processes on one node, for host memory (default: all --gpus).")
 @click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--trace", "do_trace", is_flag=True,
               help="Also run the exact fake-tensor trace (needs torch + transformers: the [verify] extra).")
@@ -229,7 +237,8 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
              mixed_precision: str | None, attn: str | None, optimizer: str | None, lora_r: int | None,
              lora_targets: str | None, load_in_4bit: bool | None, load_in_8bit: bool | None, gpus: int | None,
              zero: str | None, gradient_accumulation: int | None, checkpointing: str | None, frozen: str | None,
-             gpu_memory: str | None, gpu_name: str | None, output_format: str, do_trace: bool, do_fit: bool = False) -> None:
+             gpu_memory: str | None, gpu_name: str | None, offload_optimizer: str | None, offload_param: str | None,
+             pin_memory: bool | None, gpus_per_node: int | None, output_format: str, do_trace: bool, do_fit: bool = False) -> None:
     """Estimate the peak GPU memory of one training step (forward, backward, optimizer step) per GPU, the
     checkpointing plans that fit the budget, and the lightest one."""
     given = {
@@ -256,6 +265,8 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
     budget, budget_source = _budget(gpu_memory, gpu_name)
     est, plan_results = estimate_plans(setup, budget)
 
+    host = _host(setup, est, settings, offload_optimizer, offload_param, pin_memory, gpus_per_node)
+
     trace_dict = None
     if do_trace:
         trace_dict = _run_trace(setup)
@@ -265,12 +276,14 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
         d = to_json_dict(est, plan_results, budget, budget_source, source, trace_dict)
         if fit is not None:
             d["fit"] = fit.to_dict()
+        d["host_memory"] = {name: h.to_dict() for name, h in host.items()}
         click.echo(json.dumps(d, indent=2, sort_keys=False))
     else:
         text = render_text(est, plan_results, budget, budget_source, source, trace_dict)
         if fit is not None:
             text += "\n\n" + "\n".join(render_fit(fit))
         click.echo(text)
+        click.echo(render_host(host))
 
 
 def _fit(setup: TrainingSetup, budget: int, plan_results, fused_loss: bool):
@@ -279,6 +292,23 @@ def _fit(setup: TrainingSetup, budget: int, plan_results, fused_loss: bool):
 
     known = {p.name: p.estimate for p in plan_results if p.estimate is not None}
     return plan_fit(setup, budget, FitOptions(fused_loss=fused_loss), known=known)
+
+
+def _host(setup, est, settings: dict, offload_optimizer, offload_param, pin_memory, gpus_per_node):
+    """Host memory of the offloading plans: the script's DeepSpeed offload, the flags over it."""
+    from .host import Offload, host_memory
+
+    offload = settings.get("offload") or Offload()
+    if offload_optimizer is not None or offload_param is not None or pin_memory is not None:
+        offload = replace(
+            offload,
+            optimizer=offload.optimizer if offload_optimizer is None else offload_optimizer == "cpu",
+            param=offload.param if offload_param is None else offload_param == "cpu",
+            optimizer_pin=offload.optimizer_pin if pin_memory is None else pin_memory,
+            param_pin=offload.param_pin if pin_memory is None else pin_memory,
+        )
+    pins = settings.get("deepspeed_pins")
+    return host_memory(setup, est.params_total, est.params_trainable, offload, gpus_per_node, pins)
 
 
 def _run_trace(setup: TrainingSetup) -> dict:

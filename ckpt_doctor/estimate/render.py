@@ -10,7 +10,7 @@ from typing import Any
 
 from .memory import BREAKDOWN_KEYS, MemoryEstimate, PlanResult, TrainingSetup
 
-__all__ = ["SCHEMA_VERSION", "bar_chart", "fmt_gib", "render_fit", "render_text", "to_json_dict"]
+__all__ = ["SCHEMA_VERSION", "bar_chart", "fmt_gib", "render_fit", "render_host", "render_text", "to_json_dict"]
 
 SCHEMA_VERSION = 1
 GiB = 1 << 30
@@ -193,3 +193,17 @@ def render_fit(fit) -> list[str]:
     for n in fit.notes:
         out.append(f"  note: {n}")
     return out
+
+
+def render_host(host: dict) -> str:
+    """The host memory of the offloading plans (ckpt_doctor.estimate.host), per node: pinned and pageable."""
+    out = ["", "  host memory per node (offloading plans):"]
+    labels = {"offload": "checkpointing plan `offload`", "deepspeed": "DeepSpeed offload"}
+    for name, h in host.items():
+        out.append(f"  {labels.get(name, name)}: {fmt_gib(h.pinned_bytes)} GiB pinned + {fmt_gib(h.pageable_bytes)} GiB "
+                   f"pageable ({h.processes_per_node} GPU process{'es' if h.processes_per_node > 1 else ''})")
+        for t in h.terms:
+            out.append(f"    {t.name}: {fmt_gib(t.bytes_per_process * h.processes_per_node)} GiB, {'pinned' if t.pinned else 'pageable'}")
+        for n in h.notes:
+            out.append(f"    note: {n}")
+    return "\n".join(out)

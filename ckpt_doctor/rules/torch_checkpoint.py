@@ -7,12 +7,13 @@ from typing import Iterator
 
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Severity, Span
-from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, is_training_config
+from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, TORCH_CHECKPOINTS, is_training_config
 from ckpt_doctor.analysis.selective import op_collections
+from ckpt_doctor.analysis.graph_breaks import CheckpointedBody, checkpointed_bodies
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import set_keyword, zero3_with_peft
-from ckpt_doctor.analysis.values import Const, DictVal, Missing, QualName, Value, constant
+from ckpt_doctor.analysis.values import Const, DictVal, Missing, QualName, Value, constant, truth
 
 # Keywords `torch.utils.checkpoint.checkpoint` itself takes (torch 2.13, torch/utils/checkpoint.py);
 # any other keyword is meant for the wrapped function.
@@ -376,3 +377,70 @@ def sac_policy_packet(ctx: Context) -> Iterator[Report]:
             f"`{found.test.param}.overloadpacket`",
             condition=found.condition,
         )
+
+
+# -- graph breaks in checkpointed functions under torch.compile -----------------------------------
+# pytorch/pytorch#135816 shows the eager fallback on torch 2.4; releases before it were not checked [T12]
+GRAPH_BREAK_FALLBACK_SINCE = "2.4"
+
+
+def _compiles_around(ctx: Context, body: CheckpointedBody) -> list:
+    """The compile sites that may compile the model around `body`: not `fullgraph=True` (that raises at the break
+    instead, a different story), not a bare `@torch.compile` on the checkpointed function itself (a compiled
+    function under an eager checkpoint is the way that works)."""
+    name = body.function.rsplit(".", 1)[-1]
+    sites = []
+    for site in ctx.training.compile_sites:
+        if site.call is not None and truth(site.call.kwarg("fullgraph")) is True:
+            continue
+        if site.kind == "decorator" and _decorates(ctx.facts.lines, site.span.start.line, name):
+            continue
+        sites.append(site)
+    return sites
+
+
+def _decorates(lines: list[str], line: int, name: str) -> bool:
+    for text in lines[line:line + 8]:  # past other decorators to the `def`
+        stripped = text.strip()
+        if stripped.startswith(("def ", "async def ")):
+            return stripped.split("def ", 1)[1].split("(", 1)[0].strip() == name
+    return False
+
+
+@rule(
+    "CKPT110",
+    "graph-break-in-checkpointed-function",
+    Severity.WARNING,
+    summary="a graph break (`print`, `.item()`) inside a checkpointed function of a compiled model: that function runs uncompiled",
+)
+def graph_break_in_checkpointed_function(ctx: Context) -> Iterator[Report]:
+    if ctx.versions.at_least("torch", GRAPH_BREAK_FALLBACK_SINCE) is False:
+        return
+    if not ctx.training.compile_sites:
+        return
+    seen: set[int] = set()  # one finding a line (`print(h.norm().item())`; a block both wrapped and checkpointed)
+    for body in checkpointed_bodies(ctx.facts, ctx.training.torch_checkpoint_sites):
+        found = on_path(body.site.condition, _compiles_around(ctx, body))
+        if found is None:
+            continue
+        compile_site, condition = found
+        for brk in body.breaks:
+            path = together(condition, brk.call.condition)
+            if path is None or brk.call.line in seen:
+                continue
+            seen.add(brk.call.line)
+            inside = f"`{brk.via}`, which `{body.function}` calls" if brk.via else f"`{body.function}`"
+            tests = sorted(literal.describe() for literal in brk.call.condition.literals if literal.option is None)
+            inside += f" ({', '.join(tests)})" if tests else ""
+            checkpointed = "checkpointed" if body.site.qualname in TORCH_CHECKPOINTS else f"wrapped by `{body.site.name}`"
+            yield Report(
+                brk.call.span,
+                f"{brk.what} in {inside}, the function {checkpointed} at line {body.site.line}, breaks the graph of "
+                f"`torch.compile` ({compile_site.where}): Dynamo traces a checkpointed function whole or not at all, so the "
+                "checkpoint call falls back to eager (`torch.utils.checkpoint` is `@torch._disable_dynamo`), the function and "
+                "everything it calls run uncompiled, and a checkpoint called in a loop makes Dynamo skip the whole calling "
+                "forward (\"graph break in loop\"); no error, the compile just buys nothing there. Remove the break from the "
+                "checkpointed function, or compile the function itself and checkpoint the compiled one; this rests on the "
+                f"compile at {compile_site.where} covering this model, on {ctx.versions.get('torch').describe('torch')}",
+                condition=path,
+            )

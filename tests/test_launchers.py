@@ -299,3 +299,23 @@ def test_trl_get_peft_config_is_lora_when_the_launcher_passes_use_peft(tmp_path)
     assert settings.batch_size.value == 8
     findings = check(tmp_path, "sft.py", select=["CKPT201"], target_versions={"transformers": "4.46", "trl": "0.12"})
     assert findings and "`SFTConfig`" in findings[0].message  # a project's `DataConfig` is no TRL config
+
+
+def test_a_hydra_entry_point_reads_its_primary_config(tmp_path):
+    write(tmp_path, {
+        "train.py": """
+            import hydra
+            from torch.utils.data import DataLoader
+
+            @hydra.main(version_base=None, config_path="config", config_name="config")
+            def main(config):
+                loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True)
+
+            if __name__ == "__main__":
+                main()
+            """,
+        "config/config.yaml": "batch_size: 4\nmax_length: 512\noptimizer: RMSprop\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+    assert (settings.batch_size.value, settings.seq_len.value) == (4, 512)
+    assert "config/config.yaml" in settings.batch_size.note

@@ -546,11 +546,39 @@ class _Extractor:
             values.update({k: v for k, v in clicked.items() if k in named})
             if args.kwarg:  # click passes the options the signature does not name as keyword arguments
                 values[args.kwarg.arg] = DictVal({k: v for k, v in clicked.items() if k not in named}, node.lineno)
+        hydra = self._hydra_config(node) if positional and all(not c.args and not c.kwargs for c in calls) else None
+        if hydra is not None:  # `@hydra.main(config_path=..., config_name=...) def main(cfg)`: hydra passes the config
+            values[positional[0]] = hydra
+            calls = []  # `main()`: hydra's decorator fills the argument
         if calls:
             passed = dict(zip(positional, calls[0].args))
             passed.update({k: v for k, v in calls[0].kwargs.items() if k in positional or k in {a.arg for a in args.kwonlyargs}})
             values.update(passed)
         return {name: value for name, value in values.items() if value is not UNKNOWN}
+
+    def _hydra_config(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> Value | None:
+        """The primary config `@hydra.main(config_path="conf", config_name="config")` composes: the YAML file
+        `conf/config.yaml` beside the script, as the decorated function's argument (its `defaults:` list and the
+        command line's overrides are not followed)."""
+        for decorator in node.decorator_list:
+            if not (isinstance(decorator, ast.Call) and _dotted(decorator.func) in ("hydra.main", "main")
+                    and "hydra" in self.facts.imports):
+                continue
+            given = {k.arg: k.value for k in decorator.keywords if k.arg}
+            folder, name = given.get("config_path"), given.get("config_name")
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+                return None
+            relative = f"{name.value}.yaml" if not name.value.endswith((".yaml", ".yml")) else name.value
+            if isinstance(folder, ast.Constant) and isinstance(folder.value, str):
+                relative = f"{folder.value.rstrip('/')}/{relative}"
+            value = self._loaded_file(Const(relative), decorator.lineno)
+            if not isinstance(value, DictVal):
+                return None
+            for key, item in value.items.items():  # what sibling modules read as `config.batch_size` too
+                if isinstance(item, Const):
+                    self.facts.named_constants.setdefault(key, item)
+            return value
+        return None
 
     def stmt(self, node: ast.stmt, scope: _Scope) -> None:
         previous = self.statement

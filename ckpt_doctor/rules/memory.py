@@ -213,7 +213,12 @@ def _verdict_possible(assessment: Assessment, plans: list[str]) -> bool:
     GPUs would make them fit."""
     if assessment.upper_bound:
         return False
-    return not _gpus_assumed(assessment) or not any(assessment.fits_on_some_gpu_count(p) for p in plans)
+    if not _gpus_assumed(assessment):
+        return True
+    sizes = (assessment.settings.batch_size, assessment.settings.seq_len)  # what the undivided activations rest on
+    if any(s is None or s.note.startswith("assumed") for s in sizes):
+        return False
+    return not any(assessment.fits_on_some_gpu_count(p) for p in plans)
 
 
 def _gpus_assumed(assessment: Assessment) -> bool:

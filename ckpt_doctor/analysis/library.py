@@ -28,6 +28,12 @@ TRANSFORMERS_NON_REENTRANT_DEFAULT = "5.0"  # model default {"use_reentrant": Fa
 TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE = "5.16"  # Trainer pops every_n_layers/offload, passes `kwargs or None` [H5]
 ACTIVATION_CHECKPOINTING_SINCE = "5.23"  # `activation_checkpointing*`; `gradient_checkpointing*` deprecated aliases [H3]
 TRAINER_OWN_KEYS = {"every_n_layers", "offload"}
+# Llama 3.2 Vision (Mllama, transformers >= 4.45): from 4.55.0 `MllamaVisionEncoder.forward` calls its layers directly
+# (plain `nn.Module`s, no `_gradient_checkpointing_func`), so Hugging Face checkpointing never reaches the vision
+# encoder; 4.45.0 - 4.54.1 checkpointed it [H10]. Classes that carry the vision tower, and the Hub ids of the models.
+MLLAMA_VISION_UNCHECKPOINTED_SINCE = "4.55"
+MLLAMA_TEXT_ONLY = ("MllamaForCausalLM", "MllamaTextModel")
+MLLAMA_MODEL_ID = r"(?i)llama-3\.2-\d+b-vision|llama-guard-3-11b-vision"
 # Defaults of `TrainingArguments` fields that do not depend on the release [H3, H7]; a field the command
 # line sets (`HfArgumentParser`) and nothing else names has this value unless the option is passed.
 TRAINING_ARGS_DEFAULTS = {"gradient_checkpointing": False, "per_device_train_batch_size": 8}

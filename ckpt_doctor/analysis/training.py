@@ -16,12 +16,14 @@ from functools import cached_property
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, together, within
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
 from ckpt_doctor.analysis.ds_config import DeepSpeedConfig, read_deepspeed_configs
-from ckpt_doctor.analysis.facts import Call, ScriptFacts, own_name
+from ckpt_doctor.analysis.facts import PARAMETERS, AttrAssign, Call, ScriptFacts, own_name
 from ckpt_doctor.analysis.library import (
     HF_ENABLE_METHODS,
     HF_PACKAGES,
     HF_TRAINING_ARGS,
     KBIT_PREPARATION,
+    MLLAMA_MODEL_ID,
+    MLLAMA_TEXT_ONLY,
     PARTIAL,
     PEFT_MODELS,
     TORCH_CHECKPOINTS,
@@ -516,6 +518,40 @@ class Training:
     @cached_property
     def model_loads(self) -> list[Call]:
         return [c for c in self.facts.calls if c.name in ("from_pretrained", "from_config") and _is_model_class(c)]
+
+    @cached_property
+    def mllama_loads(self) -> list[Call]:
+        """Loads of Llama 3.2 Vision with its vision tower [H10]: a transformers `Mllama*` class other than the text-only
+        ones, or an `Auto*` class (not a causal-LM one, which loads the text model alone) given a `Llama-3.2-*-Vision` id."""
+        found = []
+        for call in self.model_loads:
+            qualname = call.qualname or ""
+            owner = qualname.rsplit(".", 2)[-2] if qualname.count(".") >= 2 else ""
+            if not qualname.startswith("transformers."):
+                continue
+            if owner.startswith("Mllama") and owner not in MLLAMA_TEXT_ONLY:
+                found.append(call)
+            elif owner.startswith("Auto") and not owner.endswith("ForCausalLM"):
+                model_id = call.args[0] if call.args else call.kwarg("pretrained_model_name_or_path")
+                if isinstance(model_id, Const) and isinstance(model_id.value, str) and re.search(MLLAMA_MODEL_ID, model_id.value):
+                    found.append(call)
+        return found
+
+    @cached_property
+    def vision_freezes(self) -> list[Call | AttrAssign]:
+        """Where the script freezes a vision tower: `model.vision_model.requires_grad_(False)`, or
+        `p.requires_grad = False` in `for p in model.model.vision_model.parameters():`."""
+        found: list[Call | AttrAssign] = []
+        for call in self.facts.method_calls("requires_grad_"):
+            off = (call.args and truth(call.args[0]) is False) or truth(call.kwarg("requires_grad")) is False
+            if off and "vision" in (call.receiver or "").lower():
+                found.append(call)
+        for assign in self.facts.assigns_to("requires_grad"):
+            base = assign.base_value
+            if isinstance(base, Instance) and base.qualname == PARAMETERS and truth(assign.value) is False \
+                    and "vision" in (base.call.receiver or "").lower():
+                found.append(assign)
+        return found
 
     @cached_property
     def peft_calls(self) -> list[Call]:

@@ -10,7 +10,7 @@ from ckpt_doctor.findings import Applicability, FixSpec, RenameAttribute, Rename
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after, insert_before, peft_calls, set_keyword, zero3_with_peft
-from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, KBIT_PREPARATION, PEFT_KBIT_KWARGS_SINCE, PEFT_MODELS, TRANSFORMERS_KWARGS_SINCE, is_training_config
+from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, KBIT_PREPARATION, MLLAMA_VISION_UNCHECKPOINTED_SINCE, TRANSFORMERS_NON_REENTRANT_DEFAULT, PEFT_KBIT_KWARGS_SINCE, PEFT_MODELS, TRANSFORMERS_KWARGS_SINCE, is_training_config
 from ckpt_doctor.analysis.training import HFSite, on_paths
 from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, OptionVal, constant, truth
 
@@ -644,3 +644,59 @@ def eval_accumulates_logits(ctx: Context) -> Iterator[Report]:
             "`eval_accumulation_steps` to move them to the CPU every few batches",
             condition=condition,
         )
+
+
+# -- a vision tower the model's own checkpointing never reaches -----------------------------------------
+def _own_layer_checkpointing(ctx: Context, condition: Condition) -> bool:
+    """Whether the script checkpoints layers itself on this path (`torch.utils.checkpoint`, `checkpoint_wrapper`,
+    `apply_activation_checkpointing`): which layers it wraps is not known, so they may be the vision layers."""
+    from ckpt_doctor.rules.distributed import _external
+
+    own = list(ctx.training.torch_checkpoint_sites) + [c for c in ctx.facts.calls if _external(c) is not None]
+    return on_path(condition, own) is not None
+
+
+@rule(
+    "CKPT210",
+    "mllama-vision-encoder-not-checkpointed",
+    Severity.WARNING,
+    summary="Llama 3.2 Vision (Mllama) trained with checkpointing on: transformers >= 4.55 never checkpoints its vision encoder",
+)
+def mllama_vision_not_checkpointed(ctx: Context) -> Iterator[Report]:
+    training = ctx.training
+    if ctx.versions.at_least("transformers", MLLAMA_VISION_UNCHECKPOINTED_SINCE) is False:
+        return  # 4.45 - 4.54 checkpoint the vision encoder layers [H10]
+    five = ctx.versions.at_least("transformers", TRANSFORMERS_NON_REENTRANT_DEFAULT)
+    for load in training.mllama_loads:
+        found = on_path(load.condition, training.hf_sites, lambda site: site.enabled is not False)
+        if found is None:
+            continue
+        site, condition = found
+        if _own_layer_checkpointing(ctx, condition):
+            continue
+        frozen = on_path(condition, training.vision_freezes)
+        if frozen is not None and five is False:
+            continue  # transformers 4.x: a frozen tower whose input needs no grad records nothing [H2]
+        target = ctx.versions.get("transformers").describe("transformers")
+        if frozen is not None:
+            tower = (f"the vision tower is frozen (line {frozen[0].line}), but on transformers 5 checkpointing makes its "
+                     "patch embedding's output require grad (`enable_input_require_grads()` hooks every sub-model's input "
+                     "embeddings), so the frozen tower records its activations all the same")
+            tower += "" if five else " (the project may run transformers 4, where a frozen tower records none)"
+            condition = frozen[1]
+        else:
+            tower = "the vision tower trains (or the script does not freeze it)"
+        yield Report(
+            site.span,
+            f"`{(load.qualname or '').rsplit('.', 2)[-2]}` (Llama 3.2 "
+            f"Vision, line {load.line}) with checkpointing on ({_site_label(site)}): from transformers 4.55 "
+            "`MllamaVisionEncoder.forward` calls its layers directly and `MllamaVisionEncoderLayer` is a plain `nn.Module`, "
+            "so checkpointing sets the encoder's `gradient_checkpointing` flag and nothing reads it; only the text layers "
+            f"are checkpointed. {tower[0].upper()}{tower[1:]}: every vision layer (32 local + 8 global in the 11B/90B "
+            "models) keeps its activations for every image tile, as without checkpointing (unslothai/unsloth-zoo#264: "
+            f"\"Llama vision is going out of memory where it used to work fine\"). This rests on {target}; checkpoint the "
+            "vision layers yourself (wrap each `layer.forward` of `vision_model.transformer.layers` and "
+            "`vision_model.global_transformer.layers` in `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`)",
+            condition=condition,
+        )
+        return

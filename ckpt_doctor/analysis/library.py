@@ -17,6 +17,7 @@ DDP = "torch.nn.parallel.DistributedDataParallel"
 AUTOGRAD_FUNCTION = ("torch.autograd.Function", "torch.autograd.function.Function")
 PARTIAL = "functools.partial"
 CREATE_SAC = "torch.utils.checkpoint.create_selective_checkpoint_contexts"
+FULLY_SHARD = ("torch.distributed.fsdp.fully_shard", "torch.distributed._composable.fsdp.fully_shard")  # FSDP2
 
 # -- transformers ------------------------------------------------------------------------------
 HF_ENABLE_METHODS = ("gradient_checkpointing_enable", "activation_checkpointing_enable")

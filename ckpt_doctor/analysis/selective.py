@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ckpt_doctor.analysis.conditions import Condition
+from ckpt_doctor.analysis.conditions import Condition, together
 from ckpt_doctor.analysis.facts import Call, ParamTest, ScriptFacts
-from ckpt_doctor.analysis.library import CREATE_SAC, PARTIAL
-from ckpt_doctor.analysis.values import Instance, PartialVal, QualName, TupleVal, Value
+from ckpt_doctor.analysis.library import CHECKPOINT, CHECKPOINT_WRAPPER, CREATE_SAC, FULLY_SHARD, PARTIAL
+from ckpt_doctor.analysis.values import Const, Instance, Missing, PartialVal, QualName, TupleVal, Value
 from ckpt_doctor.findings import Span
 
 POLICY_OP_INDEX = 1  # policy_fn(ctx, op, *args, **kwargs)
@@ -101,3 +101,37 @@ def op_collections(facts: ScriptFacts) -> list[OpCollection]:
                 items = test.value.items if isinstance(test.value, TupleVal) and test.operator in ("in", "not in") else [test.value]
                 out.append(OpCollection("policy", items, test.span, test.line, test.condition, call, test, scope.rsplit(".", 1)[-1]))
     return out
+
+
+@dataclass
+class UnitInRegion:
+    """An FSDP2 unit (`fully_shard(x)`) that lies inside a selective-checkpointing region wrapped after it: the
+    region is `x` itself or holds it (`fully_shard(model.layers[0])`, then `checkpoint_wrapper(model, context_fn=...)`)."""
+
+    region: Call  # `checkpoint_wrapper(model, context_fn=...)` / `checkpoint(model, ..., context_fn=...)`
+    shard: Call  # the earlier `fully_shard(...)`
+    condition: Condition
+
+
+def fsdp_units_in_sac_regions(facts: ScriptFacts) -> list[UnitInRegion]:
+    """Selective-checkpointing wrappers applied, in the same function and on a path that meets it, to a module
+    that `fully_shard` already sharded or holds a module it sharded. Not reported where the script keeps FSDP's
+    internals out of SAC's cache itself (it names `SAC_IGNORED_OPS`)."""
+    if "SAC_IGNORED_OPS" in "\n".join(facts.lines):
+        return []
+    shards = [c for c in facts.calls if c.qualname in FULLY_SHARD and c.arg_names and c.arg_names[0]]
+    found = []
+    for region in facts.calls:
+        if region.qualname not in (CHECKPOINT_WRAPPER, CHECKPOINT) or not region.arg_names or not region.arg_names[0]:
+            continue
+        context = region.kwarg("context_fn")
+        if isinstance(context, Missing) or (isinstance(context, Const) and context.value is None):
+            continue
+        target = region.arg_names[0]
+        for shard in shards:
+            inside = shard.arg_names[0] == target or shard.arg_names[0].startswith((f"{target}.", f"{target}["))
+            both = together(region.condition, shard.condition)
+            if inside and shard.scope == region.scope and shard.line < region.line and both is not None:
+                found.append(UnitInRegion(region, shard, both))
+                break
+    return found

@@ -210,3 +210,81 @@ def test_runtime_error_of_installed_torch_maps_to_ckpt108():
     with pytest.raises(ValueError) as raised:
         create_selective_checkpoint_contexts([torch.ops.aten.mm])
     assert codes.code_for(str(raised.value), "torch")[0] == "CKPT108"
+
+
+# -- CKPT306 ---------------------------------------------------------------------------------------
+
+SAC_HEADER = """
+from functools import partial
+import torch
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.distributed.fsdp import fully_shard
+from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
+context = partial(create_selective_checkpoint_contexts, [torch.ops.aten.mm.default])
+"""
+
+
+def _ckpt306(body: str) -> list[int]:
+    from ckpt_doctor.check.lint import lint_text
+    from ckpt_doctor.analysis.source import SourceFile
+    from ckpt_doctor.config import Settings
+
+    text = SAC_HEADER + textwrap.dedent(body)
+    found = lint_text(SourceFile("t.py", text, text.encode()), Settings(select=["CKPT306"], target_versions={"torch": "2.13"}))
+    return [f.span.start.line - SAC_HEADER.count("\n") for f in found if f.code == "CKPT306"]
+
+
+def test_sac_over_a_sharded_module_or_one_holding_sharded_blocks_is_reported():
+    assert _ckpt306("""
+        def parallelize(model):
+            model = fully_shard(model)
+            return checkpoint_wrapper(model, context_fn=context)
+        """) == [4]
+    assert _ckpt306("""
+        def parallelize(model):
+            fully_shard(model.layers[0])
+            return checkpoint_wrapper(model, context_fn=context)
+        """) == [4]
+    assert _ckpt306("""
+        def forward(model, x):
+            fully_shard(model.encoder)
+            return checkpoint(model, x, use_reentrant=False, context_fn=context)
+        """) == [4]
+
+
+def test_sac_before_fully_shard_plain_checkpointing_or_ignored_fsdp_ops_are_clean():
+    assert _ckpt306("""
+        def parallelize(model):
+            block = checkpoint_wrapper(model.block, context_fn=context)
+            return fully_shard(block)
+        """) == []  # torchtitan's order: the unit is the wrapper, its gather runs outside the region
+    assert _ckpt306("""
+        def parallelize(model):
+            model = fully_shard(model)
+            return checkpoint_wrapper(model)
+        """) == []  # plain checkpointing: no SAC cache
+    assert _ckpt306("""
+        from torch.utils.checkpoint import SAC_IGNORED_OPS
+        SAC_IGNORED_OPS.update({torch.ops.aten._foreach_copy_.default})
+        def parallelize(model):
+            model = fully_shard(model)
+            return checkpoint_wrapper(model, context_fn=context)
+        """) == []
+    assert _ckpt306("""
+        def parallelize(model, other):
+            fully_shard(other)
+            return checkpoint_wrapper(model, context_fn=context)
+        """) == []  # another module
+
+
+def test_sac_and_fully_shard_in_exclusive_branches_never_meet():
+    assert _ckpt306("""
+        import argparse
+        p = argparse.ArgumentParser(); p.add_argument("--fsdp", action="store_true"); args = p.parse_args()
+        def parallelize(model):
+            if args.fsdp:
+                model = fully_shard(model)
+            else:
+                model = checkpoint_wrapper(model, context_fn=context)
+            return model
+        """) == []

@@ -9,6 +9,7 @@ of a policy must hold overloads too (torch 2.13.0, `torch/utils/checkpoint.py`,
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 
 from ckpt_doctor.analysis.conditions import Condition, together
@@ -119,19 +120,24 @@ def fsdp_units_in_sac_regions(facts: ScriptFacts) -> list[UnitInRegion]:
     internals out of SAC's cache itself (it names `SAC_IGNORED_OPS`)."""
     if "SAC_IGNORED_OPS" in "\n".join(facts.lines):
         return []
-    shards = [c for c in facts.calls if c.qualname in FULLY_SHARD and c.arg_names and c.arg_names[0]]
+    shards = [(c, text) for c in facts.calls if c.qualname in FULLY_SHARD and (text := first_argument(c))]
     found = []
     for region in facts.calls:
-        if region.qualname not in (CHECKPOINT_WRAPPER, CHECKPOINT) or not region.arg_names or not region.arg_names[0]:
-            continue
+        target = first_argument(region) if region.qualname in (CHECKPOINT_WRAPPER, CHECKPOINT) else None
         context = region.kwarg("context_fn")
-        if isinstance(context, Missing) or (isinstance(context, Const) and context.value is None):
+        if target is None or isinstance(context, Missing) or (isinstance(context, Const) and context.value is None):
             continue
-        target = region.arg_names[0]
-        for shard in shards:
-            inside = shard.arg_names[0] == target or shard.arg_names[0].startswith((f"{target}.", f"{target}["))
+        for shard, unit in shards:
+            inside = unit == target or unit.startswith((f"{target}.", f"{target}["))
             both = together(region.condition, shard.condition)
             if inside and shard.scope == region.scope and shard.line < region.line and both is not None:
                 found.append(UnitInRegion(region, shard, both))
                 break
     return found
+
+
+def first_argument(call: Call) -> str | None:
+    """The first argument of `call` as written (`model`, `model.layers[0]`), None when there is none."""
+    if call.arg_names and call.arg_names[0]:
+        return call.arg_names[0]
+    return ast.unparse(call.node.args[0]) if call.node is not None and call.node.args else None

@@ -252,16 +252,16 @@ def deepspeed_block_unused(ctx: Context) -> Iterator[Report]:
     summary="an FSDP2 unit inside a selective-checkpointing region",
 )
 def fsdp_unit_inside_sac(ctx: Context) -> Iterator[Report]:
-    from ckpt_doctor.analysis.selective import fsdp_units_in_sac_regions
+    from ckpt_doctor.analysis.selective import first_argument, fsdp_units_in_sac_regions
 
     for found in fsdp_units_in_sac_regions(ctx.facts):
-        unit, target = found.shard.arg_names[0], found.region.arg_names[0]
+        unit, target = first_argument(found.shard), first_argument(found.region)
         holds = "is itself" if unit == target else f"holds `{unit}`,"
         yield Report(
             found.region.span,
             f"selective checkpointing (`context_fn=`) over `{target}`, which {holds} an FSDP unit sharded at line "
             f"{found.shard.line}: FSDP's all-gathers then run inside the region, in the forward and again in the "
-            "recompute, and SAC's caching mode treats their internals (`split_with_sizes`, `_foreach_copy_`) as model "
+            "recompute, and SAC's caching mode treats their internals (`_foreach_copy_`, `split_with_sizes_copy`) as model "
             "ops; depending on the policy the backward fails with \"... encountered during backward but not found in "
             "storage\" or reuses stale buffers (silently wrong gradients); wrap the blocks before `fully_shard` "
             "(torchtitan's order: checkpointing, compile, then FSDP)",

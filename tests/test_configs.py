@@ -349,3 +349,14 @@ def test_a_swift_line_with_fewer_processes_than_gpus_is_not_estimated_per_gpu(tm
 def test_a_fused_loss_is_a_switch_that_is_on_or_a_chunked_loss_by_name(text, fused):
     found = run_of(text).fused_loss
     assert (found.note if found else None) == fused
+
+
+def test_framework_qlora_says_whether_the_rest_is_cast_to_fp32():
+    """axolotl casts norms and embeddings back to torch_dtype after prepare_model_for_kbit_training (v0.4.0 .. v0.18.0
+    loaders/model.py); LLaMA-Factory never calls it and upcasts the norms only with `upcast_layernorm`."""
+    axolotl = run_of("base_model: x\nadapter: qlora\nload_in_4bit: true\n").settings()
+    assert axolotl.load_in_4bit and axolotl.kbit_upcast.value is False and axolotl.as_flags()["kbit_upcast"] is False
+    factory = run_of("stage: sft\nfinetuning_type: lora\nquantization_bit: 4\n").settings()
+    assert factory.load_in_4bit and factory.kbit_upcast.value is False
+    upcast = run_of("stage: sft\nfinetuning_type: lora\nquantization_bit: 4\nupcast_layernorm: true\n").settings()
+    assert upcast.kbit_upcast.value is True and upcast.kbit_upcast.line == 4

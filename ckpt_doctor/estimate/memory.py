@@ -136,6 +136,11 @@ class TrainingSetup:
     task: str = "auto"             # auto | causal-lm | seq-cls (auto: encoders -> seq-cls, else causal-lm)
     zero_grad_set_to_none: bool = True  # False: gradients stay allocated between steps (torch < 2.0 default)
     frozen: str = "none"           # none | trunk: every parameter but the output head frozen (a heads-only fine-tune)
+    # 4/8-bit only: peft's prepare_model_for_kbit_training casts every fp16/bf16 parameter that is not a
+    # Params4bit / int8 weight to fp32 (peft v0.4.0 .. 0.21.2 src/peft/utils/other.py), so embeddings, norms and
+    # head are fp32 and so is the residual stream; False: they stay in `dtype` (fms-acceleration, axolotl, TRL >= 0.26,
+    # LLaMA-Factory, a script that never calls it)
+    kbit_upcast: bool = True
 
     def validate(self) -> TrainingSetup:
         if self.dtype not in DTYPE_BYTES:
@@ -479,8 +484,8 @@ class _Ctx:
         self.wb = 4 if self.mixed else DTYPE_BYTES[setup.dtype]
         # bytes of matmul outputs
         self.ab = 2 if self.mixed else self.wb
-        # prepare_model_for_kbit_training upcasts the non-quantised parameters to fp32
-        self.other_wb = 4 if self.quant else self.wb
+        # prepare_model_for_kbit_training upcasts the non-quantised parameters to fp32 (TrainingSetup.kbit_upcast)
+        self.other_wb = 4 if self.quant and setup.kbit_upcast else self.wb
         self.lora = bool(setup.lora_r)
         self.r = setup.lora_r or 0
         # a frozen trunk trains only the output head (`HEADS`); with a tied head nothing but adapters would train

@@ -212,6 +212,33 @@ def test_qlora_70b_without_the_fp32_upcast_within_10_percent_of_fms_acceleration
     assert estimate(full).peak_bytes == estimate(dataclasses.replace(full, kbit_upcast=False)).peak_bytes  # 4/8-bit only
 
 
+def test_deepspeed_16bit_mode_keeps_a_partitioned_fp32_master_copy_and_no_autocast_cache():
+    """DeepSpeed bf16 (deepspeed 0.19.5): bf16 weights (ZeRO-3 shards them), an fp32 master copy and fp32 AdamW state
+    partitioned over the GPUs, bf16 gradients, and the step's fp32 copy of this rank's gradient partition.  Modelled as
+    autocast over fp32 weights (until this change) ZeRO-3 counted autocast's unsharded bf16 copy of every weight."""
+    GPUS = dict(gpus=8, zero=3, batch_size=1, checkpointing="full", optimizer="adamw-fused")
+    for model, seq, before, after in (("meta-llama/Llama-2-7b-hf", 4096, 25.32, 15.75),
+                                      ("Qwen/Qwen2.5-32B", 8192, 127.80, 70.57)):
+        arch = resolve(model)
+        ds = estimate(TrainingSetup(arch, seq_len=seq, dtype="bf16", master_weights="fp32", **GPUS))
+        autocast = estimate(TrainingSetup(arch, seq_len=seq, dtype="fp32", mixed_precision="bf16", **GPUS))
+        assert ds.peak_bytes / GiB == pytest.approx(after, abs=0.05) and autocast.peak_bytes / GiB == pytest.approx(before, abs=0.05)
+        P = ds.params_trainable
+        opt = ds.phase_breakdown["optimizer"]
+        assert opt["master_weights"] == pytest.approx(4 * P / 8, rel=0.01)  # fp32 master, 1/8 of it
+        assert opt["optimizer_state"] == pytest.approx(8 * P / 8, rel=0.01)  # fp32 exp_avg + exp_avg_sq, 1/8
+        assert opt["weights"] == pytest.approx(2 * P / 8, rel=0.01)  # bf16, sharded
+        assert opt["gradients"] == pytest.approx(2 * P / 8, rel=0.01)  # bf16 partition
+        assert max(b["weights"] for b in ds.phase_breakdown.values()) < 0.3 * P  # no autocast copies (2 bytes x P)
+    # ZeRO-0: FP16_Optimizer's master copy is whole; ZeRO-1 divides it
+    arch = resolve("meta-llama/Llama-3.2-1B")
+    whole = estimate(TrainingSetup(arch, seq_len=512, master_weights="fp32", gpus=2))
+    parted = estimate(TrainingSetup(arch, seq_len=512, master_weights="fp32", gpus=2, zero=1))
+    assert whole.phase_breakdown["optimizer"]["master_weights"] == pytest.approx(2 * parted.phase_breakdown["optimizer"]["master_weights"], rel=0.01)
+    with pytest.raises(ValueError):
+        TrainingSetup(arch, dtype="fp32", master_weights="fp32").validate()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # a live trace (ground truth machinery itself)
 

@@ -118,6 +118,10 @@ class RunConfig:
             out.load_in_4bit, out.load_in_8bit = self.quantization.value == 4, self.quantization.value == 8
             if self.kbit_upcast is not None:
                 out.kbit_upcast = self.kbit_upcast.setting()
+        if (self.deepspeed is not None or self.zero_stage.value) and out.dtype.value in ("bf16", "fp16", "auto"):
+            # DeepSpeed bf16 / fp16 (the Trainer fills the JSON's "auto" from its own flag): 16-bit weights, an fp32
+            # master copy and fp32 optimizer state partitioned by ZeRO (TrainingSetup.master_weights)
+            out.deepspeed_16bit = True
         if self.zero_stage.value:
             out.zero = Setting(int(self.zero_stage.value), self.zero_stage.line, f"DeepSpeed ZeRO-{self.zero_stage.value}",
                                self.zero_stage.file)

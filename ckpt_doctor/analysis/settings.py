@@ -89,10 +89,11 @@ class ScriptSettings:
             "model": self.model.value if self.model else None,
             "batch_size": int(self.batch_size.value),
             "seq_len": int(self.seq_len.value) if self.seq_len else None,
-            "dtype": None if self.dtype.value == "auto" else "fp32" if self.deepspeed_16bit else str(self.dtype.value),
-            # DeepSpeed's 16-bit mode holds 2 + 2 bytes of weights and gradients and a 4-byte master copy per
-            # parameter: what autocast over fp32 weights holds (4 + 4), activations 16-bit in both
-            "mixed_precision": str(self.dtype.value) if self.deepspeed_16bit else str(self.mixed_precision.value),
+            "dtype": None if self.dtype.value == "auto" else str(self.dtype.value),
+            # DeepSpeed's 16-bit mode: 16-bit weights and gradients, an fp32 master copy and fp32 optimizer state,
+            # partitioned by ZeRO; no autocast (TrainingSetup.master_weights)
+            "mixed_precision": "no" if self.deepspeed_16bit_on else str(self.mixed_precision.value),
+            "master_weights": "fp32" if self.deepspeed_16bit_on else "none",
             "attn": str(self.attn.value),
             "optimizer": str(self.optimizer.value),
             "lora_r": int(self.lora_r.value) if self.lora_r else None,
@@ -106,6 +107,11 @@ class ScriptSettings:
             "checkpointing": str(self.checkpointing.value),
             "frozen": str(self.frozen.value),
         }
+
+    @property
+    def deepspeed_16bit_on(self) -> bool:
+        """DeepSpeed's 16-bit mode over weights whose dtype is known to be 16-bit ("auto" waits for `complete_for`)."""
+        return self.deepspeed_16bit and self.dtype.value in ("bf16", "fp16")
 
     def describe_stated(self) -> str:
         """The settings the script states, each with its line (what the estimate rests on)."""
@@ -126,6 +132,8 @@ class ScriptSettings:
             upcast = "fp32 upcast" if s.kbit_upcast.value else "no fp32 upcast"
             parts.append(f"{'4-bit' if s.load_in_4bit else '8-bit'}, {upcast} "
                          + (f"(line {s.kbit_upcast.line}: {s.kbit_upcast.note})" if s.kbit_upcast.stated else f"({s.kbit_upcast.note})"))
+        if s.deepspeed_16bit_on:
+            parts.append(f"DeepSpeed {s.dtype.value} mode (fp32 master copy and optimizer state, no autocast)")
         if s.zero.value:
             parts.append(f"ZeRO-{s.zero.value} ({s.zero.note})" if s.zero.note else f"ZeRO-{s.zero.value}")
         return ", ".join(parts)
@@ -210,6 +218,13 @@ def read_settings(training: Training) -> ScriptSettings:
                 if isinstance(block, dict) and block.get("enabled") is True:
                     out.dtype = Setting(key, config.line, f"DeepSpeed {key}.enabled in {config.where}, fp32 master weights")
                     out.deepspeed_16bit = True
+    for config in training.deepspeed_configs:  # a 16-bit load under DeepSpeed bf16 / fp16: the engine's mode all the same
+        for key in ("bf16", "fp16"):
+            block = config.data.get(key)
+            if out.dtype.stated and isinstance(block, dict) and block.get("enabled") is True:
+                out.deepspeed_16bit = True
+                if out.dtype.value != key:  # the engine casts the parameters to its dtype
+                    out.dtype = Setting(key, config.line, f"DeepSpeed {key}.enabled in {config.where}, fp32 master weights")
     for call in facts.calls_to("transformers.BitsAndBytesConfig"):
         if call.runs_by_default is False:  # `if args.use_qlora:` with its default off
             continue
@@ -350,7 +365,25 @@ def read_settings(training: Training) -> ScriptSettings:
         out.checkpointing = fsdp_own
     if out.load_in_4bit or out.load_in_8bit:
         out.kbit_upcast = _kbit_upcast(training, out)
+    _deepspeed_auto_16bit(training, out)
     return out
+
+
+def _deepspeed_auto_16bit(training: Training, out: ScriptSettings) -> None:
+    """A DeepSpeed config with `"bf16": {"enabled": "auto"}` under a Trainer with `bf16=True`: the Trainer fills it in
+    (transformers `HfTrainerDeepSpeedConfig.trainer_config_process`: `fill_match("bf16.enabled", args.bf16 ...)`), so the
+    step runs DeepSpeed's 16-bit mode, not autocast."""
+    mode = out.mixed_precision.value if out.mixed_precision.value in ("bf16", "fp16") else None
+    if out.deepspeed_16bit or mode is None:
+        return
+    for config in training.deepspeed_configs:
+        block = config.data.get(mode)
+        if isinstance(block, dict) and block.get("enabled") in (True, "auto"):
+            out.deepspeed_16bit = True
+            if out.dtype.value != mode:  # the engine casts the parameters to its dtype
+                note = f"DeepSpeed {mode}.enabled {block.get('enabled')!r} in {config.where} with the Trainer's {mode}, fp32 master weights"
+                out.dtype = Setting(mode, config.line, note)
+            return
 
 
 TRL_NO_KBIT_UPCAST_SINCE = "0.26"

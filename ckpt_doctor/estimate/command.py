@@ -50,6 +50,7 @@ DEFAULTS = {
     "gradient_accumulation": 1,
     "checkpointing": "none",
     "frozen": "none",
+    "master_weights": "none",  # "fp32": DeepSpeed's bf16/fp16 mode (read from a script or config, no flag)
 }
 
 

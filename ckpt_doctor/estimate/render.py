@@ -109,6 +109,8 @@ def render_text(est: MemoryEstimate, plan_results: list[PlanResult], budget_byte
     a = s.arch
     out: list[str] = []
     prec = f"{s.dtype} weights" if s.mixed_precision == "no" else f"fp32 weights + {s.mixed_precision} autocast"
+    if s.master_weights == "fp32":
+        prec = f"{s.dtype} weights + fp32 master copy (DeepSpeed {s.dtype})"
     extras = []
     if s.lora_r:
         extras.append(f"LoRA r={s.lora_r}" + (f" on {','.join(s.lora_targets)}" if s.lora_targets else ""))

@@ -466,3 +466,50 @@ def test_a_dtype_option_handed_to_autocast_is_the_mixed_precision_not_the_weight
     script.write_text(script.read_text().replace("ctx = torch.cuda.amp.autocast(dtype=dtype)\n", ""), encoding="utf-8")
     settings = analyze(read_source(str(script)), Settings(root=tmp_path)).settings
     assert settings.dtype.value == "bf16"  # no autocast: the option is the weights' dtype, as DeepSpeed scripts use it
+
+
+# -- 9. QLoRA: whether the non-quantised parameters are cast to fp32 (issue 10) ----------------------------------
+
+QLORA = """
+import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-70b-hf", torch_dtype=torch.bfloat16,
+                                             quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+PREPARE
+model = get_peft_model(model, LoraConfig(r=16, target_modules=["q_proj", "v_proj"]))
+"""
+QLORA_TRL = """
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from trl import SFTConfig, SFTTrainer
+model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-70b-hf", torch_dtype=torch.bfloat16,
+                                             quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+trainer = SFTTrainer(model=model, args=SFTConfig(output_dir="o"), peft_config=LoraConfig(r=16))
+"""
+
+
+def _read_at(code: str, targets: dict):
+    text = textwrap.dedent(code)
+    return analyze(SourceFile("t.py", text, text.encode()), Settings(target_versions=targets)).settings
+
+
+def test_k_bit_preparation_on_the_path_upcasts_and_its_absence_does_not():
+    prepared = _read(QLORA.replace("PREPARE", "model = prepare_model_for_kbit_training(model)"))
+    assert prepared.kbit_upcast.value is True and prepared.kbit_upcast.line == 7
+    assert prepared.as_flags()["kbit_upcast"] is True and "4-bit, fp32 upcast (line 7" in prepared.describe()
+    bare = _read(QLORA.replace("PREPARE", ""))
+    assert bare.kbit_upcast.value is False and bare.as_flags()["kbit_upcast"] is False
+    assert "4-bit, no fp32 upcast" in bare.describe()
+    off = _read(QLORA.replace("PREPARE", "if False:\n    model = prepare_model_for_kbit_training(model)"))
+    assert off.kbit_upcast.value is False  # a call that never runs prepares nothing
+
+
+def test_trl_sft_trainer_upcasts_a_quantized_model_before_0_26_only():
+    old = _read_at(QLORA_TRL, {"transformers": "4.56", "trl": "0.24"}).kbit_upcast
+    assert old.value is True and "calls prepare_model_for_kbit_training" in old.note
+    new = _read_at(QLORA_TRL, {"transformers": "4.56", "trl": "0.26"}).kbit_upcast
+    assert new.value is False and "without prepare_model_for_kbit_training" in new.note
+    unknown = _read_at(QLORA_TRL, {"transformers": "4.56"}).kbit_upcast  # the larger estimate, saying why
+    assert unknown.value is True and "before trl 0.26" in unknown.note

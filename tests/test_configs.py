@@ -349,3 +349,27 @@ def test_a_swift_line_with_fewer_processes_than_gpus_is_not_estimated_per_gpu(tm
 def test_a_fused_loss_is_a_switch_that_is_on_or_a_chunked_loss_by_name(text, fused):
     found = run_of(text).fused_loss
     assert (found.note if found else None) == fused
+
+
+def test_framework_qlora_says_whether_the_rest_is_cast_to_fp32():
+    """axolotl casts norms and embeddings back to torch_dtype after prepare_model_for_kbit_training (v0.4.0 .. v0.18.0
+    loaders/model.py); LLaMA-Factory never calls it and upcasts the norms only with `upcast_layernorm`."""
+    axolotl = run_of("base_model: x\nadapter: qlora\nload_in_4bit: true\n").settings()
+    assert axolotl.load_in_4bit and axolotl.kbit_upcast.value is False and axolotl.as_flags()["kbit_upcast"] is False
+    factory = run_of("stage: sft\nfinetuning_type: lora\nquantization_bit: 4\n").settings()
+    assert factory.load_in_4bit and factory.kbit_upcast.value is False
+    upcast = run_of("stage: sft\nfinetuning_type: lora\nquantization_bit: 4\nupcast_layernorm: true\n").settings()
+    assert upcast.kbit_upcast.value is True and upcast.kbit_upcast.line == 4
+
+
+def test_framework_configs_under_deepspeed_16bit_keep_an_fp32_master_copy(tmp_path):
+    """`bf16: true` with a DeepSpeed JSON whose bf16 is "auto": the Trainer turns it on, so the step runs DeepSpeed's
+    16-bit mode (bf16 weights, fp32 master copy partitioned by ZeRO), not pure bf16."""
+    write(tmp_path, {"ds.json": '{"bf16": {"enabled": "auto"}, "zero_optimization": {"stage": 3}}',
+                     "config.yaml": "stage: sft\nfinetuning_type: full\nbf16: true\ndeepspeed: ds.json\n"})
+    settings = read_run(read_document((tmp_path / "config.yaml").read_text(), str(tmp_path / "config.yaml"))).settings()
+    flags = settings.as_flags()
+    assert (flags["dtype"], flags["mixed_precision"], flags["master_weights"], flags["zero"]) == ("bf16", "no", "fp32", 3)
+    assert "DeepSpeed bf16 mode" in settings.describe()
+    plain = run_of("stage: sft\nfinetuning_type: full\nbf16: true\n").settings().as_flags()
+    assert plain["master_weights"] == "none"  # no DeepSpeed: pure bf16

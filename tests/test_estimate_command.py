@@ -81,6 +81,12 @@ def test_flags_reach_the_setup():
     assert (s["gpus"], s["zero"], s["gradient_accumulation"], s["checkpointing"]) == (8, 3, 4, "every_2")
     q = run_json("--model", "meta-llama/Llama-2-7b-hf", "--lora-r", "64", "--load-in-4bit", "--seq-len", "1024")
     assert q["setup"]["load_in_4bit"] and q["params"]["trainable"] < 0.02 * q["params"]["total"]
+    assert q["setup"]["kbit_upcast"] is True  # peft's prepare_model_for_kbit_training, unless told otherwise
+    n = run_json("--model", "meta-llama/Llama-2-7b-hf", "--lora-r", "64", "--load-in-4bit", "--seq-len", "1024",
+                 "--no-kbit-upcast")
+    assert n["setup"]["kbit_upcast"] is False and n["peak_bytes"] < q["peak_bytes"]
+    assert "no fp32 upcast" in run("--model", "meta-llama/Llama-2-7b-hf", "--load-in-4bit", "--lora-r", "8",
+                                   "--no-kbit-upcast").output
 
 
 def test_sequence_defaults_to_2048_capped_by_the_model():

@@ -408,8 +408,8 @@ def test_precision_outside_from_pretrained():
         """
     )
     assert deepspeed.dtype.value == "fp16" and deepspeed.deepspeed_16bit
-    flags = deepspeed.as_flags()  # 2 + 2 bytes and an fp32 master copy: what autocast over fp32 weights holds
-    assert (flags["dtype"], flags["mixed_precision"]) == ("fp32", "fp16")
+    flags = deepspeed.as_flags()  # 16-bit weights and gradients, an fp32 master copy partitioned by ZeRO, no autocast
+    assert (flags["dtype"], flags["mixed_precision"], flags["master_weights"]) == ("fp16", "no", "fp32")
 
 
 def test_unknown_model_messages_carry_every_setting_read(tmp_path):

@@ -53,6 +53,7 @@ class RunConfig:
     lora_target_parameters: Fact | None = None  # the parameters the config targets (fused MoE experts), None when not given
     lora_parameters_key: str | None = None  # the framework's key for peft's `target_parameters`, None when it has none
     quantization: Fact = field(default_factory=lambda: Fact(None))  # 4 / 8 / None
+    kbit_upcast: Fact | None = None  # 4/8-bit: the framework casts embeddings / norms / head to fp32 (None: peft's default)
     zero_stage: Fact = field(default_factory=lambda: Fact(0))
     launched_by: str | None = None  # the command of a launch line (`trl`, `swift`, `accelerate`), None for a file alone
     command: str | None = None  # its subcommand: `sft`, `dpo`, `rlhf`, ...
@@ -115,6 +116,12 @@ class RunConfig:
                                            self.lora_targets.note)
         if self.quantization.value in (4, 8):
             out.load_in_4bit, out.load_in_8bit = self.quantization.value == 4, self.quantization.value == 8
+            if self.kbit_upcast is not None:
+                out.kbit_upcast = self.kbit_upcast.setting()
+        if (self.deepspeed is not None or self.zero_stage.value) and out.dtype.value in ("bf16", "fp16", "auto"):
+            # DeepSpeed bf16 / fp16 (the Trainer fills the JSON's "auto" from its own flag): 16-bit weights, an fp32
+            # master copy and fp32 optimizer state partitioned by ZeRO (TrainingSetup.master_weights)
+            out.deepspeed_16bit = True
         if self.zero_stage.value:
             out.zero = Setting(int(self.zero_stage.value), self.zero_stage.line, f"DeepSpeed ZeRO-{self.zero_stage.value}",
                                self.zero_stage.file)
@@ -259,6 +266,10 @@ def _llamafactory(run: RunConfig, path: str) -> None:
         run.lora_linear_names_by = "LLaMA-Factory's `find_all_linear_modules` [L11]"  # no key for target_parameters [L11]
     bits = run.document.get("quantization_bit")
     run.quantization = Fact(bits.value if bits else None, bits)
+    # LLaMA-Factory never calls peft's prepare_model_for_kbit_training; `upcast_layernorm` (default false) casts the norms
+    # to fp32, which makes the residual stream fp32 too (v0.9.5 model/model_utils/checkpointing.py prepare_model_for_training)
+    upcast = run.stated("upcast_layernorm", False, "LLaMA-Factory default upcast_layernorm: false")
+    run.kbit_upcast = Fact(bool(upcast.value), upcast.entry, "upcast_layernorm" if upcast.entry else upcast.note)
     _trainer_fields(run, path, seq_key="cutoff_len", seq_default=2048, seq_note="LLaMA-Factory default cutoff_len [L6]")
     if run.document.value("pure_bf16") is True:
         run.dtype = Fact("bf16", run.document.get("pure_bf16"))
@@ -288,6 +299,10 @@ def _axolotl(run: RunConfig, path: str) -> None:
     for bits, key in ((4, "load_in_4bit"), (8, "load_in_8bit")):
         if run.document.value(key) is True:
             run.quantization = Fact(bits, run.document.get(key))
+    # for a LoRA / QLoRA adapter axolotl converts norms and embeddings back to torch_dtype after
+    # prepare_model_for_kbit_training (v0.4.0 .. v0.18.0: `needs_fa2_dtype` / `should_convert`, loaders/model.py
+    # _convert_embedding_modules_dtype), and skips the preparation under FSDP QLoRA and ZeRO-3
+    run.kbit_upcast = Fact(False, adapter, "axolotl casts norms and embeddings back to torch_dtype")
     run.batch_size = run.stated("micro_batch_size", 1, "axolotl default micro_batch_size [X5]")
     run.grad_accum = run.stated("gradient_accumulation_steps", 1, "axolotl default [X5]")
     run.seq_len = run.stated("sequence_len", 512, "axolotl default sequence_len [X5]")

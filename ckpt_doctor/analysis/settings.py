@@ -71,6 +71,8 @@ class ScriptSettings:
     lora_target_parameters: bool = False  # `LoraConfig(target_parameters=...)` given: parameters (fused MoE experts) targeted
     load_in_4bit: bool = False
     load_in_8bit: bool = False
+    # 4/8-bit: whether the non-quantised parameters (embeddings, norms, head) are cast to fp32 before training
+    kbit_upcast: Setting = field(default_factory=lambda: Setting(True, None, "peft prepare_model_for_kbit_training assumed"))
     gradient_accumulation: Setting = field(default_factory=lambda: Setting(1, None, "default"))
     gpus: Setting = field(default_factory=lambda: Setting(1, None, "assumed"))
     zero: Setting = field(default_factory=lambda: Setting(0, None, "none"))
@@ -87,22 +89,29 @@ class ScriptSettings:
             "model": self.model.value if self.model else None,
             "batch_size": int(self.batch_size.value),
             "seq_len": int(self.seq_len.value) if self.seq_len else None,
-            "dtype": None if self.dtype.value == "auto" else "fp32" if self.deepspeed_16bit else str(self.dtype.value),
-            # DeepSpeed's 16-bit mode holds 2 + 2 bytes of weights and gradients and a 4-byte master copy per
-            # parameter: what autocast over fp32 weights holds (4 + 4), activations 16-bit in both
-            "mixed_precision": str(self.dtype.value) if self.deepspeed_16bit else str(self.mixed_precision.value),
+            "dtype": None if self.dtype.value == "auto" else str(self.dtype.value),
+            # DeepSpeed's 16-bit mode: 16-bit weights and gradients, an fp32 master copy and fp32 optimizer state,
+            # partitioned by ZeRO; no autocast (TrainingSetup.master_weights)
+            "mixed_precision": "no" if self.deepspeed_16bit_on else str(self.mixed_precision.value),
+            "master_weights": "fp32" if self.deepspeed_16bit_on else "none",
             "attn": str(self.attn.value),
             "optimizer": str(self.optimizer.value),
             "lora_r": int(self.lora_r.value) if self.lora_r else None,
             "lora_targets": tuple(str(self.lora_targets.value).split(",")) if self.lora_targets else None,
             "load_in_4bit": self.load_in_4bit,
             "load_in_8bit": self.load_in_8bit,
+            "kbit_upcast": bool(self.kbit_upcast.value),
             "gpus": int(self.gpus.value),
             "zero": int(self.zero.value),
             "gradient_accumulation": int(self.gradient_accumulation.value),
             "checkpointing": str(self.checkpointing.value),
             "frozen": str(self.frozen.value),
         }
+
+    @property
+    def deepspeed_16bit_on(self) -> bool:
+        """DeepSpeed's 16-bit mode over weights whose dtype is known to be 16-bit ("auto" waits for `complete_for`)."""
+        return self.deepspeed_16bit and self.dtype.value in ("bf16", "fp16")
 
     def describe_stated(self) -> str:
         """The settings the script states, each with its line (what the estimate rests on)."""
@@ -120,7 +129,11 @@ class ScriptSettings:
         if s.frozen.stated:
             parts.append(f"frozen {s.frozen.describe()}")
         if s.load_in_4bit or s.load_in_8bit:
-            parts.append("4-bit" if s.load_in_4bit else "8-bit")
+            upcast = "fp32 upcast" if s.kbit_upcast.value else "no fp32 upcast"
+            parts.append(f"{'4-bit' if s.load_in_4bit else '8-bit'}, {upcast} "
+                         + (f"(line {s.kbit_upcast.line}: {s.kbit_upcast.note})" if s.kbit_upcast.stated else f"({s.kbit_upcast.note})"))
+        if s.deepspeed_16bit_on:
+            parts.append(f"DeepSpeed {s.dtype.value} mode (fp32 master copy and optimizer state, no autocast)")
         if s.zero.value:
             parts.append(f"ZeRO-{s.zero.value} ({s.zero.note})" if s.zero.note else f"ZeRO-{s.zero.value}")
         return ", ".join(parts)
@@ -205,6 +218,13 @@ def read_settings(training: Training) -> ScriptSettings:
                 if isinstance(block, dict) and block.get("enabled") is True:
                     out.dtype = Setting(key, config.line, f"DeepSpeed {key}.enabled in {config.where}, fp32 master weights")
                     out.deepspeed_16bit = True
+    for config in training.deepspeed_configs:  # a 16-bit load under DeepSpeed bf16 / fp16: the engine's mode all the same
+        for key in ("bf16", "fp16"):
+            block = config.data.get(key)
+            if out.dtype.stated and isinstance(block, dict) and block.get("enabled") is True:
+                out.deepspeed_16bit = True
+                if out.dtype.value != key:  # the engine casts the parameters to its dtype
+                    out.dtype = Setting(key, config.line, f"DeepSpeed {key}.enabled in {config.where}, fp32 master weights")
     for call in facts.calls_to("transformers.BitsAndBytesConfig"):
         if call.runs_by_default is False:  # `if args.use_qlora:` with its default off
             continue
@@ -343,7 +363,67 @@ def read_settings(training: Training) -> ScriptSettings:
         out.checkpointing = Setting(plan, line)
     elif out.zero.value == 3 and (fsdp_own := _fsdp_config_checkpointing(out.config_call, training)) is not None:
         out.checkpointing = fsdp_own
+    if out.load_in_4bit or out.load_in_8bit:
+        out.kbit_upcast = _kbit_upcast(training, out)
+    _deepspeed_auto_16bit(training, out)
     return out
+
+
+def _deepspeed_auto_16bit(training: Training, out: ScriptSettings) -> None:
+    """A DeepSpeed config with `"bf16": {"enabled": "auto"}` under a Trainer with `bf16=True`: the Trainer fills it in
+    (transformers `HfTrainerDeepSpeedConfig.trainer_config_process`: `fill_match("bf16.enabled", args.bf16 ...)`), so the
+    step runs DeepSpeed's 16-bit mode, not autocast."""
+    mode = out.mixed_precision.value if out.mixed_precision.value in ("bf16", "fp16") else None
+    if out.deepspeed_16bit or mode is None:
+        return
+    for config in training.deepspeed_configs:
+        block = config.data.get(mode)
+        if isinstance(block, dict) and block.get("enabled") in (True, "auto"):
+            out.deepspeed_16bit = True
+            if out.dtype.value != mode:  # the engine casts the parameters to its dtype
+                note = f"DeepSpeed {mode}.enabled {block.get('enabled')!r} in {config.where} with the Trainer's {mode}, fp32 master weights"
+                out.dtype = Setting(mode, config.line, note)
+            return
+
+
+TRL_NO_KBIT_UPCAST_SINCE = "0.26"
+"""trl v0.26.0 `SFTTrainer.__init__` calls `get_peft_model` directly; before, `prepare_peft_model` (trl/models/utils.py,
+v0.23.0 .. v0.24.x; `SFTTrainer._prepare_peft_model` in v0.19.0) called peft's `prepare_model_for_kbit_training` for a
+4/8-bit model that is not sharded (FSDP / ZeRO-3 load it on cpu/meta), and v0.25's own copy still cast the norms to fp32
+(which makes the residual stream fp32 all the same)."""
+
+
+def _kbit_upcast(training: Training, out: ScriptSettings) -> Setting:
+    """Whether a 4/8-bit model's other parameters become fp32 before training: peft's `prepare_model_for_kbit_training`
+    casts every fp16/bf16 parameter that is not a `Params4bit` to fp32 (peft v0.4.0 .. v0.21.2 src/peft/utils/other.py),
+    called by the script, or by a TRL trainer given a `peft_config`; a 4-bit load with PEFT and no such call keeps them
+    in the load's dtype."""
+    for call in training.kbit_calls:
+        if call.runs_by_default is not False:
+            return Setting(True, call.line, "prepare_model_for_kbit_training casts the rest to fp32")
+    for call in training.facts.calls:
+        qualname = call.qualname or ""
+        if not (qualname.startswith("trl.") and qualname.endswith("Trainer")):
+            continue
+        peft_config = call.kwarg("peft_config")
+        if isinstance(peft_config, Missing) or (isinstance(peft_config, Const) and peft_config.value is None):
+            continue
+        trl = training.versions.get("trl").describe("trl")
+        if out.zero.value == 3:
+            return Setting(False, call.line, f"{call.name} skips the kbit preparation of a sharded (FSDP / ZeRO-3) model")
+        if qualname != "trl.SFTTrainer":
+            return Setting(True, call.line, f"{call.name} with peft_config: kbit preparation assumed")
+        since = training.versions.at_least("trl", TRL_NO_KBIT_UPCAST_SINCE)
+        if since:
+            return Setting(False, call.line, f"{trl}: SFTTrainer applies PEFT without prepare_model_for_kbit_training")
+        if since is False:
+            return Setting(True, call.line, f"{trl}: SFTTrainer calls prepare_model_for_kbit_training")
+        return Setting(True, call.line, f"SFTTrainer calls prepare_model_for_kbit_training before trl {TRL_NO_KBIT_UPCAST_SINCE} "
+                                        f"(not from it); {trl}")
+    if training.peft_calls or out.lora_r is not None:
+        line = out.model_load.line if out.model_load is not None else None
+        return Setting(False, line, "PEFT without prepare_model_for_kbit_training: the rest stays in the load's dtype")
+    return out.kbit_upcast
 
 
 def _fsdp_config_checkpointing(config: Call | None, training: Training) -> Setting | None:

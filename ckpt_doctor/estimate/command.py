@@ -44,11 +44,13 @@ DEFAULTS = {
     "lora_targets": None,
     "load_in_4bit": False,
     "load_in_8bit": False,
+    "kbit_upcast": True,  # peft's prepare_model_for_kbit_training: non-quantised parameters in fp32
     "gpus": 1,
     "zero": 0,
     "gradient_accumulation": 1,
     "checkpointing": "none",
     "frozen": "none",
+    "master_weights": "none",  # "fp32": DeepSpeed's bf16/fp16 mode (read from a script or config, no flag)
 }
 
 
@@ -216,6 +218,10 @@ def _budget(gpu_memory: str | None, gpu: str | None) -> tuple[int, str]:
 @click.option("--lora-targets", metavar="NAMES", help="Comma-separated LoRA target modules (default: PEFT's).")
 @click.option("--load-in-4bit", is_flag=True, default=None, help="4-bit NF4 base weights (QLoRA).")
 @click.option("--load-in-8bit", is_flag=True, default=None, help="8-bit base weights.")
+@click.option("--kbit-upcast/--no-kbit-upcast", default=None,
+              help="4/8-bit: peft's prepare_model_for_kbit_training casts embeddings, norms and head to fp32, so the "
+                   "residual stream is fp32 (default); --no-kbit-upcast: they stay in --dtype (axolotl, fms-acceleration, "
+                   "TRL >= 0.26, a script that never calls it).")
 @click.option("--gpus", type=click.IntRange(min=1), help="Data-parallel GPUs (default 1).")
 @click.option("--zero", type=click.Choice(["0", "1", "2", "3"]), help="ZeRO stage; FSDP FULL_SHARD counts as 3.")
 @click.option("--gradient-accumulation", type=click.IntRange(min=1), help="Micro-batches per optimizer step.")
@@ -235,16 +241,18 @@ def _budget(gpu_memory: str | None, gpu: str | None) -> tuple[int, str]:
                    "loss, fused or 8-bit AdamW, ZeRO stage over the GPUs given) and mark the cheapest plan that fits.")
 def estimate(script: str | None, model: str | None, batch_size: int | None, seq_len: int | None, dtype: str | None,
              mixed_precision: str | None, attn: str | None, optimizer: str | None, lora_r: int | None,
-             lora_targets: str | None, load_in_4bit: bool | None, load_in_8bit: bool | None, gpus: int | None,
-             zero: str | None, gradient_accumulation: int | None, checkpointing: str | None, frozen: str | None,
-             gpu_memory: str | None, gpu_name: str | None, offload_optimizer: str | None, offload_param: str | None,
-             pin_memory: bool | None, gpus_per_node: int | None, output_format: str, do_trace: bool, do_fit: bool = False) -> None:
+             lora_targets: str | None, load_in_4bit: bool | None, load_in_8bit: bool | None,
+             kbit_upcast: bool | None, gpus: int | None, zero: str | None, gradient_accumulation: int | None,
+             checkpointing: str | None, frozen: str | None, gpu_memory: str | None, gpu_name: str | None,
+             offload_optimizer: str | None, offload_param: str | None, pin_memory: bool | None,
+             gpus_per_node: int | None, output_format: str, do_trace: bool, do_fit: bool = False) -> None:
     """Estimate the peak GPU memory of one training step (forward, backward, optimizer step) per GPU, the
     checkpointing plans that fit the budget, and the lightest one."""
     given = {
         "model": model, "batch_size": batch_size, "seq_len": seq_len, "dtype": dtype,
         "mixed_precision": mixed_precision, "attn": attn, "optimizer": optimizer, "lora_r": lora_r,
-        "lora_targets": lora_targets, "load_in_4bit": load_in_4bit, "load_in_8bit": load_in_8bit, "gpus": gpus,
+        "lora_targets": lora_targets, "load_in_4bit": load_in_4bit, "load_in_8bit": load_in_8bit,
+        "kbit_upcast": kbit_upcast, "gpus": gpus,
         "zero": int(zero) if zero is not None else None, "gradient_accumulation": gradient_accumulation,
         "checkpointing": checkpointing, "frozen": frozen,
     }

@@ -99,6 +99,7 @@ NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit + 8-bit absmax per 
 INT8_BYTES_PER_PARAM = 1.0
 
 
+_SUB_GROUP_ELEMENTS = 1_000_000_000  # DeepSpeed's default ZeRO-3 sub_group_size (deepspeed 0.19.5 runtime/zero/config.py)
 _REDUCE_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's default reduce_bucket_size (deepspeed 0.19.5 runtime/zero/config.py)
 
 
@@ -136,6 +137,17 @@ class TrainingSetup:
     task: str = "auto"             # auto | causal-lm | seq-cls (auto: encoders -> seq-cls, else causal-lm)
     zero_grad_set_to_none: bool = True  # False: gradients stay allocated between steps (torch < 2.0 default)
     frozen: str = "none"           # none | trunk: every parameter but the output head frozen (a heads-only fine-tune)
+    # 4/8-bit only: peft's prepare_model_for_kbit_training casts every fp16/bf16 parameter that is not a
+    # Params4bit / int8 weight to fp32 (peft v0.4.0 .. 0.21.2 src/peft/utils/other.py), so embeddings, norms and
+    # head are fp32 and so is the residual stream; False: they stay in `dtype` (fms-acceleration, axolotl, TRL >= 0.26,
+    # LLaMA-Factory, a script that never calls it)
+    kbit_upcast: bool = True
+    # "fp32": DeepSpeed's bf16 / fp16 mode.  The engine casts the parameters to `dtype` (deepspeed 0.19.5
+    # runtime/engine.py _configure_distributed_model); the ZeRO optimizer keeps an fp32 copy of the trainable ones
+    # (runtime/zero/stage_1_and_2.py single_partition_of_fp32_groups, zero/stage3.py fp32_partitioned_groups_flat),
+    # partitioned over the GPUs by ZeRO-1/2/3 and whole at stage 0 (FP16_Optimizer), with fp32 optimizer state; the
+    # gradients stay 16-bit until the step copies this rank's partition to fp32.  No autocast, so no cast cache.
+    master_weights: str = "none"   # none | fp32
 
     def validate(self) -> TrainingSetup:
         if self.dtype not in DTYPE_BYTES:
@@ -154,6 +166,10 @@ class TrainingSetup:
             raise ValueError("load_in_4bit and load_in_8bit exclude each other")
         if self.lora_r is not None and self.lora_r < 1:
             raise ValueError("lora_r must be >= 1")
+        if self.master_weights not in ("none", "fp32"):
+            raise ValueError(f"master_weights must be none|fp32, not {self.master_weights!r}")
+        if self.master_weights == "fp32" and (self.dtype == "fp32" or self.mixed_precision != "no"):
+            raise ValueError("master_weights='fp32' (DeepSpeed's 16-bit mode) needs 16-bit weights and no autocast")
         if self.frozen not in FROZEN:
             raise ValueError(f"frozen must be one of {FROZEN}, not {self.frozen!r}")
         _every(self.checkpointing)  # raises on a bad plan name
@@ -479,9 +495,12 @@ class _Ctx:
         self.wb = 4 if self.mixed else DTYPE_BYTES[setup.dtype]
         # bytes of matmul outputs
         self.ab = 2 if self.mixed else self.wb
-        # prepare_model_for_kbit_training upcasts the non-quantised parameters to fp32
-        self.other_wb = 4 if self.quant else self.wb
+        # prepare_model_for_kbit_training upcasts the non-quantised parameters to fp32 (TrainingSetup.kbit_upcast)
+        self.other_wb = 4 if self.quant and setup.kbit_upcast else self.wb
         self.lora = bool(setup.lora_r)
+        # PEFT autocast_adapter_dtype=True keeps adapters in fp32; DeepSpeed's 16-bit engine casts every parameter,
+        # adapters included, to its dtype (deepspeed 0.19.5 runtime/engine.py _cast_module_mixed_precision)
+        self.adapter_b = DTYPE_BYTES[setup.dtype] if setup.master_weights == "fp32" else 4
         self.r = setup.lora_r or 0
         # a frozen trunk trains only the output head (`HEADS`); with a tied head nothing but adapters would train
         self.frozen_trunk = setup.frozen == "trunk"
@@ -561,7 +580,7 @@ class _Linear:
                             "master_weights" if ctx.mixed else "weights") if bias else None)
         self.lA = self.lB = None
         if lora:
-            lb = 4  # PEFT autocast_adapter_dtype=True keeps adapters in fp32
+            lb = ctx.adapter_b
             self.lA = sim.param(ctx.r * fin, lb, True, "master_weights" if ctx.mixed else "weights", dims=(ctx.r, fin))
             self.lB = sim.param(fout * ctx.r, lb, True, "master_weights" if ctx.mixed else "weights", dims=(fout, ctx.r))
 
@@ -686,7 +705,7 @@ class _Model:
 
     def lora(self, x: _T, result: _T, lin: _Linear, rows: int) -> _T:
         sim, c = self.sim, self.ctx
-        xl = sim.cast(x, 4) if not c.mixed else sim.ref(x)  # PEFT _cast_input_dtype to the adapter dtype
+        xl = sim.cast(x, c.adapter_b) if not c.mixed else sim.ref(x)  # PEFT _cast_input_dtype to the adapter dtype
         la = _Linear.__new__(_Linear)
         la.fin, la.fout, la.count, la.quant, la.W, la.B, la.lA, la.lB = lin.fin, c.r, 1, 0, lin.lA, None, None, None
         lb = _Linear.__new__(_Linear)
@@ -1379,6 +1398,13 @@ def _model_class(ctx: _Ctx) -> type[_Model]:
 # optimizer state and step temporaries
 
 
+def _fp32_master(sim: _Sim, p: _T) -> _T:
+    """DeepSpeed's fp32 copy of a 16-bit trainable parameter (same shape), the tensor its optimizer steps."""
+    t = sim.new(p.numel, 4, cat="master_weights")
+    t.dims = p.dims
+    return t
+
+
 def _opt_state(sim: _Sim, p: _T, opt: str) -> tuple[list[_T], int]:
     """State tensors of one parameter and the largest temporary its update needs (bytes)."""
     cat = "optimizer_state"
@@ -1442,27 +1468,39 @@ def _walk(setup: TrainingSetup) -> _Walk:
                 p.own = _round(p.own / shards)
                 sim._add(p)
         notes.append(f"ZeRO-3/FSDP: weights sharded over {shards} GPUs; one gathered layer in flight")
+    # DeepSpeed's 16-bit mode: the fp32 master copy of the trainable parameters, which the optimizer steps (its state
+    # is fp32 too); partitioned with the optimizer state below
+    master = setup.master_weights == "fp32"
+    masters = [_fp32_master(sim, p) for p in trainable] if master else []
     # optimizer state (steady state: created by the first step)
     states: list[_T] = []
     opt_tmp = 0
-    for p in trainable:
+    for p in (masters or trainable):
         st, _ = _opt_state(sim, p, setup.optimizer)
         states.extend(st)
+    states += masters
     if setup.zero >= 1 and shards > 1:
         for t in states:
             sim._sub(t)
             t.dead = False
             t.own = _round(t.own / shards)
             sim._add(t)
+    stepped = masters or trainable  # the tensors the optimizer updates
     if setup.optimizer == "adamw":  # foreach: one sqrt(exp_avg_sq) copy of every trainable tensor
-        opt_tmp = sum(_round(p.numel * p.b) for p in trainable)
+        opt_tmp = sum(_round(p.numel * p.b) for p in stepped)
     elif setup.optimizer == "adamw-loop":
         # torch.optim.AdamW(foreach=False): per parameter, (exp_avg_sq.sqrt() / bias_correction).add_(eps)
-        opt_tmp = 2 * max((_round(p.numel * p.b) for p in trainable), default=0)
+        opt_tmp = 2 * max((_round(p.numel * p.b) for p in stepped), default=0)
     elif setup.optimizer == "adafactor":
         # per parameter, one after the other: grad**2 (+eps) and the approximated update (2 x fp32), plus
         # the fp32 copies of a half-precision grad and parameter
-        opt_tmp = max((_round(p.numel * 4) * (4 if p.b < 4 else 2) for p in trainable), default=0)
+        opt_tmp = max((_round(p.numel * 4) * (4 if p.b < 4 else 2) for p in stepped), default=0)
+    if master:
+        # the step copies this rank's gradient partition to fp32 for the master copy (stage_1_and_2.py step:
+        # `single_grad_partition = flat_grad_partition.to(fp32)`; stage3.py _prepare_fp32_grad_for_sub_group, one
+        # sub-group of sub_group_size = 1e9 elements at a time)
+        grads32 = sum(_round(p.numel * 4) for p in masters)
+        opt_tmp += min(grads32, _round(_SUB_GROUP_ELEMENTS * 4 * shards)) if setup.zero >= 3 else grads32
     if setup.zero >= 1 and shards > 1:
         opt_tmp = _round(opt_tmp / shards)
     if not setup.zero_grad_set_to_none:  # zero_grad(set_to_none=False): the gradients never go away

@@ -109,13 +109,16 @@ def render_text(est: MemoryEstimate, plan_results: list[PlanResult], budget_byte
     a = s.arch
     out: list[str] = []
     prec = f"{s.dtype} weights" if s.mixed_precision == "no" else f"fp32 weights + {s.mixed_precision} autocast"
+    if s.master_weights == "fp32":
+        prec = f"{s.dtype} weights + fp32 master copy (DeepSpeed {s.dtype})"
     extras = []
     if s.lora_r:
         extras.append(f"LoRA r={s.lora_r}" + (f" on {','.join(s.lora_targets)}" if s.lora_targets else ""))
+    upcast = "" if s.kbit_upcast else f" (no fp32 upcast: the rest stays {s.dtype})"
     if s.load_in_4bit:
-        extras.append("4-bit NF4 base")
+        extras.append("4-bit NF4 base" + upcast)
     if s.load_in_8bit:
-        extras.append("8-bit base")
+        extras.append("8-bit base" + upcast)
     if s.gpus > 1:
         extras.append(f"{s.gpus} GPUs" + (f", ZeRO-{s.zero}" if s.zero else ", DDP"))
     if s.gradient_accumulation > 1:

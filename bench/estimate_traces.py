@@ -144,6 +144,55 @@ ISSUE10: list[tuple[str, int, int, dict]] = [
 ]
 
 
+# issue 10, the family grid: real widths, 2-4 layers; each family's rows spread over the crossed settings (precision
+# bf16 / fp32 + bf16 autocast, AdamW foreach / fused, checkpointing none / full / every_2, LoRA / full fine-tuning),
+# not every combination: together the five rows of a family take every value of every setting.
+# family: (bundled model, layers, LoRA targets)
+GRID_FAMILIES: dict[str, tuple[str, int, tuple[str, ...]]] = {
+    "Llama 3.x": ("meta-llama/Llama-3.1-8B", 2, QV),
+    "Qwen2.5": ("Qwen/Qwen2.5-7B", 2, QV),
+    "Qwen3": ("Qwen/Qwen3-8B", 2, QV),
+    "Qwen3-MoE": ("Qwen/Qwen3-30B-A3B", 4, QV),
+    "Gemma 2": ("google/gemma-2-2b", 4, QV),
+    "Gemma 3": ("google/gemma-3-1b-pt", 4, QV),
+    "Phi-3": ("microsoft/Phi-3-mini-4k-instruct", 4, ("qkv_proj", "o_proj")),
+    "Phi-4": ("microsoft/phi-4", 2, ("qkv_proj", "o_proj")),
+    "Mistral": ("mistralai/Mistral-7B-v0.3", 2, QV),
+    "Mixtral": ("mistralai/Mixtral-8x7B-v0.1", 2, QV),
+    "GPT-NeoX": ("EleutherAI/pythia-1.4b", 4, ("query_key_value",)),
+    "GPT-2": ("openai-community/gpt2-medium", 4, ("c_attn",)),
+    "BERT": ("google-bert/bert-base-uncased", 4, ("query", "value")),
+}
+# (batch, seq, overrides) per row; the LoRA targets are the family's
+GRID_ROWS: list[tuple[int, int, dict]] = [
+    (1, 2048, {}),                                                                   # bf16, foreach, none, full FT
+    (2, 1024, {"dtype": "fp32", "mixed_precision": "bf16", "optimizer": "adamw-fused", "checkpointing": "full"}),
+    (1, 2048, {"optimizer": "adamw-fused", "checkpointing": "every_2", "lora_r": 16}),
+    (2, 1024, {"dtype": "fp32", "mixed_precision": "bf16", "checkpointing": "every_2", "lora_r": 16}),
+    (1, 4096, {"checkpointing": "full", "lora_r": 16}),                              # long sequence: sliding windows
+]
+# fp32 expert weights cannot run: transformers 5.25 integrations/moe.py `_grouped_mm` calls torch's grouped_mm for every
+# dtype on CUDA (SM80+) and on CPU with torch > 2.10, and torch 2.13's grouped_mm takes bf16 only
+# (torch/_meta_registrations.py `_meta_grouped_mm_common`: "Expected inputs of BF16 type"); these families' autocast
+# rows run in bf16
+MOE_BF16_ONLY = ("Qwen3-MoE", "Mixtral")
+GRID: list[tuple[str, str, int, int, dict]] = []  # (family, model key, batch, seq, overrides)
+for _fam, (_model, _layers, _targets) in GRID_FAMILIES.items():
+    _key = f"{_model.split('/')[-1]}-{_layers}L"
+    if _key not in MODELS:
+        MODELS[_key] = _reduced(_model, _layers)
+    for _b, _s, _over in GRID_ROWS:
+        _over = dict(_over)
+        if _fam == "Gemma 2":
+            _over["attn"] = "eager"  # transformers refuses sdpa for Gemma 2
+        _s = min(_s, ModelArch.from_hf_config(dict(MODELS[_key]), _key).max_position_embeddings)  # GPT-2, BERT, Pythia
+        if _over.get("lora_r"):
+            _over["lora_targets"] = _targets
+        if _fam in MOE_BF16_ONLY and _over.get("dtype") == "fp32":
+            del _over["dtype"], _over["mixed_precision"]
+        GRID.append((_fam, _key, _b, _s, _over))
+
+
 def arch_of(model: str) -> ModelArch:
     if model in MODELS:
         return ModelArch.from_hf_config(dict(MODELS[model]), model)
@@ -190,16 +239,40 @@ def compare(rows: list[dict]) -> tuple[float, float]:
     return mx, mean
 
 
+def by_family(rows: list[dict]) -> dict[str, tuple[int, float, float]]:
+    """The family grid's rows (those with a ``family``): count, max and mean |error| per family, as a Markdown table."""
+    fams: dict[str, list[float]] = {}
+    for r in rows:
+        if not r.get("family"):
+            continue
+        e = estimate(setup_of(r), cublas_workspaces=False)
+        fams.setdefault(r["family"], []).append(abs(100.0 * (e.peak_bytes - r["peak_bytes"]) / r["peak_bytes"]))
+    out = {f: (len(v), max(v), sum(v) / len(v)) for f, v in fams.items()}
+    print("| family | rows | max error | mean error |\n| --- | --- | --- | --- |")
+    for f, (n, mx, mean) in out.items():
+        print(f"| {f} | {n} | {mx:.2f} % | {mean:.2f} % |")
+    allv = [x for v in fams.values() for x in v]
+    if allv:
+        print(f"| all | {len(allv)} | {max(allv):.2f} % | {sum(allv) / len(allv):.2f} % |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-large", action="store_true", help="skip the 7B/8B shapes")
     ap.add_argument("--check", action="store_true", help="only compare the stored traces with the closed form")
+    ap.add_argument("--grid", action="store_true",
+                    help="re-trace only the family grid (GRID); keep the other stored rows")
+    ap.add_argument("--by-family", action="store_true", help="with --check: the grid's max and mean error per family")
     ap.add_argument("--only", action="append", default=[], metavar="TEXT",
                     help="re-trace only the rows whose id contains TEXT (repeatable); keep the other stored rows")
     args = ap.parse_args()
     if args.check:
         data = json.loads(OUT.read_text())
-        compare(data["rows"])
+        if args.by_family:
+            by_family(data["rows"])
+        else:
+            compare(data["rows"])
         return
 
     warnings.filterwarnings("ignore")
@@ -213,17 +286,23 @@ def main() -> None:
         pass
     from ckpt_doctor.estimate.trace import trace_step
 
-    todo = list(MATRIX) + ([] if args.no_large and not args.only else list(LARGE)) + list(ISSUE10)
-    stored = {r["id"]: r for r in json.loads(OUT.read_text())["rows"]} if args.only and OUT.exists() else {}
+    todo = [(None, *t) for t in list(MATRIX) + ([] if args.no_large and not args.only else list(LARGE)) + list(ISSUE10)]
+    todo += list(GRID)
+    partial = bool(args.only or args.grid)
+    stored = {r["id"]: r for r in json.loads(OUT.read_text())["rows"]} if partial and OUT.exists() else {}
     wanted = [t.lower() for t in args.only]
     rows = []
     t_all = time.perf_counter()
-    for i, (model, b, s, over) in enumerate(todo, 1):
+    seen = set()
+    for i, (family, model, b, s, over) in enumerate(todo, 1):
         setup = TrainingSetup(arch=arch_of(model), batch_size=b, seq_len=s, **over)
         rid = row_id(model, setup)
-        if wanted and not any(t in rid.lower() for t in wanted):
+        if rid in seen:  # a grid row that an earlier list already has
+            continue
+        seen.add(rid)
+        if (wanted and not any(t in rid.lower() for t in wanted)) or (args.grid and family is None):
             if rid in stored:
-                rows.append(stored[rid])
+                rows.append({**stored[rid], **({"family": family} if family else {})})
             continue
         t0 = time.perf_counter()
         res = trace_step(setup)
@@ -234,6 +313,7 @@ def main() -> None:
               f"closed form {err:+6.2f}%  {rid}", flush=True)
         rows.append({
             "id": rid,
+            **({"family": family} if family else {}),
             "model": model,
             "setup": _setup_dict(setup),
             "peak_bytes": res.peak_bytes,
@@ -245,7 +325,7 @@ def main() -> None:
             "trace_seconds": round(dt, 2),
             "transformers": transformers.__version__,
         })
-    if args.only:  # the stored rows keep the versions they were traced with (row["transformers"] when newer)
+    if partial:  # the stored rows keep the versions they were traced with (row["transformers"] when newer)
         versions = json.loads(OUT.read_text())["versions"]
     else:
         versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,

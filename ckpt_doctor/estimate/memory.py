@@ -514,6 +514,54 @@ class _Ctx:
                        or "silu")
         self.targets = self._targets()
         self.task = setup.effective_task
+        # transformers 5.25 builds the rotated query with torch.cat for these model types (models/phi3/modeling_phi3.py
+        # and models/gpt_neox/modeling_gpt_neox.py apply_rotary_pos_emb: ``torch.cat([rotated, q_pass], dim=-1)``;
+        # models/phi/modeling_phi.py PhiAttention.forward: ``torch.cat((query_rot, query_pass), dim=-1)``), so the
+        # query is contiguous as [b, heads, s, d], not a transposed [b, s, heads, d] projection.  SDPA's output takes the
+        # query's layout (CUDA flash ``mha_fwd``: ``empty_like(q)``; the CPU flash kernel alike), and
+        # integrations/sdpa_attention.py ``attn_output.transpose(1, 2).contiguous()`` then copies it: one more
+        # [N, heads * d] tensor per layer, the one the output projection keeps.
+        self.sdpa_out_copy = a.model_type in ("phi3", "gpt_neox", "phi")
+        self.sliding = self._sliding_layers()
+
+    def _sliding_layers(self) -> list[bool]:
+        """Per decoder layer: attends through a sliding window (transformers 5.25 config classes: ``layer_types``;
+        Gemma 2 every other layer from the first (configuration_gemma2.py), Gemma 3 all but every
+        ``sliding_window_pattern``-th (configuration_gemma3.py, default 6), Qwen2 only with ``use_sliding_window``
+        (configuration_qwen2.py), Mistral / Phi-3 every layer when ``sliding_window`` is set (MistralConfig default
+        4096))."""
+        a, L = self.arch, self.L
+        text = a.text_config if hasattr(a, "text_config") else self.cfg
+        mt = a.model_type
+        if mt not in ("mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gemma3"):
+            return [False] * L
+        window = text.get("sliding_window", 4096 if mt == "mistral" else (4096 if mt == "gemma2" else None))
+        if mt in ("gemma3_text", "gemma3") and "sliding_window" not in text:
+            window = 512  # Gemma3TextConfig default (transformers 5.25 configuration_gemma3.py)
+        if not window:
+            return [False] * L
+        types = text.get("layer_types")
+        if isinstance(types, list) and len(types) >= L:
+            return [t == "sliding_attention" for t in types[:L]]
+        if mt == "gemma2":
+            return [bool((i + 1) % 2) for i in range(L)]
+        if mt in ("gemma3_text", "gemma3"):
+            pat = int(text.get("sliding_window_pattern", 6) or 6)
+            return [bool((i + 1) % pat) for i in range(L)]
+        if mt in ("qwen2", "qwen3", "qwen3_moe"):
+            if not text.get("use_sliding_window", False):
+                return [False] * L
+            start = int(text.get("max_window_layers", L) or L)
+            return [i >= start for i in range(L)]
+        return [True] * L
+
+    @property
+    def window(self) -> int | None:
+        a = self.arch
+        text = a.text_config if hasattr(a, "text_config") else self.cfg
+        mt = a.model_type
+        dflt = 4096 if mt in ("mistral", "gemma2") else (512 if mt in ("gemma3_text", "gemma3") else None)
+        return text.get("sliding_window", dflt)
 
     def _targets(self) -> tuple[str, ...]:
         if not self.lora:
@@ -847,7 +895,7 @@ class _Model:
         sim.drop(t1, t2)
         return out
 
-    def attend(self, q: _T, k: _T, v: _T, o_proj: _Linear) -> tuple[_T, _T | None]:
+    def attend(self, q: _T, k: _T, v: _T, o_proj: _Linear, sdpa_mask: _T | None = None) -> tuple[_T, _T | None]:
         """Attention (the family's eager program, or SDPA) and its output projection, dropping q, k, v:
         the projected output, and the eager attention weights the block keeps to its end (None for SDPA)."""
         sim, c = self.sim, self.ctx
@@ -855,22 +903,33 @@ class _Model:
         if c.attn == "eager":
             o, aw = self.eager(q, k, v)
         else:
-            o = self.sdpa(q, k, v, c.nq)
+            o = self.sdpa(q, k, v, c.nq, sdpa_mask)
         sim.drop(q, k, v)
         ao = self.linear(o, o_proj)
         sim.drop(o)
         return ao, aw
 
-    def sdpa(self, q: _T, k: _T, v: _T, heads: int) -> _T:
-        """Flash / memory-efficient SDPA: keeps q, k, v, the output and the fp32 log-sum-exp only."""
+    def sdpa(self, q: _T, k: _T, v: _T, heads: int, mask: _T | None = None) -> _T:
+        """Flash / memory-efficient SDPA: keeps q, k, v, the output and the fp32 log-sum-exp only (and an explicit
+        mask, converted to the query's dtype)."""
         sim, c = self.sim, self.ctx
         owned = []
         if c.mixed:
             q, k, v = (sim.cast(t, 2) for t in (q, k, v))
             owned = [q, k, v]
         lse = sim.new(c.b * heads * c.s, 4)
-        out = sim.op([q, k, v], c.N * heads * c.d, q.b, saves=[q, k, v, _OUT, lse], extra_outs=[lse])
-        sim.drop(lse, *owned)
+        bias = None
+        if mask is not None:
+            # torch's scaled_dot_product_attention turns a boolean mask into an additive one in the query's dtype
+            # (aten/src/ATen/native/transformers/attention.cpp convert_boolean_attn_mask: at::where), which the
+            # kernel keeps for its backward (the memory-efficient kernel's attn_bias; CPU flash alike)
+            bias = sim.new(c.b * c.s * c.s, q.b)
+        out = sim.op([q, k, v], c.N * heads * c.d, q.b, saves=[q, k, v, _OUT, lse, bias], extra_outs=[lse])
+        sim.drop(lse, bias, *owned)
+        if c.sdpa_out_copy:  # the output has the query's [b, heads, s, d] layout: transpose(1, 2).contiguous() copies
+            oc = sim.op([out], out.numel, out.b)
+            sim.drop(out)
+            out = oc
         return out
 
     # -- whole model ------------------------------------------------------------------------------
@@ -938,6 +997,7 @@ class _LlamaModel(_Model):
                                              count=sp.count)
                 for n in st.norms:
                     lay[n.name] = self.vec_p(n.size)
+                lay["_idx"] = min(len(self.blocks), c.L - 1)
                 self.blocks.append(lay)
             for _, n in st.extra:  # T5's relative attention bias table
                 self.vec_p(n)
@@ -961,8 +1021,14 @@ class _LlamaModel(_Model):
         self.cos = sim.new(c.s * c.d, x.b)
         self.sin = sim.new(c.s * c.d, x.b)
         self.mask = sim.new(c.b * c.s * c.s, x.b) if c.attn == "eager" else None
+        # SDPA and a sliding window that masks something (transformers 5.25 masking_utils.py sdpa_mask: the mask is
+        # skipped for is_causal unless ``kv_length >= local_attention_size`` in _ignore_causal_mask_sdpa): one boolean
+        # [1, 1, s, s] mask for the sliding layers, expanded over the batch as a view
+        self.sdpa_mask = None
+        if c.attn != "eager" and any(c.sliding) and c.window and c.s >= c.window:
+            self.sdpa_mask = sim.new(c.s * c.s, 1)
         x = self.layers(x)
-        sim.drop(self.cos, self.sin, self.mask)
+        sim.drop(self.cos, self.sin, self.mask, self.sdpa_mask)
         xn = self.norm(x, self.final)
         sim.drop(x)
         return self.lm_head_and_loss(xn)
@@ -992,7 +1058,8 @@ class _LlamaModel(_Model):
         else:
             qe, ke = q, k
         # `hidden_states, _ = self.self_attn(...)`: `_` keeps the attention weights to the end
-        ao, aw = self.attend(qe, ke, v, lay["o_proj"])
+        sliding = self.sdpa_mask is not None and c.sliding[lay["_idx"]]
+        ao, aw = self.attend(qe, ke, v, lay["o_proj"], self.sdpa_mask if sliding else None)
         if gemma_sandwich:
             t = self.norm(ao, lay.get("post_attention_layernorm"))
             sim.drop(ao)

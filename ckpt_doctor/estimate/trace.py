@@ -644,3 +644,92 @@ def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: in
     with tracker, sem, _inplace_grad_accumulation_mode(_tied_params(model), autocast_state):
         _step(model, opt, inputs, setup, tracker, autocast_state, iterations)
     return _result(tracker, model, t0, "real CPU step + live-bytes dispatch mode", notes)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the allocator's own account of a real step
+
+
+_MARK = 1_000_003  # sentinel allocation sizes (bytes): _MARK + index of the phase that starts
+
+
+def allocator_step(setup, *, iterations: int = 2) -> TraceResult:
+    """Peak bytes of one steady-state training step of a (small!) real model on CPU, read from the CPU allocator's
+    own events -- no dispatch mode, no fake tensors, nothing that changes what autograd does.
+
+    The step runs ``iterations - 1`` times unobserved (the optimizer state exists afterwards), then once under
+    ``torch.profiler.profile(profile_memory=True)``, which records every allocation and free of the CPU allocator
+    (``c10::reportMemoryUsage``, with its size).  The live total starts from the storages alive before the measured
+    iteration (parameters, buffers, optimizer state, inputs, held gradients), each allocation is rounded as CUDA's
+    caching allocator rounds it (512 bytes), and the phases are separated by sentinel allocations of sizes no
+    tensor of the step has.  CUDA semantics a CPU step lacks (autocast's CUDA op lists, 1-byte dropout masks) are
+    applied by the same function mode as the trace (not a dispatch mode).  Differences from the fake trace are
+    real: e.g. autograd's in-place gradient accumulation, which any dispatch mode turns off.
+    """
+    _check_supported(setup)
+    import torch
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    autocast_state: dict[str, Any] = {"enabled": False, "cache": None}
+    sem = _cuda_semantics_mode(setup.mixed_precision, autocast_state)
+    model = build_model(setup, meta=False)
+    _recompute_under(model, sem)
+    inputs = make_inputs(setup, int(getattr(hf_config(setup), "vocab_size", 32000)))
+    opt = make_optimizer(setup, model.parameters())
+
+    class Marks:
+        def start_measure(self) -> None:
+            pass
+
+        def set_phase(self, phase: str) -> None:
+            order = ("forward", "backward", "optimizer", "idle")
+            torch.empty(_MARK + order.index(phase), dtype=torch.uint8)  # allocated and freed at once
+
+    with sem:
+        if iterations > 1:
+            _step(model, opt, inputs, setup, Marks(), autocast_state, iterations - 1)
+    live: dict[int, int] = {}
+    tensors = list(model.parameters()) + list(model.buffers()) + list(inputs.values())
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    for t in tensors:
+        st = t.untyped_storage()
+        live[st.data_ptr()] = cuda_round(st.nbytes())
+    base = sum(live.values())
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with sem:
+            _step(model, opt, inputs, setup, Marks(), autocast_state, 1)
+
+    def walk(nodes):
+        for n in nodes:
+            yield n
+            yield from walk(n.children)
+
+    events = sorted((n for n in walk(prof.profiler.kineto_results.experimental_event_tree())
+                     if n.tag == _EventType.Allocation), key=lambda n: n.start_time_ns)
+    cur, phase = base, "setup"
+    peaks: dict[str, int] = {}
+    marks = {_MARK + i: p for i, p in enumerate(("forward", "backward", "optimizer", "idle"))}
+    for n in events:
+        size = int(n.extra_fields.alloc_size)
+        if abs(size) in marks:
+            if size > 0:
+                phase = marks[size]
+                peaks[phase] = max(peaks.get(phase, 0), cur)
+            continue
+        cur += cuda_round(size) if size > 0 else -cuda_round(-size)
+        peaks[phase] = max(peaks.get(phase, 0), cur)
+    phases = {p: int(peaks.get(p, 0)) for p in PHASES}
+    peak_phase = max(PHASES, key=lambda p: phases[p])
+    params = {id(p): p for p in model.parameters()}.values()
+    return TraceResult(
+        peak_bytes=phases[peak_phase], phases=phases, peak_phase=peak_phase, breakdown={"Total": phases[peak_phase]},
+        phase_breakdown={p: {"Total": phases[p]} for p in PHASES},
+        params_total=int(sum(p.numel() for p in params)),
+        params_trainable=int(sum(p.numel() for p in params if p.requires_grad)),
+        seconds=round(time.perf_counter() - t0, 3), method="real CPU step + CPU allocator events (torch.profiler)",
+        notes=[],
+    )

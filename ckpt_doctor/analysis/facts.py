@@ -290,7 +290,8 @@ class _Scope:
         return None
 
 
-_CONSTANT_HOLDERS = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.Dict)  # what `_named_constants` reads
+_CONSTANT_HOLDERS = frozenset({ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.Dict})  # what `_named_constants` reads
+_BINDERS = frozenset({ast.Name, ast.Import, ast.ImportFrom, ast.ExceptHandler})  # what `_bind` reads
 
 
 def _assigned_names(body: Iterable[ast.stmt]) -> set[str]:
@@ -396,28 +397,34 @@ class _Extractor:
                     module_consts[stmt.targets[0].id] = Const(stmt.value.value, Origin(stmt.lineno, "constant"))
         consts = _Scope("<prepass>", None, "module")
         consts.bindings.update(module_consts)
-        # one walk, in ast.walk's order, that also collects the names each function binds (for its scope)
+        # one walk, in ast.walk's order, that also collects the names each function binds (for its scope); node types
+        # are compared by identity: this loop visits every node of the file
         queue: deque[tuple[ast.AST, set[str] | None]] = deque([(tree, None)])
+        pop, push = queue.popleft, queue.extend
         while queue:
-            node, bound = queue.popleft()
+            node, bound = pop()
+            kind = type(node)
             inner = bound
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if kind is ast.FunctionDef or kind is ast.AsyncFunctionDef or kind is ast.ClassDef:
                 if bound is not None:
                     bound.add(node.name)
-                inner = self.assigned.setdefault(id(node), set()) if not isinstance(node, ast.ClassDef) else None
-            elif isinstance(node, ast.Lambda):
+                inner = self.assigned.setdefault(id(node), set()) if kind is not ast.ClassDef else None
+            elif kind is ast.Lambda:
                 inner = None
-            elif bound is not None:
+            elif bound is not None and kind in _BINDERS:
                 _bind(node, bound)
-            queue.extend([(child, inner) for child in children(node)])
-            if isinstance(node, ast.Call):
+            found = children(node)
+            if found:
+                push([(child, inner) for child in found])
+            if kind is ast.Call:
                 # `fire.Fire(train)`, `CLI(setup)`, `typer.run(main)`: the function's parameters are options
-                self.entry_points.update(a.id for a in node.args if isinstance(a, ast.Name))
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
-                self._argparse_option(node, consts)
-            elif isinstance(node, ast.ClassDef) and any(_is_dataclass_decorator(d) for d in node.decorator_list):
-                self.facts.dataclass_fields[node.name] = self._dataclass_fields(node, consts)
-            elif isinstance(node, _CONSTANT_HOLDERS):
+                self.entry_points.update(a.id for a in node.args if type(a) is ast.Name)
+                if type(node.func) is ast.Attribute and node.func.attr == "add_argument":
+                    self._argparse_option(node, consts)
+            elif kind is ast.ClassDef:
+                if any(_is_dataclass_decorator(d) for d in node.decorator_list):
+                    self.facts.dataclass_fields[node.name] = self._dataclass_fields(node, consts)
+            elif kind in _CONSTANT_HOLDERS:
                 self._named_constants(node)
 
     def _named_constants(self, node: ast.AST) -> None:

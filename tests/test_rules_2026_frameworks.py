@@ -159,3 +159,36 @@ def test_trl_cli_config_follows_peft_as_a_script_does(tmp_path):
     assert "lora_target_parameters: [" in found.message and "peft 0.18" in found.message
     assert check(tmp_path, "train.sh", "trl sft --config trl.yaml\n", files={"trl.yaml": _TRL}) == []  # peft 0.21
     assert check(tmp_path, "trl.yaml", _TRL, OLD_PEFT, files=files) == []  # no `trl` line reads it: the script's own LoraConfig
+
+
+# -- CKPT107 on configs ----------------------------------------------------------------------------
+
+_COMPILING = """base_model: Qwen/Qwen3-8B
+adapter: lora
+lora_r: 16
+lora_target_linear: true
+sequence_len: 2048
+micro_batch_size: 1
+torch_compile: true
+torch_compile_mode: {mode}
+gradient_checkpointing: {gc}
+datasets:
+  - path: tatsu-lab/alpaca
+    type: alpaca
+output_dir: ./out
+"""
+
+
+@pytest.mark.parametrize(("mode", "gc", "expected"), [
+    ("max-autotune", "true", [8]), ("reduce-overhead", "true", [8]),
+    ("default", "true", []), ("max-autotune", "false", []),
+])
+def test_a_config_compiling_with_cuda_graphs_over_checkpointed_layers(tmp_path, mode, gc, expected):
+    found = check(tmp_path, "qwen3.yaml", _COMPILING.format(mode=mode, gc=gc), select="CKPT107")
+    assert [f.span.start.line for f in found] == expected
+    assert all("`torch_compile_mode: default`" in f.message for f in found)  # the only cuda-graph-free mode axolotl accepts
+
+
+def test_a_compile_mode_without_torch_compile_compiles_nothing(tmp_path):
+    text = _COMPILING.format(mode="max-autotune", gc="true").replace("torch_compile: true\n", "")
+    assert check(tmp_path, "qwen3.yaml", text, select="CKPT107") == []

@@ -10,6 +10,8 @@ expert's `not_problems` entry is shown as such), and the expert's findings the t
     python bench/field/build_corpus.py --tsv bench/field/rules2026/corpus.tsv --out /tmp/rules2026-corpus
     python bench/field/rules_eval.py                  # the figures per code
     python bench/field/rules_eval.py --details        # every finding, matched or not
+    python bench/field/build_corpus.py --tsv bench/field/rules2026/round2.tsv --out /tmp/rules2026-round2
+    python bench/field/rules_eval.py --round 2        # the second round (expert_round2.json)
 
 Exit status: 0 when the figures are printed, 2 when the corpus or the labels are missing.
 """
@@ -28,24 +30,30 @@ sys.path.insert(0, str(HERE))
 from blind_eval import match, rel, tool_findings  # noqa: E402
 
 
-def scored() -> list[tuple[str, str]]:
-    with (RULES2026 / "corpus.tsv").open(newline="", encoding="utf-8") as f:
+ROUNDS = {1: ("corpus.tsv", "expert.json", "/tmp/rules2026-corpus"), 2: ("round2.tsv", "expert_round2.json", "/tmp/rules2026-round2")}
+
+
+def scored(round_: int) -> list[tuple[str, str]]:
+    with (RULES2026 / ROUNDS[round_][0]).open(newline="", encoding="utf-8") as f:
         return [(r["repository"], r["path"]) for r in csv.DictReader(f, delimiter="\t") if r["field"] == "yes"]
 
 
-def labels() -> dict[tuple[str, str], dict]:
-    entries = json.loads((RULES2026 / "expert.json").read_text(encoding="utf-8"))["files"]
+def labels(round_: int) -> dict[tuple[str, str], dict]:
+    entries = json.loads((RULES2026 / ROUNDS[round_][1]).read_text(encoding="utf-8"))["files"]
     return {(e["repository"], e["path"]): e for e in entries}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, default=Path("/tmp/rules2026-corpus"))
+    ap.add_argument("--round", dest="round_", type=int, choices=sorted(ROUNDS), default=1,
+                    help="1: corpus.tsv, 2: round2.tsv (gathered for the rules round 1 found no occurrence of)")
+    ap.add_argument("--corpus", type=Path, default=None, help="default: /tmp/rules2026-corpus (round 2: /tmp/rules2026-round2)")
     ap.add_argument("--window", type=int, default=25)
     ap.add_argument("--gpu-memory", default="80GiB")
     ap.add_argument("--details", action="store_true")
     args = ap.parse_args(argv)
-    files, expert = scored(), labels()
+    files, expert = scored(args.round_), labels(args.round_)
+    args.corpus = args.corpus or Path(ROUNDS[args.round_][2])
     by_file = tool_findings(args.corpus, files, expert, args.gpu_memory, allow_errors=True)
     if by_file is None:
         return 2
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  tool {finding['code']}:{finding['location']['row']} [{finding['severity']}] {verdict}: {finding['message'][:150]}")
             for e in missed:
                 print(f"  expert {e['code']}:{e.get('line')} ({e.get('clarity')}) missed: {e.get('reason', '')[:150]}")
-    print(f"\nissue 12 evidence corpus: {len(files)} scored files (tool: ckpt-doctor check --gpu-memory {args.gpu_memory})")
+    print(f"\nissue 12 evidence corpus, round {args.round_}: {len(files)} scored files (tool: ckpt-doctor check --gpu-memory {args.gpu_memory})")
     print(f"  {'code':8} {'true':>5} {'false':>6} {'(cleared look-alike)':>21} {'missed clear':>13} {'missed debatable':>17}")
     for code in sorted(figures):
         true, false, cleared, clear, debatable = figures[code]

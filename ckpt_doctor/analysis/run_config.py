@@ -71,6 +71,9 @@ class RunConfig:
     model: Fact | None = None
     gpus: Fact | None = None
     fused_loss: Fact | None = None  # a fused / chunked cross-entropy the config turns on (the keys of setting "loss_kernel")
+    # `torch_compile: true` with its `torch_compile_mode` (the Trainer's own keys, which axolotl and TRL pass on), None
+    # when the config does not compile
+    compile_mode: Fact | None = None
     spread: str | None = None  # how the step is spread over GPUs in a way the estimate does not model
 
     def stated(self, key: str, default: object = None, note: str = "") -> Fact:
@@ -146,7 +149,15 @@ def read_run(document: Document, files_from: str | None = None) -> RunConfig | N
     run = RunConfig(found, document)
     READERS[found.id](run, files_from or document.path)
     _fused_loss(run)
+    _compile(run)
     return run
+
+
+def _compile(run: RunConfig) -> None:
+    """`torch_compile: true` and its mode: the `TrainingArguments` fields, which the Trainer hands to `torch.compile`
+    (axolotl v0.18.0 `core/builders/base.py` `_configure_torch_compile` passes both on)."""
+    if run.document.value("torch_compile") is True:
+        run.compile_mode = run.stated("torch_compile_mode", None, "TrainingArguments default mode")
 
 
 def _fused_loss(run: RunConfig) -> None:

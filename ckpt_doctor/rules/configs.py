@@ -33,6 +33,11 @@ def _run(ctx: Context) -> RunConfig:
     return ctx.analysis.run
 
 
+def _where(fact) -> str:
+    """Where a fact of the config comes from: its key's line, else the framework default it rests on."""
+    return f"line {fact.entry.line}" if fact.entry is not None else fact.note or "the framework's default"
+
+
 @rule(
     "CKPT501",
     "config-key-renamed-or-ignored",
@@ -305,6 +310,22 @@ def double_checkpointing(ctx: Context) -> Iterator[Report]:
         yield Report(_at(run.checkpointing.entry or run.fsdp_checkpointing.entry),
                      "`gradient_checkpointing` with FSDP's `activation_checkpointing`: every layer is checkpointed twice, once by the "
                      "model and once by FSDP's wrapper; keep FSDP's and set `gradient_checkpointing: false`")
+
+
+# axolotl's schema allows only default | reduce-overhead | max-autotune (v0.18.0 `utils/schemas/config.py`)
+_NO_CUDAGRAPHS_MODE = {"axolotl": "`torch_compile_mode: default`",
+                       None: "`torch_compile_mode: max-autotune-no-cudagraphs` (or `default`)"}
+
+
+@config_check("CKPT107")
+def compile_cudagraphs_with_checkpointing(ctx: Context) -> Iterator[Report]:
+    run = _run(ctx)
+    mode = run.compile_mode.value if run.compile_mode is not None else None
+    if run.checkpointing.value and mode in ("reduce-overhead", "max-autotune"):
+        yield Report(_at(run.compile_mode.entry), f"`torch_compile_mode: {mode}` records CUDA graphs (CUDA graph trees), and "
+                     f"checkpointing is on ({_where(run.checkpointing)}): where a compiled region runs inside a checkpointed "
+                     "one the recomputation changes which tensors are alive, and torch fails with \"accessing tensor output "
+                     f"of CUDAGraphs that has been overwritten by a subsequent run\"; use {_NO_CUDAGRAPHS_MODE.get(run.framework.id, _NO_CUDAGRAPHS_MODE[None])}")
 
 
 @config_check("CKPT304")

@@ -92,3 +92,9 @@ def test_fix_of_bad_example_parses_is_idempotent_and_clears_the_rule(rule):
     assert fixed != page.bad
     # flagged no more, so a second --fix has nothing left to do
     assert [f for f in lint(fixed, page.assumes, select=select, page=page, files=page.bad_files) if f.code == rule.code] == []
+
+
+def test_the_readme_catalogue_lists_every_rule_by_its_name_and_severity():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(r"^\| (CKPT\d{3}) \| ([a-z0-9-]+) \| (\w+) \|", readme, re.MULTILINE)}
+    assert rows == {r.code: (r.name, r.severity.name.lower()) for r in all_rules()}

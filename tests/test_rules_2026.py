@@ -589,3 +589,18 @@ def test_budget_set_in_a_helper_module_that_only_defines_is_left_to_its_callers(
         """
     assert lines(helper, "CKPT106") == []
     assert lines(helper + "\n        MemoryBudgetAC().apply(model)\n", "CKPT106") == [6]  # a script that runs it
+
+
+def test_a_step_no_card_made_can_hold_is_reported_without_a_stated_budget():
+    code = """
+        import torch
+        from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+        model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-3.1-405B", torch_dtype=torch.bfloat16)
+        args = TrainingArguments(output_dir="out", per_device_train_batch_size=1, gradient_checkpointing=True, bf16=True)
+        Trainer(model=model, args=args, train_dataset=ds).train()
+        """
+    (found,) = run(code, "CKPT402")
+    assert "the largest GPU made" in found.message
+    small = code.replace("meta-llama/Llama-3.1-405B", "meta-llama/Llama-3.2-1B")
+    assert run(small, "CKPT402") == []  # fits a card: without a stated budget no verdict

@@ -71,6 +71,12 @@ def known_gpus() -> list[str]:
     return sorted(GPU_MEMORY_GIB)
 
 
+def largest_gpu() -> tuple[str, int]:
+    """The GPU with the most memory in the table, and its bytes: a step above it fits no single card made."""
+    name = max(GPU_MEMORY_GIB, key=lambda k: GPU_MEMORY_GIB[k])
+    return name, int(GPU_MEMORY_GIB[name] * GiB)
+
+
 def gpu_memory_bytes(name: str) -> int | None:
     """Memory of a GPU given by name (``A100-80GB``, ``a100 80gb``, ``NVIDIA H100``, ``RTX4090``,
     ``rtx 4090``, ``L40S``); ``None`` when unknown."""

@@ -372,10 +372,19 @@ def _enable_fix(ctx: Context, assessment: Assessment, plan: str) -> FixSpec | No
 )
 def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment) or not assessment.budget.explicit or _gpus_assumed(assessment):
-        return  # "does not fit at all" needs a budget the user stated, and a GPU count it rests on
+    if not isinstance(assessment, Assessment) or _gpus_assumed(assessment):
+        return  # "does not fit at all" needs a GPU count it rests on
     if assessment.upper_bound or assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
         return
+    if not assessment.budget.explicit:
+        # no budget stated: said only when the step fits no card made, so a check never passes a step nothing can run
+        from ckpt_doctor.estimate.gpus import largest_gpu
+
+        name, largest = largest_gpu()
+        if any(p.peak_bytes_nvidia_smi <= largest for p in [assessment.plan("none"), *assessment.plans()]):
+            return
+        assessment = replace(assessment, budget=Budget(largest, f"the largest GPU made, {name}; no budget was stated"),
+                             computed={}, memo={})
     best = min(assessment.plans(), key=lambda p: p.peak_bytes)
     fit = assessment.fit()
     dominant = f"the peak is mostly {fit.dominant} ({100 * fit.shares[fit.dominant]:.0f} %)"
@@ -386,7 +395,7 @@ def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
         keeps = "; no plan that keeps the experiment (checkpointing, micro-batch and accumulation, fused loss, optimizer, ZeRO stage) fits"
     yield Report(
         _anchor(assessment),
-        f"even with {_plan_words(best.name)} the step needs an estimated {_card(best)}, over the GPU budget of "
+        f"{'whatever the checkpointing' if best.name == 'none' else f'even with {_plan_words(best.name)}'} the step needs an estimated {_card(best)}, over the GPU budget of "
         f"{assessment.budget.describe()}; {dominant}{keeps}; what else would fit: {_what_would_fit(assessment)}. "
         f"Settings: {assessment.settings.describe()}",
     )

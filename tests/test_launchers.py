@@ -319,3 +319,17 @@ def test_a_hydra_entry_point_reads_its_primary_config(tmp_path):
     settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
     assert (settings.batch_size.value, settings.seq_len.value) == (4, 512)
     assert "config/config.yaml" in settings.batch_size.note
+
+
+def test_a_grpo_step_is_as_long_as_its_prompt_and_completion(tmp_path):
+    write(tmp_path, {
+        "train.py": """
+            from trl import GRPOConfig, GRPOTrainer
+            args = GRPOConfig(output_dir="o", per_device_train_batch_size=4, max_completion_length=700)
+            GRPOTrainer(model="Qwen/Qwen2.5-0.5B", args=args, reward_funcs=[reward], train_dataset=ds).train()
+            """,
+        "requirements.txt": "trl==0.19.0\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+    assert settings.seq_len.value == 512 + 700  # the prompt's default (trl < 0.26) and the stated completion
+    assert settings.seq_len.stated

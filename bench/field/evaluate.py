@@ -123,7 +123,7 @@ def run_check(corpus: Path, rels: list[str], gpu_memory: str, allow_errors: bool
 def run_estimate(corpus: Path, rel: str, gpu_memory: str) -> dict:
     cmd = tool_command() + ["estimate", rel, "--output-format", "json", "--gpu-memory", gpu_memory]
     res = subprocess.run(cmd, cwd=corpus, capture_output=True, text=True, check=False)
-    out = {"exit": res.returncode, "stderr": res.stderr.strip()[-600:]}
+    out = {"exit": res.returncode, "stderr": res.stderr.strip()[-4000:]}  # the settings the message names, whole
     if res.returncode == 0:
         try:
             out["json"] = json.loads(res.stdout)

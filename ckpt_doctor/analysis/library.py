@@ -66,6 +66,8 @@ TRL_TRAINING_CONFIGS = frozenset({
 })
 TRL_CHECKPOINTING_DEFAULT_ON = "0.22"  # configs default gradient_checkpointing=True [R1]
 TRL_NON_REENTRANT_SINCE = "0.28"  # trainers setdefault use_reentrant=False on transformers < 5; force True under ZeRO-3 + PEFT [R2]
+GRPO_CONFIG = "trl.GRPOConfig"
+TRL_UNTRUNCATED_PROMPT_SINCE = "0.26"  # GRPOConfig.max_prompt_length deprecated, prompts no longer truncated [R7]
 TRL_PEFT_TRAINERS = ("trl.SFTTrainer", "trl.DPOTrainer", "trl.GRPOTrainer", "trl.KTOTrainer", "trl.RewardTrainer")
 
 # -- deepspeed ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from ckpt_doctor.analysis.facts import PARAMETERS, Call, ScriptFacts
-from ckpt_doctor.analysis.library import is_training_config
+from ckpt_doctor.analysis.library import GRPO_CONFIG, TRL_UNTRUNCATED_PROMPT_SINCE, is_training_config
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.values import MISSING, Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
 
@@ -296,6 +296,8 @@ def read_settings(training: Training) -> ScriptSettings:
 
     # sequence length: the first stated one, in this order of names
     out.seq_len = _seq_len(facts, training.parsed_fields())
+    if out.seq_len is None or not out.seq_len.stated:
+        out.seq_len = _rl_seq_len(out.config_call, training) or out.seq_len
     if out.seq_len is None and trl:
         out.seq_len = Setting(1024, None, "TRL default max_length")
 
@@ -503,6 +505,28 @@ def _seq_len(facts: ScriptFacts, parsed: dict[str, Value]) -> Setting | None:
         if found is not None and _positive_int(found.value):
             return found
     return _named_setting(facts, SEQ_LEN_NAMES)
+
+
+def _rl_seq_len(config: Call | None, training: Training) -> Setting | None:
+    """A GRPO step's sequence: the prompt and the completion it generates, `max_prompt_length + max_completion_length`
+    (trl v0.14.0 .. v0.25.x `GRPOConfig` defaults 512 and 256; from v0.26.0 the prompt is no longer truncated, so
+    its length is known only where it is stated)."""
+    if config is not None and config.qualname == GRPO_CONFIG:
+        get, where = (lambda name: config.kwarg(name)), config.line
+    else:
+        namespace = next((n for n, _ in training.cli_configs() if n.config_class == GRPO_CONFIG), None)
+        if namespace is None:
+            return None
+        get, where = namespace.get, None
+    prompt, completion = _setting(get("max_prompt_length")), _setting(get("max_completion_length"))
+    if prompt is None and training.versions.at_least("trl", TRL_UNTRUNCATED_PROMPT_SINCE) is not True:
+        prompt = Setting(512, None, "GRPOConfig default max_prompt_length (trl < 0.26; later releases do not truncate)")
+    completion = completion or Setting(256, None, "GRPOConfig default max_completion_length")
+    if prompt is None or not (_positive_int(prompt.value) and _positive_int(completion.value)):
+        return None
+    stated = prompt.stated or completion.stated
+    return Setting(prompt.value + completion.value, (prompt.line or completion.line or where) if stated else None,
+                   f"max_prompt_length {prompt.value} + max_completion_length {completion.value}", prompt.file or completion.file)
 
 
 def _kwarg_setting(facts: ScriptFacts, call: Call, name: str) -> Setting | None:

@@ -372,19 +372,21 @@ def _enable_fix(ctx: Context, assessment: Assessment, plan: str) -> FixSpec | No
 )
 def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
-    if not isinstance(assessment, Assessment) or _gpus_assumed(assessment):
-        return  # "does not fit at all" needs a GPU count it rests on
-    if assessment.upper_bound or assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
-        return
+    if not isinstance(assessment, Assessment) or _gpus_assumed(assessment) or assessment.upper_bound:
+        return  # "does not fit at all" needs a GPU count it rests on, and more than an upper bound
     if not assessment.budget.explicit:
-        # no budget stated: said only when the step fits no card made, so a check never passes a step nothing can run
+        # no budget stated: said only when the step fits no card made, so a check never passes a step nothing can run;
+        # the plan the script runs is estimated first (the other rules need it too), the others only past that card
         from ckpt_doctor.estimate.gpus import largest_gpu
 
         name, largest = largest_gpu()
-        if any(p.peak_bytes_nvidia_smi <= largest for p in [assessment.plan("none"), *assessment.plans()]):
+        if _states_floor(assessment) <= largest or \
+                any(p.peak_bytes_nvidia_smi <= largest for p in [assessment.plan("none"), *assessment.plans()]):
             return
         assessment = replace(assessment, budget=Budget(largest, f"the largest GPU made, {name}; no budget was stated"),
                              computed={}, memo={})
+    if assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
+        return
     best = min(assessment.plans(), key=lambda p: p.peak_bytes)
     fit = assessment.fit()
     dominant = f"the peak is mostly {fit.dominant} ({100 * fit.shares[fit.dominant]:.0f} %)"
@@ -399,6 +401,21 @@ def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
         f"{assessment.budget.describe()}; {dominant}{keeps}; what else would fit: {_what_would_fit(assessment)}. "
         f"Settings: {assessment.settings.describe()}",
     )
+
+
+def _states_floor(assessment: Assessment) -> int:
+    """What the step holds at least, whatever its plan and activations: the weights in their dtype, and for each
+    trained parameter a 16-bit gradient and AdamW's two states at 4 bytes, divided over the GPUs a ZeRO-3 / FSDP run
+    shards them on. A step under the largest card by this floor is not judged against it (no estimate is made)."""
+    from ckpt_doctor.estimate.memory import DTYPE_BYTES
+    from ckpt_doctor.estimate.params import lora_params
+
+    setup = assessment.base
+    trained = lora_params(setup.arch, setup.lora_r, setup.lora_targets) if setup.lora_r else assessment.params
+    weights = assessment.params * (0.5 if setup.load_in_4bit else 1 if setup.load_in_8bit else DTYPE_BYTES[setup.dtype])
+    states = trained * (2 + 8) if setup.optimizer in ("adamw", "adamw-fused", "adamw-loop") else trained * 2
+    shards = setup.gpus if setup.zero == 3 else 1
+    return int((weights + states) / shards)
 
 
 def _what_would_fit(assessment: Assessment) -> str:

@@ -89,8 +89,8 @@ def same_setting(name: str, expert: object, tool: object) -> bool:
             return True  # either reading is a reading of one of the runs; the finding side checks the option
         got = "off" if tool in ("none", "off", None) else "on"
         return got == want
-    if name == "dtype":
-        return str(tool).lower() == str(expert).lower()
+    if name == "dtype":  # the weights' dtype, or the mixed precision the step computes in (the labels' brief)
+        return any(str(t).lower() == str(expert).lower() for t in (tool if isinstance(tool, tuple) else (tool,)))
     try:
         return int(tool) == int(expert)
     except (TypeError, ValueError):
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         estimate = run_estimate(args.corpus, key, args.gpu_memory)
         reading = from_estimate(estimate)
         reading.update({k: v for k, v in from_findings(by_file.get(key, []))[0].items() if k not in reading})
+        if reading.get("mixed_precision") not in (None, "no"):
+            reading["dtype"] = (reading.get("dtype"), reading["mixed_precision"])
         right, total, wrong = score_settings(SETTINGS, label["settings"], reading, same_setting)
         settings_right, settings_all = settings_right + right, settings_all + total
         if args.details:

@@ -148,6 +148,7 @@ def from_estimate(est: dict) -> dict[str, object]:
         shown["seq_len"] = setup.get("seq_len")
         dtype = setup.get("dtype")
         shown["dtype"] = "4bit" if setup.get("load_in_4bit") else "8bit" if setup.get("load_in_8bit") else dtype
+        shown["mixed_precision"] = setup.get("mixed_precision")
         shown["optimizer"] = family(setup.get("optimizer"))
         shown["checkpointing"] = "off" if setup.get("checkpointing") in (None, "none") else "on"
         return shown
@@ -166,6 +167,7 @@ _SETTING_RE = {
     "batch_size": re.compile(r"\bbatch (\d+) \("),
     "seq_len": re.compile(r"\bsequence (\d+) \("),
     "dtype": re.compile(r"\bdtype (\w+) \("),
+    "mixed_precision": re.compile(r"\bmixed precision (\w+) \("),
     "optimizer": re.compile(r"\boptimizer ([\w-]+) \("),
 }
 

@@ -417,3 +417,31 @@ def test_dataclass_replace_keeps_config():
     a = registry.resolve("gpt2")
     b = dataclasses.replace(a, num_layers=1)
     assert b.hf_config == a.hf_config and count_params(b).total < count_params(a).total
+
+
+def test_a_remote_code_decoder_is_sized_as_a_generic_decoder_and_says_so(tmp_path):
+    import json
+
+    from ckpt_doctor.estimate.params import count_params
+    from ckpt_doctor.estimate.registry import lookup
+
+    # ChatGLM3-6B's and Qwen-7B's config.json (remote code: no layer program of their own), published sizes 6.24B, 7.72B
+    chatglm = {"model_type": "chatglm", "num_layers": 28, "padded_vocab_size": 65024, "hidden_size": 4096,
+               "ffn_hidden_size": 13696, "num_attention_heads": 32, "seq_length": 8192, "multi_query_group_num": 2}
+    qwen = {"model_type": "qwen", "hidden_size": 4096, "intermediate_size": 22016, "num_attention_heads": 32,
+            "num_hidden_layers": 32, "vocab_size": 151936, "seq_length": 8192}
+    for config, published in ((chatglm, 6.24e9), (qwen, 7.72e9)):
+        folder = tmp_path / config["model_type"]
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        arch, source = lookup(str(folder))
+        assert arch is not None and arch.generic and "generic" in source and "approximate" in source
+        assert abs(count_params(arch).total - published) / published < 0.02
+
+
+def test_a_config_without_a_decoders_sizes_is_still_refused(tmp_path):
+    from ckpt_doctor.estimate.registry import lookup
+
+    (tmp_path / "config.json").write_text('{"model_type": "mystery", "hidden_size": 64}', encoding="utf-8")
+    arch, why = lookup(str(tmp_path))
+    assert arch is None and "'mystery' is not supported" in why

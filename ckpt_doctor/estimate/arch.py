@@ -272,6 +272,43 @@ def t5_ties_lm_head(config: dict) -> bool:
     return major is None or major >= 5
 
 
+# the names remote-code configs give the sizes a decoder is made of (GPT-2, ChatGLM, Qwen-1, InternLM, Baichuan, ...)
+_GENERIC_KEYS = {
+    "hidden_size": ("hidden_size", "n_embd", "d_model", "model_dim"),
+    "num_hidden_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+    "num_attention_heads": ("num_attention_heads", "n_head", "num_heads"),
+    "num_key_value_heads": ("num_key_value_heads", "multi_query_group_num", "n_head_kv", "num_kv_heads"),
+    "intermediate_size": ("intermediate_size", "ffn_hidden_size", "n_inner"),
+    "vocab_size": ("vocab_size", "padded_vocab_size"),
+    "max_position_embeddings": ("max_position_embeddings", "seq_length", "n_positions", "max_sequence_length"),
+}
+
+
+# remote-code models whose `intermediate_size` counts both halves of the gated MLP: Qwen-1's `modeling_qwen.py`
+# `QWenMLP` builds `w1` and `w2` of `config.intermediate_size // 2` each
+_HALVED_INTERMEDIATE = {"qwen"}
+
+
+def _generic_decoder(config: dict) -> dict | None:
+    """A Llama-style description of a decoder whose `model_type` has no layer program here, from the sizes its
+    config.json gives under the usual names; None when it lacks the hidden size, layers, heads or vocabulary."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    found = {key: _first(text, *names, default=None) for key, names in _GENERIC_KEYS.items()}
+    if any(not isinstance(found[k], int) or found[k] < 1 for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")):
+        return None
+    hidden = found["hidden_size"]
+    if config.get("model_type") in _HALVED_INTERMEDIATE and found["intermediate_size"]:
+        found["intermediate_size"] //= 2
+    return {
+        **{k: v for k, v in found.items() if v is not None},
+        "num_key_value_heads": found["num_key_value_heads"] or found["num_attention_heads"],
+        "intermediate_size": found["intermediate_size"] or 4 * hidden,
+        "max_position_embeddings": found["max_position_embeddings"] or 2048,
+        "tie_word_embeddings": bool(text.get("tie_word_embeddings", False)),
+        "hidden_act": text.get("hidden_act", "silu"),
+    }
+
+
 def _first(cfg: dict, *keys: str, default: Any = None) -> Any:
     for k in keys:
         if k in cfg and cfg[k] is not None:
@@ -317,6 +354,9 @@ class ModelArch:
     lm_head_bias: bool = False
     vision: VisionArch | None = None
     torch_dtype: str | None = None     # dtype the checkpoint is stored in, from config.json
+    # sized as a Llama-style decoder from the config's generic sizes: its `model_type` (often remote code, `qwen`,
+    # `chatglm`, `internlm`) has no layer program of its own, so the estimate is an approximation
+    generic: bool = False
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -344,10 +384,16 @@ class ModelArch:
             raise UnsupportedConfig(f"{name}: config is not a dict")
         top_type = config.get("model_type")
         if top_type not in _FAMILY:
-            raise UnsupportedConfig(
-                f"{name}: model_type {top_type!r} is not supported "
-                f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
-            )
+            generic = _generic_decoder(config)
+            if generic is None:
+                raise UnsupportedConfig(
+                    f"{name}: model_type {top_type!r} is not supported "
+                    f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)}), and its config.json does not give the sizes of "
+                    "a decoder (hidden size, layers, heads, vocabulary)"
+                )
+            kw = cls._from_llama(generic, "llama")
+            kw.update(model_type=str(top_type), torch_dtype=_first(config, "torch_dtype", "dtype", default=None))
+            return cls(name=name, family="llama", hf_config=dict(config), generic=True, **kw)
         vision = None
         cfg = config
         model_type = top_type

@@ -187,9 +187,11 @@ def _from_path(s: str, depth: int) -> tuple[ModelArch | None, str] | None:
         return None, f"{cfg_path} is not a JSON object"
     name = cfg.get("_name_or_path") or str(p)
     try:
-        return ModelArch.from_hf_config(cfg, str(name)), f"config.json at {cfg_path}"
+        arch = ModelArch.from_hf_config(cfg, str(name))
     except UnsupportedConfig as exc:
         return None, str(exc)
+    approximate = f"; model_type {arch.model_type!r} sized as a generic Llama-style decoder (approximate)" if arch.generic else ""
+    return arch, f"config.json at {cfg_path}{approximate}"
 
 
 # "-Instruct", "-chat", "-it" before an optional version / "-hf" tail: Llama-2-7b-chat-hf -> Llama-2-7b-hf,

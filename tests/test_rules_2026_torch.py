@@ -288,3 +288,11 @@ def test_sac_and_fully_shard_in_exclusive_branches_never_meet():
                 model = checkpoint_wrapper(model, context_fn=context)
             return model
         """) == []
+
+
+def test_verify_maps_sacs_replay_mismatch_to_ckpt306():
+    from ckpt_doctor.verify.codes import code_for
+
+    message = ("aten.split.Tensor encountered during backward but not found in storage. This can happen if the operations "
+               "in the checkpointed region are nondeterministic or depend on global state that changed between forward and backward.")
+    assert code_for(message, "torch")[0] == "CKPT306"

@@ -46,6 +46,9 @@ RUNTIME_MESSAGES: tuple[RuntimeMessage, ...] = (
                    "the recomputed forward differs from the first one (RNG state, or a layer run differently)"),
     RuntimeMessage(r"Expected op in `op_list` to be an OpOverload but got: .* of type <class 'torch\._ops\.OpOverloadPacket'>", "CKPT108",
                    "the op list given to create_selective_checkpoint_contexts names a packet (aten.mm), not an overload (aten.mm.default)"),
+    RuntimeMessage(r"encountered during backward but not found in storage", "CKPT306",
+                   "selective checkpointing replayed a different sequence of ops in the recompute; FSDP units inside the "
+                   "region (their all-gather internals) are the known cause"),
 )
 
 _COMPILED = tuple((re.compile(m.pattern), m) for m in RUNTIME_MESSAGES)

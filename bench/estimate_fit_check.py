@@ -114,7 +114,7 @@ def scaled_budget(ffit, small: TrainingSetup, budget: int) -> tuple[int, str]:
     ratio = _with_loss(estimate(like), chosen.fused_loss, like)[1] / chosen.peak_bytes_nvidia_smi
     whole = plan_fit(small, None)
     lo = min(p.peak_bytes_nvidia_smi for p in whole.front)
-    if lo <= budget * ratio < whole.current.peak_bytes_nvidia_smi:
+    if budget * ratio < whole.current.peak_bytes_nvidia_smi and plan_fit(small, int(budget * ratio)).chosen:
         return int(budget * ratio), f"x{ratio:.3f}"
     lo_full = min(p.peak_bytes_nvidia_smi for p in ffit.front)
     f = (budget - lo_full) / (ffit.current.peak_bytes_nvidia_smi - lo_full)

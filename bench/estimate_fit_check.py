@@ -21,7 +21,9 @@ budget, and the plan it chooses there is the one traced and checked:
 
 Plans the trace cannot run (host offload, 8-bit optimizers, ZeRO, a fused loss) are "not traceable" and counted
 apart; for those rows the planner runs once more restricted to what the trace can run (no fused loss, no
-bitsandbytes, no offload), and that plan is traced too (the ``traceable alternative`` lines).
+bitsandbytes, no offload), and that plan is traced too (the ``traceable alternative`` lines).  Where the
+reduced model's choice differs from the full model's, the full model's plan is traced at reduced depth as well,
+against the same reduced budget (the ``full model's plan`` lines).
 
 Needs torch, transformers and peft (the [verify] extra); no GPU, no network.  Exit 0 when the table is printed.
 """
@@ -138,7 +140,8 @@ def main() -> int:
 
     rows = [c for c in CONFIGS if not args.only or any(t.lower() in c[0].lower() for t in args.only)]
     counts = {"fits": 0, "over": 0, "not traceable": 0, "alt fits": 0, "alt over": 0, "cheaper fits": 0,
-              "same plan": 0, "error": 0}
+              "same plan": 0, "error": 0,
+              "full plan fits": 0, "full plan over": 0}
     lines = []
     t_all = time.perf_counter()
     for i, (label, model, layers, kw, budget_gib) in enumerate(rows, 1):
@@ -192,6 +195,15 @@ def main() -> int:
                 alt = (f"    traceable alternative: {afit.chosen.name} ({afit.chosen.slowdown_pct:+.1f} %), closed form "
                        f"{gib(afit.chosen.peak_bytes_nvidia_smi)}, traced {at} GiB, fits {av}, cheaper fits: "
                        f"{', '.join(cheaper_that_fit(afit, rbudget)) or 'no'}")
+        # the full model's own choice, at reduced depth, against the same budget (when the reduced model chose another)
+        if not same:
+            fp = ffit.chosen
+            like = FitPlan(fp.changes, replace(fp.setup, arch=arch), fp.fused_loss, 0, 0, fp.slowdown_pct, None, True)
+            lt, lv = check(like)
+            if lv.startswith(("yes", "NO")):
+                counts["full plan fits" if lv.startswith("yes") else "full plan over"] += 1
+            alt = (f"    full model's plan at {layers} layers: closed form {gib(_smi(like))}, traced {lt}, fits {lv}"
+                   + ("\n" + alt if alt else ""))
         line = (f"{i:2d} {label:<26} {budget_gib:>3} GiB | full: written {gib(ffit.current.peak_bytes_nvidia_smi):>7} -> "
                 f"{ffit.chosen.name} ({ffit.chosen.slowdown_pct:+.1f} %) {gib(ffit.chosen.peak_bytes_nvidia_smi)}\n"
                 f"   {layers} layers, budget {gib(rbudget)} ({ratio}), written {gib(rfit.current.peak_bytes_nvidia_smi)}"
@@ -205,7 +217,9 @@ def main() -> int:
     print(f"\n{n} configs in {time.perf_counter() - t_all:.0f}s: chosen plan fits by the trace {counts['fits']}, over the budget "
           f"by the trace {counts['over']}, not traceable {counts['not traceable']} (their traceable alternative fits "
           f"{counts['alt fits']}, over {counts['alt over']}), trace failed {counts['error']}; a cheaper plan fits by the "
-          f"closed form in {counts['cheaper fits']}; reduced model chose the full model's plan in {counts['same plan']}")
+          f"closed form in {counts['cheaper fits']}; reduced model chose the full model's plan in {counts['same plan']}; where it "
+          f"chose another, the full model's plan at reduced depth fits by the trace {counts['full plan fits']}, over "
+          f"{counts['full plan over']}")
     return 0
 
 

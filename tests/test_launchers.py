@@ -333,3 +333,30 @@ def test_a_grpo_step_is_as_long_as_its_prompt_and_completion(tmp_path):
     settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
     assert settings.seq_len.value == 512 + 700  # the prompt's default (trl < 0.26) and the stated completion
     assert settings.seq_len.stated
+
+
+def test_checkpointing_turned_on_for_the_projects_own_model_class_runs_its_checkpoint_calls(tmp_path):
+    # BELLE / GaLore: a copied modeling file whose layers call torch's checkpoint themselves, run from a subfolder
+    write(tmp_path, {
+        "train/src/models/modeling_llama.py": """
+            import torch.utils.checkpoint
+            from transformers import PreTrainedModel
+
+            class LlamaForCausalLM(PreTrainedModel):
+                def forward(self, hidden):
+                    for layer in self.layers:
+                        hidden = torch.utils.checkpoint.checkpoint(layer, hidden)
+                    return hidden
+            """,
+        "train/src/entry_point/train.py": """
+            from peft import LoraConfig, get_peft_model
+            from src.models.modeling_llama import LlamaForCausalLM
+
+            model = LlamaForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")
+            model = get_peft_model(model, LoraConfig(r=8))
+            model.gradient_checkpointing_enable()
+            """,
+    })
+    found = [f for f in check(tmp_path, "train/src/entry_point/train.py", select=["CKPT101"]) if f.code == "CKPT101"]
+    assert [f.span.start.line for f in found] == [6]
+    assert "modeling_llama.py:7" in found[0].message and found[0].fix is None

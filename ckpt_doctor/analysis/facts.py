@@ -24,6 +24,7 @@ from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
 from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, launched_value, with_launched
 from ckpt_doctor.analysis.parse import children, parse_module
 from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
+from ckpt_doctor.analysis.library import HF_ENABLE_METHODS, PEFT_WRAPPERS
 from ckpt_doctor.analysis.values import (
     MISSING,
     constant,
@@ -190,6 +191,9 @@ class ScriptFacts:
     # block (a library's helper module only defines)
     runs: bool = False
     param_tests: list[ParamTest] = field(default_factory=list)
+    # Hugging Face checkpointing turned on for a model class of the project's own, whose module calls torch's
+    # `checkpoint` itself (a copied `modeling_llama.py`): (the enable call, the model's load, its module, that call)
+    model_checkpoints: list[tuple[Call, Call, str, Call]] = field(default_factory=list)
 
     @property
     def launch(self) -> Launch | None:
@@ -375,6 +379,22 @@ class _Extractor:
             index = next((i for i, (node, _) in enumerate(self.pending) if node.name in self.local_calls), 0)
             node, scope = self.pending.pop(index)
             self.function_body(node, scope)
+        self._project_model_checkpoints()
+
+    def _project_model_checkpoints(self) -> None:
+        """`model.gradient_checkpointing_enable()` on a model the project's own class loads
+        (`from src.models.modeling_llama import LlamaForCausalLM`): the checkpoint calls of that class's module run."""
+        if self.project is None:
+            return
+        for call in self.facts.calls:
+            if call.name not in HF_ENABLE_METHODS or call.receiver is None:
+                continue
+            for load in _model_loads(call.receiver_value):
+                loaded = load.qualname.rsplit(".", 1)[0] if load.qualname.endswith(_LOADERS) else load.qualname
+                found = self.project.own_checkpoint_call(loaded)
+                if found is not None:
+                    self.facts.model_checkpoints.append((call, load.call, *found))
+                    break
 
     def _project_class(self, name: str) -> None:
         """Read the project's own class `name` (`from src.params import DPOArguments`, a class an argument parser
@@ -1263,6 +1283,19 @@ PARAMETERS = "<parameters>"  # a parameter of the module a `for p in module.para
 _RETURNS_SELF = {"to", "cuda", "cpu", "half", "float", "bfloat16", "double", "train", "eval", "requires_grad_", "to_empty"}
 _SAME_PATH = {"os.path.abspath", "os.path.realpath", "os.path.expanduser", "os.path.normpath"}
 _FILE_LOADERS = {"json.load", "yaml.safe_load", "yaml.load", "yaml.full_load", "omegaconf.OmegaConf.load"}
+
+
+_LOADERS = (".from_pretrained", ".from_config")
+
+
+def _model_loads(value: Value, depth: int = 0) -> list[Instance]:
+    """The results of calls a model value stands for (`X.from_pretrained(...)`, `X(config)`), through PEFT's wrappers
+    (`get_peft_model(model, ...)`); classes of the script itself are left out (their code is in the file)."""
+    if not isinstance(value, Instance) or depth > 3:
+        return []
+    if value.qualname in PEFT_WRAPPERS and value.call is not None and value.call.args:
+        return _model_loads(value.call.args[0], depth + 1)
+    return [value] if not value.qualname.startswith("<local>.") and value.call is not None else []
 
 
 def _file_value(data: object, origin: Origin) -> Value:

@@ -21,6 +21,8 @@ FULLY_SHARD = ("torch.distributed.fsdp.fully_shard", "torch.distributed._composa
 
 # -- transformers ------------------------------------------------------------------------------
 HF_ENABLE_METHODS = ("gradient_checkpointing_enable", "activation_checkpointing_enable")
+# PEFT calls whose result is the model they are given, wrapped
+PEFT_WRAPPERS = ("peft.get_peft_model", "peft.prepare_model_for_kbit_training", "peft.prepare_model_for_int8_training")
 HF_TRAINING_ARGS = ("transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments")
 TRANSFORMERS_KWARGS_SINCE = "4.35"  # gradient_checkpointing_kwargs exists [H1]
 TRANSFORMERS_EXPLICIT_REENTRANT_SINCE = "4.38"  # model default {"use_reentrant": True}: no torch warning [H1]

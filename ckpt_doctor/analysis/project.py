@@ -94,6 +94,20 @@ class Project:
         fields = {key: _in_file(value, where) for key, value in module.facts.dataclass_fields.get(name, {}).items()}
         return module.facts.classes[name], fields
 
+    def own_checkpoint_call(self, class_qualname: str) -> "tuple[str, Call] | None":
+        """(the module, its first `torch.utils.checkpoint` call without `use_reentrant`) when `class_qualname` is a
+        class of the project's own module that calls torch's checkpoint itself (a copied `modeling_llama.py`)."""
+        from ckpt_doctor.analysis.library import TORCH_CHECKPOINTS
+        from ckpt_doctor.analysis.values import Missing
+
+        module, name = self._defining(class_qualname)
+        if module is None or name not in module.facts.classes:
+            return None
+        for call in module.facts.calls:
+            if call.qualname in TORCH_CHECKPOINTS and isinstance(call.kwarg("use_reentrant"), Missing):
+                return shown_path(module.path), call
+        return None
+
     def _defining(self, qualname: str) -> "tuple[_Module | None, str]":
         """The project module that defines `qualname`, and the name in it."""
         if self.root is None or self.depth >= MAX_DEPTH or "." not in qualname.lstrip("."):
@@ -123,7 +137,10 @@ class Project:
         if level:
             bases = [self.folder.parents[level - 2] if level > 1 else self.folder] if level - 1 <= len(self.folder.parents) else []
         else:
-            bases = list(dict.fromkeys([self.folder, self.root, self.root / "src"]))
+            # the script's folder and those above it, up to the root: a package run from a subfolder (`cd train;
+            # python src/entry_point/sft_train.py` importing `src.models...`)
+            above = [p for p in self.folder.parents if p == self.root or self.root in p.parents]
+            bases = list(dict.fromkeys([self.folder, *above, self.root, self.root / "src"]))
         for base in bases:
             candidate = base.joinpath(*parts)
             for path in (candidate.with_suffix(".py"), candidate / "__init__.py"):

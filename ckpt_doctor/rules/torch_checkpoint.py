@@ -53,6 +53,20 @@ def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
                 "Add `use_reentrant=False`",
             ),
         )
+    for enable, load, module, call in ctx.facts.model_checkpoints:
+        condition = together(enable.condition, load.condition)
+        if condition is None:
+            continue
+        yield Report(
+            enable.span,
+            f"`{enable.receiver}.{enable.name}()` turns on the checkpointing of the project's own "
+            f"`{load.qualname.removesuffix('.from_pretrained').removesuffix('.from_config').rsplit('.', 1)[-1]}` "
+            f"(made at line {load.line}), whose module calls "
+            f"`torch.utils.checkpoint.checkpoint` without `use_reentrant` ({module}:{call.line}): torch warns "
+            "\"the use_reentrant parameter should be passed explicitly\" on every call and falls back to the reentrant "
+            "variant, whatever kwargs Hugging Face is given; pass `use_reentrant=False` there",
+            condition=condition,
+        )
 
 
 @rule(

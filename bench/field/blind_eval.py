@@ -43,6 +43,8 @@ def scored_in(folder: Path, split: str) -> list[tuple[str, str]]:
     """The scored files of a corpus folder: a split of `split.tsv`, or every scored row of a later holdout's own list
     (`holdout2.tsv`, `holdout3.tsv`)."""
     if split in LATER_HOLDOUTS:
+        if not (folder / f"{split}.tsv").is_file():
+            sys.exit(f"error: {folder} has no {split}.tsv")
         with (folder / f"{split}.tsv").open(newline="", encoding="utf-8") as f:
             return [(r["repository"], r["path"]) for r in csv.DictReader(f, delimiter="\t") if r["field"] == "yes"]
     with (folder / "split.tsv").open(newline="", encoding="utf-8") as f:

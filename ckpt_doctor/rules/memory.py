@@ -207,10 +207,10 @@ def _card(plan) -> str:
     return f"{_gib(plan.peak_bytes_nvidia_smi)} ({_gib(plan.peak_bytes)} allocated by PyTorch)"
 
 
-def _verdict_possible(assessment: Assessment, plans: list[str]) -> bool:
-    """Whether "`plans` do not fit" can be said: not on an upper bound (a fused loss), nor on a spread over GPUs that
-    rests on the assumed number of them (sharding whose GPU count the project does not state), unless no number of
-    GPUs would make them fit."""
+def _verdict_possible(assessment: Assessment) -> bool:
+    """Whether "does not fit without checkpointing" can be said: not on an upper bound (a fused loss), nor on a spread
+    over GPUs that rests on the assumed number of them (sharding whose GPU count the project does not state), unless
+    no number of GPUs would make it fit with the batch and sequence the project states."""
     if assessment.upper_bound:
         return False
     if not _gpus_assumed(assessment):
@@ -218,7 +218,7 @@ def _verdict_possible(assessment: Assessment, plans: list[str]) -> bool:
     sizes = (assessment.settings.batch_size, assessment.settings.seq_len)  # what the undivided activations rest on
     if any(s is None or s.note.startswith("assumed") for s in sizes):
         return False
-    return not any(assessment.fits_on_some_gpu_count(p) for p in plans)
+    return not assessment.fits_on_some_gpu_count("none")
 
 
 def _gpus_assumed(assessment: Assessment) -> bool:
@@ -237,7 +237,7 @@ def oom_without_checkpointing(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
     if not isinstance(assessment, Assessment) or assessment.current != "none" or assessment.plan("none").fits:
         return
-    if not _verdict_possible(assessment, ["none"]):
+    if not _verdict_possible(assessment):
         return
     threshold = ctx.config.checkpointing_threshold
     if not assessment.budget.explicit and assessment.params < threshold:

@@ -5,6 +5,8 @@ names bound to two libraries, versions the project does not declare."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import textwrap
 
@@ -513,3 +515,22 @@ def test_trl_sft_trainer_upcasts_a_quantized_model_before_0_26_only():
     assert new.value is False and "without prepare_model_for_kbit_training" in new.note
     unknown = _read_at(QLORA_TRL, {"transformers": "4.56"}).kbit_upcast  # the larger estimate, saying why
     assert unknown.value is True and "before trl 0.26" in unknown.note
+
+
+@pytest.mark.parametrize(("code", "expected"), [
+    ("with torch.cuda.amp.autocast():\n    loss = model(x)", "fp16"),  # autocast's default dtype on CUDA
+    ("ctx = torch.amp.autocast(device_type='cuda')\n", "fp16"),
+    ("ctx = torch.autocast('cpu')\n", "no"),  # CPU autocast: not a GPU step's precision
+    ("ctx = torch.cuda.amp.autocast(enabled=False)\n", "no"),
+    ("trainer = L.Trainer(precision='bf16-mixed')\n", "bf16"),
+    ("trainer = L.Trainer(precision=16)\n", "fp16"),
+    ("trainer = L.Trainer(precision='bf16-true')\n", "no"),  # bf16 weights, no autocast
+])
+def test_mixed_precision_from_autocast_defaults_and_lightning(code, expected):
+    from ckpt_doctor.analysis import analyze
+    from ckpt_doctor.analysis.source import SourceFile
+    from ckpt_doctor.config import Settings
+
+    text = "import torch\nimport lightning as L\n" + code + "\n"
+    settings = analyze(SourceFile("t.py", text, text.encode()), Settings()).settings
+    assert settings.mixed_precision.value == expected

@@ -33,6 +33,8 @@ OPTIM_CLASSES = {
 ATTN_NAMES = {"eager": "eager", "sdpa": "sdpa", "flash_attention_2": "flash", "flash_attention_3": "flash", "flex_attention": "sdpa"}
 # Lightning `precision=` values that set the weights' dtype ("-mixed" ones autocast over fp32 weights: not read)
 LIGHTNING_TRUE_PRECISION = {"bf16-true": "bf16", "16-true": "fp16", "32-true": "fp32", "32": "fp32"}
+# and those that autocast (Lightning 2.x names, and the 1.x `16` / `"bf16"` that mean the same)
+LIGHTNING_MIXED_PRECISION = {"16-mixed": "fp16", "bf16-mixed": "bf16", "16": "fp16", "bf16": "bf16"}
 
 
 @dataclass
@@ -543,8 +545,12 @@ _AUTOCAST = ("torch.autocast", "torch.amp.autocast", "torch.cuda.amp.autocast", 
 
 def _autocast(facts: ScriptFacts) -> Setting | None:
     """The 16-bit dtype a script's `autocast(dtype=...)` runs the forward in (over fp32 weights): a dtype given in
-    the call, else the option or constant named `dtype` the script hands to it."""
+    the call, else the option or constant named `dtype` the script hands to it, else autocast's own default on CUDA
+    (float16: torch 2.13.0 `torch/amp/autocast_mode.py`, `torch.get_autocast_dtype("cuda")`;
+    `torch.cuda.amp.autocast(dtype=torch.float16)`); or Lightning's mixed `precision=` ("bf16-mixed", 16)."""
     for call in facts.calls_to(*_AUTOCAST):
+        if truth(call.kwarg("enabled")) is False:
+            continue
         given = call.kwarg("dtype")
         dtype = _dtype(given)
         if dtype is None and not isinstance(given, Missing):
@@ -555,6 +561,14 @@ def _autocast(facts: ScriptFacts) -> Setting | None:
                 return Setting(dtype, found.line, f"autocast ({found.note or 'constant'} of dtype)")
         if dtype in ("bf16", "fp16"):
             return Setting(dtype, call.line, "autocast")
+        device = call.args[0] if call.args and call.qualname != "torch.cuda.amp.autocast" else call.kwarg("device_type")
+        if isinstance(given, Missing) and constant(device, "cuda") in ("cuda", None):
+            return Setting("fp16", call.line, "autocast's default dtype on CUDA")
+    for call in facts.calls:
+        if call.name in ("Fabric", "Trainer") and (call.qualname or "").startswith(("lightning", "pytorch_lightning")):
+            found = _setting(call.kwarg("precision"))
+            if found is not None and str(found.value) in LIGHTNING_MIXED_PRECISION:
+                return Setting(LIGHTNING_MIXED_PRECISION[str(found.value)], found.line, f"Lightning precision={found.value!r}")
     return None
 
 

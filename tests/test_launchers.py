@@ -360,3 +360,40 @@ def test_checkpointing_turned_on_for_the_projects_own_model_class_runs_its_check
     found = [f for f in check(tmp_path, "train/src/entry_point/train.py", select=["CKPT101"]) if f.code == "CKPT101"]
     assert [f.span.start.line for f in found] == [6]
     assert "modeling_llama.py:7" in found[0].message and found[0].fix is None
+
+
+def test_the_defaults_of_a_project_config_class_the_script_builds_are_its_settings(tmp_path):
+    # fms-fsdp: `cfg = config.train_config()` from a package that re-exports the dataclass; helpers read `cfg`
+    write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/config/__init__.py": "from .training import train_config\n",
+        "pkg/config/training.py": """
+            from dataclasses import dataclass
+
+            @dataclass
+            class train_config:
+                batch_size: int = 2
+                seq_length: int = 4096
+                seed: int = 2023
+            """,
+        "main.py": """
+            import fire
+            import torch
+            from pkg import config
+
+            def main(**kwargs):
+                cfg = config.train_config()
+                torch.manual_seed(cfg.seed)
+                model = build(cfg)
+                optimizer = torch.optim.AdamW(model.parameters())
+                for batch in loader(cfg):
+                    model(batch).sum().backward()
+                    optimizer.step()
+
+            if __name__ == "__main__":
+                fire.Fire(main)
+            """,
+    })
+    settings = analyze(read_source(str(tmp_path / "main.py")), Settings(root=tmp_path)).settings
+    assert (settings.batch_size.value, settings.seq_len.value) == (2, 4096)
+    assert settings.batch_size.file.endswith("training.py")

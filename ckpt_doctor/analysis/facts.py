@@ -353,6 +353,7 @@ class _Extractor:
         self.condition: Condition = ALWAYS  # the branches around the statement being walked
         self.entry_points: set[str] = set()  # functions handed to a command-line framework
         self.assigned: dict[int, set[str]] = {}  # id(function node) -> the names its body binds (the prepass)
+        self.not_project: set[str] = set()  # qualified names no project module defines as a class
 
     # positions
     def _col(self, line: int, byte_col: int) -> int:
@@ -396,14 +397,26 @@ class _Extractor:
                     self.facts.model_checkpoints.append((call, load.call, *found))
                     break
 
+    def _project_fields(self, qualname: str) -> dict[str, Value]:
+        """The field defaults of the project's own dataclass `qualname` (a class of a sibling module), {} for
+        anything else."""
+        from ckpt_doctor.analysis.project import LIBRARIES
+
+        if qualname.startswith("<local>.") or qualname.split(".", 1)[0] in LIBRARIES:
+            return {}
+        self._project_class(qualname)
+        return self.facts.dataclass_fields.get(qualname, {}) if qualname in self.facts.classes else {}
+
     def _project_class(self, name: str) -> None:
         """Read the project's own class `name` (`from src.params import DPOArguments`, a class an argument parser
         fills): what it extends and its fields, from its module, kept under its qualified name."""
-        if self.project is None or name.startswith("<local>.") or name in self.facts.classes:
+        if self.project is None or name.startswith("<local>.") or name in self.facts.classes or name in self.not_project:
             return
         found = self.project.config_class(name)
         if found is not None:
             self.facts.classes[name], self.facts.dataclass_fields[name] = found
+        else:
+            self.not_project.add(name)
 
     def _prepass(self, tree: ast.Module) -> None:
         """Collect what is defined anywhere but used everywhere: argparse options, dataclass fields."""
@@ -921,6 +934,10 @@ class _Extractor:
                 return base.get(node.attr)
             if isinstance(base, Instance) and node.attr in base.call.kwargs:
                 return base.call.kwargs[node.attr]
+            if isinstance(base, Instance) and not base.call.star_kwargs and not base.call.args:
+                fields = self._project_fields(base.qualname)  # `cfg = config.train_config()`: its defaults
+                if node.attr in fields:
+                    return fields[node.attr]
             # an object whose attributes we cannot list: returned by a local function, or built from `**spread`
             # (`argparse.Namespace(**vars(model_args), **vars(training_args))`)
             opaque = isinstance(base, Instance) and (base.qualname.startswith("<local>.") or base.call.star_kwargs)

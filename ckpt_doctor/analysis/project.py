@@ -30,8 +30,10 @@ LIBRARIES = {"torch", "transformers", "peft", "trl", "accelerate", "deepspeed", 
              "lightning", "pytorch_lightning", "click", "fire", "wandb", "tqdm", "yaml", "omegaconf", "hydra"}
 ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 # A module none of whose text names one of these cannot change a finding: it is not parsed.
+# a package's `__init__.py` that only re-exports (`from .training import train_config`): read to follow the name
+_REEXPORTS = re.compile(r"^from \.", re.MULTILINE)
 RELEVANT = re.compile(r"checkpoint|from_pretrained|from_config|requires_grad|peft|lora|use_cache|deepspeed|fsdp|"
-                      r"TrainingArguments|Trainer|Config\b|backward|kbit|BitsAndBytes|DistributedDataParallel")
+                      r"TrainingArguments|Trainer|Config\b|backward|kbit|BitsAndBytes|DistributedDataParallel|@dataclass")
 MAX_DEPTH = 2  # the script's imports, and theirs: enough for `train.py -> utils -> model_utils`
 _ROOT_WALK = 6
 
@@ -88,6 +90,10 @@ class Project:
         """What the project class `qualname` ("src.params.DPOArguments") extends and its dataclass fields, read from
         its module: the config classes argument parsers fill are often kept beside the script."""
         module, name = self._defining(qualname)
+        if module is not None and name not in module.facts.classes and self.depth + 1 < MAX_DEPTH:
+            # a package's `__init__.py` that re-exports it: `from .training import train_config`
+            again = next((q for q in module.facts.imports if q.rsplit(".", 1)[-1] == name), None)
+            return Project(str(module.path), ProjectFiles(str(module.path)), self.depth + 1).config_class(again) if again else None
         if module is None or name not in module.facts.classes:
             return None
         where = shown_path(module.path)
@@ -150,7 +156,7 @@ class Project:
 
     def _module(self, path: Path) -> _Module | None:
         text = self.files.module(path)
-        if text is None or not RELEVANT.search(text):
+        if text is None or (not RELEVANT.search(text) and not _REEXPORTS.search(text)):
             return None  # a module that mentions no library call a rule or the estimate reads: nothing to summarise
         key = (str(path), hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest())
         if key in _MODULES:

@@ -645,8 +645,11 @@ def _named_setting(facts: ScriptFacts, names: tuple[str, ...]) -> Setting | None
     """A positive integer the script binds to one of ``names`` (in that order) outside any library call: an
     argparse option (also ``--train.micro_batch_size``), a constant, a parameter default, a config dict value."""
     options = {dest.rsplit(".", 1)[-1]: value for dest, value in facts.argparse_defaults.items()}
+    # the defaults of the project's own config classes the script builds (`cfg = config.train_config()`), which its
+    # helpers read (`get_data_loader(cfg)`)
+    project = {k: v for name, fields in facts.dataclass_fields.items() if "." in name for k, v in fields.items()}
     for name in names:
-        for table in (options, facts.named_constants):
+        for table in (options, facts.named_constants, project):
             found = _setting(table[name]) if name in table else None
             if found is not None and _positive_int(found.value):
                 return found

@@ -134,7 +134,8 @@ def run_estimate(corpus: Path, rel: str, gpu_memory: str) -> dict:
 
 # ------------------------------------------------------------------------------- reading the tool's view
 def family(opt: object) -> object:
-    return OPTIMIZER_FAMILY.get(str(opt), opt) if opt is not None else None
+    """The optimizer's family; the labels may spell it as the Trainer's `optim` does (`adamw_8bit`)."""
+    return OPTIMIZER_FAMILY.get(str(opt).replace("_", "-"), opt) if opt is not None else None
 
 
 def from_estimate(est: dict) -> dict[str, object]:

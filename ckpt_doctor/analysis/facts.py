@@ -400,10 +400,6 @@ class _Extractor:
     def _project_fields(self, qualname: str) -> dict[str, Value]:
         """The field defaults of the project's own dataclass `qualname` (a class of a sibling module), {} for
         anything else."""
-        from ckpt_doctor.analysis.project import LIBRARIES
-
-        if qualname.startswith("<local>.") or qualname.split(".", 1)[0] in LIBRARIES:
-            return {}
         self._project_class(qualname)
         return self.facts.dataclass_fields.get(qualname, {}) if qualname in self.facts.classes else {}
 
@@ -601,8 +597,8 @@ class _Extractor:
         `conf/config.yaml` beside the script, as the decorated function's argument (its `defaults:` list and the
         command line's overrides are not followed)."""
         for decorator in node.decorator_list:
-            if not (isinstance(decorator, ast.Call) and _dotted(decorator.func) in ("hydra.main", "main")
-                    and "hydra" in self.facts.imports):
+            named = _dotted(decorator.func) if isinstance(decorator, ast.Call) else None
+            if not (named == "hydra.main" or (named == "main" and "hydra.main" in self.facts.imports)):
                 continue
             given = {k.arg: k.value for k in decorator.keywords if k.arg}
             folder, name = given.get("config_path"), given.get("config_name")

@@ -14,10 +14,13 @@ import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ckpt_doctor.analysis.config_files import ProjectFiles, is_regular_file, shown_path
+from ckpt_doctor.analysis.library import TORCH_CHECKPOINTS
+from ckpt_doctor.analysis.values import Const, Missing
 
 if TYPE_CHECKING:
     from ckpt_doctor.analysis.facts import AttrAssign, Call, ClassInfo, ScriptFacts
@@ -29,9 +32,9 @@ LIBRARIES = {"torch", "transformers", "peft", "trl", "accelerate", "deepspeed", 
              "os", "sys", "json", "typing", "dataclasses", "argparse", "logging", "math", "re", "bitsandbytes",
              "lightning", "pytorch_lightning", "click", "fire", "wandb", "tqdm", "yaml", "omegaconf", "hydra"}
 ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
-# A module none of whose text names one of these cannot change a finding: it is not parsed.
 # a package's `__init__.py` that only re-exports (`from .training import train_config`): read to follow the name
 _REEXPORTS = re.compile(r"^from \.", re.MULTILINE)
+# A module none of whose text names one of these (and that re-exports nothing) cannot change a finding: not parsed.
 RELEVANT = re.compile(r"checkpoint|from_pretrained|from_config|requires_grad|peft|lora|use_cache|deepspeed|fsdp|"
                       r"TrainingArguments|Trainer|Config\b|backward|kbit|BitsAndBytes|DistributedDataParallel|@dataclass")
 MAX_DEPTH = 2  # the script's imports, and theirs: enough for `train.py -> utils -> model_utils`
@@ -75,9 +78,13 @@ class Project:
         except (OSError, ValueError):
             self.folder = None
         self.root = _root(self.folder) if self.folder is not None and script != "-" else None
-        # launchers live anywhere in the checkout: `src/scripts/run.sh` of a repository whose package root is `src/pkg`
-        self.repository = _repository(self.root) if self.root is not None else None
         self._known: dict[str, FunctionSummary | None] = {}
+
+    @cached_property
+    def repository(self) -> Path | None:
+        """The checkout the project lies in (the nearest folder with `.git`), else its root: launchers live anywhere
+        in it (`src/scripts/run.sh` of a repository whose package root is `src/pkg`)."""
+        return _root(self.root, (".git",)) if self.root is not None else None
 
     def summary(self, qualname: str) -> FunctionSummary | None:
         """The summary of the project function `qualname` ("utils.load_model", "..model.build"), None when it is
@@ -103,9 +110,6 @@ class Project:
     def own_checkpoint_call(self, class_qualname: str) -> "tuple[str, Call] | None":
         """(the module, its first `torch.utils.checkpoint` call without `use_reentrant`) when `class_qualname` is a
         class of the project's own module that calls torch's checkpoint itself (a copied `modeling_llama.py`)."""
-        from ckpt_doctor.analysis.library import TORCH_CHECKPOINTS
-        from ckpt_doctor.analysis.values import Missing
-
         module, name = self._defining(class_qualname)
         if module is None or name not in module.facts.classes:
             return None
@@ -192,8 +196,6 @@ def _summarise(module: _Module, function: str) -> FunctionSummary | None:
 
 def _in_file(value: "Value", where: str) -> "Value":
     """`value` as read from another file: its origin names that file."""
-    from ckpt_doctor.analysis.values import Const
-
     if isinstance(value, Const) and value.origin is not None and value.origin.file is None:
         return replace(value, origin=replace(value.origin, file=where))
     return value
@@ -222,19 +224,12 @@ def _is_library_object(value: object) -> bool:
     return isinstance(value, Instance) and not value.qualname.startswith("<local>.")
 
 
-def _root(folder: Path) -> Path:
+def _root(folder: Path, markers: tuple[str, ...] = ROOT_MARKERS) -> Path:
+    """The nearest folder from `folder` up that holds one of `markers`, else `folder` itself."""
     for current in [folder, *list(folder.parents)[:_ROOT_WALK]]:
-        if any((current / marker).exists() for marker in ROOT_MARKERS):
+        if any((current / marker).exists() for marker in markers):
             return current
     return folder
-
-
-def _repository(root: Path) -> Path:
-    """The checkout `root` lies in (the nearest folder above it with `.git`), else `root` itself."""
-    for current in [root, *list(root.parents)[:_ROOT_WALK]]:
-        if (current / ".git").exists():
-            return current
-    return root
 
 
 def _inside(path: Path, root: Path) -> bool:

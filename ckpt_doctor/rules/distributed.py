@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from typing import Iterator
 
-from ckpt_doctor.analysis.config_files import MAX_BYTES, bounded_text, locate
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Position, Related, Severity, Span
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
@@ -179,12 +177,7 @@ def _named_fsdp_config_checkpoints(ctx: Context, named: Value) -> bool | None:
         return False
     if not (isinstance(named, Const) and isinstance(named.value, str)):
         return None
-    found = locate(ctx.path, named.value)
-    text = bounded_text(found, MAX_BYTES) if found is not None else None
-    try:
-        data = json.loads(text) if text is not None else None
-    except ValueError:
-        return None
+    data = ctx.training.files.settings(named.value)  # read through the project's files: the cache follows it
     return bool(data.get("activation_checkpointing")) if isinstance(data, dict) else None
 
 
@@ -242,7 +235,6 @@ def deepspeed_block_unused(ctx: Context) -> Iterator[Report]:
                 "`deepspeed.checkpointing.checkpoint`, which this script never calls, and no other checkpointing is on: "
                 "it saves no memory; enable checkpointing in the model (e.g. `gradient_checkpointing=True`)",
             )
-
 
 
 @rule(

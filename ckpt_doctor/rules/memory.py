@@ -263,18 +263,28 @@ def _cheapest(ctx: Context, assessment: Assessment) -> tuple[str, FixSpec | None
     """What the message adds about the cheapest plan that keeps the experiment (`estimate --fit`), and its fix
     when the script can take it as one edit; ("", None) when that plan is checkpointing alone (the rule's own)."""
     fit = assessment.fit()
-    dominant = f"; the peak is mostly {fit.dominant} ({100 * fit.shares[fit.dominant]:.0f} %)"
+    dominant = f"; {_dominant(fit)}"
     chosen = fit.chosen
     if chosen is None or not chosen.changes:
         return dominant, None
     if [c.kind for c in chosen.changes] == ["checkpointing"] and chosen.changes[0].after == assessment.recommended:
         return dominant, None
     fix = _plan_fix(ctx, assessment, chosen)
-    said = (f"{dominant}; the cheapest plan that fits (`ckpt-doctor estimate --fit`): {chosen.words()}, "
-            f"{_gib(chosen.peak_bytes_nvidia_smi)} on the card, about +{chosen.slowdown_pct:.0f} % time (predicted)")
+    said = f"{dominant}; {_cheapest_plan(chosen)}"
     if fix is None:
         said += " (not offered as a fix: the script does not set all of it in one resolved call)"
     return said, fix
+
+
+def _dominant(fit) -> str:
+    """The term that dominates the step's peak (`estimate.fit.FitResult`)."""
+    return f"the peak is mostly {fit.dominant} ({100 * fit.shares[fit.dominant]:.0f} %)"
+
+
+def _cheapest_plan(chosen) -> str:
+    """The cheapest plan that keeps the experiment and fits (`estimate.fit`), as the messages name it."""
+    return (f"the cheapest plan that fits (`ckpt-doctor estimate --fit`): {chosen.words()}, "
+            f"{_gib(chosen.peak_bytes_nvidia_smi)} on the card, about +{chosen.slowdown_pct:.0f} % time (predicted)")
 
 
 TRANSFORMERS_OPTIM = {"adamw-fused": "adamw_torch_fused", "adamw-8bit": "adamw_bnb_8bit"}
@@ -376,7 +386,7 @@ def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
         return  # "does not fit at all" needs a GPU count it rests on, and more than an upper bound
     if not assessment.budget.explicit:
         # no budget stated: said only when the step fits no card made, so a check never passes a step nothing can run;
-        # the plan the script runs is estimated first (the other rules need it too), the others only past that card
+        # nothing is estimated for a step whose weights and states alone are under that card
         from ckpt_doctor.estimate.gpus import largest_gpu
 
         name, largest = largest_gpu()
@@ -389,10 +399,9 @@ def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
         return
     best = min(assessment.plans(), key=lambda p: p.peak_bytes)
     fit = assessment.fit()
-    dominant = f"the peak is mostly {fit.dominant} ({100 * fit.shares[fit.dominant]:.0f} %)"
+    dominant = _dominant(fit)
     if fit.chosen is not None and fit.chosen.changes:
-        keeps = (f"; keeping the experiment, the cheapest plan that fits (`ckpt-doctor estimate --fit`): {fit.chosen.words()}, "
-                 f"{_gib(fit.chosen.peak_bytes_nvidia_smi)} on the card, about +{fit.chosen.slowdown_pct:.0f} % time (predicted)")
+        keeps = f"; keeping the experiment, {_cheapest_plan(fit.chosen)}"
     else:
         keeps = "; no plan that keeps the experiment (checkpointing, micro-batch and accumulation, fused loss, optimizer, ZeRO stage) fits"
     yield Report(

@@ -540,3 +540,4 @@ def test_every_rule_runs_after_one_rule_module_was_imported_on_its_own():
             "print(sorted({r.code[:5] for r in all_rules()}))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.strip() == "['CKPT0', 'CKPT1', 'CKPT2', 'CKPT3', 'CKPT4', 'CKPT5', 'CKPT6']"  # CKPT001 too
+

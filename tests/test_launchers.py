@@ -397,3 +397,44 @@ def test_the_defaults_of_a_project_config_class_the_script_builds_are_its_settin
     settings = analyze(read_source(str(tmp_path / "main.py")), Settings(root=tmp_path)).settings
     assert (settings.batch_size.value, settings.seq_len.value) == (2, 4096)
     assert settings.batch_size.file.endswith("training.py")
+
+
+PARSED_ARGS = """
+    from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
+    parser = HfArgumentParser((TrainingArguments,))
+    (training_args,) = parser.parse_args_into_dataclasses()
+    model = AutoModelForCausalLM.from_pretrained("gpt2")
+    {explicit}
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+    )
+    trainer.train()
+"""
+
+
+def _parsed_trainer(root: Path, explicit: str) -> list:
+    write(root, {
+        "train.py": PARSED_ARGS.format(explicit=explicit),
+        "requirements.txt": "transformers==4.46.0\n",
+        "run.sh": "python train.py --gradient_checkpointing --output_dir out\n",
+    })
+    return [f for f in check(root) if f.code == "CKPT201"]
+
+
+def test_reentrant_trainer_from_parsed_arguments_is_reported_at_the_parser(tmp_path):
+    assert [f.span.start.line for f in _parsed_trainer(tmp_path, "")] == [2]
+
+
+def test_an_explicit_enable_on_another_path_than_the_trainers_is_its_own_finding(tmp_path):
+    found = _parsed_trainer(tmp_path, "if training_args.seed == 1: model.gradient_checkpointing_enable()")
+    assert sorted(f.span.start.line for f in found) == [2, 5]
+
+
+def test_an_explicit_enable_before_a_parsed_trainer_carries_both(tmp_path):
+    # holdout3 (BELLE): `if training_args.gradient_checkpointing: model.gradient_checkpointing_enable()` and the
+    # Trainer's own call from the same arguments: one finding, at the script's call, naming the Trainer's too
+    found = _parsed_trainer(tmp_path, "if training_args.gradient_checkpointing: model.gradient_checkpointing_enable()")
+    assert [f.span.start.line for f in found] == [5]
+    assert "the Trainer enables it again at `train()`" in found[0].message
+    assert "run.sh:1" in found[0].message

@@ -84,6 +84,11 @@ class Condition:
     def compatible(self, other: "Condition") -> bool:
         return (self & other) is not None
 
+    def implies(self, other: "Condition") -> bool:
+        """Whether every run on this path is also on `other`'s: each of its tests is asked here, the same way."""
+        mine = {(l.key, l.holds, l.equals) for l in self.literals}
+        return all((l.key, l.holds, l.equals) in mine for l in other.literals)
+
     def also(self, literal: Literal) -> "Condition | None":
         return self & Condition(frozenset((literal,)))
 

@@ -53,9 +53,26 @@ def _enabled_again_later(ctx: Context, site: HFSite) -> bool:
         if site.kind == "model method" and other.kind == "kbit preparation" and other.call is not None \
                 and other.call.scope == site.call.scope and other.call.line > site.call.line:
             return True
-        if other.kind in ("training config", "command line") and ctx.training.uses_trainer and other.mode.reentrant is not None:
+        if other is _trainer_again(ctx, site):
+            continue  # reported together, at the visible call
+        if other.kind in ("training config", "command line") and ctx.training.uses_trainer and other.mode.reentrant is not None \
+                and site.condition.implies(other.condition):
             return True  # (kwargs only the command line gives are unknown: the visible call stays the place to report)
     return False
+
+
+def _trainer_again(ctx: Context, site: HFSite) -> HFSite | None:
+    """The reentrant command-line site (`TrainingArguments` parsed from the command line, which the Trainer enables
+    again at `train()`) that runs whenever the script's own call `site` does (`if training_args.gradient_checkpointing:
+    model.gradient_checkpointing_enable()`): one finding, at the call the script shows, tells of both."""
+    if site.kind != "model method" or not any(c.scope == site.call.scope and c.name.endswith("Trainer") for c in ctx.facts.calls):
+        return None  # (a helper's call, or a script without the Trainer in sight of it, stays where it is)
+    return next((other for other in _reentrant_sites(ctx) if other.kind == "command line"
+                 and _missing_use_reentrant(other) and site.condition.implies(other.condition)), None)
+
+
+def _missing_use_reentrant(site: HFSite) -> bool:
+    return not (isinstance(site.kwargs, DictVal) and not isinstance(site.kwargs.get("use_reentrant"), Missing))
 
 
 def _site_label(site: HFSite) -> str:
@@ -88,10 +105,13 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
     for site in _reentrant_sites(ctx):
         if site.kind == "kbit preparation" and ctx.training.quantized is False:
             continue  # CKPT207: it does not turn checkpointing on at all
-        if isinstance(site.kwargs, DictVal) and not isinstance(site.kwargs.get("use_reentrant"), Missing):
+        if not _missing_use_reentrant(site):
             continue  # an explicit choice
         if _enabled_again_later(ctx, site):
             continue  # what decides is the later call (reported there when it is reentrant)
+        if site.kind == "command line" and any(_trainer_again(ctx, visible) is site for visible in _reentrant_sites(ctx)
+                                               if _missing_use_reentrant(visible)):
+            continue  # reported at the script's own `gradient_checkpointing_enable()` call
         supported = _kwargs_supported(ctx, site)
         if supported is False:
             continue  # nothing to pass them to: the target release takes no checkpointing kwargs
@@ -114,6 +134,11 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
             if site.mode.torch_warns
             else "the legacy variant: no keyword arguments, no `torch.autograd.grad`, gradients silently None over frozen inputs"
         )
+        again = _trainer_again(ctx, site)
+        if again is not None:
+            advice += (f"; the Trainer enables it again at `train()` from {_site_label(again)}, with the same default, so "
+                       "give it the kwargs too (`--gradient_checkpointing_kwargs '{\"use_reentrant\": false}'`, or "
+                       "`training_args.gradient_checkpointing_kwargs = {...}` after parsing)")
         fix = _kwargs_fix(site, applicability)
         yield Report(
             site.span,

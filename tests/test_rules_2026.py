@@ -561,6 +561,11 @@ def test_a_trained_tower_a_stated_choice_no_checkpointing_or_a_text_model_are_cl
     assert swift(tmp_path, _SWIFT_VL.replace("Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct") + "freeze_vit: true\n") != []
 
 
+def test_a_config_written_for_ms_swift_3_is_not_judged(tmp_path):
+    # `train_type` is ms-swift 3's key: from 4.1.0 it stops with an error (CKPT501), so the run predates the releases
+    assert swift(tmp_path, _SWIFT_VL.replace("tuner_type", "train_type") + "freeze_vit: true\n") == []
+
+
 def test_transformers_4_is_not_judged(tmp_path):
     assert swift(tmp_path, _SWIFT_VL + "freeze_vit: true\n", targets={**NEWEST, "transformers": "4.57"}) == []
 
@@ -575,6 +580,15 @@ def test_gemma_3_is_multimodal_from_4b_on(tmp_path):
 def test_a_pinned_ms_swift_outside_the_affected_releases_is_clean(tmp_path, pin, reported):
     if pin:
         (tmp_path / "requirements.txt").write_text(pin + "\n")
+    assert len(swift(tmp_path, _SWIFT_VL + "freeze_vit: true\n")) == reported
+
+
+@pytest.mark.parametrize("own, reported", [("4.6.0.dev0", 0), ("4.5.2", 1)])
+def test_the_frameworks_own_examples_run_its_own_release(tmp_path, own, reported):
+    # ms-swift's examples/ in its own checkout: swift/version.py is the release they run (4.6.0.dev0 has the fix)
+    (tmp_path / "swift").mkdir()
+    (tmp_path / "swift" / "version.py").write_text(f"__version__ = '{own}'\n__release_datetime__ = '2099-10-13'\n")
+    (tmp_path / "requirements.txt").write_text("transformers>=4.33\n")
     assert len(swift(tmp_path, _SWIFT_VL + "freeze_vit: true\n")) == reported
 
 

@@ -71,6 +71,9 @@ def find_git_dir(repository: str, mirrors: list[Path]) -> Path | None:
     return None
 
 
+sys.path.insert(0, str(HERE.parent.parent))
+from ckpt_doctor.analysis.versions import FRAMEWORK_VERSION_FILES  # noqa: E402
+
 PIN_FILE = re.compile(r"(^|/)(requirements[^/]*\.txt|pyproject\.toml|setup\.cfg|setup\.py)$")
 
 
@@ -84,6 +87,8 @@ def pin_files_for(tree: list[str], path: str) -> list[str]:
     for name in tree:
         if PIN_FILE.search(name) and name.rpartition("/")[0] in folders:
             out.append(name)
+        elif any(name == f"{folder}/{own}".lstrip("/") for own in FRAMEWORK_VERSION_FILES for folder in folders):
+            out.append(name)  # a framework's own release, in its own checkout (its examples run it)
     return out
 
 

@@ -302,7 +302,28 @@ def _requirement_files(folder: Path) -> tuple[Path, ...]:
                    key=lambda n: (n != "requirements.txt", n))
     nested = sorted((folder / "requirements").glob("*.txt")) if "requirements" in names and (folder / "requirements").is_dir() else []
     others = [n for n in ("pyproject.toml", "setup.py", "setup.cfg", "environment.yml", "environment.yaml") if n in names]
-    return tuple(p for p in [folder / n for n in texts] + nested + [folder / n for n in others] if p.is_file())
+    own = [folder / f for f in FRAMEWORK_VERSION_FILES if f.split("/", 1)[0] in names]  # a framework's own checkout
+    return tuple(p for p in own + [folder / n for n in texts] + nested + [folder / n for n in others] if p.is_file())
+
+
+# The file that states a framework's own release, in its checkout: a script there (the framework's examples) runs that
+# release, whatever the requirement files say about other packages
+FRAMEWORK_VERSION_FILES = {
+    "swift/version.py": "ms-swift",  # `__version__ = '4.6.0.dev0'`
+    "src/llamafactory/extras/env.py": "llamafactory",  # `VERSION = "0.9.6.dev0"`
+    "src/axolotl/__init__.py": "axolotl",  # `__version__ = "0.18.0"`
+}
+_OWN_VERSION = re.compile(r"""^(?:__version__|VERSION)\s*=\s*["']([0-9][^"']*)["']""", re.M)
+
+
+def _own_release(path: Path, text: str) -> list[_Requirement]:
+    """The framework's own release, from its version file, as an exact pin."""
+    package = next((name for file, name in FRAMEWORK_VERSION_FILES.items() if path.as_posix().endswith("/" + file)), None)
+    match = _OWN_VERSION.search(text) if package else None
+    if match is None:
+        return []
+    version = Version.parse(match.group(1))
+    return [(package, version, version, f"=={match.group(1)}", path)]
 
 
 @lru_cache(maxsize=256)
@@ -419,6 +440,8 @@ def _requirements_in_file(path: Path, visited: set[Path]) -> list[_Requirement]:
         lines = _setup_cfg_requirements(text)
     elif name in ("environment.yml", "environment.yaml"):
         return _conda_requirements(text, path, visited)
+    elif name.endswith(".py"):
+        return _own_release(path, text)
     else:
         return _requirements_txt(text, path, visited)
     return [req for line in lines if (req := _parse_requirement(line, path)) is not None]

@@ -83,6 +83,19 @@ def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
     yield from _unknown_keys(ctx, run, reported)
 
 
+def _stops_from(run: RunConfig, release: str) -> bool:
+    """Whether the run sets a key its framework rejects with an error from `release` or earlier (ms-swift 3's
+    `train_type`, an error from 4.1.0): a config written for the releases before, which the later ones cannot run."""
+    for key, advice in run.framework.renamed.items():
+        name, _, value = key.partition(": ")
+        entry = run.document.get(name)
+        since = (advice.get("since") or "").split(" ", 1)[-1]
+        if entry is not None and not value and advice.get("what_happens") == "error" and since \
+                and Version.parse(since) <= Version.parse(release):
+            return True
+    return False
+
+
 def _unset(entry: Entry) -> bool:
     return entry.value is None
 
@@ -290,6 +303,8 @@ def swift_vit_checkpointing_off(ctx: Context) -> Iterator[Report]:
         return  # not a multimodal model as far as the config tells
     if ctx.versions.at_least("transformers", "5.0") is False:
         return  # transformers 4 hooks the text embeddings only (not read here: not judged)
+    if _stops_from(run, "4.1.1"):
+        return  # written for an older ms-swift: the affected releases stop on one of its keys (CKPT501)
     swift = ctx.versions.get("ms-swift")
     if swift.declared and (ctx.versions.at_least("ms-swift", "4.1.1") is False
                            or (swift.low is not None and swift.low > Version.parse("4.5.2"))):

@@ -311,8 +311,7 @@ def _requirement_files(folder: Path) -> tuple[Path, ...]:
 FRAMEWORK_VERSION_FILES = {
     "swift/version.py": "ms-swift",  # `__version__ = '4.6.0.dev0'`
     "src/llamafactory/extras/env.py": "llamafactory",  # `VERSION = "0.9.6.dev0"`
-    "src/axolotl/__init__.py": "axolotl",  # `__version__ = "0.18.0"`
-}
+}  # (axolotl keeps its release in a bare `VERSION` file, a name too common to tell its checkout by)
 _OWN_VERSION = re.compile(r"""^(?:__version__|VERSION)\s*=\s*["']([0-9][^"']*)["']""", re.M)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ckpt_doctor.estimate.arch import ModelArch
+from ckpt_doctor.estimate.arch import ModelArch, default_attn
 from ckpt_doctor.estimate.memory import TrainingSetup, estimate
 from ckpt_doctor.estimate.registry import resolve
 
@@ -162,6 +162,11 @@ GRID_FAMILIES: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "GPT-NeoX": ("EleutherAI/pythia-1.4b", 4, ("query_key_value",)),
     "GPT-2": ("openai-community/gpt2-medium", 4, ("c_attn",)),
     "BERT": ("google-bert/bert-base-uncased", 4, ("query", "value")),
+    # open-instruct's LoRA targets (allenai/open-instruct open_instruct/finetune.py: q, o, v, k, gate, up, down)
+    "OLMo 2": ("allenai/OLMo-2-1124-7B", 2, ALL_LLAMA),
+    # huggingface/gpt-oss-recipes configs/sft_lora.yaml: all-linear, which is the attention projections (the router
+    # and the experts are not nn.Linear); one sliding and one full attention layer
+    "gpt-oss": ("openai/gpt-oss-20b", 2, ("q_proj", "k_proj", "v_proj", "o_proj")),
 }
 # (batch, seq, overrides) per row; the LoRA targets are the family's
 GRID_ROWS: list[tuple[int, int, dict]] = [
@@ -175,7 +180,7 @@ GRID_ROWS: list[tuple[int, int, dict]] = [
 # dtype on CUDA (SM80+) and on CPU with torch > 2.10, and torch 2.13's grouped_mm takes bf16 only
 # (torch/_meta_registrations.py `_meta_grouped_mm_common`: "Expected inputs of BF16 type"); these families' autocast
 # rows run in bf16
-MOE_BF16_ONLY = ("Qwen3-MoE", "Mixtral")
+MOE_BF16_ONLY = ("Qwen3-MoE", "Mixtral", "gpt-oss")
 GRID: list[tuple[str, str, int, int, dict]] = []  # (family, model key, batch, seq, overrides)
 for _fam, (_model, _layers, _targets) in GRID_FAMILIES.items():
     _key = f"{_model.split('/')[-1]}-{_layers}L"
@@ -183,8 +188,8 @@ for _fam, (_model, _layers, _targets) in GRID_FAMILIES.items():
         MODELS[_key] = _reduced(_model, _layers)
     for _b, _s, _over in GRID_ROWS:
         _over = dict(_over)
-        if _fam == "Gemma 2":
-            _over["attn"] = "eager"  # transformers refuses sdpa for Gemma 2
+        if default_attn(ModelArch.from_hf_config(dict(MODELS[_key]), _key)) == "eager":
+            _over["attn"] = "eager"  # transformers refuses sdpa for Gemma 2 and gpt-oss
         _s = min(_s, ModelArch.from_hf_config(dict(MODELS[_key]), _key).max_position_embeddings)  # GPT-2, BERT, Pythia
         if _over.get("lora_r"):
             _over["lora_targets"] = _targets

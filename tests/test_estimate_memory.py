@@ -396,13 +396,14 @@ def test_bad_setups_raise(llama7b):
 @pytest.mark.parametrize("name", ["openai-community/gpt2", "google-bert/bert-base-uncased", "Qwen/Qwen3-0.6B",
                                   "google/gemma-2-2b", "mistralai/Mixtral-8x7B-v0.1", "microsoft/phi-2",
                                   "EleutherAI/pythia-160m", "tiiuae/falcon-7b", "facebook/opt-125m",
-                                  "google-t5/t5-small", "microsoft/Phi-3-mini-4k-instruct", "google/gemma-3-4b-pt"])
+                                  "google-t5/t5-small", "microsoft/Phi-3-mini-4k-instruct", "google/gemma-3-4b-pt",
+                                  "allenai/OLMo-2-1124-7B", "openai/gpt-oss-20b"])
 def test_every_family_estimates(name):
     arch = resolve(name)
     assert arch is not None
     from ckpt_doctor.estimate.arch import attention_refusal, default_attn
 
-    attn = default_attn(arch)  # Gemma 2: eager (transformers 5.25 refuses sdpa, and the estimate with it)
+    attn = default_attn(arch)  # Gemma 2, gpt-oss: eager (transformers 5.25 refuses sdpa, and the estimate with it)
     if attn != "sdpa":
         assert attention_refusal(arch, "sdpa")
         with pytest.raises(ValueError, match="transformers refuses"):
@@ -585,6 +586,14 @@ FAMILY_TINY: dict[str, tuple[dict, dict]] = {
                    eos_token_id=0), dict(checkpointing="every_2")),
     "BERT": (dict(model_type="bert", intermediate_size=512, **_T), dict(dtype="fp32", lora_r=8,
                                                                         lora_targets=("query", "value"))),
+    "OLMo 2": (dict(model_type="olmo2", intermediate_size=352, num_key_value_heads=2, **_T),
+               dict(dtype="fp32", mixed_precision="bf16", lora_r=8,
+                    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))),
+    # bf16: the experts' grouped_mm takes bf16 only (bench/estimate_traces.py MOE_BF16_ONLY)
+    "gpt-oss": (dict(model_type="gpt_oss", intermediate_size=64, num_key_value_heads=2, head_dim=32,
+                     num_local_experts=4, num_experts_per_tok=2, sliding_window=32,
+                     layer_types=["sliding_attention", "full_attention"], **_T),
+                dict(attn="eager", checkpointing="every_2")),
 }
 
 

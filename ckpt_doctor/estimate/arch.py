@@ -129,6 +129,8 @@ _FAMILY = {
     "gemma2": "llama",
     "gemma3_text": "llama",
     "gemma3": "llama",
+    "olmo2": "llama",
+    "gpt_oss": "llama",
     "phi": "phi",
     "phi3": "phi3",
     "gpt2": "gpt2",
@@ -175,6 +177,15 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                         num_attention_heads=8, num_key_value_heads=4, head_dim=256,
                         max_position_embeddings=131072, tie_word_embeddings=True, attention_bias=False,
                         hidden_activation="gelu_pytorch_tanh"),
+    # transformers 5.25 models/olmo2/configuration_olmo2.py Olmo2Config
+    "olmo2": dict(vocab_size=50304, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, max_position_embeddings=2048, tie_word_embeddings=False,
+                  attention_bias=False, hidden_act="silu"),
+    # transformers 5.25 models/gpt_oss/configuration_gpt_oss.py GptOssConfig
+    "gpt_oss": dict(vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=36,
+                    num_attention_heads=64, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
+                    tie_word_embeddings=False, attention_bias=True, hidden_act="silu", num_local_experts=128,
+                    num_experts_per_tok=4, sliding_window=128, swiglu_alpha=1.702, swiglu_limit=7.0),
     "siglip_vision_model": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                 num_attention_heads=12, num_channels=3, image_size=224, patch_size=16,
                                 vision_use_head=True),
@@ -211,7 +222,8 @@ _DEFAULTS["RefinedWeb"] = _DEFAULTS["RefinedWebModel"] = _DEFAULTS["falcon"]
 # torch.nn.functional.scaled_dot_product_attention yet") and the Flash Attention check of
 # _check_and_adjust_attn_implementation, which read the class flags _supports_sdpa / _supports_flash_attn.
 # For the supported model types they are False only for: Gemma2ForCausalLM._supports_sdpa (models/gemma2/
-# modeling_gemma2.py: "sdpa does not support softcapping"), T5ForConditionalGeneration._supports_flash_attn and
+# modeling_gemma2.py: "sdpa does not support softcapping"), GptOssPreTrainedModel._supports_sdpa (the attention sinks
+# are an extra softmax column SDPA has no input for), T5ForConditionalGeneration._supports_flash_attn and
 # Gemma3ForConditionalGeneration._supports_flash_attn (the multimodal Gemma 3).  ``flash`` is the --attn name of
 # flash_attention_2.
 _ATTN_REFUSED: dict[str, tuple[str, str, str]] = {
@@ -220,6 +232,9 @@ _ATTN_REFUSED: dict[str, tuple[str, str, str]] = {
                "(no attention soft-capping)"),
     "t5": ("flash", "T5ForConditionalGeneration", "does not support Flash Attention"),
     "gemma3": ("flash", "Gemma3ForConditionalGeneration", "does not support Flash Attention"),
+    # models/gpt_oss/modeling_gpt_oss.py GptOssPreTrainedModel._supports_sdpa = False (attention sinks)
+    "gpt_oss": ("sdpa", "GptOssForCausalLM", "does not support attention through torch's scaled_dot_product_attention "
+                "(attention sinks)"),
 }
 
 
@@ -343,7 +358,8 @@ class ModelArch:
     mlp_bias: bool = False             # bias on the MLP projections
     norm_type: str = "rmsnorm"         # rmsnorm | layernorm
     norm_bias: bool = False            # LayerNorm with bias
-    qk_norm: bool = False              # per-head norm on q and k (Qwen3, Gemma 3, Phi qk_layernorm)
+    qk_norm: bool = False              # norm on q and k: per head (Qwen3, Gemma 3, Phi qk_layernorm), over the
+                                       # whole projection (OLMo 2)
     parallel_attn: bool = False        # attention and MLP read the same input (Phi-2, Falcon-7B, NeoX)
     position_embedding: str = "rope"   # rope | learned | relative | alibi
     num_position_embeddings: int = 0   # rows of a learned position table (0 for rope)
@@ -449,6 +465,10 @@ class ModelArch:
             experts = int(cfg["num_experts"])
             topk = int(cfg["num_experts_per_tok"])
             moe_inter = int(cfg["moe_intermediate_size"])
+        elif model_type == "gpt_oss":  # every layer sparse; each expert's MLP is intermediate_size wide
+            experts = int(cfg["num_local_experts"])
+            topk = int(cfg["num_experts_per_tok"])
+            moe_inter = int(cfg["intermediate_size"])
         qkv_bias = bool(cfg.get("attention_bias", False))
         out_bias = qkv_bias
         if model_type == "qwen2":  # q/k/v always biased, o_proj never
@@ -474,7 +494,7 @@ class ModelArch:
             out_bias=out_bias,
             mlp_bias=bool(cfg.get("mlp_bias", False)),
             norm_type="rmsnorm",
-            qk_norm=model_type in ("qwen3", "qwen3_moe", "gemma3_text"),
+            qk_norm=model_type in ("qwen3", "qwen3_moe", "gemma3_text", "olmo2"),
             num_decoder_layers=n,
         )
 
@@ -632,8 +652,17 @@ class ModelArch:
             norms = [ln("input_layernorm"), ln("post_attention_layernorm")]
             if self.model_type in ("gemma2", "gemma3_text", "gemma3"):
                 norms += [ln("pre_feedforward_layernorm"), ln("post_feedforward_layernorm")]
-            if self.qk_norm:
+            if self.model_type == "olmo2":
+                # Olmo2DecoderLayer: no input norm; the attention and MLP outputs are normed (post-norm placement)
+                norms = [ln("post_attention_layernorm"), ln("post_feedforward_layernorm")]
+            if self.qk_norm and self.model_type == "olmo2":
+                # Olmo2Attention: q_norm / k_norm over the whole q and k projections, not per head
+                norms += [ln("q_norm", q), ln("k_norm", kv)]
+            elif self.qk_norm:
                 norms += [ln("q_norm", self.head_dim), ln("k_norm", self.head_dim)]
+            if self.model_type == "gpt_oss":
+                # GptOssAttention.sinks: one learned logit per head (a vector, stored with the norms)
+                norms += [NormSpec("sinks", self.num_attention_heads, False)]
             dense_mlp = [
                 L("gate_proj", h, inter, self.mlp_bias, path="mlp.gate_proj"),
                 L("up_proj", h, inter, self.mlp_bias, path="mlp.up_proj"),
@@ -642,11 +671,15 @@ class ModelArch:
             out: list[Stack] = []
             if self.is_moe:
                 e, mi = self.num_experts, self.moe_intermediate_size
+                # gpt-oss: GptOssTopKRouter (weight + bias, not an nn.Linear) and GptOssExperts with biased
+                # [E, h, 2*mi] / [E, mi, h] projections (models/gpt_oss/modeling_gpt_oss.py)
+                oss = self.model_type == "gpt_oss"
                 moe = [
-                    L("gate", h, e, False, path="mlp.gate", lora_targetable=False),
-                    L("gate_up_proj", h, 2 * mi, False, count=e, path="mlp.experts.gate_up_proj",
+                    L("router" if oss else "gate", h, e, oss, path="mlp.router" if oss else "mlp.gate",
                       lora_targetable=False),
-                    L("down_proj", mi, h, False, count=e, path="mlp.experts.down_proj", lora_targetable=False),
+                    L("gate_up_proj", h, 2 * mi, oss, count=e, path="mlp.experts.gate_up_proj",
+                      lora_targetable=False),
+                    L("down_proj", mi, h, oss, count=e, path="mlp.experts.down_proj", lora_targetable=False),
                 ]
                 n_moe = self._num_sparse_layers()
                 out.append(Stack("decoder", n_moe, tuple(attn + moe), tuple(norms)))

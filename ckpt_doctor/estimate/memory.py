@@ -533,9 +533,12 @@ class _Ctx:
         a, L = self.arch, self.L
         text = a.text_config if hasattr(a, "text_config") else self.cfg
         mt = a.model_type
-        if mt not in ("mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gemma3"):
+        if mt not in ("mistral", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gemma3",
+                      "gpt_oss"):
             return [False] * L
         window = text.get("sliding_window", 4096 if mt == "mistral" else (4096 if mt == "gemma2" else None))
+        if mt == "gpt_oss" and "sliding_window" not in text:
+            window = 128  # GptOssConfig default
         if mt in ("gemma3_text", "gemma3") and "sliding_window" not in text:
             window = 512  # Gemma3TextConfig default (transformers 5.25 configuration_gemma3.py)
         if not window:
@@ -548,6 +551,8 @@ class _Ctx:
         if mt in ("gemma3_text", "gemma3"):
             pat = int(text.get("sliding_window_pattern", 6) or 6)
             return [bool((i + 1) % pat) for i in range(L)]
+        if mt == "gpt_oss":  # GptOssConfig without layer_types: sliding, full, sliding, ...
+            return [not bool(i % 2) for i in range(L)]
         if mt in ("qwen2", "qwen3", "qwen3_moe"):
             if not text.get("use_sliding_window", False):
                 return [False] * L
@@ -796,8 +801,14 @@ class _Model:
         sim.drop(mask)
         return out
 
-    def rmsnorm(self, x: _T, w: _T | None, width: int | None = None, gemma: bool = False) -> _T:
-        """transformers' LlamaRMSNorm (x.float(), pow, mean, rsqrt, mul, .to(dtype), * weight)."""
+    def rmsnorm(self, x: _T, w: _T | None, width: int | None = None, gemma: bool = False,
+                weight_first: bool = False) -> _T:
+        """transformers' LlamaRMSNorm (x.float(), pow, mean, rsqrt, mul, .to(dtype), * weight).
+
+        ``weight_first``: OLMo 2's and gpt-oss's RMSNorm (models/olmo2/modeling_olmo2.py Olmo2RMSNorm,
+        models/gpt_oss/modeling_gpt_oss.py GptOssRMSNorm: ``(self.weight * hidden_states).to(input_dtype)``) multiplies
+        the weight into the fp32 normed tensor, so the weight's gradient keeps that fp32 tensor and the product is fp32
+        before its cast back."""
         sim, c = self.sim, self.ctx
         width = width or c.h
         rows = x.numel // width
@@ -814,6 +825,12 @@ class _Model:
         if w is None:
             out = sim.cast(y, x.b)
             sim.drop(y)
+            return out
+        if weight_first:
+            z = sim.op([w, y], y.numel, max(w.b, y.b), saves=[y if w.rg else None, w if y.rg else None])
+            sim.drop(y)
+            out = sim.cast(z, x.b)
+            sim.drop(z)
             return out
         if gemma:  # output * (1 + weight.float()), then .type_as(x)
             w1 = sim.op([w], w.numel, 4)
@@ -841,8 +858,8 @@ class _Model:
     def norm(self, x: _T, w: _T | None, bias: _T | None = None, width: int | None = None) -> _T:
         if getattr(self.ctx.arch, "norm_type", "rmsnorm") == "layernorm":
             return self.layernorm(x, w, bias)
-        gemma = self.ctx.arch.model_type.startswith("gemma")
-        return self.rmsnorm(x, w, width, gemma=gemma)
+        mt = self.ctx.arch.model_type
+        return self.rmsnorm(x, w, width, gemma=mt.startswith("gemma"), weight_first=mt in _WEIGHT_FIRST_RMSNORM)
 
     def activation(self, x: _T, name: str) -> _T:
         """Elementwise activation of an MLP, as transformers' ACT2FN runs it."""
@@ -969,7 +986,10 @@ class _Model:
 # ``proj_out * sample_weights_g`` is an fp32 [S, h] tensor.
 _MOE_ROUTING_WEIGHTS_TO_LOGITS_DTYPE = {"qwen3_moe": True, "mixtral": False}
 
-_ALIAS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "wi_0": "gate_proj", "wi_1": "up_proj",
+# RMSNorm computing ``(weight * hidden_states.float()).to(input_dtype)`` (see _Model.rmsnorm)
+_WEIGHT_FIRST_RMSNORM = frozenset({"olmo2", "gpt_oss"})
+
+_ALIAS = {"router": "gate", "q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "wi_0": "gate_proj", "wi_1": "up_proj",
           "wi": "gate_proj", "wo": "down_proj"}
 
 
@@ -1017,10 +1037,20 @@ class _LlamaModel(_Model):
             x2 = sim.op([x], x.numel, x.b)
             sim.drop(x)
             x = x2
-        # rotary tables, shared by all layers: [1, s, head_dim] in the hidden dtype
-        self.cos = sim.new(c.s * c.d, x.b)
-        self.sin = sim.new(c.s * c.d, x.b)
+        # rotary tables, shared by all layers: [1, s, head_dim] in the hidden dtype.  OLMo 2's rotary embedding returns
+        # them in fp32 (models/olmo2/modeling_olmo2.py Olmo2RotaryEmbedding.forward has no ``.to(x.dtype)``); gpt-oss's
+        # are ``freqs`` only, [1, s, head_dim / 2] (GptOssRotaryEmbedding.forward: ``emb = freqs``)
+        mt = c.arch.model_type
+        rope_w = c.s * c.d // 2 if mt == "gpt_oss" else c.s * c.d
+        rope_b = 4 if mt == "olmo2" else x.b
+        self.cos = sim.new(rope_w, rope_b)
+        self.sin = sim.new(rope_w, rope_b)
         self.mask = sim.new(c.b * c.s * c.s, x.b) if c.attn == "eager" else None
+        # gpt-oss builds a causal and a sliding-window mask (GptOssModel.forward causal_mask_mapping); eager turns each
+        # into its own additive [b, 1, s, s] tensor (masking_utils.py eager_mask: torch.where)
+        self.mask_sliding = None
+        if c.attn == "eager" and mt == "gpt_oss" and any(c.sliding) and not all(c.sliding):
+            self.mask_sliding = sim.new(c.b * c.s * c.s, x.b)
         # SDPA and a sliding window that masks something (transformers 5.25 masking_utils.py sdpa_mask: the mask is
         # skipped for is_causal unless ``kv_length >= local_attention_size`` in _ignore_causal_mask_sdpa): one boolean
         # [1, 1, s, s] mask for the sliding layers, expanded over the batch as a view
@@ -1028,13 +1058,17 @@ class _LlamaModel(_Model):
         if c.attn != "eager" and any(c.sliding) and c.window and c.s >= c.window:
             self.sdpa_mask = sim.new(c.s * c.s, 1)
         x = self.layers(x)
-        sim.drop(self.cos, self.sin, self.mask, self.sdpa_mask)
+        sim.drop(self.cos, self.sin, self.mask, self.mask_sliding, self.sdpa_mask)
         xn = self.norm(x, self.final)
         sim.drop(x)
         return self.lm_head_and_loss(xn)
 
     def block(self, x: _T, lay: dict) -> _T:
         sim, c, a = self.sim, self.ctx, self.ctx.arch
+        if a.model_type == "olmo2":
+            return self.olmo2_block(x, lay)
+        if a.model_type == "gpt_oss":
+            return self.gpt_oss_block(x, lay)
         gemma_sandwich = self.n_norms >= 4 + (2 if a.qk_norm else 0) and "pre_feedforward_layernorm" in lay
         xn = self.norm(x, lay.get("input_layernorm"))
         if self.fused_qkv:
@@ -1082,6 +1116,208 @@ class _LlamaModel(_Model):
         out = self.add(h1, mo)
         sim.drop(h1, mo, aw)
         return out
+
+    def olmo2_block(self, x: _T, lay: dict) -> _T:
+        """Olmo2DecoderLayer (transformers 5.25 models/olmo2/modeling_olmo2.py): the projections read the residual
+        stream itself; q_norm / k_norm over the whole q and k projections (Olmo2Attention.forward), RoPE in fp32 (the
+        tables are fp32) cast back (``q_embed.to(q_type)``); the attention and MLP outputs are normed before their
+        residual adds (post_attention_layernorm, post_feedforward_layernorm)."""
+        sim, c = self.sim, self.ctx
+        q0 = self.linear(x, lay["q_proj"])
+        q = self.norm(q0, lay["q_norm"], width=c.nq * c.d)
+        sim.drop(q0)
+        k0 = self.linear(x, lay["k_proj"])
+        k = self.norm(k0, lay["k_norm"], width=c.nkv * c.d)
+        sim.drop(k0)
+        v = self.linear(x, lay["v_proj"])
+        qe, ke = (self.rope_cast(t) for t in (q, k))
+        sim.drop(q, k)
+        ao, aw = self.attend(qe, ke, v, lay["o_proj"])
+        an = self.norm(ao, lay["post_attention_layernorm"])
+        sim.drop(ao)
+        h1 = self.add(x, an)
+        sim.drop(an)
+        mo = self.mlp(h1, lay)
+        mn = self.norm(mo, lay["post_feedforward_layernorm"])
+        sim.drop(mo)
+        out = self.add(h1, mn)
+        sim.drop(h1, mn, aw)
+        return out
+
+    def rope_cast(self, x: _T) -> _T:
+        """``(q * cos) + (rotate_half(q) * sin)`` promoted to the tables' dtype, then ``.to(q_type)``."""
+        e = self.rope(x, self.cos, self.sin)
+        out = self.sim.cast(e, x.b)
+        self.sim.drop(e)
+        return out
+
+    def gpt_oss_block(self, x: _T, lay: dict) -> _T:
+        """GptOssDecoderLayer (transformers 5.25 models/gpt_oss/modeling_gpt_oss.py): pre-norm, biased q/k/v/o, its own
+        RoPE (``_apply_rotary_emb``: halves, then ``torch.cat``), eager attention with a learned sink logit per head,
+        then the sparse MoE block (``gpt_oss_moe``)."""
+        sim, c = self.sim, self.ctx
+        xn = self.norm(x, lay["input_layernorm"])
+        q = self.linear(xn, lay["q_proj"])
+        k = self.linear(xn, lay["k_proj"])
+        v = self.linear(xn, lay["v_proj"])
+        sim.drop(xn)
+        qe, ke = self.oss_rope(q), self.oss_rope(k)
+        sim.drop(q, k)
+        mask = self.mask_sliding if self.mask_sliding is not None and c.sliding[lay["_idx"]] else self.mask
+        if c.attn == "eager":
+            o, aw = self.eager_sinks(qe, ke, v, lay["sinks"], mask)
+        else:  # flash kernels with sinks (transformers' hub kernels): what SDPA's flash kernel keeps
+            o, aw = self.sdpa(qe, ke, v, c.nq), None
+        sim.drop(qe, ke, v)
+        ao = self.linear(o, lay["o_proj"])
+        sim.drop(o)
+        h1 = self.add(x, ao)
+        sim.drop(ao)
+        xn2 = self.norm(h1, lay["post_attention_layernorm"])
+        mo = self.gpt_oss_moe(xn2, lay)
+        sim.drop(xn2)
+        out = self.add(h1, mo)
+        sim.drop(h1, mo, aw)
+        return out
+
+    def oss_rope(self, x: _T) -> _T:
+        """gpt-oss ``_apply_rotary_emb``: ``first * cos - second * sin`` and ``second * cos + first * sin`` on the two
+        halves (each product keeps the [1, s, d/2] table it multiplies by), then ``torch.cat``; promoted to the tables'
+        dtype (the residual stream's: fp32 under autocast)."""
+        sim = self.sim
+        half = x.numel // 2
+        b = max(x.b, self.cos.b)
+        first, second = self.split(x, (half, half))  # torch.chunk(x, 2, dim=-1): views
+        halves = []
+        for p, q, tp, tq in ((first, second, self.cos, self.sin), (second, first, self.cos, self.sin)):
+            t1 = sim.op([p, tp], half, b, saves=[tp])
+            t2 = sim.op([q, tq], half, b, saves=[tq])
+            halves.append(sim.op([t1, t2], half, b, passthrough=True))
+            sim.drop(t1, t2)
+        sim.drop(first, second)
+        out = sim.op(halves, x.numel, b)  # torch.cat: its backward slices the gradient, nothing saved
+        sim.drop(*halves)
+        return out
+
+    def eager_sinks(self, qe: _T, ke: _T, v: _T, sinks: _T, mask: _T | None) -> tuple[_T, _T]:
+        """gpt-oss ``eager_attention_forward``: repeat_kv, ``q @ k^T * scaling + mask``, the sink logit of each head
+        concatenated as one more column (``torch.cat([attn_weights, sinks], dim=-1)``: [b, nq, s, s + 1]), minus its row
+        max (``max(dim=-1)`` keeps its indices), softmax in that dtype (output kept), the sink column sliced off and
+        ``.to(value.dtype)`` (a copy only when the dtypes differ, as under autocast), ``@ v``, and the
+        ``transpose(1, 2).contiguous()`` copy.  Returns the output and the attention weights the layer keeps."""
+        sim, c = self.sim, self.ctx
+        if c.nq // max(c.nkv, 1) > 1:
+            kr = sim.op([ke], c.N * c.nq * c.d, ke.b)
+            vr = sim.op([v], c.N * c.nq * c.d, v.b)
+        else:
+            kr, vr = sim.ref(ke), sim.ref(v)
+        S = c.b * c.nq * c.s * c.s
+        S1 = c.b * c.nq * c.s * (c.s + 1)
+        rows = c.b * c.nq * c.s
+        qm, km = (sim.cast(qe, 2), sim.cast(kr, 2)) if c.mixed else (sim.ref(qe), sim.ref(kr))
+        sc = sim.op([qm, km], S, qm.b, saves=[qm if km.rg else None, km if qm.rg else None])
+        sim.drop(qm, km)
+        sc2 = sim.op([sc], S, sc.b)  # * scaling
+        sim.drop(sc)
+        sc3 = sim.op([sc2, mask], S, max(sc2.b, mask.b if mask else 0))
+        sim.drop(sc2)
+        cat = sim.op([sc3, sinks], S1, max(sc3.b, sinks.b))
+        sim.drop(sc3)
+        idx = sim.new(rows, 8)  # max(dim=-1).indices, kept by its backward
+        mx = sim.op([cat], rows, cat.b, saves=[idx], extra_outs=[idx])
+        sim.drop(idx)
+        cen = sim.op([cat, mx], S1, cat.b, passthrough=True)
+        sim.drop(cat, mx)
+        p = sim.op([cen], S1, cen.b, saves=[_OUT])  # softmax(dim=-1, dtype=combined_logits.dtype)
+        sim.drop(cen)
+        if p.b != vr.b:  # probs[..., :-1].to(value_states.dtype)
+            pw = sim.op([p], S, vr.b)
+        else:  # a view of the softmax output
+            pw = sim.view(p, S)
+            if p.rg and sim.rec is not None:
+                sim.rec.append(_Node([p], [pw], [], 0, False))
+        sim.drop(p)
+        pm, vm = (sim.cast(pw, 2), sim.cast(vr, 2)) if c.mixed else (sim.ref(pw), sim.ref(vr))
+        o = sim.op([pm, vm], c.N * c.nq * c.d, pm.b, saves=[pm if vm.rg else None, vm if pm.rg else None])
+        sim.drop(pm, vm, kr, vr)
+        oc = sim.op([o], o.numel, o.b)  # transpose(1, 2).contiguous()
+        sim.drop(o)
+        return oc, pw
+
+    def gpt_oss_moe(self, x: _T, lay: dict) -> _T:
+        """GptOssMLP with transformers 5.25's default ``grouped_mm`` experts (integrations/moe.py
+        ``grouped_mm_experts_forward``, GptOssExperts ``is_transposed=True, has_bias=True``).
+
+        Router (GptOssTopKRouter.forward): ``F.linear`` with bias, top-k of the logits, softmax over the k values in
+        their dtype.  Experts: the tokens gathered once per chosen expert, ``_grouped_mm`` against the whole
+        ``[E, h, 2*mi]`` weight, the bias gathered per row (``gate_up_proj_bias[expert_ids_g]``) and added in place
+        (``out.add_(bias)``), GptOssExperts._apply_gate on the interleaved halves (``gate_up[..., ::2]``, ``[..., 1::2]``:
+        views, kept whole by the clamps' backward), ``clamp``, ``gate * sigmoid(gate * alpha)``, ``(up + 1) * glu``;
+        the down projection and its bias alike; the routing weights multiplied in, un-permuted, summed over k."""
+        sim, c, a = self.sim, self.ctx, self.ctx.arch
+        k = max(1, a.num_experts_per_tok)
+        mi = a.moe_intermediate_size or c.I
+        S = c.N * k
+        logits = self.linear(x, lay["gate"])
+        tidx = sim.new(c.N * k, 8)  # topk indices, kept by topk's backward
+        top = sim.op([logits], c.N * k, logits.b, saves=[tidx], extra_outs=[tidx])
+        sim.drop(logits)
+        scores = sim.op([top], c.N * k, top.b, saves=[_OUT])  # softmax(dim=1, dtype=router_top_value.dtype)
+        sim.drop(top)
+        ids_g = sim.new(S, 8)  # torch.sort(expert_ids): sorted ids and perm
+        perm = sim.new(S, 8)
+        sim.drop(tidx)
+        tok = sim.new(S, 8)  # perm // num_top_k
+        xr = sim.op([x], S * c.h, x.b, saves=[tok])  # hidden_states[perm // k]
+        sim.drop(tok)
+        sw = sim.op([scores], S, scores.b, saves=[perm])  # sample_weights[perm]
+        sim.drop(scores)
+        gu = self.grouped_linear_bias(xr, lay["gate_up_proj"], S, ids_g)
+        sim.drop(xr)
+        gate, up = self.split(gu, (S * mi, S * mi))  # [..., ::2] and [..., 1::2]
+        sim.drop(gu)
+        gc = sim.op([gate], S * mi, gate.b, saves=[gate])  # clamp(max=limit) keeps its input
+        uc = sim.op([up], S * mi, up.b, saves=[up])  # clamp(-limit, limit)
+        sim.drop(gate, up)
+        ga = sim.op([gc], S * mi, gc.b)  # gate * alpha
+        sg = sim.op([ga], S * mi, ga.b, saves=[_OUT])  # sigmoid
+        sim.drop(ga)
+        glu = sim.op([gc, sg], S * mi, gc.b, saves=[gc, sg])
+        sim.drop(gc, sg)
+        u1 = sim.op([uc], S * mi, uc.b, passthrough=True)  # up + 1
+        sim.drop(uc)
+        go = sim.op([u1, glu], S * mi, u1.b, saves=[u1, glu])
+        sim.drop(u1, glu)
+        dn = self.grouped_linear_bias(go, lay["down_proj"], S, ids_g)
+        sim.drop(go, ids_g)
+        wb = max(dn.b, sw.b)
+        w = sim.op([dn, sw], S * c.h, wb, saves=[dn if sw.rg else None, sw if dn.rg else None])
+        sim.drop(dn, sw)
+        inv = sim.new(S, 8)  # inv_perm
+        sim.drop(perm)
+        wo = sim.op([w], S * c.h, wb, saves=[inv])  # weighted_out[inv_perm]
+        sim.drop(w, inv)
+        sm = sim.op([wo], c.N * c.h, wb)  # .view(N, k, h).sum(dim=1)
+        sim.drop(wo)
+        out = sim.cast(sm, x.b)  # .to(hidden_states.dtype)
+        sim.drop(sm)
+        return out
+
+    def grouped_linear_bias(self, x: _T, lin: _Linear, rows: int, ids: _T) -> _T:
+        """``_grouped_linear`` with a bias (integrations/moe.py): ``_grouped_mm`` (see ``grouped_linear``), then
+        ``out.add_(bias[expert_ids_g])``: the gathered [rows, out] bias lives until the in-place add (the gather keeps
+        the ids when the bias trains)."""
+        sim = self.sim
+        out = self.grouped_linear(x, lin, rows)
+        if lin.B is None:
+            return out
+        bg = sim.op([lin.B], rows * lin.fout, lin.B.b, saves=[ids])
+        s = sim.view(out, out.numel)  # add_ in place: the same storage, nothing saved
+        s.rg = out.rg or bg.rg
+        if s.rg and sim.rec is not None:
+            sim.rec.append(_Node([out, bg], [s], [], 0, True))
+        sim.drop(out, bg)
+        return s
 
     def mlp(self, x: _T, lay: dict, rows: int | None = None) -> _T:
         sim, c = self.sim, self.ctx

@@ -1762,15 +1762,16 @@ def _walk(setup: TrainingSetup) -> _Walk:
     n_train = sum(p.numel for p in trainable)
     shards = max(setup.gpus, 1) if setup.zero else 1
 
-    # ZeRO-3 / FSDP FULL_SHARD: every rank keeps 1/N of the weights (the layer being run is gathered)
+    # ZeRO-3 / FSDP FULL_SHARD: every rank keeps 1/N of the weights (the units being run are gathered: below)
+    gathered = _unsharded_units(model, params) if setup.zero >= 3 and shards > 1 else 0
     if setup.zero >= 3 and shards > 1:
         for p in params:
             if p.own:
                 sim._sub(p)
                 p.dead = False
-                p.own = _round(p.own / shards)
+                p.own = _shard_bytes(p, shards)
                 sim._add(p)
-        notes.append(f"ZeRO-3/FSDP: weights sharded over {shards} GPUs; one gathered layer in flight")
+        notes.append(f"ZeRO-3/FSDP: weights sharded over {shards} GPUs; the root unit and two gathered layers in full")
     # DeepSpeed's 16-bit mode: the fp32 master copy of the trainable parameters, which the optimizer steps (its state
     # is fp32 too); partitioned with the optimizer state below
     master = setup.master_weights == "fp32"
@@ -1848,10 +1849,7 @@ def _walk(setup: TrainingSetup) -> _Walk:
 
     phases = {k: sim.peaks.get(k, 0) for k in ("forward", "backward", "optimizer")}
     snaps = {k: dict(sim.snaps.get(k, {})) for k in phases}
-    if setup.zero >= 3 and shards > 1:
-        # the layer being computed (and the next one, prefetched) is gathered in full
-        layer = max((sum(p.own for p in _block_params(b)) for b in getattr(model, "blocks", [])), default=0)
-        gathered = 2 * layer * (shards - 1) // shards
+    if gathered:
         for k in ("forward", "backward"):
             phases[k] += gathered
             snaps[k]["temporaries"] = snaps[k].get("temporaries", 0) + gathered
@@ -1875,6 +1873,41 @@ def _walk(setup: TrainingSetup) -> _Walk:
             phases[k] += gsize
             snaps[k]["gradients"] = snaps[k].get("gradients", 0) + gsize
     return _Walk(phases, snaps, n_total, n_train, notes)
+
+
+def _storage_bytes(p: _T) -> int:
+    """The bytes of ``p``'s own storage, the part ZeRO-3 / FSDP flattens and shards.  A quantised weight owns more:
+    its quantisation state (bitsandbytes ``Params4bit.quant_state``: absmax and the nested quantisation's tensors;
+    ``Int8Params.SCB``) is an attribute of the parameter, not a parameter, so FSDP's ``FlatParamHandle`` never
+    flattens it (torch 2.13 ``distributed/fsdp/_flat_param.py``, ``flatten_tensors`` over ``module.parameters()``)
+    and every rank keeps it whole."""
+    return min(p.own, _round(p.numel * p.b))
+
+
+def _shard_bytes(p: _T, shards: int) -> int:
+    """This rank's bytes of ``p`` under ZeRO-3 / FSDP FULL_SHARD: 1/N of its storage, its quantisation state whole."""
+    store = _storage_bytes(p)
+    return _round(store / shards) + (p.own - store)
+
+
+def _unsharded_units(model: Any, params: list[_T]) -> int:
+    """Bytes of the unsharded (all-gathered) flat parameters alive during forward and backward under FSDP FULL_SHARD,
+    on top of this rank's shards.
+
+    Each unit gathers into a buffer of the whole unit's size next to the local shard, which stays allocated
+    (torch 2.13 ``distributed/fsdp/_flat_param.py`` ``FlatParamHandle.unshard`` -> ``_alloc_padded_unsharded_flat_param``,
+    the shard in ``flat_param._local_shard``); so a gathered unit costs its full size, not (N-1)/N of it.
+    In flight: the decoder layer being computed and the one prefetched (``BackwardPrefetch.BACKWARD_PRE``, FSDP1's
+    default; ``_runtime_utils.py`` ``_pre_backward_hook`` -> ``_prefetch_handle``), and the root unit (what no layer
+    wraps: embeddings, final norm, head), which FSDP1 never reshards after forward (``_post_forward_reshard``:
+    ``free_unsharded_flat_param = not state._is_root and ...``); a frozen root (LoRA, QLoRA) has no post-backward hook
+    and is resharded only by ``_post_backward_final_callback`` -> ``_catch_all_reshard`` after the whole backward, a
+    trainable one in its own post-backward hook, also after the last layer's backward."""
+    blocks = getattr(model, "blocks", [])
+    in_blocks = {id(p) for b in blocks for p in _block_params(b)}
+    layer = max((sum(_storage_bytes(p) for p in _block_params(b)) for b in blocks), default=0)
+    root = sum(_storage_bytes(p) for p in params if id(p) not in in_blocks)
+    return 2 * layer + root
 
 
 def _block_params(block: Any) -> list[_T]:

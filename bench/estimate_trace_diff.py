@@ -36,8 +36,10 @@ def reduced_arch(model: str, layers: int | None, **over) -> ModelArch:
     if layers:
         if text:
             cfg["text_config"] = {**text, "num_hidden_layers": layers}
-        key = "n_layer" if "n_layer" in cfg else "num_hidden_layers"
-        cfg[key] = layers
+        if cfg.get("model_type") == "t5":  # encoder-decoder: ``layers`` in each stack
+            cfg["num_layers"] = cfg["num_decoder_layers"] = layers
+        else:
+            cfg["n_layer" if "n_layer" in cfg else "num_hidden_layers"] = layers
         if "layer_types" in cfg:
             cfg["layer_types"] = cfg["layer_types"][:layers]
     cfg.update(over)
@@ -144,6 +146,7 @@ def main() -> None:
     ap.add_argument("--checkpointing", default="none")
     ap.add_argument("--lora-r", type=int, default=None)
     ap.add_argument("--lora-targets", default=None)
+    ap.add_argument("--target-len", type=int, default=None, help="encoder-decoder: the decoder's length")
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--no-trace", action="store_true")
     args = ap.parse_args()
@@ -151,7 +154,8 @@ def main() -> None:
     setup = TrainingSetup(arch, batch_size=args.batch_size, seq_len=args.seq_len, dtype=args.dtype,
                           mixed_precision=args.mixed_precision, attn=args.attn, optimizer=args.optimizer,
                           checkpointing=args.checkpointing, lora_r=args.lora_r,
-                          lora_targets=tuple(args.lora_targets.split(",")) if args.lora_targets else None)
+                          lora_targets=tuple(args.lora_targets.split(",")) if args.lora_targets else None,
+                          target_len=args.target_len)
     est = estimate(setup, cublas_workspaces=False)
     print("closed form:", {k: round(v / MiB, 1) for k, v in est.phases.items()})
     for ph, bd in est.phase_breakdown.items():

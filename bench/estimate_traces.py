@@ -53,7 +53,10 @@ def _reduced(model: str, layers: int) -> dict:
     if arch is None:
         raise SystemExit(f"{model} is not in the bundled registry")
     cfg = {k: v for k, v in arch.hf_config.items() if k not in ("architectures", "torch_dtype", "transformers_version")}
-    cfg["n_layer" if "n_layer" in cfg else "num_hidden_layers"] = layers
+    if cfg.get("model_type") == "t5":  # encoder-decoder: ``layers`` in each stack
+        cfg["num_layers"] = cfg["num_decoder_layers"] = layers
+    else:
+        cfg["n_layer" if "n_layer" in cfg else "num_hidden_layers"] = layers
     if isinstance(cfg.get("layer_types"), list):
         cfg["layer_types"] = cfg["layer_types"][:layers]
     return cfg
@@ -167,6 +170,9 @@ GRID_FAMILIES: dict[str, tuple[str, int, tuple[str, ...]]] = {
     # huggingface/gpt-oss-recipes configs/sft_lora.yaml: all-linear, which is the attention projections (the router
     # and the experts are not nn.Linear); one sliding and one full attention layer
     "gpt-oss": ("openai/gpt-oss-20b", 2, ("q_proj", "k_proj", "v_proj", "o_proj")),
+    # encoder-decoder: 4 encoder + 4 decoder blocks; flan-t5-base is the Flan-T5 / T5 v1.1 the registry bundles
+    # (gated-gelu, untied in its config so no output scaling); LoRA's "q", "v" adapt self- and cross-attention
+    "T5": ("google/flan-t5-base", 4, ("q", "v")),
 }
 # (batch, seq, overrides) per row; the LoRA targets are the family's
 GRID_ROWS: list[tuple[int, int, dict]] = [
@@ -188,9 +194,13 @@ for _fam, (_model, _layers, _targets) in GRID_FAMILIES.items():
         MODELS[_key] = _reduced(_model, _layers)
     for _b, _s, _over in GRID_ROWS:
         _over = dict(_over)
-        if default_attn(ModelArch.from_hf_config(dict(MODELS[_key]), _key)) == "eager":
+        _arch = ModelArch.from_hf_config(dict(MODELS[_key]), _key)
+        if default_attn(_arch) == "eager":
             _over["attn"] = "eager"  # transformers refuses sdpa for Gemma 2 and gpt-oss
-        _s = min(_s, ModelArch.from_hf_config(dict(MODELS[_key]), _key).max_position_embeddings)  # GPT-2, BERT, Pythia
+        if _arch.position_embedding != "relative":  # T5's relative buckets have no table to outgrow
+            _s = min(_s, _arch.max_position_embeddings)  # GPT-2, BERT, Pythia
+        if _arch.is_encoder_decoder and _b > 1:  # a target a quarter of the source (summarisation) on the batch-2 rows
+            _over["target_len"] = _s // 4
         if _over.get("lora_r"):
             _over["lora_targets"] = _targets
         if _fam in MOE_BF16_ONLY and _over.get("dtype") == "fp32":

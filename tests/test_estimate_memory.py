@@ -81,8 +81,16 @@ def test_trace_matrix_covers_the_issue():
 
 # Open (issue 10 grid): with LoRA and checkpointing the fake trace holds about two embedding-sized tensors that a real
 # step read from the allocator does not (docs/estimate.md, "The family grid"); this row is the one over 3 %.
+# T5 with LoRA and checkpointing: MemTracker holds more than the same fake step read by a live-bytes dispatch mode
+# (bench/estimate_trace_diff.py), which the closed form matches (flan-t5-base 2+2 layers, LoRA q,v, every_2, b2 s1024:
+# 708 / 831 / 115 MiB live vs 699 / 825 / 115 closed form vs 768 / 891 / 235 MemTracker); the excess grows with s^2
+# (the [1, heads, t, s] cross-attention bias that checkpointing makes require grad is the suspect); not identified.
 _OPEN = {"bert-base-uncased-4L batch_size=2 seq_len=512 dtype=fp32 mixed_precision=bf16 lora_r=16 "
-         "lora_targets=query+value checkpointing=every_2"}
+         "lora_targets=query+value checkpointing=every_2",
+         "flan-t5-base-4L optimizer=adamw-fused lora_r=16 lora_targets=q+v checkpointing=every_2",
+         "flan-t5-base-4L batch_size=2 seq_len=1024 dtype=fp32 mixed_precision=bf16 lora_r=16 lora_targets=q+v "
+         "checkpointing=every_2 target_len=256",
+         "flan-t5-base-4L seq_len=4096 lora_r=16 lora_targets=q+v checkpointing=full"}
 
 
 @pytest.mark.parametrize("row", [pytest.param(r, marks=pytest.mark.xfail(reason="trace artifact with LoRA + "

@@ -148,6 +148,14 @@ class TrainingSetup:
     # partitioned over the GPUs by ZeRO-1/2/3 and whole at stage 0 (FP16_Optimizer), with fp32 optimizer state; the
     # gradients stay 16-bit until the step copies this rank's partition to fp32.  No autocast, so no cast cache.
     master_weights: str = "none"   # none | fp32
+    # encoder-decoder models (T5): the target (label, decoder input) length; None: the same as seq_len, the source
+    # (encoder input) length
+    target_len: int | None = None
+
+    @property
+    def decoder_len(self) -> int:
+        """Tokens per sequence the decoder of an encoder-decoder model runs: ``target_len``, else ``seq_len``."""
+        return self.target_len or self.seq_len
 
     def validate(self) -> TrainingSetup:
         if self.dtype not in DTYPE_BYTES:
@@ -160,6 +168,8 @@ class TrainingSetup:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.batch_size < 1 or self.seq_len < 1 or self.gpus < 1 or self.gradient_accumulation < 1:
             raise ValueError("batch_size, seq_len, gpus and gradient_accumulation must be >= 1")
+        if self.target_len is not None and self.target_len < 1:
+            raise ValueError("target_len must be >= 1")
         if self.zero not in (0, 1, 2, 3):
             raise ValueError("zero must be 0, 1, 2 or 3")
         if self.load_in_4bit and self.load_in_8bit:
@@ -276,13 +286,14 @@ class _Node:
 
 
 class _Ckpt:
-    __slots__ = ("fn", "offload", "out", "x")
+    __slots__ = ("fn", "keep", "offload", "out", "x")
 
-    def __init__(self, fn, x, out, offload) -> None:
+    def __init__(self, fn, x, out, offload, keep=()) -> None:
         self.fn = fn
         self.x = x
         self.out = out
         self.offload = offload
+        self.keep = keep
 
 
 _OUT = object()  # "save my own output"
@@ -386,14 +397,21 @@ class _Sim:
             return self.ref(x)
         return self.op([x], x.numel, b, cat=cat or x.cat)
 
-    def checkpoint(self, fn: Callable[[_T], _T], x: _T, offload: bool = False) -> _T:
+    def checkpoint(self, fn: Callable[[_T], Any], x: _T, offload: bool = False, keep: Iterable[_T] = ()) -> Any:
+        """Non-reentrant checkpoint of ``fn(x)``: nothing inside is saved; ``x`` and the other tensors ``fn`` reads
+        (``keep``: the recompute closure holds them) stay alive until its backward recomputes it.  ``fn`` may return
+        one tensor or a tuple of them (T5's block returns its hidden states and the position biases it made)."""
         rec, self.rec = self.rec, None
         out = fn(x)
         self.rec = rec
-        if out.rg and rec is not None:
+        outs = out if isinstance(out, tuple) else (out,)
+        if any(o is not None and o.rg for o in outs) and rec is not None:
             if not offload:
                 x.saves += 1
-            rec.append(_Ckpt(fn, x, out, offload))
+            keep = tuple(keep)
+            for k in keep:
+                k.saves += 1
+            rec.append(_Ckpt(fn, x, out, offload, keep))
         return out
 
     # -- backward ---------------------------------------------------------------------------------
@@ -456,9 +474,15 @@ class _Sim:
         cache, self.cache = self.cache, None
         out2 = nd.fn(x)
         self.rec, self.cache = rec, cache
-        out2.grad, nd.out.grad = nd.out.grad, None
-        self.drop(out2)
+        pairs = zip(out2, nd.out) if isinstance(out2, tuple) else ((out2, nd.out),)
+        for o2, o in pairs:
+            if o2 is None:
+                continue
+            o2.grad, o.grad = o.grad, None
+            self.drop(o2)
         self.backward(sub)
+        for k in nd.keep:
+            self.unsave(k)
         if nd.offload:
             if x.grad is not None:
                 nd.x.grad, x.grad = x.grad, None
@@ -1688,13 +1712,361 @@ class _BertModel(_Model):
         return oc, pd
 
 
+class _T5Model(_Model):
+    """T5 / Flan-T5 as ``T5ForConditionalGeneration`` runs a training step (transformers 5.25 models/t5/modeling_t5.py).
+
+    Two stacks over one ``shared`` embedding (also the lm_head: transformers >= 5 always ties it, arch.t5_ties_lm_head):
+    the encoder over ``seq_len`` source tokens, the decoder over ``target_len`` (default: ``seq_len``) tokens, the labels
+    shifted right (``_shift_right``).  Each stack's block 0 computes the relative position bias
+    (``T5Attention.compute_bias``: bucket indices, an embedding lookup, a permuted [1, heads, q, k] view) that every
+    later block of the stack reuses; the decoder's block 0 also makes the cross-attention's all-zero bias, shared as
+    well.  No biases, no scaling of q·k; ``T5LayerNorm`` (RMS, fp32 variance, output cast to a half weight's dtype),
+    dropout (``dropout_rate``) after the embeddings, every sub-layer and inside the MLP, the (gated-)GELU / ReLU MLP
+    with ``.to(wo.weight.dtype)`` before ``wo``, cross-attention over the encoder output in every decoder block, the
+    decoder output scaled by ``d_model ** -0.5`` when the config ties the head (``scale_decoder_outputs``), and
+    ``CrossEntropyLoss`` on the logits as they are (no ``.float()``)."""
+
+    # -- parameters -------------------------------------------------------------------------------
+    def build(self) -> None:
+        c, a = self.ctx, self.ctx.arch
+        cfg = c.cfg
+        self.emb = self.table_p(c.V, c.h)  # `shared`: both stacks' embed_tokens and the tied lm_head
+        enc, dec = a.stacks()[:2]
+        self.buckets = int(cfg.get("relative_attention_num_buckets", 32))
+        self.max_distance = int(cfg.get("relative_attention_max_distance", 128))
+        self.enc_blocks = [self._block_p(enc) for _ in range(enc.num_layers)]
+        self.rel_enc = self.table_p(self.buckets, c.nq)  # encoder.block[0].layer[0].SelfAttention.relative_attention_bias
+        self.enc_final = self.vec_p(c.h)
+        self.dec_blocks = [self._block_p(dec) for _ in range(dec.num_layers)]
+        self.rel_dec = self.table_p(self.buckets, c.nq)
+        self.dec_final = self.vec_p(c.h)
+        self.blocks = self.enc_blocks + self.dec_blocks
+        self.head = None if a.tie_word_embeddings else self.linear_p("lm_head", c.h, c.V, False, "lm_head",
+                                                                       dense_weight=True)
+        self.p = c.drop_p("dropout_rate", default=0.1)
+        proj = str(cfg.get("feed_forward_proj", "relu"))
+        # T5Config.__post_init__: "gated-gelu" runs gelu_new (NewGELUActivation, the tanh formula in Python)
+        self.act = "gelu_new" if proj == "gated-gelu" else proj.split("-")[-1]
+        # T5Config.__post_init__: scale_decoder_outputs unless the saved config says tie_word_embeddings=False (v1.1, Flan)
+        self.scale = cfg.get("tie_word_embeddings", None) is not False
+        self.src = c.s
+        self.tgt = c.setup.decoder_len
+
+    def _block_p(self, st: Any) -> dict:
+        lay: dict[str, Any] = {}
+        for sp in st.linears:
+            pre = "x_" if "EncDecAttention" in sp.path else ""
+            lay[pre + sp.name] = self.linear_p(sp.name, sp.in_features, sp.out_features, sp.bias, sp.path)
+        for i, n in enumerate(st.norms):
+            lay[f"ln{i}"] = self.vec_p(n.size)
+        return lay
+
+    # -- ops ----------------------------------------------------------------------------------------
+    def t5_norm(self, x: _T, w: _T) -> _T:
+        """T5LayerNorm.forward: ``x.to(float32).pow(2).mean(-1)``, ``x * rsqrt(var + eps)`` (the *input*, promoted to
+        fp32), ``.to(weight.dtype)`` when the weight is half, ``weight * x``."""
+        sim = self.sim
+        rows = x.numel // self.ctx.h
+        x32 = sim.cast(x, 4)
+        sq = sim.op([x32], x32.numel, 4, saves=[x32])
+        sim.drop(x32)
+        var = sim.op([sq], rows, 4)
+        sim.drop(sq)
+        ve = sim.op([var], rows, 4)
+        sim.drop(var)
+        r = sim.op([ve], rows, 4, saves=[_OUT])
+        sim.drop(ve)
+        y = sim.op([x, r], x.numel, 4, saves=[x if r.rg else None, r if x.rg else None])
+        sim.drop(r)
+        yc = sim.cast(y, w.b) if w.b < 4 else sim.ref(y)
+        sim.drop(y)
+        out = sim.op([w, yc], yc.numel, max(w.b, yc.b), saves=[yc if w.rg else None, w if yc.rg else None])
+        sim.drop(yc)
+        return out
+
+    def residual(self, x: _T, y: _T) -> _T:
+        """``hidden_states + self.dropout(y)``; ``y`` is consumed."""
+        yd = self.dropout(y, self.p)
+        self.sim.drop(y)
+        out = self.add(x, yd)
+        self.sim.drop(yd)
+        return out
+
+    def position_bias(self, table: _T, q_len: int, k_len: int, bidirectional: bool) -> _T:
+        """``T5Attention.compute_bias``: the [q, k] long bucket indices (``_relative_position_bucket``, its transients
+        in order), the embedding lookup ``[q, k, heads]`` in the table's dtype, which keeps the indices for its weight
+        gradient; the permute / unsqueeze are views."""
+        sim, n = self.sim, q_len * k_len
+        ctx_pos, mem_pos = sim.new(q_len, 8), sim.new(k_len, 8)
+        rel = sim.new(n, 8)  # memory_position - context_position
+        sim.drop(ctx_pos, mem_pos)
+        base = None
+        if bidirectional:  # relative_buckets = 0 + (rel > 0).to(long) * nb; relative_position = abs(rel)
+            gt = sim.new(n, 1)
+            gl = sim.new(n, 8)
+            sim.drop(gt)
+            gm = sim.new(n, 8)
+            sim.drop(gl)
+            base = sim.new(n, 8)
+            sim.drop(gm)
+            pos = sim.new(n, 8)
+        else:  # -torch.min(rel, zeros_like(rel))
+            z = sim.new(n, 8)
+            mn = sim.new(n, 8)
+            sim.drop(z)
+            pos = sim.new(n, 8)
+            sim.drop(mn)
+        small = sim.new(n, 1)  # is_small
+        t = sim.new(n, 4)  # relative_position.float()
+        for _ in range(3):  # / max_exact, log, / log(max_distance / max_exact), * (nb - max_exact)
+            t2 = sim.new(n, 4)
+            sim.drop(t)
+            t = t2
+        t2 = sim.new(n, 4)
+        sim.drop(t)
+        lg = sim.new(n, 8)  # .to(torch.long)
+        sim.drop(t2)
+        large = sim.new(n, 8)  # max_exact + ...
+        sim.drop(lg)
+        full = sim.new(n, 8)  # full_like
+        lim = sim.new(n, 8)  # torch.min
+        sim.drop(large, full)
+        w = sim.new(n, 8)  # torch.where(is_small, relative_position, ...)
+        sim.drop(small, lim, pos)
+        if base is not None:  # relative_buckets += ... (in place)
+            sim.drop(w)
+            idx = base
+        else:  # 0 + where(...): a new tensor
+            idx = sim.new(n, 8)
+            sim.drop(w)
+        sim.drop(rel)
+        values = sim.op([table], n * self.ctx.nq, table.b, saves=[idx])
+        sim.drop(idx)
+        return values
+
+    def attention(self, xn: _T, kv: _T, lay: dict, pre: str, q_rows: int, k_rows: int, mask: _T) -> _T:
+        """T5Attention.forward with ``sdpa_attention_forward`` (or eager): q from ``xn``, k and v from ``kv`` (the
+        encoder output for cross-attention), the additive position-bias mask, the output projection."""
+        sim, c = self.sim, self.ctx
+        q = self.linear(xn, lay[pre + "q"], q_rows)
+        k = self.linear(kv, lay[pre + "k"], k_rows)
+        v = self.linear(kv, lay[pre + "v"], k_rows)
+        ql, kl = q_rows // c.b, k_rows // c.b
+        if c.attn == "eager":
+            o = self.eager_biased(q, k, v, mask, ql, kl)
+        else:
+            o = self.sdpa_biased(q, k, v, mask, ql, kl)
+        sim.drop(q, k, v)
+        ao = self.linear(o, lay[pre + "o"], q_rows)
+        sim.drop(o)
+        return ao
+
+    def sdpa_biased(self, q: _T, k: _T, v: _T, mask: _T, ql: int, kl: int) -> _T:
+        """SDPA with a float ``attn_mask`` on CUDA: flash takes no mask, so the memory-efficient kernel (torch 2.13
+        attention.cpp ``scaled_dot_product_attention``: ``preprocess_mask`` expands it to [b, heads, q, k], a view), which
+        keeps q, k, v, the mask, the output and an fp32 log-sum-exp of [b, heads, ceil(q / 32) * 32]; its backward
+        allocates the mask's gradient at the expanded size (``_efficient_attention_backward``), summed over the batch
+        by the expand's backward.  Autocast casts the mask to half precision first (a copy of an fp32 bias)."""
+        sim, c = self.sim, self.ctx
+        owned = []
+        if c.mixed:
+            q, k, v, mask = (sim.cast(t, 2) for t in (q, k, v, mask))
+            owned = [q, k, v, mask]
+        lse = sim.new(c.b * c.nq * (-(-ql // 32) * 32), 4)
+        grad_bias = c.b * mask.numel * mask.b if (mask.rg and c.b > 1) else 0
+        out = sim.op([q, k, v, mask], c.b * ql * c.nq * c.d, q.b, saves=[q, k, v, mask, _OUT, lse],
+                     extra_outs=[lse], bw_temp=_round(grad_bias))
+        sim.drop(lse, *owned)
+        return out
+
+    def eager_biased(self, q: _T, k: _T, v: _T, mask: _T, ql: int, kl: int) -> _T:
+        """T5's eager_attention_forward: ``q @ k^T`` (no scaling), ``+ position_bias``, softmax, dropout, ``@ v``,
+        ``transpose(1, 2).contiguous()``."""
+        sim, c = self.sim, self.ctx
+        S = c.b * c.nq * ql * kl
+        qm, km = (sim.cast(q, 2), sim.cast(k, 2)) if c.mixed else (sim.ref(q), sim.ref(k))
+        sc = sim.op([qm, km], S, qm.b, saves=[qm if km.rg else None, km if qm.rg else None])
+        sim.drop(qm, km)
+        sc2 = sim.op([sc, mask], S, max(sc.b, mask.b), passthrough=True)
+        sim.drop(sc)
+        p = self.softmax(sc2, 4 if c.mixed else sc2.b)
+        sim.drop(sc2)
+        pd = self.dropout(p, self.p)
+        sim.drop(p)
+        pm, vm = (sim.cast(pd, 2), sim.cast(v, 2)) if c.mixed else (sim.ref(pd), sim.ref(v))
+        o = sim.op([pm, vm], c.b * ql * c.nq * c.d, pm.b, saves=[pm if vm.rg else None, vm if pm.rg else None])
+        sim.drop(pm, vm, pd)
+        oc = sim.op([o], o.numel, o.b)
+        sim.drop(o)
+        return oc
+
+    def ff(self, x: _T, lay: dict, rows: int) -> _T:
+        """T5LayerFF's MLP: ``act(wi_0(x)) * wi_1(x)`` (or ``act(wi(x))``), dropout, ``.to(wo.weight.dtype)`` (a copy
+        back to fp32 under autocast, whose matmuls return half), ``wo``."""
+        sim = self.sim
+        if "wi_0" in lay:
+            g = self.linear(x, lay["wi_0"], rows)
+            ac = self.activation(g, self.act)
+            sim.drop(g)
+            up = self.linear(x, lay["wi_1"], rows)
+            h = sim.op([ac, up], ac.numel, max(ac.b, up.b), saves=[ac if up.rg else None, up if ac.rg else None])
+            sim.drop(ac, up)
+        else:
+            g = self.linear(x, lay["wi"], rows)
+            h = self.activation(g, self.act)
+            sim.drop(g)
+        hd = self.dropout(h, self.p)
+        sim.drop(h)
+        wo = lay["wo"]
+        hw = sim.cast(hd, wo.W.b) if not wo.quant else sim.ref(hd)
+        sim.drop(hd)
+        out = self.linear(hw, wo, rows)
+        sim.drop(hw)
+        return out
+
+    # -- the step -----------------------------------------------------------------------------------
+    def embed(self, rows: int) -> _T:
+        """``embed_tokens(ids)`` (the shared table), made to require grad under checkpointing
+        (``enable_input_require_grads`` hooks the input embeddings), then dropout."""
+        sim, c = self.sim, self.ctx
+        ids = sim.new(rows, 8)
+        x = sim.op([self.emb], rows * c.h, self.emb.b, saves=[ids])
+        sim.drop(ids)
+        if c.ckpt_every:
+            self.input_requires_grad(x)
+        xd = self.dropout(x, self.p)
+        sim.drop(x)
+        return xd
+
+    def run_layer(self, i: int, fn: Callable[[_T], Any], x: _T, keep: Iterable[_T]) -> Any:
+        """One block, checkpointed when ``activation_checkpointing_enable(every_n_layers=N)`` picked it: transformers
+        counts the GradientCheckpointingLayer blocks of both stacks in module order (encoder first,
+        modeling_utils.py ``_set_gradient_checkpointing``)."""
+        c = self.ctx
+        if c.ckpt_every and i % c.ckpt_every == 0:
+            return self.sim.checkpoint(fn, x, offload=c.offload, keep=[k for k in keep if k is not None])
+        return fn(x)
+
+    def forward(self) -> _T:
+        sim, c = self.sim, self.ctx
+        b, s, t = c.b, self.src, self.tgt
+        Ne, Nd = b * s, b * t
+        # encoder
+        x = self.embed(Ne)
+        bias = None
+        for j, lay in enumerate(self.enc_blocks):
+            def enc_block(h, lay=lay, first=(j == 0), bias=bias):
+                if first:
+                    bias = self.position_bias(self.rel_enc, s, s, bidirectional=True)
+                xn = self.t5_norm(h, lay["ln0"])
+                mask = sim.op([bias], bias.numel, bias.b)  # create_position_bias_mask: permuted bias .contiguous()
+                ao = self.attention(xn, xn, lay, "", Ne, Ne, mask)
+                sim.drop(xn, mask)
+                h1 = self.residual(h, ao)
+                xn2 = self.t5_norm(h1, lay["ln1"])
+                mo = self.ff(xn2, lay, Ne)
+                sim.drop(xn2)
+                out = self.residual(h1, mo)
+                sim.drop(h1)
+                return (out, bias) if first else out
+            res = self.run_layer(j, enc_block, x, [bias])
+            sim.drop(x)
+            if j == 0:
+                x, bias = res
+            else:
+                x = res
+        xn = self.t5_norm(x, self.enc_final)
+        sim.drop(x, bias)
+        enc_out = self.dropout(xn, self.p)
+        sim.drop(xn)
+        # decoder: input ids = _shift_right(labels) (new_zeros, a shifted clone, masked_fill_ over a bool compare)
+        labels = sim.new(Nd, 8, cat="logits_and_loss")
+        dec_ids = sim.new(Nd, 8)
+        tmp = sim.new(Nd, 8)
+        sim.drop(tmp)
+        x = self.embed(Nd)
+        sim.drop(dec_ids)
+        bias = xbias = None
+        L0 = len(self.enc_blocks)
+        for j, lay in enumerate(self.dec_blocks):
+            def dec_block(h, lay=lay, first=(j == 0), bias=bias, xbias=xbias):
+                if first:
+                    bias = self.position_bias(self.rel_dec, t, t, bidirectional=False)
+                xn = self.t5_norm(h, lay["ln0"])
+                # create_position_bias_mask with is_causal: torch.where(arange compare, position_bias, min), which keeps
+                # the [t, t] bool condition for its backward
+                ar = sim.new(2 * t, 8)
+                cond = sim.new(t * t, 1)
+                sim.drop(ar)
+                mask = sim.op([bias], bias.numel, bias.b, saves=[cond])
+                sim.drop(cond)
+                ao = self.attention(xn, xn, lay, "", Nd, Nd, mask)
+                sim.drop(xn, mask)
+                h1 = self.residual(h, ao)
+                if first:  # cross-attention's bias: torch.zeros((1, heads, t, s), dtype=query dtype); requires_grad
+                    # when the model is checkpointed (T5Attention.gradient_checkpointing, set for every module)
+                    xbias = sim.new(c.nq * t * s, c.ab, rg=bool(c.ckpt_every))
+                    if c.ckpt_every and sim.rec is not None:
+                        sim.rec.append(_Node([], [xbias], [], 0, False))
+                xn2 = self.t5_norm(h1, lay["ln1"])
+                co = self.attention(xn2, enc_out, lay, "x_", Nd, Ne, xbias)
+                sim.drop(xn2)
+                h2 = self.residual(h1, co)
+                sim.drop(h1)
+                xn3 = self.t5_norm(h2, lay["ln2"])
+                mo = self.ff(xn3, lay, Nd)
+                sim.drop(xn3)
+                out = self.residual(h2, mo)
+                sim.drop(h2)
+                return (out, bias, xbias) if first else out
+            res = self.run_layer(L0 + j, dec_block, x, [bias, xbias, enc_out])
+            sim.drop(x)
+            if j == 0:
+                x, bias, xbias = res
+            else:
+                x = res
+        sim.drop(enc_out, bias, xbias)
+        xn = self.t5_norm(x, self.dec_final)
+        sim.drop(x)
+        xd = self.dropout(xn, self.p)
+        sim.drop(xn)
+        if self.scale:  # sequence_output * (model_dim ** -0.5)
+            xs = sim.op([xd], xd.numel, xd.b)
+            sim.drop(xd)
+            xd = xs
+        return self.seq2seq_loss(xd, labels, Nd)
+
+    def seq2seq_loss(self, x: _T, labels: _T, rows: int) -> _T:
+        """lm_head (the shared table), then ``CrossEntropyLoss(logits.view(-1, V), labels.view(-1))``: log_softmax in
+        the logits' dtype (fp32 under autocast, whose cross_entropy runs in fp32), nll_loss."""
+        sim, c = self.sim, self.ctx
+        if self.head is None:
+            head = _Linear.__new__(_Linear)
+            head.fin, head.fout, head.count, head.quant = c.h, c.V, 1, 0
+            head.W, head.B, head.lA, head.lB = self.emb, None, None, None
+        else:
+            head = self.head
+        logits = self.linear(x, head, rows)
+        sim.recat(logits, "logits_and_loss")
+        sim.drop(x)
+        lf = sim.cast(logits, 4, cat="logits_and_loss") if c.mixed else sim.ref(logits)
+        sim.drop(logits)
+        lsm = sim.op([lf], rows * c.V, lf.b, saves=[_OUT], cat="logits_and_loss")
+        sim.drop(lf)
+        loss = sim.op([lsm], 1, lf.b, saves=[labels], cat="logits_and_loss")
+        sim.drop(lsm, labels)
+        return loss
+
+
 def _model_class(ctx: _Ctx) -> type[_Model]:
     f = ctx.family
     if ctx.task == "seq-cls" or f == "bert":
         return _BertModel
     if f in ("gpt2", "gpt_neox", "falcon", "opt", "phi"):
         return _GPT2Model
-    return _LlamaModel  # llama, phi3, t5 (approximate: its encoder + decoder blocks as one stack)
+    if f == "t5":
+        return _T5Model
+    return _LlamaModel  # llama, phi3
 
 
 # =====================================================================================================
@@ -1958,8 +2330,6 @@ def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True) -> MemoryE
         notes.append("flash attention keeps the same tensors as SDPA's flash kernel")
     if setup.load_in_8bit:
         notes.append("8-bit (LLM.int8) activations are approximate")
-    if getattr(setup.arch, "family", "") == "t5":
-        notes.append("T5 is approximated as one stack of its encoder and decoder blocks")
     if getattr(setup.arch, "family", "") in ("gpt_neox", "falcon", "opt", "phi"):
         notes.append(f"{setup.arch.model_type}: activations follow the GPT-2-style program (approximate)")
     return MemoryEstimate(

@@ -94,7 +94,10 @@ def _check_supported(setup) -> None:
 
 
 def task_of(arch) -> str:
-    return "seq-cls" if arch.model_type in ENCODER_TYPES else "causal-lm"
+    """seq-cls for encoders, seq2seq-lm for encoder-decoders (T5), else causal-lm."""
+    if arch.model_type in ENCODER_TYPES:
+        return "seq-cls"
+    return "seq2seq-lm" if getattr(arch, "is_encoder_decoder", False) else "causal-lm"
 
 
 def hf_config(setup):
@@ -117,8 +120,8 @@ def build_model(setup, *, meta: bool):
 
     cfg = hf_config(setup)
     attn = "sdpa" if setup.attn == "flash" else setup.attn
-    cls = (transformers.AutoModelForSequenceClassification if task_of(setup.arch) == "seq-cls"
-           else transformers.AutoModelForCausalLM)
+    cls = {"seq-cls": transformers.AutoModelForSequenceClassification,
+           "seq2seq-lm": transformers.AutoModelForSeq2SeqLM}.get(task_of(setup.arch), transformers.AutoModelForCausalLM)
     ctx = torch.device("meta") if meta else contextlib.nullcontext()
     with ctx:
         model = cls.from_config(cfg, attn_implementation=attn)
@@ -131,7 +134,8 @@ def build_model(setup, *, meta: bool):
         targets = list(setup.lora_targets or ("q_proj", "v_proj"))
         lcfg = peft.LoraConfig(r=setup.lora_r, lora_alpha=2 * setup.lora_r, lora_dropout=0.0,
                                target_modules=targets,
-                               task_type="SEQ_CLS" if task_of(setup.arch) == "seq-cls" else "CAUSAL_LM")
+                               task_type={"seq-cls": "SEQ_CLS", "seq2seq-lm": "SEQ_2_SEQ_LM"}.get(
+                                   task_of(setup.arch), "CAUSAL_LM"))
         model = peft.get_peft_model(model, lcfg)
         model.train()
     if getattr(setup, "frozen", "none") == "trunk":  # a heads-only fine-tune: `model.<trunk>.requires_grad_(False)`
@@ -193,6 +197,12 @@ def make_inputs(setup, vocab: int):
     ids = torch.randint(0, vocab, (b, s), dtype=torch.long)
     if task_of(setup.arch) == "seq-cls":
         return {"input_ids": ids, "labels": torch.zeros(b, dtype=torch.long)}
+    if task_of(setup.arch) == "seq2seq-lm":
+        # the target sequence: the model makes the decoder's input ids by shifting the labels right
+        # (T5ForConditionalGeneration.forward: ``decoder_input_ids = self._shift_right(labels)``), as a Trainer step
+        # whose collator passes input_ids and labels only
+        t = getattr(setup, "target_len", None) or s
+        return {"input_ids": ids, "labels": torch.randint(0, vocab, (b, t), dtype=torch.long)}
     return {"input_ids": ids, "labels": ids.clone()}
 
 
@@ -272,6 +282,12 @@ def _cuda_semantics_mode(mixed: str, state: dict):
                     args = tuple(args[:4]) + (0.0,) + tuple(args[5:])
                 else:
                     kwargs["dropout_p"] = 0.0
+                if low is not None and state["enabled"]:
+                    args, kwargs = tree_map(lambda t: cast(t, low), (args, kwargs))
+                mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
+                if isinstance(mask, torch.Tensor) and mask.is_floating_point() and mask.requires_grad:
+                    return _efficient_sdpa(args, kwargs)
+                return func(*args, **kwargs)
             if low is not None and state["enabled"]:
                 if name in _LOWER:
                     args, kwargs = tree_map(lambda t: cast(t, low), (args, kwargs))
@@ -294,6 +310,27 @@ def _cuda_semantics_mode(mixed: str, state: dict):
             return func(*args, **kwargs)
 
     return _CudaSemantics()
+
+
+def _efficient_sdpa(args, kwargs):
+    """``scaled_dot_product_attention`` with an additive mask that requires grad (T5's relative position bias), as CUDA
+    runs it: flash takes no mask, so the memory-efficient kernel (torch 2.13 aten/src/ATen/native/transformers/
+    attention.cpp ``scaled_dot_product_attention``: ``preprocess_mask`` expands the mask to [b, heads, q, k], then
+    ``_scaled_dot_product_efficient_attention``), which saves q, k, v, the mask, the output and an fp32 log-sum-exp, and
+    whose backward allocates the mask's gradient at its expanded size (``_efficient_attention_backward``: grad_bias of
+    ``bias.sizes()``).  CPU's SDPA refuses a mask that requires grad to its flash kernel and runs the math fallback
+    (``_fused_sdp_choice`` = math), which keeps the [b, heads, q, k] probabilities: a CPU artifact, so the trace calls
+    the efficient op itself (its fake-tensor meta kernels give the shapes)."""
+    import torch
+
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+    kw = dict(zip(names, args))
+    kw.update(kwargs)
+    q, k, v, mask = kw["query"], kw["key"], kw["value"], kw["attn_mask"]
+    bias = mask.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    out = torch.ops.aten._scaled_dot_product_efficient_attention(
+        q, k, v, bias, True, float(kw.get("dropout_p") or 0.0), bool(kw.get("is_causal") or False), scale=kw.get("scale"))
+    return out[0]
 
 
 def _tied_params(model) -> set:

@@ -541,3 +541,35 @@ def test_every_rule_runs_after_one_rule_module_was_imported_on_its_own():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.strip() == "['CKPT0', 'CKPT1', 'CKPT2', 'CKPT3', 'CKPT4', 'CKPT5', 'CKPT6']"  # CKPT001 too
 
+
+
+def test_gradient_checkpointing_set_on_a_model_config_is_hugging_face_checkpointing():
+    # LOMO (holdout4): `config.gradient_checkpointing = True` before `from_pretrained(..., config=config)`: the model's
+    # post_init calls gradient_checkpointing_enable() with no kwargs, reentrant on transformers 4
+    code = """
+        from transformers import AutoConfig, AutoModelForCausalLM
+        config = AutoConfig.from_pretrained("gpt2")
+        config.gradient_checkpointing = True
+        model = AutoModelForCausalLM.from_pretrained("gpt2", config=config)
+        """
+    assert codes(code, {**NEWEST, "transformers": "4.46"}, select=("CKPT201",)) == [("CKPT201", 4)]
+    assert codes(code.replace("True", "False"), {**NEWEST, "transformers": "4.46"}, select=("CKPT201",)) == []
+
+
+def test_arguments_only_the_projects_own_trainer_reads_switch_nothing(tmp_path):
+    # LOMO's `LOMOTrainer` is a plain class of a sibling module: `training_args.gradient_checkpointing` parsed from
+    # the command line is a value it reads, not the Trainer's switch
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "my_trainer.py").write_text("class MyTrainer:\n    def __init__(self, model, training_args):\n        self.model = model\n")
+    (tmp_path / "train.py").write_text(textwrap.dedent("""
+        from transformers import HfArgumentParser, TrainingArguments
+        from my_trainer import MyTrainer
+        (training_args,) = HfArgumentParser((TrainingArguments,)).parse_args_into_dataclasses()
+        MyTrainer(model, training_args=training_args)
+        """))
+    (tmp_path / "run.sh").write_text("python train.py --gradient_checkpointing --output_dir o\n")
+    found = check_file(str(tmp_path / "train.py"), Settings(root=tmp_path, target_versions={**NEWEST, "transformers": "4.46"}))
+    assert [f.code for f in found.findings if f.code == "CKPT201"] == []
+    (tmp_path / "my_trainer.py").write_text("from transformers import Trainer\nclass MyTrainer(Trainer):\n    pass\n")
+    found = check_file(str(tmp_path / "train.py"), Settings(root=tmp_path, target_versions={**NEWEST, "transformers": "4.46"}))
+    assert [f.code for f in found.findings if f.code == "CKPT201"] == ["CKPT201"]

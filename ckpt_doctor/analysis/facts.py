@@ -381,6 +381,9 @@ class _Extractor:
             node, scope = self.pending.pop(index)
             self.function_body(node, scope)
         self._project_model_checkpoints()
+        for call in self.facts.calls:
+            if call.name.endswith("Trainer") and call.qualname:
+                self._project_class(call.qualname)  # `LOMOTrainer(...)` from a sibling module: does it extend the library's?
 
     def _project_model_checkpoints(self) -> None:
         """`model.gradient_checkpointing_enable()` on a model the project's own class loads
@@ -999,11 +1002,14 @@ class _Extractor:
         return UNKNOWN
 
     def _argv(self, index: object) -> Value:
-        """`sys.argv[1]` of the launched run: the launcher's first argument after the script (a settings file)."""
+        """`sys.argv[1]` of the launched run: the launcher's first argument after the script (a settings file);
+        `sys.argv[-1]`, its last, where the line passes no option after the script's positional arguments."""
         launch = self.facts.launch
-        if launch is None or not isinstance(index, int) or not 0 < index <= len(launch.positional):
+        if launch is None or not isinstance(index, int) or index == 0 or abs(index) > len(launch.positional):
             return UNKNOWN
-        word = launch.positional[index - 1]
+        if index < 0 and (launch.options or launch.forwards):
+            return UNKNOWN  # the last word may be an option's value
+        word = launch.positional[index - 1 if index > 0 else index]
         return UNKNOWN if word is UNKNOWN_VALUE else Const(word, Origin(launch.line, "launch line", file=launch.file))
 
     def _branches(self, node: ast.IfExp, scope: _Scope, visit):

@@ -90,6 +90,12 @@ class HFSite:
         return (self.parsed or {}).get(name, MISSING)
 
 
+def _is_model_config(value: Value) -> bool:
+    """A transformers model config (`AutoConfig.from_pretrained(...)`, `LlamaConfig(...)`), not a training config."""
+    return isinstance(value, Instance) and value.qualname.startswith("transformers.") and "Config" in value.qualname \
+        and not is_training_config(value.qualname.rsplit(".from_pretrained", 1)[0])
+
+
 def on_paths(value: Value, text: str | None, default: bool | None = None) -> list[tuple[Condition, bool | None]]:
     """Where a flag is on: `(condition, state)` pairs. A constant is on or off everywhere; an option is on with
     the option and off without it (`--gradient_checkpointing`); a value that depends on a test is on where the
@@ -235,7 +241,15 @@ class Training:
                 sites.append(self._config_site(call))
             elif call.qualname in KBIT_PREPARATION:
                 sites.append(self._kbit_site(call))
-        for namespace, line in self.cli_configs():
+        for assign in self.facts.attr_assigns:
+            if assign.attr == "gradient_checkpointing" and _is_model_config(assign.base_value):
+                # `config.gradient_checkpointing = True` before `from_pretrained(..., config=config)`: the model's
+                # `post_init` calls `gradient_checkpointing_enable()` with no kwargs and drops the attribute [H11]
+                condition, enabled = _first_on(on_paths(assign.value, None))
+                joined = assign.condition & condition
+                sites.append(HFSite("config attribute", None, assign.span, enabled if joined is not None else False,
+                                    None, MISSING, self.hf_default_mode(), condition=joined or assign.condition, resolved=False))
+        for namespace, line in self.cli_configs() if self._trainers_take_arguments else ():
             flag = namespace.get("gradient_checkpointing")  # an option, or the value a settings file the parser reads gives
             default = self._trl_default(namespace.config_class)
             if isinstance(flag, OptionVal) and default is not None:
@@ -259,6 +273,15 @@ class Training:
                     )
                 )
         return sites
+
+    @property
+    def _trainers_take_arguments(self) -> bool:
+        """Whether a Trainer that enables checkpointing from its parsed arguments may run: False only when every
+        `...Trainer(...)` the script builds is the project's own class extending no library class (LOMO's
+        `LOMOTrainer`), so `training_args.gradient_checkpointing` is a value the script reads, not a switch."""
+        trainers = [c for c in self.facts.calls if c.name.endswith("Trainer")]
+        own = [self.facts.classes.get(own_name(c.qualname)) for c in trainers if c.qualname]
+        return not trainers or len(own) < len(trainers) or any(info is None or info.library_base for info in own)
 
     def _command_line_kwargs(self, line: int, namespace: Namespace) -> list[tuple[Condition, Value, Span]]:
         """The checkpointing kwargs of arguments parsed from the command line at `line`, with the path each holds on

@@ -84,6 +84,8 @@ def _site_label(site: HFSite) -> str:
         return f"`{site.call.name}` with {how}"
     if site.kind == "kbit preparation" and site.call is not None:
         return f"`{site.call.name}`"
+    if site.kind == "config attribute":
+        return "`config.gradient_checkpointing = True` (the model's `post_init` calls `gradient_checkpointing_enable()` with no kwargs)"
     config = f"`{(site.config_class or 'TrainingArguments').rsplit('.', 1)[-1]}`"
     if site.flag_origin is not None and site.flag_origin.file is not None:
         return f"{config} with {site.flag_origin.describe()}"

@@ -170,6 +170,18 @@ def test_trainer_compile_mode_with_trainer_checkpointing_is_reported_and_fixed()
     assert run(fixed, "CKPT107") == []
 
 
+def test_unsloths_own_checkpointing_counts():
+    # rules round 3 (woct0rdho/transformers-qwen3-moe-fused): Unsloth checkpoints the layers itself
+    code = """
+        from unsloth import FastModel
+        from trl import SFTConfig
+        model = FastModel.get_peft_model(model, r=4, use_gradient_checkpointing="unsloth")
+        args = SFTConfig(output_dir="out", torch_compile=True, torch_compile_mode="max-autotune", gradient_checkpointing=False)
+        """
+    assert lines(code, "CKPT107") == [5]
+    assert lines(code.replace('"unsloth")', "False)"), "CKPT107") == []
+
+
 def test_modes_without_cuda_graphs_and_unknown_modes_are_clean():
     for mode in ('"default"', '"max-autotune-no-cudagraphs"', "args.mode"):
         assert lines(

@@ -11,7 +11,7 @@ expert's `not_problems` entry is shown as such), and the expert's findings the t
     python bench/field/rules_eval.py                  # the figures per code
     python bench/field/rules_eval.py --details        # every finding, matched or not
     python bench/field/build_corpus.py --tsv bench/field/rules2026/round2.tsv --out /tmp/rules2026-round2
-    python bench/field/rules_eval.py --round 2        # the second round (expert_round2.json)
+    python bench/field/rules_eval.py --round 2        # the second round (expert_round2.json); --round 3 likewise
 
 Exit status: 0 when the figures are printed, 2 when the corpus or the labels are missing.
 """
@@ -30,7 +30,8 @@ sys.path.insert(0, str(HERE))
 from blind_eval import match, rel, tool_findings  # noqa: E402
 
 
-ROUNDS = {1: ("corpus.tsv", "expert.json", "/tmp/rules2026-corpus"), 2: ("round2.tsv", "expert_round2.json", "/tmp/rules2026-round2")}
+ROUNDS = {1: ("corpus.tsv", "expert.json", "/tmp/rules2026-corpus"), 2: ("round2.tsv", "expert_round2.json", "/tmp/rules2026-round2"),
+          3: ("round3.tsv", "expert_round3.json", "/tmp/rules2026-round3")}
 
 
 def scored(round_: int) -> list[tuple[str, str]]:
@@ -46,7 +47,7 @@ def labels(round_: int) -> dict[tuple[str, str], dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--round", dest="round_", type=int, choices=sorted(ROUNDS), default=1,
-                    help="1: corpus.tsv, 2: round2.tsv (gathered for the rules round 1 found no occurrence of)")
+                    help="1: corpus.tsv, 2: round2.tsv, 3: round3.tsv (each gathered for the rules the rounds before found no occurrence of)")
     ap.add_argument("--corpus", type=Path, default=None, help="default: /tmp/rules2026-corpus (round 2: /tmp/rules2026-round2)")
     ap.add_argument("--window", type=int, default=25)
     ap.add_argument("--gpu-memory", default="80GiB")

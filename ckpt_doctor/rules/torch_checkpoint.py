@@ -293,7 +293,15 @@ def _checkpointing_on(ctx: Context) -> list:
     spots = list(ctx.training.torch_checkpoint_sites)
     spots += [s for s in ctx.training.hf_sites if s.enabled is True]
     spots += [c for c in ctx.facts.calls if _external(c) is not None]
+    spots += [c for c in ctx.facts.calls if _unsloth_checkpointing(c)]
     return spots
+
+
+def _unsloth_checkpointing(call: Call) -> bool:
+    """Unsloth's `FastLanguageModel` / `FastModel` / `FastVisionModel` `.get_peft_model(..., use_gradient_checkpointing=
+    "unsloth")` (or True): Unsloth checkpoints the decoder layers itself (offloading the saved inputs to the host)."""
+    return bool(call.qualname and call.qualname.startswith("unsloth.") and call.name in ("get_peft_model", "from_pretrained")
+                and truth(call.kwarg("use_gradient_checkpointing")) is True)
 
 
 def _spot_label(spot) -> str:

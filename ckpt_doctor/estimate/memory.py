@@ -1261,12 +1261,7 @@ class _LlamaModel(_Model):
             if p.rg and sim.rec is not None:
                 sim.rec.append(_Node([p], [pw], [], 0, False))
         sim.drop(p)
-        pm, vm = (sim.cast(pw, 2), sim.cast(vr, 2)) if c.mixed else (sim.ref(pw), sim.ref(vr))
-        o = sim.op([pm, vm], c.N * c.nq * c.d, pm.b, saves=[pm if vm.rg else None, vm if pm.rg else None])
-        sim.drop(pm, vm, kr, vr)
-        oc = sim.op([o], o.numel, o.b)  # transpose(1, 2).contiguous()
-        sim.drop(o)
-        return oc, pw
+        return self.probs_times_values(pw, kr, vr), pw
 
     def gpt_oss_moe(self, x: _T, lay: dict) -> _T:
         """GptOssMLP with transformers 5.25's default ``grouped_mm`` experts (integrations/moe.py
@@ -1458,12 +1453,18 @@ class _LlamaModel(_Model):
         sim.drop(sc3)
         pc = sim.cast(p, qe.b)
         sim.drop(p)
-        pm, vm = (sim.cast(pc, 2), sim.cast(vr, 2)) if c.mixed else (sim.ref(pc), sim.ref(vr))
+        return self.probs_times_values(pc, kr, vr), pc
+
+    def probs_times_values(self, probs: _T, kr: _T, vr: _T) -> _T:
+        """Eager attention's ``attn_weights @ value_states`` (both cast under autocast), then
+        ``transpose(1, 2).contiguous()``; the repeated keys and values are let go."""
+        sim, c = self.sim, self.ctx
+        pm, vm = (sim.cast(probs, 2), sim.cast(vr, 2)) if c.mixed else (sim.ref(probs), sim.ref(vr))
         o = sim.op([pm, vm], c.N * c.nq * c.d, pm.b, saves=[pm if vm.rg else None, vm if pm.rg else None])
         sim.drop(pm, vm, kr, vr)
         oc = sim.op([o], o.numel, o.b)  # transpose(1, 2).contiguous()
         sim.drop(o)
-        return oc, pc
+        return oc
 
 
 class _GPT2Model(_Model):

@@ -56,7 +56,15 @@ def _reduced(model: str, layers: int) -> dict:
     cfg["n_layer" if "n_layer" in cfg else "num_hidden_layers"] = layers
     if isinstance(cfg.get("layer_types"), list):
         cfg["layer_types"] = cfg["layer_types"][:layers]
+    if arch.vision is not None and arch.vision.is_qwen:  # the vision tower cut too: 4 blocks, windowed and full
+        v = dict(cfg["vision_config"], depth=VISION_BLOCKS)
+        if "fullatt_block_indexes" in v:
+            v["fullatt_block_indexes"] = [1, 3]
+        cfg["vision_config"] = v
     return cfg
+
+
+VISION_BLOCKS = 4  # Qwen2.5-VL cut to blocks 0-3: windows in 0 and 2, full attention in 1 and 3 (as in 7, 15, 23, 31)
 
 
 # real shapes cut to a few layers (issue 10: the families people train)
@@ -162,6 +170,8 @@ GRID_FAMILIES: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "GPT-NeoX": ("EleutherAI/pythia-1.4b", 4, ("query_key_value",)),
     "GPT-2": ("openai-community/gpt2-medium", 4, ("c_attn",)),
     "BERT": ("google-bert/bert-base-uncased", 4, ("query", "value")),
+    # one 448 x 448 image per sample (256 visual tokens of the sequence); vision tower cut to 4 blocks
+    "Qwen2.5-VL": ("Qwen/Qwen2.5-VL-7B-Instruct", 2, QV),
 }
 # (batch, seq, overrides) per row; the LoRA targets are the family's
 GRID_ROWS: list[tuple[int, int, dict]] = [

@@ -585,6 +585,12 @@ FAMILY_TINY: dict[str, tuple[dict, dict]] = {
                    eos_token_id=0), dict(checkpointing="every_2")),
     "BERT": (dict(model_type="bert", intermediate_size=512, **_T), dict(dtype="fp32", lora_r=8,
                                                                         lora_targets=("query", "value"))),
+    # a 168 px image: 12 x 12 patches, 36 visual tokens of the 64, windows of 4 x 4, 4 x 2, 2 x 4 and 2 x 2 merged tokens
+    "Qwen2.5-VL": (dict(model_type="qwen2_5_vl", intermediate_size=352, num_key_value_heads=2, image_token_id=2000,
+                        bos_token_id=1990, eos_token_id=1991, rope_scaling=dict(type="mrope", mrope_section=[4, 6, 6]),
+                        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4,
+                                           out_hidden_size=128, fullatt_block_indexes=[1]), **_T),
+                   dict(image_size=168, checkpointing="every_2")),
 }
 
 

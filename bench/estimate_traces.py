@@ -76,11 +76,13 @@ REDUCED: dict[str, tuple[str, int]] = {
     "gemma-2-2b-2L": ("google/gemma-2-2b", 2),
     "Phi-3-mini-2L": ("microsoft/Phi-3-mini-4k-instruct", 2),
     "pythia-1b-2L": ("EleutherAI/pythia-1b", 2),
+    "Qwen2-VL-7B-Instruct-2L": ("Qwen/Qwen2-VL-7B-Instruct", 2),
 }
 for _name, (_model, _layers) in REDUCED.items():
     MODELS[_name] = _reduced(_model, _layers)
 
 QV = ("q_proj", "v_proj")
+VL_LORA = ("q_proj", "v_proj", "qkv", "gate_proj", "up_proj", "down_proj")  # LM attention + the vision blocks' linears
 ALL_LLAMA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # (model, batch, seq, overrides)
@@ -149,6 +151,14 @@ ISSUE10: list[tuple[str, int, int, dict]] = [
     ("gemma-2-2b-2L", 1, 2048, {"attn": "eager"}),
     ("Phi-3-mini-2L", 1, 4096, {}),
     ("pythia-1b-2L", 1, 2048, {}),
+    # issue 10, VLMs: rows where the vision tower weighs (4 images = 4096 patches, LoRA on its linears as well), its
+    # eager attention per window, a frozen tower, Qwen2-VL's LayerNorm / quick_gelu blocks under autocast
+    ("Qwen2.5-VL-7B-Instruct-2L", 1, 1100, {"images": 4, "lora_r": 16, "lora_targets": VL_LORA}),
+    ("Qwen2.5-VL-7B-Instruct-2L", 1, 1100, {"attn": "eager", "images": 2, "image_size": 640, "lora_r": 16,
+                                            "lora_targets": VL_LORA}),
+    ("Qwen2.5-VL-7B-Instruct-2L", 1, 2048, {"freeze_vision_tower": True, "checkpointing": "full"}),
+    ("Qwen2-VL-7B-Instruct-2L", 2, 1024, {"dtype": "fp32", "mixed_precision": "bf16", "images": 2,
+                                          "checkpointing": "every_2"}),
 ]
 
 

@@ -149,11 +149,20 @@ class VisionArch:
         g = side // self.patch_size
         return g, g, g * g // self.spatial_merge_size ** 2
 
-    def window_patches(self) -> int:
-        """Patches per attention window of Qwen2.5-VL (``window_size`` pixels a side; vision_utils.py
-        ``get_vision_window_index``: windows of ``window_size // spatial_merge_size // patch_size`` merged tokens a side)."""
-        merged = self.window_size // self.spatial_merge_size // self.patch_size
-        return (merged * self.spatial_merge_size) ** 2
+    def attention_chunks(self, image_size: int, block: int) -> list[int]:
+        """Patches of each attention call of vision block ``block`` over one image: the whole image (Qwen2-VL, and
+        Qwen2.5-VL's ``fullatt_block_indexes``), else its windows of ``window_size // spatial_merge_size // patch_size``
+        merged tokens a side, the last row and column of windows cut by the grid (transformers 5.25 vision_utils.py
+        ``get_vision_window_index``; its padding adds empty windows that ``unique_consecutive`` drops)."""
+        gh, gw, _ = self.image_grid(image_size)
+        if self.kind != "qwen2_5_vl" or block in self.fullatt_block_indexes or not self.window_size:
+            return [gh * gw]
+        m, w = self.spatial_merge_size, self.window_size // self.spatial_merge_size // self.patch_size
+
+        def sides(n: int) -> list[int]:
+            return [w] * (n // w) + ([n % w] if n % w else [])
+
+        return [a * b * m * m for a in sides(gh // m) for b in sides(gw // m)]
 
 
 # model_type -> internal family

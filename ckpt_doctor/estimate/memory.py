@@ -1558,7 +1558,9 @@ class _QwenVLModel(_LlamaModel):
             x = e
         hd = v.hidden_size // v.num_attention_heads
         self.vcos, self.vsin = sim.new(P * hd, 4), sim.new(P * hd, 4)  # rotary tables, fp32 (window order)
+        gh, gw, _ = v.image_grid(c.setup.image_size)
         for i, lay in enumerate(self.vblocks):
+            lay["_chunks"] = v.attention_chunks(c.setup.image_size, i) * (P // (gh * gw))  # every image's calls
             fn = (lambda h, lay=lay: self.vblock(h, lay, P))
             if c.ckpt_every and i % c.ckpt_every == 0:
                 out = sim.checkpoint(fn, x, offload=c.offload)
@@ -1613,11 +1615,14 @@ class _QwenVLModel(_LlamaModel):
         # SDPA over each window / image (non-flash path: torch.split along the sequence, one call each), outputs and
         # log-sum-exps kept; the outputs already have the [s, heads, d] layout (the query's), so
         # ``transpose(1, 2).contiguous()`` does not copy; torch.cat joins them (a copy)
-        lse = sim.new(P * v.num_attention_heads, 4)
-        o = sim.op([qe, ke, val], P * vh, qe.b, saves=[qe, ke, val, _OUT, lse], extra_outs=[lse])
-        sim.drop(lse, qe, ke, val)
-        oc = sim.op([o], o.numel, o.b)
-        sim.drop(o)
+        if c.attn == "eager":
+            oc = self.veager(qe, ke, val, lay["_chunks"])
+        else:
+            lse = sim.new(P * v.num_attention_heads, 4)
+            o = sim.op([qe, ke, val], P * vh, qe.b, saves=[qe, ke, val, _OUT, lse], extra_outs=[lse])
+            sim.drop(lse, qe, ke, val)
+            oc = sim.op([o], o.numel, o.b)
+            sim.drop(o)
         ao = self.linear(oc, lay["proj"], P)
         sim.drop(oc)
         h1 = self.add(x, ao)
@@ -1635,6 +1640,31 @@ class _QwenVLModel(_LlamaModel):
         out = self.add(h1, mo)
         sim.drop(h1, mo)
         return out
+
+    def veager(self, q: _T, k: _T, val: _T, chunks: list[int]) -> _T:
+        """The tower's eager_attention_forward over each window / image in turn (no mask, no repeat_kv): the scores
+        ``q @ k^T`` and their scaled copy (transients), the fp32 softmax (kept) and its copy in q's dtype (kept by the
+        matmul with v), the output and its ``transpose(1, 2).contiguous()`` copy; then torch.cat of those copies."""
+        sim, v = self.sim, self.ctx.arch.vision
+        vh, heads = v.hidden_size, v.num_attention_heads
+        outs = []
+        for n in chunks:
+            S = heads * n * n
+            sc = sim.op([q, k], S, q.b, saves=[q if k.rg else None, k if q.rg else None])
+            sc2 = sim.op([sc], S, sc.b)
+            sim.drop(sc)
+            p = self.softmax(sc2, 4)
+            sim.drop(sc2)
+            pc = sim.cast(p, q.b)
+            sim.drop(p)
+            o = sim.op([pc, val], n * vh, pc.b, saves=[pc if val.rg else None, val if pc.rg else None])
+            sim.drop(pc)
+            outs.append(sim.op([o], o.numel, o.b))
+            sim.drop(o)
+        sim.drop(q, k, val)
+        cat = sim.op(outs, sum(t.numel for t in outs), q.b)
+        sim.drop(*outs)
+        return cat
 
     def vmlp(self, x: _T, lay: dict, P: int) -> _T:
         """Qwen2_5_VLMLP: down_proj(act(gate_proj(x)) * up_proj(x)), biased."""

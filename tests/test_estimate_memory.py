@@ -613,3 +613,22 @@ def test_each_grid_family_matches_a_real_step_read_from_the_allocator(family):
         assert abs(real.phases[ph] - fake.phases[ph]) <= 0.005 * fake.phases[ph], (ph, real.phases, fake.phases)
     est = estimate(setup, cublas_workspaces=False)
     assert abs(est.peak_bytes - real.peak_bytes) <= 0.03 * real.peak_bytes, (est.phases, real.phases)
+
+
+def test_qwen_vl_vision_geometry_and_checkpointing_order():
+    """The processor's geometry (448 px: 32 x 32 patches, 256 tokens; 640 px rounds to 644 = 23 x 23 merged) and
+    Qwen2.5-VL's windows (8 x 8 patches, the edge ones cut); checkpointing counts the tower's blocks first
+    (transformers' _set_gradient_checkpointing in module order), so with a 32-block tower every_3 checkpoints decoder
+    layers 1, 4, ... (32 % 3 == 2) and saves less than with the decoder alone counted."""
+    arch = resolve("Qwen/Qwen2.5-VL-7B-Instruct")
+    v = arch.vision
+    assert v.image_grid(448) == (32, 32, 256) and v.image_grid(640) == (46, 46, 529)
+    assert v.attention_chunks(448, 0) == [64] * 16 and v.attention_chunks(448, 7) == [1024]
+    assert sum(v.attention_chunks(640, 0)) == 46 * 46 and min(v.attention_chunks(640, 0)) == 36
+    with pytest.raises(ValueError, match="visual tokens"):
+        TrainingSetup(arch, seq_len=512, images=3).validate()
+    full = estimate(TrainingSetup(arch, seq_len=2048, checkpointing="full", lora_r=16))
+    none = estimate(TrainingSetup(arch, seq_len=2048, lora_r=16))
+    assert full.phases["forward"] < none.phases["forward"]
+    frozen = estimate(TrainingSetup(arch, seq_len=2048, freeze_vision_tower=True))
+    assert frozen.params_trainable == frozen.params_total - 676_550_144

@@ -1490,7 +1490,9 @@ class _QwenVLModel(_LlamaModel):
         st = self.ctx.arch._vision_stack()
         self.layer_offset = v.num_layers
         mark = len(self.params)
-        self.patch = self.linear_p("proj", v.patch_dim, v.hidden_size, False, "visual.patch_embed.proj")
+        # a Conv3d: bitsandbytes quantises nn.Linear layers only
+        self.patch = self.linear_p("proj", v.patch_dim, v.hidden_size, False, "visual.patch_embed.proj",
+                                   quantizable=False)
         self.vblocks = []
         ln = v.kind == "qwen2_vl"
         for _ in range(v.num_layers):

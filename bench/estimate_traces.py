@@ -59,7 +59,15 @@ def _reduced(model: str, layers: int) -> dict:
         cfg["n_layer" if "n_layer" in cfg else "num_hidden_layers"] = layers
     if isinstance(cfg.get("layer_types"), list):
         cfg["layer_types"] = cfg["layer_types"][:layers]
+    if arch.vision is not None and arch.vision.is_qwen:  # the vision tower cut too: 4 blocks, windowed and full
+        v = dict(cfg["vision_config"], depth=VISION_BLOCKS)
+        if "fullatt_block_indexes" in v:
+            v["fullatt_block_indexes"] = [1, 3]
+        cfg["vision_config"] = v
     return cfg
+
+
+VISION_BLOCKS = 4  # Qwen2.5-VL cut to blocks 0-3: windows in 0 and 2, full attention in 1 and 3 (as in 7, 15, 23, 31)
 
 
 # real shapes cut to a few layers (issue 10: the families people train)
@@ -71,11 +79,13 @@ REDUCED: dict[str, tuple[str, int]] = {
     "gemma-2-2b-2L": ("google/gemma-2-2b", 2),
     "Phi-3-mini-2L": ("microsoft/Phi-3-mini-4k-instruct", 2),
     "pythia-1b-2L": ("EleutherAI/pythia-1b", 2),
+    "Qwen2-VL-7B-Instruct-2L": ("Qwen/Qwen2-VL-7B-Instruct", 2),
 }
 for _name, (_model, _layers) in REDUCED.items():
     MODELS[_name] = _reduced(_model, _layers)
 
 QV = ("q_proj", "v_proj")
+VL_LORA = ("q_proj", "v_proj", "qkv", "gate_proj", "up_proj", "down_proj")  # LM attention + the vision blocks' linears
 ALL_LLAMA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # (model, batch, seq, overrides)
@@ -144,6 +154,14 @@ ISSUE10: list[tuple[str, int, int, dict]] = [
     ("gemma-2-2b-2L", 1, 2048, {"attn": "eager"}),
     ("Phi-3-mini-2L", 1, 4096, {}),
     ("pythia-1b-2L", 1, 2048, {}),
+    # issue 10, VLMs: rows where the vision tower weighs (4 images = 4096 patches, LoRA on its linears as well), its
+    # eager attention per window, a frozen tower, Qwen2-VL's LayerNorm / quick_gelu blocks under autocast
+    ("Qwen2.5-VL-7B-Instruct-2L", 1, 1100, {"images": 4, "lora_r": 16, "lora_targets": VL_LORA}),
+    ("Qwen2.5-VL-7B-Instruct-2L", 1, 1100, {"attn": "eager", "images": 2, "image_size": 640, "lora_r": 16,
+                                            "lora_targets": VL_LORA}),
+    ("Qwen2.5-VL-7B-Instruct-2L", 1, 2048, {"freeze_vision_tower": True, "checkpointing": "full"}),
+    ("Qwen2-VL-7B-Instruct-2L", 2, 1024, {"dtype": "fp32", "mixed_precision": "bf16", "images": 2,
+                                          "checkpointing": "every_2"}),
 ]
 
 
@@ -173,6 +191,8 @@ GRID_FAMILIES: dict[str, tuple[str, int, tuple[str, ...]]] = {
     # encoder-decoder: 4 encoder + 4 decoder blocks; flan-t5-base is the Flan-T5 / T5 v1.1 the registry bundles
     # (gated-gelu, untied in its config so no output scaling); LoRA's "q", "v" adapt self- and cross-attention
     "T5": ("google/flan-t5-base", 4, ("q", "v")),
+    # one 448 x 448 image per sample (256 visual tokens of the sequence); vision tower cut to 4 blocks
+    "Qwen2.5-VL": ("Qwen/Qwen2.5-VL-7B-Instruct", 2, QV),
 }
 # (batch, seq, overrides) per row; the LoRA targets are the family's
 GRID_ROWS: list[tuple[int, int, dict]] = [

@@ -426,6 +426,20 @@ def test_a_whole_model_frozen_but_its_head_is_a_frozen_trunk_and_embeddings_alon
     assert _read("if args.freeze:\n    model.vit.requires_grad_(False)\n").frozen.value == "trunk"  # default unknown: read
 
 
+def test_a_frozen_vision_tower_is_its_own_setting_not_a_frozen_trunk():
+    settings = _read("""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained("Qwen/Qwen2.5-VL-7B-Instruct")
+    for p in model.visual.parameters():
+        p.requires_grad = False
+    """)
+    assert settings.frozen.value == "none"
+    assert settings.freeze_vision_tower.value is True and settings.freeze_vision_tower.line == 5
+    assert settings.as_flags()["freeze_vision_tower"] is True
+    assert _read("model.model.visual.requires_grad_(False)\n").as_flags()["freeze_vision_tower"] is True
+    assert _read("model.bert.requires_grad_(False)\n").as_flags()["freeze_vision_tower"] is False
+
+
 def test_kwargs_given_to_a_call_that_k_bit_preparation_repeats_right_after_are_not_the_ones_that_count():
     code = """
     from peft import prepare_model_for_kbit_training

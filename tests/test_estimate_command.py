@@ -244,3 +244,19 @@ def test_trace_refusals_and_failures_are_one_line(tmp_path, monkeypatch):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "failed: RuntimeError: something deep inside transformers" in lines[0]
     assert "(llama)" in lines[0]
+
+
+def test_a_qwen_vl_model_is_estimated_with_its_images_in_the_sequence():
+    """Qwen2.5-VL answers (it was CKPT404): one 448 px image per sample by default, 256 of the sequence's tokens; more
+    images cost more, a frozen tower trains fewer parameters, and more visual tokens than the sequence is refused."""
+    one = run_json("--model", "Qwen/Qwen2.5-VL-7B-Instruct", "--lora-r", "16", "--checkpointing", "full")
+    assert one["model"]["model_type"] == "qwen2_5_vl" and one["params"]["total"] > 8_292_166_656  # + the adapters
+    assert one["setup"]["images"] == 1 and one["setup"]["image_size"] == 448
+    four = run_json("--model", "Qwen/Qwen2.5-VL-7B-Instruct", "--lora-r", "16", "--checkpointing", "full", "--images", "4")
+    assert four["peak_bytes"] > one["peak_bytes"]
+    frozen = run_json("--model", "Qwen/Qwen2-VL-7B-Instruct", "--freeze-vision-tower")
+    assert frozen["params"]["trainable"] == frozen["params"]["total"] - 675_759_104  # tower + merger
+    text = run("--model", "Qwen/Qwen2.5-VL-3B-Instruct").output
+    assert "1 image(s) of 448 x 448 px per sample (256 of the 2048 tokens)" in text
+    res = run("--model", "Qwen/Qwen2.5-VL-3B-Instruct", "--images", "9")
+    assert res.exit_code == 2 and "2304 visual tokens, more than the sequence length 2048" in res.output

@@ -328,13 +328,15 @@ def test_no_torch_or_transformers_import():
 def _build(config: dict, meta: bool = True):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForMaskedLM,
+                              AutoModelForSeq2SeqLM)
 
     transformers.logging.set_verbosity_error()
     cfg = dict(config)
     model_type = cfg.pop("model_type")
     hf_cfg = AutoConfig.for_model(model_type, **cfg)
-    cls = {"t5": AutoModelForSeq2SeqLM, "bert": AutoModelForMaskedLM}.get(model_type, AutoModelForCausalLM)
+    cls = {"t5": AutoModelForSeq2SeqLM, "bert": AutoModelForMaskedLM, "qwen2_vl": AutoModelForImageTextToText,
+           "qwen2_5_vl": AutoModelForImageTextToText}.get(model_type, AutoModelForCausalLM)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if meta:

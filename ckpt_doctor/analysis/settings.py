@@ -68,6 +68,7 @@ class ScriptSettings:
     attn: Setting = field(default_factory=lambda: Setting("sdpa", None, "transformers default"))
     lora_r: Setting | None = None
     frozen: Setting = field(default_factory=lambda: Setting("none", None, "every parameter trains"))
+    freeze_vision_tower: Setting | None = None  # a VLM's vision tower frozen (`model.visual.requires_grad_(False)`)
     lora_targets: Setting | None = None
     lora_config: Call | None = None  # the `LoraConfig(...)` the LoRA settings come from
     lora_target_parameters: bool = False  # `LoraConfig(target_parameters=...)` given: parameters (fused MoE experts) targeted
@@ -108,6 +109,7 @@ class ScriptSettings:
             "gradient_accumulation": int(self.gradient_accumulation.value),
             "checkpointing": str(self.checkpointing.value),
             "frozen": str(self.frozen.value),
+            "freeze_vision_tower": bool(self.freeze_vision_tower and self.freeze_vision_tower.value),
         }
 
     @property
@@ -130,6 +132,8 @@ class ScriptSettings:
             parts.append(f"fused loss `{s.fused_loss.note}` (line {s.fused_loss.line}: the estimate's logits are an upper bound)")
         if s.frozen.stated:
             parts.append(f"frozen {s.frozen.describe()}")
+        if s.freeze_vision_tower is not None:
+            parts.append(f"vision tower frozen {s.freeze_vision_tower.describe()}")
         if s.load_in_4bit or s.load_in_8bit:
             upcast = "fp32 upcast" if s.kbit_upcast.value else "no fp32 upcast"
             parts.append(f"{'4-bit' if s.load_in_4bit else '8-bit'}, {upcast} "
@@ -305,6 +309,7 @@ def read_settings(training: Training) -> ScriptSettings:
 
     if not training.peft_calls:
         out.frozen = _frozen_trunk(facts) or out.frozen
+    out.freeze_vision_tower = _frozen_vision_tower(facts)
 
     # LoRA
     for call in facts.calls_to("peft.LoraConfig"):
@@ -454,9 +459,40 @@ def _fsdp_config_checkpointing(config: Call | None, training: Training) -> Setti
 HEAD_WORDS = ("head", "classifier", "score", "fc", "cls")
 
 
+# the attribute a vision-language model keeps its vision tower under (transformers: Qwen2-VL / Qwen2.5-VL `visual`,
+# LLaVA-style `vision_tower`, Gemma 3 / Idefics `vision_model`); freezing it is not a heads-only fine-tune
+VISION_TOWERS = ("visual", "vision_tower", "vision_model")
+
+
+def _frozen_vision_tower(facts: ScriptFacts) -> Setting | None:
+    """A VLM's vision tower frozen in the default run (`model.visual.requires_grad_(False)`, or `for p in
+    model.visual.parameters(): p.requires_grad = False`; `model.model.visual` alike)."""
+    frozen, _ = _requires_grad_changes(facts)
+    for module, line in frozen:
+        if module.split(".")[-1] in VISION_TOWERS:
+            return Setting(True, line, f"`{module}` frozen")
+    return None
+
+
 def _frozen_trunk(facts: ScriptFacts) -> Setting | None:
     """A heads-only fine-tune in the default run: the backbone frozen (`model.bert.requires_grad_(False)`, or
-    `for p in model.vit.parameters(): p.requires_grad = False`), or the whole model frozen and a head unfrozen."""
+    `for p in model.vit.parameters(): p.requires_grad = False`), or the whole model frozen and a head unfrozen.
+    A frozen vision tower is not a backbone (`_frozen_vision_tower`)."""
+    frozen, unfrozen = _requires_grad_changes(facts)
+    for module, line in frozen:
+        parts = module.split(".")
+        if parts[-1] in VISION_TOWERS:
+            continue
+        if len(parts) == 2 and not any(w in parts[1].lower() for w in HEAD_WORDS + ("embed",)):
+            return Setting("trunk", line, f"`{module}` frozen")  # `model.bert`: the backbone
+        if len(parts) == 1 and any(u.startswith(f"{module}.") and any(w in u.lower() for w in HEAD_WORDS) for u in unfrozen):
+            return Setting("trunk", line, f"`{module}` frozen but its head")
+    return None
+
+
+def _requires_grad_changes(facts: ScriptFacts) -> tuple[list[tuple[str, int]], list[str]]:
+    """The modules the default run freezes (with the line) and unfreezes: `requires_grad_(...)` calls and
+    `p.requires_grad = ...` over a module's `.parameters()`."""
     frozen: list[tuple[str, int]] = []  # (module, line)
     unfrozen: list[str] = []
     for call in facts.method_calls("requires_grad_"):
@@ -475,13 +511,7 @@ def _frozen_trunk(facts: ScriptFacts) -> Setting | None:
                 frozen.append((base.call.receiver, assign.line))
             elif on:
                 unfrozen.append(base.call.receiver)
-    for module, line in frozen:
-        parts = module.split(".")
-        if len(parts) == 2 and not any(w in parts[1].lower() for w in HEAD_WORDS + ("embed",)):
-            return Setting("trunk", line, f"`{module}` frozen")  # `model.bert`: the backbone
-        if len(parts) == 1 and any(u.startswith(f"{module}.") and any(w in u.lower() for w in HEAD_WORDS) for u in unfrozen):
-            return Setting("trunk", line, f"`{module}` frozen but its head")
-    return None
+    return frozen, unfrozen
 
 
 def _dtype(value: Value) -> str | None:

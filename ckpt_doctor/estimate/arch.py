@@ -100,7 +100,14 @@ class Stack:
 
 @dataclass(frozen=True)
 class VisionArch:
-    """A SigLIP-style vision tower (Gemma 3 multimodal)."""
+    """The vision tower of a multimodal model and its projector into the language model.
+
+    ``kind``: ``siglip`` (Gemma 3: a fixed ``image_size``, ``mm_tokens_per_image`` tokens per image), ``qwen2_vl`` or
+    ``qwen2_5_vl`` (native resolution: an image of any size is cut into ``patch_size`` patches, ``temporal_patch_size``
+    frames deep, and every ``spatial_merge_size`` x ``spatial_merge_size`` block of them becomes one token of the
+    language model's sequence after the patch merger; ``image_size`` is 0, the resolution is a setting of the step).
+    Qwen2-VL's blocks: LayerNorm, ``fc1`` -> quick_gelu -> ``fc2``; Qwen2.5-VL's: RMSNorm, gated SiLU MLP with biases,
+    window attention except in ``fullatt_block_indexes`` (transformers 5.25 models/qwen2_vl, models/qwen2_5_vl)."""
 
     hidden_size: int
     num_layers: int
@@ -111,10 +118,51 @@ class VisionArch:
     num_channels: int = 3
     use_head: bool = False
     mm_tokens_per_image: int = 256
+    kind: str = "siglip"
+    out_hidden_size: int = 0           # the merger's output: the language model's hidden size
+    spatial_merge_size: int = 1
+    temporal_patch_size: int = 1
+    window_size: int = 0               # Qwen2.5-VL: window attention over window_size x window_size pixels
+    fullatt_block_indexes: tuple[int, ...] = ()
+    hidden_act: str = "gelu_pytorch_tanh"
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def is_qwen(self) -> bool:
+        return self.kind in ("qwen2_vl", "qwen2_5_vl")
+
+    @property
+    def patch_dim(self) -> int:
+        """Values per patch: one row of ``pixel_values``."""
+        return self.num_channels * self.temporal_patch_size * self.patch_size ** 2
+
+    def image_grid(self, image_size: int) -> tuple[int, int, int]:
+        """``(grid_h, grid_w, tokens)`` of a square ``image_size`` image: the processor resizes each side to a multiple
+        of ``patch_size * spatial_merge_size`` (transformers 5.25 image_processing_qwen2_vl.py ``smart_resize``:
+        ``round(height / factor) * factor``, at least one factor), then ``grid = side / patch_size``; ``tokens`` =
+        ``grid_h * grid_w / spatial_merge_size**2``, the image's tokens in the language model's sequence."""
+        factor = self.patch_size * self.spatial_merge_size
+        side = max(factor, round(image_size / factor) * factor)
+        g = side // self.patch_size
+        return g, g, g * g // self.spatial_merge_size ** 2
+
+    def attention_chunks(self, image_size: int, block: int) -> list[int]:
+        """Patches of each attention call of vision block ``block`` over one image: the whole image (Qwen2-VL, and
+        Qwen2.5-VL's ``fullatt_block_indexes``), else its windows of ``window_size // spatial_merge_size // patch_size``
+        merged tokens a side, the last row and column of windows cut by the grid (transformers 5.25 vision_utils.py
+        ``get_vision_window_index``; its padding adds empty windows that ``unique_consecutive`` drops)."""
+        gh, gw, _ = self.image_grid(image_size)
+        if self.kind != "qwen2_5_vl" or block in self.fullatt_block_indexes or not self.window_size:
+            return [gh * gw]
+        m, w = self.spatial_merge_size, self.window_size // self.spatial_merge_size // self.patch_size
+
+        def sides(n: int) -> list[int]:
+            return [w] * (n // w) + ([n % w] if n % w else [])
+
+        return [a * b * m * m for a in sides(gh // m) for b in sides(gw // m)]
 
 
 # model_type -> internal family
@@ -131,6 +179,8 @@ _FAMILY = {
     "gemma3": "llama",
     "olmo2": "llama",
     "gpt_oss": "llama",
+    "qwen2_vl": "llama",
+    "qwen2_5_vl": "llama",
     "phi": "phi",
     "phi3": "phi3",
     "gpt2": "gpt2",
@@ -186,6 +236,16 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                     num_attention_heads=64, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
                     tie_word_embeddings=False, attention_bias=True, hidden_act="silu", num_local_experts=128,
                     num_experts_per_tok=4, sliding_window=128, swiglu_alpha=1.702, swiglu_limit=7.0),
+    # Qwen2VLTextConfig / Qwen2_5_VLTextConfig defaults (transformers 5.25 configuration_qwen2_vl.py,
+    # configuration_qwen2_5_vl.py); the text keys sit at the top of the published config.json or under text_config
+    "qwen2_vl": dict(vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
+                     num_attention_heads=64, num_key_value_heads=8, max_position_embeddings=32768,
+                     tie_word_embeddings=False, hidden_act="silu"),
+    "qwen2_vl_vision": dict(depth=32, embed_dim=1280, hidden_size=3584, hidden_act="quick_gelu", mlp_ratio=4,
+                            num_heads=16, in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+    "qwen2_5_vl_vision": dict(depth=32, hidden_size=3584, hidden_act="silu", intermediate_size=3420, num_heads=16,
+                              in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                              window_size=112, out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31]),
     "siglip_vision_model": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                 num_attention_heads=12, num_channels=3, image_size=224, patch_size=16,
                                 vision_use_head=True),
@@ -324,6 +384,36 @@ def _generic_decoder(config: dict) -> dict | None:
     }
 
 
+def _qwen_vl(config: dict, model_type: str) -> tuple[dict, VisionArch]:
+    """The language model's keys (a Qwen2 decoder: q/k/v biases, M-RoPE) and the vision tower of a Qwen2-VL /
+    Qwen2.5-VL config.json.  The text keys are read at the top level (the published config.json) and under
+    ``text_config`` (what transformers 5 saves), as ``Qwen2_5_VLConfig.__post_init__`` moves them; the vision keys
+    follow ``Qwen2VLVisionConfig`` / ``Qwen2_5_VLVisionConfig``.  Qwen2-VL's tower is ``embed_dim`` wide with an
+    ``embed_dim * mlp_ratio`` MLP and merges into ``hidden_size``; Qwen2.5-VL's is ``hidden_size`` wide and merges into
+    ``out_hidden_size``."""
+    top = {k: v for k, v in config.items() if v is not None and k not in ("text_config", "vision_config")}
+    text = {k: v for k, v in (config.get("text_config") or {}).items() if v is not None}
+    cfg = {**_DEFAULTS["qwen2_vl"], **top, **text}
+    if "tie_word_embeddings" in config:  # Qwen2_5_VLConfig.tie_word_embeddings rules the model's lm_head
+        cfg["tie_word_embeddings"] = bool(config["tie_word_embeddings"]) or bool(text.get("tie_word_embeddings", False))
+    v = {**_DEFAULTS[f"{model_type}_vision"], **{k: x for k, x in (config.get("vision_config") or {}).items()
+                                                   if x is not None}}
+    v["in_channels"] = v.get("in_chans", v["in_channels"])  # the published key; transformers reads in_channels
+    if model_type == "qwen2_vl":
+        width, inter, out = int(v["embed_dim"]), int(v["embed_dim"]) * int(v["mlp_ratio"]), int(v["hidden_size"])
+    else:
+        width, inter, out = int(v["hidden_size"]), int(v["intermediate_size"]), int(v["out_hidden_size"])
+    vision = VisionArch(
+        hidden_size=width, num_layers=int(v["depth"]), num_attention_heads=int(v["num_heads"]),
+        intermediate_size=inter, image_size=0, patch_size=int(v["patch_size"]), num_channels=int(v["in_channels"]),
+        mm_tokens_per_image=0, kind=model_type, out_hidden_size=out, spatial_merge_size=int(v["spatial_merge_size"]),
+        temporal_patch_size=int(v["temporal_patch_size"]), window_size=int(v.get("window_size", 0) or 0),
+        fullatt_block_indexes=tuple(int(i) for i in v.get("fullatt_block_indexes", ()) or ()),
+        hidden_act=str(v.get("hidden_act", "silu")),
+    )
+    return cfg, vision
+
+
 def _first(cfg: dict, *keys: str, default: Any = None) -> Any:
     for k in keys:
         if k in cfg and cfg[k] is not None:
@@ -429,6 +519,8 @@ class ModelArch:
                 use_head=bool(vcfg.get("vision_use_head", True)),
                 mm_tokens_per_image=int(config.get("mm_tokens_per_image", 256)),
             )
+        elif top_type in ("qwen2_vl", "qwen2_5_vl"):
+            cfg, vision = _qwen_vl(config, top_type)
         else:
             cfg = {**_DEFAULTS[top_type], **{k: v for k, v in config.items() if v is not None}}
         family = _FAMILY[top_type]
@@ -442,8 +534,8 @@ class ModelArch:
         if vision is not None:
             # Gemma3ForConditionalGeneration ties lm_head to the language model's embeddings.
             kw["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", kw["tie_word_embeddings"]))
-        if top_type == "gemma3":
-            kw["model_type"] = "gemma3"
+        if top_type in ("gemma3", "qwen2_vl", "qwen2_5_vl"):
+            kw["model_type"] = top_type
         return cls(name=name, family=family, hf_config=dict(config), vision=vision, **kw)
 
     # --- per-family readers --------------------------------------------------------------------
@@ -471,7 +563,7 @@ class ModelArch:
             moe_inter = int(cfg["intermediate_size"])
         qkv_bias = bool(cfg.get("attention_bias", False))
         out_bias = qkv_bias
-        if model_type == "qwen2":  # q/k/v always biased, o_proj never
+        if model_type in ("qwen2", "qwen2_vl", "qwen2_5_vl"):  # q/k/v always biased, o_proj never
             qkv_bias, out_bias = True, False
         act = _first(cfg, "hidden_activation", "hidden_act", default="silu")
         return dict(
@@ -814,6 +906,15 @@ class ModelArch:
         assert v is not None
         vh, vi = v.hidden_size, v.intermediate_size
         L = LinearSpec
+        if v.is_qwen:
+            attn = (L("qkv", vh, 3 * vh, True, path="attn.qkv"), L("proj", vh, vh, True, path="attn.proj"))
+            if v.kind == "qwen2_vl":  # VisionMlp: fc1 -> quick_gelu -> fc2; LayerNorm
+                mlp = (L("fc1", vh, vi, True, path="mlp.fc1"), L("fc2", vi, vh, True, path="mlp.fc2"))
+            else:  # Qwen2_5_VLMLP(bias=True); RMSNorm
+                mlp = (L("gate_proj", vh, vi, True, path="mlp.gate_proj"), L("up_proj", vh, vi, True, path="mlp.up_proj"),
+                       L("down_proj", vi, vh, True, path="mlp.down_proj"))
+            ln = v.kind == "qwen2_vl"
+            return Stack("vision", v.num_layers, attn + mlp, (NormSpec("norm1", vh, ln), NormSpec("norm2", vh, ln)))
         lin = (
             L("q_proj", vh, vh, True, path="self_attn.q_proj"),
             L("k_proj", vh, vh, True, path="self_attn.k_proj"),

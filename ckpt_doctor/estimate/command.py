@@ -51,6 +51,10 @@ DEFAULTS = {
     "checkpointing": "none",
     "frozen": "none",
     "master_weights": "none",  # "fp32": DeepSpeed's bf16/fp16 mode (read from a script or config, no flag)
+    # Qwen2-VL / Qwen2.5-VL: images per sample, their side in pixels (visual tokens are part of --seq-len), frozen tower
+    "images": 1,
+    "image_size": 448,
+    "freeze_vision_tower": False,
 }
 
 
@@ -227,6 +231,13 @@ def _budget(gpu_memory: str | None, gpu: str | None) -> tuple[int, str]:
 @click.option("--gradient-accumulation", type=click.IntRange(min=1), help="Micro-batches per optimizer step.")
 @click.option("--checkpointing", metavar="PLAN", help="The plan the step runs with: none, full, every_N, offload.")
 @click.option("--frozen", type=click.Choice(["none", "trunk"]), help="trunk: only the output head trains (default none).")
+@click.option("--images", type=click.IntRange(min=0),
+              help="Qwen2-VL / Qwen2.5-VL: images per sample (default 1); their visual tokens are part of --seq-len.")
+@click.option("--image-size", type=click.IntRange(min=1), metavar="PX",
+              help="Qwen2-VL / Qwen2.5-VL: side of each (square) image in pixels, rounded to a multiple of 28 as the "
+                   "processor does (default 448: 256 visual tokens).")
+@click.option("--freeze-vision-tower", is_flag=True, default=None,
+              help="Qwen2-VL / Qwen2.5-VL: the vision tower and merger do not train (model.visual.requires_grad_(False)).")
 @click.option("--gpu-memory", metavar="SIZE", help="GPU memory budget, e.g. 80GiB, 24GB, 24000MiB.")
 @click.option("--gpu", "gpu_name", metavar="NAME", help="GPU by name for the budget, e.g. A100-80GB, RTX4090, L40S.")
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu"]), help="DeepSpeed offload_optimizer device (host memory only).")
@@ -243,7 +254,8 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
              mixed_precision: str | None, attn: str | None, optimizer: str | None, lora_r: int | None,
              lora_targets: str | None, load_in_4bit: bool | None, load_in_8bit: bool | None,
              kbit_upcast: bool | None, gpus: int | None, zero: str | None, gradient_accumulation: int | None,
-             checkpointing: str | None, frozen: str | None, gpu_memory: str | None, gpu_name: str | None,
+             checkpointing: str | None, frozen: str | None, images: int | None, image_size: int | None,
+             freeze_vision_tower: bool | None, gpu_memory: str | None, gpu_name: str | None,
              offload_optimizer: str | None, offload_param: str | None, pin_memory: bool | None,
              gpus_per_node: int | None, output_format: str, do_trace: bool, do_fit: bool = False) -> None:
     """Estimate the peak GPU memory of one training step (forward, backward, optimizer step) per GPU, the
@@ -254,7 +266,8 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
         "lora_targets": lora_targets, "load_in_4bit": load_in_4bit, "load_in_8bit": load_in_8bit,
         "kbit_upcast": kbit_upcast, "gpus": gpus,
         "zero": int(zero) if zero is not None else None, "gradient_accumulation": gradient_accumulation,
-        "checkpointing": checkpointing, "frozen": frozen,
+        "checkpointing": checkpointing, "frozen": frozen, "images": images, "image_size": image_size,
+        "freeze_vision_tower": freeze_vision_tower,
     }
     settings: dict = {}
     read = ""  # what the messages below add: the settings the script gave

@@ -151,6 +151,12 @@ class TrainingSetup:
     # encoder-decoder models (T5): the target (label, decoder input) length; None: the same as seq_len, the source
     # (encoder input) length
     target_len: int | None = None
+    # multimodal (Qwen2-VL / Qwen2.5-VL): images per sample and their side in pixels (square; the processor rounds it to
+    # a multiple of 28), whose visual tokens are part of seq_len; a frozen vision tower (`model.visual.requires_grad_(
+    # False)`, `freeze_vision_tower` in training scripts).  Other models ignore them.
+    images: int = 1
+    image_size: int = 448
+    freeze_vision_tower: bool = False
 
     @property
     def decoder_len(self) -> int:
@@ -183,6 +189,14 @@ class TrainingSetup:
         if self.frozen not in FROZEN:
             raise ValueError(f"frozen must be one of {FROZEN}, not {self.frozen!r}")
         _every(self.checkpointing)  # raises on a bad plan name
+        if self.images < 0 or self.image_size < 1:
+            raise ValueError("images must be >= 0 and image_size >= 1")
+        vision = getattr(self.arch, "vision", None)
+        if vision is not None and vision.is_qwen and self.images:
+            tokens = self.images * vision.image_grid(self.image_size)[2]
+            if tokens > self.seq_len:
+                raise ValueError(f"{self.images} image(s) of {self.image_size} px are {tokens} visual tokens, more than "
+                                 f"the sequence length {self.seq_len}")
         from .arch import attention_refusal
 
         refusal = attention_refusal(self.arch, self.attn) if hasattr(self.arch, "model_type") else None
@@ -869,10 +883,10 @@ class _Model:
         sim.drop(yc)
         return out
 
-    def layernorm(self, x: _T, w: _T | None, bias: _T | None) -> _T:
+    def layernorm(self, x: _T, w: _T | None, bias: _T | None, width: int | None = None) -> _T:
         sim, c = self.sim, self.ctx
         xin = sim.cast(x, 4) if c.mixed else sim.ref(x)  # CUDA autocast runs layer_norm in fp32
-        rows = x.numel // c.h
+        rows = x.numel // (width or c.h)
         mean = sim.new(rows, 4)
         rstd = sim.new(rows, 4)
         out = sim.op([xin, w, bias], xin.numel, xin.b, saves=[xin, mean, rstd], extra_outs=[mean, rstd])
@@ -980,11 +994,15 @@ class _Model:
     def forward(self) -> _T:
         raise NotImplementedError
 
+    # transformers' _set_gradient_checkpointing counts every GradientCheckpointingLayer of the model in module order
+    # (modeling_utils.py: ``layer_index % every_n_layers``): a vision tower's blocks come before the decoder layers
+    layer_offset = 0
+
     def layers(self, x: _T) -> _T:
         c = self.ctx
         for i, layer in enumerate(self.blocks):
             fn = (lambda h, layer=layer: self.block(h, layer))
-            if c.ckpt_every and i % c.ckpt_every == 0:
+            if c.ckpt_every and (i + self.layer_offset) % c.ckpt_every == 0:
                 out = self.sim.checkpoint(fn, x, offload=c.offload)
             else:
                 out = fn(x)
@@ -2059,8 +2077,234 @@ class _T5Model(_Model):
         return loss
 
 
+class _QwenVLModel(_LlamaModel):
+    """Qwen2-VL / Qwen2.5-VL (transformers 5.25 models/qwen2_vl/modeling_qwen2_vl.py, models/qwen2_5_vl/
+    modeling_qwen2_5_vl.py): the vision tower over every patch of the batch's images, the patch merger into the
+    language model's width, the merged tokens scattered into the token embeddings, then a Qwen2 decoder with M-RoPE.
+
+    ``get_image_features`` casts ``pixel_values`` (fp32 rows of ``channels x 2 x 14 x 14``) to the tower's dtype; the
+    Conv3d patch embedding is a matmul over those rows; ``permute_input_for_window_attn`` gathers the patches into
+    window order (an index copy that keeps the index); the rotary tables are fp32 ``[P, head_dim]``.  A block:
+    norm1, ``qkv`` (one ``[P, 3 vh]`` output whose q/k/v are views: ``v`` keeps it alive), rotary in fp32
+    (``apply_rotary_pos_emb_vision``: ``q.float()``, then back to the input dtype), SDPA per window (Qwen2.5-VL) or per
+    image, each output and log-sum-exp kept, ``torch.cat`` of the outputs, ``proj``, residual, norm2, MLP, residual.
+    The merger: ``ln_q``, a view as ``[P / 4, 4 vh]``, Linear, GELU, Linear, and the window order undone (an index
+    copy)."""
+
+    def build(self) -> None:
+        super().build()
+        c, v = self.ctx, self.ctx.arch.vision
+        st = self.ctx.arch._vision_stack()
+        self.layer_offset = v.num_layers
+        mark = len(self.params)
+        # a Conv3d: bitsandbytes quantises nn.Linear layers only
+        self.patch = self.linear_p("proj", v.patch_dim, v.hidden_size, False, "visual.patch_embed.proj",
+                                   quantizable=False)
+        self.vblocks = []
+        ln = v.kind == "qwen2_vl"
+        for _ in range(v.num_layers):
+            lay: dict[str, Any] = {sp.name: self.linear_p(sp.name, sp.in_features, sp.out_features, sp.bias,
+                                                          "visual.blocks." + sp.path) for sp in st.linears}
+            for n in st.norms:
+                lay[n.name] = (self.vec_p(n.size), self.vec_p(n.size) if ln else None)
+            self.vblocks.append(lay)
+        m = v.hidden_size * v.spatial_merge_size ** 2
+        self.ln_q = (self.vec_p(v.hidden_size), self.vec_p(v.hidden_size) if ln else None)
+        self.mlp0 = self.linear_p("0", m, m, True, "visual.merger.mlp.0")
+        self.mlp2 = self.linear_p("2", m, v.out_hidden_size, True, "visual.merger.mlp.2")
+        # model.visual.requires_grad_(False); a tower that sees no image gets no gradient either, so AdamW (which makes
+        # state only for parameters with a gradient) holds none for it
+        if c.setup.freeze_vision_tower or not c.setup.images:
+            for p in self.params[mark:]:
+                p.rg = False
+
+    def forward(self) -> _T:
+        sim, c, v = self.sim, self.ctx, self.ctx.arch.vision
+        ids = sim.new(c.N, 8)
+        if c.setup.images:
+            sim.new(3 * c.N, 8)  # the batch's M-RoPE position_ids [3, b, s] (get_rope_index)
+        images = c.b * c.setup.images
+        gh, gw, per_image = v.image_grid(c.setup.image_size)
+        pixels = sim.new(images * gh * gw * v.patch_dim, 4) if images else None  # the batch's pixel_values (fp32)
+        x = sim.op([self.emb], c.N * c.h, self.emb.b, saves=[ids])
+        if c.ckpt_every:  # enable_input_require_grads() (transformers does it when checkpointing)
+            self.input_requires_grad(x)
+        if images:
+            feats = self.vision(pixels, images * gh * gw)
+            cat = sim.op([feats], feats.numel, feats.b)  # torch.cat(pooler_output): the per-image splits joined
+            sim.drop(feats)
+            emb = sim.cast(cat, x.b)  # .to(inputs_embeds.dtype): fp32 under autocast
+            sim.drop(cat)
+            mask = sim.new(c.N, 1)  # get_placeholder_mask: (input_ids == image_token_id).unsqueeze(-1), bool
+            xs = sim.op([x, emb], x.numel, x.b, saves=[mask])  # inputs_embeds.masked_scatter(mask, image_embeds)
+            sim.drop(x, emb, mask)
+            x = xs
+        # M-RoPE tables: position_ids expanded to [3, b, s], recomposed into [b, s, head_dim] in the hidden dtype
+        self.cos = sim.new(c.b * c.s * c.d, x.b)
+        self.sin = sim.new(c.b * c.s * c.d, x.b)
+        self.mask = sim.new(c.b * c.s * c.s, x.b) if c.attn == "eager" else None
+        self.sdpa_mask = None
+        x = self.layers(x)
+        sim.drop(self.cos, self.sin, self.mask)
+        xn = self.norm(x, self.final)
+        sim.drop(x)
+        return self.lm_head_and_loss(xn)
+
+    def vision(self, pixels: _T, P: int) -> _T:
+        """The vision tower and merger over ``P`` patches: the merged features ``[P / merge**2, out_hidden_size]``."""
+        sim, c, v = self.sim, self.ctx, self.ctx.arch.vision
+        px = sim.cast(pixels, self.patch.W.b if not c.mixed else 4)  # pixel_values.type(self.visual.dtype)
+        e = self.linear(px, self.patch, P)  # Conv3d with kernel = stride = the patch: one matmul over the rows
+        sim.drop(px)
+        if c.ckpt_every:  # enable_input_require_grads() hooks the tower's input embeddings (patch_embed) as well
+            self.input_requires_grad(e)
+        merged = P // v.spatial_merge_size ** 2
+        widx = sim.new(merged, 8) if v.kind == "qwen2_5_vl" else None  # window_index (long)
+        if widx is not None:  # hidden_states[window_index]: a copy; IndexBackward0 keeps the index
+            x = sim.op([e], e.numel, e.b, saves=[widx])
+            sim.drop(e)
+        else:
+            x = e
+        hd = v.hidden_size // v.num_attention_heads
+        self.vcos, self.vsin = sim.new(P * hd, 4), sim.new(P * hd, 4)  # rotary tables, fp32 (window order)
+        gh, gw, _ = v.image_grid(c.setup.image_size)
+        for i, lay in enumerate(self.vblocks):
+            lay["_chunks"] = v.attention_chunks(c.setup.image_size, i) * (P // (gh * gw))  # every image's calls
+            fn = (lambda h, lay=lay: self.vblock(h, lay, P))
+            if c.ckpt_every and i % c.ckpt_every == 0:
+                out = sim.checkpoint(fn, x, offload=c.offload)
+            else:
+                out = fn(x)
+            sim.drop(x)
+            x = out
+        sim.drop(self.vcos, self.vsin)
+        xn = self.vnorm(x, self.ln_q)
+        sim.drop(x)
+        m0 = self.linear(xn, self.mlp0, merged)  # ln_q(x).view(-1, 4 vh): a view
+        sim.drop(xn)
+        g = self.activation(m0, "gelu")
+        sim.drop(m0)
+        out = self.linear(g, self.mlp2, merged)
+        sim.drop(g)
+        if widx is not None:  # merged_hidden_states[reverse_indices, :]: a copy keeping argsort(window_index)
+            rev = sim.new(merged, 8)
+            o2 = sim.op([out], out.numel, out.b, saves=[rev])
+            sim.drop(out, rev, widx)
+            out = o2
+        return out
+
+    def vnorm(self, x: _T, wb: tuple) -> _T:
+        """The tower's norms: LayerNorm (Qwen2-VL) or RMSNorm (Qwen2.5-VL), ``vh`` wide."""
+        w, b = wb
+        vh = self.ctx.arch.vision.hidden_size
+        if self.ctx.arch.vision.kind == "qwen2_vl":
+            return self.layernorm(x, w, b, width=vh)
+        return self.rmsnorm(x, w, width=vh)
+
+    def vrope(self, x: _T) -> _T:
+        """apply_rotary_pos_emb_vision on q or k: ``x.float()``, ``x * cos + rotate_half(x) * sin``, back to x's dtype."""
+        sim = self.sim
+        x32 = sim.cast(x, 4)
+        r = self.rope(x32, self.vcos, self.vsin)
+        sim.drop(x32)
+        out = sim.cast(r, x.b)
+        sim.drop(r)
+        return out
+
+    def vblock(self, x: _T, lay: dict, P: int) -> _T:
+        sim, c, v = self.sim, self.ctx, self.ctx.arch.vision
+        vh = v.hidden_size
+        xn = self.vnorm(x, lay["norm1"])
+        qkv = self.linear(xn, lay["qkv"], P)
+        sim.drop(xn)
+        q, k, val = self.split(qkv, (P * vh, P * vh, P * vh))  # reshape, permute, unbind: views of the qkv output
+        sim.drop(qkv)
+        qe, ke = self.vrope(q), self.vrope(k)
+        sim.drop(q, k)
+        # SDPA over each window / image (non-flash path: torch.split along the sequence, one call each), outputs and
+        # log-sum-exps kept; the outputs already have the [s, heads, d] layout (the query's), so
+        # ``transpose(1, 2).contiguous()`` does not copy; torch.cat joins them (a copy)
+        if c.attn == "eager":
+            oc = self.veager(qe, ke, val, lay["_chunks"])
+        else:
+            lse = sim.new(P * v.num_attention_heads, 4)
+            o = sim.op([qe, ke, val], P * vh, qe.b, saves=[qe, ke, val, _OUT, lse], extra_outs=[lse])
+            sim.drop(lse, qe, ke, val)
+            oc = sim.op([o], o.numel, o.b)
+            sim.drop(o)
+        ao = self.linear(oc, lay["proj"], P)
+        sim.drop(oc)
+        h1 = self.add(x, ao)
+        sim.drop(ao)
+        xn2 = self.vnorm(h1, lay["norm2"])
+        if "fc1" in lay:  # VisionMlp: fc2(quick_gelu(fc1(x)))
+            f = self.linear(xn2, lay["fc1"], P)
+            a = self.quick_gelu(f)
+            sim.drop(f)
+            mo = self.linear(a, lay["fc2"], P)
+            sim.drop(a)
+        else:
+            mo = self.vmlp(xn2, lay, P)
+        sim.drop(xn2)
+        out = self.add(h1, mo)
+        sim.drop(h1, mo)
+        return out
+
+    def veager(self, q: _T, k: _T, val: _T, chunks: list[int]) -> _T:
+        """The tower's eager_attention_forward over each window / image in turn (no mask, no repeat_kv): the scores
+        ``q @ k^T`` and their scaled copy (transients), the fp32 softmax (kept) and its copy in q's dtype (kept by the
+        matmul with v), the output and its ``transpose(1, 2).contiguous()`` copy; then torch.cat of those copies."""
+        sim, v = self.sim, self.ctx.arch.vision
+        vh, heads = v.hidden_size, v.num_attention_heads
+        outs = []
+        for n in chunks:
+            S = heads * n * n
+            sc = sim.op([q, k], S, q.b, saves=[q if k.rg else None, k if q.rg else None])
+            sc2 = sim.op([sc], S, sc.b)
+            sim.drop(sc)
+            p = self.softmax(sc2, 4)
+            sim.drop(sc2)
+            pc = sim.cast(p, q.b)
+            sim.drop(p)
+            o = sim.op([pc, val], n * vh, pc.b, saves=[pc if val.rg else None, val if pc.rg else None])
+            sim.drop(pc)
+            outs.append(sim.op([o], o.numel, o.b))
+            sim.drop(o)
+        sim.drop(q, k, val)
+        cat = sim.op(outs, sum(t.numel for t in outs), q.b)
+        sim.drop(*outs)
+        return cat
+
+    def vmlp(self, x: _T, lay: dict, P: int) -> _T:
+        """Qwen2_5_VLMLP: down_proj(act(gate_proj(x)) * up_proj(x)), biased."""
+        sim, v = self.sim, self.ctx.arch.vision
+        gt = self.linear(x, lay["gate_proj"], P)
+        ac = self.activation(gt, v.hidden_act)
+        sim.drop(gt)
+        up = self.linear(x, lay["up_proj"], P)
+        pr = sim.op([ac, up], ac.numel, max(ac.b, up.b), saves=[ac if up.rg else None, up if ac.rg else None])
+        sim.drop(ac, up)
+        dn = self.linear(pr, lay["down_proj"], P)
+        sim.drop(pr)
+        return dn
+
+    def quick_gelu(self, x: _T) -> _T:
+        """QuickGELUActivation: ``x * sigmoid(1.702 * x)`` (activations.py): the scaled copy, the sigmoid (its output
+        kept) and the product (both factors kept)."""
+        sim = self.sim
+        t = sim.op([x], x.numel, x.b)
+        sg = sim.op([t], x.numel, x.b, saves=[_OUT])
+        sim.drop(t)
+        out = sim.op([x, sg], x.numel, x.b, saves=[x, sg])
+        sim.drop(sg)
+        return out
+
+
 def _model_class(ctx: _Ctx) -> type[_Model]:
     f = ctx.family
+    vision = getattr(ctx.arch, "vision", None)
+    if vision is not None and vision.is_qwen:
+        return _QwenVLModel
     if ctx.task == "seq-cls" or f == "bert":
         return _BertModel
     if f in ("gpt2", "gpt_neox", "falcon", "opt", "phi"):

@@ -62,6 +62,12 @@ def _vision_params(arch: ModelArch) -> int:
     if v is None:
         return 0
     vh = v.hidden_size
+    if v.is_qwen:
+        # PatchEmbed: Conv3d(in_channels, vh, [temporal_patch_size, patch, patch], bias=False); PatchMerger: ln_q
+        # (LayerNorm in Qwen2-VL, RMSNorm in Qwen2.5-VL), Linear(4 vh, 4 vh), GELU, Linear(4 vh, out)
+        m = vh * v.spatial_merge_size ** 2
+        ln_q = 2 * vh if v.kind == "qwen2_vl" else vh
+        return v.patch_dim * vh + ln_q + (m * m + m) + (m * v.out_hidden_size + v.out_hidden_size)
     n = v.num_channels * v.patch_size * v.patch_size * vh + vh  # patch embedding conv
     n += v.num_patches * vh  # position embedding
     n += 2 * vh  # post_layernorm

@@ -123,6 +123,12 @@ def render_text(est: MemoryEstimate, plan_results: list[PlanResult], budget_byte
         extras.append(f"{s.gpus} GPUs" + (f", ZeRO-{s.zero}" if s.zero else ", DDP"))
     if s.gradient_accumulation > 1:
         extras.append(f"gradient accumulation {s.gradient_accumulation}")
+    vision = getattr(a, "vision", None)
+    if vision is not None and vision.is_qwen:
+        side = vision.image_grid(s.image_size)[0] * vision.patch_size
+        extras.append(f"{s.images} image(s) of {side} x {side} px per sample "
+                      f"({s.images * vision.image_grid(s.image_size)[2]} of the {s.seq_len} tokens)"
+                      + (", vision tower frozen" if s.freeze_vision_tower else ""))
     out.append(f"{a.name} ({est.params_total / 1e9:.3g}B parameters, {est.params_trainable / 1e9:.3g}B trainable)"
                + (f"  [{model_source}]" if model_source else ""))
     out.append(f"  batch {s.batch_size} x seq {s.seq_len}, {prec}, {s.attn} attention, {s.optimizer}, "

@@ -100,6 +100,12 @@ def task_of(arch) -> str:
     return "seq2seq-lm" if getattr(arch, "is_encoder_decoder", False) else "causal-lm"
 
 
+def is_qwen_vl(arch) -> bool:
+    """Qwen2-VL / Qwen2.5-VL: built as ``AutoModelForImageTextToText`` and fed an image batch (``make_inputs``)."""
+    vision = getattr(arch, "vision", None)
+    return getattr(vision, "kind", "") in ("qwen2_vl", "qwen2_5_vl")
+
+
 def hf_config(setup):
     from transformers import AutoConfig
 
@@ -120,8 +126,9 @@ def build_model(setup, *, meta: bool):
 
     cfg = hf_config(setup)
     attn = "sdpa" if setup.attn == "flash" else setup.attn
-    cls = {"seq-cls": transformers.AutoModelForSequenceClassification,
-           "seq2seq-lm": transformers.AutoModelForSeq2SeqLM}.get(task_of(setup.arch), transformers.AutoModelForCausalLM)
+    cls = (transformers.AutoModelForImageTextToText if is_qwen_vl(setup.arch)
+           else {"seq-cls": transformers.AutoModelForSequenceClassification,
+                 "seq2seq-lm": transformers.AutoModelForSeq2SeqLM}.get(task_of(setup.arch), transformers.AutoModelForCausalLM))
     ctx = torch.device("meta") if meta else contextlib.nullcontext()
     with ctx:
         model = cls.from_config(cfg, attn_implementation=attn)
@@ -138,6 +145,10 @@ def build_model(setup, *, meta: bool):
                                    task_of(setup.arch), "CAUSAL_LM"))
         model = peft.get_peft_model(model, lcfg)
         model.train()
+    if getattr(setup, "freeze_vision_tower", False) and is_qwen_vl(setup.arch):  # `model.visual.requires_grad_(False)`
+        for name, param in model.named_parameters():
+            if ".visual." in f".{name}":
+                param.requires_grad_(False)
     if getattr(setup, "frozen", "none") == "trunk":  # a heads-only fine-tune: `model.<trunk>.requires_grad_(False)`
         from ckpt_doctor.estimate.memory import HEADS
 
@@ -194,6 +205,8 @@ def make_inputs(setup, vocab: int):
     import torch
 
     b, s = setup.batch_size, setup.seq_len
+    if is_qwen_vl(setup.arch) and getattr(setup, "images", 0):
+        return _vl_inputs(setup, vocab)
     ids = torch.randint(0, vocab, (b, s), dtype=torch.long)
     if task_of(setup.arch) == "seq-cls":
         return {"input_ids": ids, "labels": torch.zeros(b, dtype=torch.long)}
@@ -204,6 +217,113 @@ def make_inputs(setup, vocab: int):
         t = getattr(setup, "target_len", None) or s
         return {"input_ids": ids, "labels": torch.randint(0, vocab, (b, t), dtype=torch.long)}
     return {"input_ids": ids, "labels": ids.clone()}
+
+
+def _vl_inputs(setup, vocab: int):
+    """A Qwen2-VL / Qwen2.5-VL batch as its processor makes it (transformers 5.25 models/qwen2_vl/
+    image_processing_qwen2_vl.py): ``setup.images`` images of ``setup.image_size`` pixels per sample, each cut into
+    ``grid_h x grid_w`` patches of ``channels x temporal_patch_size x patch x patch`` fp32 values (``pixel_values``,
+    one row per patch, all images of the batch stacked), ``image_grid_thw`` = ``[1, grid_h, grid_w]`` per image, and
+    ``input_ids`` holding one ``image_token_id`` per merged patch (the visual tokens: part of the sequence length).
+    ``image_grid_thw`` is made from a Python list, so under the trace's FakeTensorMode it is a constant
+    (``_qwen_vl_patches``) and its ``.tolist()`` answers."""
+    import torch
+
+    a, v = setup.arch, setup.arch.vision
+    b, s = setup.batch_size, setup.seq_len
+    gh, gw, per_image = v.image_grid(setup.image_size)
+    n_img = b * setup.images
+    image_token = int(a.hf_config.get("image_token_id", 151655))
+    # text ids below every special token (and the language model's vocabulary); the image tokens after the first one
+    low = min(vocab, a.vocab_size, image_token, int(a.hf_config.get("bos_token_id") or image_token))
+    ids = torch.randint(0, low, (b, s), dtype=torch.long)
+    start = min(1, s - setup.images * per_image)
+    ids[:, start:start + setup.images * per_image] = image_token
+    pixels = torch.randn(n_img * gh * gw, v.num_channels * v.temporal_patch_size * v.patch_size ** 2)
+    grid = torch.tensor([[1, gh, gw]] * n_img, dtype=torch.long)
+    # M-RoPE positions, [3, b, s] as get_rope_index makes them from the processor's mm_token_type_ids (their values
+    # change no memory; computing them reads the token ids, which a fake tensor does not have)
+    positions = torch.arange(s).view(1, 1, s).expand(3, b, s).contiguous()
+    return {"input_ids": ids, "labels": ids.clone(), "pixel_values": pixels, "image_grid_thw": grid,
+            "position_ids": positions}
+
+
+@contextlib.contextmanager
+def _qwen_vl_patches(setup):
+    """What a FakeTensorMode trace of Qwen2-VL / Qwen2.5-VL needs; memory stays that of the real step.
+
+    * Data-dependent shapes: the vision tower reads ``image_grid_thw`` and the window bounds with ``.tolist()``
+      (transformers 5.25 vision_utils.py ``get_vision_position_ids`` / ``get_vision_window_index``,
+      models/qwen2_5_vl/modeling_qwen2_5_vl.py ``get_image_features`` and ``Qwen2_5_VLVisionAttention.forward``:
+      ``lengths.tolist()``).  FakeTensorMode answers ``.item()`` only for constant tensors of at most
+      ``CONSTANT_NUMEL_LIMIT`` (1) elements; the limit is raised so the small integer tensors made from Python lists
+      (``image_grid_thw``, and everything computed from constants only) stay constants.  ``get_vision_window_index``
+      builds its index from ``torch.arange`` (never a constant), so it runs on the real grid outside the mode and its
+      two tensors come back as constants.
+    * ``position_ids`` are given (``_vl_inputs``), so ``compute_3d_position_ids`` / ``get_rope_index`` do not run.
+    * ``get_placeholder_mask``'s ``torch_compilable_check`` reads the image-token count (data): skipped
+      (``TRANSFORMERS_DISABLE_TORCH_CHECK=1``); the inputs are made to match it.
+    * ``inputs_embeds.masked_scatter(image_mask, image_embeds)``: its backward takes ``grad.masked_select(mask)``, whose
+      size is data-dependent (no fake kernel without a ShapeEnv).  Replaced by an autograd function that saves the same
+      ``mask`` and returns the same tensors: ``grad.masked_fill(mask, 0)`` for the text embeddings and a new tensor of
+      the image features' shape -- what ``masked_select(...).view(source.shape)`` allocates when the placeholder count
+      matches the features (torch 2.13 FunctionsManual.cpp ``masked_scatter_backward_symint``)."""
+    if not is_qwen_vl(setup.arch):
+        yield
+        return
+    import importlib
+    import os
+
+    import torch
+    from torch._subclasses import fake_tensor as ft
+
+    orig_scatter = torch.Tensor.masked_scatter
+
+    class _MaskedScatter(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, mask, source):
+            ctx.save_for_backward(mask)
+            ctx.source_shape = source.shape
+            return orig_scatter(x, mask, source)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (mask,) = ctx.saved_tensors
+            gx = grad.masked_fill(mask, 0) if ctx.needs_input_grad[0] else None
+            gs = grad.new_empty(ctx.source_shape) if ctx.needs_input_grad[2] else None
+            return gx, None, gs
+
+    mods = [importlib.import_module(f"transformers.models.{m}.modeling_{m}") for m in ("qwen2_vl", "qwen2_5_vl")]
+    saved = [(m, m.get_vision_window_index) for m in mods if hasattr(m, "get_vision_window_index")]
+
+    def on_the_real_grid(orig):
+        def window_index(grid_thw, *args, **kwargs):
+            real = getattr(grid_thw, "constant", None)
+            if real is None:
+                return orig(grid_thw, *args, **kwargs)
+            with ft.unset_fake_temporarily():
+                index, bounds = orig(real, *args, **kwargs)
+                index, bounds = (index.tolist(), index.dtype), (bounds.tolist(), bounds.dtype)
+            return torch.tensor(index[0], dtype=index[1]), torch.tensor(bounds[0], dtype=bounds[1])
+        return window_index
+
+    limit, env = ft.CONSTANT_NUMEL_LIMIT, os.environ.get("TRANSFORMERS_DISABLE_TORCH_CHECK")
+    ft.CONSTANT_NUMEL_LIMIT = 1 << 16
+    os.environ["TRANSFORMERS_DISABLE_TORCH_CHECK"] = "1"
+    torch.Tensor.masked_scatter = lambda self, mask, source: _MaskedScatter.apply(self, mask, source)
+    for m, fn in saved:
+        m.get_vision_window_index = on_the_real_grid(fn)
+    try:
+        yield
+    finally:
+        ft.CONSTANT_NUMEL_LIMIT = limit
+        torch.Tensor.masked_scatter = orig_scatter
+        for m, fn in saved:
+            m.get_vision_window_index = fn
+        if env is None:
+            os.environ.pop("TRANSFORMERS_DISABLE_TORCH_CHECK", None)
+        else:
+            os.environ["TRANSFORMERS_DISABLE_TORCH_CHECK"] = env
 
 
 def make_optimizer(setup, params):
@@ -661,7 +781,7 @@ def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: in
         _materialize_fake(model, fake_mode)
         _recompute_under(model, sem)
         vocab = int(getattr(hf_config(setup), "vocab_size", 32000))
-        with _cuda_rounding(), _hf_sees_real_tensors(), fake_mode:
+        with _cuda_rounding(), _hf_sees_real_tensors(), _qwen_vl_patches(setup), fake_mode:
             inputs = make_inputs(setup, vocab)
             opt = make_optimizer(setup, model.parameters())
             tracker = _memtracker()

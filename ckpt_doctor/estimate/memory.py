@@ -1044,7 +1044,6 @@ class _LlamaModel(_Model):
         stacks = a.stacks() if hasattr(a, "stacks") else ()
         specs = {s.name: s for s in (stacks[0].linears if stacks else ())}
         self.fused_qkv = "qkv_proj" in specs
-        self.fused_up = "gate_up_proj" in specs
         self.n_norms = len(stacks[0].norms) if stacks else 2
         self.blocks = []
         text_stacks = [st for st in stacks if st.name != "vision"]
@@ -1356,25 +1355,28 @@ class _LlamaModel(_Model):
         sim.drop(out, bg)
         return s
 
-    def mlp(self, x: _T, lay: dict, rows: int | None = None) -> _T:
+    def mlp(self, x: _T, lay: dict, rows: int | None = None, act: str | None = None) -> _T:
+        """The gated MLP ``down_proj(act(gate_proj(x)) * up_proj(x))`` (fused gate/up for Phi-3, ungated for T5 v1.0);
+        ``act`` defaults to the model's."""
         sim, c = self.sim, self.ctx
         rows = c.N if rows is None else rows
-        if self.fused_up:
+        act = act or c.act
+        if "gate_up_proj" in lay:  # Phi-3
             gu = self.linear(x, lay["gate_up_proj"], rows)
             gt, up = self.split(gu, (rows * c.I, rows * c.I))
             sim.drop(gu)
-            ac = self.activation(gt, c.act)
+            ac = self.activation(gt, act)
             sim.drop(gt)
         elif "up_proj" not in lay:  # T5 v1.0: wi -> act -> wo
             fc = self.linear(x, lay["gate_proj"], rows)
-            ac = self.activation(fc, c.act)
+            ac = self.activation(fc, act)
             sim.drop(fc)
             dn = self.linear(ac, lay["down_proj"], rows)
             sim.drop(ac)
             return dn
         else:
             gt = self.linear(x, lay["gate_proj"], rows)
-            ac = self.activation(gt, c.act)
+            ac = self.activation(gt, act)
             sim.drop(gt)
             up = self.linear(x, lay["up_proj"], rows)
         pr = sim.op([ac, up], ac.numel, max(ac.b, up.b), saves=[ac if up.rg else None, up if ac.rg else None])
@@ -2244,7 +2246,7 @@ class _QwenVLModel(_LlamaModel):
             mo = self.linear(a, lay["fc2"], P)
             sim.drop(a)
         else:
-            mo = self.vmlp(xn2, lay, P)
+            mo = self.mlp(xn2, lay, P, act=v.hidden_act)  # Qwen2_5_VLMLP: gated, biased
         sim.drop(xn2)
         out = self.add(h1, mo)
         sim.drop(h1, mo)
@@ -2274,19 +2276,6 @@ class _QwenVLModel(_LlamaModel):
         cat = sim.op(outs, sum(t.numel for t in outs), q.b)
         sim.drop(*outs)
         return cat
-
-    def vmlp(self, x: _T, lay: dict, P: int) -> _T:
-        """Qwen2_5_VLMLP: down_proj(act(gate_proj(x)) * up_proj(x)), biased."""
-        sim, v = self.sim, self.ctx.arch.vision
-        gt = self.linear(x, lay["gate_proj"], P)
-        ac = self.activation(gt, v.hidden_act)
-        sim.drop(gt)
-        up = self.linear(x, lay["up_proj"], P)
-        pr = sim.op([ac, up], ac.numel, max(ac.b, up.b), saves=[ac if up.rg else None, up if ac.rg else None])
-        sim.drop(ac, up)
-        dn = self.linear(pr, lay["down_proj"], P)
-        sim.drop(pr)
-        return dn
 
     def quick_gelu(self, x: _T) -> _T:
         """QuickGELUActivation: ``x * sigmoid(1.702 * x)`` (activations.py): the scaled copy, the sigmoid (its output

@@ -92,6 +92,11 @@ def _external_checkpointing(ctx: Context, condition: Condition) -> tuple[str, Co
     return (_external(found[0]), found[1], found[0]) if found else None
 
 
+def external_checkpointing_calls(ctx: Context) -> list[Call]:
+    """Every call that checkpoints layers from outside the model (FSDP / accelerate / Lightning / torch's wrapper)."""
+    return [c for c in ctx.facts.calls if _external(c) is not None]
+
+
 def _external(call: Call) -> str | None:
     where = f"line {call.line}" + (f" (in {call.via})" if call.via else "")
     if call.qualname in (APPLY_AC, CHECKPOINT_WRAPPER) or call.name == "apply_activation_checkpointing":

@@ -677,10 +677,9 @@ def eval_accumulates_logits(ctx: Context) -> Iterator[Report]:
 def _own_layer_checkpointing(ctx: Context, condition: Condition) -> bool:
     """Whether the script checkpoints layers itself on this path (`torch.utils.checkpoint`, `checkpoint_wrapper`,
     `apply_activation_checkpointing`): which layers it wraps is not known, so they may be the vision layers."""
-    from ckpt_doctor.rules.distributed import _external
+    from ckpt_doctor.rules.distributed import external_checkpointing_calls
 
-    own = list(ctx.training.torch_checkpoint_sites) + [c for c in ctx.facts.calls if _external(c) is not None]
-    return on_path(condition, own) is not None
+    return on_path(condition, [*ctx.training.torch_checkpoint_sites, *external_checkpointing_calls(ctx)]) is not None
 
 
 @rule(

@@ -288,13 +288,10 @@ _NO_CUDAGRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no
 def _checkpointing_on(ctx: Context) -> list:
     """Where checkpointing runs in the step: torch's `checkpoint` calls, Hugging Face checkpointing that is on,
     and FSDP / torch wrappers that checkpoint layers."""
-    from ckpt_doctor.rules.distributed import _external
+    from ckpt_doctor.rules.distributed import external_checkpointing_calls
 
-    spots = list(ctx.training.torch_checkpoint_sites)
-    spots += [s for s in ctx.training.hf_sites if s.enabled is True]
-    spots += [c for c in ctx.facts.calls if _external(c) is not None]
-    spots += [c for c in ctx.facts.calls if _unsloth_checkpointing(c)]
-    return spots
+    return [*ctx.training.torch_checkpoint_sites, *(s for s in ctx.training.hf_sites if s.enabled is True),
+            *external_checkpointing_calls(ctx), *(c for c in ctx.facts.calls if _unsloth_checkpointing(c))]
 
 
 def _unsloth_checkpointing(call: Call) -> bool:

@@ -49,11 +49,7 @@ def _where(fact) -> str:
 def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
     run = _run(ctx)
     reported: set[str] = set()
-    for key, advice in run.framework.renamed.items():
-        name, _, value = key.partition(": ")
-        entry = run.document.get(name)
-        if entry is None or (value and str(entry.value) != value):
-            continue
+    for key, name, value, advice, entry in _renamed_in(run):
         reported.add(name)  # judged here, whether reported or not: not an unknown key either
         if _unset(entry) and advice.get("what_happens") != "error":
             continue  # an empty key sets nothing, under either name
@@ -86,14 +82,21 @@ def key_renamed_or_ignored(ctx: Context) -> Iterator[Report]:
 def _stops_from(run: RunConfig, release: str) -> bool:
     """Whether the run sets a key its framework rejects with an error from `release` or earlier (ms-swift 3's
     `train_type`, an error from 4.1.0): a config written for the releases before, which the later ones cannot run."""
+    for _, _, value, advice, _ in _renamed_in(run):
+        since = (advice.get("since") or "").split(" ", 1)[-1]
+        if not value and advice.get("what_happens") == "error" and since and Version.parse(since) <= Version.parse(release):
+            return True
+    return False
+
+
+def _renamed_in(run: RunConfig) -> Iterator[tuple[str, str, str, dict, Entry]]:
+    """The run's keys its framework renamed (`train_type`, or `key: value` for one value of it): (the table's key, the
+    key's name, the value it is renamed for or "", the advice, the entry)."""
     for key, advice in run.framework.renamed.items():
         name, _, value = key.partition(": ")
         entry = run.document.get(name)
-        since = (advice.get("since") or "").split(" ", 1)[-1]
-        if entry is not None and not value and advice.get("what_happens") == "error" and since \
-                and Version.parse(since) <= Version.parse(release):
-            return True
-    return False
+        if entry is not None and not (value and str(entry.value) != value):
+            yield key, name, value, advice, entry
 
 
 def _unset(entry: Entry) -> bool:

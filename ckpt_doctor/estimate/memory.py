@@ -1331,13 +1331,7 @@ class _LlamaModel(_Model):
         sim.drop(dn, sw)
         inv = sim.new(S, 8)  # inv_perm
         sim.drop(perm)
-        wo = sim.op([w], S * c.h, wb, saves=[inv])  # weighted_out[inv_perm]
-        sim.drop(w, inv)
-        sm = sim.op([wo], c.N * c.h, wb)  # .view(N, k, h).sum(dim=1)
-        sim.drop(wo)
-        out = sim.cast(sm, x.b)  # .to(hidden_states.dtype)
-        sim.drop(sm)
-        return out
+        return self.unpermute_and_sum(w, inv, x.b)
 
     def grouped_linear_bias(self, x: _T, lin: _Linear, rows: int, ids: _T) -> _T:
         """``_grouped_linear`` with a bias (integrations/moe.py): ``_grouped_mm`` (see ``grouped_linear``), then
@@ -1428,11 +1422,17 @@ class _LlamaModel(_Model):
         wb = max(dn.b, sw.b)
         w = sim.op([dn, sw], S * c.h, wb, saves=[dn if sw.rg else None, sw if dn.rg else None])
         sim.drop(dn, sw)
-        wo = sim.op([w], S * c.h, wb, saves=[perm])  # weighted_out[inv_perm]
-        sim.drop(w, perm)
-        sm = sim.op([wo], c.N * c.h, wb)  # .view(N, k, h).sum(dim=1)
+        return self.unpermute_and_sum(w, perm, x.b)
+
+    def unpermute_and_sum(self, w: _T, inv_perm: _T, out_bytes: int) -> _T:
+        """The experts' weighted outputs back in token order (``weighted_out[inv_perm]``: a copy keeping the index),
+        ``.view(N, k, h).sum(dim=1)``, cast to the hidden dtype; ``w`` and the index are consumed."""
+        sim, c = self.sim, self.ctx
+        wo = sim.op([w], w.numel, w.b, saves=[inv_perm])
+        sim.drop(w, inv_perm)
+        sm = sim.op([wo], c.N * c.h, wo.b)
         sim.drop(wo)
-        out = sim.cast(sm, x.b)  # .to(hidden_states.dtype)
+        out = sim.cast(sm, out_bytes)
         sim.drop(sm)
         return out
 

@@ -177,6 +177,7 @@ args = TrainingArguments(
     gradient_accumulation_steps=4,
     max_steps=10,
 )
+train_ds = raw_ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=2048), batched=True)
 trainer = Trainer(model=model, args=args, train_dataset=train_ds)
 trainer.train()
 '''
@@ -228,3 +229,30 @@ def test_ckpt401_names_a_plan_it_cannot_write():
         assert "not offered as a fix" in message
         fix = findings[0].fix
         assert fix is None or "per_device_train_batch_size" not in str(fix.edit)
+
+
+# -- no memory verdict on sizes the project does not state ---------------------------------------------------------
+UNSTATED_SIZES = TRAINER_SCRIPT.replace(
+    'train_ds = raw_ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=2048), batched=True)\n', "")
+
+
+def _verdicts(script: str) -> list[str]:
+    versions = {"torch": "2.13", "transformers": "5.24", "peft": "0.21", "trl": "1.16"}
+    return [f.code for f in _lint(script, versions) if f.code in ("CKPT401", "CKPT402", "CKPT403")]
+
+
+def test_no_oom_verdict_on_an_assumed_sequence_length():
+    """Over the budget only through the activations of a sequence the script never states (the holdout5 false
+    CKPT402 on an assumed 2048): no CKPT401/402 error, and no CKPT403 advice to drop checkpointing."""
+    assert "max_length" not in UNSTATED_SIZES
+    assert _verdicts(TRAINER_SCRIPT) == ["CKPT401"]  # the same step, its sequence stated
+    assert _verdicts(UNSTATED_SIZES) == []
+    small = "max_steps=10,\n    gradient_checkpointing=True,"
+    fits_without = TRAINER_SCRIPT.replace("per_device_train_batch_size=4", "per_device_train_batch_size=1").replace("max_steps=10,", small)
+    assert _verdicts(fits_without) == ["CKPT403"]
+    assert _verdicts(fits_without.replace("truncation=True, max_length=2048", "truncation=True")) == []
+
+
+def test_weights_and_states_over_the_budget_are_reported_whatever_the_sizes():
+    script = UNSTATED_SIZES.replace("meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.1-8B")  # 8B x 12 bytes > 32 GiB
+    assert _verdicts(script) == ["CKPT402"]

@@ -208,17 +208,18 @@ def _card(plan) -> str:
 
 
 def _verdict_possible(assessment: Assessment) -> bool:
-    """Whether "does not fit without checkpointing" can be said: not on an upper bound (a fused loss), nor on a spread
-    over GPUs that rests on the assumed number of them (sharding whose GPU count the project does not state), unless
-    no number of GPUs would make it fit with the batch and sequence the project states."""
-    if assessment.upper_bound:
+    """Whether "does not fit without checkpointing" can be said: not on an upper bound (a fused loss), not on a batch or
+    sequence length the project does not state (the activations the verdict rests on would be a guess), and not on a
+    spread over GPUs that rests on the assumed number of them, unless no number of GPUs would make it fit."""
+    if assessment.upper_bound or _sizes_assumed(assessment):
         return False
-    if not _gpus_assumed(assessment):
-        return True
-    sizes = (assessment.settings.batch_size, assessment.settings.seq_len)  # what the undivided activations rest on
-    if any(s is None or s.note.startswith("assumed") for s in sizes):
-        return False
-    return not assessment.fits_on_some_gpu_count("none")
+    return not _gpus_assumed(assessment) or not assessment.fits_on_some_gpu_count("none")
+
+
+def _sizes_assumed(assessment: Assessment) -> bool:
+    """The micro-batch or the sequence length is the estimate's assumption, not a value the project states."""
+    sizes = (assessment.settings.batch_size, assessment.settings.seq_len)
+    return any(s is None or s.note.startswith("assumed") for s in sizes)
 
 
 def _gpus_assumed(assessment: Assessment) -> bool:
@@ -397,6 +398,8 @@ def oom_even_with_checkpointing(ctx: Context) -> Iterator[Report]:
                              computed={}, memo={})
     if assessment.plan("none").fits or any(p.fits for p in assessment.plans()):
         return
+    if _sizes_assumed(assessment) and _size_free_peak(assessment) <= assessment.budget.bytes:
+        return  # over the budget only through activations of a batch or sequence the project does not state
     best = min(assessment.plans(), key=lambda p: p.peak_bytes)
     fit = assessment.fit()
     dominant = _dominant(fit)
@@ -425,6 +428,15 @@ def _states_floor(assessment: Assessment) -> int:
     states = trained * (2 + 8) if setup.optimizer in ("adamw", "adamw-fused", "adamw-loop") else trained * 2
     shards = setup.gpus if setup.zero == 3 else 1
     return int((weights + states) / shards)
+
+
+def _size_free_peak(assessment: Assessment) -> int:
+    """The peak PyTorch allocates whatever the batch and sequence: the step at one token, fully checkpointed (weights,
+    gradients, optimizer state and the optimizer step's temporaries). Allocated, not reserved: a verdict on sizes the
+    project does not state rests only on what the trace measures to the byte, not on the allocator's overhead."""
+    from ckpt_doctor.estimate import memory
+
+    return memory.estimate(replace(assessment.base, batch_size=1, seq_len=1, checkpointing="full")).peak_bytes
 
 
 def _what_would_fit(assessment: Assessment) -> str:
@@ -467,8 +479,8 @@ def checkpointing_not_needed(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
     if not isinstance(assessment, Assessment) or assessment.current == "none" or not assessment.budget.explicit:
         return
-    if _gpus_assumed(assessment):
-        return  # "fits without" would rest on the assumed number of GPUs
+    if _gpus_assumed(assessment) or _sizes_assumed(assessment):
+        return  # "fits without" would rest on the assumed number of GPUs, or on an assumed batch or sequence
     none = assessment.plan("none")
     if none.peak_bytes_nvidia_smi > COMFORT * assessment.budget.bytes:
         current_cost = assessment.plan(assessment.current).extra_compute_pct

@@ -573,3 +573,26 @@ def test_arguments_only_the_projects_own_trainer_reads_switch_nothing(tmp_path):
     (tmp_path / "my_trainer.py").write_text("from transformers import Trainer\nclass MyTrainer(Trainer):\n    pass\n")
     found = check_file(str(tmp_path / "train.py"), Settings(root=tmp_path, target_versions={**NEWEST, "transformers": "4.46"}))
     assert [f.code for f in found.findings if f.code == "CKPT201"] == ["CKPT201"]
+
+
+def test_use_cache_rule_follows_the_model_through_accelerate_prepare():
+    """holdout4 EasyContext: `model, optim, sched = accelerator.prepare(model, optim, sched)` keeps the causal LM;
+    the finding stands, but the fix does not write `.config` on what may be a DDP module or a DeepSpeed engine."""
+    code = textwrap.dedent("""
+        import torch
+        from accelerate import Accelerator
+        from transformers import AutoModelForCausalLM
+        accelerator = Accelerator()
+        model = AutoModelForCausalLM.from_pretrained("Qwen/Qwen2.5-0.5B")
+        optim = torch.optim.AdamW(model.parameters())
+        model, optim = accelerator.prepare(model, optim)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        accelerator.backward(model(**batch).loss)
+        loss.backward()
+        """)
+    found = lint_text(SourceFile("train.py", code, code.encode()), Settings(select=["CKPT203"]))
+    assert [(f.code, f.span.start.line) for f in found] == [("CKPT203", 9)]
+    assert found[0].fix is None
+    unwrapped = code.replace("model, optim = accelerator.prepare(model, optim)", "optim = accelerator.prepare(optim)")
+    found = lint_text(SourceFile("train.py", unwrapped, unwrapped.encode()), Settings(select=["CKPT203"]))
+    assert [f.fix is not None for f in found] == [True]

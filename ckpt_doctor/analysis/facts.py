@@ -1120,6 +1120,10 @@ class _Extractor:
             if isinstance(receiver, Instance):
                 if attr in _RETURNS_SELF:
                     return receiver  # `model.to("cuda")` is still the model
+                if f"{receiver.qualname}.{attr}" in _PREPARES and record.args and not record.star_args:
+                    # `model, optim = accelerator.prepare(model, optim)`: the same objects, wrapped for the run
+                    given = [replace(a, wrapped_by=f"{receiver.qualname}.{attr}") if isinstance(a, Instance) else a for a in record.args]
+                    return given[0] if len(given) == 1 else TupleVal(given)
                 return Instance(f"{receiver.qualname}().{attr}", record)
         return UNKNOWN
 
@@ -1300,6 +1304,7 @@ PARAMETERS = "<parameters>"  # a parameter of the module a `for p in module.para
 
 # nn.Module methods that return the module itself
 _RETURNS_SELF = {"to", "cuda", "cpu", "half", "float", "bfloat16", "double", "train", "eval", "requires_grad_", "to_empty"}
+_PREPARES = {"accelerate.Accelerator.prepare", "accelerate.Accelerator.prepare_model"}  # hand back what they are given
 _SAME_PATH = {"os.path.abspath", "os.path.realpath", "os.path.expanduser", "os.path.normpath"}
 _FILE_LOADERS = {"json.load", "yaml.safe_load", "yaml.load", "yaml.full_load", "omegaconf.OmegaConf.load"}
 

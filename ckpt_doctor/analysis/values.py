@@ -94,6 +94,9 @@ class Instance:
 
     qualname: str
     call: Any  # facts.Call; typed loosely to keep this module free of cycles
+    # the call that handed it back wrapped for the run (`accelerate.Accelerator.prepare`): a DDP module or a DeepSpeed
+    # engine around it, whose attributes (`.config`) are not the model's
+    wrapped_by: str | None = None
 
 
 @dataclass

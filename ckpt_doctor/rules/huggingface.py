@@ -297,8 +297,9 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
             f"checkpointing is on in a hand-written loop but `{receiver}.config.use_cache` is not turned off: transformers "
             "warns \"`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`\", and "
             "remote-code models that do not switch it off themselves keep a KV cache nobody reads",
-            fix=insert_after(site.call.statement, f"{receiver}.config.use_cache = False", Applicability.SAFE,
-                             f"Insert `{receiver}.config.use_cache = False`"),
+            # `accelerator.prepare` may hand back a DDP module or a DeepSpeed engine, whose `.config` is not the model's
+            fix=None if model.wrapped_by else insert_after(site.call.statement, f"{receiver}.config.use_cache = False",
+                                                           Applicability.SAFE, f"Insert `{receiver}.config.use_cache = False`"),
             condition=site.condition,
         )
         return

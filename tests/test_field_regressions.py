@@ -596,3 +596,42 @@ def test_use_cache_rule_follows_the_model_through_accelerate_prepare():
     unwrapped = code.replace("model, optim = accelerator.prepare(model, optim)", "optim = accelerator.prepare(optim)")
     found = lint_text(SourceFile("train.py", unwrapped, unwrapped.encode()), Settings(select=["CKPT203"]))
     assert [f.fix is not None for f in found] == [True]
+
+
+def test_a_settings_file_named_by_the_last_launcher_word_sets_library_fields_of_a_subclass(tmp_path):
+    # LOMO (holdout4): `if sys.argv[-1].endswith(".yaml"): parse_yaml_file(sys.argv[-1])` with `deepspeed train.py
+    # config/args.yaml`; `gradient_checkpointing` is a field of the library's TrainingArguments, not of the subclass
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "args.yaml").write_text("gradient_checkpointing: true\nper_device_train_batch_size: 16\n")
+    (tmp_path / "train.py").write_text(textwrap.dedent("""
+        import os, sys
+        from dataclasses import dataclass, field
+        from transformers import AutoConfig, AutoModelForCausalLM, HfArgumentParser, Seq2SeqTrainingArguments
+
+        @dataclass
+        class MyTrainingArguments(Seq2SeqTrainingArguments):
+            clip_grad_norm: float = field(default=None)
+
+        parser = HfArgumentParser((MyTrainingArguments,))
+        if sys.argv[-1].endswith(".yaml"):
+            (training_args,) = parser.parse_yaml_file(yaml_file=os.path.abspath(sys.argv[-1]))
+        else:
+            (training_args,) = parser.parse_args_into_dataclasses()
+        config = AutoConfig.from_pretrained("gpt2")
+        config.gradient_checkpointing = training_args.gradient_checkpointing
+        model = AutoModelForCausalLM.from_pretrained("gpt2", config=config)
+
+        class LOMOTrainer:  # the project's own loop: the parsed arguments are values it reads
+            def __init__(self, model, training_args):
+                self.model = model
+
+        LOMOTrainer(model, training_args)
+        """))
+    settings = Settings(root=tmp_path, target_versions={**NEWEST, "transformers": "4.46"}, select=["CKPT201"])
+    found = check_file(str(tmp_path / "train.py"), settings).findings  # no launcher: it depends on the option
+    assert [f.code for f in found] == ["CKPT201"] and "--gradient_checkpointing" in str(found[0].condition)
+    (tmp_path / "run.sh").write_text("deepspeed --master_port 29500 train.py config/args.yaml\n")
+    found = check_file(str(tmp_path / "train.py"), settings).findings
+    assert [(f.code, f.span.start.line) for f in found] == [("CKPT201", 16)]
+    assert "takes no checkpointing kwargs" in found[0].message and not found[0].condition  # the launch decides it

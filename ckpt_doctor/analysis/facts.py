@@ -1117,6 +1117,11 @@ class _Extractor:
                 return namespace if attr == "parse_args" else TupleVal([namespace, UNKNOWN])
             if attr in ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict"):
                 return self._hf_parser_result(receiver, self._settings_file(node, scope))
+            if attr in _STR_TESTS and isinstance(receiver, Const) and isinstance(receiver.value, str) and len(record.args) == 1:
+                # `sys.argv[-1].endswith(".yaml")`: decided when the launcher passes the word
+                suffix = constant(record.args[0])
+                if isinstance(suffix, str) or (isinstance(suffix, tuple) and all(isinstance(x, str) for x in suffix)):
+                    return Const(getattr(receiver.value, attr)(suffix), receiver.origin)
             if isinstance(receiver, Instance):
                 if attr in _RETURNS_SELF:
                     return receiver  # `model.to("cuda")` is still the model
@@ -1174,8 +1179,9 @@ class _Extractor:
             key = own_name(item.name) if isinstance(item, QualName) else None
             if key is not None and (item.name.startswith("<local>.") or key in self.facts.classes):
                 fields = {name: _as_option(value, name) for name, value in self.facts.dataclass_fields.get(key, {}).items()}
-                fields.update({k: v for k, v in file_values.items() if k in fields})
                 library = self.facts.library_base(key)
+                # a subclass of `TrainingArguments` also takes the file's keys that no dataclass of the script declares
+                fields.update({k: v for k, v in file_values.items() if k in fields or (library and k not in own)})
                 fields = with_launched(launch, fields, own, library=bool(library))
                 out.append(Namespace(fields, kind="command line" if library else "dataclass", config_class=library, line=parser.call.line))
             elif isinstance(item, QualName):
@@ -1304,6 +1310,7 @@ PARAMETERS = "<parameters>"  # a parameter of the module a `for p in module.para
 
 # nn.Module methods that return the module itself
 _RETURNS_SELF = {"to", "cuda", "cpu", "half", "float", "bfloat16", "double", "train", "eval", "requires_grad_", "to_empty"}
+_STR_TESTS = {"endswith", "startswith"}
 _PREPARES = {"accelerate.Accelerator.prepare", "accelerate.Accelerator.prepare_model"}  # hand back what they are given
 _SAME_PATH = {"os.path.abspath", "os.path.realpath", "os.path.expanduser", "os.path.normpath"}
 _FILE_LOADERS = {"json.load", "yaml.safe_load", "yaml.load", "yaml.full_load", "omegaconf.OmegaConf.load"}

@@ -129,6 +129,10 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
             problem = f"`{site.kwargs_name}` has no `use_reentrant`"
         elif site.kind == "kbit preparation":
             problem = "it passes `{}` as checkpointing kwargs"
+        elif site.kind == "config attribute":
+            problem = "the config attribute takes no checkpointing kwargs"
+            advice = ('drop it and call `model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": '
+                      'False})` once the model is loaded')
         else:
             problem = f"no `{site.kwargs_name}` is given"
         symptom = (

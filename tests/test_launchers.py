@@ -438,3 +438,18 @@ def test_an_explicit_enable_before_a_parsed_trainer_carries_both(tmp_path):
     assert [f.span.start.line for f in found] == [5]
     assert "the Trainer enables it again at `train()`" in found[0].message
     assert "run.sh:1" in found[0].message
+
+
+def test_a_launcher_in_a_scripts_folder_runs_the_bare_name_of_the_folder_above(tmp_path):
+    # Mantis (holdout4): `mantis/train/scripts/train_qwen2_vl.sh` runs `accelerate launch train_qwen2_vl.py ...` from
+    # `mantis/train/`, where the script lies
+    write(tmp_path, {
+        "pkg/train/train.py": "print()\n",
+        "pkg/train/scripts/run.sh": "accelerate launch --num_processes=2 train.py --gradient_checkpointing True\n",
+        "other/train.py": "print()\n",
+    })
+    found = launches(tmp_path, "pkg/train/train.py")
+    assert [(Path(l.file).name, l.options.get("gradient_checkpointing")) for l in found] == [("run.sh", "True")]
+    assert launches(tmp_path, "other/train.py") == []  # not in a folder above the launcher
+    write(tmp_path, {"pkg/train/scripts/train.py": "print()\n"})  # a `train.py` beside the launcher is the one it runs
+    assert launches(tmp_path, "pkg/train/train.py") == []

@@ -606,7 +606,10 @@ def _runs(program: str | None, module: str | None, launcher: Path, target: Path,
     if not parts or ".." in parts:
         return any(_same(base / program, target) for base in (launcher.parent, root))
     if len(parts) == 1 and "$" not in program:
-        return any(_same(base / program, target) for base in (launcher.parent, root)) or launcher.parent == target.parent
+        if any(_same(base / program, target) for base in (launcher.parent, root)) or launcher.parent == target.parent:
+            return True
+        # `bash scripts/train.sh` run from the folder of `train.py`: a bare name the launcher's own folder lacks
+        return program == target.name and not (launcher.parent / program).exists() and target.parent in launcher.parents
     return _tail_matches(parts, target)
 
 

@@ -251,6 +251,9 @@ def test_no_oom_verdict_on_an_assumed_sequence_length():
     fits_without = TRAINER_SCRIPT.replace("per_device_train_batch_size=4", "per_device_train_batch_size=1").replace("max_steps=10,", small)
     assert _verdicts(fits_without) == ["CKPT403"]
     assert _verdicts(fits_without.replace("truncation=True, max_length=2048", "truncation=True")) == []
+    # unless the assumed sequence is the longest the model takes: Pythia's 2048 positions
+    pythia = fits_without.replace("meta-llama/Llama-3.2-1B", "EleutherAI/pythia-1b")
+    assert _verdicts(pythia.replace("truncation=True, max_length=2048", "truncation=True")) == ["CKPT403"]
 
 
 def test_weights_and_states_over_the_budget_are_reported_whatever_the_sizes():

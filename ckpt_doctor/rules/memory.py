@@ -222,6 +222,14 @@ def _sizes_assumed(assessment: Assessment) -> bool:
     return any(s is None or s.note.startswith("assumed") for s in sizes)
 
 
+def _fits_at_longest_sequence(assessment: Assessment) -> bool:
+    """The batch is stated and the assumed sequence is the longest the model takes (`max_position_embeddings`): what
+    fits at it fits at any sequence the run can feed."""
+    s = assessment.settings
+    longest = assessment.base.arch.max_position_embeddings
+    return not s.batch_size.note.startswith("assumed") and bool(longest) and s.seq_len.value >= longest
+
+
 def _gpus_assumed(assessment: Assessment) -> bool:
     """Sharded over GPUs whose number the project does not state (the estimate per GPU rests on an assumed count)."""
     return bool(assessment.settings.zero.value) and not assessment.settings.gpus.stated
@@ -479,7 +487,7 @@ def checkpointing_not_needed(ctx: Context) -> Iterator[Report]:
     assessment = _assess(ctx)
     if not isinstance(assessment, Assessment) or assessment.current == "none" or not assessment.budget.explicit:
         return
-    if _gpus_assumed(assessment) or _sizes_assumed(assessment):
+    if _gpus_assumed(assessment) or (_sizes_assumed(assessment) and not _fits_at_longest_sequence(assessment)):
         return  # "fits without" would rest on the assumed number of GPUs, or on an assumed batch or sequence
     none = assessment.plan("none")
     if none.peak_bytes_nvidia_smi > COMFORT * assessment.budget.bytes:

@@ -569,11 +569,9 @@ def _script_colocations(ctx: Context) -> list[Colocation]:
             continue  # vLLM on a device or server of its own (`vllm_device`: trl < 0.18)
         mode = get("vllm_mode")
         if isinstance(mode, Missing):
-            colocate = ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE)
-            if colocate is False:
-                continue
-            why = f"`vllm_mode` defaults to \"colocate\" from trl {TRL_COLOCATE_DEFAULT_SINCE}" + (
-                "" if colocate else " (the project does not say which trl it runs; before 1.0 the default is \"server\")")
+            if ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE) is not True:
+                continue  # before 1.0 the default is "server": an error never rests on a trl release nobody declared
+            why = f"`vllm_mode` defaults to \"colocate\" from trl {TRL_COLOCATE_DEFAULT_SINCE}"
         elif isinstance(mode, Const) and mode.value == "colocate":
             why = "`vllm_mode=\"colocate\"`"
         else:

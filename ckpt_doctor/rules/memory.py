@@ -603,9 +603,8 @@ def _config_colocations(ctx: Context) -> list[Colocation]:
     if mode is None and any(key in document for key in VLLM_ELSEWHERE):
         return []  # vLLM on a device or server of its own (`vllm_device`: trl < 0.18)
     if mode is None:
-        colocate = ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE)
-        if colocate is False:
-            return []
+        if ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE) is not True:
+            return []  # before 1.0 the default is "server": not assumed for a trl release nobody declared
         why = f"`vllm_mode` defaults to \"colocate\" from trl {TRL_COLOCATE_DEFAULT_SINCE}"
     elif mode.value == "colocate":
         why = "`vllm_mode: colocate`" + ("" if run.launched_by else f" (line {mode.line})")

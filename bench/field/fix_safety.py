@@ -48,6 +48,10 @@ def problems_in(path: Path, root: Path) -> tuple[int, list[str]]:
         analysis = analyze(source, settings)
     except (SyntaxError, ValueError):
         return 0, []
+    try:
+        compile(source.text, str(path), "exec")
+    except (SyntaxError, ValueError):
+        return 0, []  # it does not compile as written (a repeated keyword, which `ast.parse` accepts): no fix to blame
     fixes = [f for f in findings if f.fix is not None and f.fix.applicability is not Applicability.DISPLAY_ONLY]
     out: list[str] = []
     try:

@@ -218,8 +218,7 @@ def _verdict_possible(assessment: Assessment) -> bool:
 
 def _sizes_assumed(assessment: Assessment) -> bool:
     """The micro-batch or the sequence length is the estimate's assumption, not a value the project states."""
-    sizes = (assessment.settings.batch_size, assessment.settings.seq_len)
-    return any(s is None or s.note.startswith("assumed") for s in sizes)
+    return any(s.note.startswith("assumed") for s in (assessment.settings.batch_size, assessment.settings.seq_len))
 
 
 def _fits_at_longest_sequence(assessment: Assessment) -> bool:
@@ -540,6 +539,14 @@ class Colocation:
     condition: object = None  # analysis.conditions.Condition
 
 
+def _colocated_by_default(ctx: Context) -> str | None:
+    """Why vLLM is colocated when no `vllm_mode` is given: the default of trl >= 1.0, only where the project declares
+    such a release (before 1.0 the default is "server": an error never rests on a trl release nobody declared)."""
+    if ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE) is not True:
+        return None
+    return f"`vllm_mode` defaults to \"colocate\" from trl {TRL_COLOCATE_DEFAULT_SINCE}"
+
+
 def _script_colocations(ctx: Context) -> list[Colocation]:
     from ckpt_doctor.analysis.conditions import ALWAYS, together
     from ckpt_doctor.analysis.training import on_paths
@@ -569,9 +576,9 @@ def _script_colocations(ctx: Context) -> list[Colocation]:
             continue  # vLLM on a device or server of its own (`vllm_device`: trl < 0.18)
         mode = get("vllm_mode")
         if isinstance(mode, Missing):
-            if ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE) is not True:
-                continue  # before 1.0 the default is "server": an error never rests on a trl release nobody declared
-            why = f"`vllm_mode` defaults to \"colocate\" from trl {TRL_COLOCATE_DEFAULT_SINCE}"
+            why = _colocated_by_default(ctx)
+            if why is None:
+                continue
         elif isinstance(mode, Const) and mode.value == "colocate":
             why = "`vllm_mode=\"colocate\"`"
         else:
@@ -603,9 +610,9 @@ def _config_colocations(ctx: Context) -> list[Colocation]:
     if mode is None and any(key in document for key in VLLM_ELSEWHERE):
         return []  # vLLM on a device or server of its own (`vllm_device`: trl < 0.18)
     if mode is None:
-        if ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE) is not True:
-            return []  # before 1.0 the default is "server": not assumed for a trl release nobody declared
-        why = f"`vllm_mode` defaults to \"colocate\" from trl {TRL_COLOCATE_DEFAULT_SINCE}"
+        why = _colocated_by_default(ctx)
+        if why is None:
+            return []
     elif mode.value == "colocate":
         why = "`vllm_mode: colocate`" + ("" if run.launched_by else f" (line {mode.line})")
     else:

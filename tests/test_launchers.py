@@ -362,6 +362,44 @@ def test_checkpointing_turned_on_for_the_projects_own_model_class_runs_its_check
     assert "modeling_llama.py:7" in found[0].message and found[0].fix is None
 
 
+def test_the_projects_own_checkpointing_switch_on_a_model_its_factory_makes_runs_its_checkpoint_calls(tmp_path):
+    # open_lm (holdout6): `model = create_model(args)`, then `if args.grad_checkpointing: model.set_grad_checkpointing()`;
+    # the module's layers call torch's checkpoint without `use_reentrant`
+    write(tmp_path, {
+        "open_lm/model.py": """
+            from torch import nn
+            from torch.utils.checkpoint import checkpoint
+
+            class Transformer(nn.Module):
+                def set_grad_checkpointing(self, enable=True):
+                    self.grad_checkpointing = enable
+
+                def forward(self, x):
+                    for layer in self.layers:
+                        x = checkpoint(layer, x) if self.grad_checkpointing else layer(x)
+                    return x
+
+            def create_model(args):
+                return Transformer(args)
+            """,
+        "open_lm/main.py": """
+            import argparse
+            from open_lm.model import create_model
+
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--grad-checkpointing", action="store_true")
+            args = parser.parse_args()
+            model = create_model(args)
+            if args.grad_checkpointing:
+                model.set_grad_checkpointing()
+            """,
+    })
+    found = [f for f in check(tmp_path, "open_lm/main.py", select=["CKPT101"]) if f.code == "CKPT101"]
+    assert [f.span.start.line for f in found] == [9]
+    assert "open_lm/model.py:10" in found[0].message and "Hugging Face" not in found[0].message
+    assert found[0].condition is not None and "--grad-checkpointing" in str(found[0].condition)
+
+
 def test_the_defaults_of_a_project_config_class_the_script_builds_are_its_settings(tmp_path):
     # fms-fsdp: `cfg = config.train_config()` from a package that re-exports the dataclass; helpers read `cfg`
     write(tmp_path, {
@@ -453,3 +491,144 @@ def test_a_launcher_in_a_scripts_folder_runs_the_bare_name_of_the_folder_above(t
     assert launches(tmp_path, "other/train.py") == []  # not in a folder above the launcher
     write(tmp_path, {"pkg/train/scripts/train.py": "print()\n"})  # a `train.py` beside the launcher is the one it runs
     assert launches(tmp_path, "pkg/train/train.py") == []
+
+
+def test_the_command_a_readme_shows_after_cd_is_a_launch_and_its_pip_pins_are_the_versions(tmp_path, monkeypatch):
+    # FlagEmbedding LLARA (holdout6): the README's ```shell block `cd ./pretrain` then `torchrun ... run.py --...`,
+    # and `pip install transformers==4.41.0` under "Environment"; the folder has no requirements file
+    monkeypatch.chdir(tmp_path)
+    fence = "```"
+    write(tmp_path, {
+        "setup.py": "from setuptools import setup\nsetup(install_requires=['transformers>=4.44.2,<6'])\n",
+        "research/llara/pretrain/run.py": HF_SCRIPT,
+        "research/llara/finetune/run.py": HF_SCRIPT,
+        "research/llara/README.md": f"""
+            # LLARA
+            {fence}bash
+            pip install transformers==4.41.0 deepspeed
+            {fence}
+            Pretrain:
+            {fence}shell
+            cd ./pretrain
+            torchrun --nproc_per_node 8 \\
+            run.py \\
+            --per_device_train_batch_size 2 \\
+            --gradient_checkpointing
+            {fence}
+            Fine-tune:
+            {fence}shell
+            cd ./finetune
+            $ torchrun --nproc_per_node 4 run.py --per_device_train_batch_size 3
+            {fence}
+            python run.py --per_device_train_batch_size 99
+            """,
+    })
+    pretrain = analyze(read_source(str(tmp_path / "research/llara/pretrain/run.py")), Settings(root=tmp_path))
+    assert pretrain.settings.batch_size.describe() == "2 (research/llara/README.md:10)"  # the line of the option
+    assert pretrain.settings.gpus.value == 8
+    assert str(pretrain.versions.get("transformers").version) == "4.41.0"
+    finetune = analyze(read_source(str(tmp_path / "research/llara/finetune/run.py")), Settings(root=tmp_path))
+    assert finetune.settings.batch_size.value == 3  # the next block's `cd` starts from the README's folder; prose is no command
+    (finding,) = [f for f in check(tmp_path, "research/llara/pretrain/run.py") if f.code == "CKPT201"]
+    assert "research/llara/README.md:11" in finding.message and "4.41.0 (pinned in research/llara/README.md)" in finding.message
+
+
+def test_a_readme_command_yields_to_the_projects_own_launcher(tmp_path):
+    write(tmp_path, {
+        "train.py": HF_SCRIPT,
+        "README.md": "```\npython train.py --per_device_train_batch_size 2\n```\n",
+        "run.sh": "python train.py --per_device_train_batch_size 5\n",
+    })
+    assert [Path(l.file).name for l in launches(tmp_path)] == ["run.sh", "README.md"]
+    assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.batch_size.value == 5
+
+
+def test_arguments_parsed_in_a_sibling_module_take_the_launchers_options(tmp_path):
+    # sophus1004/Portfolio (holdout6): `args = parse_args()` from `arguments.py`, which returns
+    # `HfArgumentParser((...)).parse_args_into_dataclasses()`; the script indexes the tuple
+    write(tmp_path, {
+        "trainer/arguments.py": """
+            from dataclasses import dataclass, field
+            from transformers import HfArgumentParser
+
+            @dataclass
+            class ModeArguments:
+                use_lora: bool = field(default=True)
+                gradient_checkpointing: bool = field(default=False)
+
+            @dataclass
+            class TrainArguments:
+                per_device_train_batch_size: int = field(default=8)
+
+            def parse_args():
+                parser = HfArgumentParser((ModeArguments, TrainArguments))
+                return parser.parse_args_into_dataclasses()
+            """,
+        "trainer/train.py": """
+            from arguments import parse_args
+            from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+            args = parse_args()
+            mode_args, train_args = args[0], args[1]
+            training_args = TrainingArguments(output_dir="o", per_device_train_batch_size=train_args.per_device_train_batch_size)
+            model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")
+            if mode_args.gradient_checkpointing is True:
+                training_args.gradient_checkpointing = True
+            Trainer(model=model, args=training_args).train()
+            """,
+        "requirements.txt": "transformers==4.46.1\n",
+        "run.sh": "python trainer/train.py --gradient_checkpointing True --per_device_train_batch_size 1\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "trainer/train.py")), Settings(root=tmp_path)).settings
+    assert settings.batch_size.value == 1
+    assert settings.checkpointing.value == "full"  # the flag assigned after the arguments were built, on 4.x
+    assert [f.code for f in check(tmp_path, "trainer/train.py") if f.code == "CKPT201"] == ["CKPT201"]
+    # on 5.23+ the Trainer reads `activation_checkpointing`: the old attribute assigned late turns nothing on
+    later = analyze(read_source(str(tmp_path / "trainer/train.py")), Settings(root=tmp_path, target_versions={"transformers": "5.24"}))
+    assert later.settings.checkpointing.value == "none"
+
+
+def test_a_trainer_subclass_of_a_star_imported_trainer_takes_the_parsed_arguments(tmp_path):
+    # FlagEmbedding: `from transformers.trainer import *` then `class BiTrainer(Trainer)` in a sibling module
+    write(tmp_path, {
+        "trainer.py": "from transformers.trainer import *\n\n\nclass BiTrainer(Trainer):\n    pass\n",
+        "run.py": HF_SCRIPT.replace("Trainer, TrainingArguments", "TrainingArguments").replace(
+            "from transformers", "from trainer import BiTrainer as Trainer\nfrom transformers"),
+        "requirements.txt": "transformers==4.46.0\n",
+        "run.sh": "python run.py --gradient_checkpointing\n",
+    })
+    assert [f.code for f in check(tmp_path, "run.py") if f.code == "CKPT201"] == ["CKPT201"]
+
+
+def test_a_quoted_multi_line_variable_and_bash_c_under_srun_are_read_as_the_launch(tmp_path):
+    # InternLM-XComposer: `DISTRIBUTED_ARGS="` over several lines, then `torchrun $DISTRIBUTED_ARGS finetune.py ...`;
+    # gritlm: `srun ... bash -c "$LAUNCHER $CMD"` with `accelerate launch --rdzv_conf rdzv_backend=c10d` (a value)
+    write(tmp_path, {
+        "finetune/finetune.py": "print()\n",
+        "finetune/finetune.sh": (
+            'DISTRIBUTED_ARGS="\n    --nproc_per_node 8 \\\n    --nnodes 1\n"\n'
+            "torchrun $DISTRIBUTED_ARGS finetune.py --per_device_train_batch_size 1\n"
+        ),
+        "gritlm/training/run.py": "print()\n",
+        "scripts/training/train.sh": (
+            'LAUNCHER="accelerate launch \\\n    --rdzv_conf rdzv_backend=c10d \\\n    --tee 3 \\\n    "\n'
+            'export CMD=" \\\n    -m training.run \\\n    --per_device_train_batch_size 32 \\\n    --gradient_checkpointing\n    "\n'
+            "cd gritlm\n"
+            'srun --jobid $SLURM_JOB_ID bash -c "$LAUNCHER $CMD" 2>&1\n'
+        ),
+    })
+    (torchrun,) = launches(tmp_path, "finetune/finetune.py")
+    assert (torchrun.processes, torchrun.options) == (8, {"per_device_train_batch_size": "1"})
+    (accelerate,) = launches(tmp_path, "gritlm/training/run.py")
+    assert accelerate.runner == "accelerate" and accelerate.options["per_device_train_batch_size"] == "32"
+    assert accelerate.options["gradient_checkpointing"] is True
+
+
+def test_another_script_run_from_the_scripts_folder_is_not_its_launch(tmp_path):
+    # InternLM-XComposer's finetune/README.md runs `python3 merge_peft_adapter.py` beside finetune.py
+    write(tmp_path, {
+        "finetune/finetune.py": "print()\n",
+        "finetune/merge_peft_adapter.py": "print()\n",
+        "finetune/README.md": "After finetune.py:\n```\npython3 merge_peft_adapter.py --base_model_name=x\n```\n",
+    })
+    assert launches(tmp_path, "finetune/finetune.py") == []

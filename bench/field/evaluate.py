@@ -154,7 +154,7 @@ def from_estimate(est: dict) -> dict[str, object]:
         shown["checkpointing"] = "off" if setup.get("checkpointing") in (None, "none") else "on"
         return shown
     stderr = est.get("stderr", "")
-    match = re.search(r"\(settings read from [^:]+: (.*)\)$", stderr)
+    match = re.search(r"\(settings read(?: from [^:]+)?: (.*)\)$", stderr)  # "read from X:" or, model unknown, "read:"
     if match:
         shown.update(from_settings_text(match.group(1))[0])  # assumed ones: see read_settings' notes
     match = re.search(r"cannot resolve model '([^']+)'", stderr)

@@ -54,8 +54,12 @@ _ALIASES = {
         "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.apply_activation_checkpointing"
     ),
 }
-_STAR_EXPORTS = {"torch.utils.checkpoint": ("checkpoint", "checkpoint_sequential")}
+# the names a star import of a library module binds that the rules follow
+_STAR_EXPORTS = {"torch.utils.checkpoint": ("checkpoint", "checkpoint_sequential"),
+                 "transformers.trainer": ("Trainer", "TrainingArguments")}  # `from transformers.trainer import *`
 _PARTIAL = {"functools.partial"}
+# the switches projects give their own models (open_lm, timm-style): `set_grad_checkpointing()`, ...
+_OWN_ENABLE = re.compile(r"(set|enable)_(grad|gradient|activation)_checkpointing")
 
 
 def canonical(name: str) -> str:
@@ -387,11 +391,12 @@ class _Extractor:
 
     def _project_model_checkpoints(self) -> None:
         """`model.gradient_checkpointing_enable()` on a model the project's own class loads
-        (`from src.models.modeling_llama import LlamaForCausalLM`): the checkpoint calls of that class's module run."""
+        (`from src.models.modeling_llama import LlamaForCausalLM`), or `model.set_grad_checkpointing()` on one its own
+        factory makes (open_lm's `create_model`): the checkpoint calls of that module run."""
         if self.project is None:
             return
         for call in self.facts.calls:
-            if call.name not in HF_ENABLE_METHODS or call.receiver is None:
+            if not (call.name in HF_ENABLE_METHODS or _OWN_ENABLE.fullmatch(call.name)) or call.receiver is None:
                 continue
             for load in _model_loads(call.receiver_value):
                 loaded = load.qualname.rsplit(".", 1)[0] if load.qualname.endswith(_LOADERS) else load.qualname
@@ -659,7 +664,7 @@ class _Extractor:
             for alias in node.names:
                 if alias.name == "*":
                     for name in _STAR_EXPORTS.get(module, ()):
-                        scope.bindings[name] = QualName(f"{module}.{name}")
+                        scope.bindings[name] = QualName(self._import_qualname(module, name))
                     continue
                 qual = self._import_qualname(module, alias.name)
                 self.facts.imports.setdefault(qual, node.lineno)
@@ -1099,6 +1104,13 @@ class _Extractor:
         if isinstance(func, QualName) and func.name in _SAME_PATH and record.args:
             return record.args[0]  # `os.path.abspath(sys.argv[1])` names the same file
         summary = self._project_function(record.qualname)
+        if summary is not None and isinstance(summary.returns, TupleVal) and summary.returns.parsed_classes:
+            # `args = parse_args()` of a sibling module that returns `parser.parse_args_into_dataclasses()`: parsed
+            # here, where the launcher's options are known
+            module = record.qualname.rsplit(".", 1)[0]
+            classes = [QualName(f"{module}.{own_name(name)}" if name.startswith("<local>.") else name)
+                       for name in summary.returns.parsed_classes]
+            return self._hf_parser_result(classes, node.lineno, {})
         if summary is not None and summary.returns is not None:
             return summary.returns  # `model = load_model(args)`: the `AutoModelForCausalLM` its module returns
         if isinstance(func, QualName):
@@ -1116,7 +1128,11 @@ class _Extractor:
                 namespace = Namespace(dict(self.facts.argparse_defaults))
                 return namespace if attr == "parse_args" else TupleVal([namespace, UNKNOWN])
             if attr in ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict"):
-                return self._hf_parser_result(receiver, self._settings_file(node, scope))
+                if isinstance(receiver, Instance) and receiver.call.args:
+                    classes = receiver.call.args[0]
+                    items = classes.items if isinstance(classes, TupleVal) else [classes]
+                    return self._hf_parser_result(items, receiver.call.line, self._settings_file(node, scope))
+                return UNKNOWN
             if attr in _STR_TESTS and isinstance(receiver, Const) and isinstance(receiver.value, str) and len(record.args) == 1:
                 # `sys.argv[-1].endswith(".yaml")`: decided when the launcher passes the word
                 suffix = constant(record.args[0])
@@ -1162,13 +1178,10 @@ class _Extractor:
         data = self.files.settings(name)
         return None if data is None else (name, data)
 
-    def _hf_parser_result(self, parser: Value, file_values: dict[str, Value]) -> Value:
-        """The dataclasses `HfArgumentParser(...).parse_args_into_dataclasses()` returns: every field is an option
-        (`--field`), whose value is the settings file's, else the dataclass default, else the library's."""
-        if not isinstance(parser, Instance) or not parser.call.args:
-            return UNKNOWN
-        classes = parser.call.args[0]
-        items = classes.items if isinstance(classes, TupleVal) else [classes]
+    def _hf_parser_result(self, items: list[Value], line: int, file_values: dict[str, Value]) -> TupleVal:
+        """The dataclasses `HfArgumentParser(items)` (built at `line`) `.parse_args_into_dataclasses()` returns: every
+        field is an option (`--field`), whose value is the settings file's, else the dataclass default, else the
+        library's."""
         for item in items:
             if isinstance(item, QualName):
                 self._project_class(item.name)
@@ -1183,13 +1196,14 @@ class _Extractor:
                 # a subclass of `TrainingArguments` also takes the file's keys that no dataclass of the script declares
                 fields.update({k: v for k, v in file_values.items() if k in fields or (library and k not in own)})
                 fields = with_launched(launch, fields, own, library=bool(library))
-                out.append(Namespace(fields, kind="command line" if library else "dataclass", config_class=library, line=parser.call.line))
+                out.append(Namespace(fields, kind="command line" if library else "dataclass", config_class=library, line=line))
             elif isinstance(item, QualName):
                 fields = with_launched(launch, dict(file_values), own, library=True)
-                out.append(Namespace(fields, kind="command line", config_class=item.name, line=parser.call.line))
+                out.append(Namespace(fields, kind="command line", config_class=item.name, line=line))
             else:
                 out.append(UNKNOWN)
-        return TupleVal(out)
+        parsed = tuple(item.name for item in items if isinstance(item, QualName))
+        return TupleVal(out, parsed_classes=parsed if not file_values and len(parsed) == len(items) else ())
 
 
 def _is_main_guard(test: ast.expr) -> bool:

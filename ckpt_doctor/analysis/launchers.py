@@ -42,7 +42,7 @@ _TORCHRUN_FLAGS = {"--standalone", "--no_python", "--no-python", "--run_path", "
 _DEEPSPEED_FLAGS = {"--no_python", "--no_local_rank", "--no_ssh_check", "--force_multi", "--autotuning", "--module", "--enable_each_rank_log",
                     "--bind_cores_to_rank", "--no_ssh", "--save_pid"}
 _ACCELERATE_FLAGS = {"--multi_gpu", "--use_deepspeed", "--use_fsdp", "--use_megatron_lm", "--cpu", "--tpu", "-m", "--module", "--no_python",
-                     "--debug", "-q", "--quiet", "--same_network", "--rdzv_conf", "--deepspeed_multinode_launcher", "--use_xpu",
+                     "--debug", "-q", "--quiet", "--same_network", "--use_xpu",
                      "--enable_cpu_affinity", "--dynamo_use_fullgraph", "--dynamo_use_dynamic"}
 _PYTHON_VALUE_OPTIONS = {"-W", "-X", "-c"}
 _COMMENT = re.compile(r"(^|\s)#(?![!]).*$")
@@ -171,18 +171,41 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
     except (OSError, ValueError):
         return []
     found: list[Launch] = []
-    for path in _launcher_files(target.parent, root):
+    # the project's shell scripts first; the commands its READMEs show only after them
+    for path in [*_launcher_files(target.parent, root), *_readme_files(target.parent, root)]:
         text = files.launcher(path)
         if text is None or target.stem not in text:
             continue
         text = shell_lines(path.name, text)
-        for line, words in commands(text, makefile=is_makefile(path.name)):
-            launch = _read_command(words, line, path, target, root)
+        for line, words, folder in _commands_in_folders(text, path, is_makefile(path.name)):
+            launch = _read_command(words, line, path, target, root, folder)
             if launch is not None:
                 found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch)))
             if len(found) >= MAX_LAUNCHES:
                 return found
     return found
+
+
+def _commands_in_folders(text: str, path: Path, makefile: bool) -> list[tuple[int, list[str], Path]]:
+    """`commands`, each with the folder it runs in: the launcher's, or the one a `cd sub` before it moved to."""
+    folder = path.parent
+    out = []
+    for line, words in commands(text, makefile=makefile):
+        if words[0] == "cd" and len(words) == 2 and "$" not in words[1] and not words[1].startswith("-"):
+            # from where the last `cd` went, else from the launcher's folder (a README's next block starts there)
+            folder = next((f / words[1] for f in (folder, path.parent) if (f / words[1]).is_dir()), folder)
+            continue
+        out.append((line, words, folder))
+    return out
+
+
+README_NAMES = ("README.md", "readme.md", "Readme.md")
+
+
+def _readme_files(folder: Path, root: Path) -> list[Path]:
+    """The Markdown READMEs of the script's folder and its parents up to the project root, nearest first."""
+    folders = [folder, *[p for p in folder.parents if _within(p, root)]] if _within(folder, root) else [folder]
+    return [current / name for current in folders for name in README_NAMES if (current / name).is_file()]
 
 
 TASK_FILES = ("package.json", "pyproject.toml")  # the `scripts:` people keep beside their code
@@ -192,6 +215,8 @@ def shell_lines(name: str, text: str) -> str:
     """A launcher's text as shell lines: a shell script or Makefile as it is; the commands of `package.json`
     "scripts" and of pyproject task tables (`[tool.poe.tasks]`, `[tool.pdm.scripts]`, `[tool.hatch.envs.*.scripts]`)
     each on the line it is written on, every other line blank, so lines keep their numbers."""
+    if name in README_NAMES:
+        return _markdown_code(text)
     if name not in TASK_FILES:
         return text
     lines = text.splitlines()
@@ -202,6 +227,23 @@ def shell_lines(name: str, text: str) -> str:
             if needle and needle in line and not out[index]:
                 out[index] = command.replace("\n", " ")
                 break
+    return "\n".join(out) + "\n"
+
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_PROMPT = re.compile(r"^\s*[$>]\s+")
+
+
+def _markdown_code(text: str) -> str:
+    """A README's fenced code blocks as shell lines (a `$ ` prompt dropped), every other line blank, so lines keep
+    their numbers."""
+    out, inside = [], False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            inside = not inside
+            out.append("")
+        else:
+            out.append(_PROMPT.sub("", line) if inside else "")
     return "\n".join(out) + "\n"
 
 
@@ -469,11 +511,38 @@ def commands(text: str, makefile: bool = False) -> list[tuple[int, list[str]]]:
                 variables.update({m.group(1): m.group(2) for m in assignments})
             elif words:
                 out.append((line, words))
+                out += [(line, inner) for inner in _shell_c_commands(words)]
     return out
 
 
+def _shell_c_commands(words: list[str]) -> list[list[str]]:
+    """The commands of `bash -c "..."` / `sh -c '...'` (under `srun`, `docker run`, ...)."""
+    for index, word in enumerate(words[:-2]):
+        if word.rsplit("/", 1)[-1] in ("bash", "sh") and words[index + 1] == "-c":
+            return _split_commands(words[index + 2])
+    return []
+
+
+_QUOTED_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?[A-Za-z_]\w*=\"")
+_MAX_QUOTED_LINES = 100
+
+
+def _open_double_quote(text: str) -> bool:
+    """Whether `text` ends inside a double-quoted string (a backslash escapes the next character)."""
+    inside, escaped = False, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            inside = not inside
+    return inside
+
+
 def _logical_lines(text: str) -> list[tuple[int, str]]:
-    """Lines with their `\\` continuations joined, each with the number of its first line."""
+    """Lines with their `\\` continuations joined, and a variable's double-quoted value written over several lines
+    (`ARGS="` ... `"`), each with the number of its first line."""
     out: list[tuple[int, str]] = []
     pending: list[str] = []
     start = 0
@@ -487,6 +556,8 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
             pending.append(raw.rstrip()[:-1])
             continue
         pending.append(raw)
+        if _QUOTED_ASSIGNMENT.match(pending[0]) and _open_double_quote(" ".join(pending)) and len(pending) < _MAX_QUOTED_LINES:
+            continue  # `ARGS="` whose value goes on over the next lines, to the closing quote
         out.append((start, " ".join(pending)))
         pending = []
     if pending:
@@ -535,8 +606,8 @@ def _split_commands(text: str) -> list[list[str]]:
     return [c for c in out if c]
 
 
-def _read_command(words: list[str], line: int, launcher: Path, target: Path, root: Path) -> Launch | None:
-    """The launch `words` make, when they run `target`."""
+def _read_command(words: list[str], line: int, launcher: Path, target: Path, root: Path, folder: Path | None = None) -> Launch | None:
+    """The launch `words`, run in `folder` (the launcher's by default), make, when they run `target`."""
     for index, word in enumerate(words):
         name = word.rsplit("/", 1)[-1]
         if not (_PYTHON.match(name) or name in ("torchrun", "deepspeed", "accelerate")):
@@ -545,7 +616,7 @@ def _read_command(words: list[str], line: int, launcher: Path, target: Path, roo
         if read is None:
             return None
         runner, runner_options, program, module, rest = read
-        if not _runs(program, module, launcher, target, root):
+        if not _runs(program, module, folder or launcher.parent, target, root):
             return None
         options, written, positional = _script_arguments(rest)
         return Launch(shown_path(launcher), line, runner, options, written, tuple(positional), runner_options,
@@ -594,8 +665,8 @@ def _after_runner(words: list[str], index: int, runner: str, flags: set[str]):
     return (runner, options, None, program, words[index + 1:]) if module else (runner, options, program, None, words[index + 1:])
 
 
-def _runs(program: str | None, module: str | None, launcher: Path, target: Path, root: Path) -> bool:
-    """Whether the program (a path) or module a launch line names is `target`."""
+def _runs(program: str | None, module: str | None, folder: Path, target: Path, root: Path) -> bool:
+    """Whether the program (a path) or module a launch line run in `folder` names is `target`."""
     if module is not None:
         parts = module.split(".")
         return _tail_matches(parts[:-1] + [parts[-1] + ".py"], target) or _tail_matches(parts + ["__main__.py"], target)
@@ -604,12 +675,12 @@ def _runs(program: str | None, module: str | None, launcher: Path, target: Path,
     known = program.split("$")[-1].split("}")[-1].lstrip("/") if "$" in program else program
     parts = [p for p in known.split("/") if p not in ("", ".")]
     if not parts or ".." in parts:
-        return any(_same(base / program, target) for base in (launcher.parent, root))
+        return any(_same(base / program, target) for base in (folder, root))
     if len(parts) == 1 and "$" not in program:
-        if any(_same(base / program, target) for base in (launcher.parent, root)) or launcher.parent == target.parent:
+        if any(_same(base / program, target) for base in (folder, root)):
             return True
         # `bash scripts/train.sh` run from the folder of `train.py`: a bare name the launcher's own folder lacks
-        return program == target.name and not (launcher.parent / program).exists() and target.parent in launcher.parents
+        return program == target.name and not (folder / program).exists() and target.parent in folder.resolve().parents
     return _tail_matches(parts, target)
 
 

@@ -109,9 +109,10 @@ class Project:
 
     def own_checkpoint_call(self, class_qualname: str) -> "tuple[str, Call] | None":
         """(the module, its first `torch.utils.checkpoint` call without `use_reentrant`) when `class_qualname` is a
-        class of the project's own module that calls torch's checkpoint itself (a copied `modeling_llama.py`)."""
+        class (or a factory function) of the project's own module that calls torch's checkpoint itself (a copied
+        `modeling_llama.py`)."""
         module, name = self._defining(class_qualname)
-        if module is None or name not in module.facts.classes:
+        if module is None or (name not in module.facts.classes and name not in module.facts.functions):
             return None
         for call in module.facts.calls:
             if call.qualname in TORCH_CHECKPOINTS and isinstance(call.kwarg("use_reentrant"), Missing):
@@ -190,7 +191,7 @@ def _summarise(module: _Module, function: str) -> FunctionSummary | None:
     scopes = _reached(module, function)
     calls = [c for s in scopes for c in module.by_function.get(s, []) if not (c.qualname or "").startswith("<local>.")]
     assigns = [a for a in facts.attr_assigns if _in(a.scope, scopes)]
-    returned = next((v for v in facts.returns.get(function, []) if _is_library_object(v)), None)
+    returned = next((v for v in facts.returns.get(function, []) if _is_library_object(v) or _is_parsed_args(v)), None)
     return FunctionSummary(shown_path(module.path), facts.functions[function], calls, assigns, returned)
 
 
@@ -222,6 +223,12 @@ def _is_library_object(value: object) -> bool:
     from ckpt_doctor.analysis.values import Instance
 
     return isinstance(value, Instance) and not value.qualname.startswith("<local>.")
+
+
+def _is_parsed_args(value: object) -> bool:
+    from ckpt_doctor.analysis.values import TupleVal
+
+    return isinstance(value, TupleVal) and bool(value.parsed_classes)
 
 
 def _root(folder: Path, markers: tuple[str, ...] = ROOT_MARKERS) -> Path:

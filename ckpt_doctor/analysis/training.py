@@ -18,6 +18,7 @@ from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
 from ckpt_doctor.analysis.ds_config import DeepSpeedConfig, read_deepspeed_configs
 from ckpt_doctor.analysis.facts import PARAMETERS, AttrAssign, Call, ScriptFacts, own_name
 from ckpt_doctor.analysis.library import (
+    ACTIVATION_CHECKPOINTING_SINCE,
     HF_ENABLE_METHODS,
     HF_PACKAGES,
     HF_TRAINING_ARGS,
@@ -386,6 +387,14 @@ class Training:
         else:
             enabled = self._trl_default(call.qualname) if not call.star_kwargs else None
             defaulted = True
+        for assign in self._assigns_after(call, self._flag_names_read_after_init()):
+            # `training_args.gradient_checkpointing = True` after the config was built, in an `if` or not
+            assigned_condition, assigned = _first_on(on_paths(assign.value, None))
+            joined = assign.condition & assigned_condition
+            if assigned is not False and joined is not None:
+                flag_name, condition, enabled, defaulted = assign.attr, joined, assigned, False
+            elif not assign.condition.literals:
+                flag_name, condition, enabled, defaulted = assign.attr, ALWAYS, False, False
         kwargs_name = "gradient_checkpointing_kwargs"
         kwargs: Value = MISSING
         for name in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
@@ -404,12 +413,23 @@ class Training:
     def _assigned_after(self, call: Call, kwargs_name: str, kwargs: Value) -> Value:
         """`training_args.gradient_checkpointing_kwargs = {"use_reentrant": True}` after the config was built: the
         Trainer reads the attribute, so the assigned dict is what it passes (before 5.23 for the old name) [H3]."""
-        if not call.assigned_to:
-            return kwargs
-        for assign in self.facts.attr_assigns:
-            if assign.target == f"{call.assigned_to}.{kwargs_name}" and assign.line > call.line:
-                kwargs = assign.value
+        for assign in self._assigns_after(call, (kwargs_name,)):
+            kwargs = assign.value
         return kwargs
+
+    def _flag_names_read_after_init(self) -> tuple[str, ...]:
+        """The attribute the Trainer reads the flag from, on the releases the project allows: `gradient_checkpointing`
+        before 5.23, `activation_checkpointing` since (the old name is then resolved once, in `__post_init__`) [H3]."""
+        since = self.versions.at_least("transformers", ACTIVATION_CHECKPOINTING_SINCE)
+        return ("gradient_checkpointing",) if since is False else ("activation_checkpointing",) if since else (
+            "gradient_checkpointing", "activation_checkpointing")
+
+    def _assigns_after(self, call: Call, attrs: tuple[str, ...]) -> list[AttrAssign]:
+        """`training_args.<attr> = ...` after `call` built the config assigned to `training_args`, in order."""
+        if not call.assigned_to:
+            return []
+        targets = {f"{call.assigned_to}.{attr}" for attr in attrs}
+        return [a for a in self.facts.attr_assigns if a.target in targets and a.line > call.line]
 
     def _trl_default(self, qualname: str | None) -> bool | None:
         if qualname and qualname.startswith("trl."):

@@ -129,6 +129,7 @@ class Namespace:
 @dataclass
 class TupleVal:
     items: list["Value"]
+    parsed_classes: tuple[str, ...] = ()  # the dataclasses `HfArgumentParser(...).parse_args_into_dataclasses()` fills
 
 
 Value = Union[Unknown, Missing, Const, OptionVal, DictVal, QualName, Instance, PartialVal, Namespace, TupleVal]

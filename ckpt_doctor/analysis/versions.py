@@ -303,7 +303,29 @@ def _requirement_files(folder: Path) -> tuple[Path, ...]:
     nested = sorted((folder / "requirements").glob("*.txt")) if "requirements" in names and (folder / "requirements").is_dir() else []
     others = [n for n in ("pyproject.toml", "setup.py", "setup.cfg", "environment.yml", "environment.yaml") if n in names]
     own = [folder / f for f in FRAMEWORK_VERSION_FILES if f.split("/", 1)[0] in names]  # a framework's own checkout
-    return tuple(p for p in own + [folder / n for n in texts] + nested + [folder / n for n in others] if p.is_file())
+    # last, a README whose install commands pin a tracked package (`pip install transformers==4.41.0`)
+    readmes = [folder / n for n in README_NAMES if n in names and _readme_requirements(folder / n)]
+    return tuple(p for p in own + [folder / n for n in texts] + nested + [folder / n for n in others] + readmes if p.is_file())
+
+
+README_NAMES = ("README.md", "readme.md", "Readme.md")
+_PIP_INSTALL = re.compile(r"\bpip3?\s+install\b(.*)")
+_VERSIONED_WORD = re.compile(r"[\w.\[\]-]+\s*(?:[=~<>!]=?\s*[\w.*]+,?)+")
+
+
+def _readme_requirements(path: Path) -> list[_Requirement]:
+    """The versioned requirements of a README's `pip install` lines."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        command = _PIP_INSTALL.search(line.replace("\\", " "))
+        for word in _VERSIONED_WORD.findall(command.group(1).replace('"', " ").replace("'", " ")) if command else ():
+            req = _parse_requirement(word, path)
+            out += [req] if req is not None and (req[1] is not None or req[2] is not None) else []
+    return out
 
 
 # The file that states a framework's own release, in its checkout: a script there (the framework's examples) runs that
@@ -439,6 +461,8 @@ def _requirements_in_file(path: Path, visited: set[Path]) -> list[_Requirement]:
         lines = _setup_cfg_requirements(text)
     elif name in ("environment.yml", "environment.yaml"):
         return _conda_requirements(text, path, visited)
+    elif path.name in README_NAMES:
+        return _readme_requirements(path)
     elif name.endswith(".py"):
         return _own_release(path, text)
     else:

@@ -11,8 +11,8 @@ import ast
 import difflib
 import os
 import re
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -231,9 +231,10 @@ def write_atomically(path: str | Path, data: bytes, expected: bytes | None = Non
         mode = stat.S_IMODE(path.stat().st_mode)
         if not os.access(path, os.W_OK) or not mode & 0o222:  # root may write anything: respect the mode bits
             raise FixError("file is read-only; not written")
-    temp = None
+    # the name is chosen before the file exists, so a Ctrl-C between creating it and knowing its name cannot leave it
+    temp = path.parent / f".{path.name}.{secrets.token_hex(6)}.ckpt-doctor.tmp"
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ckpt-doctor.tmp", dir=path.parent)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -241,11 +242,10 @@ def write_atomically(path: str | Path, data: bytes, expected: bytes | None = Non
         os.chmod(temp, mode)
         os.replace(temp, path)
     except BaseException:  # an error, Ctrl-C or SIGTERM: leave the old file and no temporary
-        if temp is not None:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
         raise
 
 

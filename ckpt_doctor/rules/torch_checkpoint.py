@@ -7,7 +7,7 @@ from typing import Iterator
 
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Severity, Span
-from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, TORCH_CHECKPOINTS, is_training_config
+from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, HF_ENABLE_METHODS, TORCH_CHECKPOINTS, is_training_config
 from ckpt_doctor.analysis.selective import op_collections
 from ckpt_doctor.analysis.graph_breaks import CheckpointedBody, checkpointed_bodies
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
@@ -64,7 +64,8 @@ def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
             f"(made at line {load.line}), whose module calls "
             f"`torch.utils.checkpoint.checkpoint` without `use_reentrant` ({module}:{call.line}): torch warns "
             "\"the use_reentrant parameter should be passed explicitly\" on every call and falls back to the reentrant "
-            "variant, whatever kwargs Hugging Face is given; pass `use_reentrant=False` there",
+            f"variant{', whatever kwargs Hugging Face is given' if enable.name in HF_ENABLE_METHODS else ''}; pass "
+            "`use_reentrant=False` there",
             condition=condition,
         )
 

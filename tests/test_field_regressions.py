@@ -636,3 +636,24 @@ def test_a_settings_file_named_by_the_last_launcher_word_sets_library_fields_of_
     found = check_file(str(tmp_path / "train.py"), settings).findings
     assert [(f.code, f.span.start.line) for f in found] == [("CKPT201", 16)]
     assert "takes no checkpointing kwargs" in found[0].message and not found[0].condition  # the launch decides it
+
+
+def test_a_truth_test_and_a_comparison_with_false_on_the_same_option_are_exclusive():
+    # davidnvq/grpo (holdout7): checkpointing under `if cfg.gradient_checkpoint:`, DDP's
+    # `find_unused_parameters=True if cfg.gradient_checkpoint is False else False`: no run has both
+    script = """
+        import argparse
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        from transformers import AutoModelForCausalLM
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--gradient_checkpoint", type=bool, default=True)
+        cfg = parser.parse_args()
+        model = AutoModelForCausalLM.from_pretrained("gpt2")
+        if cfg.gradient_checkpoint:
+            model.gradient_checkpointing_enable()
+        model = DDP(model, find_unused_parameters=True if cfg.gradient_checkpoint {test} else False)
+        """
+    targets = {"transformers": "4.46", "torch": "2.5"}
+    assert ("CKPT301", 10) not in codes(script.format(test="is False"), targets=targets)
+    assert ("CKPT301", 10) not in codes(script.format(test="== None"), targets=targets)
+    assert ("CKPT301", 10) in codes(script.format(test="is True"), targets=targets)  # the same runs: reported

@@ -15,6 +15,10 @@ from dataclasses import dataclass, replace
 from typing import Iterable, Protocol, TypeVar
 
 
+# the constants a comparison may name (as written), and their truth
+_TRUTH_OF_CONSTANT = {"True": True, "False": False, "None": False, "0": False, "''": False, '""': False}
+
+
 @dataclass(frozen=True)
 class Literal:
     """One test and the way it came out on the path: `args.use_lora` is true."""
@@ -33,7 +37,11 @@ class Literal:
         if self.equals is None and other.equals is None:
             return self.holds != other.holds
         if self.equals is None or other.equals is None:
-            return False
+            # `if args.x:` against `args.x is False` / `args.x == True`: a truth test and a comparison with a constant
+            truth, compared = (self, other) if self.equals is None else (other, self)
+            if not compared.holds or str(compared.equals) not in _TRUTH_OF_CONSTANT:
+                return False
+            return truth.holds != _TRUTH_OF_CONSTANT[str(compared.equals)]
         if self.equals == other.equals:
             return self.holds != other.holds
         return self.holds and other.holds  # `peft == "lora"` and `peft == "full"` together

@@ -16,6 +16,7 @@ from pathlib import Path
 
 MAX_BYTES = 1 << 20
 MAX_LAUNCHER_BYTES = 256 * 1024
+README_NAMES = ("README.md", "readme.md", "Readme.md")  # where projects show their launch and install commands
 _PARENTS = 4
 _YAML_LINE = re.compile(r"^([A-Za-z_][\w.-]*)\s*:\s*(.*?)\s*$")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ckpt_doctor.analysis.conditions import Literal
-from ckpt_doctor.analysis.config_files import ProjectFiles, shown_path
+from ckpt_doctor.analysis.config_files import README_NAMES, ProjectFiles, shown_path
 from ckpt_doctor.analysis.values import Const, OptionVal, Origin, Value, constant
 
 # files that hold launch lines, and folders next to a script where people keep them
@@ -199,13 +199,10 @@ def _commands_in_folders(text: str, path: Path, makefile: bool) -> list[tuple[in
     return out
 
 
-README_NAMES = ("README.md", "readme.md", "Readme.md")
-
 
 def _readme_files(folder: Path, root: Path) -> list[Path]:
     """The Markdown READMEs of the script's folder and its parents up to the project root, nearest first."""
-    folders = [folder, *[p for p in folder.parents if _within(p, root)]] if _within(folder, root) else [folder]
-    return [current / name for current in folders for name in README_NAMES if (current / name).is_file()]
+    return [current / name for current in _folders_up(folder, root) for name in README_NAMES if (current / name).is_file()]
 
 
 TASK_FILES = ("package.json", "pyproject.toml")  # the `scripts:` people keep beside their code
@@ -458,8 +455,7 @@ def _launcher_files(folder: Path, root: Path) -> list[Path]:
     """Launcher files in the script's folder and its parents up to the project root, nearest first, each
     folder's own files before those of its `scripts/`-like subfolders."""
     found: list[Path] = []
-    folders = [folder, *[p for p in folder.parents if _within(p, root)]] if _within(folder, root) else [folder]
-    for current in folders:
+    for current in _folders_up(folder, root):
         found += _listed(current, 0)
         if len(found) >= MAX_LAUNCHER_FILES:
             break
@@ -478,6 +474,11 @@ def _listed(folder: Path, depth: int) -> list[Path]:
             if (depth > 0 or entry.name.lower() in LAUNCHER_FOLDERS) and not entry.name.startswith(".") and entry.is_dir():
                 files += _listed(entry, depth + 1)
     return files
+
+
+def _folders_up(folder: Path, root: Path) -> list[Path]:
+    """`folder` and its parents up to `root`, nearest first (only `folder` when it lies outside `root`)."""
+    return [folder, *[p for p in folder.parents if _within(p, root)]] if _within(folder, root) else [folder]
 
 
 def _within(path: Path, root: Path) -> bool:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache, total_ordering
 from pathlib import Path
 
-from ckpt_doctor.analysis.config_files import shown_path
+from ckpt_doctor.analysis.config_files import README_NAMES, shown_path
 
 TRACKED = ("torch", "transformers", "peft", "trl", "accelerate", "deepspeed")
 
@@ -307,8 +307,6 @@ def _requirement_files(folder: Path) -> tuple[Path, ...]:
     readmes = [folder / n for n in README_NAMES if n in names and _readme_requirements(folder / n)]
     return tuple(p for p in own + [folder / n for n in texts] + nested + [folder / n for n in others] + readmes if p.is_file())
 
-
-README_NAMES = ("README.md", "readme.md", "Readme.md")
 _PIP_INSTALL = re.compile(r"\bpip3?\s+install\b(.*)")
 _VERSIONED_WORD = re.compile(r"[\w.\[\]-]+\s*(?:[=~<>!]=?\s*[\w.*]+,?)+")
 

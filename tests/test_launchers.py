@@ -151,6 +151,40 @@ def test_a_finding_no_launcher_reaches_is_dropped_and_one_another_reaches_names_
     assert finding.message.endswith("(only with `--find_unused`, as scripts/debug.sh:1 runs it)")
 
 
+def test_a_finding_another_launcher_reaches_must_hold_with_that_launchers_own_files(tmp_path):
+    # MiniCPM-V: finetune_ds.sh runs the full fine-tune under ZeRO-3, finetune_lora.sh runs `--use_lora` under ZeRO-2;
+    # CKPT304 (ZeRO-3 + PEFT + non-reentrant) needs both, and no launcher runs both
+    script = """
+        from dataclasses import dataclass, field
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
+
+        @dataclass
+        class LoraArguments:
+            use_lora: bool = field(default=False)
+
+        training_args, lora_args = HfArgumentParser((TrainingArguments, LoraArguments)).parse_args_into_dataclasses()
+        model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")
+        if lora_args.use_lora:
+            model = get_peft_model(model, LoraConfig(r=8))
+        training_args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        Trainer(model=model, args=training_args).train()
+        """
+    zero = '{{"zero_optimization": {{"stage": {stage}}}, "train_micro_batch_size_per_gpu": "auto"}}'
+    write(tmp_path, {
+        "train.py": script,
+        "requirements.txt": "transformers==4.46.0\ndeepspeed==0.15.0\n",
+        "zero2.json": zero.format(stage=2),
+        "zero3.json": zero.format(stage=3),
+        "finetune_ds.sh": "torchrun --nproc_per_node 8 train.py --gradient_checkpointing true --deepspeed zero3.json\n",
+        "finetune_lora.sh": "torchrun --nproc_per_node 8 train.py --use_lora true --gradient_checkpointing true --deepspeed zero2.json\n",
+    })
+    assert [f.code for f in check(tmp_path) if f.code == "CKPT304"] == []
+    write(tmp_path, {"finetune_lora.sh": "torchrun --nproc_per_node 8 train.py --use_lora true --gradient_checkpointing true --deepspeed zero3.json\n"})
+    (finding,) = [f for f in check(tmp_path) if f.code == "CKPT304"]
+    assert finding.message.endswith("finetune_lora.sh:1 runs it)")
+
+
 def test_without_a_launcher_an_option_still_depends_on_the_command_line(tmp_path):
     write(tmp_path, {"train.py": HF_SCRIPT, "requirements.txt": "transformers==4.46.0\n"})
     assert all("CKPT201" != f.code for f in check(tmp_path))  # kwargs the command line may pass are unknown

@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
-from ckpt_doctor.analysis.launchers import launch_for
+from ckpt_doctor.analysis.launchers import Launch, launch_for
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition
 from ckpt_doctor.config import Settings
 from ckpt_doctor.analysis.facts import ScriptFacts
 from ckpt_doctor.analysis.library import FIX_NAMES_SINCE
 from ckpt_doctor.findings import Applicability, Finding, FixSpec, Related, Severity, Span
-from ckpt_doctor.analysis import Analysis, ConfigAnalysis
+from ckpt_doctor.analysis import Analysis, ConfigAnalysis, analyze
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.versions import TargetVersions
 
@@ -69,6 +69,13 @@ class Context:
     @property
     def training(self) -> Training:
         return self.analysis.training
+
+    def run_by(self, launch: Launch) -> "Context":
+        """This script as `launch` alone runs it: its options, and the configs and files it names (memoised)."""
+        key = ("run by", launch.where)
+        if key not in self.memo:
+            self.memo[key] = Context(analyze(self.analysis.source, self.config, launches=[launch]), self.config)
+        return self.memo[key]
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,12 @@ def run_rules(ctx: Context, rules: Iterable[Rule]) -> Iterator[Finding]:
                 launch = launch_for(launches, report.condition.needed)
                 if launch is None:
                     continue
-                needs += f", as {launch.where} runs it" if launch is not launches[0] else ""
+                if launch is not launches[0]:
+                    # the facts were read as the first launch runs the script (its DeepSpeed config, ...): the finding
+                    # stands only if that launch's own run gives it too
+                    if not any(other.span == report.span for other in current.check(ctx.run_by(launch))):
+                        continue
+                    needs += f", as {launch.where} runs it"
             yield Finding(
                 code=current.code,
                 message=f"{report.message} (only {needs})" if needs else report.message,

@@ -304,19 +304,23 @@ def _requirement_files(folder: Path) -> tuple[Path, ...]:
     others = [n for n in ("pyproject.toml", "setup.py", "setup.cfg", "environment.yml", "environment.yaml") if n in names]
     own = [folder / f for f in FRAMEWORK_VERSION_FILES if f.split("/", 1)[0] in names]  # a framework's own checkout
     # last, a README whose install commands pin a tracked package (`pip install transformers==4.41.0`)
-    readmes = [folder / n for n in README_NAMES if n in names and _readme_requirements(folder / n)]
+    readmes = [folder / n for n in README_NAMES if n in names and _readme_requirements(_text(folder / n), folder / n)]
     return tuple(p for p in own + [folder / n for n in texts] + nested + [folder / n for n in others] + readmes if p.is_file())
 
+
 _PIP_INSTALL = re.compile(r"\bpip3?\s+install\b(.*)")
-_VERSIONED_WORD = re.compile(r"[\w.\[\]-]+\s*(?:[=~<>!]=?\s*[\w.*]+,?)+")
+_VERSIONED_WORD = re.compile(r"[\w.\[\]-]+\s*(?:[=~<>!]=?\s*[\w.*]+,?)+")  # `transformers==4.41.0`, `trl<0.10`
 
 
-def _readme_requirements(path: Path) -> list[_Requirement]:
-    """The versioned requirements of a README's `pip install` lines."""
+def _text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return []
+        return ""
+
+
+def _readme_requirements(text: str, path: Path) -> list[_Requirement]:
+    """The versioned requirements of a README's `pip install` lines."""
     out = []
     for line in text.splitlines():
         command = _PIP_INSTALL.search(line.replace("\\", " "))
@@ -446,10 +450,7 @@ def _requirements_in_file(path: Path, visited: set[Path]) -> list[_Requirement]:
     if resolved in visited:
         return []
     visited.add(resolved)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
+    text = _text(path)
     name = path.name.lower()
     if name == "pyproject.toml":
         lines = _pyproject_requirements(text)  # parsed once per text: every sub-folder's walk ends at the same file
@@ -460,7 +461,7 @@ def _requirements_in_file(path: Path, visited: set[Path]) -> list[_Requirement]:
     elif name in ("environment.yml", "environment.yaml"):
         return _conda_requirements(text, path, visited)
     elif path.name in README_NAMES:
-        return _readme_requirements(path)
+        return _readme_requirements(text, path)
     elif name.endswith(".py"):
         return _own_release(path, text)
     else:
@@ -784,7 +785,7 @@ _REQUIREMENT = re.compile(
 def pins_in_pip_command(line: str) -> dict[str, Version]:
     """`%pip install -q "transformers==4.44.2" trl<0.10` -> {"transformers": 4.44.2, "trl": 0.9.999}."""
     pins: dict[str, Version] = {}
-    for token in re.findall(r"[\w.\[\]-]+\s*(?:[=~<>!]=?\s*[\w.*]+,?)+", line):
+    for token in _VERSIONED_WORD.findall(line):
         for match in _REQUIREMENT.finditer(token):
             name = match.group("name").lower()
             version = _version_from_spec(match.group("spec"))

@@ -434,6 +434,42 @@ def test_the_projects_own_checkpointing_switch_on_a_model_its_factory_makes_runs
     assert found[0].condition is not None and "--grad-checkpointing" in str(found[0].condition)
 
 
+MODEL_COPY = """
+    from transformers.modeling_utils import PreTrainedModel
+
+    class LlamaPreTrainedModel(PreTrainedModel):
+        supports_gradient_checkpointing = True
+
+    class LlamaForCausalLM(LlamaPreTrainedModel):
+        def forward(self, input_ids, use_cache=None):
+            return self.model(input_ids)
+    {extra}
+    """
+
+COPY_LOOP = """
+    import torch
+    from scaled_rope.modeling_llama_yarn import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained("NousResearch/Llama-2-7b-hf", torch_dtype=torch.bfloat16)
+    optim = torch.optim.AdamW(model.parameters())
+    model.gradient_checkpointing_enable()
+    for batch in loader:
+        model(**batch).loss.backward()
+        optim.step()
+    """
+
+
+@pytest.mark.parametrize("extra, reported", [("", True), ("    def gradient_checkpointing_enable(self):\n            pass", False)])
+def test_a_projects_copy_of_a_library_model_class_gets_the_librarys_rules(tmp_path, extra, reported):
+    # yarn (holdout7): scaled_rope/modeling_llama_yarn.py copies transformers' Llama over `PreTrainedModel`; a
+    # hand-written loop enables checkpointing and never turns the KV cache off. A copy that defines the method
+    # itself is the project's own.
+    write(tmp_path, {"scaled_rope/__init__.py": "", "scaled_rope/modeling_llama_yarn.py": MODEL_COPY.format(extra=extra),
+                     "finetune.py": COPY_LOOP, "requirements.txt": "transformers==4.40.0\n"})
+    codes = {f.code for f in check(tmp_path, "finetune.py")}
+    assert ({"CKPT201", "CKPT203"} <= codes) is reported and (codes & {"CKPT201", "CKPT203"} == set()) is not reported
+
+
 def test_the_defaults_of_a_project_config_class_the_script_builds_are_its_settings(tmp_path):
     # fms-fsdp: `cfg = config.train_config()` from a package that re-exports the dataclass; helpers read `cfg`
     write(tmp_path, {
@@ -469,6 +505,89 @@ def test_the_defaults_of_a_project_config_class_the_script_builds_are_its_settin
     settings = analyze(read_source(str(tmp_path / "main.py")), Settings(root=tmp_path)).settings
     assert (settings.batch_size.value, settings.seq_len.value) == (2, 4096)
     assert settings.batch_size.file.endswith("training.py")
+
+
+def test_argument_classes_a_star_import_of_a_project_package_brings_take_the_launchers_options(tmp_path):
+    # TinyLLaVA (holdout7): `from tinyllava.utils import *`, whose `__init__.py` is `from .arguments import *`;
+    # arguments.py subclasses transformers' TrainingArguments; scripts/train/finetune.sh passes the options
+    write(tmp_path, {
+        "tinyllava/__init__.py": "",
+        "tinyllava/utils/__init__.py": "from .arguments import *\nfrom .logging import *\n",
+        "tinyllava/utils/logging.py": "def logger_setting(path):\n    pass\n",
+        "tinyllava/utils/arguments.py": """
+            from dataclasses import dataclass, field
+            import transformers
+
+            @dataclass
+            class TrainingArguments(transformers.TrainingArguments):
+                tune_type_llm: str = field(default="frozen")
+            """,
+        "tinyllava/train/train.py": """
+            import transformers
+            from tinyllava.utils import *
+
+            def train():
+                parser = transformers.HfArgumentParser((TrainingArguments,))
+                (training_arguments,) = parser.parse_args_into_dataclasses()
+                logger_setting(training_arguments.output_dir)
+                model = transformers.AutoModelForCausalLM.from_pretrained("microsoft/phi-2")
+                transformers.Trainer(model=model, args=training_arguments).train()
+
+            if __name__ == "__main__":
+                train()
+            """,
+        "requirements.txt": "transformers==4.40.1\n",
+        "scripts/train/finetune.sh": "deepspeed tinyllava/train/train.py --per_device_train_batch_size 8 --gradient_checkpointing True\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "tinyllava/train/train.py")), Settings(root=tmp_path)).settings
+    assert settings.batch_size.value == 8
+    assert [f.code for f in check(tmp_path, "tinyllava/train/train.py") if f.code == "CKPT201"] == ["CKPT201"]
+
+
+def test_the_yaml_file_an_alignment_handbook_parser_reads_from_the_launch_gives_the_settings(tmp_path, monkeypatch):
+    # SPIN (holdout7): a copy of the alignment handbook's `H4ArgumentParser(HfArgumentParser)`, whose `parse()` reads
+    # the YAML file `sys.argv[1]`; scripts/finetune.sh passes `configs/config.yaml` first, then options
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, {
+        "setup.py": "from setuptools import setup\nsetup(install_requires=['transformers==4.37.0'])\n",
+        "spin/alignment/__init__.py": "from .configs import H4ArgumentParser, SPINConfig\n",
+        "spin/alignment/configs.py": """
+            import sys
+            from dataclasses import dataclass
+            import transformers
+            from transformers import HfArgumentParser
+
+            class H4ArgumentParser(HfArgumentParser):
+                def parse(self):
+                    if len(sys.argv) == 2 and sys.argv[1].endswith(".yaml"):
+                        return self.parse_yaml_file(sys.argv[1])
+                    return self.parse_args_into_dataclasses()
+
+            @dataclass
+            class SPINConfig(transformers.TrainingArguments):
+                beta: float = 0.1
+            """,
+        "spin/run_spin.py": """
+            from transformers import AutoModelForCausalLM, Trainer
+            from alignment import H4ArgumentParser, SPINConfig
+
+            def main():
+                parser = H4ArgumentParser((SPINConfig,))
+                (training_args,) = parser.parse()
+                model = AutoModelForCausalLM.from_pretrained("alignment-handbook/zephyr-7b-sft-full")
+                Trainer(model=model, args=training_args).train()
+
+            if __name__ == "__main__":
+                main()
+            """,
+        "configs/config.yaml": "bf16: true\ngradient_checkpointing: true\nper_device_train_batch_size: 8\n",
+        "scripts/finetune.sh": "accelerate launch --num_processes=8 spin/run_spin.py configs/config.yaml --num_train_epochs=6\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "spin/run_spin.py")), Settings(root=tmp_path)).settings
+    assert (settings.batch_size.value, settings.mixed_precision.value) == (8, "bf16")
+    (finding,) = [f for f in check(tmp_path, "spin/run_spin.py") if f.code == "CKPT201"]
+    assert "read from configs/config.yaml" in finding.message
+    assert [(r.span.start.line, r.message) for r in finding.related] == [(8, "the Trainer that enables checkpointing at `train()`")]
 
 
 PARSED_ARGS = """
@@ -575,6 +694,23 @@ def test_a_readme_command_yields_to_the_projects_own_launcher(tmp_path):
     })
     assert [Path(l.file).name for l in launches(tmp_path)] == ["run.sh", "README.md"]
     assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.batch_size.value == 5
+
+
+def test_a_wrapper_that_imports_and_calls_the_scripts_entry_point_is_its_launch(tmp_path):
+    # LLaVA-NeXT (holdout7): scripts/train/*.sh run `llava/train/train_mem.py`, which is
+    # `from llava.train.train import train` + `train()`; the options are train.py's
+    write(tmp_path, {
+        "llava/train/train.py": HF_SCRIPT,
+        "llava/train/train_mem.py": "from llava.train.train import train\n\nif __name__ == '__main__':\n    train()\n",
+        "llava/train/train_xformers.py": "from .train import (\n    train,\n)\ntrain(attn_implementation='sdpa')\n",
+        "llava/train/merge.py": "from llava.train.train import train\nprint(train)\n",  # imports, never calls: no wrapper
+        "scripts/train/a.sh": "torchrun --nproc_per_node 4 llava/train/train_mem.py --per_device_train_batch_size 3\n",
+        "scripts/train/b.sh": "python -m llava.train.train_xformers --per_device_train_batch_size 5\n",
+        "scripts/train/c.sh": "python llava/train/merge.py --per_device_train_batch_size 7\n",
+    })
+    found = launches(tmp_path, "llava/train/train.py")
+    assert [(Path(l.file).name, l.options["per_device_train_batch_size"]) for l in found] == [("a.sh", "3"), ("b.sh", "5")]
+    assert analyze(read_source(str(tmp_path / "llava/train/train.py")), Settings(root=tmp_path)).settings.batch_size.value == 3
 
 
 def test_arguments_parsed_in_a_sibling_module_take_the_launchers_options(tmp_path):

@@ -360,6 +360,13 @@ def test_sarif_related_locations_of_a_two_place_finding(cli):
     assert not _sarif_errors(doc)
 
 
+def test_json_lists_the_second_place_a_finding_is_about(cli):
+    cli.write("d.py", DDP_SCRIPT)
+    (item,) = [d for d in cli.check("d.py", "--output-format", "json").json() if d["code"] == "CKPT301"]
+    (related,) = item["related"]
+    assert related["location"]["row"] == 5 and "find_unused_parameters" in related["message"]
+
+
 def test_sarif_lists_noqa_suppressed_findings_as_suppressed(cli):
     cli.write("a.py", TWO.replace("checkpoint(block, x)\n", "checkpoint(block, x)  # noqa: CKPT101\n"))
     for cache in (False, True, True):  # the second cached run reads the suppressed findings from the cache

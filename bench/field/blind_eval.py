@@ -69,13 +69,19 @@ def rel(repository: str, path: str) -> str:
 
 
 def match(tool: list[dict], expert: list[dict], window: int) -> tuple[list[tuple[dict, dict | None]], list[dict]]:
-    """Pair each tool finding with the nearest unused expert finding of its code; the expert ones left over."""
+    """Pair each tool finding with the nearest unused expert finding of its code; the expert ones left over. A
+    finding is at its location and at the related locations it names itself (CKPT201 on arguments parsed from the
+    command line: the parser, and the Trainer that enables checkpointing)."""
     left = list(expert)
     pairs = []
     for finding in sorted(tool, key=lambda f: f["location"]["row"]):
-        row = finding["location"]["row"]
-        near = [e for e in left if e["code"] == finding["code"] and abs(int(e.get("line") or 0) - row) <= window]
-        best = min(near, key=lambda e: abs(int(e.get("line") or 0) - row), default=None)
+        rows = [finding["location"]["row"], *(r["location"]["row"] for r in finding.get("related", []))]
+
+        def distance(e: dict) -> int:
+            return min(abs(int(e.get("line") or 0) - row) for row in rows)
+
+        near = [e for e in left if e["code"] == finding["code"] and distance(e) <= window]
+        best = min(near, key=distance, default=None)
         if best is not None:
             left.remove(best)
         pairs.append((finding, best))

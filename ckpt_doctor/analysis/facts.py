@@ -58,6 +58,9 @@ _ALIASES = {
 _STAR_EXPORTS = {"torch.utils.checkpoint": ("checkpoint", "checkpoint_sequential"),
                  "transformers.trainer": ("Trainer", "TrainingArguments")}  # `from transformers.trainer import *`
 _PARTIAL = {"functools.partial"}
+ARGUMENT_PARSERS = ("transformers.HfArgumentParser", "trl.TrlParser")
+# the `HfArgumentParser` / `TrlParser` methods that return the dataclasses (a settings file's values where one is read)
+_HF_PARSES = ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict")
 # the switches projects give their own models (open_lm, timm-style): `set_grad_checkpointing()`, ...
 _OWN_ENABLE = re.compile(r"(set|enable)_(grad|gradient|activation)_checkpointing")
 
@@ -178,6 +181,7 @@ class ScriptFacts:
     calls: list[Call] = field(default_factory=list)
     attr_assigns: list[AttrAssign] = field(default_factory=list)
     imports: dict[str, int] = field(default_factory=dict)  # imported module/qualname -> first line
+    star_imports: list[str] = field(default_factory=list)  # `from module import *`, the project's modules among them
     argparse_defaults: dict[str, Const] = field(default_factory=dict)
     # name -> the first constant bound to it anywhere: `batch_size = 12`, `def train(cutoff_len: int = 256)`,
     # `{"train_batch_size": 16}` (for settings a script keeps outside any library call)
@@ -208,6 +212,11 @@ class ScriptFacts:
     def calls_to(self, *qualnames: str) -> list[Call]:
         wanted = set(qualnames)
         return [c for c in self.calls if c.qualname in wanted]
+
+    def argument_parsers(self) -> list[Call]:
+        """`HfArgumentParser(...)` / `TrlParser(...)`, and the project's subclasses of them (the alignment handbook's
+        `H4ArgumentParser`)."""
+        return [c for c in self.calls if c.qualname in ARGUMENT_PARSERS or (c.qualname and self.library_base(own_name(c.qualname)) in ARGUMENT_PARSERS)]
 
     def calls_named(self, *names: str) -> list[Call]:
         """Calls whose callee ends in one of `names`, resolved or not (methods of unknown objects)."""
@@ -386,8 +395,11 @@ class _Extractor:
             self.function_body(node, scope)
         self._project_model_checkpoints()
         for call in self.facts.calls:
-            if call.name.endswith("Trainer") and call.qualname:
-                self._project_class(call.qualname)  # `LOMOTrainer(...)` from a sibling module: does it extend the library's?
+            if call.name.endswith(("Trainer", "Parser")) and call.qualname:
+                # `LOMOTrainer(...)`, `H4ArgumentParser(...)` from a sibling module: does it extend the library's?
+                self._project_class(call.qualname)
+            elif call.qualname and call.qualname.endswith(LOADERS):
+                self._project_class(call.qualname.rsplit(".", 1)[0])  # a copied `modeling_llama.py`'s `LlamaForCausalLM`
 
     def _project_model_checkpoints(self) -> None:
         """`model.gradient_checkpointing_enable()` on a model the project's own class loads
@@ -399,7 +411,7 @@ class _Extractor:
             if not (call.name in HF_ENABLE_METHODS or _OWN_ENABLE.fullmatch(call.name)) or call.receiver is None:
                 continue
             for load in _model_loads(call.receiver_value):
-                loaded = load.qualname.rsplit(".", 1)[0] if load.qualname.endswith(_LOADERS) else load.qualname
+                loaded = load.qualname.rsplit(".", 1)[0] if load.qualname.endswith(LOADERS) else load.qualname
                 found = self.project.own_checkpoint_call(loaded)
                 if found is not None:
                     self.facts.model_checkpoints.append((call, load.call, *found))
@@ -663,8 +675,11 @@ class _Extractor:
             self.facts.imports.setdefault(module, node.lineno)
             for alias in node.names:
                 if alias.name == "*":
+                    self.facts.star_imports.append(module)
                     for name in _STAR_EXPORTS.get(module, ()):
                         scope.bindings[name] = QualName(self._import_qualname(module, name))
+                    if self.project is not None and module not in _STAR_EXPORTS:
+                        scope.bindings.update((name, QualName(qual)) for name, qual in self.project.star_exports(module).items())
                     continue
                 qual = self._import_qualname(module, alias.name)
                 self.facts.imports.setdefault(qual, node.lineno)
@@ -1127,7 +1142,7 @@ class _Extractor:
             if attr in ("parse_args", "parse_known_args") and _is_argparse(receiver):
                 namespace = Namespace(dict(self.facts.argparse_defaults))
                 return namespace if attr == "parse_args" else TupleVal([namespace, UNKNOWN])
-            if attr in ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict"):
+            if attr in _HF_PARSES or (attr == "parse" and isinstance(receiver, Instance) and self._is_h4_parser(receiver.qualname)):
                 if isinstance(receiver, Instance) and receiver.call.args:
                     classes = receiver.call.args[0]
                     items = classes.items if isinstance(classes, TupleVal) else [classes]
@@ -1148,13 +1163,27 @@ class _Extractor:
                 return Instance(f"{receiver.qualname}().{attr}", record)
         return UNKNOWN
 
+    def _is_h4_parser(self, qualname: str) -> bool:
+        """Whether `qualname` is the alignment handbook's `H4ArgumentParser` (the package, or the copy projects keep):
+        an `HfArgumentParser` subclass whose `parse()` reads the YAML file `sys.argv[1]`, then the options after it."""
+        name = own_name(qualname)
+        self._project_class(qualname)
+        known = self.facts.classes.get(name)
+        return name.rsplit(".", 1)[-1] == "H4ArgumentParser" or (known is not None and "parse" in known.methods
+                                                                 and known.library_base in ARGUMENT_PARSERS)
+
     def _settings_file(self, node: ast.Call, scope: _Scope) -> dict[str, Value]:
         """The values of the JSON / YAML file `parser.parse_json_file(path)` reads, when we can find it."""
         arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("json_file", "yaml_file")), None)
         if arg is not None:
             named = self.eval(arg, scope)
-        else:  # TRL's `TrlParser.parse_args_and_config()` reads the file `--config` names
-            named = self._launched(["--config"]) if isinstance(node.func, ast.Attribute) and node.func.attr == "parse_args_and_config" else None
+        elif isinstance(node.func, ast.Attribute) and node.func.attr == "parse_args_and_config":
+            named = self._launched(["--config"])  # TRL's `TrlParser.parse_args_and_config()` reads the file `--config` names
+        elif isinstance(node.func, ast.Attribute) and node.func.attr == "parse":
+            named = self._argv(1)  # the alignment handbook's `H4ArgumentParser.parse()`: `sys.argv[1]` when it ends with .yaml
+            named = named if isinstance(constant(named), str) and constant(named).endswith(".yaml") else None
+        else:
+            named = None
         found = self._read_file(named, node.lineno) if named is not None else None
         if found is None:
             return {}
@@ -1330,7 +1359,7 @@ _SAME_PATH = {"os.path.abspath", "os.path.realpath", "os.path.expanduser", "os.p
 _FILE_LOADERS = {"json.load", "yaml.safe_load", "yaml.load", "yaml.full_load", "omegaconf.OmegaConf.load"}
 
 
-_LOADERS = (".from_pretrained", ".from_config")
+LOADERS = (".from_pretrained", ".from_config")
 
 
 def _model_loads(value: Value, depth: int = 0) -> list[Instance]:

@@ -178,7 +178,7 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
             continue
         text = shell_lines(path.name, text)
         for line, words, folder in _commands_in_folders(text, path, is_makefile(path.name)):
-            launch = _read_command(words, line, path, target, root, folder)
+            launch = _read_command(words, line, path, target, root, folder, files)
             if launch is not None:
                 found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch)))
             if len(found) >= MAX_LAUNCHES:
@@ -607,8 +607,10 @@ def _split_commands(text: str) -> list[list[str]]:
     return [c for c in out if c]
 
 
-def _read_command(words: list[str], line: int, launcher: Path, target: Path, root: Path, folder: Path | None = None) -> Launch | None:
-    """The launch `words`, run in `folder` (the launcher's by default), make, when they run `target`."""
+def _read_command(words: list[str], line: int, launcher: Path, target: Path, root: Path, folder: Path | None = None,
+                  files: ProjectFiles | None = None) -> Launch | None:
+    """The launch `words`, run in `folder` (the launcher's by default), make, when they run `target`, or a wrapper
+    of the project (read through `files`) that runs `target`'s entry point."""
     for index, word in enumerate(words):
         name = word.rsplit("/", 1)[-1]
         if not (_PYTHON.match(name) or name in ("torchrun", "deepspeed", "accelerate")):
@@ -617,7 +619,8 @@ def _read_command(words: list[str], line: int, launcher: Path, target: Path, roo
         if read is None:
             return None
         runner, runner_options, program, module, rest = read
-        if not _runs(program, module, folder or launcher.parent, target, root):
+        folder = folder or launcher.parent
+        if not (_runs(program, module, folder, target, root) or files is not None and _wraps(program, module, folder, target, root, files)):
             return None
         options, written, positional = _script_arguments(rest)
         return Launch(shown_path(launcher), line, runner, options, written, tuple(positional), runner_options,
@@ -683,6 +686,41 @@ def _runs(program: str | None, module: str | None, folder: Path, target: Path, r
         # `bash scripts/train.sh` run from the folder of `train.py`: a bare name the launcher's own folder lacks
         return program == target.name and not (folder / program).exists() and target.parent in folder.resolve().parents
     return _tail_matches(parts, target)
+
+
+_IMPORT_FROM = re.compile(r"^from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(?:\(([\w\s,]+)\)|([\w \t,]+))", re.MULTILINE)
+
+
+def _wraps(program: str | None, module: str | None, folder: Path, target: Path, root: Path, files: ProjectFiles) -> bool:
+    """Whether the program a launch line runs is a wrapper of `target`: a module of the project that imports a function
+    from `target` and calls it (LLaVA's and FastChat's `train_mem.py`: `from llava.train.train import train`, a
+    monkey-patch, then `train()`)."""
+    relative = module.replace(".", "/") + ".py" if module is not None else program
+    if relative is None or not relative.endswith(".py") or "$" in relative or relative.startswith("/"):
+        return False
+    wrapper = next((p for p in (folder / relative, root / relative) if p.is_file()), None)
+    text = files.module(wrapper) if wrapper is not None and not _same(wrapper, target) else None
+    if text is None:
+        return False
+    for match in _IMPORT_FROM.finditer(text):
+        source, names = match.group(1), [n.split()[-1] for n in (match.group(2) or match.group(3)).split(",") if n.strip()]
+        if _names_module(source, wrapper, target) and any(re.search(rf"\b{re.escape(n)}\s*\(", text[match.end():]) for n in names):
+            return True
+    return False
+
+
+def _names_module(source: str, importer: Path, target: Path) -> bool:
+    """Whether `from source import ...` in the file `importer` imports the module `target`."""
+    dots = len(source) - len(source.lstrip("."))
+    parts = [p for p in source[dots:].split(".") if p]
+    if not parts:
+        return False
+    if dots:
+        base = importer.parent
+        for _ in range(dots - 1):
+            base = base.parent
+        return _same(base.joinpath(*parts[:-1], parts[-1] + ".py"), target)
+    return _tail_matches(parts[:-1] + [parts[-1] + ".py"], target)
 
 
 def _tail_matches(parts: list[str], target: Path) -> bool:

@@ -107,6 +107,24 @@ class Project:
         fields = {key: _in_file(value, where) for key, value in module.facts.dataclass_fields.get(name, {}).items()}
         return module.facts.classes[name], fields
 
+    def star_exports(self, module: str, depth: int = 0) -> dict[str, str]:
+        """The classes and functions `from module import *` binds, when `module` is one of the project's, each by
+        its qualified name in the module that defines it; a package's `__init__.py` that star-imports its own modules
+        (`from .arguments import *`) passes theirs on."""
+        path = self._module_path(module) if self.root is not None and module.lstrip(".").split(".", 1)[0] not in LIBRARIES else None
+        found = self._module(path) if path is not None else None
+        if found is None:
+            return {}
+        names: dict[str, str] = {}
+        if depth < MAX_DEPTH:
+            package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+            for inner in found.facts.star_imports:
+                if inner.startswith(".") and not inner.startswith(".."):
+                    names.update(self.star_exports(f"{package}{inner}" if package else inner, depth + 1))
+        own = [*found.facts.classes, *found.facts.functions]
+        names.update((name, f"{module}.{name}") for name in own if not name.startswith("_"))
+        return names
+
     def own_checkpoint_call(self, class_qualname: str) -> "tuple[str, Call] | None":
         """(the module, its first `torch.utils.checkpoint` call without `use_reentrant`) when `class_qualname` is a
         class (or a factory function) of the project's own module that calls torch's checkpoint itself (a copied

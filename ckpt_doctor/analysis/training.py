@@ -16,7 +16,7 @@ from functools import cached_property
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, together, within
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
 from ckpt_doctor.analysis.ds_config import DeepSpeedConfig, read_deepspeed_configs
-from ckpt_doctor.analysis.facts import PARAMETERS, AttrAssign, Call, ScriptFacts, own_name
+from ckpt_doctor.analysis.facts import LOADERS, PARAMETERS, AttrAssign, Call, ScriptFacts, own_name
 from ckpt_doctor.analysis.library import (
     ACTIVATION_CHECKPOINTING_SINCE,
     HF_ENABLE_METHODS,
@@ -329,6 +329,11 @@ class Training:
                     return True
                 if local in self.facts.classes:
                     return False
+            own = self.facts.classes.get(qualname.rsplit(".", 1)[0]) if qualname.endswith(LOADERS) else None
+            if own is not None and (own.library_base or "").startswith(HF_PACKAGES):
+                # a project's copy of a library model (`class LlamaForCausalLM(LlamaPreTrainedModel)` over
+                # `PreTrainedModel`): the library's method, unless the copy defines its own
+                return call.name not in own.methods
         if call.receiver == "self":
             owner = self.facts.enclosing_class(call.scope)
             if owner is not None:
@@ -456,7 +461,7 @@ class Training:
         """(class name, its fields as parsed, the parser's line) for every dataclass an argument parser fills."""
         found = []
         launch = self.facts.launch
-        for parser in self.facts.calls_to("transformers.HfArgumentParser", "trl.TrlParser"):
+        for parser in self.facts.argument_parsers():
             classes = parser.args[0] if parser.args else parser.kwarg("dataclass_types")
             items = getattr(classes, "items", [classes])
             own = self.facts.own_fields(getattr(item, "name", None) for item in items)
@@ -658,6 +663,13 @@ class Training:
     @property
     def uses_trainer(self) -> bool:
         return any(c.qualname and c.qualname.startswith(("transformers.", "trl.")) and c.qualname.endswith("Trainer") for c in self.facts.calls)
+
+    def is_trainer(self, call: Call) -> bool:
+        """Whether `call` builds a transformers / TRL Trainer, or a project subclass of one (`LLaVATrainer(...)`)."""
+        if not call.qualname or not call.name.endswith("Trainer"):
+            return False
+        library = call.qualname if call.qualname.startswith(HF_PACKAGES) else self.facts.library_base(own_name(call.qualname))
+        return bool(library) and library.startswith(("transformers.", "trl.")) and library.endswith("Trainer")
 
 
 @dataclass

@@ -176,6 +176,11 @@ def json_objects(run: RunResult) -> list[dict]:
                 "location": {"row": start_row, "column": start_col},
                 "message": finding.message,
                 "noqa_row": start_row,
+                # the other places of the file the finding is about (scripts; a notebook's are left out)
+                "related": [] if finding.cell is not None else [
+                    {"location": {"row": r.span.start.line, "column": r.span.start.column},
+                     "end_location": {"row": r.span.end.line, "column": r.span.end.column}, "message": r.message}
+                    for r in finding.related],
                 "severity": str(finding.severity),
                 "url": DOCS_URL.format(code=finding.code),
             }

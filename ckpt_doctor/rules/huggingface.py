@@ -6,7 +6,7 @@ import ast
 from typing import Iterator
 
 from ckpt_doctor.analysis.facts import AttrAssign
-from ckpt_doctor.findings import Applicability, FixSpec, RenameAttribute, RenameKeywords, RenameMethod, SetDictKey, Severity
+from ckpt_doctor.findings import Applicability, FixSpec, Related, RenameAttribute, RenameKeywords, RenameMethod, SetDictKey, Severity
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after, insert_before, peft_calls, set_keyword, zero3_with_peft
@@ -89,6 +89,8 @@ def _site_label(site: HFSite) -> str:
     config = f"`{(site.config_class or 'TrainingArguments').rsplit('.', 1)[-1]}`"
     if site.flag_origin is not None and site.flag_origin.file is not None:
         return f"{config} with {site.flag_origin.describe()}"
+    if site.flag_origin is not None and site.flag_origin.kind.startswith("value in "):
+        return f"{config} read from {site.flag_origin.kind.removeprefix('value in ')}"  # a settings file the parser reads
     return f"{config} from the command line"
 
 
@@ -151,7 +153,17 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
             f"{_site_label(site)}: {problem}, so reentrant checkpointing runs ({site.mode.reason}; {symptom}); {advice}",
             fix=fix,
             condition=site.condition,
+            related=_enabling_trainer(ctx, site),
         )
+
+
+def _enabling_trainer(ctx: Context, site: HFSite) -> list[Related]:
+    """For arguments parsed from the command line: the Trainer of this file that takes them and turns checkpointing on
+    at `train()`, the second place the finding is about."""
+    if site.kind != "command line":
+        return []
+    found = on_path(site.condition, ctx.facts.calls, lambda c: c.via is None and ctx.training.is_trainer(c))
+    return [Related(found[0].span, "the Trainer that enables checkpointing at `train()`")] if found else []
 
 
 @rule(

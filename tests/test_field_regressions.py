@@ -657,3 +657,24 @@ def test_a_truth_test_and_a_comparison_with_false_on_the_same_option_are_exclusi
     assert ("CKPT301", 10) not in codes(script.format(test="is False"), targets=targets)
     assert ("CKPT301", 10) not in codes(script.format(test="== None"), targets=targets)
     assert ("CKPT301", 10) in codes(script.format(test="is True"), targets=targets)  # the same runs: reported
+
+
+REFERENCE_MODEL = """
+from transformers import AutoModelForCausalLM
+policy = AutoModelForCausalLM.from_pretrained("m")
+reference = AutoModelForCausalLM.from_pretrained("m")
+reference.gradient_checkpointing_enable()
+reference.eval()
+{again}
+policy.gradient_checkpointing_enable()
+loss = policy(**batch).loss
+loss.backward()
+"""
+
+
+def test_a_model_kept_in_eval_mode_after_enabling_never_checkpoints():
+    # HALOs (holdout): the reference model gets checkpointing, then `.eval()`; HF layers checkpoint only `if
+    # self.training`, so only the policy's call runs reentrant checkpointing
+    v4 = {"transformers": "4.46", "torch": "2.5"}
+    assert [c for c in codes(REFERENCE_MODEL.format(again=""), v4) if c[0] == "CKPT201"] == [("CKPT201", 8)]
+    assert [c for c in codes(REFERENCE_MODEL.format(again="reference.train()"), v4) if c[0] == "CKPT201"] == [("CKPT201", 5), ("CKPT201", 8)]

@@ -470,6 +470,28 @@ def test_a_projects_copy_of_a_library_model_class_gets_the_librarys_rules(tmp_pa
     assert ({"CKPT201", "CKPT203"} <= codes) is reported and (codes & {"CKPT201", "CKPT203"} == set()) is not reported
 
 
+@pytest.mark.parametrize("trainer_module, reported", [
+    ("class Trainer:\n    def train(self):\n        for batch in self.loader:\n            self.accelerator.backward(self.model(**batch).loss)\n", True),
+    ("class Trainer:\n    def train(self):\n        pass\n", False),
+])
+def test_a_hand_written_loop_in_a_sibling_module_needs_the_kv_cache_off(tmp_path, trainer_module, reported):
+    # HALOs, LOMO (holdouts): the script loads and checkpoints the model; `trainer.train()` of the project's own
+    # trainers.py runs `accelerator.backward(loss)`
+    write(tmp_path, {
+        "train/__init__.py": "",
+        "train/trainers.py": trainer_module,
+        "launch.py": """
+            from transformers import AutoModelForCausalLM
+            from train import trainers
+
+            model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            trainers.Trainer(model).train()
+            """,
+    })
+    assert ("CKPT203" in {f.code for f in check(tmp_path, "launch.py")}) is reported
+
+
 def test_the_defaults_of_a_project_config_class_the_script_builds_are_its_settings(tmp_path):
     # fms-fsdp: `cfg = config.train_config()` from a package that re-exports the dataclass; helpers read `cfg`
     write(tmp_path, {

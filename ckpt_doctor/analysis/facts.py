@@ -202,6 +202,8 @@ class ScriptFacts:
     # Hugging Face checkpointing turned on for a model class of the project's own, whose module calls torch's
     # `checkpoint` itself (a copied `modeling_llama.py`): (the enable call, the model's load, its module, that call)
     model_checkpoints: list[tuple[Call, Call, str, Call]] = field(default_factory=list)
+    # the project module the script imports whose code calls `.backward()`: the hand-written loop lives there
+    loop_module: str | None = None
 
     @property
     def launch(self) -> Launch | None:
@@ -394,6 +396,10 @@ class _Extractor:
             node, scope = self.pending.pop(index)
             self.function_body(node, scope)
         self._project_model_checkpoints()
+        calls = self.facts.calls
+        if self.project is not None and any(c.name in HF_ENABLE_METHODS for c in calls) and not any(c.name == "backward" and c.is_method for c in calls):
+            # where a script turns checkpointing on but runs no step itself, is its loop in a module of the project?
+            self.facts.loop_module = next(filter(None, map(self.project.runs_backward, list(self.facts.imports))), None)
         for call in self.facts.calls:
             if call.name.endswith(("Trainer", "Parser")) and call.qualname:
                 # `LOMOTrainer(...)`, `H4ArgumentParser(...)` from a sibling module: does it extend the library's?

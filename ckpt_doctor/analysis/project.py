@@ -125,6 +125,15 @@ class Project:
         names.update((name, f"{module}.{name}") for name in own if not name.startswith("_"))
         return names
 
+    def runs_backward(self, module: str) -> str | None:
+        """The file of `module`, when it is one of the project's and calls `.backward()` (`loss.backward()`,
+        `self.accelerator.backward(loss)`): a training loop the script runs from a sibling module (HALOs' `trainers.py`)."""
+        path = self._module_path(module) if self.root is not None and module.lstrip(".").split(".", 1)[0] not in LIBRARIES else None
+        found = self._module(path) if path is not None else None
+        if found is None or not any(c.name == "backward" and c.is_method for c in found.facts.calls):
+            return None
+        return shown_path(found.path)
+
     def own_checkpoint_call(self, class_qualname: str) -> "tuple[str, Call] | None":
         """(the module, its first `torch.utils.checkpoint` call without `use_reentrant`) when `class_qualname` is a
         class (or a factory function) of the project's own module that calls torch's checkpoint itself (a copied

@@ -227,6 +227,8 @@ class Training:
             library = self.receiver_is_library(call)
             if library is False:
                 continue  # the project's own method of that name
+            if self._kept_in_eval(call):
+                continue  # a reference model: the layers checkpoint only `if self.training`
             kwargs_name = "activation_checkpointing_kwargs" if call.name.startswith("activation") else "gradient_checkpointing_kwargs"
             kwargs = call.kwarg(kwargs_name)
             if isinstance(kwargs, Missing) and call.args:
@@ -313,6 +315,15 @@ class Training:
                 return UNKNOWN
             return DictVal({k: Const(v, value.origin) for k, v in data.items()}, launch.line) if isinstance(data, dict) else UNKNOWN
         return MISSING
+
+    def _kept_in_eval(self, call: Call) -> bool:
+        """Whether the model `call` turns checkpointing on for is a frozen one (a DPO reference model): put in eval mode
+        after it (`reference_model.eval()`, in the same function), never back in training mode, and no optimizer takes
+        its parameters. Hugging Face layers checkpoint only in training mode. (A model trained in eval mode by mistake
+        is CKPT208's.)"""
+        same = [c for c in self.facts.calls if c.receiver == call.receiver and c.is_method]
+        return (any(c.name == "eval" and c.scope == call.scope and c.line > call.line for c in same)
+                and not any(c.name in ("train", "parameters", "named_parameters") for c in same))
 
     def receiver_is_library(self, call: Call) -> bool | None:
         """Whether `x` in `x.method()` is a transformers / PEFT / TRL object: True when it is known to be one,
@@ -657,8 +668,14 @@ class Training:
 
     @property
     def custom_loop(self) -> bool:
-        """A hand-written loop: the script calls `.backward()` itself (or accelerate's)."""
-        return any(c.name == "backward" and c.is_method for c in self.facts.calls)
+        """A hand-written loop: the script calls `.backward()` itself (or accelerate's), or a project module it imports
+        does."""
+        return self.facts.loop_module is not None or bool(self.backward_calls)
+
+    @property
+    def backward_calls(self) -> list[Call]:
+        """The script's own `.backward()` calls (`loss.backward()`, `accelerator.backward(loss)`)."""
+        return [c for c in self.facts.calls if c.name == "backward" and c.is_method]
 
     @property
     def uses_trainer(self) -> bool:

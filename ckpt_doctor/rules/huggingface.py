@@ -306,7 +306,7 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
             receiver, model = site.call.arg_names[0] if site.call.arg_names else None, site.call.args[0] if site.call.args else None
         if not receiver or not _generates(model):
             continue  # only models with a KV cache (causal / seq2seq LMs) and a name to fix
-        if not on_path(site.condition, ctx.facts.calls, lambda c: c.name == "backward" and c.is_method):
+        if ctx.facts.loop_module is None and not on_path(site.condition, training.backward_calls):
             continue  # the hand-written step never runs with this checkpointing
         yield Report(
             site.span,
@@ -489,12 +489,12 @@ def kbit_on_unquantized(ctx: Context) -> Iterator[Report]:
 def checkpointing_in_eval_mode(ctx: Context) -> Iterator[Report]:
     training = ctx.training
     sites = [s for s in training.hf_sites if s.kind == "model method" and s.enabled]
-    if training.uses_trainer or not sites or not training.custom_loop:
-        return
+    if training.uses_trainer or not sites or not training.backward_calls:
+        return  # (a loop in a module of the project may call `.train()` itself)
     calls = ctx.facts.calls
     trains = [c for c in calls if c.name == "train" and c.receiver and (not c.args or truth(c.args[0]) is not False)]
     if not trains and training.model_loads and any(c.name == "from_pretrained" for c in training.model_loads):
-        step = next(c for c in calls if c.name == "backward" and c.is_method)
+        step = training.backward_calls[0]
         yield Report(
             sites[0].span,
             f"checkpointing is on, but nothing calls `.train()`: `from_pretrained` returns the model in eval mode, so the "

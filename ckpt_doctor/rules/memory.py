@@ -752,7 +752,7 @@ def _script_plain_losses(ctx: Context, assessment: Assessment) -> list[PlainLoss
             return []
         configs.append((namespace.get, Span(Position(line, 1), Position(line, 1)), ALWAYS, namespace.config_class, {}, None))
     if not configs:
-        if not ctx.training.custom_loop or sft:
+        if not ctx.training.backward_calls or sft:  # (a loop of the project's own modules may compute another loss)
             return []
         return [PlainLoss(_anchor(assessment), "compute the loss with Liger's fused linear cross-entropy "
                           "(`from liger_kernel.transformers import AutoLigerKernelForCausalLM`, or "

@@ -678,3 +678,36 @@ def test_a_model_kept_in_eval_mode_after_enabling_never_checkpoints():
     v4 = {"transformers": "4.46", "torch": "2.5"}
     assert [c for c in codes(REFERENCE_MODEL.format(again=""), v4) if c[0] == "CKPT201"] == [("CKPT201", 8)]
     assert [c for c in codes(REFERENCE_MODEL.format(again="reference.train()"), v4) if c[0] == "CKPT201"] == [("CKPT201", 5), ("CKPT201", 8)]
+
+
+def test_a_forward_hook_on_the_input_embeddings_makes_the_inputs_require_grad():
+    # mPLUG-Owl (holdout8): `model.language_model.get_input_embeddings().register_forward_hook(make_inputs_require_grad)`
+    # on the LoRA path, then the Trainer's reentrant checkpointing (transformers 4.28)
+    code = """
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments
+    model = get_peft_model(model, config)
+    {hook}
+    Trainer(model=model, args=TrainingArguments(output_dir="o", gradient_checkpointing=True)).train()
+    """
+    hook = "model.language_model.get_input_embeddings().register_forward_hook(make_inputs_require_grad)"
+    v4 = {"transformers": "4.28.1", "torch": "1.13", "peft": "0.3"}
+    assert "CKPT202" in [c for c, _ in codes(code.format(hook=""), v4)]
+    assert "CKPT202" not in [c for c, _ in codes(code.format(hook=hook), v4)]
+
+
+def test_checkpointing_under_a_lora_switch_off_never_meets_peft_wrapping_under_one_on():
+    # align-anything (holdout8): the loader wraps with PEFT `if lora_cfgs.use_lora:`; the trainer re-enables
+    # checkpointing `if ... and not self.lora_enabled:` (the same option under another name)
+    code = """
+    from peft import get_peft_model
+    if cfgs.lora_cfgs.use_lora:
+        model = get_peft_model(model, config)
+    if cfgs.gradient_checkpointing and not {switch}:
+        model.gradient_checkpointing_enable()
+    loss = model(**batch).loss
+    loss.backward()
+    """
+    v4 = {"transformers": "4.50", "torch": "2.5", "peft": "0.15"}
+    assert "CKPT202" not in [c for c, _ in codes(code.format(switch="self.lora_enabled"), v4)]
+    assert "CKPT202" in [c for c, _ in codes(code.format(switch="self.bf16"), v4)]

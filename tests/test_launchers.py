@@ -612,6 +612,112 @@ def test_the_yaml_file_an_alignment_handbook_parser_reads_from_the_launch_gives_
     assert [(r.span.start.line, r.message) for r in finding.related] == [(8, "the Trainer that enables checkpointing at `train()`")]
 
 
+def test_a_settings_file_the_launcher_writes_with_a_here_document_is_read(tmp_path):
+    # Online-RLHF (holdout8): run_loop2.sh writes dpo_config.yaml with `cat <<EOT > dpo_config.yaml` ... `EOT`, then
+    # `accelerate launch ... run_dpo.py dpo_config.yaml`; run_dpo.py parses it with the alignment handbook's parser
+    write(tmp_path, {
+        "requirements.txt": "transformers==4.43.4\ntrl==0.9.6\n",
+        "dpo_iteration/run_dpo.py": """
+            from alignment import H4ArgumentParser
+            from transformers import AutoModelForCausalLM
+            from trl import DPOConfig, DPOTrainer
+
+            if __name__ == "__main__":
+                parser = H4ArgumentParser((DPOConfig,))
+                (training_args,) = parser.parse()
+                model = AutoModelForCausalLM.from_pretrained("RLHFlow/LLaMA3-SFT-v2")
+                DPOTrainer(model, None, args=training_args).train()
+            """,
+        "run_loop2.sh": """
+            run_iteration() {
+                cat <<EOT > dpo_config.yaml
+            gradient_checkpointing: true
+            per_device_train_batch_size: 3
+            EOT
+                accelerate launch --config_file ./configs/zero2.yaml dpo_iteration/run_dpo.py dpo_config.yaml
+            }
+            """,
+    })
+    firsts = [words[0] for _, words in commands((tmp_path / "run_loop2.sh").read_text())]
+    assert "accelerate" in firsts and not any(w.endswith(":") for w in firsts)  # the document's text is no command
+    (launch,) = launches(tmp_path, "dpo_iteration/run_dpo.py")
+    assert launch.files == {"dpo_config.yaml": (2, "gradient_checkpointing: true\nper_device_train_batch_size: 3\n")}
+    settings = analyze(read_source(str(tmp_path / "dpo_iteration/run_dpo.py")), Settings(root=tmp_path)).settings
+    assert settings.batch_size.value == 3
+    (finding,) = [f for f in check(tmp_path, "dpo_iteration/run_dpo.py") if f.code == "CKPT201"]
+    assert "read from dpo_config.yaml (written by " in finding.message
+
+
+def test_argparse_options_a_sibling_module_parses_take_the_launchers_values(tmp_path):
+    # MOSS-RLHF (holdout8): `opt = parse_args()` from config_rm.py, which builds an argparse parser and returns
+    # `parser.parse_args()`; train_rm.sh passes `--batch_size 4 --gradient_checkpoint`
+    write(tmp_path, {
+        "config_rm.py": """
+            import argparse
+
+            def parse_args(*args):
+                parser = argparse.ArgumentParser()
+                parser.add_argument('--batch_size', type=int, default=8)
+                parser.add_argument('--lr', type=float, default=5e-6)
+                parser.add_argument('--gradient_checkpoint', action='store_true')
+                args = parser.parse_args()
+                return args
+            """,
+        "train_rm.py": """
+            import torch
+            from transformers import AutoModelForCausalLM
+            from config_rm import parse_args
+
+            def main(opt):
+                model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")
+                if opt.gradient_checkpoint:
+                    model.gradient_checkpointing_enable()
+                loader = torch.utils.data.DataLoader(data, batch_size=opt.batch_size)
+                optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr)
+                for batch in loader:
+                    model(**batch).loss.backward()
+                    optimizer.step()
+
+            if __name__ == "__main__":
+                opt = parse_args()
+                main(opt)
+            """,
+        "train_rm.sh": "accelerate launch --num_processes 8 train_rm.py --batch_size 4 --gradient_checkpoint\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "train_rm.py")), Settings(root=tmp_path)).settings
+    assert settings.batch_size.value == 4 and settings.batch_size.file.endswith("train_rm.sh")
+    assert settings.checkpointing.value == "full"
+    (tmp_path / "train_rm.sh").write_text("accelerate launch --num_processes 8 train_rm.py\n")
+    settings = analyze(read_source(str(tmp_path / "train_rm.py")), Settings(root=tmp_path)).settings
+    assert settings.batch_size.value == 8 and settings.batch_size.file.endswith("config_rm.py")
+
+
+LOOP_SCRIPT = """
+import torch
+from accelerate import Accelerator
+from transformers import AutoModelForCausalLM
+
+accelerator = Accelerator({kwargs})
+model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")
+optimizer = torch.optim.AdamW(model.parameters())
+model, optimizer = accelerator.prepare(model, optimizer)
+for batch in loader:
+    accelerator.backward(model(**batch).loss)
+"""
+
+
+@pytest.mark.parametrize("kwargs, line, expected", [
+    ("", "accelerate launch --config_file acc.yaml train.py", "bf16"),  # the config's mixed_precision
+    ("", "accelerate launch --config_file acc.yaml --mixed_precision fp16 train.py", "fp16"),  # the line's wins
+    ("mixed_precision='fp16'", "accelerate launch --config_file acc.yaml train.py", "fp16"),  # the script's wins
+])
+def test_accelerates_mixed_precision_comes_from_its_config_file_or_launch_line(tmp_path, kwargs, line, expected):
+    # MOSS-RLHF, MFTCoder (holdouts): `accelerate launch --config_file accelerate_config.yaml` with `mixed_precision: bf16`
+    write(tmp_path, {"train.py": LOOP_SCRIPT.format(kwargs=kwargs), "acc.yaml": "distributed_type: MULTI_GPU\nmixed_precision: bf16\nnum_processes: 4\n",
+                     "run.sh": line + "\n"})
+    assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.mixed_precision.value == expected
+
+
 PARSED_ARGS = """
     from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
     parser = HfArgumentParser((TrainingArguments,))

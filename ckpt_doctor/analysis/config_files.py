@@ -56,9 +56,12 @@ def read_settings_file(path: Path) -> dict[str, object] | None:
     """The settings of a JSON or YAML file (mappings of scalars, nested or not; lists are left out); None
     if it cannot be read as such."""
     text = bounded_text(path, MAX_BYTES)
-    if text is None:
-        return None
-    if path.suffix == ".json":
+    return None if text is None else settings_in_text(text, path.suffix)
+
+
+def settings_in_text(text: str, suffix: str) -> dict[str, object] | None:
+    """The settings of JSON (`suffix` ".json") or YAML text; None if it cannot be read as such."""
+    if suffix == ".json":
         try:
             data = json.loads(text)
         except ValueError:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import PurePosixPath
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterable
 
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, within
-from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles
+from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles, settings_in_text
 from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, launched_value, with_launched
 from ckpt_doctor.analysis.parse import children, parse_module
 from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
@@ -58,7 +59,7 @@ _ALIASES = {
 _STAR_EXPORTS = {"torch.utils.checkpoint": ("checkpoint", "checkpoint_sequential"),
                  "transformers.trainer": ("Trainer", "TrainingArguments")}  # `from transformers.trainer import *`
 _PARTIAL = {"functools.partial"}
-ARGUMENT_PARSERS = ("transformers.HfArgumentParser", "trl.TrlParser")
+ARGUMENT_PARSERS = ("transformers.HfArgumentParser", "trl.TrlParser", "alignment.H4ArgumentParser")  # the last: the alignment handbook's
 # the `HfArgumentParser` / `TrlParser` methods that return the dataclasses (a settings file's values where one is read)
 _HF_PARSES = ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict")
 # the switches projects give their own models (open_lm, timm-style): `set_grad_checkpointing()`, ...
@@ -532,6 +533,18 @@ class _Extractor:
         else:
             default = None
         self.facts.argparse_defaults.setdefault(dest, Const(default, Origin(node.lineno, "argparse default", option=flag or f"--{dest}")))
+
+    def _sibling_options(self, parsed: Namespace, where: str) -> Namespace:
+        """`opt = parse_args()` of a sibling module (`where`) that builds an argparse parser and returns
+        `parser.parse_args()`: its options, with the values the launcher passes; they join the script's own
+        (`opt.batch_size` read anywhere)."""
+        for dest, value in parsed.fields.items():
+            option = value.origin.option if isinstance(value, Const) and value.origin else None
+            launched = self._launched([option or f"--{dest}"], flag=isinstance(constant(value), bool))
+            if launched is None and isinstance(value, Const) and value.origin is not None and value.origin.file is None:
+                value = replace(value, origin=replace(value.origin, file=where))
+            self.facts.argparse_defaults.setdefault(dest, launched or value)
+        return Namespace({dest: self.facts.argparse_defaults[dest] for dest in parsed.fields})
 
     def _launched(self, options: Iterable[str], *, flag: bool = False, stored: bool | None = None) -> Value | None:
         return launched_value(self.facts.launch, options, flag=flag, stored=stored)
@@ -1132,6 +1145,8 @@ class _Extractor:
             classes = [QualName(f"{module}.{own_name(name)}" if name.startswith("<local>.") else name)
                        for name in summary.returns.parsed_classes]
             return self._hf_parser_result(classes, node.lineno, {})
+        if summary is not None and isinstance(summary.returns, Namespace) and summary.returns.kind == "argparse":
+            return self._sibling_options(summary.returns, summary.path)
         if summary is not None and summary.returns is not None:
             return summary.returns  # `model = load_model(args)`: the `AutoModelForCausalLM` its module returns
         if isinstance(func, QualName):
@@ -1210,6 +1225,11 @@ class _Extractor:
         name = constant(source)
         if not isinstance(name, str):
             return None
+        launch = self.facts.launch
+        written = launch.files.get(name) or launch.files.get(name.removeprefix("./")) if launch is not None else None
+        if written is not None:  # the launcher wrote it just before the run (`cat <<EOT > dpo_config.yaml`)
+            data = settings_in_text(written[1], PurePosixPath(name).suffix)
+            return None if data is None else (f"{name} (written by {launch.file}:{written[0]})", data)
         data = self.files.settings(name)
         return None if data is None else (name, data)
 

@@ -67,6 +67,8 @@ class Launch:
     option_lines: dict[str, int] = field(default_factory=dict)  # option (normalised) -> the line it is written on
 
     forwards: bool = False  # passes on its own arguments (`"$@"`): any other option may be given too
+    # files the launcher writes before the line with a here-document (`cat <<EOT > dpo_config.yaml`): name -> (line, text)
+    files: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -180,7 +182,8 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
         for line, words, folder in _commands_in_folders(text, path, is_makefile(path.name)):
             launch = _read_command(words, line, path, target, root, folder, files)
             if launch is not None:
-                found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch)))
+                written = {name: (start, body) for start, name, body in _here_documents(text) if start < line}
+                found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch), files=written))
             if len(found) >= MAX_LAUNCHES:
                 return found
     return found
@@ -541,13 +544,44 @@ def _open_double_quote(text: str) -> bool:
     return inside
 
 
+_HERE_DOCUMENT = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_]\w*)\2")
+_WRITES_TO = re.compile(r"(?<![<>&\d])>\s*(['\"]?)([^\s;&|<>'\"]+)\1")
+_MAX_HERE_LINES = 500
+
+
+def _here_documents(text: str) -> list[tuple[int, str | None, str]]:
+    """Each here-document of a shell script: (its command's line, the file the command writes it to, as written
+    (`cat <<EOT > dpo_config.yaml`; None when it writes none), its text)."""
+    out: list[tuple[int, str | None, str]] = []
+    lines = text.splitlines()
+    number = 0
+    while number < len(lines):
+        line = lines[number]
+        number += 1
+        match = _HERE_DOCUMENT.search(line) if "<<<" not in line and not line.lstrip().startswith("#") else None
+        if match is None:
+            continue
+        end = next((i for i in range(number, min(len(lines), number + _MAX_HERE_LINES))
+                    if (lines[i].lstrip("\t") if match.group(1) else lines[i]).rstrip() == match.group(3)), None)
+        if end is None:
+            continue
+        target = _WRITES_TO.search(line[:match.start()] + " " + line[match.end():])
+        out.append((number, target.group(2) if target else None, "\n".join(lines[number:end]) + "\n"))
+        number = end + 1
+    return out
+
+
 def _logical_lines(text: str) -> list[tuple[int, str]]:
     """Lines with their `\\` continuations joined, and a variable's double-quoted value written over several lines
-    (`ARGS="` ... `"`), each with the number of its first line."""
+    (`ARGS="` ... `"`), each with the number of its first line; the text of here-documents is no command."""
     out: list[tuple[int, str]] = []
     pending: list[str] = []
     start = 0
+    # the lines of each here-document's text and of its end word
+    bodies = {line for first, _, body in _here_documents(text) for line in range(first + 1, first + body.count("\n") + 2)} if "<<" in text else set()
     for number, raw in enumerate(text.splitlines(), 1):
+        if number in bodies:
+            continue
         if raw.lstrip().startswith("#") and pending:
             continue  # a comment line inside a continued command
         raw = _COMMENT.sub("", raw)  # `# ...` after a word: a comment; `data#1000` is a word

@@ -253,9 +253,10 @@ def _is_library_object(value: object) -> bool:
 
 
 def _is_parsed_args(value: object) -> bool:
-    from ckpt_doctor.analysis.values import TupleVal
+    """`parser.parse_args_into_dataclasses()`, or argparse's `parser.parse_args()`: options the caller's launch sets."""
+    from ckpt_doctor.analysis.values import Namespace, TupleVal
 
-    return isinstance(value, TupleVal) and bool(value.parsed_classes)
+    return (isinstance(value, TupleVal) and bool(value.parsed_classes)) or (isinstance(value, Namespace) and value.kind == "argparse")
 
 
 def _root(folder: Path, markers: tuple[str, ...] = ROOT_MARKERS) -> Path:

@@ -354,6 +354,9 @@ def read_settings(training: Training) -> ScriptSettings:
         out.gpus = Setting(launch.processes, launch.line, f"{launch.runner} processes", launch.file)
     if launch is not None and isinstance(launch.runner_options.get("config_file"), str):
         _accelerate_config(out, launch, training.files)
+    mixed = launch.runner_options.get("mixed_precision") if launch is not None and launch.runner == "accelerate" else None
+    if mixed in ("bf16", "fp16") and out.mixed_precision.value == "no":  # `accelerate launch --mixed_precision bf16`
+        out.mixed_precision = Setting(mixed, launch.line, "accelerate launch --mixed_precision", launch.file)
 
     # checkpointing as the script runs with its defaults: `if args.gradient_checkpointing:
     # model.gradient_checkpointing_enable()` with an argparse default of False is off
@@ -657,6 +660,9 @@ def _accelerate_config(out: ScriptSettings, launch, files) -> None:
         out.zero = Setting(3, launch.line, f"FSDP in {name}", launch.file)
     if run.gpus is not None and not launch.processes:
         out.gpus = Setting(run.gpus.value, launch.line, f"num_processes in {name}", launch.file)
+    if run.dtype is not None and out.mixed_precision.value == "no" and "mixed_precision" not in launch.runner_options:
+        # what the script does not say itself: accelerate hands the config's `mixed_precision` to its Accelerator
+        out.mixed_precision = Setting(run.dtype.value, launch.line, f"mixed_precision in {name}", launch.file)
 
 
 def _where(value: Value) -> tuple[int | None, str, str | None]:

@@ -630,7 +630,9 @@ class Training:
             on = truth(call.args[0]) if call.args else truth(call.kwarg("requires_grad")) if "requires_grad" in call.kwargs else True
             if on and "embed" in (call.receiver or "").lower():
                 calls.append(call)
-        calls += [c for c in self.facts.method_calls("register_forward_hook") if "require" in " ".join(filter(None, c.arg_names)).lower()]
+        # (on any receiver: `model.get_input_embeddings().register_forward_hook(make_inputs_require_grad)` has no name)
+        calls += [c for c in self.facts.calls if c.name == "register_forward_hook" and c.is_method
+                  and "require" in " ".join(filter(None, c.arg_names)).lower()]
         return calls
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, FixSpec, InsertStatement, SetKeywords, Span
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, on_path
@@ -35,8 +37,26 @@ def peft_calls(ctx: Context) -> list[Call]:
 
 def peft_on_path(ctx: Context, condition: Condition = ALWAYS) -> Condition | None:
     """The path on which a PEFT model meets `condition`, None when no run has both."""
-    found = on_path(condition, peft_calls(ctx))
+    found = peft_call_on_path(ctx, condition)
     return found[1] if found else None
+
+
+def peft_call_on_path(ctx: Context, condition: Condition) -> tuple[Call, Condition] | None:
+    """The first call that makes the model a PEFT model in a run on `condition`, and that run's path. A path that
+    tests a LoRA switch off (`if not self.lora_enabled:`) never meets PEFT wrapping made under a LoRA switch on
+    (`if lora_cfgs.use_lora:` in the loader): a project names its one LoRA option in several places."""
+    off = _lora_switches(condition, False)
+    return on_path(condition, peft_calls(ctx), lambda call: not (off and _lora_switches(call.condition, True)))
+
+
+_LORA_SWITCH = re.compile(r"^[\w.]*(lora|peft)[\w]*$", re.IGNORECASE)
+
+
+def _lora_switches(condition: Condition, holds: bool) -> list[str]:
+    """The truth tests of a LoRA / PEFT switch (`args.use_lora`, `self.lora_enabled`) that `condition` needs to be
+    `holds`."""
+    return [l.key for l in condition.literals if l.equals is None and l.holds is holds
+            and _LORA_SWITCH.match(l.key.rsplit(": ", 1)[-1].rsplit(" ", 1)[-1])]
 
 
 def zero3_recompute_fixed(ctx: Context) -> bool | None:

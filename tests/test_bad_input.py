@@ -214,3 +214,20 @@ def test_file_changed_during_check_is_not_overwritten(cli, monkeypatch):
     result = cli.check("a.py", "--fix")
     assert result.code == 2 and "a.py" in result.err
     assert path.read_text().endswith("# edited by the user meanwhile\n")
+
+
+def test_a_syntax_error_of_the_tools_own_code_is_not_blamed_on_the_checked_file(tmp_path, monkeypatch):
+    # an IndentationError while importing a rule module once read "train.py:336:8: cannot parse: unexpected indent"
+    from ckpt_doctor.analysis.source import read_source
+    from ckpt_doctor.check import lint
+    from ckpt_doctor.config import Settings
+
+    path = tmp_path / "train.py"
+    path.write_text(CKPT101_SCRIPT)
+
+    def broken(*args, **kwargs):
+        raise IndentationError("unexpected indent", ("/site-packages/ckpt_doctor/rules/huggingface.py", 336, 8, "    return\n"))
+
+    monkeypatch.setattr(lint, "lint_text", broken)
+    with pytest.raises(IndentationError):
+        lint.check_source(read_source(str(path)), Settings())

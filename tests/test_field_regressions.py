@@ -711,3 +711,19 @@ def test_checkpointing_under_a_lora_switch_off_never_meets_peft_wrapping_under_o
     v4 = {"transformers": "4.50", "torch": "2.5", "peft": "0.15"}
     assert "CKPT202" not in [c for c, _ in codes(code.format(switch="self.lora_enabled"), v4)]
     assert "CKPT202" in [c for c, _ in codes(code.format(switch="self.bf16"), v4)]
+
+
+def test_checkpointing_through_the_config_in_a_hand_written_loop_needs_the_kv_cache_off():
+    # LOMO (holdout4): `config.gradient_checkpointing = ...` then `from_pretrained(..., config=config)`; the loop
+    # never turns the KV cache off
+    code = """
+    from transformers import AutoConfig, AutoModelForCausalLM
+    config = AutoConfig.from_pretrained("m")
+    config.gradient_checkpointing = True
+    model = AutoModelForCausalLM.from_pretrained("m", config=config)
+    {off}
+    loss = model(**batch).loss
+    loss.backward()
+    """
+    assert ("CKPT203", 4) in codes(code.format(off=""))
+    assert "CKPT203" not in [c for c, _ in codes(code.format(off="model.config.use_cache = False"))]

@@ -473,6 +473,8 @@ def test_a_projects_copy_of_a_library_model_class_gets_the_librarys_rules(tmp_pa
 @pytest.mark.parametrize("trainer_module, reported", [
     ("class Trainer:\n    def train(self):\n        for batch in self.loader:\n            self.accelerator.backward(self.model(**batch).loss)\n", True),
     ("class Trainer:\n    def train(self):\n        pass\n", False),
+    # LOMO: lomo_trainer.py's loop calls `optimizer.fused_backward(loss)`, whose `loss.backward()` is in lomo.py
+    ("from .lomo import LOMO\nclass Trainer:\n    def train(self):\n        self.optimizer.fused_backward(self.loss)\n", True),
 ])
 def test_a_hand_written_loop_in_a_sibling_module_needs_the_kv_cache_off(tmp_path, trainer_module, reported):
     # HALOs, LOMO (holdouts): the script loads and checkpoints the model; `trainer.train()` of the project's own
@@ -480,6 +482,7 @@ def test_a_hand_written_loop_in_a_sibling_module_needs_the_kv_cache_off(tmp_path
     write(tmp_path, {
         "train/__init__.py": "",
         "train/trainers.py": trainer_module,
+        "train/lomo.py": "class LOMO:\n    def fused_backward(self, loss):\n        loss.backward()\n",
         "launch.py": """
             from transformers import AutoModelForCausalLM
             from train import trainers
@@ -716,6 +719,33 @@ def test_accelerates_mixed_precision_comes_from_its_config_file_or_launch_line(t
     write(tmp_path, {"train.py": LOOP_SCRIPT.format(kwargs=kwargs), "acc.yaml": "distributed_type: MULTI_GPU\nmixed_precision: bf16\nnum_processes: 4\n",
                      "run.sh": line + "\n"})
     assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.mixed_precision.value == expected
+
+
+def test_a_launch_run_from_above_the_checkout_and_torchs_wrapper_checkpointing(tmp_path):
+    # open_flamingo (holdout8): `srun python open_flamingo/open_flamingo/train/train.py ... --gradient_checkpointing`,
+    # run from the folder above the checkout; the script wraps the layers with `apply_activation_checkpointing`
+    write(tmp_path, {
+        "open_flamingo/train/train.py": """
+            import argparse
+            import torch
+            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--batch_size", type=int, default=128)
+            parser.add_argument("--gradient_checkpointing", action="store_true")
+            args = parser.parse_args()
+            model = build()
+            if args.gradient_checkpointing:
+                apply_activation_checkpointing(model)
+            loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size)
+            for batch in loader:
+                model(batch).sum().backward()
+            """,
+        "open_flamingo/scripts/run_train.sh": "srun --cpu_bind=v python open_flamingo/open_flamingo/train/train.py --batch_size 64 --gradient_checkpointing\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "open_flamingo/train/train.py")), Settings(root=tmp_path)).settings
+    assert (settings.batch_size.value, settings.checkpointing.value) == (64, "full")
+    assert "apply_activation_checkpointing" in settings.checkpointing.note
 
 
 PARSED_ARGS = """

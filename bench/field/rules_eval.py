@@ -31,7 +31,7 @@ from blind_eval import match, rel, tool_findings  # noqa: E402
 
 
 ROUNDS = {1: ("corpus.tsv", "expert.json", "/tmp/rules2026-corpus"), 2: ("round2.tsv", "expert_round2.json", "/tmp/rules2026-round2"),
-          3: ("round3.tsv", "expert_round3.json", "/tmp/rules2026-round3")}
+          3: ("round3.tsv", "expert_round3.json", "/tmp/rules2026-round3"), 4: ("round4.tsv", "expert_round4.json", "/tmp/rules2026-round4")}
 
 
 def scored(round_: int) -> list[tuple[str, str]]:
@@ -47,7 +47,7 @@ def labels(round_: int) -> dict[tuple[str, str], dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--round", dest="round_", type=int, choices=sorted(ROUNDS), default=1,
-                    help="1: corpus.tsv, 2: round2.tsv, 3: round3.tsv (each gathered for the rules the rounds before found no occurrence of)")
+                    help="1: corpus.tsv, 2: round2.tsv, 3: round3.tsv, 4: round4.tsv (each gathered for the rules the rounds before found no occurrence of)")
     ap.add_argument("--corpus", type=Path, default=None, help="default: /tmp/rules2026-corpus (round 2: /tmp/rules2026-round2)")
     ap.add_argument("--window", type=int, default=25)
     ap.add_argument("--gpu-memory", default="80GiB")

@@ -398,7 +398,8 @@ class _Extractor:
             self.function_body(node, scope)
         self._project_model_checkpoints()
         calls = self.facts.calls
-        if self.project is not None and any(c.name in HF_ENABLE_METHODS for c in calls) and not any(c.name == "backward" and c.is_method for c in calls):
+        turns_on = any(c.name in HF_ENABLE_METHODS for c in calls) or any(a.attr == "gradient_checkpointing" for a in self.facts.attr_assigns)
+        if self.project is not None and turns_on and not any(c.name == "backward" and c.is_method for c in calls):
             # where a script turns checkpointing on but runs no step itself, is its loop in a module of the project?
             self.facts.loop_module = next(filter(None, map(self.project.runs_backward, list(self.facts.imports))), None)
         for call in self.facts.calls:

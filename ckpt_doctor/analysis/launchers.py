@@ -719,7 +719,10 @@ def _runs(program: str | None, module: str | None, folder: Path, target: Path, r
             return True
         # `bash scripts/train.sh` run from the folder of `train.py`: a bare name the launcher's own folder lacks
         return program == target.name and not (folder / program).exists() and target.parent in folder.resolve().parents
-    return _tail_matches(parts, target)
+    # `python open_flamingo/open_flamingo/train/train.py`, run from above the checkout: its first word names the
+    # checkout itself (the path is no file of the project as written)
+    above = len(parts) > 3 and not root.joinpath(*parts).exists() and not folder.joinpath(*parts).exists()
+    return _tail_matches(parts, target) or (above and _tail_matches(parts[1:], target))
 
 
 _IMPORT_FROM = re.compile(r"^from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(?:\(([\w\s,]+)\)|([\w \t,]+))", re.MULTILINE)

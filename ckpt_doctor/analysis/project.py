@@ -117,22 +117,24 @@ class Project:
             return {}
         names: dict[str, str] = {}
         if depth < MAX_DEPTH:
-            package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-            for inner in found.facts.star_imports:
-                if inner.startswith(".") and not inner.startswith(".."):
-                    names.update(self.star_exports(f"{package}{inner}" if package else inner, depth + 1))
+            for inner in filter(None, (_imported(module, path, name) for name in found.facts.star_imports if name.startswith("."))):
+                names.update(self.star_exports(inner, depth + 1))
         own = [*found.facts.classes, *found.facts.functions]
         names.update((name, f"{module}.{name}") for name in own if not name.startswith("_"))
         return names
 
-    def runs_backward(self, module: str) -> str | None:
+    def runs_backward(self, module: str, depth: int = 0) -> str | None:
         """The file of `module`, when it is one of the project's and calls `.backward()` (`loss.backward()`,
-        `self.accelerator.backward(loss)`): a training loop the script runs from a sibling module (HALOs' `trainers.py`)."""
+        `self.accelerator.backward(loss)`), or one of the project modules it imports does: a training loop the script
+        runs from a sibling module (HALOs' `trainers.py`; LOMO's `lomo_trainer.py` over `lomo.py`)."""
         path = self._module_path(module) if self.root is not None and module.lstrip(".").split(".", 1)[0] not in LIBRARIES else None
         found = self._module(path) if path is not None else None
-        if found is None or not any(c.name == "backward" and c.is_method for c in found.facts.calls):
+        if found is None:
             return None
-        return shown_path(found.path)
+        if any(c.name == "backward" and c.is_method for c in found.facts.calls):
+            return shown_path(found.path)
+        inner = filter(None, (_imported(module, path, name) for name in found.facts.imports)) if depth + 1 < MAX_DEPTH else ()
+        return next(filter(None, (self.runs_backward(name, depth + 1) for name in inner)), None)
 
     def own_checkpoint_call(self, class_qualname: str) -> "tuple[str, Call] | None":
         """(the module, its first `torch.utils.checkpoint` call without `use_reentrant`) when `class_qualname` is a
@@ -220,6 +222,17 @@ def _summarise(module: _Module, function: str) -> FunctionSummary | None:
     assigns = [a for a in facts.attr_assigns if _in(a.scope, scopes)]
     returned = next((v for v in facts.returns.get(function, []) if _is_library_object(v) or _is_parsed_args(v)), None)
     return FunctionSummary(shown_path(module.path), facts.functions[function], calls, assigns, returned)
+
+
+def _imported(module: str, path: Path, name: str) -> str | None:
+    """The module `name` as the project module `module` (the file `path`) imports it: `.lomo` in `train/trainers.py`
+    is `train.lomo`, a module of its own package; None for imports further up (`..x`)."""
+    if not name.startswith("."):
+        return name
+    if name.startswith(".."):
+        return None
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return f"{package}{name}" if package else name
 
 
 def _in_file(value: "Value", where: str) -> "Value":

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from ckpt_doctor.analysis.facts import PARAMETERS, Call, ScriptFacts
-from ckpt_doctor.analysis.library import GRPO_CONFIG, TRL_UNTRUNCATED_PROMPT_SINCE, is_training_config
+from ckpt_doctor.analysis.library import APPLY_AC, CHECKPOINT_WRAPPER, GRPO_CONFIG, TRL_UNTRUNCATED_PROMPT_SINCE, is_training_config
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.values import MISSING, Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
 
@@ -362,7 +362,11 @@ def read_settings(training: Training) -> ScriptSettings:
     # model.gradient_checkpointing_enable()` with an argparse default of False is off
     # (and the command line's `--gradient_checkpointing` is off unless passed)
     sites = [s for s in training.hf_sites if s.enabled and s.condition.runs_by_default is not False]
-    if training.torch_checkpoint_sites or sites:
+    # torch's wrapper over the model's layers (`apply_activation_checkpointing(model, checkpoint_wrapper_fn=...)`)
+    wrapped = [c for c in facts.calls_to(APPLY_AC, CHECKPOINT_WRAPPER) if c.condition.runs_by_default is not False]
+    if wrapped and not training.torch_checkpoint_sites and not sites:
+        out.checkpointing = Setting("full", wrapped[0].line, f"`{wrapped[0].name}`")
+    elif training.torch_checkpoint_sites or sites:
         plan = "full"
         for site in sites:
             kwargs = site.kwargs

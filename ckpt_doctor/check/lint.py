@@ -61,6 +61,8 @@ def check_source(source: SourceFile, settings: Settings) -> FileResult:
         lint = lint_text if is_script(source) else lint_config
         findings = lint(source, settings, dependencies, suppressed)
     except SyntaxError as exc:
+        if exc.filename not in (source.path, "<unknown>", None):
+            raise  # not the file's: a module of the tool itself that cannot be imported (an internal error)
         return FileResult(source.path, error=_syntax_error(source, exc), source=source)
     except ConfigError as exc:
         if not recognisable(source.text):  # a Helm template, a YAML of another tool: not ours to judge

@@ -298,12 +298,18 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
     if any(truth(c.kwarg("use_cache")) is False for c in ctx.facts.calls):
         return
     for site in training.hf_sites:
-        if not site.enabled or site.call is None or site.kind not in ("model method", "kbit preparation") or not site.resolved:
+        if not site.enabled:
             continue
-        if site.kind == "model method":
-            receiver, model = site.call.receiver, site.call.receiver_value
+        if site.kind == "config attribute":
+            load = _load_with_config(ctx, site)  # `config.gradient_checkpointing = True`, then `from_pretrained(config=config)`
+            receiver, model, statement = (load.assigned_to, Instance(load.qualname, load), load.statement) if load else (None, None, None)
+        elif site.call is None or site.kind not in ("model method", "kbit preparation") or not site.resolved:
+            continue
+        elif site.kind == "model method":
+            receiver, model, statement = site.call.receiver, site.call.receiver_value, site.call.statement
         else:
             receiver, model = site.call.arg_names[0] if site.call.arg_names else None, site.call.args[0] if site.call.args else None
+            statement = site.call.statement
         if not receiver or not _generates(model):
             continue  # only models with a KV cache (causal / seq2seq LMs) and a name to fix
         if ctx.facts.loop_module is None and not on_path(site.condition, training.backward_calls):
@@ -314,11 +320,20 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
             "warns \"`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`\", and "
             "remote-code models that do not switch it off themselves keep a KV cache nobody reads",
             # `accelerator.prepare` may hand back a DDP module or a DeepSpeed engine, whose `.config` is not the model's
-            fix=None if model.wrapped_by else insert_after(site.call.statement, f"{receiver}.config.use_cache = False",
+            fix=None if model.wrapped_by else insert_after(statement, f"{receiver}.config.use_cache = False",
                                                            Applicability.SAFE, f"Insert `{receiver}.config.use_cache = False`"),
             condition=site.condition,
         )
         return
+
+
+def _load_with_config(ctx: Context, site: HFSite):
+    """The model load (`model = AutoModelForCausalLM.from_pretrained(..., config=config)`) that takes the config whose
+    `gradient_checkpointing` the site `config.gradient_checkpointing = True` sets; None when there is none."""
+    assign = next((a for a in ctx.facts.attr_assigns if a.span == site.span and a.via is None), None)
+    config = assign.target.rsplit(".", 1)[0] if assign else None
+    return next((load for load in ctx.training.model_loads
+                 if config and load.kwarg_names.get("config") == config and load.assigned_to and load.via is None), None)
 
 
 def _generates(model: object) -> bool:

@@ -748,6 +748,40 @@ def test_a_launch_run_from_above_the_checkout_and_torchs_wrapper_checkpointing(t
     assert "apply_activation_checkpointing" in settings.checkpointing.note
 
 
+def test_kwargs_assigned_in_a_function_defined_above_the_parse_count(tmp_path):
+    # DHS-LLM-Workshop (holdout2): `def main(model_args, data_args, training_args)` sets
+    # `training_args.gradient_checkpointing_kwargs = {"use_reentrant": model_args.use_reentrant}`; the parse is in
+    # the `__main__` block below it; run_deepspeed.sh passes `--use_reentrant False`
+    write(tmp_path, {
+        "requirements.txt": "transformers==4.40.0\n",
+        "train.py": """
+            from dataclasses import dataclass, field
+            from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
+
+            @dataclass
+            class ModelArguments:
+                use_reentrant: bool = field(default=True)
+
+            def main(model_args, training_args):
+                model = AutoModelForCausalLM.from_pretrained("m")
+                if training_args.gradient_checkpointing:
+                    training_args.gradient_checkpointing_kwargs = {"use_reentrant": model_args.use_reentrant}
+                Trainer(model=model, args=training_args).train()
+
+            if __name__ == "__main__":
+                parser = HfArgumentParser((ModelArguments, TrainingArguments))
+                model_args, training_args = parser.parse_args_into_dataclasses()
+                main(model_args, training_args)
+            """,
+        "run.sh": "torchrun train.py --gradient_checkpointing True --use_reentrant {value}\n",
+    })
+    run = (tmp_path / "run.sh").read_text()
+    (tmp_path / "run.sh").write_text(run.format(value="False"))
+    assert "CKPT201" not in {f.code for f in check(tmp_path)}
+    (tmp_path / "run.sh").write_text(run.format(value="True"))
+    assert "CKPT102" in {f.code for f in check(tmp_path)}  # the explicit reentrant choice, at the assignment
+
+
 PARSED_ARGS = """
     from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
     parser = HfArgumentParser((TrainingArguments,))
@@ -842,6 +876,15 @@ def test_the_command_a_readme_shows_after_cd_is_a_launch_and_its_pip_pins_are_th
     assert finetune.settings.batch_size.value == 3  # the next block's `cd` starts from the README's folder; prose is no command
     (finding,) = [f for f in check(tmp_path, "research/llara/pretrain/run.py") if f.code == "CKPT201"]
     assert "research/llara/README.md:11" in finding.message and "4.41.0 (pinned in research/llara/README.md)" in finding.message
+
+
+def test_an_unknown_substitution_stays_one_word_of_the_command():
+    # openthaigpt (holdout): `accelerate launch --num_processes $(( 4 * $COUNT_NODE )) --multi_gpu ... train.py`
+    text = "accelerate launch --num_processes $(( 4 * $COUNT_NODE )) --multi_gpu train.py --bf16 True\n" \
+           "torchrun --nproc_per_node $(nvidia-smi -L | wc -l) run.py --x 1\n"
+    (first, second) = [words for _, words in commands(text)]
+    assert first[4:7] == ["--multi_gpu", "train.py", "--bf16"] and first[3].startswith("$((")
+    assert second[3:] == ["run.py", "--x", "1"]
 
 
 def test_a_readme_command_yields_to_the_projects_own_launcher(tmp_path):

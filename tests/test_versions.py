@@ -314,6 +314,16 @@ def test_api_era_narrows_a_declaration_only_where_it_agrees(tmp_path):
     assert versions_.get("trl").source == "pinned in requirements.txt"
 
 
+def test_a_development_head_whose_code_cannot_run_on_it_was_an_earlier_head(tmp_path):
+    # openthaigpt, DHS-LLM-Workshop (holdouts): `git+https://github.com/huggingface/transformers` in a project whose
+    # code passes `Trainer(tokenizer=...)`, gone from transformers 5: the head it was installed at was a 4.x one
+    project(tmp_path, {"requirements.txt": "git+https://github.com/huggingface/transformers\n"})
+    era = {"transformers": ("4.57.6", "`Trainer(tokenizer=...)` is gone from transformers 5")}
+    target = TargetVersions(script=tmp_path / "train.py", ceilings=era).get("transformers")
+    assert span(target) == (None, "4.57.6") and "development head" in target.source and target.declared
+    assert span(TargetVersions(script=tmp_path / "train.py").get("transformers")) == ("5.24", None)  # no evidence: a fresh install
+
+
 # -- installed distributions --------------------------------------------------------------------------
 
 

@@ -609,11 +609,15 @@ def _expand(text: str, variables: dict[str, str]) -> str:
             return match.group(3)
         return match.group(0)
 
-    return _ARITHMETIC.sub(_arithmetic, _EXPANSION.sub(one, text))
+    # what is still unknown after that (`$(( 4 * $COUNT_NODE ))`, `$(nvidia-smi -L | wc -l)`) stays one word
+    return _SUBSTITUTION.sub(lambda m: re.sub(r"\s+", "", m.group(0)).replace("|", "\\|"), _ARITHMETIC.sub(_arithmetic, _EXPANSION.sub(one, text)))
 
 
 # `$(( 16 / 2 ))` and `$(expr 16 / 2)` once the file's variables are in: `--gradient_accumulation_steps $(expr 16 / $N)`
 _ARITHMETIC = re.compile(r"\$\(\(\s*(\d+)\s*([-+*/])\s*(\d+)\s*\)\)|\$\(expr\s+(\d+)\s+\\?([-+*/])\s+(\d+)\s*\)")
+
+
+_SUBSTITUTION = re.compile(r"\$\(\([^()]*\)\)|\$\([^()]*\)")
 
 
 def _arithmetic(match: re.Match) -> str:

@@ -290,9 +290,12 @@ class Training:
         """The checkpointing kwargs of arguments parsed from the command line at `line`, with the path each holds on
         and where they are given: those assigned after parsing (`training_args.gradient_checkpointing_kwargs = {...}`
         in the branches of an `if`) [H3], else the settings file's or the launcher's (reported at the parser)."""
+        # (on the object this parser made, which no code can touch before the parse, wherever its text lies: a
+        # `main(training_args)` defined above the `__main__` block that parses)
         assigned = [(a.condition, a.value, a.span) for a in self.facts.attr_assigns
-                    if a.attr in ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs") and a.line > line
-                    and isinstance(a.base_value, Namespace) and a.base_value.kind == "command line"]
+                    if a.attr in ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")
+                    and isinstance(a.base_value, Namespace) and a.base_value.kind == "command line"
+                    and (a.base_value.line == line or (not a.base_value.line and a.line > line))]
         given = namespace.fields.get("gradient_checkpointing_kwargs")
         kwargs = self._launched_kwargs()
         if isinstance(given, DictVal) and not isinstance(kwargs, DictVal):

@@ -248,10 +248,17 @@ def runs_in_project_env(project: Path | None, prefix: str | Path | None = None) 
     return Path(prefix if prefix is not None else sys.prefix).resolve().is_relative_to(project.resolve())
 
 
+DEVELOPMENT_HEAD = "development head"
+
+
 def _narrow(declared: Target, inferred: Target | None) -> Target:
-    """API-era evidence narrows a declared range only where it agrees with it."""
+    """API-era evidence narrows a declared range only where it agrees with it; a development head (`git+...
+    transformers`, read as the newest release or later) whose code cannot run there was installed when the head was
+    older: the era evidence is the range then."""
     if inferred is None:
         return declared
+    if DEVELOPMENT_HEAD in declared.source and inferred.high is not None and declared.low is not None and inferred.high < declared.low:
+        return Target(inferred.low, inferred.high, f"{declared.source} of an earlier install; {inferred.source}", declared.package)
     low, high = declared.low, declared.high
     if inferred.low is not None and (low is None or inferred.low > low) and (high is None or inferred.low <= high):
         low = inferred.low
@@ -656,7 +663,7 @@ def _url_requirement(name: str | None, url: str, path: Path) -> _Requirement | N
         return None
     if not tag or not re.fullmatch(r"v?\d+(\.\d+)+", tag):
         newest = NEWEST_KNOWN.get(name)
-        return name, Version.parse(newest) if newest else None, None, f"@{tag or 'HEAD'} (development head)", path
+        return name, Version.parse(newest) if newest else None, None, f"@{tag or 'HEAD'} ({DEVELOPMENT_HEAD})", path
     version = Version.parse(tag)
     return name, version, version, f"=={version}", path
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import PurePosixPath
 from collections import deque
 from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Iterable
 
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, within

@@ -49,14 +49,15 @@ def peft_call_on_path(ctx: Context, condition: Condition) -> tuple[Call, Conditi
     return on_path(condition, peft_calls(ctx), lambda call: not (off and _lora_switches(call.condition, True)))
 
 
-_LORA_SWITCH = re.compile(r"^[\w.]*(lora|peft)[\w]*$", re.IGNORECASE)
+# the last name of the tested attribute: `use_lora`, `lora_enabled`, `use_peft`, `qlora` (not `merge_lora`, `lora_r`)
+_LORA_SWITCH = re.compile(r"^(use_|enable_|is_)?(q?lora|peft)(_enabled?|_training)?$", re.IGNORECASE)
 
 
 def _lora_switches(condition: Condition, holds: bool) -> list[str]:
     """The truth tests of a LoRA / PEFT switch (`args.use_lora`, `self.lora_enabled`) that `condition` needs to be
     `holds`."""
     return [l.key for l in condition.literals if l.equals is None and l.holds is holds
-            and _LORA_SWITCH.match(l.key.rsplit(": ", 1)[-1].rsplit(" ", 1)[-1])]
+            and _LORA_SWITCH.match(l.key.rsplit(": ", 1)[-1].rsplit(" ", 1)[-1].rsplit(".", 1)[-1])]
 
 
 def zero3_recompute_fixed(ctx: Context) -> bool | None:

@@ -106,6 +106,21 @@ def test_a_binding_made_under_a_flag_that_defaults_off_is_not_the_default_run_va
     assert result.settings.batch_size.value == 4
 
 
+@pytest.mark.parametrize("dtype, mixed", [("torch.bfloat16", "bf16"), ("torch.half", "fp16"), ("torch.float32", "no")])
+def test_mixed_precision_flags_that_compare_the_scripts_dtype(dtype, mixed):
+    # LazarusNLP (holdout5): `fp16=torch_dtype == torch.float16, bf16=torch_dtype == torch.bfloat16`
+    text = textwrap.dedent(f"""
+    import torch
+    from transformers import AutoModelForCausalLM, TrainingArguments, Trainer
+    torch_dtype = {dtype}
+    model = AutoModelForCausalLM.from_pretrained("gpt2")  # fp32 weights: the flags decide the compute dtype
+    args = TrainingArguments("out", fp16=torch_dtype == torch.float16, bf16=torch_dtype == torch.bfloat16)
+    Trainer(model=model, args=args).train()
+    """)
+    result = analyze(SourceFile("t.py", text, text.encode()), Settings(target_versions=V4))
+    assert result.settings.mixed_precision.value == mixed
+
+
 # -- 2. unknown is not off: a flag only the command line sets depends on it -------------------------
 
 def test_kbit_preparation_fed_by_the_command_line_flag_is_reported_with_the_option():

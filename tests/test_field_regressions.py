@@ -727,3 +727,20 @@ def test_checkpointing_through_the_config_in_a_hand_written_loop_needs_the_kv_ca
     """
     assert ("CKPT203", 4) in codes(code.format(off=""))
     assert "CKPT203" not in [c for c, _ in codes(code.format(off="model.config.use_cache = False"))]
+
+
+def test_checkpointing_kwargs_assigned_to_the_config_in_a_function_above_its_creation():
+    # the `TrainingArguments(...)` object handed to a `main(args)` defined above, which sets its kwargs
+    code = """
+    from transformers import Trainer, TrainingArguments
+
+    def main(args):
+        args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        Trainer(model=model, args=args).train()
+
+    if __name__ == "__main__":
+        main(TrainingArguments("out", gradient_checkpointing=True))
+    """
+    v4 = {"transformers": "4.46", "torch": "2.5"}
+    assert "CKPT201" not in [c for c, _ in codes(code, v4)]
+    assert "CKPT201" in [c for c, _ in codes(code.replace("    args.gradient_checkpointing_kwargs", "    other.gradient_checkpointing_kwargs"), v4)]

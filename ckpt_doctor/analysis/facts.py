@@ -59,6 +59,9 @@ _ALIASES = {
 _STAR_EXPORTS = {"torch.utils.checkpoint": ("checkpoint", "checkpoint_sequential"),
                  "transformers.trainer": ("Trainer", "TrainingArguments")}  # `from transformers.trainer import *`
 _PARTIAL = {"functools.partial"}
+# torch's dtype constants by every name they go by (compared in `torch_dtype == torch.bfloat16`)
+_TORCH_DTYPES = {"torch.float16": "float16", "torch.half": "float16", "torch.bfloat16": "bfloat16", "torch.float32": "float32",
+                 "torch.float": "float32", "torch.float64": "float64", "torch.double": "float64"}
 ARGUMENT_PARSERS = ("transformers.HfArgumentParser", "trl.TrlParser", "alignment.H4ArgumentParser")  # the last: the alignment handbook's
 # the `HfArgumentParser` / `TrlParser` methods that return the dataclasses (a settings file's values where one is read)
 _HF_PARSES = ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict")
@@ -1039,6 +1042,10 @@ class _Extractor:
             if isinstance(left, Const) and isinstance(right, Const) and not left.alternatives:
                 same = left.value == right.value if isinstance(node.ops[0], (ast.Eq, ast.NotEq)) else left.value is right.value
                 return Const(same if isinstance(node.ops[0], (ast.Eq, ast.Is)) else not same, left.origin)
+            dtypes = [_TORCH_DTYPES.get(v.name) if isinstance(v, QualName) and not v.alternatives else None for v in (left, right)]
+            if None not in dtypes:  # `bf16=torch_dtype == torch.bfloat16`, the variable bound to a torch dtype
+                same = dtypes[0] == dtypes[1]
+                return Const(same if isinstance(node.ops[0], (ast.Eq, ast.Is)) else not same, Origin(node.lineno, "literal"))
         return UNKNOWN
 
     def _argv(self, index: object) -> Value:

@@ -444,11 +444,11 @@ class Training:
             "gradient_checkpointing", "activation_checkpointing")
 
     def _assigns_after(self, call: Call, attrs: tuple[str, ...]) -> list[AttrAssign]:
-        """`training_args.<attr> = ...` after `call` built the config assigned to `training_args`, in order."""
-        if not call.assigned_to:
-            return []
-        targets = {f"{call.assigned_to}.{attr}" for attr in attrs}
-        return [a for a in self.facts.attr_assigns if a.target in targets and a.line > call.line]
+        """`training_args.<attr> = ...` after `call` built the config assigned to `training_args`, in order: on the same
+        name below it, or on the object itself wherever the code lies (`def main(args): args.<attr> = ...` above)."""
+        targets = {f"{call.assigned_to}.{attr}" for attr in attrs} if call.assigned_to else set()
+        return [a for a in self.facts.attr_assigns if a.attr in attrs and (
+            (a.target in targets and a.line > call.line) or (isinstance(a.base_value, Instance) and a.base_value.call is call))]
 
     def _trl_default(self, qualname: str | None) -> bool | None:
         if qualname and qualname.startswith("trl."):

@@ -644,7 +644,7 @@ def test_a_settings_file_the_launcher_writes_with_a_here_document_is_read(tmp_pa
     firsts = [words[0] for _, words in commands((tmp_path / "run_loop2.sh").read_text())]
     assert "accelerate" in firsts and not any(w.endswith(":") for w in firsts)  # the document's text is no command
     (launch,) = launches(tmp_path, "dpo_iteration/run_dpo.py")
-    assert launch.files == {"dpo_config.yaml": (2, "gradient_checkpointing: true\nper_device_train_batch_size: 3\n")}
+    assert launch.written_files == {"dpo_config.yaml": (2, "gradient_checkpointing: true\nper_device_train_batch_size: 3\n")}
     settings = analyze(read_source(str(tmp_path / "dpo_iteration/run_dpo.py")), Settings(root=tmp_path)).settings
     assert settings.batch_size.value == 3
     (finding,) = [f for f in check(tmp_path, "dpo_iteration/run_dpo.py") if f.code == "CKPT201"]

@@ -121,6 +121,7 @@ class ProjectFiles:
     def __init__(self, script: str) -> None:
         self.script = script
         self.read: list[str] = []
+        self._modules: dict[Path, str | None] = {}  # a module is read once per analysis, however many names it gives
 
     def settings_text(self, name: str) -> tuple[str | None, Path | None]:
         """The text of the YAML / JSON file `name` (as the script wrote it) and its path; (None, None) if there is
@@ -142,10 +143,11 @@ class ProjectFiles:
 
     def module(self, path: Path) -> str | None:
         """The text of one of the project's Python modules, None if it cannot be read as such."""
-        text = bounded_text(path, MAX_BYTES)
-        if text is not None:
-            self.read.append(str(path))
-        return text
+        if path not in self._modules:
+            self._modules[path] = bounded_text(path, MAX_BYTES)
+            if self._modules[path] is not None:
+                self.read.append(str(path))
+        return self._modules[path]
 
     def launcher(self, path: Path) -> str | None:
         """The text of a shell script or Makefile that may run the script, None if it cannot be read as such.

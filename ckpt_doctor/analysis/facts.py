@@ -1234,7 +1234,7 @@ class _Extractor:
         if not isinstance(name, str):
             return None
         launch = self.facts.launch
-        written = launch.files.get(name) or launch.files.get(name.removeprefix("./")) if launch is not None else None
+        written = launch.written_files.get(name) or launch.written_files.get(name.removeprefix("./")) if launch is not None else None
         if written is not None:  # the launcher wrote it just before the run (`cat <<EOT > dpo_config.yaml`)
             data = settings_in_text(written[1], PurePosixPath(name).suffix)
             return None if data is None else (f"{name} (written by {launch.file}:{written[0]})", data)

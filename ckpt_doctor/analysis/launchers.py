@@ -68,7 +68,7 @@ class Launch:
 
     forwards: bool = False  # passes on its own arguments (`"$@"`): any other option may be given too
     # files the launcher writes before the line with a here-document (`cat <<EOT > dpo_config.yaml`): name -> (line, text)
-    files: dict[str, tuple[int, str]] = field(default_factory=dict)
+    written_files: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -179,11 +179,14 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
         if text is None or target.stem not in text:
             continue
         text = shell_lines(path.name, text)
+        documents = None
         for line, words, folder in _commands_in_folders(text, path, is_makefile(path.name)):
             launch = _read_command(words, line, path, target, root, folder, files)
             if launch is not None:
-                written = {name: (start, body) for start, name, body in _here_documents(text) if start < line}
-                found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch), files=written))
+                if documents is None:  # read once per launcher, when it runs the script
+                    documents = _here_documents(text) if "<<" in text else []
+                written = {name: (start, body) for start, name, body in documents if name and start < line}
+                found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch), written_files=written))
             if len(found) >= MAX_LAUNCHES:
                 return found
     return found
@@ -200,7 +203,6 @@ def _commands_in_folders(text: str, path: Path, makefile: bool) -> list[tuple[in
             continue
         out.append((line, words, folder))
     return out
-
 
 
 def _readme_files(folder: Path, root: Path) -> list[Path]:

@@ -111,13 +111,12 @@ class Project:
         """The classes and functions `from module import *` binds, when `module` is one of the project's, each by
         its qualified name in the module that defines it; a package's `__init__.py` that star-imports its own modules
         (`from .arguments import *`) passes theirs on."""
-        path = self._module_path(module) if self.root is not None and module.lstrip(".").split(".", 1)[0] not in LIBRARIES else None
-        found = self._module(path) if path is not None else None
+        found = self._named_module(module)
         if found is None:
             return {}
         names: dict[str, str] = {}
         if depth < MAX_DEPTH:
-            for inner in filter(None, (_imported(module, path, name) for name in found.facts.star_imports if name.startswith("."))):
+            for inner in filter(None, (_imported(module, found.path, name) for name in found.facts.star_imports if name.startswith("."))):
                 names.update(self.star_exports(inner, depth + 1))
         own = [*found.facts.classes, *found.facts.functions]
         names.update((name, f"{module}.{name}") for name in own if not name.startswith("_"))
@@ -127,13 +126,12 @@ class Project:
         """The file of `module`, when it is one of the project's and calls `.backward()` (`loss.backward()`,
         `self.accelerator.backward(loss)`), or one of the project modules it imports does: a training loop the script
         runs from a sibling module (HALOs' `trainers.py`; LOMO's `lomo_trainer.py` over `lomo.py`)."""
-        path = self._module_path(module) if self.root is not None and module.lstrip(".").split(".", 1)[0] not in LIBRARIES else None
-        found = self._module(path) if path is not None else None
+        found = self._named_module(module)
         if found is None:
             return None
         if any(c.name == "backward" and c.is_method for c in found.facts.calls):
             return shown_path(found.path)
-        inner = filter(None, (_imported(module, path, name) for name in found.facts.imports)) if depth + 1 < MAX_DEPTH else ()
+        inner = filter(None, (_imported(module, found.path, name) for name in found.facts.imports)) if depth + 1 < MAX_DEPTH else ()
         return next(filter(None, (self.runs_backward(name, depth + 1) for name in inner)), None)
 
     def own_checkpoint_call(self, class_qualname: str) -> "tuple[str, Call] | None":
@@ -165,6 +163,13 @@ class Project:
         if function not in module.summaries:
             module.summaries[function] = _summarise(module, function)
         return module.summaries[function]
+
+    def _named_module(self, module: str) -> "_Module | None":
+        """The project's module `import module` names, read and summarised; None for a library or a module not found."""
+        if self.root is None or module.lstrip(".").split(".", 1)[0] in LIBRARIES:
+            return None
+        path = self._module_path(module)
+        return self._module(path) if path is not None else None
 
     def has_module(self, module: str) -> bool:
         """Whether `import module` names one of the project's own modules (the cheap question `check` asks of a

@@ -9,7 +9,7 @@ from ckpt_doctor.analysis.facts import AttrAssign
 from ckpt_doctor.findings import Applicability, FixSpec, Related, RenameAttribute, RenameKeywords, RenameMethod, SetDictKey, Severity
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
-from ckpt_doctor.rules.shared import insert_after, insert_before, peft_call_on_path, peft_calls, set_keyword, zero3_with_peft
+from ckpt_doctor.rules.shared import insert_after, insert_before, peft_call_on_path, set_keyword, zero3_with_peft
 from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, KBIT_PREPARATION, MLLAMA_VISION_UNCHECKPOINTED_SINCE, TRANSFORMERS_NON_REENTRANT_DEFAULT, PEFT_KBIT_KWARGS_SINCE, PEFT_MODELS, TRANSFORMERS_KWARGS_SINCE, is_training_config
 from ckpt_doctor.analysis.training import HFSite, on_paths
 from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, OptionVal, constant, truth

@@ -31,7 +31,8 @@ from blind_eval import match, rel, tool_findings  # noqa: E402
 
 
 ROUNDS = {1: ("corpus.tsv", "expert.json", "/tmp/rules2026-corpus"), 2: ("round2.tsv", "expert_round2.json", "/tmp/rules2026-round2"),
-          3: ("round3.tsv", "expert_round3.json", "/tmp/rules2026-round3"), 4: ("round4.tsv", "expert_round4.json", "/tmp/rules2026-round4")}
+          3: ("round3.tsv", "expert_round3.json", "/tmp/rules2026-round3"), 4: ("round4.tsv", "expert_round4.json", "/tmp/rules2026-round4"),
+          5: ("round5.tsv", "expert_round5.json", "/tmp/rules2026-round5")}
 
 
 def scored(round_: int) -> list[tuple[str, str]]:

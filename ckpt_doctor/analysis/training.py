@@ -684,7 +684,8 @@ class Training:
 
     @property
     def uses_trainer(self) -> bool:
-        return any(c.qualname and c.qualname.startswith(("transformers.", "trl.")) and c.qualname.endswith("Trainer") for c in self.facts.calls)
+        """Whether the script builds a transformers / TRL Trainer (or a project subclass of one)."""
+        return any(self.is_trainer(c) for c in self.facts.calls)
 
     def is_trainer(self, call: Call) -> bool:
         """Whether `call` builds a transformers / TRL Trainer, or a project subclass of one (`LLaVATrainer(...)`)."""

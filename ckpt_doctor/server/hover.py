@@ -56,13 +56,9 @@ def hover(checked: Checked, position: Position) -> HoverText | None:
 
 def _call_at(analysis, position: Position) -> Call | None:
     training = analysis.training
-    targets = [*training.model_loads, *(c for c in analysis.facts.calls if is_training_config(c.qualname) or _is_trainer(c))]
+    targets = [*training.model_loads, *(c for c in analysis.facts.calls if is_training_config(c.qualname) or training.is_trainer(c))]
     around = [c for c in targets if c.span.start <= position <= c.span.end]
     return min(around, key=lambda c: (c.span.end.line - c.span.start.line, c.span.end.column - c.span.start.column), default=None)
-
-
-def _is_trainer(call: Call) -> bool:
-    return bool(call.qualname) and call.qualname.startswith(("transformers.", "trl.")) and call.qualname.endswith("Trainer")
 
 
 def estimate_markdown(analysis, config, name: str) -> str:

@@ -651,6 +651,56 @@ def test_a_settings_file_the_launcher_writes_with_a_here_document_is_read(tmp_pa
     assert "read from dpo_config.yaml (written by " in finding.message
 
 
+def test_a_parser_handed_to_a_sibling_helper_and_options_kept_on_self_take_the_launchers_values(tmp_path):
+    # ORPO (holdout4): `args = default_args(parser)` adds the options to the script's parser in src/args.py and
+    # parses them; a class keeps them as `self.args` and loads the model under `if self.args.flash_attention_2:`
+    write(tmp_path, {
+        "src/__init__.py": "",
+        "src/args.py": """
+            def default_args(parser):
+                parser.add_argument("--model_name", default="gpt2", type=str)
+                parser.add_argument("--flash_attention_2", action="store_true")
+                parser.add_argument("--per_device_train_batch_size", default=2, type=int)
+                parser.add_argument("--response_max_length", default=1024, type=int)
+                args = parser.parse_args()
+                return args
+            """,
+        "main.py": """
+            import argparse
+            import torch
+            from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+            from src.args import default_args
+
+            class ORPO:
+                def __init__(self, args):
+                    self.args = args
+                    if self.args.flash_attention_2:
+                        self.model = AutoModelForCausalLM.from_pretrained(self.args.model_name, torch_dtype=torch.bfloat16,
+                                                                          attn_implementation="flash_attention_2")
+                    else:
+                        self.model = AutoModelForCausalLM.from_pretrained(self.args.model_name, torch_dtype=torch.bfloat16)
+
+                def preprocess(self, examples):
+                    return self.tokenizer(examples["text"], max_length=self.args.response_max_length, truncation=True)
+
+                def run(self):
+                    arguments = TrainingArguments(output_dir="out", gradient_checkpointing=True,
+                                                  per_device_train_batch_size=self.args.per_device_train_batch_size)
+                    Trainer(model=self.model, args=arguments).train()
+
+            if __name__ == "__main__":
+                parser = argparse.ArgumentParser("ORPO")
+                args = default_args(parser)
+                ORPO(args=args).run()
+            """,
+        "run.sh": "accelerate launch main.py --model_name facebook/opt-1.3b --per_device_train_batch_size 4 --response_max_length 2048\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "main.py")), Settings(root=tmp_path)).settings
+    assert (settings.model.value, settings.model.file) == ("facebook/opt-1.3b", str(tmp_path / "run.sh"))
+    assert settings.model_load.line == 13  # the default run's load: --flash_attention_2 is off
+    assert (settings.batch_size.value, settings.seq_len.value) == (4, 2048)
+
+
 def test_argparse_options_a_sibling_module_parses_take_the_launchers_values(tmp_path):
     # MOSS-RLHF (holdout8): `opt = parse_args()` from config_rm.py, which builds an argparse parser and returns
     # `parser.parse_args()`; train_rm.sh passes `--batch_size 4 --gradient_checkpoint`

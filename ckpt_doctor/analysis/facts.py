@@ -371,6 +371,7 @@ class _Extractor:
         self.statement: Span | None = None
         self.condition: Condition = ALWAYS  # the branches around the statement being walked
         self.entry_points: set[str] = set()  # functions handed to a command-line framework
+        self.option_holders: set[str] = set()  # what `.add_argument` is called on (`parser`, a parameter of a helper)
         self.assigned: dict[int, set[str]] = {}  # id(function node) -> the names its body binds (the prepass)
         self.not_project: set[str] = set()  # qualified names no project module defines as a class
 
@@ -481,6 +482,7 @@ class _Extractor:
                 self.entry_points.update(a.id for a in node.args if type(a) is ast.Name)
                 if type(node.func) is ast.Attribute and node.func.attr == "add_argument":
                     self._argparse_option(node, consts)
+                    self.option_holders.add(_dotted(node.func.value))
             elif kind is ast.ClassDef:
                 if any(_is_dataclass_decorator(d) for d in node.decorator_list):
                     self.facts.dataclass_fields[node.name] = self._dataclass_fields(node, consts)
@@ -983,7 +985,7 @@ class _Extractor:
             # an object whose attributes we cannot list: returned by a local function, or built from `**spread`
             # (`argparse.Namespace(**vars(model_args), **vars(training_args))`)
             opaque = isinstance(base, Instance) and (base.qualname.startswith("<local>.") or base.call.star_kwargs)
-            if isinstance(node.value, ast.Name) and (base is UNKNOWN or opaque):
+            if (isinstance(node.value, ast.Name) or _is_options_on_self(node.value)) and (base is UNKNOWN or opaque):
                 return self._namespace_fallback(node.attr)
             return UNKNOWN
         if isinstance(node, ast.Dict):
@@ -1168,7 +1170,8 @@ class _Extractor:
         if isinstance(node.func, ast.Attribute):
             receiver = record.receiver_value
             attr = node.func.attr
-            if attr in ("parse_args", "parse_known_args") and _is_argparse(receiver):
+            if attr in ("parse_args", "parse_known_args") and (_is_argparse(receiver) or _dotted(node.func.value) in self.option_holders):
+                # a parser built here, or one a helper is handed (`def default_args(parser): parser.add_argument(...)`)
                 namespace = Namespace(dict(self.facts.argparse_defaults))
                 return namespace if attr == "parse_args" else TupleVal([namespace, UNKNOWN])
             if attr in _HF_PARSES or (attr == "parse" and isinstance(receiver, Instance) and self._is_h4_parser(receiver.qualname)):
@@ -1361,6 +1364,15 @@ def _as_option(value: Value, name: str) -> Value:
     if value is UNKNOWN:
         return OptionVal(f"--{name}", 0)
     return value
+
+
+# what a class keeps the parsed options in (`self.args = args` in `__init__`, then `self.args.model_name`)
+_OPTIONS_ATTRIBUTES = frozenset({"args", "opt", "opts", "cfg", "hparams", "flags", "training_args", "train_args", "script_args",
+                                 "model_args", "data_args"})
+
+
+def _is_options_on_self(node: ast.expr) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr in _OPTIONS_ATTRIBUTES and isinstance(node.value, ast.Name) and node.value.id == "self"
 
 
 def _is_argparse(value: Value) -> bool:

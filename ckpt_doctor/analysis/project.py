@@ -36,7 +36,7 @@ ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 _REEXPORTS = re.compile(r"^from \.", re.MULTILINE)
 # A module none of whose text names one of these (and that re-exports nothing) cannot change a finding: not parsed.
 RELEVANT = re.compile(r"checkpoint|from_pretrained|from_config|requires_grad|peft|lora|use_cache|deepspeed|fsdp|"
-                      r"TrainingArguments|Trainer|Config\b|backward|kbit|BitsAndBytes|DistributedDataParallel|@dataclass")
+                      r"TrainingArguments|Trainer|Config\b|backward|kbit|BitsAndBytes|DistributedDataParallel|@dataclass|add_argument")
 MAX_DEPTH = 2  # the script's imports, and theirs: enough for `train.py -> utils -> model_utils`
 _ROOT_WALK = 6
 

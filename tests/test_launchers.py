@@ -701,6 +701,47 @@ def test_a_parser_handed_to_a_sibling_helper_and_options_kept_on_self_take_the_l
     assert (settings.batch_size.value, settings.seq_len.value) == (4, 2048)
 
 
+@pytest.mark.parametrize("parser", ["argparse", "hf"])
+def test_an_option_the_launcher_abbreviates_takes_its_value(tmp_path, parser):
+    # argparse (and HfArgumentParser) take a unique prefix of an option: DHS-LLM-Workshop's run_deepspeed.sh passes
+    # `--max_seq_len 2048` to a dataclass field `max_seq_length`; an ambiguous prefix (`--per_device`) sets nothing
+    if parser == "hf":
+        parse = """
+            @dataclass
+            class ScriptArguments:
+                max_seq_length: int = field(default=512)
+                max_target_length: int = 128
+
+            script_args, training_args = HfArgumentParser((ScriptArguments, TrainingArguments)).parse_args_into_dataclasses()
+            """
+    else:
+        parse = """
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--max_seq_length", type=int, default=512)
+            parser.add_argument("--max_target_length", type=int, default=128)
+            parser.add_argument("--per_device_train_batch_size", type=int, default=1)
+            parser.add_argument("--per_device_eval_batch_size", type=int, default=1)
+            script_args = training_args = parser.parse_args()
+            """
+    write(tmp_path, {
+        "train.py": textwrap.dedent("""
+            import argparse
+            from dataclasses import dataclass, field
+            from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
+            """) + textwrap.dedent(parse) + textwrap.dedent("""
+            model = AutoModelForCausalLM.from_pretrained("gpt2")
+            tokens = tokenizer(texts, max_length=script_args.max_seq_length, truncation=True)
+            """),
+        "run.sh": "accelerate launch train.py --max_seq_len 2048 --per_device 3\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+    assert (settings.seq_len.value, settings.seq_len.file) == (2048, str(tmp_path / "run.sh"))
+    assert settings.batch_size.value != 3
+    (tmp_path / "run.sh").write_text("accelerate launch train.py --max_seq 2048\n")  # also the start of max_seq_length_*
+    write(tmp_path, {"train.py": (tmp_path / "train.py").read_text().replace("max_target_length", "max_seq_length_eval")})
+    assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len.value == 512
+
+
 def test_argparse_options_a_sibling_module_parses_take_the_launchers_values(tmp_path):
     # MOSS-RLHF (holdout8): `opt = parse_args()` from config_rm.py, which builds an argparse parser and returns
     # `parser.parse_args()`; train_rm.sh passes `--batch_size 4 --gradient_checkpoint`

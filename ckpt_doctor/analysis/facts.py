@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, within
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles, settings_in_text
-from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, launched_value, with_launched
+from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, abbreviations, launched_value, with_launched
 from ckpt_doctor.analysis.parse import children, parse_module
 from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
 from ckpt_doctor.analysis.library import HF_ENABLE_METHODS, PEFT_WRAPPERS
@@ -544,9 +544,11 @@ class _Extractor:
         """`opt = parse_args()` of a sibling module (`where`) that builds an argparse parser and returns
         `parser.parse_args()`: its options, with the values the launcher passes; they join the script's own
         (`opt.batch_size` read anywhere)."""
+        abbreviated = abbreviations(self.facts.launch, parsed.fields)
         for dest, value in parsed.fields.items():
             option = value.origin.option if isinstance(value, Const) and value.origin else None
-            launched = self._launched([option or f"--{dest}"], flag=isinstance(constant(value), bool))
+            given = [f"--{abbreviated[dest]}"] if dest in abbreviated else []
+            launched = self._launched([option or f"--{dest}", *given], flag=isinstance(constant(value), bool))
             if launched is None and isinstance(value, Const) and value.origin is not None and value.origin.file is None:
                 value = replace(value, origin=replace(value.origin, file=where))
             self.facts.argparse_defaults.setdefault(dest, launched or value)
@@ -1172,6 +1174,9 @@ class _Extractor:
             attr = node.func.attr
             if attr in ("parse_args", "parse_known_args") and (_is_argparse(receiver) or _dotted(node.func.value) in self.option_holders):
                 # a parser built here, or one a helper is handed (`def default_args(parser): parser.add_argument(...)`)
+                for dest, given in abbreviations(self.facts.launch, self.facts.argparse_defaults).items():
+                    default = self.facts.argparse_defaults[dest]  # `--max_seq_len 2048` sets `--max_seq_length`
+                    self.facts.argparse_defaults[dest] = self._launched([f"--{given}"], flag=isinstance(constant(default), bool)) or default
                 namespace = Namespace(dict(self.facts.argparse_defaults))
                 return namespace if attr == "parse_args" else TupleVal([namespace, UNKNOWN])
             if attr in _HF_PARSES or (attr == "parse" and isinstance(receiver, Instance) and self._is_h4_parser(receiver.qualname)):

@@ -129,6 +129,19 @@ def key_set(table: str, releases: list[str] | None = None, any_of: bool = False)
     return KeySet(table, tuple(chosen), keys, entries[0]["unknown_keys"], plugins, deprecated)
 
 
+@lru_cache(maxsize=1)
+def library_fields() -> frozenset[str]:
+    """Every field of `TrainingArguments` (the releases listed) and of TRL's configs: options a parser of a library
+    class takes besides the script's own."""
+    tables = _key_tables()
+    fields = {k for fields in tables.get("transformers_training_args", {}).get("releases", {}).values() for k in fields}
+    for table in ("trl_sft", "trl_dpo", "trl_grpo"):
+        found = tables.get(table)
+        if found is not None:
+            fields |= set(found["releases"][found["newest"]]["keys"])
+    return frozenset(fields)
+
+
 def releases_of(table: str) -> list[str]:
     found = _key_tables().get(table)
     return list(found["releases"]) if found else []

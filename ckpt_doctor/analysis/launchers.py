@@ -21,9 +21,11 @@ import re
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
 from ckpt_doctor.analysis.conditions import Literal
 from ckpt_doctor.analysis.config_files import README_NAMES, ProjectFiles, shown_path
+from ckpt_doctor.analysis.frameworks import library_fields
 from ckpt_doctor.analysis.values import Const, OptionVal, Origin, Value, constant
 
 # files that hold launch lines, and folders next to a script where people keep them
@@ -125,6 +127,23 @@ def with_launched(launch: Launch | None, fields: dict, own: set[str], library: b
     for option in (launch.options if launch else ()):
         if option in fields or (library and option not in own):
             out[option] = launched_value(launch, [f"--{option}"], flag=isinstance(constant(fields.get(option)), bool))
+    for name, given in abbreviations(launch, set(fields) | (library_fields() if library else set())).items():
+        out[name] = launched_value(launch, [f"--{given}"], flag=isinstance(constant(fields.get(name)), bool))
+    return out
+
+
+def abbreviations(launch: Launch | None, known: Iterable[str]) -> dict[str, str]:
+    """argparse's `allow_abbrev`, on by default and in `HfArgumentParser`: an option the launch passes that is none of
+    `known` but the start of exactly one of them (`--max_seq_len` for `max_seq_length`). Known name -> the option
+    as passed (both normalised)."""
+    if launch is None:
+        return {}
+    names = {normalise(k) for k in known}
+    out = {}
+    for given in launch.options:
+        matches = [n for n in names if n.startswith(given)] if given not in names else []
+        if len(matches) == 1:
+            out[matches[0]] = given
     return out
 
 

@@ -175,8 +175,9 @@ def read_settings(training: Training) -> ScriptSettings:
     out.config_call = configs[0] if configs else None
     out.is_training = bool(configs) or training.custom_loop or training.uses_trainer
 
-    # model: the load of the default run first (`if args.flash_attention_2: ... else: ...` under a flag left off)
-    for call in sorted(training.model_loads, key=lambda c: c.condition.runs_by_default is False):
+    # model: a pretrained load before a from-scratch `from_config` fallback, and the default run's load first (`if
+    # args.flash_attention_2: ... else: ...` under a flag left off)
+    for call in sorted(training.model_loads, key=lambda c: (c.name == "from_config", c.condition.runs_by_default is False)):
         value = call.args[0] if call.args else next(
             (call.kwarg(k) for k in ("pretrained_model_name_or_path", "model_name", "model_id") if k in call.kwargs), call.kwarg("pretrained_model_name_or_path")
         )

@@ -742,6 +742,49 @@ def test_an_option_the_launcher_abbreviates_takes_its_value(tmp_path, parser):
     assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len.value == 512
 
 
+def test_a_launcher_run_by_another_takes_its_arguments(tmp_path):
+    # Qwen2.5-Coder: dpo_qwen2.5coder_1.5B.sh runs `bash dpo_qwencoder.sh $DATA $MODEL $OUT 4 512 ... 3072`, which
+    # sets `MICRO_BATCH_SIZE=${4}` then `${MICRO_BATCH_SIZE:-"1"}`; options parsed by TrlParser into a Namespace
+    write(tmp_path, {
+        "train.py": """
+            import argparse
+            from dataclasses import dataclass, field
+            import trl
+            from transformers import AutoModelForCausalLM
+
+            @dataclass
+            class ScriptArguments:
+                model_max_length: int = field(default=512)
+
+            parser = trl.TrlParser((ScriptArguments, trl.DPOConfig))
+            script_args, dpo_args = parser.parse_args_and_config()
+            args = argparse.Namespace(**{**vars(script_args), **vars(dpo_args)})
+            model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path)
+            tokens = tokenizer(texts, max_length=args.model_max_length, truncation=True)
+            """,
+        "scripts/finetune.sh": """
+            MODEL=${1}
+            MODEL=${MODEL:-"Qwen/Qwen2.5-Coder-1.5B"}
+            MICRO_BATCH_SIZE=${2}
+            MICRO_BATCH_SIZE=${MICRO_BATCH_SIZE:-"1"}
+            MAX_LENGTH=${3:-1280}
+            cd ..
+            torchrun --nproc_per_node 8 train.py --model_name_or_path ${MODEL} \\
+                --per_device_train_batch_size ${MICRO_BATCH_SIZE} --model_max_length ${MAX_LENGTH}
+            """,
+        "scripts/run_7b.sh": """
+            MAX_LENGTH=3072
+            bash finetune.sh Qwen/Qwen2.5-Coder-7B 4 $MAX_LENGTH
+            """,
+    })
+    bound, alone = launches(tmp_path)
+    assert bound.options == {"model_name_or_path": "Qwen/Qwen2.5-Coder-7B", "per_device_train_batch_size": "4", "model_max_length": "3072"}
+    assert alone.options == {"model_name_or_path": "Qwen/Qwen2.5-Coder-1.5B", "per_device_train_batch_size": "1", "model_max_length": "1280"}
+    settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+    assert (settings.batch_size.value, settings.seq_len.value) == (4, 3072)
+    assert settings.model.value == "Qwen/Qwen2.5-Coder-7B"
+
+
 def test_argparse_options_a_sibling_module_parses_take_the_launchers_values(tmp_path):
     # MOSS-RLHF (holdout8): `opt = parse_args()` from config_rm.py, which builds an argparse parser and returns
     # `parser.parse_args()`; train_rm.sh passes `--batch_size 4 --gradient_checkpoint`

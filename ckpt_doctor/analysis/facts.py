@@ -1122,16 +1122,17 @@ class _Extractor:
         return Literal(key, holds, text, option, answer, equals)
 
     def _namespace_fallback(self, attr: str) -> Value:
-        """`args.lr` where `args` came from a function we did not follow: argparse / dataclass defaults."""
+        """`args.lr` where `args` came from a function we did not follow: argparse / dataclass defaults, else what the
+        launcher passes as `--lr`."""
         if attr in self.facts.argparse_defaults:
             return self.facts.argparse_defaults[attr]
         for _, _, values in self.facts.settings_files:
             if attr in values and constant(values[attr], ...) is not None:
                 return values[attr]
         owners = [f for f in self.facts.dataclass_fields.values() if attr in f]
-        if len(owners) == 1:
-            return owners[0][attr]
-        return UNKNOWN
+        if len(owners) == 1:  # a field the launcher passes is an option of a parser we did not follow
+            return self._option_value(owners[0][attr], f"--{attr}")
+        return self._launched([f"--{attr}"]) or UNKNOWN
 
     def _eval_call(self, node: ast.Call, scope: _Scope) -> Value:
         func = self.eval(node.func, scope)

@@ -51,7 +51,9 @@ _COMMENT = re.compile(r"(^|\s)#(?![!]).*$")
 _SEPARATORS = {";", "&&", "||", "|", "&", ";;"}
 _ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)=(.*)$", re.DOTALL)
 _MAKE_ASSIGNMENT = re.compile(r"^(?:export\s+|override\s+)?([A-Za-z_][\w.]*)\s*(?::=|::=|\?=|\+=|=)\s*(.*)$")
-_EXPANSION = re.compile(r"\$(?:\{([A-Za-z_]\w*)(?:(:?[-=])([^}]*))?\}|([A-Za-z_]\w*)|\(([A-Za-z_][\w.]*)\))")
+_EXPANSION = re.compile(r"\$(?:\{([A-Za-z_]\w*|\d)(?:(:?[-=])([^}]*))?\}|([A-Za-z_]\w*|\d)|\(([A-Za-z_][\w.]*)\))")
+_POSITIONAL = re.compile(r"\$\{?[1-9]\b")  # `$1`, `${4}`: a launcher another one runs with arguments
+_UNSET_ARGUMENT = re.compile(r"^\$\{?[1-9]\}?$")
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ def typed(raw: str, *, flag: bool = False) -> object:
 
 
 MAX_LAUNCHES = 16
+MAX_CALLERS = 4  # launchers read for the arguments they run another one with
 
 
 def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[Launch]:
@@ -199,7 +202,12 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
             continue
         text = shell_lines(path.name, text)
         documents = None
-        for line, words, folder in _commands_in_folders(text, path, is_makefile(path.name)):
+        runs = _commands_in_folders(text, path, is_makefile(path.name))
+        if path.suffix in LAUNCHER_SUFFIXES and _POSITIONAL.search(text):
+            # `bash finetune.sh $MODEL 2048` in another launcher: this one's `$1`... as that caller gives them
+            runs = [run for arguments in _callers(path, root, files)
+                    for run in _commands_in_folders(text, path, False, arguments)] + runs
+        for line, words, folder in runs:
             launch = _read_command(words, line, path, target, root, folder, files)
             if launch is not None:
                 if documents is None:  # read once per launcher, when it runs the script
@@ -211,17 +219,34 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
     return found
 
 
-def _commands_in_folders(text: str, path: Path, makefile: bool) -> list[tuple[int, list[str], Path]]:
+def _commands_in_folders(text: str, path: Path, makefile: bool, arguments: list[str] | None = None) -> list[tuple[int, list[str], Path]]:
     """`commands`, each with the folder it runs in: the launcher's, or the one a `cd sub` before it moved to."""
     folder = path.parent
     out = []
-    for line, words in commands(text, makefile=makefile):
+    for line, words in commands(text, makefile=makefile, arguments=arguments):
         if words[0] == "cd" and len(words) == 2 and "$" not in words[1] and not words[1].startswith("-"):
             # from where the last `cd` went, else from the launcher's folder (a README's next block starts there)
             folder = next((f / words[1] for f in (folder, path.parent) if (f / words[1]).is_dir()), folder)
             continue
         out.append((line, words, folder))
     return out
+
+
+def _callers(launcher: Path, root: Path, files: ProjectFiles) -> list[list[str]]:
+    """The arguments other launchers of the project run `launcher` with (`bash finetune.sh $DATA 4 3072`, `sh
+    scripts/finetune.sh ...`, `./finetune.sh ...`), their own variables expanded; at most MAX_CALLERS."""
+    found: list[list[str]] = []
+    for path in _launcher_files(launcher.parent, root):
+        text = files.launcher(path) if path != launcher else None
+        if text is None or launcher.name not in text:
+            continue
+        for _, words, folder in _commands_in_folders(shell_lines(path.name, text), path, False):
+            start = 1 if words[0] in ("bash", "sh", "source", ".") else 0
+            if len(words) > start and words[start].endswith(launcher.name) and _same(folder / words[start], launcher):
+                found.append(words[start + 1:])
+            if len(found) >= MAX_CALLERS:
+                return found
+    return found
 
 
 def _readme_files(folder: Path, root: Path) -> list[Path]:
@@ -512,10 +537,11 @@ def _within(path: Path, root: Path) -> bool:
 # -- reading a launcher ---------------------------------------------------------------------------------------
 
 
-def commands(text: str, makefile: bool = False) -> list[tuple[int, list[str]]]:
+def commands(text: str, makefile: bool = False, arguments: list[str] | None = None) -> list[tuple[int, list[str]]]:
     """Each simple command of a shell script or Makefile recipe as (line, words), with the variables the file
-    sets expanded (`$MODEL`, `${MODEL:-default}`, Make's `$(MODEL)`); unknown ones stay as written."""
-    variables: dict[str, str] = {}
+    sets expanded (`$MODEL`, `${MODEL:-default}`, Make's `$(MODEL)`), and `$1`... when the `arguments` a caller
+    runs the script with are known; unknown ones stay as written."""
+    variables: dict[str, str] = {str(n): word for n, word in enumerate(arguments or [], 1) if n <= 9}
     out: list[tuple[int, list[str]]] = []
     for line, logical in _logical_lines(text):
         stripped = logical.strip()
@@ -624,7 +650,8 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 def _expand(text: str, variables: dict[str, str]) -> str:
     def one(match: re.Match) -> str:
         name = match.group(1) or match.group(4) or match.group(5)
-        if name in variables:
+        unset = variables.get(name) == "" or _UNSET_ARGUMENT.match(variables.get(name, ""))  # `X=$4` run with no 4th
+        if name in variables and not (unset and match.group(2) in (":-", ":=")):
             return variables[name]
         if match.group(2):  # ${NAME:-default}
             return match.group(3)

@@ -157,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         estimate = run_estimate(args.corpus, key, args.gpu_memory)
         reading = from_estimate(estimate)
         reading.update({k: v for k, v in from_findings(by_file.get(key, []))[0].items() if k not in reading})
-        if reading.get("mixed_precision") not in (None, "no"):
-            reading["dtype"] = (reading.get("dtype"), reading["mixed_precision"])
+        # the dtype the step computes in: the weights', the mixed precision's, and, for a quantised load, that of the
+        # unquantised rest (labels give "4bit" or that dtype: both are shown)
+        quantised = (reading.get("weights_dtype"),) if reading.get("dtype") in ("4bit", "8bit") else ()
+        reading["dtype"] = (reading.get("dtype"), *quantised, *((reading["mixed_precision"],) if reading.get("mixed_precision") not in (None, "no") else ()))
         right, total, wrong = score_settings(SETTINGS, label["settings"], reading, same_setting)
         settings_right, settings_all = settings_right + right, settings_all + total
         if args.details:

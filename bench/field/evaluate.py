@@ -149,6 +149,7 @@ def from_estimate(est: dict) -> dict[str, object]:
         shown["seq_len"] = setup.get("seq_len")
         dtype = setup.get("dtype")
         shown["dtype"] = "4bit" if setup.get("load_in_4bit") else "8bit" if setup.get("load_in_8bit") else dtype
+        shown["weights_dtype"] = dtype  # of what a quantised load leaves unquantised
         shown["mixed_precision"] = setup.get("mixed_precision")
         shown["optimizer"] = family(setup.get("optimizer"))
         shown["checkpointing"] = "off" if setup.get("checkpointing") in (None, "none") else "on"
@@ -191,6 +192,8 @@ def from_settings_text(text: str) -> tuple[dict[str, object], set[str]]:
                 shown[name] = value
                 if is_assumed:
                     assumed.add(name)
+    if "dtype" in shown:
+        shown["weights_dtype"] = shown["dtype"]  # of what a quantised load leaves unquantised
     if "4-bit" in stated:
         shown["dtype"] = "4bit"
         assumed.discard("dtype")

@@ -785,6 +785,32 @@ def test_a_launcher_run_by_another_takes_its_arguments(tmp_path):
     assert settings.model.value == "Qwen/Qwen2.5-Coder-7B"
 
 
+def test_a_trl_parser_given_its_classes_by_keyword_reads_the_config_file(tmp_path):
+    # VRL: `TrlParser(dataclass_types=[MyArguments]).parse_args_and_config()[0]` with `--config GRPO_on_hard_config.yaml`
+    write(tmp_path, {
+        "train.py": """
+            from dataclasses import dataclass
+            from transformers import AutoModelForCausalLM
+            from trl import GRPOConfig, TrlParser
+
+            @dataclass
+            class MyArguments:
+                model_name: str
+                per_device_train_batch_size: int
+                bf16: bool
+
+            training_args = TrlParser(dataclass_types=[MyArguments]).parse_args_and_config()[0]
+            model = AutoModelForCausalLM.from_pretrained(training_args.model_name)
+            config = GRPOConfig(output_dir="out", bf16=training_args.bf16,
+                                per_device_train_batch_size=training_args.per_device_train_batch_size)
+            """,
+        "cfg.yaml": "model_name: Qwen/Qwen2.5-Math-1.5B\nper_device_train_batch_size: 5\nbf16: true\n",
+        "run.sh": "accelerate launch train.py --config cfg.yaml\n",
+    })
+    settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+    assert (settings.model.value, settings.batch_size.value, settings.mixed_precision.value) == ("Qwen/Qwen2.5-Math-1.5B", 5, "bf16")
+
+
 def test_argparse_options_a_sibling_module_parses_take_the_launchers_values(tmp_path):
     # MOSS-RLHF (holdout8): `opt = parse_args()` from config_rm.py, which builds an argparse parser and returns
     # `parser.parse_args()`; train_rm.sh passes `--batch_size 4 --gradient_checkpoint`

@@ -1181,8 +1181,9 @@ class _Extractor:
                 namespace = Namespace(dict(self.facts.argparse_defaults))
                 return namespace if attr == "parse_args" else TupleVal([namespace, UNKNOWN])
             if attr in _HF_PARSES or (attr == "parse" and isinstance(receiver, Instance) and self._is_h4_parser(receiver.qualname)):
-                if isinstance(receiver, Instance) and receiver.call.args:
-                    classes = receiver.call.args[0]
+                classes = (receiver.call.args[0] if receiver.call.args else receiver.call.kwargs.get("dataclass_types")) \
+                    if isinstance(receiver, Instance) else None
+                if classes is not None:  # `HfArgumentParser((A, B))`, `TrlParser(dataclass_types=[A])`
                     items = classes.items if isinstance(classes, TupleVal) else [classes]
                     return self._hf_parser_result(items, receiver.call.line, self._settings_file(node, scope))
                 return UNKNOWN

@@ -459,13 +459,16 @@ COPY_LOOP = """
     """
 
 
+@pytest.mark.parametrize("built", ["from_pretrained", "constructor"])
 @pytest.mark.parametrize("extra, reported", [("", True), ("    def gradient_checkpointing_enable(self):\n            pass", False)])
-def test_a_projects_copy_of_a_library_model_class_gets_the_librarys_rules(tmp_path, extra, reported):
+def test_a_projects_copy_of_a_library_model_class_gets_the_librarys_rules(tmp_path, extra, reported, built):
     # yarn (holdout7): scaled_rope/modeling_llama_yarn.py copies transformers' Llama over `PreTrainedModel`; a
     # hand-written loop enables checkpointing and never turns the KV cache off. A copy that defines the method
-    # itself is the project's own.
+    # itself is the project's own. GaLore (holdout) builds its copy from a config: `LlamaForCausalLM(model_config)`.
+    loop = COPY_LOOP if built == "from_pretrained" else COPY_LOOP.replace(
+        'LlamaForCausalLM.from_pretrained("NousResearch/Llama-2-7b-hf", torch_dtype=torch.bfloat16)', "LlamaForCausalLM(config)")
     write(tmp_path, {"scaled_rope/__init__.py": "", "scaled_rope/modeling_llama_yarn.py": MODEL_COPY.format(extra=extra),
-                     "finetune.py": COPY_LOOP, "requirements.txt": "transformers==4.40.0\n"})
+                     "finetune.py": loop, "requirements.txt": "transformers==4.40.0\n"})
     codes = {f.code for f in check(tmp_path, "finetune.py")}
     assert ({"CKPT201", "CKPT203"} <= codes) is reported and (codes & {"CKPT201", "CKPT203"} == set()) is not reported
 

@@ -412,6 +412,9 @@ class _Extractor:
                 self._project_class(call.qualname)
             elif call.qualname and call.qualname.endswith(LOADERS):
                 self._project_class(call.qualname.rsplit(".", 1)[0])  # a copied `modeling_llama.py`'s `LlamaForCausalLM`
+            elif call.name in HF_ENABLE_METHODS:
+                for load in _model_loads(call.receiver_value):  # `model = LlamaForCausalLM(config)`, the project's copy
+                    self._project_class(load.qualname)
 
     def _project_model_checkpoints(self) -> None:
         """`model.gradient_checkpointing_enable()` on a model the project's own class loads

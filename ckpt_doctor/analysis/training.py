@@ -343,7 +343,7 @@ class Training:
                     return True
                 if local in self.facts.classes:
                     return False
-            own = self.facts.classes.get(qualname.rsplit(".", 1)[0]) if qualname.endswith(LOADERS) else None
+            own = self.facts.classes.get(qualname.rsplit(".", 1)[0] if qualname.endswith(LOADERS) else qualname)
             if own is not None and (own.library_base or "").startswith(HF_PACKAGES):
                 # a project's copy of a library model (`class LlamaForCausalLM(LlamaPreTrainedModel)` over
                 # `PreTrainedModel`): the library's method, unless the copy defines its own

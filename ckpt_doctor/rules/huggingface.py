@@ -337,10 +337,12 @@ def _load_with_config(ctx: Context, site: HFSite):
 
 
 def _generates(model: object) -> bool:
-    """Whether `model` was loaded as a model class with a KV cache (causal or seq2seq LM)."""
+    """Whether `model` was loaded (`AutoModelForCausalLM.from_pretrained(...)`) or built (`LlamaForCausalLM(config)`)
+    as a model class with a KV cache (causal or seq2seq LM)."""
     if not isinstance(model, Instance):
         return False
-    owner = model.qualname.rsplit(".", 2)[-2] if model.qualname.count(".") >= 2 else ""
+    parts = model.qualname.split(".")
+    owner = parts[-1] if parts[-1][:1].isupper() else parts[-2] if len(parts) > 2 else ""
     return owner.endswith(("ForCausalLM", "LMHeadModel", "ForSeq2SeqLM", "ForConditionalGeneration", "ForSpeechSeq2Seq", "ForVision2Seq", "ForImageTextToText"))
 
 

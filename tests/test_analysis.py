@@ -250,6 +250,30 @@ def test_a_legacy_8bit_load_behind_an_option_may_be_quantized():
     assert "CKPT207" not in [c for c, _ in codes(code)]
 
 
+@pytest.mark.parametrize("signature, reported", [
+    ("model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=None", True),
+    ("model, use_gradient_checkpointing=True", False),  # an older copy: its keywords are not peft 0.6's
+])
+def test_a_copy_of_peft_kbit_preparation_kept_in_the_script_is_peft_s(signature, reported):
+    # Controllable_Summarization (holdout): the script defines its own `prepare_model_for_kbit_training`, copied
+    # from peft, and calls it without `gradient_checkpointing_kwargs`
+    code = f"""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    def prepare_model_for_kbit_training({signature}):
+        if use_gradient_checkpointing:
+            model.gradient_checkpointing_enable(**{{}})
+        return model
+
+    model = AutoModelForCausalLM.from_pretrained("m", quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+    model = prepare_model_for_kbit_training(model)
+    """
+    found = [f for f in findings(code) if f.code == "CKPT201" and f.span.start.line == 10]
+    assert bool(found) is reported
+    if reported:
+        assert "gradient_checkpointing_kwargs" in found[0].fix.introduced_names()
+
+
 # -- 5. use_reentrant=True through Hugging Face ------------------------------------------------------
 
 def test_explicit_reentrant_kwargs_to_the_training_arguments_are_reported():

@@ -25,7 +25,7 @@ from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles, settings_in
 from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, abbreviations, launched_value, with_launched
 from ckpt_doctor.analysis.parse import children, parse_module
 from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
-from ckpt_doctor.analysis.library import HF_ENABLE_METHODS, PEFT_WRAPPERS
+from ckpt_doctor.analysis.library import HF_ENABLE_METHODS, KBIT_PREPARATION, PEFT_WRAPPERS
 from ckpt_doctor.analysis.values import (
     MISSING,
     constant,
@@ -678,7 +678,10 @@ class _Extractor:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for expr in node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d]:
                 self.record_calls(expr, scope)
-            scope.bindings[node.name] = QualName(f"<local>.{node.name}")
+            copied = node.name in _PEFT_COPIES and {"use_gradient_checkpointing", "gradient_checkpointing_kwargs"} <= _params(node.args)
+            # a copy of peft's `prepare_model_for_kbit_training` (peft >= 0.6's signature) kept in the script does what
+            # peft's does
+            scope.bindings[node.name] = QualName(f"peft.{node.name}" if copied else f"<local>.{node.name}")
             self.pending.append((node, scope))
         elif isinstance(node, ast.ClassDef):
             for expr in node.decorator_list + node.bases + [k.value for k in node.keywords]:
@@ -1383,6 +1386,9 @@ _OPTIONS_ATTRIBUTES = frozenset({"args", "opt", "opts", "cfg", "hparams", "flags
 
 def _is_options_on_self(node: ast.expr) -> bool:
     return isinstance(node, ast.Attribute) and node.attr in _OPTIONS_ATTRIBUTES and isinstance(node.value, ast.Name) and node.value.id == "self"
+
+
+_PEFT_COPIES = frozenset(name.rsplit(".", 1)[1] for name in KBIT_PREPARATION)
 
 
 def _is_argparse(value: Value) -> bool:

@@ -274,6 +274,38 @@ def test_a_copy_of_peft_kbit_preparation_kept_in_the_script_is_peft_s(signature,
         assert "gradient_checkpointing_kwargs" in found[0].fix.introduced_names()
 
 
+def test_the_layers_flag_set_by_hand_is_checkpointing_on():
+    # MOSS (holdout3): `model.transformer.gradient_checkpointing = True`, the flag its remote-code layers read
+    code = """
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained("fnlp/moss-moon-003-base", trust_remote_code=True)
+    model.transformer.gradient_checkpointing = True
+    """
+    text = textwrap.dedent(code)
+    settings = analyze(SourceFile("t.py", text, text.encode()), Settings()).settings
+    assert (settings.checkpointing.value, settings.checkpointing.line) == ("full", 4)
+
+
+def test_kbit_preparation_checkpoints_only_on_the_path_that_quantizes():
+    # Whisper-Finetune (holdout4): peft enables checkpointing only for a quantized model [P2], and the model is
+    # quantized only with `--use_8bit`
+    code = """
+    import argparse
+    from peft import prepare_model_for_kbit_training
+    from transformers import WhisperForConditionalGeneration
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--use_8bit", action="store_true")
+    args = parser.parse_args()
+    model = WhisperForConditionalGeneration.from_pretrained("openai/whisper-tiny", load_in_8bit=args.use_8bit)
+    model = prepare_model_for_kbit_training(model)
+    """
+    text = textwrap.dedent(code)
+    settings = analyze(SourceFile("t.py", text, text.encode()), Settings()).settings
+    assert settings.checkpointing.value == "none"
+    (finding,) = [f for f in findings(code) if f.code == "CKPT201"]
+    assert "--use_8bit" in str(finding.condition)
+
+
 # -- 5. use_reentrant=True through Hugging Face ------------------------------------------------------
 
 def test_explicit_reentrant_kwargs_to_the_training_arguments_are_reported():

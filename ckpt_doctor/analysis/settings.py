@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ckpt_doctor.analysis.facts import PARAMETERS, Call, ScriptFacts
+from ckpt_doctor.analysis.facts import PARAMETERS, AttrAssign, Call, ScriptFacts
 from ckpt_doctor.analysis.library import APPLY_AC, CHECKPOINT_WRAPPER, GRPO_CONFIG, TRL_UNTRUNCATED_PROMPT_SINCE, is_training_config
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.values import MISSING, Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
@@ -378,6 +378,8 @@ def read_settings(training: Training) -> ScriptSettings:
                 plan = f"every_{every}"
         line = sites[0].span.start.line if sites else training.torch_checkpoint_sites[0].line
         out.checkpointing = Setting(plan, line)
+    elif flagged := _module_flag(training):
+        out.checkpointing = Setting("full", flagged.line, f"`{flagged.target} = True`")
     elif out.zero.value == 3 and (fsdp_own := _fsdp_config_checkpointing(out.config_call, training)) is not None:
         out.checkpointing = fsdp_own
     if out.load_in_4bit or out.load_in_8bit:
@@ -520,6 +522,15 @@ def _requires_grad_changes(facts: ScriptFacts) -> tuple[list[tuple[str, int]], l
             elif on:
                 unfrozen.append(base.call.receiver)
     return frozen, unfrozen
+
+
+def _module_flag(training: Training) -> AttrAssign | None:
+    """`model.transformer.gradient_checkpointing = True` on a model the script loads: the flag its layers' forward
+    reads, set by hand (remote-code models of the 4.2x era, MOSS, run torch's `checkpoint` on it)."""
+    loaded = {load.assigned_to for load in training.model_loads if load.assigned_to}
+    return next((a for a in training.facts.attr_assigns
+                 if a.attr == "gradient_checkpointing" and truth(a.value) is True and a.target.count(".") >= 2
+                 and a.target.split(".", 1)[0] in loaded and a.condition.runs_by_default is not False), None)
 
 
 def _dtype(value: Value) -> str | None:

@@ -383,6 +383,8 @@ class Training:
         condition, on = _first_on(on_paths(enabled, text, default=True))
         if on and self.quantized is False:
             on = False  # peft only enables checkpointing for quantized models [P2]
+        elif on and (quantized := self._quantized_path()) is not None:
+            condition = condition & quantized  # ... so on the path that quantizes (`load_in_8bit=args.use_8bit`)
         kwargs = call.kwarg("gradient_checkpointing_kwargs")
         if isinstance(kwargs, Missing) or (isinstance(kwargs, Const) and kwargs.value is None):
             # peft passes `{}` (peft/utils/other.py, prepare_model_for_kbit_training)
@@ -659,6 +661,15 @@ class Training:
         if unknown or not self.model_loads:
             return None
         return False
+
+    def _quantized_path(self) -> Condition | None:
+        """The one path on which the script's model loads ask for 4/8-bit weights, when that depends on an option
+        (`load_in_8bit=args.use_8bit`: with `--use_8bit`); None when they always do, never do, or on several paths."""
+        if self.facts.calls_to("transformers.BitsAndBytesConfig", "transformers.GPTQConfig", "transformers.AwqConfig"):
+            return None
+        paths = [condition for call in self.model_loads for name in ("load_in_4bit", "load_in_8bit")
+                 for condition, state in on_paths(call.kwarg(name), call.kwarg_names.get(name), default=False) if state is True]
+        return paths[0] if len(paths) == 1 and paths[0].literals else None
 
     @cached_property
     def deepspeed_configs(self) -> list[DeepSpeedConfig]:

@@ -473,6 +473,44 @@ def test_a_projects_copy_of_a_library_model_class_gets_the_librarys_rules(tmp_pa
     assert ({"CKPT201", "CKPT203"} <= codes) is reported and (codes & {"CKPT201", "CKPT203"} == set()) is not reported
 
 
+def test_a_method_inherited_from_a_project_base_class_is_followed(tmp_path):
+    # align-anything (holdout8): `SupervisedTrainer(SupervisedTrainerBase)` calls `self.init_engines()`, defined in
+    # the base class of another module (re-exported by its package), which turns checkpointing on in a method it calls
+    write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/base/__init__.py": "from pkg.base.supervised import SupervisedTrainerBase\n",
+        "pkg/base/supervised.py": """
+            import deepspeed
+
+            class SupervisedTrainerBase:
+                def init_engines(self):
+                    self.init_deepspeed_engines()
+
+                def init_deepspeed_engines(self):
+                    self.model, *_ = deepspeed.initialize(model=self.model)
+                    if self.cfgs.gradient_checkpointing:
+                        self.model.gradient_checkpointing_enable()
+            """,
+        "pkg/sft.py": """
+            from transformers import AutoModelForCausalLM
+            from pkg.base import SupervisedTrainerBase
+
+            class SupervisedTrainer(SupervisedTrainerBase):
+                def __init__(self, cfgs):
+                    self.cfgs = cfgs
+                    self.model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-3.1-8B")
+                    self.init_engines()
+
+                def train(self, batch):
+                    loss = self.model(**batch).loss
+                    self.model.backward(loss)
+            """,
+        "requirements.txt": "transformers==4.46.0\n",
+    })
+    (finding,) = [f for f in check(tmp_path, "pkg/sft.py") if f.code == "CKPT201"]
+    assert finding.span.start.line == 8 and finding.fix is None  # at `self.init_engines()`; the edit would be elsewhere
+
+
 @pytest.mark.parametrize("trainer_module, reported", [
     ("class Trainer:\n    def train(self):\n        for batch in self.loader:\n            self.accelerator.backward(self.model(**batch).loss)\n", True),
     ("class Trainer:\n    def train(self):\n        pass\n", False),

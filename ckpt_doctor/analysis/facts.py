@@ -930,9 +930,19 @@ class _Extractor:
         self.call_records[id(node)] = record
         self.facts.calls.append(record)
         summary = self._project_function(qualname)
+        if summary is None and receiver == "self" and method is not None:
+            summary = self._inherited_method(method, scope)
         if summary is not None:
             self._inline(summary, record, scope)
         return record
+
+    def _inherited_method(self, method: str, scope: _Scope) -> "FunctionSummary | None":
+        """`self.init_engines()` in a class of the script that inherits the method from a class of the project."""
+        owner = self.facts.enclosing_class(scope.name)
+        if self.project is None or owner is None or method in owner.methods:
+            return None
+        bases = (b for b in owner.bases if not b.startswith("<local>."))
+        return next(filter(None, (self.project.method_summary(base, method) for base in bases)), None)
 
     def _project_function(self, qualname: str | None) -> "FunctionSummary | None":
         if self.project is None or not qualname or qualname.startswith("<local>.") or qualname in _BUILTINS:

@@ -93,6 +93,35 @@ class Project:
             self._known[qualname] = self._summary(qualname)
         return self._known[qualname]
 
+    def method_summary(self, class_qualname: str, method: str) -> FunctionSummary | None:
+        """What `self.method()` does in a script's class that inherits `method` from the project's class `class_qualname`
+        (align-anything's `SupervisedTrainer(SupervisedTrainerBase)` calling `self.init_engines()`): the calls of that
+        method and of the methods of the class it calls on `self`."""
+        key = f"{class_qualname}.{method}()"
+        if key not in self._known:
+            self._known[key] = self._method_summary(class_qualname, method)
+        return self._known[key]
+
+    def _method_summary(self, class_qualname: str, method: str) -> FunctionSummary | None:
+        module, name = self._defining(class_qualname)
+        if module is not None and name not in module.facts.classes and self.depth + 1 < MAX_DEPTH:
+            again = next((q for q in module.facts.imports if q.rsplit(".", 1)[-1] == name), None)  # a re-export
+            return Project(str(module.path), ProjectFiles(str(module.path)), self.depth + 1).method_summary(again, method) if again else None
+        info = module.facts.classes.get(name) if module is not None else None
+        if info is None or method not in info.methods:
+            return None
+        methods, todo = set(), [method]
+        while todo:
+            current = todo.pop()
+            if current not in methods:
+                methods.add(current)
+                todo += [c.name for c in module.facts.calls
+                         if c.scope == f"{name}.{current}" and c.receiver == "self" and c.name in info.methods]
+        scopes = {f"{name}.{m}" for m in methods}
+        calls = [c for c in module.facts.calls if _in(c.scope, scopes)]
+        assigns = [a for a in module.facts.attr_assigns if _in(a.scope, scopes)]
+        return FunctionSummary(shown_path(module.path), [], calls, assigns, None)
+
     def config_class(self, qualname: str) -> "tuple[ClassInfo, dict[str, Value]] | None":
         """What the project class `qualname` ("src.params.DPOArguments") extends and its dataclass fields, read from
         its module: the config classes argument parsers fill are often kept beside the script."""

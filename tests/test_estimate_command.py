@@ -160,6 +160,27 @@ def test_script_without_a_constant_model_says_which_flag_to_pass(tmp_path, monke
     assert res.exit_code == 2 and "pass --model" in res.output
 
 
+def test_a_peft_config_built_elsewhere_is_not_taken_for_a_full_fine_tune(tmp_path, monkeypatch):
+    # OpenFedLLM (holdout7): `get_peft_model(model, peft_config)` with the config from a sibling module's `get_config()`
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.py").write_text("peft_config = None\ndef get_config():\n    return peft_config\n")
+    script = tmp_path / "train.py"
+    script.write_text("from peft import get_peft_model\nfrom transformers import AutoModelForCausalLM, Trainer, TrainingArguments\n"
+                      "from config import get_config\npeft_config = get_config()\n"
+                      'model = get_peft_model(AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf"), peft_config)\n'
+                      'Trainer(model=model, args=TrainingArguments("out", per_device_train_batch_size=16)).train()\n')
+    res = run(str(script))
+    assert res.exit_code == 2 and "what the step trains is not known: `get_peft_model` (line 5)" in res.output
+    assert "pass --lora-r" in res.output
+    assert run_json(str(script), "--lora-r", "16")["setup"]["lora_r"] == 16
+    from ckpt_doctor.check.lint import lint_text
+    from ckpt_doctor.analysis.source import read_source
+    from ckpt_doctor.config import Settings
+
+    (finding,) = lint_text(read_source(str(script)), Settings(root=tmp_path, select=["CKPT4"], gpu_memory="80GiB"))
+    assert finding.code == "CKPT404" and "what the step trains is not known" in finding.message
+
+
 TINY = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 2048, "max_position_embeddings": 256,
         "tie_word_embeddings": False}

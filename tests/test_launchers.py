@@ -656,6 +656,35 @@ def test_the_yaml_file_an_alignment_handbook_parser_reads_from_the_launch_gives_
     assert [(r.span.start.line, r.message) for r in finding.related] == [(8, "the Trainer that enables checkpointing at `train()`")]
 
 
+@pytest.mark.parametrize("shipped", [True, False])
+def test_a_trainer_named_otherwise_in_a_launcher_folder_named_otherwise_is_found(tmp_path, shipped):
+    # lmms-finetune (holdout4): example_scripts/example_image.sh launches train.py, whose `TrainerWithCustomSampler`
+    # (utils.py, not always in the checkout) takes the parsed arguments
+    files = {
+        "train.py": """
+            import transformers
+            from utils import TrainerWithCustomSampler
+
+            def train():
+                parser = transformers.HfArgumentParser((transformers.TrainingArguments,))
+                (training_args,) = parser.parse_args_into_dataclasses()
+                model = transformers.AutoModelForCausalLM.from_pretrained("llava-hf/llava-1.5-7b-hf")
+                trainer = TrainerWithCustomSampler(model=model, args=training_args)
+                trainer.train()
+
+            train()
+            """,
+        "example_scripts/example_image.sh": "torchrun --nproc_per_node 1 train.py --gradient_checkpointing True --per_device_train_batch_size 2\n",
+        "requirements.txt": "transformers==4.45.2\n",
+    }
+    if shipped:
+        files["utils.py"] = "from transformers import Trainer\n\nclass TrainerWithCustomSampler(Trainer):\n    pass\n"
+    write(tmp_path, files)
+    assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.batch_size.value == 2
+    (finding,) = [f for f in check(tmp_path) if f.code == "CKPT201"]
+    assert [r.span.start.line for r in finding.related] == [8]
+
+
 def test_a_settings_file_the_launcher_writes_with_a_here_document_is_read(tmp_path):
     # Online-RLHF (holdout8): run_loop2.sh writes dpo_config.yaml with `cat <<EOT > dpo_config.yaml` ... `EOT`, then
     # `accelerate launch ... run_dpo.py dpo_config.yaml`; run_dpo.py parses it with the alignment handbook's parser
@@ -850,6 +879,42 @@ def test_a_trl_parser_given_its_classes_by_keyword_reads_the_config_file(tmp_pat
     })
     settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
     assert (settings.model.value, settings.batch_size.value, settings.mixed_precision.value) == ("Qwen/Qwen2.5-Math-1.5B", 5, "bf16")
+
+
+def test_a_command_kept_in_variables_and_run_by_eval_is_a_launch(tmp_path):
+    # LESS: warmup_lora_train.sh sources base_training_args.sh (`export header="torchrun ... -m less.train.train"`,
+    # `export base_training_args="--bf16 True ..."`) and runs `eval "$header" "$training_args"`; VLM2Vec keeps the
+    # command in `cmd="..."`, shows it with `echo $cmd` (no launch) and runs `eval $cmd`, three folders down
+    write(tmp_path, {
+        "less/__init__.py": "",
+        "less/train/__init__.py": "",
+        "less/train/train.py": "from transformers import TrainingArguments\n",
+        "less/scripts/train/base_training_args.sh": """
+            #!/bin/bash
+            export header="torchrun --nproc_per_node 1 \\
+            -m less.train.train"
+            export base_training_args="--do_train True \\
+            --max_seq_length 2048 \\
+            --per_device_train_batch_size 1"
+            """,
+        "less/scripts/train/warmup_lora_train.sh": """
+            #!/bin/bash
+            source less/scripts/train/base_training_args.sh
+            model_path=$1
+            training_args="$base_training_args --model_name_or_path $model_path"
+            eval "$header" "$training_args"
+            """,
+        "train.py": "from transformers import TrainingArguments\n",
+        "experiments/public/train/run.sh": """
+            cmd="CUDA_VISIBLE_DEVICES=0,1 torchrun --nproc_per_node=2 train.py --per_device_train_batch_size 128"
+            echo $cmd
+            eval $cmd
+            """,
+    })
+    (less,) = launches(tmp_path, "less/train/train.py")
+    assert (less.line, less.options["max_seq_length"], less.options["per_device_train_batch_size"]) == (5, "2048", "1")
+    (vlm,) = launches(tmp_path)
+    assert (vlm.file, vlm.line, vlm.processes) == (str(tmp_path / "experiments/public/train/run.sh"), 3, 2)
 
 
 def test_argparse_options_a_sibling_module_parses_take_the_launchers_values(tmp_path):

@@ -407,8 +407,9 @@ class _Extractor:
             # where a script turns checkpointing on but runs no step itself, is its loop in a module of the project?
             self.facts.loop_module = next(filter(None, map(self.project.runs_backward, list(self.facts.imports))), None)
         for call in self.facts.calls:
-            if call.name.endswith(("Trainer", "Parser")) and call.qualname:
-                # `LOMOTrainer(...)`, `H4ArgumentParser(...)` from a sibling module: does it extend the library's?
+            if ("Trainer" in call.name or call.name.endswith("Parser")) and call.qualname:
+                # `LOMOTrainer(...)`, `TrainerWithCustomSampler(...)`, `H4ArgumentParser(...)` from a sibling module: does it
+                # extend the library's?
                 self._project_class(call.qualname)
             elif call.qualname and call.qualname.endswith(LOADERS):
                 self._project_class(call.qualname.rsplit(".", 1)[0])  # a copied `modeling_llama.py`'s `LlamaForCausalLM`

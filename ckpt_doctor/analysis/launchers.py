@@ -31,9 +31,10 @@ from ckpt_doctor.analysis.values import Const, OptionVal, Origin, Value, constan
 # files that hold launch lines, and folders next to a script where people keep them
 LAUNCHER_SUFFIXES = (".sh", ".bash", ".slurm", ".sbatch")
 MAKEFILES = ("Makefile", "makefile", "GNUmakefile", "justfile", "Justfile")
-LAUNCHER_FOLDERS = {"scripts", "script", "shell", "sh", "bash", "launch", "launcher", "launchers", "run", "runs", "jobs", "slurm",
-                    "train_scripts", "run_scripts", "examples", "recipes"}
-_FOLDER_DEPTH = 2
+LAUNCHER_FOLDERS = {"shell", "sh", "bash", "run", "runs", "jobs", "experiments"}
+# and any folder whose name has one of these in it (`example_scripts`, `train_scripts`, `launchers`, `slurm_jobs`)
+_LAUNCHER_FOLDER_WORDS = ("script", "launch", "slurm", "example", "recipe")
+_FOLDER_DEPTH = 3  # `experiments/public/train/run.sh`
 MAX_LAUNCHER_FILES = 300
 
 UNKNOWN_VALUE = None  # an option passed with a value the file does not tell (`--model $1`)
@@ -200,7 +201,7 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
         text = files.launcher(path)
         if text is None or target.stem not in text:
             continue
-        text = shell_lines(path.name, text)
+        text = _with_sourced(shell_lines(path.name, text), path, root, files) if path.suffix in LAUNCHER_SUFFIXES else shell_lines(path.name, text)
         documents = None
         runs = _commands_in_folders(text, path, is_makefile(path.name))
         if path.suffix in LAUNCHER_SUFFIXES and _POSITIONAL.search(text):
@@ -230,6 +231,34 @@ def _commands_in_folders(text: str, path: Path, makefile: bool, arguments: list[
             continue
         out.append((line, words, folder))
     return out
+
+
+_SOURCE = re.compile(r"^[ \t]*(?:source|\.)[ \t]+([\w./-]+\.(?:sh|bash|env))[ \t]*$", re.MULTILINE)
+
+
+def _with_sourced(text: str, launcher: Path, root: Path, files: ProjectFiles) -> str:
+    """The launcher's text with each file it `source`s (`source less/scripts/train/base_training_args.sh`, from its own
+    folder or the project root) in place of that line, blanked to one line so line numbers stay the launcher's: the
+    variables it sets (`export base_training_args="--bf16 True ..."`) are then known."""
+    def sourced(match: re.Match) -> str:
+        for base in (launcher.parent, root):
+            candidate = base / match.group(1)
+            found = files.launcher(candidate) if _within(candidate, root) else None
+            if found is not None:
+                return _assignments(found)
+        return match.group(0)
+
+    return _SOURCE.sub(sourced, text) if "source" in text or ". " in text else text
+
+
+def _assignments(text: str) -> str:
+    """The variable assignments of a sourced file, as one line of the sourcing launcher (`A=1 ; export B="x y"`)."""
+    out = []
+    for _, logical in _logical_lines(text):
+        stripped = logical.strip()
+        if _ASSIGNMENT.match(stripped.removeprefix("export ").strip()):
+            out.append(stripped)
+    return " ; ".join(out)
 
 
 def _callers(launcher: Path, root: Path, files: ProjectFiles) -> list[list[str]]:
@@ -520,9 +549,13 @@ def _listed(folder: Path, depth: int) -> list[Path]:
                                     or (depth == 0 and e.name in TASK_FILES)) and e.is_file()]
     if depth < _FOLDER_DEPTH:
         for entry in entries:
-            if (depth > 0 or entry.name.lower() in LAUNCHER_FOLDERS) and not entry.name.startswith(".") and entry.is_dir():
+            if (depth > 0 or _launcher_folder(entry.name.lower())) and not entry.name.startswith(".") and entry.is_dir():
                 files += _listed(entry, depth + 1)
     return files
+
+
+def _launcher_folder(name: str) -> bool:
+    return name in LAUNCHER_FOLDERS or any(word in name for word in _LAUNCHER_FOLDER_WORDS)
 
 
 def _folders_up(folder: Path, root: Path) -> list[Path]:
@@ -555,6 +588,8 @@ def commands(text: str, makefile: bool = False, arguments: list[str] | None = No
         if not stripped or stripped.startswith("#"):
             continue
         for words in _split_commands(_expand(stripped, variables)):
+            if words[0] == "eval" and len(words) > 1:  # `eval "$header" "$training_args"`: the words, split again
+                words = next(iter(_split_commands(" ".join(words[1:]))), words)
             if words[0] in ("export", "local", "readonly", "declare"):
                 words = [w for w in words[1:] if not w.startswith("-")]
             assignments = [_ASSIGNMENT.match(w) for w in words]
@@ -697,6 +732,8 @@ def _read_command(words: list[str], line: int, launcher: Path, target: Path, roo
                   files: ProjectFiles | None = None) -> Launch | None:
     """The launch `words`, run in `folder` (the launcher's by default), make, when they run `target`, or a wrapper
     of the project (read through `files`) that runs `target`'s entry point."""
+    if words[0] in ("echo", "printf"):
+        return None  # `echo $cmd` shows the command the next line runs
     for index, word in enumerate(words):
         name = word.rsplit("/", 1)[-1]
         if not (_PYTHON.match(name) or name in ("torchrun", "deepspeed", "accelerate")):

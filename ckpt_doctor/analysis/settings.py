@@ -83,6 +83,7 @@ class ScriptSettings:
     deepspeed_16bit: bool = False  # DeepSpeed's 16-bit mode: `dtype` weights with an fp32 master copy
     config_call: Call | None = None  # TrainingArguments / TRL config, where a flag fix goes
     sharding_unknown: str | None = None  # why the spread over GPUs is not known (a launcher's missing accelerate config)
+    trained_unknown: str | None = None  # why what the step trains is not known (a PEFT or quantization config built elsewhere)
     fused_loss: Setting | None = None  # a fused / chunked cross-entropy (Liger, cut-cross-entropy): logits never whole
     is_training: bool = False
 
@@ -332,6 +333,8 @@ def read_settings(training: Training) -> ScriptSettings:
         if truth(parsed.get("use_peft", MISSING)) is True:
             out.lora_r = _setting(parsed.get("lora_r", MISSING)) or Setting(16, None, "TRL ModelConfig default lora_r")
 
+    out.trained_unknown = _trained_unknown(training, out)
+
     # sharding
     stage = training.zero_stage
     if stage is not None:
@@ -522,6 +525,22 @@ def _requires_grad_changes(facts: ScriptFacts) -> tuple[list[tuple[str, int]], l
             elif on:
                 unfrozen.append(base.call.receiver)
     return frozen, unfrozen
+
+
+def _trained_unknown(training: Training, out: ScriptSettings) -> str | None:
+    """Why the weights the step trains and stores are not known: the default run wraps the model with
+    `get_peft_model(model, peft_config)` whose config this file does not build (a sibling module's `get_config()`), or
+    loads it with a `quantization_config` built there. An estimate would count a full fine-tune of 16-bit weights."""
+    if out.lora_r is None:
+        wrapped = next((c for c in training.facts.calls_to("peft.get_peft_model") if c.condition.runs_by_default is not False), None)
+        if wrapped is not None:
+            return f"`get_peft_model` (line {wrapped.line}) is given a PEFT config this file does not build"
+    load = out.model_load
+    quantization = load.kwarg("quantization_config") if load is not None else MISSING
+    if not (out.load_in_4bit or out.load_in_8bit or isinstance(quantization, (Missing, Instance))
+            or (isinstance(quantization, Const) and quantization.value is None) or training.facts.calls_to("transformers.BitsAndBytesConfig")):
+        return f"the `quantization_config` of the load at line {load.line} is built where this file cannot read it"
+    return None
 
 
 def _module_flag(training: Training) -> AttrAssign | None:

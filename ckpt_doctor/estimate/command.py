@@ -121,7 +121,7 @@ def settings_from_analysis(analysis, config, model_flag: str | None = None, wher
     offload, pins = offload_of(analysis)  # host memory only: the device estimate does not read it
     # `fused_loss` is not a TrainingSetup field: what `--fit` must not propose again
     return ({**settings.as_flags(), "model": model, "fused_loss": settings.fused_loss is not None, "offload": offload,
-             "deepspeed_pins": pins}, settings.describe())
+             "deepspeed_pins": pins, "trained_unknown": settings.trained_unknown}, settings.describe())
 
 
 def setup_from_settings(settings: dict, *, seq_len_given: bool, from_script: bool, read: str = "") -> tuple[TrainingSetup, str]:
@@ -273,8 +273,13 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
     read = ""  # what the messages below add: the settings the script gave
     if script:
         from_script, described = settings_from_script(script, model)
+        unknown = from_script.pop("trained_unknown")
         settings.update({k: v for k, v in from_script.items() if v is not None})
         read = f" (settings read from {script}: {described})"
+        if unknown and lora_r is None and not load_in_4bit and not load_in_8bit:
+            _fail(f"{script}: what the step trains is not known: {unknown}; pass --lora-r (and --load-in-4bit or "
+                  f"--load-in-8bit) as the run uses them{read}")
+            return
     settings.update({k: v for k, v in given.items() if v is not None})
 
     try:

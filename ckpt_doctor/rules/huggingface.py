@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from ckpt_doctor.analysis.facts import AttrAssign
+from ckpt_doctor.analysis.facts import AttrAssign, own_name
 from ckpt_doctor.findings import Applicability, FixSpec, Related, RenameAttribute, RenameKeywords, RenameMethod, SetDictKey, Severity
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
@@ -163,6 +163,9 @@ def _enabling_trainer(ctx: Context, site: HFSite) -> list[Related]:
     if site.kind != "command line":
         return []
     found = on_path(site.condition, ctx.facts.calls, lambda c: c.via is None and ctx.training.is_trainer(c))
+    # else a `...Trainer...(...)` of a module the project does not ship readable (`TrainerWithCustomSampler` of a utils.py)
+    found = found or on_path(site.condition, ctx.facts.calls, lambda c: c.via is None and "Trainer" in c.name and "args" in c.kwargs
+                             and c.qualname is not None and own_name(c.qualname) not in ctx.facts.classes)
     return [Related(found[0].span, "the Trainer that enables checkpointing at `train()`")] if found else []
 
 

@@ -150,6 +150,8 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     if settings.sharding_unknown:
         raise _Unknown(f"how the step is spread over GPUs is not known: {settings.sharding_unknown}. Settings read: "
                        f"{settings.describe()}", where)
+    if settings.trained_unknown:
+        raise _Unknown(f"what the step trains is not known: {settings.trained_unknown}. Settings read: {settings.describe()}", where)
     loader = settings.model_load.qualname if settings.model_load is not None else None
     if loader and loader.startswith("unsloth."):
         raise _Unknown(f"the model is loaded by Unsloth (`{loader}`, line {settings.model_load.line}), which patches in kernels, "

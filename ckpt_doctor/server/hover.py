@@ -68,6 +68,8 @@ def estimate_markdown(analysis, config, name: str) -> str:
     title = "**ckpt-doctor: memory of one training step**"
     try:
         flags, _ = settings_from_analysis(analysis, config, where=name)
+        if flags["trained_unknown"]:
+            raise EstimateError(f"what the step trains is not known: {flags['trained_unknown']}")
         setup, model_source = setup_from_settings(flags, seq_len_given=False, from_script=True)
     except EstimateError as exc:
         return (f"{title}\n\nNo estimate: {exc}.\n\nMap the model to a local config.json in `[tool.ckpt-doctor] model-configs` "

@@ -237,6 +237,8 @@ def test_checkpoint_from_deepspeed_or_torch_gets_no_torch_fix():
 
 
 def test_a_legacy_8bit_load_behind_an_option_may_be_quantized():
+    # and peft's preparation checkpoints only then: only quantized models get checkpointing [P2] (Whisper-Finetune,
+    # holdout4, quantizes only with `--use_8bit`)
     code = """
     import argparse
     from peft import prepare_model_for_kbit_training
@@ -248,6 +250,10 @@ def test_a_legacy_8bit_load_behind_an_option_may_be_quantized():
     model = prepare_model_for_kbit_training(model)
     """
     assert "CKPT207" not in [c for c, _ in codes(code)]
+    text = textwrap.dedent(code)
+    assert analyze(SourceFile("t.py", text, text.encode()), Settings()).settings.checkpointing.value == "none"
+    (finding,) = [f for f in findings(code) if f.code == "CKPT201"]
+    assert "--load_in_8bit" in str(finding.condition)
 
 
 @pytest.mark.parametrize("signature, reported", [
@@ -284,26 +290,6 @@ def test_the_layers_flag_set_by_hand_is_checkpointing_on():
     text = textwrap.dedent(code)
     settings = analyze(SourceFile("t.py", text, text.encode()), Settings()).settings
     assert (settings.checkpointing.value, settings.checkpointing.line) == ("full", 4)
-
-
-def test_kbit_preparation_checkpoints_only_on_the_path_that_quantizes():
-    # Whisper-Finetune (holdout4): peft enables checkpointing only for a quantized model [P2], and the model is
-    # quantized only with `--use_8bit`
-    code = """
-    import argparse
-    from peft import prepare_model_for_kbit_training
-    from transformers import WhisperForConditionalGeneration
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--use_8bit", action="store_true")
-    args = parser.parse_args()
-    model = WhisperForConditionalGeneration.from_pretrained("openai/whisper-tiny", load_in_8bit=args.use_8bit)
-    model = prepare_model_for_kbit_training(model)
-    """
-    text = textwrap.dedent(code)
-    settings = analyze(SourceFile("t.py", text, text.encode()), Settings()).settings
-    assert settings.checkpointing.value == "none"
-    (finding,) = [f for f in findings(code) if f.code == "CKPT201"]
-    assert "--use_8bit" in str(finding.condition)
 
 
 # -- 5. use_reentrant=True through Hugging Face ------------------------------------------------------

@@ -201,7 +201,9 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
         text = files.launcher(path)
         if text is None or target.stem not in text:
             continue
-        text = _with_sourced(shell_lines(path.name, text), path, root, files) if path.suffix in LAUNCHER_SUFFIXES else shell_lines(path.name, text)
+        text = shell_lines(path.name, text)
+        if path.suffix in LAUNCHER_SUFFIXES:
+            text = _with_sourced(text, path, root, files)
         documents = None
         runs = _commands_in_folders(text, path, is_makefile(path.name))
         if path.suffix in LAUNCHER_SUFFIXES and _POSITIONAL.search(text):
@@ -237,9 +239,9 @@ _SOURCE = re.compile(r"^[ \t]*(?:source|\.)[ \t]+([\w./-]+\.(?:sh|bash|env))[ \t
 
 
 def _with_sourced(text: str, launcher: Path, root: Path, files: ProjectFiles) -> str:
-    """The launcher's text with each file it `source`s (`source less/scripts/train/base_training_args.sh`, from its own
-    folder or the project root) in place of that line, blanked to one line so line numbers stay the launcher's: the
-    variables it sets (`export base_training_args="--bf16 True ..."`) are then known."""
+    """The launcher's text with the variables each file it `source`s sets (`source less/scripts/train/base_training_args.sh`,
+    from its own folder or the project root: `export base_training_args="--bf16 True ..."`) on the line of the `source`,
+    so the launcher's line numbers stay as they are."""
     def sourced(match: re.Match) -> str:
         for base in (launcher.parent, root):
             candidate = base / match.group(1)

@@ -685,6 +685,62 @@ def test_a_trainer_named_otherwise_in_a_launcher_folder_named_otherwise_is_found
     assert [r.span.start.line for r in finding.related] == [8]
 
 
+def test_a_trainer_class_chosen_by_an_option_is_the_trainer(tmp_path):
+    # Video-R1 (holdout9): `trainer_cls = Qwen2VLGRPOTrainer if not training_args.use_vllm else ...; trainer_cls(...)`
+    write(tmp_path, {
+        "grpo.py": """
+            from trl import GRPOConfig, GRPOTrainer, TrlParser
+            from trainer import Qwen2VLGRPOTrainer
+
+            def main(training_args):
+                trainer_cls = Qwen2VLGRPOTrainer if not training_args.use_vllm else GRPOTrainer
+                trainer = trainer_cls(model="Qwen/Qwen2.5-VL-7B-Instruct", args=training_args)
+                trainer.train()
+
+            if __name__ == "__main__":
+                (training_args,) = TrlParser((GRPOConfig,)).parse_args_and_config()
+                main(training_args)
+            """,
+        "trainer.py": "from trl import GRPOTrainer\n\nclass Qwen2VLGRPOTrainer(GRPOTrainer):\n    pass\n",
+        "run.sh": "torchrun --nproc_per_node 8 grpo.py --gradient_checkpointing true\n",
+        "requirements.txt": "transformers==4.49.0\ntrl==0.16.0\n",
+    })
+    (finding,) = [f for f in check(tmp_path, "grpo.py") if f.code == "CKPT201"]
+    assert [r.span.start.line for r in finding.related] == [6]
+
+
+@pytest.mark.parametrize("flag, reported", [("--gradient_checkpointing 1", True), ("", False)])
+def test_a_trainer_turns_on_the_checkpointing_of_a_projects_own_model(tmp_path, flag, reported):
+    # LongAlign (holdout9): `LlamaForCausalLM.from_pretrained` of the project's modeling_llama.py, whose layers call
+    # torch's `checkpoint` without `use_reentrant`, given to a Trainer whose launcher passes --gradient_checkpointing 1
+    write(tmp_path, {
+        "modeling_llama.py": """
+            import torch
+            from transformers import PreTrainedModel
+
+            class LlamaForCausalLM(PreTrainedModel):
+                def forward(self, x):
+                    return torch.utils.checkpoint.checkpoint(self.layer, x)
+            """,
+        "main.py": """
+            import transformers
+            from modeling_llama import LlamaForCausalLM
+
+            def train():
+                (training_args,) = transformers.HfArgumentParser((transformers.TrainingArguments,)).parse_args_into_dataclasses()
+                model = LlamaForCausalLM.from_pretrained("THUDM/LongAlign-7B-64k-base")
+                trainer = transformers.Trainer(model=model, args=training_args)
+                trainer.train()
+
+            train()
+            """,
+        "scripts/llama_pack.sh": f"deepspeed main.py --output_dir out {flag}\n",
+    })
+    found = [f for f in check(tmp_path, "main.py", select=["CKPT101"])]
+    assert [f.span.start.line for f in found] == ([7] if reported else [])
+    assert not found or "modeling_llama.py:6" in found[0].message
+
+
 def test_a_settings_file_the_launcher_writes_with_a_here_document_is_read(tmp_path):
     # Online-RLHF (holdout8): run_loop2.sh writes dpo_config.yaml with `cat <<EOT > dpo_config.yaml` ... `EOT`, then
     # `accelerate launch ... run_dpo.py dpo_config.yaml`; run_dpo.py parses it with the alignment handbook's parser

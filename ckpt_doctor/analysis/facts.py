@@ -407,9 +407,9 @@ class _Extractor:
             # where a script turns checkpointing on but runs no step itself, is its loop in a module of the project?
             self.facts.loop_module = next(filter(None, map(self.project.runs_backward, list(self.facts.imports))), None)
         for call in self.facts.calls:
-            if ("Trainer" in call.name or call.name.endswith("Parser")) and call.qualname:
-                # `LOMOTrainer(...)`, `TrainerWithCustomSampler(...)`, `H4ArgumentParser(...)` from a sibling module: does it
-                # extend the library's?
+            if call.qualname and ("Trainer" in call.qualname.rsplit(".", 1)[-1] or call.name.endswith("Parser")):
+                # `LOMOTrainer(...)`, `TrainerWithCustomSampler(...)`, `trainer_cls(...)` holding one, `H4ArgumentParser(...)`
+                # from a sibling module: does it extend the library's?
                 self._project_class(call.qualname)
             elif call.qualname and call.qualname.endswith(LOADERS):
                 self._project_class(call.qualname.rsplit(".", 1)[0])  # a copied `modeling_llama.py`'s `LlamaForCausalLM`
@@ -420,13 +420,18 @@ class _Extractor:
     def _project_model_checkpoints(self) -> None:
         """`model.gradient_checkpointing_enable()` on a model the project's own class loads
         (`from src.models.modeling_llama import LlamaForCausalLM`), or `model.set_grad_checkpointing()` on one its own
-        factory makes (open_lm's `create_model`): the checkpoint calls of that module run."""
+        factory makes (open_lm's `create_model`), or a Trainer given such a model (it turns checkpointing on at
+        `train()` when its arguments ask for it): the checkpoint calls of that module run."""
         if self.project is None:
             return
         for call in self.facts.calls:
-            if not (call.name in HF_ENABLE_METHODS or _OWN_ENABLE.fullmatch(call.name)) or call.receiver is None:
+            if call.receiver is not None and (call.name in HF_ENABLE_METHODS or _OWN_ENABLE.fullmatch(call.name)):
+                model = call.receiver_value
+            elif call.qualname and "Trainer" in call.qualname.rsplit(".", 1)[-1] and "model" in call.kwargs:
+                model = call.kwargs["model"]
+            else:
                 continue
-            for load in _model_loads(call.receiver_value):
+            for load in _model_loads(model):
                 loaded = load.qualname.rsplit(".", 1)[0] if load.qualname.endswith(LOADERS) else load.qualname
                 found = self.project.own_checkpoint_call(loaded)
                 if found is not None:
@@ -1055,6 +1060,8 @@ class _Extractor:
                 return _with_alternative(body, other, [l.negated() for l in then]) if test else _with_alternative(other, body, then)
             if isinstance(body, Const) and isinstance(other, Const) and body.value == other.value:
                 return body
+            if isinstance(body, QualName) and isinstance(other, QualName):  # `A if args.x else B`: one of two callees
+                return body if body.name == other.name else replace(body, alternatives=(*body.alternatives, other.name))
             return UNKNOWN
         if isinstance(node, ast.Call):
             return self._eval_call(node, scope)

@@ -53,13 +53,23 @@ def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
                 "Add `use_reentrant=False`",
             ),
         )
+    def by_trainer(enable) -> bool:  # a Trainer given the model: its arguments turn checkpointing on
+        return "Trainer" in (enable.qualname or "").rsplit(".", 1)[-1]
+
+    enabled_by_hand = {id(load) for enable, load, _, _ in ctx.facts.model_checkpoints if not by_trainer(enable)}
     for enable, load, module, call in ctx.facts.model_checkpoints:
         condition = together(enable.condition, load.condition)
+        if by_trainer(enable):
+            if id(load) in enabled_by_hand:
+                continue  # reported where the script turns it on itself
+            sites = [s for s in ctx.training.hf_sites if s.enabled and s.kind in ("command line", "training config")]
+            condition = next(filter(None, (together(condition, s.condition) for s in sites)), None)
         if condition is None:
             continue
+        who = f"`{enable.name}(...)` (at `train()`)" if by_trainer(enable) else f"`{enable.receiver}.{enable.name}()`"
         yield Report(
             enable.span,
-            f"`{enable.receiver}.{enable.name}()` turns on the checkpointing of the project's own "
+            f"{who} turns on the checkpointing of the project's own "
             f"`{load.qualname.removesuffix('.from_pretrained').removesuffix('.from_config').rsplit('.', 1)[-1]}` "
             f"(made at line {load.line}), whose module calls "
             f"`torch.utils.checkpoint.checkpoint` without `use_reentrant` ({module}:{call.line}): torch warns "

@@ -741,6 +741,31 @@ def test_a_trainer_turns_on_the_checkpointing_of_a_projects_own_model(tmp_path, 
     assert not found or "modeling_llama.py:6" in found[0].message
 
 
+def test_guides_and_readmes_above_the_script_give_its_launch(tmp_path):
+    # Video-ChatGPT (holdout9): docs/train_video_chatgpt.md shows the command, with `<placeholders>`; WizardCoder: the
+    # README above src/ runs `deepspeed train_wizardcoder.py` from another checkout
+    write(tmp_path, {
+        "video_chatgpt/train/train.py": "import transformers\n",
+        "docs/train_video_chatgpt.md": """
+            Train on 8 A100 40GB GPUs:
+            ```shell
+            torchrun --nproc_per_node=8 video_chatgpt/train/train.py \\
+                      --model_name_or_path <path to LLaVA-7B-Lightening-v-1-1 model> \\
+                      --per_device_train_batch_size 4 \\
+                      --gradient_checkpointing True
+            ```
+            """,
+        "WizardCoder/src/train_wizardcoder.py": "import transformers\n",
+        "WizardCoder/README.md": "```bash\ndeepspeed train_wizardcoder.py --model_max_length 2048\n```\n",
+    })
+    (video,) = launches(tmp_path, "video_chatgpt/train/train.py")
+    assert video.options == {"model_name_or_path": None, "per_device_train_batch_size": "4", "gradient_checkpointing": "True"}
+    (wizard,) = launches(tmp_path, "WizardCoder/src/train_wizardcoder.py")
+    assert wizard.options == {"model_max_length": "2048"}
+    write(tmp_path, {"train_wizardcoder.py": "import transformers\n"})  # a second file of that name: not this one
+    assert launches(tmp_path, "WizardCoder/src/train_wizardcoder.py") == []
+
+
 def test_a_settings_file_the_launcher_writes_with_a_here_document_is_read(tmp_path):
     # Online-RLHF (holdout8): run_loop2.sh writes dpo_config.yaml with `cat <<EOT > dpo_config.yaml` ... `EOT`, then
     # `accelerate launch ... run_dpo.py dpo_config.yaml`; run_dpo.py parses it with the alignment handbook's parser

@@ -185,6 +185,7 @@ def typed(raw: str, *, flag: bool = False) -> object:
 
 MAX_LAUNCHES = 16
 MAX_CALLERS = 4  # launchers read for the arguments they run another one with
+MAX_GUIDES = 20  # Markdown files besides the READMEs read for launch commands
 
 
 def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[Launch]:
@@ -281,8 +282,11 @@ def _callers(launcher: Path, root: Path, files: ProjectFiles) -> list[list[str]]
 
 
 def _readme_files(folder: Path, root: Path) -> list[Path]:
-    """The Markdown READMEs of the script's folder and its parents up to the project root, nearest first."""
-    return [current / name for current in _folders_up(folder, root) for name in README_NAMES if (current / name).is_file()]
+    """The Markdown READMEs of the script's folder and its parents up to the project root, nearest first, then the
+    project's other guides: the Markdown files of its root and of its `docs/` (`docs/train_video_chatgpt.md`)."""
+    readmes = [current / name for current in _folders_up(folder, root) for name in README_NAMES if (current / name).is_file()]
+    guides = sorted(p for base in (root, root / "docs") if base.is_dir() for p in base.glob("*.md") if p.name not in README_NAMES)
+    return readmes + guides[:MAX_GUIDES]
 
 
 TASK_FILES = ("package.json", "pyproject.toml")  # the `scripts:` people keep beside their code
@@ -292,7 +296,7 @@ def shell_lines(name: str, text: str) -> str:
     """A launcher's text as shell lines: a shell script or Makefile as it is; the commands of `package.json`
     "scripts" and of pyproject task tables (`[tool.poe.tasks]`, `[tool.pdm.scripts]`, `[tool.hatch.envs.*.scripts]`)
     each on the line it is written on, every other line blank, so lines keep their numbers."""
-    if name in README_NAMES:
+    if name in README_NAMES or name.lower().endswith(".md"):
         return _markdown_code(text)
     if name not in TASK_FILES:
         return text
@@ -309,18 +313,19 @@ def shell_lines(name: str, text: str) -> str:
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _PROMPT = re.compile(r"^\s*[$>]\s+")
+_PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>")  # `--model_name_or_path <path to LLaVA-7B model>`
 
 
 def _markdown_code(text: str) -> str:
-    """A README's fenced code blocks as shell lines (a `$ ` prompt dropped), every other line blank, so lines keep
-    their numbers."""
+    """A README's fenced code blocks as shell lines (a `$ ` prompt dropped, a `<placeholder>` an unknown value), every
+    other line blank, so lines keep their numbers."""
     out, inside = [], False
     for line in text.splitlines():
         if _FENCE.match(line):
             inside = not inside
             out.append("")
         else:
-            out.append(_PROMPT.sub("", line) if inside else "")
+            out.append(_PLACEHOLDER.sub("$PLACEHOLDER", _PROMPT.sub("", line)) if inside else "")
     return "\n".join(out) + "\n"
 
 
@@ -808,8 +813,12 @@ def _runs(program: str | None, module: str | None, folder: Path, target: Path, r
     if len(parts) == 1 and "$" not in program:
         if any(_same(base / program, target) for base in (folder, root)):
             return True
-        # `bash scripts/train.sh` run from the folder of `train.py`: a bare name the launcher's own folder lacks
-        return program == target.name and not (folder / program).exists() and target.parent in folder.resolve().parents
+        if program != target.name or (folder / program).exists():
+            return False
+        # `bash scripts/train.sh` run from the folder of `train.py`: a bare name the launcher's own folder lacks; or a
+        # README above the script that runs it from elsewhere (WizardCoder's `deepspeed train_wizardcoder.py`, for a
+        # file kept in src/), when it is the project's only file of that name
+        return target.parent in folder.resolve().parents or (folder.resolve() in target.parents and len(_python_files(root, program)) == 1)
     # `python open_flamingo/open_flamingo/train/train.py`, run from above the checkout: its first word names the
     # checkout itself (the path is no file of the project as written)
     above = len(parts) > 3 and not root.joinpath(*parts).exists() and not folder.joinpath(*parts).exists()

@@ -766,6 +766,20 @@ def test_guides_and_readmes_above_the_script_give_its_launch(tmp_path):
     assert launches(tmp_path, "WizardCoder/src/train_wizardcoder.py") == []
 
 
+def test_the_launcher_the_readme_names_comes_first_and_runs_from_its_own_folder(tmp_path):
+    # Yi (holdout9): finetune/README.md says `bash finetune/scripts/run_sft_Yi_6b.sh`, which does
+    # `cd "$(dirname "${BASH_SOURCE[0]}")/../sft/"` then `deepspeed main.py`; run_sft_lora_Yi_6b.sh sorts first
+    write(tmp_path, {
+        "finetune/sft/main.py": "import deepspeed\n",
+        "finetune/README.md": "```bash\nbash finetune/scripts/run_sft_Yi_6b.sh\n```\n",
+        "finetune/scripts/run_sft_Yi_6b.sh": 'cd "$(dirname "${BASH_SOURCE[0]}")/../sft/"\ndeepspeed main.py --per_device_train_batch_size 1\n',
+        "finetune/scripts/run_sft_lora_Yi_6b.sh": "cd ../sft/\ndeepspeed main.py --per_device_train_batch_size 4\n",
+    })
+    first, second = launches(tmp_path, "finetune/sft/main.py")
+    assert (first.file, first.options) == (str(tmp_path / "finetune/scripts/run_sft_Yi_6b.sh"), {"per_device_train_batch_size": "1"})
+    assert second.file.endswith("run_sft_lora_Yi_6b.sh")
+
+
 def test_a_settings_file_the_launcher_writes_with_a_here_document_is_read(tmp_path):
     # Online-RLHF (holdout8): run_loop2.sh writes dpo_config.yaml with `cat <<EOT > dpo_config.yaml` ... `EOT`, then
     # `accelerate launch ... run_dpo.py dpo_config.yaml`; run_dpo.py parses it with the alignment handbook's parser

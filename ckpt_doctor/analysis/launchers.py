@@ -197,8 +197,10 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
     except (OSError, ValueError):
         return []
     found: list[Launch] = []
-    # the project's shell scripts first; the commands its READMEs show only after them
-    for path in [*_launcher_files(target.parent, root), *_readme_files(target.parent, root)]:
+    # the project's shell scripts first (those its READMEs tell people to run before the others); the commands its
+    # READMEs show only after them
+    readmes = _readme_files(target.parent, root)
+    for path in [*_documented_first(_launcher_files(target.parent, root), readmes, files), *readmes]:
         text = files.launcher(path)
         if text is None or target.stem not in text:
             continue
@@ -223,19 +225,37 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
     return found
 
 
+def _documented_first(launchers: list[Path], readmes: list[Path], files: ProjectFiles) -> list[Path]:
+    """`launchers` with those a README (or guide) names (`bash finetune/scripts/run_sft_Yi_6b.sh`) first, in the order
+    it names them: the run the project documents, before a variant that sorts earlier (`run_sft_lora_Yi_6b.sh`)."""
+    documented = " ".join(text for text in map(files.launcher, readmes) if text)
+    if not documented:
+        return launchers
+
+    def mentioned(path: Path) -> float:
+        found = re.search(rf"(?<![\w.-]){re.escape(path.name)}\b", documented)
+        return found.start() if found else float("inf")
+
+    return sorted(launchers, key=mentioned)
+
+
 def _commands_in_folders(text: str, path: Path, makefile: bool, arguments: list[str] | None = None) -> list[tuple[int, list[str], Path]]:
     """`commands`, each with the folder it runs in: the launcher's, or the one a `cd sub` before it moved to."""
     folder = path.parent
     out = []
     for line, words in commands(text, makefile=makefile, arguments=arguments):
-        if words[0] == "cd" and len(words) == 2 and "$" not in words[1] and not words[1].startswith("-"):
-            # from where the last `cd` went, else from the launcher's folder (a README's next block starts there)
-            folder = next((f / words[1] for f in (folder, path.parent) if (f / words[1]).is_dir()), folder)
-            continue
+        if words[0] == "cd" and len(words) == 2:
+            # `cd "$(dirname "${BASH_SOURCE[0]}")/../sft/"`: from the launcher's own folder
+            place = _OWN_FOLDER.sub(lambda _: str(path.parent), words[1])
+            if "$" not in place and not place.startswith("-"):
+                # from where the last `cd` went, else from the launcher's folder (a README's next block starts there)
+                folder = next((f / place for f in (folder, path.parent) if (f / place).is_dir()), folder)
+                continue
         out.append((line, words, folder))
     return out
 
 
+_OWN_FOLDER = re.compile(r'^\$\(dirname\s*"?\$\{?(?:0|BASH_SOURCE(?:\[0\])?)\}?"?\)')  # as `commands` leaves it
 _SOURCE = re.compile(r"^[ \t]*(?:source|\.)[ \t]+([\w./-]+\.(?:sh|bash|env))[ \t]*$", re.MULTILINE)
 
 

@@ -757,7 +757,12 @@ def test_guides_and_readmes_above_the_script_give_its_launch(tmp_path):
             """,
         "WizardCoder/src/train_wizardcoder.py": "import transformers\n",
         "WizardCoder/README.md": "```bash\ndeepspeed train_wizardcoder.py --model_max_length 2048\n```\n",
+        # codealpaca: a `\\` forgotten at the end of a line of the command
+        "README.md": "```bash\ntorchrun --nproc_per_node=8 train.py \\\n    --model_name_or_path <ckpt>\n    --fp16 True\n```\n",
+        "train.py": "import transformers\n",
     })
+    (alpaca,) = launches(tmp_path, "train.py")
+    assert alpaca.options == {"model_name_or_path": None, "fp16": "True"}
     (video,) = launches(tmp_path, "video_chatgpt/train/train.py")
     assert video.options == {"model_name_or_path": None, "per_device_train_batch_size": "4", "gradient_checkpointing": "True"}
     (wizard,) = launches(tmp_path, "WizardCoder/src/train_wizardcoder.py")

@@ -337,15 +337,19 @@ _PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>")  # `--model_name_or_path <path 
 
 
 def _markdown_code(text: str) -> str:
-    """A README's fenced code blocks as shell lines (a `$ ` prompt dropped, a `<placeholder>` an unknown value), every
-    other line blank, so lines keep their numbers."""
+    """A README's fenced code blocks as shell lines (a `$ ` prompt dropped, a `<placeholder>` an unknown value, a line
+    of `--options` after one whose `\\` was forgotten joined to it), every other line blank, so lines keep their
+    numbers."""
     out, inside = [], False
     for line in text.splitlines():
         if _FENCE.match(line):
             inside = not inside
             out.append("")
-        else:
-            out.append(_PLACEHOLDER.sub("$PLACEHOLDER", _PROMPT.sub("", line)) if inside else "")
+            continue
+        code = _PLACEHOLDER.sub("$PLACEHOLDER", _PROMPT.sub("", line)) if inside else ""
+        if code.lstrip().startswith("--") and out and out[-1].strip() and not out[-1].rstrip().endswith("\\"):
+            out[-1] += " \\"
+        out.append(code)
     return "\n".join(out) + "\n"
 
 

@@ -464,6 +464,23 @@ def test_use_cache_off_at_load_time_is_not_restored_before_push():
     ) == [("CKPT204", 12)]  # the push, not the tokenizer save
 
 
+def test_use_cache_off_through_a_config_update_is_not_restored_before_saving():
+    """The Whisper fine-tuning event (holdout10): `config.update({"use_cache": False})`, then
+    `from_pretrained(..., config=config)` and `trainer.save_model()`."""
+    assert codes(
+        """
+        from transformers import AutoConfig, AutoModelForSpeechSeq2Seq, Seq2SeqTrainer
+        config = AutoConfig.from_pretrained("openai/whisper-small")
+        config.update({"use_cache": False})
+        model = AutoModelForSpeechSeq2Seq.from_pretrained("openai/whisper-small", config=config)
+        trainer = Seq2SeqTrainer(model=model)
+        trainer.train()
+        trainer.save_model()
+        """,
+        select=("CKPT204",),
+    ) == [("CKPT204", 8)]
+
+
 def test_use_cache_and_peft_saves():
     """georgesung/llm_qlora: the adapters are saved (no config.json); the merged model is a fresh load."""
     trained_then_merged_fresh = """

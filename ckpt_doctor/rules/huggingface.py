@@ -363,6 +363,10 @@ def use_cache_not_restored(ctx: Context) -> Iterator[Report]:
                   if truth(a.value) is False and a.target.endswith("config.use_cache")]
     turned_off += [(load.line, f"{load.assigned_to}.config", load.scope) for load in ctx.training.model_loads
                    if truth(load.kwarg("use_cache")) is False and load.assigned_to]
+    # `config.update({"use_cache": False})` on the config a load then takes (`from_pretrained(..., config=config)`)
+    turned_off += [(update.line, f"{load.assigned_to}.config", load.scope) for update in ctx.facts.method_calls("update")
+                   if _turns_cache_off(update) for load in ctx.training.model_loads
+                   if load.assigned_to and load.kwarg_names.get("config") == update.receiver]
     if not turned_off or any(truth(a.value) is True for a in assigns):
         return  # never turned off, or turned back on somewhere (the order across functions is not known)
     # A PEFT model saves its adapters only, no config.json; `merged = model.merge_and_unload()` saves it all,
@@ -391,6 +395,11 @@ def use_cache_not_restored(ctx: Context) -> Iterator[Report]:
                                                                 f"Insert `{model_config}.use_cache = True` before saving"),
             condition=save.condition,
         )
+
+
+def _turns_cache_off(update) -> bool:
+    given = update.args[0] if update.args else None
+    return (isinstance(given, DictVal) and truth(given.items.get("use_cache", MISSING)) is False) or truth(update.kwarg("use_cache")) is False
 
 
 @rule(

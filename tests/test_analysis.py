@@ -292,6 +292,24 @@ def test_the_layers_flag_set_by_hand_is_checkpointing_on():
     assert (settings.checkpointing.value, settings.checkpointing.line) == ("full", 4)
 
 
+@pytest.mark.parametrize("kwargs, reported", [('gradient_checkpointing_kwargs={"use_reentrant": False}', []), ("", [11])])
+def test_kbit_preparation_then_the_scripts_own_enable_call_the_later_one_decides(kwargs, reported):
+    # jondurbin/qlora (holdout10): peft's preparation passes `{}`, then the script enables checkpointing again itself
+    code = f"""
+    import argparse
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    args = parser.parse_args()
+    model = AutoModelForCausalLM.from_pretrained("m", quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable({kwargs})
+    """
+    assert [line for code_, line in codes(code) if code_ == "CKPT201"] == reported
+
+
 # -- 5. use_reentrant=True through Hugging Face ------------------------------------------------------
 
 def test_explicit_reentrant_kwargs_to_the_training_arguments_are_reported():

@@ -43,16 +43,17 @@ def _kwargs_supported(ctx: Context, site: HFSite) -> bool | None:
 
 def _enabled_again_later(ctx: Context, site: HFSite) -> bool:
     """Whether checkpointing is turned on again after `site`, on the same path, by something that passes its own
-    kwargs: `prepare_model_for_kbit_training` right after `model.gradient_checkpointing_enable()`, or the Trainer,
+    kwargs: `prepare_model_for_kbit_training` right after `model.gradient_checkpointing_enable()` (or the other way
+    round: qlora's `gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})`), or the Trainer,
     which enables it from its arguments when training starts [H5]. Kwargs given at `site` then never take effect."""
     if site.call is None or site.kind not in ("model method", "kbit preparation"):
         return False
     for other in ctx.training.hf_sites:
         if other is site or not other.enabled or together(site.condition, other.condition) is None:
             continue
-        if site.kind == "model method" and other.kind == "kbit preparation" and other.call is not None \
+        if {site.kind, other.kind} == {"model method", "kbit preparation"} and other.call is not None \
                 and other.call.scope == site.call.scope and other.call.line > site.call.line:
-            return True
+            return True  # one after the other in the same function: the later call's kwargs are the ones in force
         if other is _trainer_again(ctx, site):
             continue  # reported together, at the visible call
         if other.kind in ("training config", "command line") and ctx.training.uses_trainer and other.mode.reentrant is not None \

@@ -481,6 +481,30 @@ def test_use_cache_off_through_a_config_update_is_not_restored_before_saving():
     ) == [("CKPT204", 8)]
 
 
+def test_a_full_model_save_on_the_path_without_peft_writes_the_config():
+    """qlora (holdout10): PEFT under `if not args.full_finetune:`, a full save under `if args.full_finetune:`."""
+    assert codes(
+        """
+        import argparse
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--full_finetune", action="store_true")
+        args = parser.parse_args()
+        model = AutoModelForCausalLM.from_pretrained("huggyllama/llama-7b")
+        model.config.use_cache = False
+        if not args.full_finetune:
+            model = get_peft_model(model, LoraConfig(r=8))
+        train(model)
+        if args.full_finetune:
+            model.save_pretrained("out")
+        else:
+            model.save_pretrained("adapter")
+        """,
+        select=("CKPT204",),
+    ) == [("CKPT204", 14)]
+
+
 def test_use_cache_and_peft_saves():
     """georgesung/llm_qlora: the adapters are saved (no config.json); the merged model is a fresh load."""
     trained_then_merged_fresh = """

@@ -381,7 +381,7 @@ def use_cache_not_restored(ctx: Context) -> Iterator[Report]:
         save for save in ctx.facts.method_calls(*SAVE_METHODS)
         if save.receiver != "self"  # a method of the script's own class, not the library's save
         and not any(word in (save.receiver or "").lower() for word in ("tokenizer", "processor", "feature_extractor"))  # no model config
-        and not (ctx.training.peft_calls and save.receiver not in merged)
+        and not (peft_call_on_path(ctx, save.condition) and save.receiver not in merged)  # `if args.full_finetune:` saves all
     ]
     for save in saves:  # each one writes the config; the fix goes before the last (a save inside the loop would
         line, model_config, _ = max(turned_off)  # turn the cache back on for the rest of training)

@@ -18,7 +18,6 @@ Prints one line per problem and the totals; exit status 1 when there is a proble
 """
 from __future__ import annotations
 
-import ast
 import sys
 from pathlib import Path
 

@@ -505,6 +505,39 @@ def test_a_full_model_save_on_the_path_without_peft_writes_the_config():
     ) == [("CKPT204", 14)]
 
 
+def test_tests_of_one_option_in_two_functions_through_an_opaque_namespace_are_one_option():
+    """qlora (holdout10): `args = argparse.Namespace(**vars(model_args), **vars(training_args))`; PEFT under
+    `if not args.full_finetune:` in the loader, the full save under `if args.full_finetune:` in `train()`."""
+    found = codes(
+        """
+        import argparse
+        from dataclasses import dataclass, field
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, HfArgumentParser
+
+        @dataclass
+        class ModelArguments:
+            full_finetune: bool = field(default=False)
+
+        def get_model(args):
+            model = AutoModelForCausalLM.from_pretrained("huggyllama/llama-7b")
+            model.config.use_cache = False
+            if not args.full_finetune:
+                model = get_peft_model(model, LoraConfig(r=8))
+            return model
+
+        def train():
+            (model_args,) = HfArgumentParser((ModelArguments,)).parse_args_into_dataclasses()
+            args = argparse.Namespace(**vars(model_args))
+            model = get_model(args)
+            if args.full_finetune:
+                model.save_pretrained("out")
+        """,
+        select=("CKPT204",),
+    )
+    assert found == [("CKPT204", 23)]
+
+
 def test_use_cache_and_peft_saves():
     """georgesung/llm_qlora: the adapters are saved (no config.json); the merged model is a fresh load."""
     trained_then_merged_fresh = """

@@ -372,6 +372,7 @@ class _Extractor:
         self.condition: Condition = ALWAYS  # the branches around the statement being walked
         self.entry_points: set[str] = set()  # functions handed to a command-line framework
         self.option_holders: set[str] = set()  # what `.add_argument` is called on (`parser`, a parameter of a helper)
+        self.parses_dataclasses = False  # the script fills dataclasses from the command line (`HfArgumentParser`, `TrlParser`)
         self.assigned: dict[int, set[str]] = {}  # id(function node) -> the names its body binds (the prepass)
         self.not_project: set[str] = set()  # qualified names no project module defines as a class
 
@@ -492,6 +493,8 @@ class _Extractor:
                 if type(node.func) is ast.Attribute and node.func.attr == "add_argument":
                     self._argparse_option(node, consts)
                     self.option_holders.add(_dotted(node.func.value))
+                elif type(node.func) is ast.Attribute and node.func.attr in _HF_PARSES:
+                    self.parses_dataclasses = True
             elif kind is ast.ClassDef:
                 if any(_is_dataclass_decorator(d) for d in node.decorator_list):
                     self.facts.dataclass_fields[node.name] = self._dataclass_fields(node, consts)
@@ -1155,7 +1158,10 @@ class _Extractor:
                 return values[attr]
         owners = [f for f in self.facts.dataclass_fields.values() if attr in f]
         if len(owners) == 1:  # a field the launcher passes is an option of a parser we did not follow
-            return self._option_value(owners[0][attr], f"--{attr}")
+            # (and, where the script fills its dataclasses from the command line, the field is that option: its tests in
+            # two functions are one option, `args = argparse.Namespace(**vars(model_args), **vars(training_args))`)
+            field_value = _as_option(owners[0][attr], attr) if self.parses_dataclasses else owners[0][attr]
+            return self._option_value(field_value, f"--{attr}")
         return self._launched([f"--{attr}"]) or UNKNOWN
 
     def _eval_call(self, node: ast.Call, scope: _Scope) -> Value:

@@ -118,6 +118,12 @@ class Call:
         return self.method or ""
 
     @property
+    def names_a_trainer(self) -> bool:
+        """Whether it calls a class named like a Trainer (`Trainer`, `LLaVATrainer`, `TrainerWithCustomSampler`, or the
+        class `trainer_cls` holds), whichever library or module it comes from."""
+        return bool(self.qualname) and "Trainer" in self.name
+
+    @property
     def is_method(self) -> bool:
         """`x.m(...)`, whatever `x` is (also `model(**b).loss.backward()`)."""
         return isinstance(self.node.func, ast.Attribute)
@@ -408,7 +414,7 @@ class _Extractor:
             # where a script turns checkpointing on but runs no step itself, is its loop in a module of the project?
             self.facts.loop_module = next(filter(None, map(self.project.runs_backward, list(self.facts.imports))), None)
         for call in self.facts.calls:
-            if call.qualname and ("Trainer" in call.qualname.rsplit(".", 1)[-1] or call.name.endswith("Parser")):
+            if call.names_a_trainer or (call.qualname and call.name.endswith("Parser")):
                 # `LOMOTrainer(...)`, `TrainerWithCustomSampler(...)`, `trainer_cls(...)` holding one, `H4ArgumentParser(...)`
                 # from a sibling module: does it extend the library's?
                 self._project_class(call.qualname)
@@ -428,7 +434,7 @@ class _Extractor:
         for call in self.facts.calls:
             if call.receiver is not None and (call.name in HF_ENABLE_METHODS or _OWN_ENABLE.fullmatch(call.name)):
                 model = call.receiver_value
-            elif call.qualname and "Trainer" in call.qualname.rsplit(".", 1)[-1] and "model" in call.kwargs:
+            elif call.names_a_trainer and "model" in call.kwargs:
                 model = call.kwargs["model"]
             else:
                 continue

@@ -21,7 +21,7 @@ import re
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ckpt_doctor.analysis.conditions import Literal
 from ckpt_doctor.analysis.config_files import README_NAMES, ProjectFiles, shown_path
@@ -197,21 +197,28 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
     except (OSError, ValueError):
         return []
     found: list[Launch] = []
+    texts: dict[Path, str | None] = {}
+
+    def read(path: Path) -> str | None:  # each file once, however many questions are asked of it
+        if path not in texts:
+            texts[path] = files.launcher(path)
+        return texts[path]
+
     # the project's shell scripts first (those its READMEs tell people to run before the others); the commands its
     # READMEs show only after them
     readmes = _readme_files(target.parent, root)
-    for path in [*_documented_first(_launcher_files(target.parent, root), readmes, files), *readmes]:
-        text = files.launcher(path)
+    for path in [*_documented_first(_launcher_files(target.parent, root), readmes, read), *readmes]:
+        text = read(path)
         if text is None or target.stem not in text:
             continue
         text = shell_lines(path.name, text)
         if path.suffix in LAUNCHER_SUFFIXES:
-            text = _with_sourced(text, path, root, files)
+            text = _with_sourced(text, path, root, read)
         documents = None
         runs = _commands_in_folders(text, path, is_makefile(path.name))
         if path.suffix in LAUNCHER_SUFFIXES and _POSITIONAL.search(text):
             # `bash finetune.sh $MODEL 2048` in another launcher: this one's `$1`... as that caller gives them
-            runs = [run for arguments in _callers(path, root, files)
+            runs = [run for arguments in _callers(path, root, read)
                     for run in _commands_in_folders(text, path, False, arguments)] + runs
         for line, words, folder in runs:
             launch = _read_command(words, line, path, target, root, folder, files)
@@ -225,10 +232,10 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
     return found
 
 
-def _documented_first(launchers: list[Path], readmes: list[Path], files: ProjectFiles) -> list[Path]:
+def _documented_first(launchers: list[Path], readmes: list[Path], read: Callable[[Path], str | None]) -> list[Path]:
     """`launchers` with those a README (or guide) names (`bash finetune/scripts/run_sft_Yi_6b.sh`) first, in the order
     it names them: the run the project documents, before a variant that sorts earlier (`run_sft_lora_Yi_6b.sh`)."""
-    documented = " ".join(text for text in map(files.launcher, readmes) if text)
+    documented = " ".join(text for text in map(read, readmes) if text)
     if not documented:
         return launchers
 
@@ -259,14 +266,14 @@ _OWN_FOLDER = re.compile(r'^\$\(dirname\s*"?\$\{?(?:0|BASH_SOURCE(?:\[0\])?)\}?"
 _SOURCE = re.compile(r"^[ \t]*(?:source|\.)[ \t]+([\w./-]+\.(?:sh|bash|env))[ \t]*$", re.MULTILINE)
 
 
-def _with_sourced(text: str, launcher: Path, root: Path, files: ProjectFiles) -> str:
+def _with_sourced(text: str, launcher: Path, root: Path, read: Callable[[Path], str | None]) -> str:
     """The launcher's text with the variables each file it `source`s sets (`source less/scripts/train/base_training_args.sh`,
     from its own folder or the project root: `export base_training_args="--bf16 True ..."`) on the line of the `source`,
     so the launcher's line numbers stay as they are."""
     def sourced(match: re.Match) -> str:
         for base in (launcher.parent, root):
             candidate = base / match.group(1)
-            found = files.launcher(candidate) if _within(candidate, root) else None
+            found = read(candidate) if _within(candidate, root) else None
             if found is not None:
                 return _assignments(found)
         return match.group(0)
@@ -284,12 +291,12 @@ def _assignments(text: str) -> str:
     return " ; ".join(out)
 
 
-def _callers(launcher: Path, root: Path, files: ProjectFiles) -> list[list[str]]:
+def _callers(launcher: Path, root: Path, read: Callable[[Path], str | None]) -> list[list[str]]:
     """The arguments other launchers of the project run `launcher` with (`bash finetune.sh $DATA 4 3072`, `sh
     scripts/finetune.sh ...`, `./finetune.sh ...`), their own variables expanded; at most MAX_CALLERS."""
     found: list[list[str]] = []
     for path in _launcher_files(launcher.parent, root):
-        text = files.launcher(path) if path != launcher else None
+        text = read(path) if path != launcher else None
         if text is None or launcher.name not in text:
             continue
         for _, words, folder in _commands_in_folders(shell_lines(path.name, text), path, False):
@@ -316,7 +323,7 @@ def shell_lines(name: str, text: str) -> str:
     """A launcher's text as shell lines: a shell script or Makefile as it is; the commands of `package.json`
     "scripts" and of pyproject task tables (`[tool.poe.tasks]`, `[tool.pdm.scripts]`, `[tool.hatch.envs.*.scripts]`)
     each on the line it is written on, every other line blank, so lines keep their numbers."""
-    if name in README_NAMES or name.lower().endswith(".md"):
+    if name.lower().endswith(".md"):  # a README or another guide
         return _markdown_code(text)
     if name not in TASK_FILES:
         return text

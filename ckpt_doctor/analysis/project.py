@@ -103,12 +103,12 @@ class Project:
         return self._known[key]
 
     def _method_summary(self, class_qualname: str, method: str) -> FunctionSummary | None:
-        module, name = self._defining(class_qualname)
-        if module is not None and name not in module.facts.classes and self.depth + 1 < MAX_DEPTH:
-            again = next((q for q in module.facts.imports if q.rsplit(".", 1)[-1] == name), None)  # a re-export
-            return Project(str(module.path), ProjectFiles(str(module.path)), self.depth + 1).method_summary(again, method) if again else None
-        info = module.facts.classes.get(name) if module is not None else None
-        if info is None or method not in info.methods:
+        found = self._defining_class(class_qualname)
+        if found is None:
+            return None
+        module, name = found
+        info = module.facts.classes[name]
+        if method not in info.methods:
             return None
         methods, todo = set(), [method]
         while todo:
@@ -125,13 +125,10 @@ class Project:
     def config_class(self, qualname: str) -> "tuple[ClassInfo, dict[str, Value]] | None":
         """What the project class `qualname` ("src.params.DPOArguments") extends and its dataclass fields, read from
         its module: the config classes argument parsers fill are often kept beside the script."""
-        module, name = self._defining(qualname)
-        if module is not None and name not in module.facts.classes and self.depth + 1 < MAX_DEPTH:
-            # a package's `__init__.py` that re-exports it: `from .training import train_config`
-            again = next((q for q in module.facts.imports if q.rsplit(".", 1)[-1] == name), None)
-            return Project(str(module.path), ProjectFiles(str(module.path)), self.depth + 1).config_class(again) if again else None
-        if module is None or name not in module.facts.classes:
+        found = self._defining_class(qualname)
+        if found is None:
             return None
+        module, name = found
         where = shown_path(module.path)
         fields = {key: _in_file(value, where) for key, value in module.facts.dataclass_fields.get(name, {}).items()}
         return module.facts.classes[name], fields
@@ -184,6 +181,15 @@ class Project:
             return None, ""
         path = self._module_path(module_name)
         return (self._module(path) if path is not None else None), name
+
+    def _defining_class(self, qualname: str) -> "tuple[_Module, str] | None":
+        """The project module that defines the class `qualname`, and its name there, through a package's `__init__.py`
+        that re-exports it (`from .training import train_config`)."""
+        module, name = self._defining(qualname)
+        if module is not None and name not in module.facts.classes and self.depth + 1 < MAX_DEPTH:
+            again = next((q for q in module.facts.imports if q.rsplit(".", 1)[-1] == name), None)
+            return Project(str(module.path), ProjectFiles(str(module.path)), self.depth + 1)._defining_class(again) if again else None
+        return (module, name) if module is not None and name in module.facts.classes else None
 
     def _summary(self, qualname: str) -> FunctionSummary | None:
         module, function = self._defining(qualname)

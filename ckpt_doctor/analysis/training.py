@@ -700,7 +700,7 @@ class Training:
 
     def is_trainer(self, call: Call) -> bool:
         """Whether `call` builds a transformers / TRL Trainer, or a project subclass of one (`LLaVATrainer(...)`)."""
-        if not call.qualname or "Trainer" not in call.qualname.rsplit(".", 1)[-1]:
+        if not call.names_a_trainer:
             return False
         library = call.qualname if call.qualname.startswith(HF_PACKAGES) else self.facts.library_base(own_name(call.qualname))
         return bool(library) and library.startswith(("transformers.", "trl.")) and library.endswith("Trainer")

@@ -165,8 +165,8 @@ def _enabling_trainer(ctx: Context, site: HFSite) -> list[Related]:
         return []
     found = on_path(site.condition, ctx.facts.calls, lambda c: c.via is None and ctx.training.is_trainer(c))
     # else a `...Trainer...(...)` of a module the project does not ship readable (`TrainerWithCustomSampler` of a utils.py)
-    found = found or on_path(site.condition, ctx.facts.calls, lambda c: c.via is None and c.qualname is not None and "args" in c.kwargs
-                             and "Trainer" in c.qualname.rsplit(".", 1)[-1] and own_name(c.qualname) not in ctx.facts.classes)
+    found = found or on_path(site.condition, ctx.facts.calls, lambda c: c.via is None and c.names_a_trainer and "args" in c.kwargs
+                             and own_name(c.qualname) not in ctx.facts.classes)
     return [Related(found[0].span, "the Trainer that enables checkpointing at `train()`")] if found else []
 
 

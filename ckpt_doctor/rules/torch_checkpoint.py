@@ -53,20 +53,18 @@ def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
                 "Add `use_reentrant=False`",
             ),
         )
-    def by_trainer(enable) -> bool:  # a Trainer given the model: its arguments turn checkpointing on
-        return "Trainer" in (enable.qualname or "").rsplit(".", 1)[-1]
-
-    enabled_by_hand = {id(load) for enable, load, _, _ in ctx.facts.model_checkpoints if not by_trainer(enable)}
+    # a Trainer given the model (its arguments turn checkpointing on), or the script's own enable call
+    enabled_by_hand = {id(load) for enable, load, _, _ in ctx.facts.model_checkpoints if not enable.names_a_trainer}
     for enable, load, module, call in ctx.facts.model_checkpoints:
         condition = together(enable.condition, load.condition)
-        if by_trainer(enable):
+        if enable.names_a_trainer:
             if id(load) in enabled_by_hand:
                 continue  # reported where the script turns it on itself
             sites = [s for s in ctx.training.hf_sites if s.enabled and s.kind in ("command line", "training config")]
             condition = next(filter(None, (together(condition, s.condition) for s in sites)), None)
         if condition is None:
             continue
-        who = f"`{enable.name}(...)` (at `train()`)" if by_trainer(enable) else f"`{enable.receiver}.{enable.name}()`"
+        who = f"`{enable.name}(...)` (at `train()`)" if enable.names_a_trainer else f"`{enable.receiver}.{enable.name}()`"
         yield Report(
             enable.span,
             f"{who} turns on the checkpointing of the project's own "

@@ -366,8 +366,8 @@ def main() -> None:
         versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
                     "python": platform.python_version()}
     data = {
-        "about": "Peak bytes of one steady-state training step (2nd iteration), traced with "
-                 "torch.distributed._tools.mem_tracker.MemTracker under FakeTensorMode on CPU, CUDA's 512-byte "
+        "about": "Peak bytes of one steady-state training step (2nd iteration): live storage bytes under "
+                 "FakeTensorMode on CPU, CUDA's 512-byte "
                  "rounding and CUDA semantics applied (ckpt_doctor/estimate/trace.py). Regenerate with "
                  "python bench/estimate_traces.py.",
         "versions": versions,

@@ -203,7 +203,7 @@ def test_trace_flag(tmp_path):
     tensors = d["peak_bytes"] - d["breakdown"]["cublas_workspaces"]  # the trace sees tensors only
     assert abs(tensors - t["peak_bytes"]) <= 0.03 * t["peak_bytes"]
     res = run("--model", str(tmp_path), "--seq-len", "64", "--trace")
-    assert res.exit_code == 0 and "trace (exact, MemTracker)" in res.stdout
+    assert res.exit_code == 0 and "trace (exact, live tensors)" in res.stdout
     res = run("--model", str(tmp_path), "--seq-len", "64", "--trace", "--load-in-4bit")
     assert res.exit_code == 2 and "4bit" in res.stderr
 

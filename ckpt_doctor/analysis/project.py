@@ -79,6 +79,7 @@ class Project:
             self.folder = None
         self.root = _root(self.folder) if self.folder is not None and script != "-" else None
         self._known: dict[str, FunctionSummary | None] = {}
+        self._paths: dict[str, Path | None] = {}
 
     @cached_property
     def repository(self) -> Path | None:
@@ -212,6 +213,11 @@ class Project:
         return self.root is not None and module.split(".", 1)[0] not in LIBRARIES and self._module_path(module) is not None
 
     def _module_path(self, module: str) -> Path | None:
+        if module not in self._paths:
+            self._paths[module] = self._find_module_path(module)
+        return self._paths[module]
+
+    def _find_module_path(self, module: str) -> Path | None:
         level = len(module) - len(module.lstrip("."))
         parts = [p for p in module.lstrip(".").split(".") if p]
         if level:

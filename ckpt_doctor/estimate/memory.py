@@ -18,7 +18,7 @@ How it works (the equations are written out in ``docs/estimate.md``):
   gradients are freed by ``zero_grad(set_to_none=True)``, and with gradient accumulation the second
   micro-batch runs forward with the first one's gradients held.
 
-The result matches ``trace.trace_step`` (MemTracker under FakeTensorMode on the real transformers model)
+The result matches ``trace.trace_step`` (live storage bytes under FakeTensorMode on the real transformers model)
 within a few percent; see ``tests/test_estimate_memory.py`` and ``tests/data/traces.json``.
 """
 
@@ -2546,7 +2546,7 @@ def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True) -> MemoryE
     """Peak device memory of one steady-state training step of ``setup``, per GPU.
 
     ``cublas_workspaces=False`` leaves out the cuBLAS workspaces, which are not tensors of the program: for a
-    comparison with a tensor trace (MemTracker) or with live tensor bytes of a CPU run."""
+    comparison with a tensor trace (live storage bytes) or with a CPU run."""
     setup.validate()
     w = _walk(setup)
     if cublas_workspaces:

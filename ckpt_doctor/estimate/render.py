@@ -145,7 +145,7 @@ def render_text(est: MemoryEstimate, plan_results: list[PlanResult], budget_byte
     out.append("  phases: " + ", ".join(f"{k} {fmt_gib(v)}" for k, v in est.phases.items()) + " GiB")
     if trace is not None:
         tensors, ws = trace.get("peak_bytes") or 0, est.breakdown.get("cublas_workspaces", 0)
-        out.append(f"  trace (exact, MemTracker): tensors {fmt_gib(tensors)} + cuBLAS workspaces {fmt_gib(ws)} = "
+        out.append(f"  trace (exact, live tensors): tensors {fmt_gib(tensors)} + cuBLAS workspaces {fmt_gib(ws)} = "
                    f"max_memory_allocated {fmt_gib(tensors + ws)} GiB, peak at {trace.get('peak_phase')}")
     out.append("")
     rec = next((p for p in plan_results if p.recommended), None)

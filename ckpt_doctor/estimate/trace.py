@@ -2,8 +2,8 @@
 
 ``trace_step(setup)`` builds the real transformers model from ``setup.arch.hf_config`` (random init on the
 meta device, no download), materialises it as fake tensors (``FakeTensorMode``: no real memory), and runs
-two full training iterations (forward, loss, backward, ``optimizer.step()``, ``zero_grad``) under
-``torch.distributed._tools.mem_tracker.MemTracker``.  The second iteration is the one reported: it is the
+two full training iterations (forward, loss, backward, ``optimizer.step()``, ``zero_grad``), counting the bytes of
+the live storages (``live_bytes_tracker``, a dispatch mode).  The second iteration is the one reported: it is the
 steady state, where the optimizer state already exists during forward and backward, which is what
 ``torch.cuda.max_memory_allocated`` reports after a few steps.
 
@@ -471,7 +471,7 @@ def _inplace_grad_accumulation_mode(tied: set, state: dict):
     the last reference to the first one (torch 2.13 torch/csrc/autograd/input_buffer.cpp ``accumulate``), but its
     ``can_accumulate_inplace`` asks ``at::isTensorSubclassLike``, which is true whenever any dispatch mode is active
     (ATen/TensorSubclassLikeUtils.h: ``if (c10::impl::dispatch_mode_enabled()) return true``).  So under
-    FakeTensorMode / MemTracker every such sum is out of place.  For a tied embedding under autocast that is one
+    FakeTensorMode / the live-bytes mode every such sum is out of place.  For a tied embedding under autocast that is one
     extra [V, h] fp32 tensor a real step never holds (the lm_head's gradient reaches the weight as ToCopyBackward0's
     fresh tensor, summed in place; in pure fp32/bf16 it is a TBackward0 view, summed out of place, as here).
     This mode turns the backward's ``add(old, new)`` of a tied parameter's shape into ``old.add_(new)`` when ``old``
@@ -544,60 +544,6 @@ class _PhaseMixin:
             self.phase_snaps[self.phase] = self.current_categories()
 
 
-def _memtracker(phase_names=PHASES):
-    """A MemTracker that (a) hooks gradients of trainable parameters only, (b) keeps a peak per phase."""
-    from torch.distributed._tools import mem_tracker as M
-
-    class PhaseMemTracker(_PhaseMixin, M.MemTracker):
-        def __init__(self) -> None:
-            super().__init__()
-            self._phase_init()
-
-        def current_total(self) -> int:
-            return sum(s.get(M._TOTAL_KEY, 0) for s in self._curr_mem_snap.values())
-
-        def current_categories(self) -> dict[str, int]:
-            out: dict[str, int] = {}
-            for snap in self._curr_mem_snap.values():
-                for k, v in snap.items():
-                    key = str(getattr(k, "value", k))
-                    out[key] = out.get(key, 0) + v
-            return out
-
-        def start_measure(self) -> None:
-            self.reset_mod_stats()
-            _PhaseMixin.start_measure(self)
-            self._note()
-
-        def _update_peak_stats(self, peak_state) -> None:  # called after every op
-            super()._update_peak_stats(peak_state)
-            self._note()
-
-        def _track_module_params_and_buffers(self, module, install_grad_hooks: bool = True):
-            # Upstream installs a gradient hook on every parameter, which raises on frozen ones (LoRA).
-            def _grad_hook(grad):
-                self._update_and_maybe_create_winfos(grad, M._MemRefType.GRAD)
-
-            param_memory = 0
-            for param in module.parameters():
-                winfos = self._update_and_maybe_create_winfos(param, M._MemRefType.PARAM)
-                param_memory += sum(w.mem_consumed for w in winfos)
-                if param.grad is not None:
-                    self._update_and_maybe_create_winfos(param.grad, M._MemRefType.GRAD)
-                if install_grad_hooks and param.requires_grad and self._param_to_grad_hook_handles.get(param) is None:
-                    self._param_to_grad_hook_handles[param] = (
-                        param.register_hook(_grad_hook),
-                        param.register_post_accumulate_grad_hook(lambda p: _grad_hook(p.grad)),
-                    )
-            buffer_memory = 0
-            for buffer in module.buffers():
-                winfos = self._update_and_maybe_create_winfos(buffer, M._MemRefType.BUFFER)
-                buffer_memory += sum(w.mem_consumed for w in winfos)
-            return param_memory, buffer_memory
-
-    return PhaseMemTracker()
-
-
 @contextlib.contextmanager
 def _hf_sees_real_tensors():
     """transformers treats FakeTensors as "tracing" and then builds an explicit s x s causal mask, which turns off
@@ -623,28 +569,12 @@ def _hf_sees_real_tensors():
             masking_utils.find_packed_sequence_indices = orig_packed
 
 
-@contextlib.contextmanager
-def _cuda_rounding():
-    """MemTracker rounds to 512 B only for CUDA devices; our fake tensors live on CPU."""
-    from torch.distributed._tools import mem_tracker as M
-
-    orig = M._WeakRefInfo._calculate_mem_consumed
-
-    def rounded(self) -> int:
-        return cuda_round(self.size * self.element_size)
-
-    M._WeakRefInfo._calculate_mem_consumed = rounded
-    try:
-        yield
-    finally:
-        M._WeakRefInfo._calculate_mem_consumed = orig
-
-
 def live_bytes_tracker():
-    """An independent check for real (non-fake) tensors: live storage bytes, CUDA-rounded, per phase.
-
-    Unlike MemTracker it knows nothing about modules or categories: every storage that an op returns, or that
-    is registered with ``track``, counts until Python frees it.
+    """Live storage bytes, CUDA-rounded, per phase: every storage an op returns, or that is registered with ``track``,
+    counts until Python frees it (fake tensors and real ones alike).  ``allocator_step`` checks it against the CPU
+    allocator's own events.  The breakdown says what a storage is when it was registered (parameters, buffers,
+    inputs), else the phase whose op made it: "made in backward" holds the gradients, "made in optimizer" the
+    optimizer state.
     """
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -654,20 +584,24 @@ def live_bytes_tracker():
         def __init__(self) -> None:
             super().__init__()
             self._phase_init()
-            self.live: dict[int, tuple[int, Any]] = {}
+            self.live: dict[int, tuple[int, str, Any]] = {}
+            self.kinds: dict[str, int] = {}
             self.total = 0
 
         def current_total(self) -> int:
             return self.total
 
         def current_categories(self) -> dict[str, int]:
-            return {"Total": self.total}
+            return {**{kind: n for kind, n in self.kinds.items() if n}, "Total": self.total}
 
         def _drop(self, key: int) -> None:
-            nbytes, _ = self.live.pop(key, (0, None))
-            self.total -= nbytes
+            nbytes, kind, _ = self.live.pop(key, (0, "", None))
+            if nbytes:
+                self.total -= nbytes
+                self.kinds[kind] -= nbytes
 
-        def track(self, *objs) -> None:
+        def track(self, *objs, kind: str | None = None) -> None:
+            kind = kind or f"made in {self.phase}"
             for t in tree_leaves(objs):
                 if not isinstance(t, torch.Tensor):
                     continue
@@ -676,8 +610,9 @@ def live_bytes_tracker():
                 if key in self.live:
                     continue
                 nbytes = cuda_round(st.nbytes())
-                self.live[key] = (nbytes, weakref.ref(st, lambda _r, k=key: self._drop(k)))
+                self.live[key] = (nbytes, kind, weakref.ref(st, lambda _r, k=key: self._drop(k)))
                 self.total += nbytes
+                self.kinds[kind] = self.kinds.get(kind, 0) + nbytes
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
@@ -698,8 +633,6 @@ def _step(model, opt, inputs, setup, tracker, autocast_state, iterations: int) -
         if it == iterations - 1:
             tracker.start_measure()
         for _ in range(micro):
-            if hasattr(tracker, "reset_mod_stats"):
-                tracker.reset_mod_stats()  # MemTracker refuses a second call of the root module otherwise
             tracker.set_phase("forward")
             autocast_state["enabled"] = True
             autocast_state["cache"] = {}
@@ -759,8 +692,9 @@ def trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int
 def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int = 2) -> TraceResult:
     """Peak bytes of one steady-state training step of ``setup`` as ``torch.cuda.max_memory_allocated`` sees it.
 
-    ``fake=True`` (default): MemTracker under FakeTensorMode, no real memory, any model size.
-    ``fake=False``: a real CPU step of a (small!) model, measured by ``live_bytes_tracker`` -- the cross-check.
+    ``fake=True`` (default): FakeTensorMode, no real memory, any model size.
+    ``fake=False``: a real CPU step of a (small!) model -- a cross-check.
+    Both count live storage bytes (``live_bytes_tracker``).
     """
     if device != "cpu":
         raise TraceUnsupported("the trace fakes CPU tensors and applies CUDA's rounding itself; use device='cpu'")
@@ -773,34 +707,29 @@ def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: in
         notes.append("flash traced as sdpa (same saved tensors: output + log-sum-exp)")
     autocast_state: dict[str, Any] = {"enabled": False, "cache": None}
     sem = _cuda_semantics_mode(setup.mixed_precision, autocast_state)
+    vocab = int(getattr(hf_config(setup), "vocab_size", 32000))
+    fake_mode = contextlib.nullcontext()
     if fake:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         model = build_model(setup, meta=True)
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         _materialize_fake(model, fake_mode)
-        _recompute_under(model, sem)
-        vocab = int(getattr(hf_config(setup), "vocab_size", 32000))
-        with _cuda_rounding(), _hf_sees_real_tensors(), _qwen_vl_patches(setup), fake_mode:
-            inputs = make_inputs(setup, vocab)
-            opt = make_optimizer(setup, model.parameters())
-            tracker = _memtracker()
-            tracker.track_external(model, opt, *inputs.values())
-            with tracker, sem, _inplace_grad_accumulation_mode(_tied_params(model), autocast_state):
-                _step(model, opt, inputs, setup, tracker, autocast_state, iterations)
-        return _result(tracker, model, t0, "FakeTensorMode + MemTracker", notes)
-
-    torch.manual_seed(0)
-    model = build_model(setup, meta=False)
+    else:
+        torch.manual_seed(0)
+        model = build_model(setup, meta=False)
     _recompute_under(model, sem)
-    vocab = int(getattr(hf_config(setup), "vocab_size", 32000))
-    inputs = make_inputs(setup, vocab)
-    opt = make_optimizer(setup, model.parameters())
-    tracker = live_bytes_tracker()
-    tracker.track(list(model.parameters()), list(model.buffers()), list(inputs.values()))
-    with tracker, sem, _inplace_grad_accumulation_mode(_tied_params(model), autocast_state):
-        _step(model, opt, inputs, setup, tracker, autocast_state, iterations)
-    return _result(tracker, model, t0, "real CPU step + live-bytes dispatch mode", notes)
+    with _hf_sees_real_tensors(), (_qwen_vl_patches(setup) if fake else contextlib.nullcontext()), fake_mode:
+        inputs = make_inputs(setup, vocab)
+        opt = make_optimizer(setup, model.parameters())
+        tracker = live_bytes_tracker()
+        tracker.track(list(model.parameters()), kind="parameters")
+        tracker.track(list(model.buffers()), kind="buffers")
+        tracker.track(list(inputs.values()), kind="inputs")
+        with tracker, sem, _inplace_grad_accumulation_mode(_tied_params(model), autocast_state):
+            _step(model, opt, inputs, setup, tracker, autocast_state, iterations)
+    method = "FakeTensorMode + live storage bytes" if fake else "real CPU step + live storage bytes"
+    return _result(tracker, model, t0, method, notes)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -434,6 +434,93 @@ def test_the_projects_own_checkpointing_switch_on_a_model_its_factory_makes_runs
     assert found[0].condition is not None and "--grad-checkpointing" in str(found[0].condition)
 
 
+MAR_MODELS = """
+    from torch import nn
+    from torch.utils.checkpoint import checkpoint
+
+    class MAR(nn.Module):
+        def __init__(self, depth=12, grad_checkpointing=False):
+            super().__init__()
+            self.grad_checkpointing = grad_checkpointing
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = checkpoint(block, x) if self.grad_checkpointing else block(x)
+            return x
+
+    def mar_base(**kwargs):
+        return MAR(depth=12, **kwargs)
+
+    MODELS = {"mar_base": mar_base}
+    """
+
+
+@pytest.mark.parametrize("readme, reported", [
+    ("```\npython main_mar.py --model mar_base\n```\n", False),  # the documented run leaves it off
+    # the README tells people to add the flag: a documented run
+    ("```\npython main_mar.py --model mar_base\n```\n\nTo save memory, add `--grad_checkpointing` to the arguments.\n", True),
+    ("", True),  # no launcher at all: the option decides
+])
+def test_a_model_asked_to_checkpoint_itself_by_keyword_runs_its_checkpoint_calls(tmp_path, readme, reported):
+    # LTH14/mar (holdout11): `mar.__dict__[args.model](..., grad_checkpointing=args.grad_checkpointing)`: an entry of the
+    # project's own module, whose blocks call torch's checkpoint without `use_reentrant`
+    write(tmp_path, {
+        "models/mar.py": MAR_MODELS,
+        "README.md": readme,
+        "main_mar.py": """
+            import argparse
+            from models import mar
+
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--model", default="mar_base")
+            parser.add_argument("--grad_checkpointing", action="store_true")
+            args = parser.parse_args()
+            model = mar.__dict__[args.model](
+                grad_checkpointing=args.grad_checkpointing,
+            )
+            """,
+    })
+    found = [f for f in check(tmp_path, "main_mar.py", select=["CKPT101"]) if f.code == "CKPT101"]
+    assert [f.span.start.line for f in found] == ([9] if reported else [])
+    if reported:
+        assert "`mar.__dict__[...]`" in found[0].message and "models/mar.py:11" in found[0].message
+        assert "--grad_checkpointing" in found[0].message
+
+
+def test_a_registry_entry_turned_on_by_the_projects_own_method_runs_its_checkpoint_calls(tmp_path):
+    # HunyuanDiT (holdout11): `HUNYUAN_DIT_MODELS[args.model](...)`, then `model.enable_gradient_checkpointing()`; a
+    # keyword that is a constant False asks nothing
+    write(tmp_path, {
+        "models/dit.py": """
+            from torch import nn
+            from torch.utils import checkpoint
+
+            class DiT(nn.Module):
+                def __init__(self, grad_checkpointing=False, use_checkpoint=False):
+                    super().__init__()
+
+                def enable_gradient_checkpointing(self):
+                    self.gradient_checkpointing = True
+
+                def forward(self, x):
+                    return checkpoint.checkpoint(self.block, x) if self.gradient_checkpointing else self.block(x)
+
+            MODELS = {"DiT-g/2": DiT}
+            """,
+        "train.py": """
+            from models.dit import MODELS
+
+            model = MODELS["x".strip()](grad_checkpointing=False)
+            other = MODELS["x".strip()](use_checkpoint=False)
+            model.enable_gradient_checkpointing()
+            """,
+    })
+    found = [f for f in check(tmp_path, select=["CKPT101"]) if f.code == "CKPT101"]
+    assert [f.span.start.line for f in found] == [5]
+    assert "`model.enable_gradient_checkpointing()`" in found[0].message and "`MODELS[...]`" in found[0].message
+    assert "models/dit.py:12" in found[0].message
+
+
 MODEL_COPY = """
     from transformers.modeling_utils import PreTrainedModel
 
@@ -1369,3 +1456,94 @@ def test_another_script_run_from_the_scripts_folder_is_not_its_launch(tmp_path):
         "finetune/README.md": "After finetune.py:\n```\npython3 merge_peft_adapter.py --base_model_name=x\n```\n",
     })
     assert launches(tmp_path, "finetune/finetune.py") == []
+
+
+def test_a_launcher_that_forwards_its_arguments_gets_those_its_caller_gives(tmp_path):
+    # HunyuanDiT (holdout11): train.sh runs `sh $(dirname "$0")/run_g.sh --batch-size 1 --gradient-checkpointing`, and
+    # run_g.sh runs `deepspeed hydit/train_deepspeed.py ${params} "$@"`
+    write(tmp_path, {
+        "hydit/train_deepspeed.py": "import argparse\n",
+        "hydit/run_g.sh": """
+            params=" --qk-norm --model DiT-g/2 "
+            deepspeed hydit/train_deepspeed.py ${params} "$@"
+            """,
+        "hydit/train.sh": """
+            batch_size=1
+            sh $(dirname "$0")/run_g.sh \\
+                --batch-size ${batch_size} \\
+                --gradient-checkpointing \\
+                "$@"
+            """,
+    })
+    found = launches(tmp_path, "hydit/train_deepspeed.py")
+    given = next(l for l in found if "gradient_checkpointing" in l.options)
+    assert (given.options["batch_size"], given.options["model"], given.options["gradient_checkpointing"]) == ("1", "DiT-g/2", True)
+    assert any(l.forwards and "batch_size" not in l.options for l in found)  # run as it is, it passes on what it is given
+
+
+def test_a_flag_set_by_hand_on_a_projects_model_is_its_checkpointing(tmp_path):
+    # Open-Sora-Plan (holdout11): `model = Diffusion_models[args.model](...)`, then
+    # `model.gradient_checkpointing = args.gradient_checkpointing`; its module's blocks call torch's checkpoint
+    write(tmp_path, {
+        "models/dit.py": """
+            import torch
+            from torch import nn
+
+            class DiT(nn.Module):
+                def forward(self, x):
+                    if self.gradient_checkpointing:
+                        return torch.utils.checkpoint.checkpoint(self.block, x{reentrant})
+                    return self.block(x)
+
+            Diffusion_models = {{"DiT": DiT}}
+            """,
+        "train.py": """
+            import argparse
+            from models.dit import Diffusion_models
+
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--model", default="DiT")
+            parser.add_argument("--gradient_checkpointing", action="store_true")
+            args = parser.parse_args()
+            model = Diffusion_models[args.model]()
+            model.gradient_checkpointing = args.gradient_checkpointing
+            """,
+        "run.sh": "accelerate launch train.py --gradient_checkpointing\n",
+    })
+    dit = (tmp_path / "models/dit.py").read_text()
+    for reentrant, reported in ((", use_reentrant=False", False), ("", True)):
+        (tmp_path / "models/dit.py").write_text(dit.format(reentrant=reentrant))
+        analysis = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path))
+        assert analysis.settings.checkpointing.value == "full"
+        found = [f for f in check(tmp_path, select=["CKPT101"]) if f.code == "CKPT101"]
+        assert [f.span.start.line for f in found] == ([9] if reported else [])
+    (tmp_path / "run.sh").write_text("accelerate launch train.py\n")
+    assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.checkpointing.value == "none"
+
+
+def test_an_optimizer_a_factory_is_asked_for_by_name(tmp_path):
+    # yolov9 (holdout11): `smart_optimizer(model, opt.optimizer, ...)` with `--optimizer` defaulting to "SGD"; the
+    # factory's own `torch.optim.Adam(...)` under `if name == "Adam"` is not the one this run makes
+    write(tmp_path, {
+        "utils/torch_utils.py": """
+            import torch
+
+            def smart_optimizer(model, name="Adam", lr=0.001):
+                if name == "Adam":
+                    return torch.optim.Adam(model.parameters(), lr=lr)
+                return torch.optim.SGD(model.parameters(), lr=lr)
+            """,
+        "train.py": """
+            import argparse
+            from utils.torch_utils import smart_optimizer
+
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD")
+            opt = parser.parse_args()
+            optimizer = smart_optimizer(model, opt.optimizer, 0.01)
+            for batch in loader:
+                model(batch).backward()
+            """,
+    })
+    settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+    assert (settings.optimizer.value, settings.optimizer.line) == ("sgd", 5)

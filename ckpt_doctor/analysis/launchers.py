@@ -53,7 +53,8 @@ _SEPARATORS = {";", "&&", "||", "|", "&", ";;"}
 _ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)=(.*)$", re.DOTALL)
 _MAKE_ASSIGNMENT = re.compile(r"^(?:export\s+|override\s+)?([A-Za-z_][\w.]*)\s*(?::=|::=|\?=|\+=|=)\s*(.*)$")
 _EXPANSION = re.compile(r"\$(?:\{([A-Za-z_]\w*|\d)(?:(:?[-=])([^}]*))?\}|([A-Za-z_]\w*|\d)|\(([A-Za-z_][\w.]*)\))")
-_POSITIONAL = re.compile(r"\$\{?[1-9]\b")  # `$1`, `${4}`: a launcher another one runs with arguments
+_POSITIONAL = re.compile(r"\$\{?([1-9]\b|[@*])")  # `$1`, `${4}`, `"$@"`: a launcher another one runs with arguments
+_ALL_ARGUMENTS = re.compile(r'"\$\{?[@*]\}?"|\$\{?[@*]\}?')
 _UNSET_ARGUMENT = re.compile(r"^\$\{?[1-9]\}?$")
 
 
@@ -74,6 +75,8 @@ class Launch:
     forwards: bool = False  # passes on its own arguments (`"$@"`): any other option may be given too
     # files the launcher writes before the line with a here-document (`cat <<EOT > dpo_config.yaml`): name -> (line, text)
     written_files: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # flags the guide that shows this command tells people to add (README: "add `--grad_checkpointing` to the arguments")
+    suggested: frozenset[str] = frozenset()
 
     @property
     def where(self) -> str:
@@ -88,7 +91,8 @@ class Launch:
         if literal.option is None:
             return True  # a test in the code, or a value nobody can know
         if not self.passes(literal.option):
-            return self.forwards or literal.by_default is not False
+            suggested = normalise(literal.option) in self.suggested and literal.holds and literal.equals is None
+            return self.forwards or suggested or literal.by_default is not False
         value = self.value(literal.option, flag=literal.equals is None)
         if value is UNKNOWN_VALUE:
             return True
@@ -226,7 +230,9 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
                 if documents is None:  # read once per launcher, when it runs the script
                     documents = _here_documents(text) if "<<" in text else []
                 written = {name: (start, body) for start, name, body in documents if name and start < line}
-                found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch), written_files=written))
+                suggested = _suggested_flags(read(path) or "") if path.suffix == ".md" else frozenset()
+                found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch), written_files=written,
+                                     suggested=suggested))
             if len(found) >= MAX_LAUNCHES:
                 return found
     return found
@@ -301,8 +307,11 @@ def _callers(launcher: Path, root: Path, read: Callable[[Path], str | None]) -> 
             continue
         for _, words, folder in _commands_in_folders(shell_lines(path.name, text), path, False):
             start = 1 if words[0] in ("bash", "sh", "source", ".") else 0
-            if len(words) > start and words[start].endswith(launcher.name) and _same(folder / words[start], launcher):
-                found.append(words[start + 1:])
+            if len(words) <= start or not words[start].endswith(launcher.name):
+                continue
+            own = _OWN_FOLDER.match(words[start])  # `sh $(dirname "$0")/run_g.sh ...`: beside the caller
+            if _same(path.parent / words[start][own.end():].lstrip("/") if own else folder / words[start], launcher):
+                found.append([w for w in words[start + 1:] if not _ALL_ARGUMENTS.fullmatch(w)])  # not the caller's own `"$@"`
             if len(found) >= MAX_CALLERS:
                 return found
     return found
@@ -358,6 +367,21 @@ def _markdown_code(text: str) -> str:
             out[-1] += " \\"
         out.append(code)
     return "\n".join(out) + "\n"
+
+
+_INLINE_FLAG = re.compile(r"`(--[A-Za-z][\w-]*)`")
+
+
+def _suggested_flags(text: str) -> frozenset[str]:
+    """The bare `--flags` a guide's prose names in inline code, outside its code blocks ("add `--grad_checkpointing`
+    to the arguments"): runs the project documents, as the commands it shows with that flag added."""
+    prose, inside = [], False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            inside = not inside
+        elif not inside:
+            prose.append(line)
+    return frozenset(normalise(flag) for flag in _INLINE_FLAG.findall("\n".join(prose)))
 
 
 def _task_commands(name: str, text: str) -> list[str]:
@@ -613,9 +637,12 @@ def commands(text: str, makefile: bool = False, arguments: list[str] | None = No
     sets expanded (`$MODEL`, `${MODEL:-default}`, Make's `$(MODEL)`), and `$1`... when the `arguments` a caller
     runs the script with are known; unknown ones stay as written."""
     variables: dict[str, str] = {str(n): word for n, word in enumerate(arguments or [], 1) if n <= 9}
+    given = " ".join(shlex.quote(word) for word in arguments or [])
     out: list[tuple[int, list[str]]] = []
     for line, logical in _logical_lines(text):
         stripped = logical.strip()
+        if arguments is not None and "$" in stripped:  # `"$@"`: every argument the caller gives
+            stripped = _ALL_ARGUMENTS.sub(lambda _: given, stripped)
         if makefile:
             if not logical.startswith("\t"):
                 assignment = _MAKE_ASSIGNMENT.match(stripped)

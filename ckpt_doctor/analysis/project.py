@@ -162,16 +162,15 @@ class Project:
         return next(filter(None, (self.runs_backward(name, depth + 1) for name in inner)), None)
 
     def own_checkpoint_call(self, class_qualname: str) -> "tuple[str, Call] | None":
-        """(the module, its first `torch.utils.checkpoint` call without `use_reentrant`) when `class_qualname` is a
-        class (or a factory function) of the project's own module that calls torch's checkpoint itself (a copied
-        `modeling_llama.py`)."""
+        """(the module, its first `torch.utils.checkpoint` call without `use_reentrant`, else its first) when
+        `class_qualname` is a class (or a factory function, or an entry `X[]` of a registry) of the project's own
+        module that calls torch's checkpoint itself (a copied `modeling_llama.py`)."""
         module, name = self._defining(class_qualname)
-        if module is None or (name not in module.facts.classes and name not in module.facts.functions):
+        if module is None or (name not in module.facts.classes and name not in module.facts.functions and not name.endswith("[]")):
             return None
-        for call in module.facts.calls:
-            if call.qualname in TORCH_CHECKPOINTS and isinstance(call.kwarg("use_reentrant"), Missing):
-                return shown_path(module.path), call
-        return None
+        calls = [call for call in module.facts.calls if call.qualname in TORCH_CHECKPOINTS]
+        first = next((call for call in calls if isinstance(call.kwarg("use_reentrant"), Missing)), calls[0] if calls else None)
+        return (shown_path(module.path), first) if first is not None else None
 
     def _defining(self, qualname: str) -> "tuple[_Module | None, str]":
         """The project module that defines `qualname`, and the name in it."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ckpt_doctor.analysis.facts import PARAMETERS, AttrAssign, Call, ScriptFacts
+from ckpt_doctor.analysis.facts import PARAMETERS, AttrAssign, Call, ScriptFacts, own_checkpointing_keyword
 from ckpt_doctor.analysis.library import APPLY_AC, CHECKPOINT_WRAPPER, GRPO_CONFIG, TRL_UNTRUNCATED_PROMPT_SINCE, is_training_config
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.values import MISSING, Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
@@ -290,17 +290,21 @@ def read_settings(training: Training) -> ScriptSettings:
         loaders.sort(key=lambda c: (truth(c.kwarg("shuffle")) is not True, "train" not in " ".join(filter(None, c.arg_names)) and "train" not in (c.assigned_to or "")))
         batch = next(filter(None, (_kwarg_setting(facts, c, "batch_size") for c in loaders)), None)
         out.batch_size = batch or _named_setting(facts, BATCH_NAMES) or out.batch_size
-    for call in facts.calls:
-        if call.qualname in OPTIM_CLASSES:
-            name = OPTIM_CLASSES[call.qualname]
-            if name == "adamw" and truth(call.kwarg("fused")) is True:
-                name = "adamw-fused"
-            out.optimizer = Setting(name, call.line)
+    # an optimizer class the script makes, else one a factory is asked for by name, else a class a project function makes
+    # (`smart_optimizer`'s `torch.optim.Adam` under `if name == "Adam"`, read without its argument)
+    classes = sorted((c for c in facts.calls if c.qualname in OPTIM_CLASSES), key=lambda c: c.via is not None)
+    named = next(filter(None, map(_optimizer_factory, facts.calls)), None)
+    if classes and (classes[0].via is None or named is None):
+        name = OPTIM_CLASSES[classes[0].qualname]
+        if name == "adamw" and truth(classes[0].kwarg("fused")) is True:
+            name = "adamw-fused"
+        out.optimizer = Setting(name, classes[0].line)
+    elif named is not None and out.optimizer.note == "assumed":
+        out.optimizer = named
+    for call in facts.calls_named("Accelerator"):
+        if (mixed := constant(call.kwarg("mixed_precision"))) in ("bf16", "fp16"):
+            out.mixed_precision = Setting(mixed, call.line)
             break
-        if call.name == "Accelerator":
-            mixed = constant(call.kwarg("mixed_precision"))
-            if mixed in ("bf16", "fp16"):
-                out.mixed_precision = Setting(mixed, call.line)
 
     # sequence length: the first stated one, in this order of names
     out.seq_len = _seq_len(facts, training.parsed_fields())
@@ -383,6 +387,8 @@ def read_settings(training: Training) -> ScriptSettings:
         out.checkpointing = Setting(plan, line)
     elif flagged := _module_flag(training):
         out.checkpointing = Setting("full", flagged.line, f"`{flagged.target} = True`")
+    elif own := _own_model_checkpointing(facts):
+        out.checkpointing = own
     elif out.zero.value == 3 and (fsdp_own := _fsdp_config_checkpointing(out.config_call, training)) is not None:
         out.checkpointing = fsdp_own
     if out.load_in_4bit or out.load_in_8bit:
@@ -550,6 +556,41 @@ def _module_flag(training: Training) -> AttrAssign | None:
     return next((a for a in training.facts.attr_assigns
                  if a.attr == "gradient_checkpointing" and truth(a.value) is True and a.target.count(".") >= 2
                  and a.target.split(".", 1)[0] in loaded and a.condition.runs_by_default is not False), None)
+
+
+# optimizer names a factory of the project or of a vision library takes (`smart_optimizer(model, opt.optimizer, ...)` with
+# `--optimizer SGD`, timm's `create_optimizer_v2(model, opt="sgd")`)
+FACTORY_OPTIMIZERS = {"sgd": "sgd", "adam": "adamw", "adamw": "adamw", "adafactor": "adafactor", "fusedadam": "adamw-fused",
+                      "adamw8bit": "adamw-8bit", "adamw_8bit": "adamw-8bit"}
+
+
+def _optimizer_factory(call: Call) -> Setting | None:
+    """The optimizer a factory is asked for by name: a call named like one (`smart_optimizer`, `create_optimizer`,
+    `build_optimizer`) given a string that names an optimizer."""
+    if "optim" not in call.name.lower() or call.qualname in OPTIM_CLASSES:
+        return None
+    for value in [*call.args, *call.kwargs.values()]:
+        name = constant(value)
+        if isinstance(name, str) and name.lower() in FACTORY_OPTIMIZERS:
+            return Setting(FACTORY_OPTIMIZERS[name.lower()], *_where(value))
+    return None
+
+
+def _own_model_checkpointing(facts: ScriptFacts) -> Setting | None:
+    """A model of the project's own made to checkpoint itself in the default run (`model.enable_gradient_checkpointing()`,
+    `MAR(grad_checkpointing=args.grad_checkpointing)` or `model.gradient_checkpointing = args.gradient_checkpointing`
+    with the option given)."""
+    for enable, load, _, _ in facts.model_checkpoints:
+        if enable.condition.runs_by_default is False or load.condition.runs_by_default is False:
+            continue
+        if isinstance(enable, AttrAssign):
+            if truth(enable.value) is True:
+                return Setting("full", enable.line, f"`{enable.target} = True` on the project's model")
+        elif not enable.names_a_trainer:
+            keyword = own_checkpointing_keyword(enable) if enable is load else None
+            if keyword is None or truth(load.kwargs[keyword]) is True:
+                return Setting("full", enable.line, f"the project's model, by `{keyword or enable.name}`")
+    return None
 
 
 def _dtype(value: Value) -> str | None:

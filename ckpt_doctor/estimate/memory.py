@@ -2015,12 +2015,15 @@ class _T5Model(_Model):
                     bias = self.position_bias(self.rel_dec, t, t, bidirectional=False)
                 xn = self.t5_norm(h, lay["ln0"])
                 # create_position_bias_mask with is_causal: torch.where(arange compare, position_bias, min), which keeps
-                # the [t, t] bool condition for its backward
+                # the [t, t] bool condition for its backward; the result has the permuted bias's layout, so the
+                # `.contiguous()` it returns is a copy, and both are alive for a moment (integrations/sdpa_attention.py)
                 ar = sim.new(2 * t, 8)
                 cond = sim.new(t * t, 1)
                 sim.drop(ar)
-                mask = sim.op([bias], bias.numel, bias.b, saves=[cond])
+                where = sim.op([bias], bias.numel, bias.b, saves=[cond])
                 sim.drop(cond)
+                mask = sim.op([where], where.numel, where.b, passthrough=True)
+                sim.drop(where)
                 ao = self.attention(xn, xn, lay, "", Nd, Nd, mask)
                 sim.drop(xn, mask)
                 h1 = self.residual(h, ao)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from ckpt_doctor.analysis.facts import Call
+from ckpt_doctor.analysis.facts import AttrAssign, Call, own_checkpointing_keyword
+from ckpt_doctor.analysis.training import on_paths
 from ckpt_doctor.findings import Applicability, Severity, Span
 from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, HF_ENABLE_METHODS, TORCH_CHECKPOINTS, is_training_config
 from ckpt_doctor.analysis.selective import op_collections
@@ -53,29 +54,56 @@ def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
                 "Add `use_reentrant=False`",
             ),
         )
-    # a Trainer given the model (its arguments turn checkpointing on), or the script's own enable call
-    enabled_by_hand = {id(load) for enable, load, _, _ in ctx.facts.model_checkpoints if not enable.names_a_trainer}
+    # a Trainer given the model (its arguments turn checkpointing on), the script's own enable call, the model's own
+    # keyword, or its flag set by hand
+    enabled_by_hand = {id(load) for enable, load, _, _ in ctx.facts.model_checkpoints if not _by_trainer(enable)}
     for enable, load, module, call in ctx.facts.model_checkpoints:
+        if not isinstance(call.kwarg("use_reentrant"), Missing):
+            continue
         condition = together(enable.condition, load.condition)
-        if enable.names_a_trainer:
+        keyword = own_checkpointing_keyword(enable) if enable is load else None
+        if isinstance(enable, AttrAssign):  # `model.gradient_checkpointing = args.gradient_checkpointing`
+            on = [path for path, state in on_paths(enable.value, None) if state is not False]
+            condition = together(condition, on[0]) if on else None
+            who, span = f"`{enable.target} = ...`", enable.span
+        elif keyword is not None:  # the model's own switch: on where its value is (`grad_checkpointing=args.grad_checkpointing`)
+            on = [path for path, state in on_paths(load.kwargs[keyword], load.kwarg_names.get(keyword)) if state is not False]
+            condition = together(condition, on[0]) if on else None
+            who, span = f"`{keyword}=`", enable.keyword_spans.get(keyword, enable.span)
+        elif enable.names_a_trainer:
             if id(load) in enabled_by_hand:
                 continue  # reported where the script turns it on itself
             sites = [s for s in ctx.training.hf_sites if s.enabled and s.kind in ("command line", "training config")]
             condition = next(filter(None, (together(condition, s.condition) for s in sites)), None)
+            who, span = f"`{enable.name}(...)` (at `train()`)", enable.span
+        else:
+            who, span = f"`{enable.receiver}.{enable.name}()`", enable.span
         if condition is None:
             continue
-        who = f"`{enable.name}(...)` (at `train()`)" if enable.names_a_trainer else f"`{enable.receiver}.{enable.name}()`"
+        hf = isinstance(enable, Call) and enable.name in HF_ENABLE_METHODS
         yield Report(
-            enable.span,
-            f"{who} turns on the checkpointing of the project's own "
-            f"`{load.qualname.removesuffix('.from_pretrained').removesuffix('.from_config').rsplit('.', 1)[-1]}` "
-            f"(made at line {load.line}), whose module calls "
-            f"`torch.utils.checkpoint.checkpoint` without `use_reentrant` ({module}:{call.line}): torch warns "
-            "\"the use_reentrant parameter should be passed explicitly\" on every call and falls back to the reentrant "
-            f"variant{', whatever kwargs Hugging Face is given' if enable.name in HF_ENABLE_METHODS else ''}; pass "
-            "`use_reentrant=False` there",
+            span,
+            f"{who} turns on the checkpointing of the project's own `{_model_name(load.qualname)}` (made at line "
+            f"{load.line}), whose module calls `torch.utils.checkpoint.checkpoint` without `use_reentrant` "
+            f"({module}:{call.line}): torch warns \"the use_reentrant parameter should be passed explicitly\" on every "
+            f"call and falls back to the reentrant variant{', whatever kwargs Hugging Face is given' if hf else ''}; "
+            "pass `use_reentrant=False` there",
             condition=condition,
         )
+
+
+def _by_trainer(enable: "Call | AttrAssign") -> bool:
+    return isinstance(enable, Call) and enable.names_a_trainer
+
+
+def _model_name(qualname: str) -> str:
+    """`LlamaForCausalLM` of `src.modeling.LlamaForCausalLM.from_pretrained`; `mar.__dict__[...]` or
+    `HUNYUAN_DIT_MODELS[...]` for an entry of a registry."""
+    name = qualname.removesuffix(".from_pretrained").removesuffix(".from_config")
+    if name.endswith("[]"):
+        parts = name[:-2].split(".")
+        return ".".join(parts[-2:] if parts[-1] == "__dict__" else parts[-1:]) + "[...]"
+    return name.rsplit(".", 1)[-1]
 
 
 @rule(

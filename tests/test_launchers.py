@@ -1547,3 +1547,70 @@ def test_an_optimizer_a_factory_is_asked_for_by_name(tmp_path):
     })
     settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
     assert (settings.optimizer.value, settings.optimizer.line) == ("sgd", 5)
+
+
+def test_a_model_a_classmethod_of_the_projects_class_makes_runs_its_checkpoint_calls(tmp_path):
+    # LinB203/FSDP-Training (holdout12): `model = Transformer.from_model_args(config)`, then
+    # `model.gradient_checkpointing = args.gradient_checkpointing`, run.sh passing the flag
+    write(tmp_path, {
+        "models/model.py": """
+            import torch.utils.checkpoint as cp
+            from torch import nn
+
+            class Transformer(nn.Module):
+                @classmethod
+                def from_model_args(cls, args):
+                    return cls()
+
+                def forward(self, h):
+                    for layer in self.layers:
+                        h = cp.checkpoint(layer, h) if self.gradient_checkpointing else layer(h)
+                    return h
+            """,
+        "train.py": """
+            import argparse
+            from models.model import Transformer
+
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--gradient_checkpointing", action="store_true", default=False)
+            args = parser.parse_args()
+            model = Transformer.from_model_args(None)
+            model.gradient_checkpointing = args.gradient_checkpointing
+            """,
+        "run.sh": "torchrun --nproc_per_node 8 train.py --gradient_checkpointing\n",
+    })
+    found = [f for f in check(tmp_path, select=["CKPT101"]) if f.code == "CKPT101"]
+    assert [f.span.start.line for f in found] == [8]
+    assert "own `Transformer`" in found[0].message and "models/model.py:11" in found[0].message
+
+
+def test_a_launched_sequence_length_wins_over_the_default_a_project_function_reads(tmp_path):
+    # multi_token (holdout12): the README passes `--model_max_length 2048` to the script's HfArgumentParser; the project
+    # function it calls reads `training_args.model_max_length` as the dataclass default (512)
+    write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/training.py": """
+            from dataclasses import dataclass, field
+            import transformers
+
+            @dataclass
+            class TrainingArguments(transformers.TrainingArguments):
+                model_max_length: int = field(default=512)
+
+            def train_for_modalities(training_args):
+                tokenizer = transformers.AutoTokenizer.from_pretrained("x", model_max_length=training_args.model_max_length)
+                trainer = transformers.Trainer(args=training_args)
+                trainer.train()
+            """,
+        "train.py": """
+            import transformers
+            from pkg.training import TrainingArguments, train_for_modalities
+
+            parser = transformers.HfArgumentParser((TrainingArguments,))
+            (training_args,) = parser.parse_args_into_dataclasses()
+            train_for_modalities(training_args)
+            """,
+        "README.md": "```\ndeepspeed train.py --per_device_train_batch_size 1 --model_max_length 2048\n```\n",
+    })
+    seq = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len
+    assert seq.value == 2048 and seq.file.endswith("README.md")

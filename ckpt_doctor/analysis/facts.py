@@ -460,8 +460,8 @@ class _Extractor:
             switches.append((call, model))
         for switch, model in switches:
             for load in _model_loads(model):
-                loaded = load.qualname.rsplit(".", 1)[0] if load.qualname.endswith(LOADERS) else load.qualname
-                found = self.project.own_checkpoint_call(loaded)
+                # the class, or the class of a classmethod that makes it (`from_pretrained`, `Transformer.from_model_args`)
+                found = self.project.own_checkpoint_call(load.qualname) or self.project.own_checkpoint_call(load.qualname.rsplit(".", 1)[0])
                 if found is not None:
                     self.facts.model_checkpoints.append((switch, load.call, *found))
                     break

@@ -604,18 +604,27 @@ def _dtype(value: Value) -> str | None:
 
 
 def _seq_len(facts: ScriptFacts, parsed: dict[str, Value]) -> Setting | None:
-    """The first stated sequence length, by name: in a call, else a field an argument parser fills (with what the
-    launcher passes), else bound outside any call."""
-    for name in SEQ_LEN_NAMES:
-        for call in facts.calls:
-            found = _kwarg_setting(facts, call, name) if name in call.kwargs else None
+    """The first stated sequence length, by name: in a call of the script, else a field an argument parser fills
+    (with what the launcher passes), else in a call of a project function it runs (which reads the fields' defaults,
+    not the launcher's values), else bound outside any call."""
+
+    def in_calls(calls: list[Call]) -> Setting | None:
+        for name in SEQ_LEN_NAMES:
+            for call in calls:
+                found = _kwarg_setting(facts, call, name) if name in call.kwargs else None
+                if found is not None and _positive_int(found.value):
+                    return found
+        return None
+
+    def in_fields() -> Setting | None:
+        for name in SEQ_LEN_NAMES:
+            found = _setting(parsed[name]) if name in parsed else None
             if found is not None and _positive_int(found.value):
                 return found
-    for name in SEQ_LEN_NAMES:
-        found = _setting(parsed[name]) if name in parsed else None
-        if found is not None and _positive_int(found.value):
-            return found
-    return _named_setting(facts, SEQ_LEN_NAMES)
+        return None
+
+    return (in_calls([c for c in facts.calls if c.via is None]) or in_fields()
+            or in_calls([c for c in facts.calls if c.via is not None]) or _named_setting(facts, SEQ_LEN_NAMES))
 
 
 def _rl_seq_len(config: Call | None, training: Training) -> Setting | None:

@@ -97,13 +97,15 @@ def _by_trainer(enable: "Call | AttrAssign") -> bool:
 
 
 def _model_name(qualname: str) -> str:
-    """`LlamaForCausalLM` of `src.modeling.LlamaForCausalLM.from_pretrained`; `mar.__dict__[...]` or
-    `HUNYUAN_DIT_MODELS[...]` for an entry of a registry."""
-    name = qualname.removesuffix(".from_pretrained").removesuffix(".from_config")
-    if name.endswith("[]"):
-        parts = name[:-2].split(".")
+    """`LlamaForCausalLM` of `src.modeling.LlamaForCausalLM.from_pretrained` (a classmethod's class); `mar.__dict__[...]`
+    or `HUNYUAN_DIT_MODELS[...]` for an entry of a registry."""
+    if qualname.endswith("[]"):
+        parts = qualname[:-2].split(".")
         return ".".join(parts[-2:] if parts[-1] == "__dict__" else parts[-1:]) + "[...]"
-    return name.rsplit(".", 1)[-1]
+    parts = qualname.split(".")
+    if len(parts) > 1 and parts[-1][:1].islower() and parts[-2][:1].isupper():
+        parts.pop()
+    return parts[-1]
 
 
 @rule(

@@ -101,7 +101,7 @@ def named_live_tracker():
 
 
 def run_trace(setup: TrainingSetup, top: int) -> None:
-    import torch  # noqa: F401
+    import torch  # noqa: F401  (the trace imports torch lazily; fail here first)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from ckpt_doctor.estimate import trace as T
@@ -113,14 +113,14 @@ def run_trace(setup: TrainingSetup, top: int) -> None:
     T._materialize_fake(model, fake_mode)
     T._recompute_under(model, sem)
     vocab = int(getattr(T.hf_config(setup), "vocab_size", 32000))
-    with T._hf_sees_real_tensors(), fake_mode:
+    with T._hf_sees_real_tensors(), T._qwen_vl_patches(setup), fake_mode:
         inputs = T.make_inputs(setup, vocab)
         opt = T.make_optimizer(setup, model.parameters())
         tr = named_live_tracker()
         tr.track(list(model.parameters()), "param")
         tr.track(list(model.buffers()), "buffer")
         tr.track(list(inputs.values()), "input")
-        with tr, sem:
+        with tr, sem, T._inplace_grad_accumulation_mode(state):  # as trace_step runs it
             T._step(model, opt, inputs, setup, tr, state, 2)
     for ph in T.PHASES:
         print(f"\n== trace {ph}: {tr.phase_peaks.get(ph, 0) / MiB:.1f} MiB")

@@ -79,12 +79,10 @@ def test_trace_matrix_covers_the_issue():
     assert any(r["params_total"] > 6e9 for r in rows), "a 7B/8B shape"
 
 
-# Open (issue 10 grid): two LoRA + checkpointing rows where the closed form holds less than the trace, which agrees
-# with the CPU allocator on LoRA + checkpointing (test_lora_with_checkpointing_trace_matches_the_allocator). T5 at 4096:
-# one [1, heads, s, s] bias-sized tensor fewer in forward and backward (docs/estimate.md, "The family grid").
-_OPEN = {"bert-base-uncased-4L batch_size=2 seq_len=512 dtype=fp32 mixed_precision=bf16 lora_r=16 "
-         "lora_targets=query+value checkpointing=every_2",
-         "flan-t5-base-4L seq_len=4096 lora_r=16 lora_targets=q+v checkpointing=full"}
+# Open (issue 10 grid): T5 at 4096 with LoRA and full checkpointing, where the closed form holds less than the trace
+# in backward (-4.5 %): the trace's peak is in decoder block 0's recomputed feed-forward backward, with the recomputed
+# decoder bias, cross-attention bias and mask alive (docs/estimate.md, "The family grid").
+_OPEN = {"flan-t5-base-4L seq_len=4096 lora_r=16 lora_targets=q+v checkpointing=full"}
 
 
 @pytest.mark.parametrize("row", [pytest.param(r, marks=pytest.mark.xfail(reason="trace artifact with LoRA + "
@@ -629,16 +627,17 @@ def test_each_grid_family_matches_a_real_step_read_from_the_allocator(family):
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="needs torch and transformers (the [verify] extra)")
-@pytest.mark.parametrize("family, over, closed_form_open", [
-    ("Mistral", dict(seq_len=1024, lora_r=8, lora_targets=("q_proj", "v_proj"), checkpointing="full"), False),
-    # the closed form is 7 % under here, the grid's open BERT row (_OPEN) at tiny size
+@pytest.mark.parametrize("family, over", [
+    ("Mistral", dict(seq_len=1024, lora_r=8, lora_targets=("q_proj", "v_proj"), checkpointing="full")),
     ("BERT", dict(seq_len=256, dtype="fp32", mixed_precision="bf16", lora_r=8, lora_targets=("query", "value"),
-                  checkpointing="every_2"), True),
+                  checkpointing="every_2")),
 ])
-def test_lora_with_checkpointing_trace_matches_the_allocator(family, over, closed_form_open):
+def test_lora_with_checkpointing_trace_matches_the_allocator(family, over):
     """LoRA with checkpointing, where MemTracker (the trace's tracker until stop 23) held tensors a real step frees:
     on the Mistral row 0.5 MB too many in forward and backward and 1 MB in the optimizer step (3.00 vs 1.95 MB). The
-    trace counts live storages now, and agrees with the CPU allocator's own events in every phase."""
+    trace counts live storages now, and agrees with the CPU allocator's own events in every phase. BERT: the closed
+    form was 7 % under until it kept what Python keeps (`embedding_output`, `intermediate_output`, the dropout output
+    `self.LayerNorm(hidden_states + input_tensor)` holds) and the word embeddings' leaf that requires grad."""
     import warnings
 
     from ckpt_doctor.estimate.trace import allocator_step, trace_step
@@ -651,7 +650,7 @@ def test_lora_with_checkpointing_trace_matches_the_allocator(family, over, close
     for ph in ("forward", "backward", "optimizer"):
         assert abs(real.phases[ph] - fake.phases[ph]) <= 0.005 * fake.phases[ph], (ph, real.phases, fake.phases)
     est = estimate(setup, cublas_workspaces=False)
-    assert (abs(est.peak_bytes - real.peak_bytes) <= 0.03 * real.peak_bytes) != closed_form_open, (est.phases, real.phases)
+    assert abs(est.peak_bytes - real.peak_bytes) <= 0.01 * real.peak_bytes, (est.phases, real.phases)
 
 
 def test_qwen_vl_vision_geometry_and_settings():

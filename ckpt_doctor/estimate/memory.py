@@ -814,10 +814,13 @@ class _Model:
         return out
 
     def input_requires_grad(self, x: _T) -> None:
+        """`enable_input_require_grads`' hook: the input embeddings' output made a leaf that requires grad; its
+        AccumulateGrad node holds it (and then its .grad) until the backward reaches it."""
         if not x.rg:
             x.rg = True
-            if self.sim.rec is not None:  # a leaf: its .grad lives until the tensor goes
-                self.sim.rec.append(_Node([], [x], [], 0, False))
+            if self.sim.rec is not None:
+                x.saves += 1
+                self.sim.rec.append(_Node([], [x], [x], 0, False))
 
     def split(self, base: _T, sizes: Iterable[int]) -> list[_T]:
         """Views of ``base`` (``qkv.split``); their backward concatenates the gradients into a new one."""
@@ -1655,19 +1658,21 @@ class _BertModel(_Model):
         sim, c = self.sim, self.ctx
         ids = sim.new(c.N, 8)
         we = sim.op([self.emb], c.N * c.h, self.emb.b, saves=[ids])
+        if c.ckpt_every:  # the hook is on the word embeddings (`get_input_embeddings()`)
+            self.input_requires_grad(we)
         te = sim.op([self.tte], c.N * c.h, self.tte.b)
         x = self.add(we, te)
         sim.drop(we, te)
         pe = sim.op([self.wpe], c.s * c.h, self.wpe.b)
         x2 = self.add(x, pe)
         sim.drop(x, pe)
-        if c.ckpt_every:
-            self.input_requires_grad(x2)
         xn = self.layernorm(x2, *self.eln)
         sim.drop(x2)
         x = self.dropout(xn, self.p_h)
         sim.drop(xn)
+        held = sim.ref(x)  # BertModel.forward's `embedding_output` lives until the encoder returns (saved or not)
         x = self.layers(x)
+        sim.drop(held)
         # hidden[:, 0]; its backward materialises a zero [b, s, h] gradient
         pooled_in = sim.op([x], c.b * c.h, x.b)
         sim.drop(x)
@@ -1694,23 +1699,23 @@ class _BertModel(_Model):
         v = self.linear(x, lv)
         # `attention_output, _ = self.attention(...)`: `_` keeps the attention weights to the end
         ao, aw = self.attend(q, k, v, lo)
+        # BertSelfOutput / BertOutput: `hidden_states = self.LayerNorm(hidden_states + input_tensor)` holds the dropout
+        # output until the norm returns
         ad = self.dropout(ao, self.p_h)
         sim.drop(ao)
         s1 = self.add(ad, x)
-        sim.drop(ad)
         h1 = self.layernorm(s1, *lay["norms"][0])
-        sim.drop(s1)
+        sim.drop(s1, ad)
         it = self.linear(h1, li)
         ac = self.activation(it, c.act)
         sim.drop(it)
+        # `feed_forward_chunk`: `intermediate_output` lives until `self.output(intermediate_output, ...)` returns
         o2 = self.linear(ac, lo2)
-        sim.drop(ac)
         d2 = self.dropout(o2, self.p_h)
         sim.drop(o2)
         s2 = self.add(d2, h1)
-        sim.drop(d2)
         out = self.layernorm(s2, *lay["norms"][1])
-        sim.drop(s2, h1, aw)
+        sim.drop(s2, d2, ac, h1, aw)
         return out
 
     def eager(self, q: _T, k: _T, v: _T) -> _T:

@@ -453,29 +453,19 @@ def _efficient_sdpa(args, kwargs):
     return out[0]
 
 
-def _tied_params(model) -> set:
-    """(shape, dtype) of the parameters that more than one module uses (a tied embedding and lm_head)."""
-    seen: dict[int, int] = {}
-    shapes = set()
-    for _, mod in model.named_modules(remove_duplicate=False):
-        for p in mod._parameters.values():
-            if p is not None:
-                seen[id(p)] = seen.get(id(p), 0) + 1
-                if seen[id(p)] > 1:
-                    shapes.add((tuple(p.shape), p.dtype))
-    return shapes
-
-
-def _inplace_grad_accumulation_mode(tied: set, state: dict):
-    """Undo one artifact of tracing under a dispatch mode: autograd sums a parameter's gradients in place when it holds
-    the last reference to the first one (torch 2.13 torch/csrc/autograd/input_buffer.cpp ``accumulate``), but its
+def _inplace_grad_accumulation_mode(state: dict):
+    """Undo one artifact of tracing under a dispatch mode: autograd sums the gradients a tensor receives from its
+    uses in place when it holds the last reference to the first one (torch 2.13 torch/csrc/autograd/input_buffer.cpp
+    ``accumulate``), but its
     ``can_accumulate_inplace`` asks ``at::isTensorSubclassLike``, which is true whenever any dispatch mode is active
     (ATen/TensorSubclassLikeUtils.h: ``if (c10::impl::dispatch_mode_enabled()) return true``).  So under
     FakeTensorMode / the live-bytes mode every such sum is out of place.  For a tied embedding under autocast that is one
     extra [V, h] fp32 tensor a real step never holds (the lm_head's gradient reaches the weight as ToCopyBackward0's
     fresh tensor, summed in place; in pure fp32/bf16 it is a TBackward0 view, summed out of place, as here).
-    This mode turns the backward's ``add(old, new)`` of a tied parameter's shape into ``old.add_(new)`` when ``old``
-    is not a view, as the engine does without a mode."""
+    T5's cross-attention bias, which checkpointing makes require grad and every decoder block uses, had one
+    `[1, heads, t, s]` sum too many.  This mode turns the backward's ``add(old, new)`` of two tensors of one shape and
+    dtype into ``old.add_(new)`` when ``old`` is not a view and requires no grad, as the engine does without a mode;
+    the real CPU steps read from the allocator agree with it (``allocator_step``, every grid family)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -487,8 +477,7 @@ def _inplace_grad_accumulation_mode(tied: set, state: dict):
             if func is add and state.get("backward") and len(args) == 2 and not kwargs:
                 a, b = args
                 if (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-                        and a.dtype == b.dtype and (tuple(a.shape), a.dtype) in tied and not a._is_view()
-                        and a.is_contiguous()):
+                        and a.dtype == b.dtype and not a._is_view() and a.is_contiguous() and not a.requires_grad):
                     return torch.ops.aten.add_.Tensor(a, b)
             return func(*args, **kwargs)
 
@@ -726,7 +715,7 @@ def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: in
         tracker.track(list(model.parameters()), kind="parameters")
         tracker.track(list(model.buffers()), kind="buffers")
         tracker.track(list(inputs.values()), kind="inputs")
-        with tracker, sem, _inplace_grad_accumulation_mode(_tied_params(model), autocast_state):
+        with tracker, sem, _inplace_grad_accumulation_mode(autocast_state):
             _step(model, opt, inputs, setup, tracker, autocast_state, iterations)
     method = "FakeTensorMode + live storage bytes" if fake else "real CPU step + live storage bytes"
     return _result(tracker, model, t0, method, notes)

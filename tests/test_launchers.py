@@ -1614,3 +1614,74 @@ def test_a_launched_sequence_length_wins_over_the_default_a_project_function_rea
     })
     seq = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len
     assert seq.value == 2048 and seq.file.endswith("README.md")
+
+
+def test_a_unet_whose_blocks_live_in_a_module_beside_it_runs_their_checkpoint_calls(tmp_path):
+    # hallo (holdout13): `UNet3DConditionModel.from_pretrained_2d(...)`, then `denoising_unet.enable_gradient_checkpointing()`;
+    # the class's module imports its blocks from `unet_3d_blocks.py`, which calls torch's checkpoint
+    write(tmp_path, {
+        "hallo/__init__.py": "",
+        "hallo/models/__init__.py": "",
+        "hallo/models/unet_3d_blocks.py": """
+            import torch
+
+            class CrossAttnDownBlock3D(torch.nn.Module):
+                def forward(self, x):
+                    if self.gradient_checkpointing:
+                        return torch.utils.checkpoint.checkpoint(self.resnet, x)
+                    return self.resnet(x)
+            """,
+        "hallo/models/unet_3d.py": """
+            from torch import nn
+            from .unet_3d_blocks import CrossAttnDownBlock3D
+
+            class UNet3DConditionModel(nn.Module):
+                @classmethod
+                def from_pretrained_2d(cls, path):
+                    return cls()
+            """,
+        "scripts/train_stage2.py": """
+            from hallo.models.unet_3d import UNet3DConditionModel
+
+            denoising_unet = UNet3DConditionModel.from_pretrained_2d("pretrained/unet")
+            denoising_unet.enable_gradient_checkpointing()
+            """,
+    })
+    found = [f for f in check(tmp_path, "scripts/train_stage2.py", select=["CKPT101"]) if f.code == "CKPT101"]
+    assert [f.span.start.line for f in found] == [4]
+    assert "`UNet3DConditionModel`" in found[0].message and "hallo/models/unet_3d_blocks.py:6" in found[0].message
+
+
+def test_a_yaml_config_read_with_omegaconf_gives_its_values_through_attributes(tmp_path):
+    # Moore-AnimateAnyone (holdout13): `config = OmegaConf.load(args.config)` when `args.config[-5:] == ".yaml"`, the
+    # README passing `--config configs/train/stage1.yaml`; `cfg.solver.gradient_checkpointing` is the file's False
+    write(tmp_path, {
+        "configs/train/stage1.yaml": "data:\n  train_bs: 4\nsolver:\n  gradient_checkpointing: {flag}\n",
+        "train.py": """
+            import argparse
+            from omegaconf import OmegaConf
+            from transformers import AutoModelForCausalLM
+
+            def main(cfg):
+                model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")
+                if cfg.solver.gradient_checkpointing:
+                    model.gradient_checkpointing_enable()
+                loader = torch.utils.data.DataLoader(data, batch_size=cfg.data.train_bs, shuffle=True)
+
+            if __name__ == "__main__":
+                parser = argparse.ArgumentParser()
+                parser.add_argument("--config", type=str, default="./configs/training/stage1.yaml")
+                args = parser.parse_args()
+                if args.config[-5:] == ".yaml":
+                    config = OmegaConf.load(args.config)
+                else:
+                    raise ValueError("Do not support this format config file")
+                main(config)
+            """,
+        "README.md": "```\naccelerate launch train.py --config configs/train/stage1.yaml\n```\n",
+    })
+    text = (tmp_path / "configs/train/stage1.yaml").read_text()
+    for flag, plan in (("False", "none"), ("True", "full")):
+        (tmp_path / "configs/train/stage1.yaml").write_text(text.format(flag=flag))
+        settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+        assert (settings.checkpointing.value, settings.batch_size.value) == (plan, 4)

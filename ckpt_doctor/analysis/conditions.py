@@ -114,7 +114,7 @@ class Condition:
         what a finding's message and JSON name ("with `--use_lora`"). Tests in the code (`if self.training:`) only
         keep exclusive branches apart; naming them would bury the message."""
         chosen = (l for l in self.literals if (l.option is not None or l.named) and l.by_default is not True)
-        return sorted(chosen, key=lambda l: (l.option or l.text, l.holds))
+        return sorted(chosen, key=lambda l: (l.option or l.text, l.holds, l.text, str(l.equals)))
 
     def describe(self) -> str:
         """What a finding needs beyond the default run: "with `--use_lora`", "" when nothing (each said once: two

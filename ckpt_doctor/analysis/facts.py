@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Iterable
 from ckpt_doctor.analysis.conditions import ALWAYS, Condition, Literal, within
 from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles, settings_in_text
 from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, abbreviations, launched_value, with_launched
-from ckpt_doctor.analysis.parse import children, parse_module
+from ckpt_doctor.analysis.parse import LEAVES, children, parse_module
 from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
 from ckpt_doctor.analysis.library import HF_ENABLE_METHODS, KBIT_PREPARATION, PEFT_WRAPPERS
 from ckpt_doctor.analysis.values import (
@@ -511,7 +511,7 @@ class _Extractor:
                 inner = None
             elif bound is not None and kind in _BINDERS:
                 _bind(node, bound)
-            found = children(node)
+            found = children(node) if kind not in LEAVES else None
             if found:
                 push([(child, inner) for child in found])
             if kind is ast.Call:
@@ -887,7 +887,8 @@ class _Extractor:
                 self.facts.strings.append((node.value, node.lineno))
             elif isinstance(node, ast.Compare) and scope.kind == "function":
                 self._param_test(node, scope)
-            todo += children(node)
+            if type(node) not in LEAVES:
+                todo += children(node)
 
     def _param_test(self, node: ast.Compare, scope: _Scope) -> None:
         """Record `param in X` / `param == X` (one comparison, the parameter on the left)."""
@@ -1030,6 +1031,8 @@ class _Extractor:
                 return QualName(canonical(f"{base.name}.{node.attr}"))
             if isinstance(base, Namespace):
                 return base.get(node.attr)
+            if isinstance(base, DictVal):  # `cfg.solver.gradient_checkpointing` of `OmegaConf.load(...)` (or an EasyDict)
+                return base.get(node.attr) if base.complete else base.items.get(node.attr, UNKNOWN)
             if isinstance(base, Instance) and node.attr in base.call.kwargs:
                 return base.call.kwargs[node.attr]
             if isinstance(base, Instance) and not base.call.star_kwargs and not base.call.args:
@@ -1073,6 +1076,12 @@ class _Extractor:
             return UNKNOWN
         if isinstance(node, ast.Subscript):
             container = self.eval(node.value, scope)
+            if isinstance(node.slice, ast.Slice):  # `args.config[-5:] == ".yaml"`: a piece of a known word
+                bounds = [None if part is None else constant(self.eval(part, scope)) for part in (node.slice.lower, node.slice.upper, node.slice.step)]
+                text = constant(container)
+                if isinstance(text, str) and all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds) and bounds[2] != 0:
+                    return Const(text[slice(*bounds)], container.origin)
+                return UNKNOWN
             key = self.eval(node.slice, scope)
             if isinstance(container, DictVal) and isinstance(key, Const) and isinstance(key.value, str):
                 return container.get(key.value) if container.complete else container.items.get(key.value, UNKNOWN)

@@ -178,6 +178,8 @@ def _nesting(text: str, limit: int = _MAX_NESTING, literals: list | None = None)
     return max(deepest, elifs)
 
 
+# nodes without children a walker looks for (a name, a constant: most nodes of a script)
+LEAVES = frozenset({ast.Name, ast.Constant})
 # fields whose nodes never hold anything a walker looks for: `Load`/`Store` contexts and operators
 _LEAF_FIELDS = frozenset({"ctx", "op", "ops"})
 _CHILD_FIELDS: dict[type, tuple[str, ...]] = {}

@@ -15,6 +15,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -168,9 +169,16 @@ class Project:
         module, name = self._defining(class_qualname)
         if module is None or (name not in module.facts.classes and name not in module.facts.functions and not name.endswith("[]")):
             return None
-        calls = [call for call in module.facts.calls if call.qualname in TORCH_CHECKPOINTS]
-        first = next((call for call in calls if isinstance(call.kwarg("use_reentrant"), Missing)), calls[0] if calls else None)
-        return (shown_path(module.path), first) if first is not None else None
+        # its own module's calls, else those of the project modules it imports (a UNet whose blocks live beside it)
+        module_name = class_qualname.rsplit(".", 1)[0]
+        imported = (_imported(module_name, module.path, name) for name in module.facts.imports) if self.depth + 1 < MAX_DEPTH else ()
+        nearby = (self._named_module(part) for name in filter(None, imported) for part in dict.fromkeys((name, name.rsplit(".", 1)[0])))
+        for found in chain([module], filter(None, nearby)):
+            calls = [call for call in found.facts.calls if call.qualname in TORCH_CHECKPOINTS]
+            if calls:
+                first = next((call for call in calls if isinstance(call.kwarg("use_reentrant"), Missing)), calls[0])
+                return shown_path(found.path), first
+        return None
 
     def _defining(self, qualname: str) -> "tuple[_Module | None, str]":
         """The project module that defines `qualname`, and the name in it."""

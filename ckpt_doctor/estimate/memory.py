@@ -1393,7 +1393,6 @@ class _LlamaModel(_Model):
         (``proj_out * sample_weights_g``, promoted to their dtype), un-permuted, summed over k and cast back.
         ``_grouped_mm`` is not autocast-enabled: its input is cast to the weight's dtype (``_grouped_mm``)."""
         sim, c, a = self.sim, self.ctx, self.ctx.arch
-        E = max(1, a.num_experts)
         k = max(1, a.num_experts_per_tok)
         mi = a.moe_intermediate_size or c.I
         S = c.N * k

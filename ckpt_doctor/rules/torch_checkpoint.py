@@ -84,7 +84,7 @@ def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
         yield Report(
             span,
             f"{who} turns on the checkpointing of the project's own `{_model_name(load.qualname)}` (made at line "
-            f"{load.line}), whose module calls `torch.utils.checkpoint.checkpoint` without `use_reentrant` "
+            f"{load.line}), whose code calls `torch.utils.checkpoint.checkpoint` without `use_reentrant` "
             f"({module}:{call.line}): torch warns \"the use_reentrant parameter should be passed explicitly\" on every "
             f"call and falls back to the reentrant variant{', whatever kwargs Hugging Face is given' if hf else ''}; "
             "pass `use_reentrant=False` there",

@@ -252,6 +252,7 @@ def test_a_sequence_length_field_of_the_projects_own_dataclass_comes_from_the_la
         block_size: int = field(default=4096)
 
     config, args = HfArgumentParser((TrainingConfig, TrainingArguments)).parse_args_into_dataclasses()
+    dataset = dataset.map(lambda batch: group_texts(batch, config.block_size))
     """
     write(tmp_path, {"train.py": script})
     assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len.value == 4096
@@ -1685,3 +1686,49 @@ def test_a_yaml_config_read_with_omegaconf_gives_its_values_through_attributes(t
         (tmp_path / "configs/train/stage1.yaml").write_text(text.format(flag=flag))
         settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
         assert (settings.checkpointing.value, settings.batch_size.value) == (plan, 4)
+
+
+def test_a_field_the_script_declares_but_never_reads_is_an_assumed_sequence_length(tmp_path):
+    # malaya (holdout14): the launcher passes `--block_size 24576`, the script's own dataclass declares `block_size`,
+    # and nothing in it reads it (the dataset is pre-packed; Mantis' data module reads its `--max_seq_len`): a reading,
+    # but an assumed one, so no error-level CKPT402 rests on it
+    write(tmp_path, {
+        "train.py": """
+            from dataclasses import dataclass, field
+            from typing import Optional
+            from transformers import HfArgumentParser, TrainingArguments
+
+            @dataclass
+            class DataArguments:
+                block_size: Optional[int] = field(default=None)
+                train_file: Optional[str] = field(default=None)
+
+            parser = HfArgumentParser((DataArguments, TrainingArguments))
+            data_args, training_args = parser.parse_args_into_dataclasses()
+            {use}
+            """,
+        "run.sh": "torchrun train.py --block_size 24576 --per_device_train_batch_size 3 --output_dir out\n",
+    })
+    script = (tmp_path / "train.py").read_text()
+    for use, stated in (("", False), ("print(data_args.block_size)", True)):
+        (tmp_path / "train.py").write_text(script.replace("{use}", use))
+        found = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.seq_len
+        assert (found.value, found.stated) == (24576, stated)
+        assert stated or "declares but never reads" in found.note
+
+
+@pytest.mark.parametrize("pin, reported", [("torch==2.0.1", False), ("torch==2.1.0", True), ("torch>=2.0", True), ("", True)])
+def test_an_unset_use_reentrant_is_reported_where_torch_warns_about_it(tmp_path, pin, reported):
+    # CKPT101 applies from torch 2.1 (the warning, pytorch/pytorch#100551); Moore-AnimateAnyone (holdout13) pins 2.0.1,
+    # where a project UNet's `checkpoint(...)` without it runs the reentrant default without a word
+    write(tmp_path, {
+        "requirements.txt": pin + "\n",
+        "train.py": """
+            from torch.utils.checkpoint import checkpoint
+
+            def block_forward(block, x):
+                return checkpoint(block, x)
+            """,
+    })
+    found = [f for f in check(tmp_path, select=["CKPT101"]) if f.code == "CKPT101"]
+    assert [f.span.start.line for f in found] == ([4] if reported else [])

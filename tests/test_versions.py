@@ -165,6 +165,39 @@ def test_nearest_pins_win_and_pyproject_dependencies_count(tmp_path):
     assert TargetVersions(script=tmp_path / "train.py").get("trl").version == V("0.21.0")
 
 
+UV_LOCK = """version = 1
+requires-python = ">=3.12"
+
+[[package]]
+name = "torch"
+version = "2.9.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "trl"
+version = "0.25.1"
+source = { registry = "https://pypi.org/simple" }
+dependencies = [
+    { name = "transformers" },
+]
+"""
+
+
+@pytest.mark.parametrize("name, text", [
+    ("uv.lock", UV_LOCK),
+    ("poetry.lock", UV_LOCK.replace('source = { registry = "https://pypi.org/simple" }', 'description = ""')),
+    ("Pipfile.lock", '{"_meta": {}, "default": {"trl": {"version": "==0.25.1"}}, "develop": {"torch": {"version": "==2.9.0"}}}'),
+])
+def test_a_lock_file_gives_the_versions_it_resolved_before_the_ranges_declared(tmp_path, name, text):
+    # d0rbu/reasoning-vocab (holdout14): pyproject says `trl>=0.8.0`, uv.lock resolved trl 0.25.1, whose GRPOConfig
+    # turns checkpointing on by default (docs/version-facts.md R1)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["trl>=0.8.0", "torch>=2.0"]\n')
+    (tmp_path / name).write_text(text)
+    found = TargetVersions(script=tmp_path / "exp" / "grpo_train.py")
+    assert (found.get("trl").version, found.get("torch").version) == (V("0.25.1"), V("2.9.0"))
+    assert found.get("trl").exact and name in found.get("trl").describe("trl")
+
+
 def test_pyproject_optional_dependencies_and_tool_tables_are_not_requirements(tmp_path):
     versions_ = project(
         tmp_path,

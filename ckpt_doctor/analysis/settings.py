@@ -620,11 +620,23 @@ def _seq_len(facts: ScriptFacts, parsed: dict[str, Value]) -> Setting | None:
         for name in SEQ_LEN_NAMES:
             found = _setting(parsed[name]) if name in parsed else None
             if found is not None and _positive_int(found.value):
+                if _declared_unread(facts, name):  # read elsewhere, or by nothing: a reading, not a stated size
+                    where = f"{found.file}:{found.line}" if found.file else f"line {found.line}"
+                    return Setting(found.value, None, f"assumed: `--{name}` ({where}), which this file declares but never reads", found.file)
                 return found
         return None
 
     return (in_calls([c for c in facts.calls if c.via is None]) or in_fields()
             or in_calls([c for c in facts.calls if c.via is not None]) or _named_setting(facts, SEQ_LEN_NAMES))
+
+
+def _declared_unread(facts: ScriptFacts, name: str) -> bool:
+    """A field the script's own dataclass declares (`block_size: Optional[int] = field(...)`) that nothing in the
+    script reads: a launcher may pass it, but whether anything uses it is not known here (malaya's `--block_size 24576`
+    over a pre-packed dataset sets nothing; Mantis' `--max_seq_len` is read by its data module). A library's field
+    (never declared here) or one a project module declares is left alone: their code reads it."""
+    mentions = [line for line in facts.lines if re.search(rf"\b{re.escape(name)}\b", line)]
+    return len(mentions) == 1 and re.match(rf"\s*{re.escape(name)}\s*:", mentions[0]) is not None
 
 
 def _rl_seq_len(config: Call | None, training: Training) -> Setting | None:

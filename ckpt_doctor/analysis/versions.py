@@ -5,7 +5,8 @@ the first of these that says something wins (DESIGN.md §2):
 
 1. `--target-version` / `[tool.ckpt-doctor] target-versions`: exact.
 2. What the project declares: `%pip install` pins in a notebook, then the requirements nearest the script
-   (requirements*.txt with nested -r/-c, pyproject.toml, setup.py, setup.cfg, environment.yml), and, when
+   (uv / poetry / pdm / pipenv lock files, requirements*.txt with nested -r/-c, pyproject.toml, setup.py, setup.cfg,
+   environment.yml), and, when
    the project says nothing about transformers itself, the transformers range a framework it requires
    (axolotl, LLaMA-Factory, TRL) declares at that release (FRAMEWORK_PINS, docs/version-facts.md [F1]).
 3. API-era evidence from the script's own code (`ceilings=`, `floors=`): "inferred: <reason>". With a
@@ -17,6 +18,7 @@ the first of these that says something wins (DESIGN.md §2):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -310,9 +312,30 @@ def _requirement_files(folder: Path) -> tuple[Path, ...]:
     nested = sorted((folder / "requirements").glob("*.txt")) if "requirements" in names and (folder / "requirements").is_dir() else []
     others = [n for n in ("pyproject.toml", "setup.py", "setup.cfg", "environment.yml", "environment.yaml") if n in names]
     own = [folder / f for f in FRAMEWORK_VERSION_FILES if f.split("/", 1)[0] in names]  # a framework's own checkout
+    locks = [folder / n for n in LOCK_FILES if n in names]  # the versions resolved, before the ranges declared
     # last, a README whose install commands pin a tracked package (`pip install transformers==4.41.0`)
     readmes = [folder / n for n in README_NAMES if n in names and _readme_requirements(_text(folder / n), folder / n)]
-    return tuple(p for p in own + [folder / n for n in texts] + nested + [folder / n for n in others] + readmes if p.is_file())
+    return tuple(p for p in own + locks + [folder / n for n in texts] + nested + [folder / n for n in others] + readmes if p.is_file())
+
+
+# lock files: uv, poetry and pdm write `[[package]]` / `name = "trl"` / `version = "0.25.1"`; pipenv a JSON
+LOCK_FILES = ("uv.lock", "poetry.lock", "pdm.lock", "Pipfile.lock")
+_LOCKED = re.compile(r'^\[\[package\]\]\s*\nname\s*=\s*"([^"]+)"\s*\nversion\s*=\s*"([^"]+)"', re.MULTILINE)
+
+
+def _lock_requirements(text: str, path: Path) -> list[_Requirement]:
+    """The exact versions a lock file resolved (the first entry of a package a lock lists twice)."""
+    if path.name == "Pipfile.lock":
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return []
+        sections = [data.get(key) for key in ("default", "develop")] if isinstance(data, dict) else []
+        pairs = [(name, str(entry.get("version", "")).lstrip("=")) for section in sections if isinstance(section, dict)
+                 for name, entry in section.items() if isinstance(entry, dict)]
+    else:
+        pairs = _LOCKED.findall(text)
+    return [req for name, version in pairs if version and (req := _parse_requirement(f"{name}=={version}", path)) is not None]
 
 
 _PIP_INSTALL = re.compile(r"\bpip3?\s+install\b(.*)")
@@ -469,6 +492,8 @@ def _requirements_in_file(path: Path, visited: set[Path]) -> list[_Requirement]:
         return _conda_requirements(text, path, visited)
     elif path.name in README_NAMES:
         return _readme_requirements(text, path)
+    elif path.name in LOCK_FILES:
+        return _lock_requirements(text, path)
     elif name.endswith(".py"):
         return _own_release(path, text)
     else:

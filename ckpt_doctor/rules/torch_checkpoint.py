@@ -16,6 +16,8 @@ from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import set_keyword, zero3_with_peft
 from ckpt_doctor.analysis.values import Const, DictVal, Missing, QualName, Value, constant, truth
 
+# torch warns about a `checkpoint` call without `use_reentrant` since 2.1 (pytorch/pytorch#100551; rules/CKPT101.md)
+USE_REENTRANT_WARNING_SINCE = "2.1"
 # Keywords `torch.utils.checkpoint.checkpoint` itself takes (torch 2.13, torch/utils/checkpoint.py);
 # any other keyword is meant for the wrapped function.
 CHECKPOINT_KEYWORDS = {"use_reentrant", "context_fn", "determinism_check", "debug", "early_stop", "preserve_rng_state"}
@@ -38,6 +40,8 @@ def _label(call: Call) -> str:
     summary="`torch.utils.checkpoint` called without an explicit `use_reentrant`",
 )
 def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
+    if ctx.versions.at_least("torch", USE_REENTRANT_WARNING_SINCE) is False:
+        return  # torch 2.0 and older: the reentrant default, without a word
     unsafe = zero3_with_peft(ctx)
     for call in ctx.training.torch_checkpoint_sites:
         if not isinstance(call.kwarg("use_reentrant"), Missing):

@@ -79,16 +79,7 @@ def test_trace_matrix_covers_the_issue():
     assert any(r["params_total"] > 6e9 for r in rows), "a 7B/8B shape"
 
 
-# Open (issue 10 grid): T5 at 4096 with LoRA and full checkpointing, where the closed form holds less than the trace
-# in backward (-4.5 %): the trace's peak is in decoder block 0's recomputed feed-forward backward, with the recomputed
-# decoder bias, cross-attention bias and mask alive (docs/estimate.md, "The family grid").
-_OPEN = {"flan-t5-base-4L seq_len=4096 lora_r=16 lora_targets=q+v checkpointing=full"}
-
-
-@pytest.mark.parametrize("row", [pytest.param(r, marks=pytest.mark.xfail(reason="trace artifact with LoRA + "
-                                                                          "checkpointing, open", strict=True))
-                                 if r["id"] in _OPEN else r for r in TRACES["rows"]],
-                         ids=[r["id"] for r in TRACES["rows"]])
+@pytest.mark.parametrize("row", TRACES["rows"], ids=[r["id"] for r in TRACES["rows"]])
 def test_closed_form_within_3_percent_of_trace(row):
     est = estimate(_setup(row), cublas_workspaces=False)  # the trace sees tensors, not cuBLAS workspaces
     err = (est.peak_bytes - row["peak_bytes"]) / row["peak_bytes"]

@@ -1732,3 +1732,26 @@ def test_an_unset_use_reentrant_is_reported_where_torch_warns_about_it(tmp_path,
     })
     found = [f for f in check(tmp_path, select=["CKPT101"]) if f.code == "CKPT101"]
     assert [f.span.start.line for f in found] == ([4] if reported else [])
+
+
+def test_parsed_arguments_are_no_trainer_switch_in_a_script_that_runs_its_own_step(tmp_path):
+    # Finetune_llama2_Megatron (holdout15): TrainingArguments parsed from start.sh's `--gradient_checkpointing`, but no
+    # Trainer: the script's own `if training_args.gradient_checkpointing: model.gradient_checkpointing_enable()` and loop
+    write(tmp_path, {
+        "train.py": """
+            from transformers import AutoModelForCausalLM, HfArgumentParser, TrainingArguments
+
+            parser = HfArgumentParser((TrainingArguments,))
+            (training_args,) = parser.parse_args_into_dataclasses()
+            model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-2-7b-hf")
+            if training_args.gradient_checkpointing:
+                model.gradient_checkpointing_enable()
+            model.train()
+            for batch in loader:
+                model(**batch).loss.backward()
+            """,
+        "start.sh": "torchrun train.py --output_dir out --gradient_checkpointing\n",
+        "requirements.txt": "transformers==4.40.0\n",
+    })
+    found = [f for f in check(tmp_path, select=["CKPT201"]) if f.code == "CKPT201"]
+    assert [f.span.start.line for f in found] == [7]  # the script's own call, not the parser at line 4

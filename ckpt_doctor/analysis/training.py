@@ -279,12 +279,16 @@ class Training:
 
     @property
     def _trainers_take_arguments(self) -> bool:
-        """Whether a Trainer that enables checkpointing from its parsed arguments may run: False only when every
+        """Whether a Trainer that enables checkpointing from its parsed arguments may run: False when every
         `...Trainer(...)` the script builds is the project's own class extending no library class (LOMO's
-        `LOMOTrainer`), so `training_args.gradient_checkpointing` is a value the script reads, not a switch."""
+        `LOMOTrainer`), or when it builds none and runs its own step (`loss.backward()`: Finetune_llama2_Megatron's
+        `if training_args.gradient_checkpointing: model.gradient_checkpointing_enable()`), so
+        `training_args.gradient_checkpointing` is a value the script reads, not a switch."""
         trainers = [c for c in self.facts.calls if c.name.endswith("Trainer")]
+        if not trainers:  # one a project module builds may take them, unless the script runs its own step
+            return not any(c.name == "backward" and c.is_method for c in self.facts.calls)
         own = [self.facts.classes.get(own_name(c.qualname)) for c in trainers if c.qualname]
-        return not trainers or len(own) < len(trainers) or any(info is None or info.library_base for info in own)
+        return len(own) < len(trainers) or any(info is None or info.library_base for info in own)
 
     def _command_line_kwargs(self, line: int, namespace: Namespace) -> list[tuple[Condition, Value, Span]]:
         """The checkpointing kwargs of arguments parsed from the command line at `line`, with the path each holds on

@@ -268,7 +268,7 @@ class _T:
     """A tensor: ``numel`` elements of ``b`` bytes; ``own`` bytes of device memory (0 for a view or a
     tensor that lives elsewhere)."""
 
-    __slots__ = ("b", "base", "cat", "dead", "dims", "grad", "leaf", "numel", "own", "pinned", "refs", "rg", "saves")
+    __slots__ = ("b", "base", "cat", "dead", "dims", "grad", "held", "leaf", "numel", "own", "pinned", "refs", "rg", "saves")
 
     def __init__(self, numel: int, b: float, rg: bool, cat: str, own: int | None = None, leaf: bool = False,
                  base: _T | None = None) -> None:
@@ -285,6 +285,7 @@ class _T:
         self.base = base
         self.dead = False
         self.pinned = False  # a gradient autograd cannot sum into in place (a view: see _Sim._give_grad)
+        self.held = False  # a leaf a checkpointed function makes: its AccumulateGrad node holds it (_Sim._ckpt_backward)
 
 
 class _Node:
@@ -489,12 +490,22 @@ class _Sim:
         out2 = nd.fn(x)
         self.rec, self.cache = rec, cache
         pairs = zip(out2, nd.out) if isinstance(out2, tuple) else ((out2, nd.out),)
+        held = []
         for o2, o in pairs:
             if o2 is None:
+                continue
+            if o.held:  # a leaf: it keeps the gradient the later blocks gave it; the copy gets its own
+                held.append((o2, o))
                 continue
             o2.grad, o.grad = o.grad, None
             self.drop(o2)
         self.backward(sub)
+        for o2, o in held:  # its AccumulateGrad node runs once this block's backward is done: leaf and gradient go
+            self.drop(o2)
+            if o.grad is not None:
+                g, o.grad = o.grad, None
+                self.drop(g)
+            self.unsave(o)
         for k in nd.keep:
             self.unsave(k)
         if nd.offload:
@@ -2032,10 +2043,14 @@ class _T5Model(_Model):
                 sim.drop(xn, mask)
                 h1 = self.residual(h, ao)
                 if first:  # cross-attention's bias: torch.zeros((1, heads, t, s), dtype=query dtype); requires_grad
-                    # when the model is checkpointed (T5Attention.gradient_checkpointing, set for every module)
+                    # when the model is checkpointed (T5Attention.gradient_checkpointing, set for every module): a leaf,
+                    # which its AccumulateGrad node holds, with its gradient, until the backward reaches that node
                     xbias = sim.new(c.nq * t * s, c.ab, rg=bool(c.ckpt_every))
-                    if c.ckpt_every and sim.rec is not None:
-                        sim.rec.append(_Node([], [xbias], [], 0, False))
+                    if c.ckpt_every:
+                        xbias.held = True
+                        xbias.saves += 1
+                        if sim.rec is not None:
+                            sim.rec.append(_Node([], [xbias], [xbias], 0, False))
                 xn2 = self.t5_norm(h1, lay["ln1"])
                 co = self.attention(xn2, enc_out, lay, "x_", Nd, Ne, xbias)
                 sim.drop(xn2)

@@ -33,6 +33,11 @@ def check(root: Path, script: str = "train.py", **settings) -> list:
     return lint_text(read_source(path), Settings(root=root, **settings))
 
 
+def findings_of(code: str, root: Path, script: str = "train.py") -> list:
+    """The findings of one rule on `script`."""
+    return [f for f in check(root, script, select=[code]) if f.code == code]
+
+
 # -- reading shell scripts ------------------------------------------------------------------------------------
 
 
@@ -392,7 +397,7 @@ def test_checkpointing_turned_on_for_the_projects_own_model_class_runs_its_check
             model.gradient_checkpointing_enable()
             """,
     })
-    found = [f for f in check(tmp_path, "train/src/entry_point/train.py", select=["CKPT101"]) if f.code == "CKPT101"]
+    found = findings_of("CKPT101", tmp_path, "train/src/entry_point/train.py")
     assert [f.span.start.line for f in found] == [6]
     assert "modeling_llama.py:7" in found[0].message and found[0].fix is None
 
@@ -429,7 +434,7 @@ def test_the_projects_own_checkpointing_switch_on_a_model_its_factory_makes_runs
                 model.set_grad_checkpointing()
             """,
     })
-    found = [f for f in check(tmp_path, "open_lm/main.py", select=["CKPT101"]) if f.code == "CKPT101"]
+    found = findings_of("CKPT101", tmp_path, "open_lm/main.py")
     assert [f.span.start.line for f in found] == [9]
     assert "open_lm/model.py:10" in found[0].message and "Hugging Face" not in found[0].message
     assert found[0].condition is not None and "--grad-checkpointing" in str(found[0].condition)
@@ -481,7 +486,7 @@ def test_a_model_asked_to_checkpoint_itself_by_keyword_runs_its_checkpoint_calls
             )
             """,
     })
-    found = [f for f in check(tmp_path, "main_mar.py", select=["CKPT101"]) if f.code == "CKPT101"]
+    found = findings_of("CKPT101", tmp_path, "main_mar.py")
     assert [f.span.start.line for f in found] == ([9] if reported else [])
     if reported:
         assert "`mar.__dict__[...]`" in found[0].message and "models/mar.py:11" in found[0].message
@@ -516,7 +521,7 @@ def test_a_registry_entry_turned_on_by_the_projects_own_method_runs_its_checkpoi
             model.enable_gradient_checkpointing()
             """,
     })
-    found = [f for f in check(tmp_path, select=["CKPT101"]) if f.code == "CKPT101"]
+    found = findings_of("CKPT101", tmp_path)
     assert [f.span.start.line for f in found] == [5]
     assert "`model.enable_gradient_checkpointing()`" in found[0].message and "`MODELS[...]`" in found[0].message
     assert "models/dit.py:12" in found[0].message
@@ -1516,7 +1521,7 @@ def test_a_flag_set_by_hand_on_a_projects_model_is_its_checkpointing(tmp_path):
         (tmp_path / "models/dit.py").write_text(dit.format(reentrant=reentrant))
         analysis = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path))
         assert analysis.settings.checkpointing.value == "full"
-        found = [f for f in check(tmp_path, select=["CKPT101"]) if f.code == "CKPT101"]
+        found = findings_of("CKPT101", tmp_path)
         assert [f.span.start.line for f in found] == ([9] if reported else [])
     (tmp_path / "run.sh").write_text("accelerate launch train.py\n")
     assert analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings.checkpointing.value == "none"
@@ -1580,7 +1585,7 @@ def test_a_model_a_classmethod_of_the_projects_class_makes_runs_its_checkpoint_c
             """,
         "run.sh": "torchrun --nproc_per_node 8 train.py --gradient_checkpointing\n",
     })
-    found = [f for f in check(tmp_path, select=["CKPT101"]) if f.code == "CKPT101"]
+    found = findings_of("CKPT101", tmp_path)
     assert [f.span.start.line for f in found] == [8]
     assert "own `Transformer`" in found[0].message and "models/model.py:11" in found[0].message
 
@@ -1648,7 +1653,7 @@ def test_a_unet_whose_blocks_live_in_a_module_beside_it_runs_their_checkpoint_ca
             denoising_unet.enable_gradient_checkpointing()
             """,
     })
-    found = [f for f in check(tmp_path, "scripts/train_stage2.py", select=["CKPT101"]) if f.code == "CKPT101"]
+    found = findings_of("CKPT101", tmp_path, "scripts/train_stage2.py")
     assert [f.span.start.line for f in found] == [4]
     assert "`UNet3DConditionModel`" in found[0].message and "hallo/models/unet_3d_blocks.py:6" in found[0].message
 
@@ -1730,7 +1735,7 @@ def test_an_unset_use_reentrant_is_reported_where_torch_warns_about_it(tmp_path,
                 return checkpoint(block, x)
             """,
     })
-    found = [f for f in check(tmp_path, select=["CKPT101"]) if f.code == "CKPT101"]
+    found = findings_of("CKPT101", tmp_path)
     assert [f.span.start.line for f in found] == ([4] if reported else [])
 
 
@@ -1753,5 +1758,5 @@ def test_parsed_arguments_are_no_trainer_switch_in_a_script_that_runs_its_own_st
         "start.sh": "torchrun train.py --output_dir out --gradient_checkpointing\n",
         "requirements.txt": "transformers==4.40.0\n",
     })
-    found = [f for f in check(tmp_path, select=["CKPT201"]) if f.code == "CKPT201"]
+    found = findings_of("CKPT201", tmp_path)
     assert [f.span.start.line for f in found] == [7]  # the script's own call, not the parser at line 4

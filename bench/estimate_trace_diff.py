@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-import weakref
 from collections import defaultdict
 from pathlib import Path
 
@@ -46,86 +45,18 @@ def reduced_arch(model: str, layers: int | None, **over) -> ModelArch:
     return ModelArch.from_hf_config(cfg, model)
 
 
-def named_live_tracker():
-    """Live storages (CUDA-rounded) with the op that made them; a snapshot of them at each phase peak."""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_leaves
-
-    from ckpt_doctor.estimate.trace import _PhaseMixin, cuda_round
-
-    class Named(_PhaseMixin, TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self._phase_init()
-            self.live: dict[int, tuple[int, str, object]] = {}
-            self.total = 0
-            self.peak_live: dict[str, list[tuple[int, str]]] = {}
-
-        def current_total(self) -> int:
-            return self.total
-
-        def current_categories(self) -> dict[str, int]:
-            return {"Total": self.total}
-
-        def _note(self) -> None:
-            cur = self.total
-            if cur > self.phase_peaks.get(self.phase, -1):
-                self.phase_peaks[self.phase] = cur
-                self.peak_live[self.phase] = [(n, lab) for n, lab, _ in self.live.values()]
-
-        def _drop(self, key: int) -> None:
-            nbytes, _, _ = self.live.pop(key, (0, None, None))
-            self.total -= nbytes
-
-        def track(self, objs, label: str = "input") -> None:
-            for t in tree_leaves(objs):
-                if not isinstance(t, torch.Tensor):
-                    continue
-                st = t.untyped_storage()
-                key = id(st) if not hasattr(st, "_cdata") else st._cdata
-                if key in self.live:
-                    continue
-                nbytes = cuda_round(st.nbytes())
-                lab = f"{label} {tuple(t.shape)} {str(t.dtype).replace('torch.', '')}"
-                self.live[key] = (nbytes, lab, weakref.ref(st, lambda _r, k=key: self._drop(k)))
-                self.total += nbytes
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            self.track(out, f"{self.phase[:3]}:{func.__name__}")
-            self._note()
-            return out
-
-    return Named()
-
-
 def run_trace(setup: TrainingSetup, top: int) -> None:
-    import torch  # noqa: F401  (the trace imports torch lazily; fail here first)
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     from ckpt_doctor.estimate import trace as T
 
-    state = {"enabled": False, "cache": None}
-    sem = T._cuda_semantics_mode(setup.mixed_precision, state)
-    model = T.build_model(setup, meta=True)
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    T._materialize_fake(model, fake_mode)
-    T._recompute_under(model, sem)
-    vocab = int(getattr(T.hf_config(setup), "vocab_size", 32000))
-    with T._hf_sees_real_tensors(), T._qwen_vl_patches(setup), fake_mode:
-        inputs = T.make_inputs(setup, vocab)
-        opt = T.make_optimizer(setup, model.parameters())
-        tr = named_live_tracker()
-        tr.track(list(model.parameters()), "param")
-        tr.track(list(model.buffers()), "buffer")
-        tr.track(list(inputs.values()), "input")
-        with tr, sem, T._inplace_grad_accumulation_mode(state):  # as trace_step runs it
-            T._step(model, opt, inputs, setup, tr, state, 2)
+    def describe(origin: str, tensor) -> str:
+        return f"{origin} {tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}"
+
+    tracker = T.live_bytes_tracker(describe)
+    T.trace_step(setup, tracker=tracker)
     for ph in T.PHASES:
-        print(f"\n== trace {ph}: {tr.phase_peaks.get(ph, 0) / MiB:.1f} MiB")
+        print(f"\n== trace {ph}: {tracker.phase_peaks.get(ph, 0) / MiB:.1f} MiB")
         groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for n, lab in tr.peak_live.get(ph, []):
+        for n, lab in tracker.peak_live.get(ph, []):
             g = groups[lab]
             g[0] += n
             g[1] += 1

@@ -219,6 +219,7 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
         if path.suffix in LAUNCHER_SUFFIXES:
             text = _with_sourced(text, path, root, read)
         documents = None
+        suggested = _suggested_flags(read(path) or "") if path.suffix == ".md" else frozenset()
         runs = _commands_in_folders(text, path, is_makefile(path.name))
         if path.suffix in LAUNCHER_SUFFIXES and _POSITIONAL.search(text):
             # `bash finetune.sh $MODEL 2048` in another launcher: this one's `$1`... as that caller gives them
@@ -230,7 +231,6 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
                 if documents is None:  # read once per launcher, when it runs the script
                     documents = _here_documents(text) if "<<" in text else []
                 written = {name: (start, body) for start, name, body in documents if name and start < line}
-                suggested = _suggested_flags(read(path) or "") if path.suffix == ".md" else frozenset()
                 found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch), written_files=written,
                                      suggested=suggested))
             if len(found) >= MAX_LAUNCHES:

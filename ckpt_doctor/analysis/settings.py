@@ -560,8 +560,7 @@ def _module_flag(training: Training) -> AttrAssign | None:
 
 # optimizer names a factory of the project or of a vision library takes (`smart_optimizer(model, opt.optimizer, ...)` with
 # `--optimizer SGD`, timm's `create_optimizer_v2(model, opt="sgd")`)
-FACTORY_OPTIMIZERS = {"sgd": "sgd", "adam": "adamw", "adamw": "adamw", "adafactor": "adafactor", "fusedadam": "adamw-fused",
-                      "adamw8bit": "adamw-8bit", "adamw_8bit": "adamw-8bit"}
+FACTORY_OPTIMIZERS = {**OPTIM_NAMES, "adam": "adamw", "adamw": "adamw", "fusedadam": "adamw-fused", "adamw8bit": "adamw-8bit"}
 
 
 def _optimizer_factory(call: Call) -> Setting | None:

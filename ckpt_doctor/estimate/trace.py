@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 import time
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 CUDA_BLOCK = 512  # bytes; c10/cuda/CUDACachingAllocator.cpp kMinBlockSize / round_size()
 
@@ -558,12 +558,16 @@ def _hf_sees_real_tensors():
             masking_utils.find_packed_sequence_indices = orig_packed
 
 
-def live_bytes_tracker():
+def live_bytes_tracker(describe: Callable[[str, Any], str] | None = None):
     """Live storage bytes, CUDA-rounded, per phase: every storage an op returns, or that is registered with ``track``,
     counts until Python frees it (fake tensors and real ones alike).  ``allocator_step`` checks it against the CPU
     allocator's own events.  The breakdown says what a storage is when it was registered (parameters, buffers,
     inputs), else the phase whose op made it: "made in backward" holds the gradients, "made in optimizer" the
     optimizer state.
+
+    ``describe(origin, tensor)``, a diagnostic's (``bench/estimate_trace_diff.py``), names each storage instead (origin:
+    the kind it was registered as, or the phase and op that made it, "bac:mm"), and the storages live at each phase's
+    peak are kept in ``peak_live`` as (bytes, name).
     """
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -576,6 +580,7 @@ def live_bytes_tracker():
             self.live: dict[int, tuple[int, str, Any]] = {}
             self.kinds: dict[str, int] = {}
             self.total = 0
+            self.peak_live: dict[str, list[tuple[int, str]]] = {}
 
         def current_total(self) -> int:
             return self.total
@@ -583,14 +588,18 @@ def live_bytes_tracker():
         def current_categories(self) -> dict[str, int]:
             return {**{kind: n for kind, n in self.kinds.items() if n}, "Total": self.total}
 
+        def _note(self) -> None:
+            if describe is not None and self.total > self.phase_peaks.get(self.phase, -1):
+                self.peak_live[self.phase] = [(n, kind) for n, kind, _ in self.live.values()]
+            super()._note()
+
         def _drop(self, key: int) -> None:
             nbytes, kind, _ = self.live.pop(key, (0, "", None))
             if nbytes:
                 self.total -= nbytes
                 self.kinds[kind] -= nbytes
 
-        def track(self, *objs, kind: str | None = None) -> None:
-            kind = kind or f"made in {self.phase}"
+        def track(self, *objs, kind: str | None = None, op: str | None = None) -> None:
             for t in tree_leaves(objs):
                 if not isinstance(t, torch.Tensor):
                     continue
@@ -599,13 +608,17 @@ def live_bytes_tracker():
                 if key in self.live:
                     continue
                 nbytes = cuda_round(st.nbytes())
-                self.live[key] = (nbytes, kind, weakref.ref(st, lambda _r, k=key: self._drop(k)))
+                if describe is not None:
+                    name = describe(kind or f"{self.phase[:3]}:{op}", t)
+                else:
+                    name = kind or f"made in {self.phase}"
+                self.live[key] = (nbytes, name, weakref.ref(st, lambda _r, k=key: self._drop(k)))
                 self.total += nbytes
-                self.kinds[kind] = self.kinds.get(kind, 0) + nbytes
+                self.kinds[name] = self.kinds.get(name, 0) + nbytes
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            self.track(out)
+            self.track(out, op=func.__name__)
             self._note()
             return out
 
@@ -659,15 +672,16 @@ class TraceFailed(TraceUnsupported):
     """The trace of a setup failed inside torch / transformers / peft: one line naming the model, never a traceback."""
 
 
-def trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int = 2) -> TraceResult:
-    """Peak bytes of one steady-state training step of ``setup`` as ``torch.cuda.max_memory_allocated`` sees it.
+def trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int = 2, tracker=None) -> TraceResult:
+    """Peak bytes of one steady-state training step of ``setup`` as ``torch.cuda.max_memory_allocated`` sees it
+    (``tracker``: a ``live_bytes_tracker`` to count with, a diagnostic's; a plain one by default).
 
     Raises :class:`TraceUnsupported` (a setup the trace cannot run, or transformers refuses) or :class:`TraceFailed`
     (anything else that went wrong, in one line naming the model) -- never another exception, except ImportError
     (torch, transformers or peft missing), which the caller turns into an install hint."""
     _check_supported(setup)
     try:
-        return _trace_step(setup, device, fake=fake, iterations=iterations)
+        return _trace_step(setup, device, fake=fake, iterations=iterations, tracker=tracker)
     except (TraceUnsupported, ImportError):
         raise
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
@@ -678,7 +692,7 @@ def trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int
         raise TraceFailed(f"--trace of {name} ({setup.arch.model_type}) failed: {type(exc).__name__}: {first}") from None
 
 
-def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int = 2) -> TraceResult:
+def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: int = 2, tracker=None) -> TraceResult:
     """Peak bytes of one steady-state training step of ``setup`` as ``torch.cuda.max_memory_allocated`` sees it.
 
     ``fake=True`` (default): FakeTensorMode, no real memory, any model size.
@@ -711,7 +725,7 @@ def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: in
     with _hf_sees_real_tensors(), (_qwen_vl_patches(setup) if fake else contextlib.nullcontext()), fake_mode:
         inputs = make_inputs(setup, vocab)
         opt = make_optimizer(setup, model.parameters())
-        tracker = live_bytes_tracker()
+        tracker = tracker or live_bytes_tracker()
         tracker.track(list(model.parameters()), kind="parameters")
         tracker.track(list(model.buffers()), kind="buffers")
         tracker.track(list(inputs.values()), kind="inputs")

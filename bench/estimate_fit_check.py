@@ -43,8 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from ckpt_doctor.estimate.arch import ModelArch
 from ckpt_doctor.estimate.fit import FitOptions, FitPlan, _with_loss, plan_fit
-from ckpt_doctor.estimate.memory import (BLAS_WORKSPACE_BYTES, BLAS_WORKSPACES, CUDA_CONTEXT_BYTES, TrainingSetup,
-                                         estimate, reserved_from_allocated)
+from ckpt_doctor.estimate.memory import BLAS_WORKSPACE_BYTES, BLAS_WORKSPACES, TrainingSetup, card_bytes, estimate
 from ckpt_doctor.estimate.registry import resolve
 from estimate_traces import _reduced  # noqa: E402  (bench/estimate_traces.py: a bundled config cut to N layers)
 
@@ -103,7 +102,7 @@ def traced_smi(plan: FitPlan) -> int:
     from ckpt_doctor.estimate.trace import trace_step
 
     peak = trace_step(plan.setup).peak_bytes + BLAS_WORKSPACES * BLAS_WORKSPACE_BYTES
-    return reserved_from_allocated(peak) + CUDA_CONTEXT_BYTES
+    return card_bytes(peak, estimate(plan.setup))  # with the allocator cache the closed form's replay gives the plan
 
 
 def scaled_budget(ffit, small: TrainingSetup, budget: int) -> tuple[int, str]:

@@ -77,6 +77,7 @@ class Launch:
     written_files: dict[str, tuple[int, str]] = field(default_factory=dict)
     # flags the guide that shows this command tells people to add (README: "add `--grad_checkpointing` to the arguments")
     suggested: frozenset[str] = frozenset()
+    env: dict[str, str] = field(default_factory=dict)  # the variables of ENVIRONMENT the line runs with
 
     @property
     def where(self) -> str:
@@ -232,10 +233,30 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
                     documents = _here_documents(text) if "<<" in text else []
                 written = {name: (start, body) for start, name, body in documents if name and start < line}
                 found.append(replace(launch, option_lines=_option_lines(text.splitlines()[line - 1:], launch), written_files=written,
-                                     suggested=suggested))
+                                     suggested=suggested, env=environment(text, line, words)))
             if len(found) >= MAX_LAUNCHES:
                 return found
     return found
+
+
+ENVIRONMENT = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+"""The environment variables a launch's settings come from: the CUDA caching allocator's configuration (torch reads
+`PYTORCH_ALLOC_CONF`, and `PYTORCH_CUDA_ALLOC_CONF` before it: torch 2.13 `c10/cuda/CUDAAllocatorConfig.h`)."""
+_EXPORTED = re.compile(rf"^[ \t]*export[ \t]+({'|'.join(ENVIRONMENT)})=(\S*)", re.MULTILINE)
+
+
+def environment(text: str, line: int, words: list[str]) -> dict[str, str]:
+    """The variables of ENVIRONMENT the command on `line` of `text` runs with: exported on an earlier line, or set in
+    front of the command itself (`PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python train.py`)."""
+    before = "\n".join(text.splitlines()[:line - 1])
+    env = {m.group(1): m.group(2).strip("\"'") for m in _EXPORTED.finditer(before)}
+    for word in words:
+        name, sep, value = word.partition("=")
+        if not sep or not _ASSIGNMENT.match(word):
+            break
+        if name in ENVIRONMENT:
+            env[name] = value
+    return env
 
 
 def _documented_first(launchers: list[Path], readmes: list[Path], read: Callable[[Path], str | None]) -> list[Path]:
@@ -490,7 +511,8 @@ def framework_launches(text: str, path: str, makefile: bool = False) -> list[Fra
                 options[key] = _known(value)
                 written[key] = key
         processes = processes or _processes(runner, runner_options)
-        launch = Launch(shown_path(path), line, runner, options, written, tuple(positional), runner_options, processes)
+        launch = Launch(shown_path(path), line, runner, options, written, tuple(positional), runner_options, processes,
+                        env=environment(text, line, words))
         found.append(FrameworkLaunch(framework_id, replace(launch, option_lines=_option_lines(lines[line - 1:], launch)), config))
     return found
 

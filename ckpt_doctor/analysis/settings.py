@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from ckpt_doctor.analysis.facts import PARAMETERS, AttrAssign, Call, ScriptFacts, own_checkpointing_keyword
+from ckpt_doctor.analysis.launchers import ENVIRONMENT
 from ckpt_doctor.analysis.library import APPLY_AC, CHECKPOINT_WRAPPER, GRPO_CONFIG, TRL_UNTRUNCATED_PROMPT_SINCE, is_training_config
 from ckpt_doctor.analysis.training import Training
 from ckpt_doctor.analysis.values import MISSING, Const, DictVal, Instance, Missing, QualName, TupleVal, Value, constant, truth
@@ -85,6 +86,8 @@ class ScriptSettings:
     sharding_unknown: str | None = None  # why the spread over GPUs is not known (a launcher's missing accelerate config)
     trained_unknown: str | None = None  # why what the step trains is not known (a PEFT or quantization config built elsewhere)
     fused_loss: Setting | None = None  # a fused / chunked cross-entropy (Liger, cut-cross-entropy): logits never whole
+    # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, set by the script or its launcher (what is reserved, not allocated)
+    expandable_segments: Setting = field(default_factory=lambda: Setting(False, None, "torch's default allocator"))
     is_training: bool = False
 
     def as_flags(self) -> dict[str, object]:
@@ -111,6 +114,7 @@ class ScriptSettings:
             "checkpointing": str(self.checkpointing.value),
             "frozen": str(self.frozen.value),
             "freeze_vision_tower": bool(self.freeze_vision_tower and self.freeze_vision_tower.value),
+            "expandable_segments": bool(self.expandable_segments.value),
         }
 
     @property
@@ -131,6 +135,8 @@ class ScriptSettings:
             parts.append(f"LoRA r={s.lora_r.value}")
         if s.fused_loss is not None:
             parts.append(f"fused loss `{s.fused_loss.note}` (line {s.fused_loss.line}: the estimate's logits are an upper bound)")
+        if s.expandable_segments.value:
+            parts.append(f"expandable segments {s.expandable_segments.describe()}")
         if s.frozen.stated:
             parts.append(f"frozen {s.frozen.describe()}")
         if s.freeze_vision_tower is not None:
@@ -394,7 +400,27 @@ def read_settings(training: Training) -> ScriptSettings:
     if out.load_in_4bit or out.load_in_8bit:
         out.kbit_upcast = _kbit_upcast(training, out)
     _deepspeed_auto_16bit(training, out)
+    out.expandable_segments = _expandable_segments(facts) or out.expandable_segments
     return out
+
+
+_EXPANDABLE = re.compile(r"expandable_segments\s*:\s*true", re.IGNORECASE)
+_ALLOCATOR_SETTINGS = re.compile(rf"({'|'.join(ENVIRONMENT)}|_set_allocator_settings)\b")
+
+
+def _expandable_segments(facts: ScriptFacts) -> Setting | None:
+    """`expandable_segments:True` in the allocator's configuration: in the environment the launcher runs the script
+    with, or set by the script itself (`os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"` before
+    CUDA is first used, `torch.cuda.memory._set_allocator_settings("expandable_segments:True")`)."""
+    launch = facts.launch
+    if launch is not None:
+        for name in ENVIRONMENT:
+            if _EXPANDABLE.search(launch.env.get(name, "")):
+                return Setting(True, launch.line, name, launch.file)
+    for number, text in enumerate(facts.lines, 1):
+        if _ALLOCATOR_SETTINGS.search(text) and _EXPANDABLE.search(text):
+            return Setting(True, number, _ALLOCATOR_SETTINGS.search(text).group(1))
+    return None
 
 
 def _deepspeed_auto_16bit(training: Training, out: ScriptSettings) -> None:

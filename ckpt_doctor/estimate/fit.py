@@ -56,7 +56,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .memory import CUDA_CONTEXT_BYTES, DTYPE_BYTES, MemoryEstimate, TrainingSetup, _every, estimate, reserved_from_allocated
+from .memory import DTYPE_BYTES, MemoryEstimate, TrainingSetup, card_bytes, estimate
 from .plans import extra_compute_pct, plan_names, step_flops
 
 __all__ = ["Change", "FitOptions", "FitPlan", "FitResult", "dominant_term", "plan_fit"]
@@ -379,13 +379,7 @@ def _compose(setup: TrainingSetup, base: MemoryEstimate, plan: MemoryEstimate, o
         dynamic = bd.get("activations", 0) + (0 if phase == "optimizer" else bd.get("temporaries", 0))
         total += dynamic * ratio + logits + bd.get("cublas_workspaces", 0)
         peak = max(peak, int(total))
-    return peak, _nvidia_smi(peak, opt)
-
-
-def _nvidia_smi(peak: int, like: MemoryEstimate) -> int:
-    """reserved + CUDA context, plus what ``like`` holds outside torch's allocator (paged optimizer state)."""
-    outside = like.peak_bytes_nvidia_smi - like.peak_bytes_reserved - CUDA_CONTEXT_BYTES
-    return reserved_from_allocated(peak) + max(outside, 0) + CUDA_CONTEXT_BYTES
+    return peak, card_bytes(peak, opt)
 
 
 def _fused_loss_bytes(setup: TrainingSetup, tokens: int) -> int:
@@ -401,7 +395,7 @@ def _with_loss(est: MemoryEstimate, fused: bool, setup: TrainingSetup) -> tuple[
     for phase, total in est.phases.items():
         logits = est.phase_breakdown[phase].get("logits_and_loss", 0)
         peak = max(peak, total - logits + (min(logits, _fused_loss_bytes(setup, tokens)) if logits else 0))
-    return peak, _nvidia_smi(peak, est)
+    return peak, card_bytes(peak, est)
 
 
 # ---- slowdown ---------------------------------------------------------------------------------------------------

@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .allocator import SMALL_SIZE, Block, CachingAllocator
 from .arch import ModelArch
 
 __all__ = [
-    "ALLOCATOR_OVERHEAD",
     "BREAKDOWN_KEYS",
     "CUDA_BLOCK",
     "BLAS_WORKSPACES",
@@ -69,10 +69,6 @@ larger size is used for every GPU: at most 48 MiB too much on older cards."""
 BLAS_WORKSPACES = 2
 """Workspaces are per (handle, stream), handles per thread: the forward runs on the caller's thread, the
 backward on autograd's device thread.  ``bench/cublas_workspace_probe.py`` measured 2 x 32 MiB on an H200."""
-
-ALLOCATOR_OVERHEAD = 0.08
-"""``memory_reserved`` / ``max_memory_allocated`` - 1 of a training step: cached free blocks and
-fragmentation.  Fitted on the seven PEFT MetaMathQA ``max_memory_reserved`` rows (see docs)."""
 
 ALLOCATOR_SEGMENT = 2 * MiB
 """Large segments are ``cudaMalloc``-ed in 2 MiB multiples (``kRoundLarge``)."""
@@ -157,6 +153,9 @@ class TrainingSetup:
     images: int = 1
     image_size: int = 448
     freeze_vision_tower: bool = False
+    # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: one growing segment per pool instead of a segment per request
+    # (see allocator.py); it changes what is reserved, not what is allocated
+    expandable_segments: bool = False
 
     @property
     def decoder_len(self) -> int:
@@ -232,8 +231,11 @@ def _every(plan: str | None) -> int:
 @dataclass
 class MemoryEstimate:
     peak_bytes: int                      # torch.cuda.max_memory_allocated
-    peak_bytes_reserved: int             # torch.cuda.max_memory_reserved
-    peak_bytes_nvidia_smi: int           # what nvidia-smi shows: reserved + CUDA context
+    peak_bytes_reserved: int             # torch.cuda.max_memory_reserved, on a card with room to spare
+    # the card memory the step needs: what nvidia-smi shows on a card that just holds it (the reserved segments the
+    # allocator cannot give back, + CUDA context + paged optimizer state); on a larger card it shows up to
+    # peak_bytes_reserved + CUDA context
+    peak_bytes_nvidia_smi: int
     peak_phase: str
     phases: dict[str, int]
     breakdown: dict[str, int]            # term -> bytes at the peak phase (sums to peak_bytes)
@@ -243,7 +245,7 @@ class MemoryEstimate:
     setup: TrainingSetup
     notes: list[str] = field(default_factory=list)
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
-    allocator_bytes: int = 0
+    allocator_bytes: int = 0             # reserved beyond peak_bytes that the allocator cannot give back
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,7 +270,8 @@ class _T:
     """A tensor: ``numel`` elements of ``b`` bytes; ``own`` bytes of device memory (0 for a view or a
     tensor that lives elsewhere)."""
 
-    __slots__ = ("b", "base", "cat", "dead", "dims", "grad", "held", "leaf", "numel", "own", "pinned", "refs", "rg", "saves")
+    __slots__ = ("b", "base", "block", "cat", "dead", "dims", "grad", "held", "leaf", "numel", "own", "pinned", "refs", "rg",
+                 "saves")
 
     def __init__(self, numel: int, b: float, rg: bool, cat: str, own: int | None = None, leaf: bool = False,
                  base: _T | None = None) -> None:
@@ -286,6 +289,7 @@ class _T:
         self.dead = False
         self.pinned = False  # a gradient autograd cannot sum into in place (a view: see _Sim._give_grad)
         self.held = False  # a leaf a checkpointed function makes: its AccumulateGrad node holds it (_Sim._ckpt_backward)
+        self.block: int | None = None  # its allocation's number in _Sim.log
 
 
 class _Node:
@@ -323,10 +327,16 @@ class _Sim:
         self.snaps: dict[str, dict[str, int]] = {}
         self.rec: list | None = []
         self.cache: dict[int, _T] | None = None  # autocast weight-cast cache (forward only)
+        # every allocation (its bytes) and free (~ the allocation's number), in order, for the caching allocator's replay
+        self.log: list[int] = []
+        self.allocations = 0
 
     # -- accounting -------------------------------------------------------------------------------
     def _add(self, t: _T) -> None:
         if t.own:
+            t.block = self.allocations
+            self.allocations += 1
+            self.log.append(t.own)
             self.cur += t.own
             self.cats[t.cat] = self.cats.get(t.cat, 0) + t.own
             if self.cur > self.peaks.get(self.phase, -1):
@@ -335,6 +345,9 @@ class _Sim:
 
     def _sub(self, t: _T) -> None:
         if t.own and not t.dead:
+            if t.block is not None:
+                self.log.append(~t.block)
+                t.block = None
             self.cur -= t.own
             self.cats[t.cat] -= t.own
         t.dead = True
@@ -2364,6 +2377,31 @@ def _opt_state(sim: _Sim, p: _T, opt: str) -> tuple[list[_T], int]:
     return [], 0  # sgd without momentum
 
 
+def _optimizer_temporaries(setup: TrainingSetup, stepped: list[tuple[int, float]], shards: int) -> list[int]:
+    """Bytes of each temporary the optimizer step holds at once (all alive together), for the tensors it updates,
+    given as (elements, bytes per element)."""
+    sizes = [_round(n * b) for n, b in stepped]
+    tmps: list[int] = []
+    if setup.optimizer == "adamw":  # foreach: one sqrt(exp_avg_sq) copy of every updated tensor (_foreach_sqrt)
+        tmps = sizes
+    elif setup.optimizer == "adamw-loop":
+        # torch.optim.AdamW(foreach=False): per parameter, (exp_avg_sq.sqrt() / bias_correction).add_(eps)
+        tmps = [2 * max(sizes, default=0)]
+    elif setup.optimizer == "adafactor":
+        # per parameter, one after the other: grad**2 (+eps) and the approximated update (2 x fp32), plus
+        # the fp32 copies of a half-precision grad and parameter
+        tmps = [max((_round(n * 4) * (4 if b < 4 else 2) for n, b in stepped), default=0)]
+    if setup.master_weights == "fp32":
+        # the step copies this rank's gradient partition to fp32 for the master copy (stage_1_and_2.py step:
+        # `single_grad_partition = flat_grad_partition.to(fp32)`; stage3.py _prepare_fp32_grad_for_sub_group, one
+        # sub-group of sub_group_size = 1e9 elements at a time)
+        grads32 = sum(_round(n * 4) for n, _ in stepped)
+        tmps.append(min(grads32, _round(_SUB_GROUP_ELEMENTS * 4 * shards)) if setup.zero >= 3 else grads32)
+    if setup.zero >= 1 and shards > 1:
+        tmps = [_round(sum(tmps) / shards)]
+    return [t for t in tmps if t]
+
+
 # =====================================================================================================
 # the walk
 
@@ -2375,9 +2413,14 @@ class _Walk:
     params_total: int
     params_trainable: int
     notes: list[str]
+    # the allocations and frees (_Sim.log) of loading the weights, of making the optimizer state, and of the step, whose
+    # first backward and optimizer step start at the last two
+    log: list[int] = field(default_factory=list)
+    cuts: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 def _walk(setup: TrainingSetup) -> _Walk:
+    """The steady-state step of ``setup``, after the first step made the optimizer state."""
     ctx = _Ctx(setup)
     sim = _Sim()
     model = _model_class(ctx)(sim, ctx)
@@ -2403,10 +2446,15 @@ def _walk(setup: TrainingSetup) -> _Walk:
     # DeepSpeed's 16-bit mode: the fp32 master copy of the trainable parameters, which the optimizer steps (its state
     # is fp32 too); partitioned with the optimizer state below
     master = setup.master_weights == "fp32"
-    masters = [_fp32_master(sim, p) for p in trainable] if master else []
+
+    stepped = [(p.numel, 4 if master else p.b) for p in trainable]  # what the optimizer updates: (elements, bytes)
+    opt_tmps = _optimizer_temporaries(setup, stepped, shards)
+    micro = min(max(setup.gradient_accumulation, 1), 2)
+
+    loaded = len(sim.log)
     # optimizer state (steady state: created by the first step)
+    masters = [_fp32_master(sim, p) for p in trainable] if master else []
     states: list[_T] = []
-    opt_tmp = 0
     for p in (masters or trainable):
         st, _ = _opt_state(sim, p, setup.optimizer)
         states.extend(st)
@@ -2417,30 +2465,13 @@ def _walk(setup: TrainingSetup) -> _Walk:
             t.dead = False
             t.own = _round(t.own / shards)
             sim._add(t)
-    stepped = masters or trainable  # the tensors the optimizer updates
-    if setup.optimizer == "adamw":  # foreach: one sqrt(exp_avg_sq) copy of every trainable tensor
-        opt_tmp = sum(_round(p.numel * p.b) for p in stepped)
-    elif setup.optimizer == "adamw-loop":
-        # torch.optim.AdamW(foreach=False): per parameter, (exp_avg_sq.sqrt() / bias_correction).add_(eps)
-        opt_tmp = 2 * max((_round(p.numel * p.b) for p in stepped), default=0)
-    elif setup.optimizer == "adafactor":
-        # per parameter, one after the other: grad**2 (+eps) and the approximated update (2 x fp32), plus
-        # the fp32 copies of a half-precision grad and parameter
-        opt_tmp = max((_round(p.numel * 4) * (4 if p.b < 4 else 2) for p in stepped), default=0)
-    if master:
-        # the step copies this rank's gradient partition to fp32 for the master copy (stage_1_and_2.py step:
-        # `single_grad_partition = flat_grad_partition.to(fp32)`; stage3.py _prepare_fp32_grad_for_sub_group, one
-        # sub-group of sub_group_size = 1e9 elements at a time)
-        grads32 = sum(_round(p.numel * 4) for p in masters)
-        opt_tmp += min(grads32, _round(_SUB_GROUP_ELEMENTS * 4 * shards)) if setup.zero >= 3 else grads32
-    if setup.zero >= 1 and shards > 1:
-        opt_tmp = _round(opt_tmp / shards)
     if not setup.zero_grad_set_to_none:  # zero_grad(set_to_none=False): the gradients never go away
         for p in trainable:
             p.grad = sim.new(p.numel, p.b, cat="gradients")
+    stated = len(sim.log)
     sim.set_phase("idle")
 
-    micro = min(max(setup.gradient_accumulation, 1), 2)
+    backward_at = 0
     for _ in range(micro):
         sim.set_phase("forward")
         sim.rec = []
@@ -2451,6 +2482,7 @@ def _walk(setup: TrainingSetup) -> _Walk:
         sim.cache = None
         nodes, sim.rec = sim.rec, []
         sim.set_phase("backward")
+        backward_at = backward_at or len(sim.log)
         loss.grad = sim.new(1, 4, cat="temporaries")
         sim.backward(nodes)
         sim.drop(loss)
@@ -2466,8 +2498,9 @@ def _walk(setup: TrainingSetup) -> _Walk:
                     sim._add(g)
         sim.rec = None
     sim.set_phase("optimizer")
-    tmp = sim.new(1, opt_tmp, cat="temporaries") if opt_tmp else None
-    sim.drop(tmp)
+    optimizer_at = len(sim.log)
+    temps = [sim.new(1, n, cat="temporaries") for n in opt_tmps]
+    sim.drop(*temps)
     if setup.zero_grad_set_to_none:
         for p in trainable:
             if p.grad is not None:
@@ -2500,7 +2533,7 @@ def _walk(setup: TrainingSetup) -> _Walk:
         for k in ("backward", "optimizer"):
             phases[k] += gsize
             snaps[k]["gradients"] = snaps[k].get("gradients", 0) + gsize
-    return _Walk(phases, snaps, n_total, n_train, notes)
+    return _Walk(phases, snaps, n_total, n_train, notes, sim.log, (loaded, stated, backward_at, optimizer_at))
 
 
 def _storage_bytes(p: _T) -> int:
@@ -2558,10 +2591,60 @@ def _breakdown(snap: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def reserved_from_allocated(peak: int) -> int:
-    """``max_memory_reserved`` from ``max_memory_allocated``: allocator overhead, 2 MiB segments."""
-    r = peak * (1 + ALLOCATOR_OVERHEAD)
-    return int(-(-r // ALLOCATOR_SEGMENT) * ALLOCATOR_SEGMENT)
+def _replay(w: _Walk, allocator: CachingAllocator) -> None:
+    """The run as the caching allocator sees it: the weights as they stay on the device; a first step, which allocates the
+    cuBLAS workspaces at its first forward and first backward matmul and the optimizer state at its optimizer step; then
+    the steady-state step, which finds the first one's blocks cached (its figures are the walk's)."""
+    log = w.log
+    loaded, stated, backward_at, optimizer_at = w.cuts
+    ids = [0]  # the allocation number of the first allocation at each cut
+    for lo, hi in ((0, loaded), (loaded, stated), (stated, backward_at), (backward_at, optimizer_at), (optimizer_at, len(log))):
+        ids.append(ids[-1] + sum(1 for x in log[lo:hi] if x >= 0))
+    cut_ids = dict(zip((0, loaded, stated, backward_at, optimizer_at, len(log)), ids))
+    steady = cut_ids[stated]  # the step's own allocations: numbered anew when it runs again
+    blocks: dict[int, Block] = {}
+
+    def play(lo: int, hi: int, again: int = 0) -> None:
+        n = cut_ids[lo]
+        for x in log[lo:hi]:
+            if x > SMALL_SIZE:
+                blocks[n + again if n >= steady else n] = allocator.malloc(x)
+                n += 1
+            elif x >= 0:  # the small pool (its own 2 MiB segments): taken as reserved byte for byte
+                n += 1
+            else:
+                b = blocks.pop(~x + again if ~x >= steady else ~x, None)  # None: freed by the first step already
+                if b is not None:
+                    allocator.free(b)
+
+    loaded_and_freed = {~x for x in log[:loaded] if x < 0}  # ZeRO-3 / FSDP: the whole weights, then their shards
+    n = 0
+    for x in log[:loaded]:  # the weights as they stay (sharded before they reach the device)
+        if x >= 0:
+            if x > SMALL_SIZE and n not in loaded_and_freed:
+                blocks[n] = allocator.malloc(x)
+            n += 1
+    allocator.malloc(BLAS_WORKSPACE_BYTES)  # the forward's thread
+    play(stated, backward_at)
+    for _ in range(BLAS_WORKSPACES - 1):  # autograd's device thread
+        allocator.malloc(BLAS_WORKSPACE_BYTES)
+    play(backward_at, optimizer_at)
+    play(loaded, stated)
+    play(optimizer_at, len(log))
+    play(stated, len(log), again=ids[-1])
+
+
+def card_bytes(peak: int, like: MemoryEstimate) -> int:
+    """The card memory a step needs that allocates ``peak`` bytes at most, in the proportions of ``like``, a
+    neighbouring plan the allocator's replay gave: its segments the allocator cannot give back (scaled), its CUDA
+    context and what it holds outside the allocator (paged optimizer state)."""
+    kept = like.peak_bytes + like.allocator_bytes
+    outside = like.peak_bytes_nvidia_smi - kept - like.cuda_context_bytes
+    return _segments(peak * kept / max(like.peak_bytes, 1)) + outside + like.cuda_context_bytes
+
+
+def _segments(nbytes: float) -> int:
+    return int(-(-nbytes // ALLOCATOR_SEGMENT) * ALLOCATOR_SEGMENT)
 
 
 def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True) -> MemoryEstimate:
@@ -2571,13 +2654,19 @@ def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True) -> MemoryE
     comparison with a tensor trace (live storage bytes) or with a CPU run."""
     setup.validate()
     w = _walk(setup)
+    allocator = CachingAllocator(expandable_segments=setup.expandable_segments)
+    _replay(w, allocator)
     if cublas_workspaces:
         ws = BLAS_WORKSPACES * BLAS_WORKSPACE_BYTES
         w.phases = {k: v + ws for k, v in w.phases.items()}
         w.snaps = {k: {**v, "cublas_workspaces": ws} for k, v in w.snaps.items()}
     peak_phase = max(w.phases, key=lambda k: w.phases[k])
     peak = w.phases[peak_phase]
-    reserved = reserved_from_allocated(peak)
+    # what the replay reserved, with what the walk adds to its phases afterwards (ZeRO's gathered units and gradient
+    # buckets, DDP's buckets) and the small pool taken as reserved byte for byte: on a card as large as it likes, and
+    # on the least card it runs in (the reserved segments it cannot give back)
+    reserved = _segments(max(peak, allocator.peak_reserved + peak - allocator.peak_allocated))
+    kept = _segments(max(peak, allocator.peak_in_use + peak - allocator.peak_allocated))
     paged = 0
     if setup.optimizer == "paged-adamw-8bit":
         paged = sum(2 * _round(p) for p in (w.params_trainable,))  # ~2 bytes/param, unified memory
@@ -2591,7 +2680,7 @@ def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True) -> MemoryE
     return MemoryEstimate(
         peak_bytes=peak,
         peak_bytes_reserved=reserved,
-        peak_bytes_nvidia_smi=reserved + paged + CUDA_CONTEXT_BYTES,
+        peak_bytes_nvidia_smi=kept + paged + CUDA_CONTEXT_BYTES,
         peak_phase=peak_phase,
         phases=dict(w.phases),
         breakdown=_breakdown(w.snaps[peak_phase]),
@@ -2600,7 +2689,7 @@ def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True) -> MemoryE
         params_trainable=w.params_trainable,
         setup=setup,
         notes=notes,
-        allocator_bytes=reserved - peak,
+        allocator_bytes=kept - peak,
     )
 
 

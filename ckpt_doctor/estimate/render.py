@@ -139,7 +139,9 @@ def render_text(est: MemoryEstimate, plan_results: list[PlanResult], budget_byte
         out.append(f"  {_LABELS[k]:<24}{fmt_gib(est.breakdown.get(k, 0)):>9}")
     out.append(f"  {'-' * 33}")
     out.append(f"  {'max_memory_allocated':<24}{fmt_gib(est.peak_bytes):>9}   peak at: {est.peak_phase}")
-    out.append(f"  {'+ ' + _LABELS['allocator']:<24}{fmt_gib(est.allocator_bytes):>9}")
+    out.append(f"  {'+ ' + _LABELS['allocator']:<24}{fmt_gib(est.allocator_bytes):>9}   "
+               f"what it cannot give back; with room to spare it keeps {fmt_gib(est.peak_bytes_reserved - est.peak_bytes)}"
+               + (" (expandable segments)" if s.expandable_segments else ""))
     out.append(f"  {'+ ' + _LABELS['cuda_context']:<24}{fmt_gib(est.cuda_context_bytes):>9}")
     out.append(f"  {'nvidia-smi':<24}{fmt_gib(est.peak_bytes_nvidia_smi):>9}")
     out.append("  phases: " + ", ".join(f"{k} {fmt_gib(v)}" for k, v in est.phases.items()) + " GiB")
@@ -195,7 +197,7 @@ def render_fit(fit) -> list[str]:
     if fit.budget_bytes is not None:
         if fit.chosen is not None:
             out.append(f"  cheapest plan that fits {fmt_gib(fit.budget_bytes)} GiB: {fit.chosen.words()} "
-                       f"({fmt_gib(fit.chosen.peak_bytes_nvidia_smi)} GiB, +{fit.chosen.slowdown_pct:.0f} % time)")
+                       f"({fmt_gib(fit.chosen.peak_bytes_nvidia_smi)} GiB, {fit.chosen.slowdown_pct:+.0f} % time)")
         else:
             out.append(f"  no plan that keeps the experiment fits {fmt_gib(fit.budget_bytes)} GiB; what would change it: "
                        "more GPUs, a shorter sequence, LoRA / QLoRA")

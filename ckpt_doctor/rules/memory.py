@@ -294,7 +294,7 @@ def _dominant(fit) -> str:
 def _cheapest_plan(chosen) -> str:
     """The cheapest plan that keeps the experiment and fits (`estimate.fit`), as the messages name it."""
     return (f"the cheapest plan that fits (`ckpt-doctor estimate --fit`): {chosen.words()}, "
-            f"{_gib(chosen.peak_bytes_nvidia_smi)} on the card, about +{chosen.slowdown_pct:.0f} % time (predicted)")
+            f"{_gib(chosen.peak_bytes_nvidia_smi)} on the card, about {chosen.slowdown_pct:+.0f} % time (predicted)")
 
 
 TRANSFORMERS_OPTIM = {"adamw-fused": "adamw_torch_fused", "adamw-8bit": "adamw_bnb_8bit"}

@@ -71,6 +71,11 @@ _OWN_ENABLE = re.compile(r"(set|enable)_(grad|gradient|activation)_checkpointing
 _OWN_CHECKPOINTING_KEYWORD = re.compile(r"(use_)?(grad|gradient|activation)_checkpoint(ing)?|use_(grad_)?checkpoint(ing)?")
 
 
+def is_checkpointing_switch(name: str) -> bool:
+    """Whether a method called `name` is a model's own checkpointing switch (`set_grad_checkpointing`, timm-style)."""
+    return bool(_OWN_ENABLE.fullmatch(name))
+
+
 def own_checkpointing_keyword(call: "Call") -> str | None:
     """The keyword of `call` that asks a model to checkpoint itself, unless it is a constant that says no (an option's
     default of False does not: the option turns it on)."""

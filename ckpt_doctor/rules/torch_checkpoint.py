@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from ckpt_doctor.analysis.facts import AttrAssign, Call, own_checkpointing_keyword
+from ckpt_doctor.analysis.facts import AttrAssign, Call, is_checkpointing_switch, own_checkpointing_keyword
 from ckpt_doctor.analysis.training import on_paths
 from ckpt_doctor.findings import Applicability, Severity, Span
-from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, HF_ENABLE_METHODS, TORCH_CHECKPOINTS, is_training_config
+from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, DDP, HF_ENABLE_METHODS, TORCH_CHECKPOINTS, is_training_config
 from ckpt_doctor.analysis.selective import op_collections
 from ckpt_doctor.analysis.graph_breaks import CheckpointedBody, checkpointed_bodies
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
@@ -506,3 +506,90 @@ def graph_break_in_checkpointed_function(ctx: Context) -> Iterator[Report]:
                 f"compile at {compile_site.where} covering this model, on {ctx.versions.get('torch').describe('torch')}",
                 condition=path,
             )
+
+
+# -- torch.compile of a DDP model that checkpoints ---------------------------------------------------------------------
+# torch/_dynamo/backends/distributed.py, DDPOptimizer.compile_fn: raises on a higher-order op (a checkpointed region)
+# from 2.1.0 to 2.5.1; 2.6.0 - 2.8.0 fail with "RuntimeError: val" on a checkpointed block with dropout or SDPA; 2.9.0
+# works (released sources and CPU reproductions; rules/CKPT111.md, docs/version-facts.md [T14])
+DDP_OPTIMIZER_HOP_SINCE = "2.1"
+DDP_OPTIMIZER_HOP_RAISE_UNTIL = "2.6"
+DDP_OPTIMIZER_WORKS_SINCE = "2.9"
+OPTIMIZE_DDP = "optimize_ddp"
+_DDP_OPTIMIZER_ON = (True, "ddp_optimizer")  # the values that keep Dynamo's DDP optimizer (torch/_dynamo/config.py)
+
+
+def _ddp_optimizer_off(ctx: Context) -> bool:
+    """`torch._dynamo.config.optimize_ddp = False` (or `"python_reducer"`, `"no_optimization"`), assigned or patched
+    anywhere in the script: the workaround the error message names."""
+    for assign in ctx.facts.assigns_to(OPTIMIZE_DDP):
+        if constant(assign.value) not in _DDP_OPTIMIZER_ON:
+            return True
+    for call in ctx.facts.calls_to(f"{DYNAMO_CONFIG}.patch"):
+        value = call.kwarg(OPTIMIZE_DDP)
+        if not isinstance(value, Missing) and constant(value) not in _DDP_OPTIMIZER_ON:
+            return True
+    return False
+
+
+def _ddp_wraps(ctx: Context, site) -> list:
+    """What makes the compiled model a DDP one on `site`'s path: a `DistributedDataParallel(...)` of the script, or, for a
+    compile the Trainer or accelerate does, a launch of several processes that is not FSDP or DeepSpeed (both wrap the
+    model in DDP then: transformers `Trainer._wrap_model`, accelerate `Accelerator.prepare_model`)."""
+    wraps = ctx.facts.calls_to(DDP)
+    if site.kind in ("training config", "accelerate", "launcher") and not wraps:
+        settings = ctx.analysis.settings
+        if int(settings.gpus.value or 1) > 1 and not settings.zero.value and settings.gpus.stated:
+            return [site]
+    return wraps
+
+
+def _switched_on_checkpointing(ctx: Context) -> list:
+    """A model's own checkpointing switch, of a library the analysis does not model (timm's and open_clip's
+    `set_grad_checkpointing()`, diffusers' `enable_gradient_checkpointing()`), not turned off by its argument."""
+    return [c for c in ctx.facts.calls if c.receiver is not None and is_checkpointing_switch(c.name)
+            and truth(c.args[0] if c.args else c.kwarg("enable")) is not False]
+
+
+@rule(
+    "CKPT111",
+    "compile-ddp-optimizer-checkpointing",
+    Severity.ERROR,
+    summary="`torch.compile` of a DDP model that checkpoints, on a torch whose DDP optimizer fails on it",
+)
+def compile_ddp_optimizer_checkpointing(ctx: Context) -> Iterator[Report]:
+    if ctx.versions.at_least("torch", DDP_OPTIMIZER_HOP_SINCE) is not True:
+        return
+    if ctx.versions.at_least("torch", DDP_OPTIMIZER_WORKS_SINCE) is not False:
+        return  # a release that works, or a range that allows one (a fresh install takes the newest)
+    if not ctx.training.compile_sites or _ddp_optimizer_off(ctx):
+        return
+    spots = [*_checkpointing_on(ctx), *(enable for enable, *_ in ctx.facts.model_checkpoints), *_switched_on_checkpointing(ctx)]
+    torch = ctx.versions.get("torch").describe("torch")
+    raises = ctx.versions.at_least("torch", DDP_OPTIMIZER_HOP_RAISE_UNTIL)
+    error = {
+        False: "\"NotImplementedError: DDPOptimizer backend: Found a higher order op in the graph. This is not supported. "
+               "Please turn off DDP optimizer using torch._dynamo.config.optimize_ddp=False\"",
+        True: "\"RuntimeError: val\" (from AOTAutograd, on a checkpointed block with dropout or scaled_dot_product_attention)",
+    }.get(raises, "\"NotImplementedError: DDPOptimizer backend: Found a higher order op in the graph\" (torch 2.1 - 2.5) or "
+                  "\"RuntimeError: val\" (2.6 - 2.8)")
+    for site in ctx.training.compile_sites:
+        found = on_path(site.condition, _ddp_wraps(ctx, site))
+        if found is None:
+            continue
+        wrap, condition = found
+        found = on_path(condition, spots)
+        if found is None:
+            continue
+        spot, condition = found
+        ddp = f"`DistributedDataParallel` at line {wrap.line}" if isinstance(wrap, Call) and wrap.qualname == DDP else \
+            f"DDP ({int(ctx.analysis.settings.gpus.value)} processes, {ctx.analysis.settings.gpus.describe()})"
+        yield Report(
+            site.span,
+            f"`torch.compile` ({site.where}) of a model trained with {ddp} whose forward checkpoints ({_spot_label(spot)}): "
+            f"on {torch}, Dynamo's DDP optimizer (`torch._dynamo.config.optimize_ddp`, on by default), which splits the graph "
+            f"at DDP's gradient buckets, fails on the checkpointed region with {error}; with `suppress_errors` the forward "
+            "silently runs uncompiled instead. Set `torch._dynamo.config.optimize_ddp = False` before the first compiled "
+            "step (one bucket for the whole graph, less overlap of communication), or use torch 2.9 or later",
+            condition=condition,
+        )

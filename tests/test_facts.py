@@ -245,3 +245,33 @@ def test_a_parameter_named_like_an_option_takes_its_default():
     )
     (load,) = facts.calls_named("from_pretrained")
     assert load.args[0].value == "gpt2" and load.args[0].origin.kind == "argparse default"
+
+
+def test_a_dtype_picked_by_getattr_behind_a_membership_test():
+    # Columbia-NLP-Lab/LionAlignment (holdout17), from the alignment handbook: the dtype string of a settings file
+    facts = facts_of(
+        """
+        import torch
+        from transformers import AutoModelForCausalLM
+        name = "bfloat16"
+        dtype = name if name in ["auto", None] else getattr(torch, name)
+        AutoModelForCausalLM.from_pretrained("m", torch_dtype=dtype)
+        auto = "auto"
+        AutoModelForCausalLM.from_pretrained("m", torch_dtype=auto if auto in ["auto", None] else getattr(torch, auto))
+        """
+    )
+    loads = [c for c in facts.calls if c.name == "from_pretrained"]
+    assert loads[0].kwarg("torch_dtype").name == "torch.bfloat16"
+    assert loads[1].kwarg("torch_dtype").value == "auto"
+
+
+def test_a_copy_of_the_handbook_parser_is_an_argument_parser_by_its_name():
+    facts = facts_of(
+        """
+        from lionalign.arguments import H4ArgumentParser
+        from transformers import TrainingArguments
+        parser = H4ArgumentParser((TrainingArguments,))
+        (training_args,) = parser.parse()
+        """
+    )
+    assert [c.line for c in facts.argument_parsers()] == [4]

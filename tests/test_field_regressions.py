@@ -818,3 +818,98 @@ def test_checkpointing_kwargs_assigned_to_the_config_in_a_function_above_its_cre
     v4 = {"transformers": "4.46", "torch": "2.5"}
     assert "CKPT201" not in [c for c, _ in codes(code, v4)]
     assert "CKPT201" in [c for c, _ in codes(code.replace("    args.gradient_checkpointing_kwargs", "    other.gradient_checkpointing_kwargs"), v4)]
+
+
+def test_freezing_a_part_after_the_embeddings_leaves_the_inputs_requiring_grad():
+    # kohya-ss/sd-scripts sdxl_train.py (rules2026 round 6): the text encoder trains (reentrant checkpointing,
+    # transformers 4.36) with its last layer and final norm frozen; its embeddings still train, so the checkpointed
+    # layers' inputs require grad
+    code = """
+    from transformers import CLIPTextModel
+    text_encoder = CLIPTextModel.from_pretrained("openai/clip-vit-large-patch14")
+    text_encoder.gradient_checkpointing_enable()
+    text_encoder.requires_grad_(True)
+    {freeze}
+    loss = text_encoder(ids).last_hidden_state.mean()
+    loss.backward()
+    """
+    v4 = {"transformers": "4.36.2", "torch": "2.1.2"}
+    for part in ("text_encoder.text_model.encoder.layers[-1]", "text_encoder.text_model.final_layer_norm"):
+        assert "CKPT202" not in [c for c, _ in codes(code.format(freeze=f"{part}.requires_grad_(False)"), v4)], part
+    for whole in ("text_encoder.text_model", "text_encoder.text_model.embeddings"):
+        assert "CKPT202" in [c for c, _ in codes(code.format(freeze=f"{whole}.requires_grad_(False)"), v4)], whole
+
+
+def test_use_cache_in_a_loop_whose_checkpointing_a_project_function_turns_on(tmp_path):
+    # yohankhan/att2 (holdout17): `model = init_for_training(build_from_yaml(...))`, the project module calls
+    # `model.gradient_checkpointing_enable()` on the `AutoModelForCausalLM.from_config` model, then an accelerate loop
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "build.py").write_text(textwrap.dedent("""
+        from transformers import AutoConfig, AutoModelForCausalLM
+        def build(path):
+            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+        def init_for_training(model):
+            model.gradient_checkpointing_enable()
+            return model
+        """))
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent("""
+        from build import build, init_for_training
+        model = build("cfg")
+        model = init_for_training(model)
+        for batch in loader:
+            model(**batch).loss.backward()
+        """))
+    found = check_file(str(script), Settings(root=tmp_path, select=["CKPT203"])).findings
+    assert [(f.code, f.span.start.line, f.fix) for f in found] == [("CKPT203", 4, None)]
+    assert "build.py:6)" in found[0].message
+
+
+def test_a_sequence_split_over_gpus_is_not_estimated_whole():
+    # EvolvingLMMs-Lab/LongVA text_extend_train.py (holdout17): EasyContext's zigzag ring attention over the GPUs; a
+    # 224000-token sequence counted on one GPU gave a false CKPT402
+    code = """
+    import torch
+    from transformers import AutoModelForCausalLM
+    from easy_context import apply_seq_parallel_monkey_patch, prepare_seq_parallel_inputs
+    model = AutoModelForCausalLM.from_pretrained("meta-llama/Meta-Llama-3-8B", torch_dtype=torch.bfloat16)
+    {patch}
+    model.gradient_checkpointing_enable()
+    batch = tokenizer(text, truncation=True, max_length=131072, return_tensors="pt")
+    model(**batch).loss.backward()
+    """
+    def memory_codes(text: str) -> list[str]:
+        text = textwrap.dedent(text)
+        settings = Settings(target_versions=NEWEST, select=["CKPT4"], gpu_memory="80GiB")
+        return [f.code for f in lint_text(SourceFile("t.py", text, text.encode()), settings)]
+
+    assert memory_codes(code.format(patch='apply_seq_parallel_monkey_patch("zigzag_ring_attn", "llama")')) == ["CKPT404"]
+    assert memory_codes(code.format(patch="")) == ["CKPT406"]  # estimated whole: 131072 tokens on one GPU
+
+
+def test_kbit_preparation_on_the_unquantized_run_a_launcher_makes(tmp_path):
+    # lyogavin/Anima (holdout17), the artidoro/qlora pattern: `load_in_4bit=args.bits == 4` with a dataclass default of
+    # 4, `prepare_model_for_kbit_training` unless `--full_finetune`, and a launcher that passes `--bits 16`
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "train.py").write_text(textwrap.dedent("""
+        from dataclasses import dataclass, field
+        from peft import prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, HfArgumentParser
+        @dataclass
+        class Args:
+            bits: int = field(default=4)
+            full_finetune: bool = field(default=False)
+        (args,) = HfArgumentParser((Args,)).parse_args_into_dataclasses()
+        model = AutoModelForCausalLM.from_pretrained("m", load_in_4bit=args.bits == 4, load_in_8bit=args.bits == 8)
+        if not args.full_finetune:
+            model = prepare_model_for_kbit_training(model)
+        """))
+
+    def found(launcher: str | None) -> list[tuple[str, int]]:
+        if launcher is not None:
+            (tmp_path / "run.sh").write_text(launcher)
+        return [(f.code, f.span.start.line) for f in check_file(str(tmp_path / "train.py"), Settings(root=tmp_path, select=["CKPT207"])).findings]
+
+    assert found(None) == []  # the script's own default: 4 bits
+    assert found("python train.py --bits 16\n") == [("CKPT207", 12)]
+    assert found("python train.py --bits 8\n") == []

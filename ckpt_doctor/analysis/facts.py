@@ -63,6 +63,7 @@ _PARTIAL = {"functools.partial"}
 _TORCH_DTYPES = {"torch.float16": "float16", "torch.half": "float16", "torch.bfloat16": "bfloat16", "torch.float32": "float32",
                  "torch.float": "float32", "torch.float64": "float64", "torch.double": "float64"}
 ARGUMENT_PARSERS = ("transformers.HfArgumentParser", "trl.TrlParser", "alignment.H4ArgumentParser")  # the last: the alignment handbook's
+H4_PARSER = "H4ArgumentParser"  # its name, in the copies projects keep (`lionalign.arguments`), read or not
 # the `HfArgumentParser` / `TrlParser` methods that return the dataclasses (a settings file's values where one is read)
 _HF_PARSES = ("parse_args_into_dataclasses", "parse_args_and_config", "parse_yaml_file", "parse_json_file", "parse_dict")
 # the switches projects give their own models (open_lm, timm-style): `set_grad_checkpointing()`, ...
@@ -246,7 +247,8 @@ class ScriptFacts:
     def argument_parsers(self) -> list[Call]:
         """`HfArgumentParser(...)` / `TrlParser(...)`, and the project's subclasses of them (the alignment handbook's
         `H4ArgumentParser`)."""
-        return [c for c in self.calls if c.qualname in ARGUMENT_PARSERS or (c.qualname and self.library_base(own_name(c.qualname)) in ARGUMENT_PARSERS)]
+        return [c for c in self.calls if c.qualname in ARGUMENT_PARSERS or (c.qualname and (
+            self.library_base(own_name(c.qualname)) in ARGUMENT_PARSERS or c.qualname.rsplit(".", 1)[-1] == H4_PARSER))]
 
     def calls_named(self, *names: str) -> list[Call]:
         """Calls whose callee ends in one of `names`, resolved or not (methods of unknown objects)."""
@@ -1118,6 +1120,13 @@ class _Extractor:
             if None not in dtypes:  # `bf16=torch_dtype == torch.bfloat16`, the variable bound to a torch dtype
                 same = dtypes[0] == dtypes[1]
                 return Const(same if isinstance(node.ops[0], (ast.Eq, ast.Is)) else not same, Origin(node.lineno, "literal"))
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.In, ast.NotIn)):
+            left, right = self.eval(node.left, scope), self.eval(node.comparators[0], scope)
+            # `dtype in ["auto", None]` on a value a settings file or the code gives (an option's stays a test of the option)
+            if isinstance(left, Const) and not left.alternatives and not (left.origin and left.origin.option) \
+                    and isinstance(right, TupleVal) and right.items and all(isinstance(item, Const) and not item.alternatives for item in right.items):
+                found = any(left.value == item.value for item in right.items)
+                return Const(found if isinstance(node.ops[0], ast.In) else not found, left.origin)
         return UNKNOWN
 
     def _argv(self, index: object) -> Value:
@@ -1232,6 +1241,10 @@ class _Extractor:
             return self._loaded_file(record.args[0], node.lineno)
         if isinstance(func, QualName) and func.name in _SAME_PATH and record.args:
             return record.args[0]  # `os.path.abspath(sys.argv[1])` names the same file
+        if isinstance(func, QualName) and func.name == "getattr" and len(record.args) == 2 and isinstance(record.args[0], QualName):
+            attr = record.args[1]  # `getattr(torch, model_args.torch_dtype)` with "bfloat16" from a settings file
+            if isinstance(attr, Const) and isinstance(attr.value, str) and attr.value.isidentifier():
+                return QualName(f"{record.args[0].name}.{attr.value}")
         summary = self._project_function(record.qualname)
         if summary is not None and isinstance(summary.returns, TupleVal) and summary.returns.parsed_classes:
             # `args = parse_args()` of a sibling module that returns `parser.parse_args_into_dataclasses()`: parsed
@@ -1290,7 +1303,7 @@ class _Extractor:
         name = own_name(qualname)
         self._project_class(qualname)
         known = self.facts.classes.get(name)
-        return name.rsplit(".", 1)[-1] == "H4ArgumentParser" or (known is not None and "parse" in known.methods
+        return name.rsplit(".", 1)[-1] == H4_PARSER or (known is not None and "parse" in known.methods
                                                                  and known.library_base in ARGUMENT_PARSERS)
 
     def _settings_file(self, node: ast.Call, scope: _Scope) -> dict[str, Value]:

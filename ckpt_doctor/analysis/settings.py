@@ -401,7 +401,23 @@ def read_settings(training: Training) -> ScriptSettings:
         out.kbit_upcast = _kbit_upcast(training, out)
     _deepspeed_auto_16bit(training, out)
     out.expandable_segments = _expandable_segments(facts) or out.expandable_segments
+    if out.sharding_unknown is None and (split := _sequence_parallel(facts)) is not None:
+        out.sharding_unknown = split
     return out
+
+
+_SEQUENCE_PARALLEL = re.compile(r"(seq(uence)?|context)_parallel|ring_attn|ring_attention|ulysses", re.IGNORECASE)
+
+
+def _sequence_parallel(facts: ScriptFacts) -> str | None:
+    """Why the tokens of a sequence are spread over GPUs: a sequence / context parallel set-up the script calls in its
+    default run (EasyContext's `apply_seq_parallel_monkey_patch`, ring or Ulysses attention), so no GPU holds the whole
+    sequence the estimate would count."""
+    for call in facts.calls:
+        name = call.qualname or call.name
+        if name and _SEQUENCE_PARALLEL.search(name) and call.condition.runs_by_default is not False:
+            return f"the sequence is split over the GPUs (`{call.name}`, line {call.line}): the tokens each GPU holds are not known"
+    return None
 
 
 _EXPANDABLE = re.compile(r"expandable_segments\s*:\s*true", re.IGNORECASE)

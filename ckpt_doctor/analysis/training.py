@@ -666,6 +666,28 @@ class Training:
             return None
         return False
 
+    def quantized_by_default(self) -> bool | None:
+        """`quantized` for the default run alone (the options its launcher passes, the script's defaults): False when
+        no model load asks for 4/8-bit weights there (`load_in_4bit=args.bits == 4` launched with `--bits 16`)."""
+        if any(c.condition.runs_by_default is not False for c in self.facts.calls_to(
+                "transformers.BitsAndBytesConfig", "transformers.GPTQConfig", "transformers.AwqConfig")):
+            return True
+        loads = [c for c in self.model_loads if c.condition.runs_by_default is not False]
+        unknown = not loads
+        for call in loads:
+            for name in ("load_in_4bit", "load_in_8bit"):
+                states = [state for condition, state in on_paths(call.kwarg(name), call.kwarg_names.get(name), default=False)
+                          if condition.runs_by_default is not False]
+                if True in states:
+                    return True
+                unknown = unknown or None in states or not states
+            quant = call.kwarg("quantization_config")
+            if isinstance(quant, Instance):
+                return True
+            if not isinstance(quant, Missing) and not (isinstance(quant, Const) and quant.value is None):
+                unknown = True
+        return None if unknown else False
+
     def _quantized_path(self) -> Condition | None:
         """The one path on which the script's model loads ask for 4/8-bit weights, when that depends on an option
         (`load_in_8bit=args.use_8bit`: with `--use_8bit`); None when they always do, never do, or on several paths."""

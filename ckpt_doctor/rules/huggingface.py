@@ -231,8 +231,12 @@ def _frozen_evidence(ctx: Context, condition: Condition, checkpointed: tuple[str
     def freezes_inputs(call) -> bool:
         frozen = (call.args and truth(call.args[0]) is False) or truth(call.kwarg("requires_grad")) is False
         receiver = call.receiver or ""
-        # the whole checkpointed model frozen has nothing to train, so no gradient is lost
-        return bool(frozen) and receiver not in checkpointed and ("embed" in receiver or receiver.split(".", 1)[0] in trained)
+        # the whole checkpointed model frozen has nothing to train, so no gradient is lost; a part after the embeddings
+        # (`encoder.layers[-1]`, `final_layer_norm`, the head) leaves the embeddings training, so the layers' inputs
+        # still require grad (kohya sd-scripts freezes the last CLIP layer of a text encoder it trains)
+        parts = receiver.split(".")
+        trunk = len(parts) <= 2 and "[" not in receiver and not parts[-1].endswith(("norm", "head", "layer"))
+        return bool(frozen) and receiver not in checkpointed and ("embed" in receiver or (parts[0] in trained and trunk))
 
     found = on_path(condition, ctx.facts.method_calls("requires_grad_"), freezes_inputs) or on_path(
         condition, ctx.facts.assigns_to("requires_grad"), lambda assign: truth(assign.value) is False)
@@ -307,8 +311,8 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
         if site.kind == "config attribute":
             load = _load_with_config(ctx, site)  # `config.gradient_checkpointing = True`, then `from_pretrained(config=config)`
             receiver, model, statement = (load.assigned_to, Instance(load.qualname, load), load.statement) if load else (None, None, None)
-        elif site.call is None or site.kind not in ("model method", "kbit preparation") or not site.resolved:
-            continue
+        elif site.call is None or site.kind not in ("model method", "kbit preparation") or not (site.resolved or site.call.via):
+            continue  # (a call a project function makes for the script is reported at the script's call, without a fix)
         elif site.kind == "model method":
             receiver, model, statement = site.call.receiver, site.call.receiver_value, site.call.statement
         else:
@@ -320,12 +324,13 @@ def use_cache_with_checkpointing(ctx: Context) -> Iterator[Report]:
             continue  # the hand-written step never runs with this checkpointing
         yield Report(
             site.span,
-            f"checkpointing is on in a hand-written loop but `{receiver}.config.use_cache` is not turned off: transformers "
+            f"checkpointing is on in a hand-written loop{f' ({site.call.via})' if site.call and site.call.via else ''} but "
+            f"`{receiver}.config.use_cache` is not turned off: transformers "
             "warns \"`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`\", and "
             "remote-code models that do not switch it off themselves keep a KV cache nobody reads",
             # `accelerator.prepare` may hand back a DDP module or a DeepSpeed engine, whose `.config` is not the model's
-            fix=None if model.wrapped_by else insert_after(statement, f"{receiver}.config.use_cache = False",
-                                                           Applicability.SAFE, f"Insert `{receiver}.config.use_cache = False`"),
+            fix=None if model.wrapped_by or not site.resolved else insert_after(
+                statement, f"{receiver}.config.use_cache = False", Applicability.SAFE, f"Insert `{receiver}.config.use_cache = False`"),
             condition=site.condition,
         )
         return
@@ -498,16 +503,34 @@ def _is_training_args(assign: AttrAssign) -> bool:
     summary="`prepare_model_for_kbit_training` on a model that is not quantized",
 )
 def kbit_on_unquantized(ctx: Context) -> Iterator[Report]:
+    as_run = ""
     if ctx.training.quantized is not False:
-        return
+        # quantized only with other options than those the launcher passes (`--bits 16` to `load_in_4bit=args.bits == 4`);
+        # a flag the launcher leaves out (`load_in_8bit=args.load_in_8bit`) is how the user asks for it, not a run
+        launch = ctx.facts.launch
+        if launch is None or not _launched_unquantized(ctx) or ctx.training.quantized_by_default() is not False:
+            return
+        as_run = f" in the run {launch.where} launches"
     loads = ", ".join(str(c.line) for c in ctx.training.model_loads)
     for call in ctx.training.kbit_calls:
+        if as_run and call.runs_by_default is not True:
+            continue  # (under the same test as the quantization: `if load_in_8bit or load_in_4bit:`)
         yield Report(
             call.span,
-            f"`prepare_model_for_kbit_training` on a model loaded without 4/8-bit quantization (line {loads}): it upcasts "
+            f"`prepare_model_for_kbit_training` on a model loaded without 4/8-bit quantization{as_run} (line {loads}): it upcasts "
             "every fp16/bf16 weight to fp32, doubling weight memory, and does not turn checkpointing on for an "
             "unquantized model; drop it, or load the model with a `BitsAndBytesConfig`",
         )
+
+
+def _launched_unquantized(ctx: Context) -> bool:
+    """Whether a model load's 4/8-bit switch is a value the launcher passes (its origin is the launch line)."""
+    for call in ctx.training.model_loads:
+        for name in ("load_in_4bit", "load_in_8bit"):
+            value = call.kwarg(name)
+            if isinstance(value, Const) and value.origin is not None and value.origin.kind == "launch line":
+                return True
+    return False
 
 
 @rule(

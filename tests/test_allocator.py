@@ -170,6 +170,7 @@ def test_the_script_turns_expandable_segments_on(tmp_path, line):
     setting = _settings(tmp_path, line).expandable_segments
     assert setting.value is True and setting.line == 2
     assert _settings(tmp_path, line.replace("True", "False")).expandable_segments.value is False
+    assert _settings(tmp_path, "# " + line).expandable_segments.value is False
 
 
 @pytest.mark.parametrize("launcher", ["export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True\npython train.py\n",

@@ -434,8 +434,9 @@ def _expandable_segments(facts: ScriptFacts) -> Setting | None:
             if _EXPANDABLE.search(launch.env.get(name, "")):
                 return Setting(True, launch.line, name, launch.file)
     for number, text in enumerate(facts.lines, 1):
-        if _ALLOCATOR_SETTINGS.search(text) and _EXPANDABLE.search(text):
-            return Setting(True, number, _ALLOCATOR_SETTINGS.search(text).group(1))
+        said = _ALLOCATOR_SETTINGS.search(text)
+        if said and _EXPANDABLE.search(text) and not text.lstrip().startswith("#"):
+            return Setting(True, number, said.group(1))
     return None
 
 

@@ -27,6 +27,7 @@ and what CUDA itself keeps (the context; see ``memory.CUDA_CONTEXT_BYTES``).
 from __future__ import annotations
 
 import bisect
+from bisect import bisect_left, insort
 
 MiB = 1 << 20
 MIN_BLOCK = 512            # kMinBlockSize
@@ -125,9 +126,10 @@ class CachingAllocator:
         small = size <= SMALL_SIZE
         pool = self.small if small else self.large
         keys = pool.keys
-        i = bisect.bisect_left(keys, (size, -1))
+        i = bisect_left(keys, (size, -1))
+        expandable = self.expandable
         if i < len(keys):
-            if self.expandable:
+            if expandable:
                 b = pool.best_fit(size, True)
                 pool.remove(b)
             else:
@@ -135,25 +137,27 @@ class CachingAllocator:
                 if b.prev is None and b.next is None:  # a whole cached segment: in use again
                     self.in_use += b.size
         else:
-            b = self._grow(pool, size) if self.expandable else self._segment(pool, size)
-            if not self.expandable:
+            b = self._grow(pool, size) if expandable else self._segment(pool, size)
+            if not expandable:
                 self.in_use += b.size
         remaining = b.size - size
-        if remaining >= MIN_BLOCK if (small or self.expandable) else remaining > SMALL_SIZE:
-            rest = Block(pool, b.addr + size, remaining, b, b.next)
-            if b.next is not None:
-                b.next.prev = rest
+        if remaining >= MIN_BLOCK if (small or expandable) else remaining > SMALL_SIZE:
+            nxt = b.next
+            rest = Block(pool, b.addr + size, remaining, b, nxt)
+            if nxt is not None:
+                nxt.prev = rest
             b.next = rest
             b.size = size
-            bisect.insort(keys, (remaining, rest.addr))
+            insort(keys, (remaining, rest.addr))
             pool.blocks[rest.addr] = rest
         b.free = False
-        self.allocated += b.size
-        if self.allocated > self.peak_allocated:
-            self.peak_allocated = self.allocated
-        if self.expandable:  # the free pages of an expandable segment can be unmapped: what is in use are the pages
-            self.in_use = -(-self.allocated // LARGE_BUFFER) * LARGE_BUFFER  # allocated blocks touch (about)
-        self.peak_in_use = max(self.peak_in_use, self.in_use)
+        allocated = self.allocated = self.allocated + b.size
+        if allocated > self.peak_allocated:
+            self.peak_allocated = allocated
+        if expandable:  # the free pages of an expandable segment can be unmapped: what is in use are the pages
+            self.in_use = -(-allocated // LARGE_BUFFER) * LARGE_BUFFER  # allocated blocks touch (about)
+        if self.in_use > self.peak_in_use:
+            self.peak_in_use = self.in_use
         return b
 
     def free(self, b: Block) -> None:
@@ -174,7 +178,7 @@ class CachingAllocator:
             b.next = nxt = nxt.next
             if nxt is not None:
                 nxt.prev = b
-        bisect.insort(pool.keys, (b.size, b.addr))
+        insort(pool.keys, (b.size, b.addr))
         pool.blocks[b.addr] = b
         if self.expandable:
             self.in_use = -(-self.allocated // LARGE_BUFFER) * LARGE_BUFFER

@@ -2604,18 +2604,20 @@ def _replay(w: _Walk, allocator: CachingAllocator) -> None:
     steady = cut_ids[stated]  # the step's own allocations: numbered anew when it runs again
     blocks: dict[int, Block] = {}
 
+    malloc, free, pop = allocator.malloc, allocator.free, blocks.pop
+
     def play(lo: int, hi: int, again: int = 0) -> None:
         n = cut_ids[lo]
         for x in log[lo:hi]:
             if x > SMALL_SIZE:
-                blocks[n + again if n >= steady else n] = allocator.malloc(x)
+                blocks[n + again if n >= steady else n] = malloc(x)
                 n += 1
             elif x >= 0:  # the small pool (its own 2 MiB segments): taken as reserved byte for byte
                 n += 1
             else:
-                b = blocks.pop(~x + again if ~x >= steady else ~x, None)  # None: freed by the first step already
+                b = pop(~x + again if ~x >= steady else ~x, None)  # None: freed by the first step already
                 if b is not None:
-                    allocator.free(b)
+                    free(b)
 
     loaded_and_freed = {~x for x in log[:loaded] if x < 0}  # ZeRO-3 / FSDP: the whole weights, then their shards
     n = 0

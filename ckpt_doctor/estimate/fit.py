@@ -244,6 +244,11 @@ def plan_fit(setup: TrainingSetup, budget_bytes: int | None, options: FitOptions
             cache[s] = estimate(s)
         return cache[s]
 
+    def scaled(s: TrainingSetup) -> MemoryEstimate:
+        """The closed form's own peak of ``s``, its allocator cache scaled from the setup's replay: the optimizer's and
+        the ZeRO stage's ratios the composed candidates take (each candidate that may fit is then replayed itself)."""
+        return cache[s] if s in cache else estimate(s, like=base)
+
     base = exact(setup)
     shares = term_shares(base)
     notes: list[str] = []
@@ -264,8 +269,8 @@ def plan_fit(setup: TrainingSetup, budget_bytes: int | None, options: FitOptions
     notes.append("selective checkpointing (attention or MLP only) is not searched: the memory model has no program for it")
 
     per_plan = {p: exact(replace(setup, checkpointing=p)) for p in plans}
-    per_opt = {o: exact(replace(setup, optimizer=o)) for o in optimizers}
-    per_zero = {z: exact(replace(setup, zero=z)) for z in zeros}
+    per_opt = {o: scaled(replace(setup, optimizer=o)) for o in optimizers}
+    per_zero = {z: scaled(replace(setup, zero=z)) for z in zeros}
 
     candidates: list[FitPlan] = []
     for plan, micro, opt, zero, fl in itertools.product(plans, micros, optimizers, zeros, fused):
@@ -379,7 +384,7 @@ def _compose(setup: TrainingSetup, base: MemoryEstimate, plan: MemoryEstimate, o
         dynamic = bd.get("activations", 0) + (0 if phase == "optimizer" else bd.get("temporaries", 0))
         total += dynamic * ratio + logits + bd.get("cublas_workspaces", 0)
         peak = max(peak, int(total))
-    return peak, card_bytes(peak, opt)
+    return peak, card_bytes(peak, plan, outside_from=opt)
 
 
 def _fused_loss_bytes(setup: TrainingSetup, tokens: int) -> int:
@@ -470,8 +475,8 @@ def _make_exact(p: FitPlan, exact) -> None:
 
 
 def _choose(front: list[FitPlan], budget: int | None, exact, every: bool) -> FitPlan | None:
-    """The cheapest front plan that fits by its exact estimate; cheaper plans near the budget are estimated
-    exactly on the way (a composed peak may be a little off)."""
+    """The cheapest front plan that fits by its exact estimate (its own replay of the allocator); cheaper plans near
+    the budget are estimated exactly on the way (a composed peak may be a little off)."""
     if every:
         for p in front:
             _make_exact(p, exact)

@@ -2636,28 +2636,38 @@ def _replay(w: _Walk, allocator: CachingAllocator) -> None:
     play(stated, len(log), again=ids[-1])
 
 
-def card_bytes(peak: int, like: MemoryEstimate) -> int:
+def card_bytes(peak: int, like: MemoryEstimate, outside_from: MemoryEstimate | None = None) -> int:
     """The card memory a step needs that allocates ``peak`` bytes at most, in the proportions of ``like``, a
-    neighbouring plan the allocator's replay gave: its segments the allocator cannot give back (scaled), its CUDA
-    context and what it holds outside the allocator (paged optimizer state)."""
-    kept = like.peak_bytes + like.allocator_bytes
-    outside = like.peak_bytes_nvidia_smi - kept - like.cuda_context_bytes
-    return _segments(peak * kept / max(like.peak_bytes, 1)) + outside + like.cuda_context_bytes
+    neighbouring plan the allocator's replay gave: its segments the allocator cannot give back (scaled) and its CUDA
+    context; plus what ``outside_from`` (``like`` by default) holds outside the allocator (paged optimizer state)."""
+    return _segments(peak * _kept(like) / max(like.peak_bytes, 1)) + _outside(outside_from or like) + like.cuda_context_bytes
+
+
+def _kept(est: MemoryEstimate) -> int:
+    return est.peak_bytes + est.allocator_bytes
+
+
+def _outside(est: MemoryEstimate) -> int:
+    return est.peak_bytes_nvidia_smi - _kept(est) - est.cuda_context_bytes
 
 
 def _segments(nbytes: float) -> int:
     return int(-(-nbytes // ALLOCATOR_SEGMENT) * ALLOCATOR_SEGMENT)
 
 
-def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True) -> MemoryEstimate:
+def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True, like: MemoryEstimate | None = None) -> MemoryEstimate:
     """Peak device memory of one steady-state training step of ``setup``, per GPU.
 
     ``cublas_workspaces=False`` leaves out the cuBLAS workspaces, which are not tensors of the program: for a
-    comparison with a tensor trace (live storage bytes) or with a CPU run."""
+    comparison with a tensor trace (live storage bytes) or with a CPU run.  ``like``: a neighbouring estimate (the same
+    checkpointing plan) whose replay of the caching allocator stands for this one's: the allocator cache is scaled from
+    it, and the replay, as long as the walk itself, is skipped (the planner's search)."""
     setup.validate()
     w = _walk(setup)
-    allocator = CachingAllocator(expandable_segments=setup.expandable_segments)
-    _replay(w, allocator)
+    allocator = None
+    if like is None:
+        allocator = CachingAllocator(expandable_segments=setup.expandable_segments)
+        _replay(w, allocator)
     if cublas_workspaces:
         ws = BLAS_WORKSPACES * BLAS_WORKSPACE_BYTES
         w.phases = {k: v + ws for k, v in w.phases.items()}
@@ -2667,8 +2677,12 @@ def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True) -> MemoryE
     # what the replay reserved, with what the walk adds to its phases afterwards (ZeRO's gathered units and gradient
     # buckets, DDP's buckets) and the small pool taken as reserved byte for byte: on a card as large as it likes, and
     # on the least card it runs in (the reserved segments it cannot give back)
-    reserved = _segments(max(peak, allocator.peak_reserved + peak - allocator.peak_allocated))
-    kept = _segments(max(peak, allocator.peak_in_use + peak - allocator.peak_allocated))
+    if allocator is not None:
+        reserved = _segments(max(peak, allocator.peak_reserved + peak - allocator.peak_allocated))
+        kept = _segments(max(peak, allocator.peak_in_use + peak - allocator.peak_allocated))
+    else:
+        reserved = _segments(peak * like.peak_bytes_reserved / max(like.peak_bytes, 1))
+        kept = _segments(peak * _kept(like) / max(like.peak_bytes, 1))
     paged = 0
     if setup.optimizer == "paged-adamw-8bit":
         paged = sum(2 * _round(p) for p in (w.params_trainable,))  # ~2 bytes/param, unified memory

@@ -39,8 +39,8 @@ class SyntheticBuild(CachingAllocator):
     ``model.to(dtype)`` (``Module._apply``: each new tensor made before the old one is freed), then, in the
     ``_workspaces`` run, ``torch.cuda.empty_cache()``."""
 
-    def __init__(self, weights: int, factor: int, empty_cache: bool) -> None:
-        super().__init__()
+    def __init__(self, weights: int, factor: int, empty_cache: bool, expandable_segments: bool = False) -> None:
+        super().__init__(expandable_segments=expandable_segments)
         self.left = weights
         self.factor = factor
         self.empty_cache_after = empty_cache
@@ -105,7 +105,7 @@ def replayed(setup: memory.TrainingSetup, empty_cache: bool) -> int:
     """``max_memory_reserved`` of the synthetic run of ``setup``, as the estimate derives it from the replay."""
     walk = memory._walk(setup)
     weights = sum(1 for x in walk.log[:walk.cuts[0]] if x > SMALL_SIZE)
-    allocator = SyntheticBuild(weights, 1 if setup.dtype == "fp32" else 2, empty_cache)
+    allocator = SyntheticBuild(weights, 1 if setup.dtype == "fp32" else 2, empty_cache, setup.expandable_segments)
     memory._replay(walk, allocator)
     peak = memory.estimate(setup).peak_bytes
     return memory._segments(max(peak, allocator.peak_reserved + peak - allocator.peak_allocated))
@@ -123,7 +123,8 @@ def rows(paths: list[Path]) -> list[dict]:
                 continue
             setup = memory.TrainingSetup(resolve(row["model"]), batch_size=row["batch_size"],
                                          seq_len=row.get("seq_len") or doc["seq_len_requested"], dtype=doc["dtype"],
-                                         checkpointing=row["checkpointing"])
+                                         checkpointing=row["checkpointing"], optimizer=row.get("optimizer", "adamw"),
+                                         lora_r=row.get("lora_r"), expandable_segments=row.get("allocator") == "expandable")
             est = memory.estimate(setup)
             flat = memory._segments(est.peak_bytes * 1.08)  # the flat allocator overhead the estimate had before
             pct = lambda b: 100.0 * (b - measured) / measured  # noqa: E731

@@ -9,6 +9,12 @@
 #   MODELS   "openai-community/gpt2 meta-llama/Llama-3.2-1B"   (bundled ids or config.json paths)
 #   BATCHES  "1 4"                 per-device micro-batch sizes
 #   CKPTS    "none full"           checkpointing plans
+#   OPTIMIZERS "adamw"             verify --optimizer values (adamw = foreach, adamw-fused, adamw-loop, ...)
+#   LORAS    "0"                   LoRA ranks (0: full fine-tuning)
+#   ALLOCS   "default"             the caching allocator: default | expandable (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)
+#   EXTENDED=1                     issue 10's calibration matrix instead: Llama-3.2-1B (tied embeddings) b4, none / full,
+#                                  foreach / fused AdamW, full / LoRA r16, both allocators (16 runs), then gpt-oss-20b
+#                                  (MoE) LoRA r16 b1 full with both allocators (2 runs); ~8 min on an H200
 #   SEQ      1024                  tokens per sample (capped by the model's max_position_embeddings)
 #   DTYPE    bf16                  weights dtype
 #   DEVICE   cuda                  cuda | cpu (cpu: the test suite's smoke run of this script)
@@ -23,6 +29,13 @@ PYTHON=${PYTHON:-python3}
 MODELS=${MODELS:-"openai-community/gpt2 meta-llama/Llama-3.2-1B"}
 BATCHES=${BATCHES:-"1 4"}
 CKPTS=${CKPTS:-"none full"}
+OPTIMIZERS=${OPTIMIZERS:-"adamw"}
+LORAS=${LORAS:-"0"}
+ALLOCS=${ALLOCS:-"default"}
+if [ "${EXTENDED:-0}" = "1" ]; then
+  MODELS="meta-llama/Llama-3.2-1B" BATCHES="4" CKPTS="none full" OPTIMIZERS="adamw adamw-fused" LORAS="0 16"
+  ALLOCS="default expandable"
+fi
 SEQ=${SEQ:-1024}
 DTYPE=${DTYPE:-bf16}
 DEVICE=${DEVICE:-cuda}
@@ -48,20 +61,38 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 i=0
+run() {  # model batch checkpointing optimizer lora allocator
+  i=$((i + 1))
+  echo "[$i] $1 batch $2 seq $SEQ checkpointing $3 optimizer $4 lora $5 allocator $6 ($DEVICE)" >&2
+  local lora=() conf=""
+  [ "$5" != "0" ] && lora=(--lora-r "$5")
+  [ "$6" = "expandable" ] && conf="expandable_segments:True"
+  set +e
+  env ${conf:+PYTORCH_CUDA_ALLOC_CONF=$conf} "$PYTHON" -m ckpt_doctor verify --model "$1" --batch-size "$2" \
+    --seq-len "$SEQ" --dtype "$DTYPE" --checkpointing "$3" --optimizer "$4" ${lora[@]+"${lora[@]}"} --device "$DEVICE" \
+    --timeout "$TIMEOUT" --output-format json > "$TMP/run_$i.json"
+  local rc=$?
+  set -e
+  printf '%s\n' "$1" "$2" "$3" "$rc" "$4" "$5" "$6" > "$TMP/run_$i.meta"
+}
 for model in $MODELS; do
   for bs in $BATCHES; do
     for ck in $CKPTS; do
-      i=$((i + 1))
-      echo "[$i] $model batch $bs seq $SEQ checkpointing $ck ($DEVICE)" >&2
-      set +e
-      "$PYTHON" -m ckpt_doctor verify --model "$model" --batch-size "$bs" --seq-len "$SEQ" --dtype "$DTYPE" \
-        --checkpointing "$ck" --device "$DEVICE" --timeout "$TIMEOUT" --output-format json > "$TMP/run_$i.json"
-      rc=$?
-      set -e
-      printf '%s\n' "$model" "$bs" "$ck" "$rc" > "$TMP/run_$i.meta"
+      for opt in $OPTIMIZERS; do
+        for lora in $LORAS; do
+          for alloc in $ALLOCS; do
+            run "$model" "$bs" "$ck" "$opt" "$lora" "$alloc"
+          done
+        done
+      done
     done
   done
 done
+if [ "${EXTENDED:-0}" = "1" ]; then
+  for alloc in default expandable; do
+    run "openai/gpt-oss-20b" 1 full adamw 16 "$alloc"
+  done
+fi
 
 "$PYTHON" - "$TMP" "$RESULT" "$GPU" "$DEVICE" "$SEQ" "$DTYPE" <<'EOF'
 import glob, json, os, platform, sys, time
@@ -69,8 +100,9 @@ import glob, json, os, platform, sys, time
 tmp, out, gpu, device, seq, dtype = sys.argv[1:7]
 rows = []
 for meta in sorted(glob.glob(os.path.join(tmp, "run_*.meta")), key=lambda p: int(p.rsplit("_", 1)[1].split(".")[0])):
-    model, bs, ck, rc = open(meta).read().split("\n")[:4]
-    row = {"model": model, "batch_size": int(bs), "checkpointing": ck, "exit_code": int(rc)}
+    model, bs, ck, rc, opt, lora, alloc = open(meta).read().split("\n")[:7]
+    row = {"model": model, "batch_size": int(bs), "checkpointing": ck, "exit_code": int(rc), "optimizer": opt,
+           "lora_r": int(lora) or None, "allocator": alloc}
     try:
         r = json.load(open(meta[:-5] + ".json"))
     except (OSError, ValueError) as exc:

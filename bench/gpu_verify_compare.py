@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         setup = TrainingSetup(resolve(row["model"]), batch_size=row["batch_size"],
                               seq_len=row.get("seq_len") or doc["seq_len_requested"], dtype=doc["dtype"],
-                              checkpointing=row["checkpointing"])
+                              checkpointing=row["checkpointing"], optimizer=row.get("optimizer", "adamw"),
+                              lora_r=row.get("lora_r"), expandable_segments=row.get("allocator") == "expandable")
         est = estimate(setup)
         pcts = {
             "allocated": _pct(est.peak_bytes, measured),

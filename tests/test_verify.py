@@ -339,6 +339,24 @@ def test_bench_script_cpu_path(tmp_path):
     assert rows["none"]["checkpoint_calls"]["non_reentrant"] == 0
 
 
+def test_bench_script_records_the_optimizer_lora_and_allocator_of_each_run(tmp_path):
+    """The calibration matrix's other dimensions (issue 10): each row says which optimizer, LoRA rank and allocator
+    setting it ran with, so the offline comparisons rebuild the same setup."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    out = tmp_path / "gpu_verify_cpu.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DEVICE": "cpu", "SKIP_INSTALL": "1", "PYTHON": sys.executable,
+           "MODELS": str(FIXTURES / "tiny" / "config.json"), "BATCHES": "2", "CKPTS": "full", "SEQ": "32", "DTYPE": "fp32",
+           "OPTIMIZERS": "adamw-fused", "ALLOCS": "default expandable", "RESULT": str(out), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(["bash", str(REPO_ROOT / "bench" / "gpu_verify.sh")], capture_output=True, text=True,
+                          env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["optimizer"], r["lora_r"], r["allocator"]) for r in rows] == [("adamw-fused", None, "default"),
+                                                                           ("adamw-fused", None, "expandable")]
+    assert all(r["exit_code"] == 0 and r["measured_peak_allocated_bytes"] > 0 for r in rows)
+
+
 # --------------------------------------------------------------------------------------------------------
 # on a GPU
 

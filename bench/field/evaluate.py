@@ -53,6 +53,7 @@ SETTINGS = ("model", "batch_size", "seq_len", "dtype", "optimizer", "checkpointi
 SEVERITIES = ("error", "warning", "info")
 OPTIMIZER_FAMILY = {
     "adamw": "adamw", "adamw-fused": "adamw", "adamw-loop": "adamw", "adam": "adamw",  # the same memory (holdout11 writes "adam")
+    "adamw-torch": "adamw", "adamw-torch-fused": "adamw",  # transformers' `optim` names, `_` read as `-` (holdout18)
     "adamw-8bit": "adamw-8bit", "paged-adamw-8bit": "adamw-8bit",
     "adafactor": "adafactor", "sgd": "sgd",
 }

@@ -456,7 +456,7 @@ class _Extractor:
             (a, a.base_value) for a in self.facts.attr_assigns if a.attr in ("gradient_checkpointing", "grad_checkpointing")
             and a.target.count(".") == 1]
         for call in self.facts.calls:
-            if call.receiver is not None and (call.name in HF_ENABLE_METHODS or _OWN_ENABLE.fullmatch(call.name)):
+            if call.receiver is not None and (call.name in HF_ENABLE_METHODS or is_checkpointing_switch(call.name)):
                 model = call.receiver_value
             elif call.names_a_trainer and "model" in call.kwargs:
                 model = call.kwargs["model"]

@@ -648,36 +648,26 @@ class Training:
     def quantized(self) -> bool | None:
         """True when a model load asks for 4/8-bit weights (on some path: `load_in_8bit=args.load_in_8bit` asks for
         them with `--load_in_8bit`), None when it cannot be told."""
-        unknown = False
-        for call in self.model_loads:
-            for name in ("load_in_4bit", "load_in_8bit"):
-                states = [state for _, state in on_paths(call.kwarg(name), call.kwarg_names.get(name), default=False)]
-                if True in states:
-                    return True
-                unknown = unknown or None in states
-            quant = call.kwarg("quantization_config")
-            if isinstance(quant, Instance):
-                return True
-            if not isinstance(quant, Missing) and not (isinstance(quant, Const) and quant.value is None):
-                unknown = True
-        if self.facts.calls_to("transformers.BitsAndBytesConfig", "transformers.GPTQConfig", "transformers.AwqConfig"):
-            return True
-        if unknown or not self.model_loads:
-            return None
-        return False
+        return self._asks_for_kbit(default_run=False)
 
     def quantized_by_default(self) -> bool | None:
         """`quantized` for the default run alone (the options its launcher passes, the script's defaults): False when
         no model load asks for 4/8-bit weights there (`load_in_4bit=args.bits == 4` launched with `--bits 16`)."""
-        if any(c.condition.runs_by_default is not False for c in self.facts.calls_to(
+        return self._asks_for_kbit(default_run=True)
+
+    def _asks_for_kbit(self, default_run: bool) -> bool | None:
+        def here(condition: Condition) -> bool:
+            return not default_run or condition.runs_by_default is not False
+
+        if any(here(c.condition) for c in self.facts.calls_to(
                 "transformers.BitsAndBytesConfig", "transformers.GPTQConfig", "transformers.AwqConfig")):
             return True
-        loads = [c for c in self.model_loads if c.condition.runs_by_default is not False]
+        loads = [c for c in self.model_loads if here(c.condition)]
         unknown = not loads
         for call in loads:
             for name in ("load_in_4bit", "load_in_8bit"):
                 states = [state for condition, state in on_paths(call.kwarg(name), call.kwarg_names.get(name), default=False)
-                          if condition.runs_by_default is not False]
+                          if here(condition)]
                 if True in states:
                     return True
                 unknown = unknown or None in states or not states

@@ -26,7 +26,6 @@ and what CUDA itself keeps (the context; see ``memory.CUDA_CONTEXT_BYTES``).
 
 from __future__ import annotations
 
-import bisect
 from bisect import bisect_left, insort
 
 MiB = 1 << 20
@@ -65,39 +64,44 @@ class Block:
         self.mapped = mapped
 
 
+ADDR = 1 << 56  # a free block's key is size * ADDR + address: (size, address) order in one int (addresses < 2**56)
+
+
 class _Pool:
     """The cached free blocks of one pool, ordered by (size, address) as ``BlockComparatorSize`` orders them."""
 
     def __init__(self, small: bool) -> None:
         self.small = small
         self.page = SMALL_BUFFER if small else LARGE_BUFFER
-        self.keys: list[tuple[int, int]] = []
+        self.keys: list[int] = []
         self.blocks: dict[int, Block] = {}
         self.tail: Block | None = None  # expandable segments: the unmapped rest of the pool's segment
 
     def insert(self, b: Block) -> None:
-        bisect.insort(self.keys, (b.size, b.addr))
-        self.blocks[b.addr] = b
+        key = b.size * ADDR + b.addr
+        insort(self.keys, key)
+        self.blocks[key] = b
 
     def remove(self, b: Block) -> None:
-        i = bisect.bisect_left(self.keys, (b.size, b.addr))
-        del self.keys[i]
-        del self.blocks[b.addr]
+        key = b.size * ADDR + b.addr
+        del self.keys[bisect_left(self.keys, key)]
+        del self.blocks[key]
 
-    def best_fit(self, size: int, expandable: bool) -> Block | None:
-        i = bisect.bisect_left(self.keys, (size, -1))
-        if i == len(self.keys):
+    def best_fit(self, size: int) -> Block | None:
+        """The smallest free block of at least ``size`` bytes, under expandable segments: the block before the
+        unmapped rest counts as large as it could grow, so the next larger block is taken while it could grow less."""
+        keys, blocks = self.keys, self.blocks
+        i = bisect_left(keys, size * ADDR)
+        if i == len(keys):
             return None
-        b = self.blocks[self.keys[i][1]]
-        if expandable:
-            # the block before the unmapped rest counts as large as it could grow: take the next larger block while it
-            # could grow less
-            def reach(x: Block) -> int:
-                return x.size + (x.next.size if x.next is not None and not x.next.mapped else 0)
-            j = i + 1
-            while j < len(self.keys) and reach(self.blocks[self.keys[j][1]]) < reach(b):
-                b = self.blocks[self.keys[j][1]]
-                j += 1
+        b = blocks[keys[i]]
+
+        def reach(x: Block) -> int:
+            return x.size + (x.next.size if x.next is not None and not x.next.mapped else 0)
+        j = i + 1
+        while j < len(keys) and reach(blocks[keys[j]]) < reach(b):
+            b = blocks[keys[j]]
+            j += 1
         return b
 
 
@@ -126,14 +130,14 @@ class CachingAllocator:
         small = size <= SMALL_SIZE
         pool = self.small if small else self.large
         keys = pool.keys
-        i = bisect_left(keys, (size, -1))
+        i = bisect_left(keys, size * ADDR)
         expandable = self.expandable
         if i < len(keys):
             if expandable:
-                b = pool.best_fit(size, True)
+                b = pool.best_fit(size)
                 pool.remove(b)
             else:
-                b = pool.blocks.pop(keys.pop(i)[1])
+                b = pool.blocks.pop(keys.pop(i))
                 if b.prev is None and b.next is None:  # a whole cached segment: in use again
                     self.in_use += b.size
         else:
@@ -148,8 +152,9 @@ class CachingAllocator:
                 nxt.prev = rest
             b.next = rest
             b.size = size
-            insort(keys, (remaining, rest.addr))
-            pool.blocks[rest.addr] = rest
+            key = remaining * ADDR + rest.addr
+            insort(keys, key)
+            pool.blocks[key] = rest
         b.free = False
         allocated = self.allocated = self.allocated + b.size
         if allocated > self.peak_allocated:
@@ -178,8 +183,7 @@ class CachingAllocator:
             b.next = nxt = nxt.next
             if nxt is not None:
                 nxt.prev = b
-        insort(pool.keys, (b.size, b.addr))
-        pool.blocks[b.addr] = b
+        pool.insert(b)
         if self.expandable:
             self.in_use = -(-self.allocated // LARGE_BUFFER) * LARGE_BUFFER
         elif b.prev is None and b.next is None:  # the whole segment is free: it could be given back

@@ -383,6 +383,8 @@ def _compose(setup: TrainingSetup, base: MemoryEstimate, plan: MemoryEstimate, o
             logits = min(logits, _fused_loss_bytes(setup, tokens))
         dynamic = bd.get("activations", 0) + (0 if phase == "optimizer" else bd.get("temporaries", 0))
         total += dynamic * ratio + logits + bd.get("cublas_workspaces", 0)
+        if zero is not base and phase != "optimizer":  # the stage's gathered units and gradient buckets: per layer
+            total += max(0, zero.phase_breakdown[phase].get("temporaries", 0) - base.phase_breakdown[phase].get("temporaries", 0))
         peak = max(peak, int(total))
     return peak, card_bytes(peak, plan, outside_from=opt)
 

@@ -370,7 +370,16 @@ class _Sim:
     # -- tensors ----------------------------------------------------------------------------------
     def new(self, numel: int, b: float, rg: bool = False, cat: str = "activations", own: int | None = None) -> _T:
         t = _T(numel, b, rg, cat, own)
-        self._add(t)
+        if t.own:  # _add, inlined: the walk's most frequent call
+            t.block = self.allocations
+            self.allocations += 1
+            self.log.append(t.own)
+            cur = self.cur = self.cur + t.own
+            cats = self.cats
+            cats[cat] = cats.get(cat, 0) + t.own
+            if cur > self.peaks.get(self.phase, -1):
+                self.peaks[self.phase] = cur
+                self.snaps[self.phase] = dict(cats)
         return t
 
     def param(self, numel: int, b: float, trainable: bool, cat: str, own: int | None = None,
@@ -2603,6 +2612,10 @@ def _replay(w: _Walk, allocator: CachingAllocator) -> None:
     cut_ids = dict(zip((0, loaded, stated, backward_at, optimizer_at, len(log)), ids))
     steady = cut_ids[stated]  # the step's own allocations: numbered anew when it runs again
     blocks: dict[int, Block] = {}
+    # ZeRO: the optimizer state (and DeepSpeed's fp32 master copy) is made as this rank's partition, never whole; the
+    # walk makes each tensor whole and then its shard, so the whole ones (made and freed while the state is made) are
+    # not played
+    never_whole = {~x for x in log[loaded:stated] if x < 0}
 
     malloc, free, pop = allocator.malloc, allocator.free, blocks.pop
 
@@ -2610,7 +2623,8 @@ def _replay(w: _Walk, allocator: CachingAllocator) -> None:
         n = cut_ids[lo]
         for x in log[lo:hi]:
             if x > SMALL_SIZE:
-                blocks[n + again if n >= steady else n] = malloc(x)
+                if n not in never_whole:
+                    blocks[n + again if n >= steady else n] = malloc(x)
                 n += 1
             elif x >= 0:  # the small pool (its own 2 MiB segments): taken as reserved byte for byte
                 n += 1

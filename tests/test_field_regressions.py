@@ -913,3 +913,30 @@ def test_kbit_preparation_on_the_unquantized_run_a_launcher_makes(tmp_path):
     assert found(None) == []  # the script's own default: 4 bits
     assert found("python train.py --bits 16\n") == [("CKPT207", 12)]
     assert found("python train.py --bits 8\n") == []
+
+
+def test_an_option_assigned_after_parsing_is_what_the_script_reads():
+    # tohtana/ds_repro_2746: `args.gradient_checkpointing = False` (following peft#168) before the arguments are built,
+    # although the argparse default says True
+    code = """
+    import argparse
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    def training_function(args):
+        {assign}
+        model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained("google/flan-t5-base"), PrefixTuningConfig(task_type="SEQ_2_SEQ_LM"))
+        training_args = Seq2SeqTrainingArguments(output_dir="out", gradient_checkpointing=args.gradient_checkpointing)
+        Seq2SeqTrainer(model=model, args=training_args).train()
+
+    def main():
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--gradient_checkpointing", type=bool, default=True)
+        args, _ = parser.parse_known_args()
+        training_function(args)
+    """
+    v4 = {"transformers": "4.46", "torch": "2.5", "peft": "0.13"}
+    assert "CKPT202" in [c for c, _ in codes(code.format(assign="pass"), v4)]
+    assert codes(code.format(assign="args.gradient_checkpointing = False"), v4) == []
+    # an assignment to another object's attribute, or to a local of another function, is not the option
+    assert "CKPT202" in [c for c, _ in codes(code.format(assign="other.gradient_checkpointing = False"), v4)]

@@ -118,7 +118,7 @@ def test_the_options_it_takes_are_the_findings_condition():
 
 
 def _project(tmp_path, script: str, launcher: str, torch: str = "2.3.0"):
-    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git").mkdir(parents=True)
     (tmp_path / "requirements.txt").write_text(f"torch=={torch}\ntransformers==4.44.0\n")
     (tmp_path / "train.py").write_text(textwrap.dedent(script))
     (tmp_path / "run.sh").write_text(launcher)
@@ -143,3 +143,19 @@ def test_the_trainer_under_several_processes_wraps_ddp(tmp_path):
 def test_the_trainer_on_one_process_or_under_deepspeed_is_clean(tmp_path, launcher):
     (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 3}}')
     assert _project(tmp_path, TRAINER, launcher) == []
+
+
+PARSED_TRAINER = """\
+from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
+(args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses()
+model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-3.2-1B")
+Trainer(model=model, args=args, train_dataset=ds).train()
+"""
+
+
+def test_a_torch_compile_option_nothing_of_the_project_sets_is_not_a_compile(tmp_path):
+    # every HfArgumentParser script takes `--torch_compile`; a run compiles only where the project passes it
+    launch = "torchrun --nproc_per_node 4 train.py --gradient_checkpointing True{}\n"
+    assert _project(tmp_path / "a", PARSED_TRAINER, launch.format("")) == []
+    (found,) = _project(tmp_path / "b", PARSED_TRAINER, launch.format(" --torch_compile True"))
+    assert "DDP (4 processes" in found.message

@@ -338,6 +338,19 @@ class _Scope:
             scope = scope.parent
         return None
 
+    def lookup_attribute(self, root: str, attr: str) -> Value | None:
+        """The value last assigned to `root.attr` (`args.gradient_checkpointing = False`) in the scope that binds
+        `root`; None when no assignment reaches here."""
+        scope: _Scope | None = self
+        key = f"{root}.{attr}"
+        while scope is not None:
+            if key in scope.bindings:
+                return scope.bindings[key]
+            if root in scope.bindings or root in scope.local_names or root in scope.params:
+                return None  # `root` is this scope's own: an assignment outside is to another object
+            scope = scope.parent
+        return None
+
 
 _CONSTANT_HOLDERS = frozenset({ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.Dict})  # what `_named_constants` reads
 _BINDERS = frozenset({ast.Name, ast.Import, ast.ImportFrom, ast.ExceptHandler})  # what `_bind` reads
@@ -857,6 +870,9 @@ class _Extractor:
                 self.bind(element, items[index] if items else UNKNOWN, scope, stmt)
         elif isinstance(target, ast.Attribute):
             base = self.eval(target.value, scope)
+            if isinstance(target.value, ast.Name) and not isinstance(base, QualName):
+                # `args.gradient_checkpointing = False` after parsing: what the script reads from then on
+                scope.bindings[f"{target.value.id}.{target.attr}"] = value
             self.facts.attr_assigns.append(
                 AttrAssign(
                     target=_dotted(target) or target.attr,
@@ -1033,6 +1049,10 @@ class _Extractor:
                 return Const({"True": True, "False": False, "None": None}[node.id], Origin(node.lineno))
             return QualName(node.id) if node.id in _BUILTINS else UNKNOWN
         if isinstance(node, ast.Attribute):
+            if isinstance(node.value, ast.Name):
+                assigned = scope.lookup_attribute(node.value.id, node.attr)
+                if assigned is not None:
+                    return assigned
             base = self.eval(node.value, scope)
             if isinstance(base, QualName):
                 return QualName(canonical(f"{base.name}.{node.attr}"))

@@ -507,6 +507,11 @@ class Training:
         return self.checkpointing_on or any(s.enabled is None for s in self.hf_sites)
 
     # -- torch.compile ---------------------------------------------------------------------------
+    @property
+    def compiling_sites(self) -> list[CompileSite]:
+        """The compile sites of the project's runs: all but an `--torch_compile` nothing of the project sets."""
+        return [s for s in self.compile_sites if not s.unmentioned]
+
     @cached_property
     def compile_sites(self) -> list[CompileSite]:
         """Every place the script compiles, or may compile, the model: `torch.compile(...)` (also as a decorator),
@@ -539,20 +544,24 @@ class Training:
                 if not off:
                     sites.append(CompileSite("accelerate", call, call.span, mode, "mode" if call.name == "TorchDynamoPlugin" else None,
                                              _cudagraphs(mode), call.condition))
-        for namespace, line in self.cli_configs():
+        parsed = self.cli_configs()
+        for namespace, line in parsed:
             flag = namespace.get("torch_compile")
             mode = namespace.get("torch_compile_mode")
             span = Span(Position(line, 1), Position(line, 1))
             if isinstance(mode, Const) and mode.value is not None:
                 sites.append(CompileSite("training config", None, span, mode, None, _cudagraphs(mode)))
                 continue
+            unmentioned = not {"torch_compile", "torch_compile_mode", "torch_compile_backend"} & set(namespace.fields)
             for condition, state in on_paths(flag, None):
                 if state is not False:
-                    sites.append(CompileSite("training config", None, span, MISSING, None, None, condition))
+                    sites.append(CompileSite("training config", None, span, MISSING, None, None, condition, unmentioned))
         launch = self.facts.launch
         if launch is not None:
             options = {normalise(str(k)): v for k, v in {**launch.runner_options, **launch.options}.items()}
-            for option in ("dynamo_backend", "torch_compile", "torch_compile_backend", "torch_compile_mode", "dynamo_mode"):
+            # the Trainer's own options reach it through the parser read above: a site there already
+            trainer_options = () if parsed else ("torch_compile", "torch_compile_backend", "torch_compile_mode")
+            for option in ("dynamo_backend", *trainer_options, "dynamo_mode"):
                 if option in options and str(options[option]).lower() not in ("no", "false", "none"):
                     mode = options.get("torch_compile_mode", options.get("dynamo_mode"))
                     value = Const(mode) if isinstance(mode, str) else MISSING
@@ -734,10 +743,19 @@ class CompileSite:
     mode_keyword: str | None  # the keyword that carries it ("mode", "torch_compile_mode")
     cudagraphs: bool | None  # True: the mode records CUDA graphs; False: it does not; None: not known
     condition: Condition = ALWAYS
+    # the Trainer's `--torch_compile`, which nothing of the project sets (no config, launcher or own default): the run
+    # compiles only for a user who adds it, so a finding that needs a compile does not stand on it
+    unmentioned: bool = False
 
     @property
     def where(self) -> str:
         return f"line {self.span.start.line}" if self.call is None or self.call.via is None else f"line {self.span.start.line} (in {self.call.via})"
+
+    @property
+    def what(self) -> str:
+        """How a message names the compile: `torch.compile`, or the setting that asks for it."""
+        return {"training config": "the Trainer's `torch_compile`", "accelerate": "accelerate's dynamo backend",
+                "launcher": "the launcher's dynamo backend"}.get(self.kind, "`torch.compile`")
 
 
 # torch._inductor.list_mode_options() (torch 2.13 `torch/_inductor/__init__.py`): the modes that set

@@ -361,7 +361,7 @@ def _spot_label(spot) -> str:
 )
 def compile_cudagraphs_with_checkpointing(ctx: Context) -> Iterator[Report]:
     spots = None
-    for site in ctx.training.compile_sites:
+    for site in ctx.training.compiling_sites:
         if site.cudagraphs is not True:
             continue
         if spots is None:
@@ -452,7 +452,7 @@ def _compiles_around(ctx: Context, body: CheckpointedBody) -> list:
     function under an eager checkpoint is the way that works)."""
     name = body.function.rsplit(".", 1)[-1]
     sites = []
-    for site in ctx.training.compile_sites:
+    for site in ctx.training.compiling_sites:
         if site.call is not None and truth(site.call.kwarg("fullgraph")) is True:
             continue
         if site.kind == "decorator" and _decorates(ctx.facts.lines, site.span.start.line, name):
@@ -478,7 +478,7 @@ def _decorates(lines: list[str], line: int, name: str) -> bool:
 def graph_break_in_checkpointed_function(ctx: Context) -> Iterator[Report]:
     if ctx.versions.at_least("torch", GRAPH_BREAK_FALLBACK_SINCE) is False:
         return
-    if not ctx.training.compile_sites:
+    if not ctx.training.compiling_sites:
         return
     seen: set[int] = set()  # one finding a line (`print(h.norm().item())`; a block both wrapped and checkpointed)
     for body in checkpointed_bodies(ctx.facts, ctx.training.torch_checkpoint_sites):
@@ -498,7 +498,7 @@ def graph_break_in_checkpointed_function(ctx: Context) -> Iterator[Report]:
             yield Report(
                 brk.call.span,
                 f"{brk.what} in {inside}, the function {checkpointed} at line {body.site.line}, breaks the graph of "
-                f"`torch.compile` ({compile_site.where}): Dynamo traces a checkpointed function whole or not at all, so the "
+                f"{compile_site.what} ({compile_site.where}): Dynamo traces a checkpointed function whole or not at all, so the "
                 "checkpoint call falls back to eager (`torch.utils.checkpoint` is `@torch._disable_dynamo`), the function and "
                 "everything it calls run uncompiled, and a checkpoint called in a loop makes Dynamo skip the whole calling "
                 "forward (\"graph break in loop\"); no error, the compile just buys nothing there. Remove the break from the "
@@ -562,7 +562,7 @@ def compile_ddp_optimizer_checkpointing(ctx: Context) -> Iterator[Report]:
         return
     if ctx.versions.at_least("torch", DDP_OPTIMIZER_WORKS_SINCE) is not False:
         return  # a release that works, or a range that allows one (a fresh install takes the newest)
-    if not ctx.training.compile_sites or _ddp_optimizer_off(ctx):
+    if not ctx.training.compiling_sites or _ddp_optimizer_off(ctx):
         return
     spots = [*_checkpointing_on(ctx), *(enable for enable, *_ in ctx.facts.model_checkpoints), *_switched_on_checkpointing(ctx)]
     torch = ctx.versions.get("torch").describe("torch")
@@ -573,7 +573,7 @@ def compile_ddp_optimizer_checkpointing(ctx: Context) -> Iterator[Report]:
         True: "\"RuntimeError: val\" (from AOTAutograd, on a checkpointed block with dropout or scaled_dot_product_attention)",
     }.get(raises, "\"NotImplementedError: DDPOptimizer backend: Found a higher order op in the graph\" (torch 2.1 - 2.5) or "
                   "\"RuntimeError: val\" (2.6 - 2.8)")
-    for site in ctx.training.compile_sites:
+    for site in ctx.training.compiling_sites:
         found = on_path(site.condition, _ddp_wraps(ctx, site))
         if found is None:
             continue
@@ -586,7 +586,7 @@ def compile_ddp_optimizer_checkpointing(ctx: Context) -> Iterator[Report]:
             f"DDP ({int(ctx.analysis.settings.gpus.value)} processes, {ctx.analysis.settings.gpus.describe()})"
         yield Report(
             site.span,
-            f"`torch.compile` ({site.where}) of a model trained with {ddp} whose forward checkpoints ({_spot_label(spot)}): "
+            f"{site.what} ({site.where}) of a model trained with {ddp} whose forward checkpoints ({_spot_label(spot)}): "
             f"on {torch}, Dynamo's DDP optimizer (`torch._dynamo.config.optimize_ddp`, on by default), which splits the graph "
             f"at DDP's gradient buckets, fails on the checkpointed region with {error}; with `suppress_errors` the forward "
             "silently runs uncompiled instead. Set `torch._dynamo.config.optimize_ddp = False` before the first compiled "

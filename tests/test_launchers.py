@@ -400,6 +400,15 @@ def test_checkpointing_turned_on_for_the_projects_own_model_class_runs_its_check
     found = findings_of("CKPT101", tmp_path, "train/src/entry_point/train.py")
     assert [f.span.start.line for f in found] == [6]
     assert "modeling_llama.py:7" in found[0].message and found[0].fix is None
+    # gammachen/p-llm-dialog-element-extraction (holdout19): peft's k-bit preparation turns it on as well, unless told not to
+    entry = (tmp_path / "train/src/entry_point/train.py").read_text()
+    for prepare, lines in (("prepare_model_for_kbit_training(model)", [5, 7]),
+                           ("prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)", [7])):
+        write(tmp_path, {"train/src/entry_point/train.py": entry.replace(
+            "from peft import LoraConfig", "from peft import prepare_model_for_kbit_training, LoraConfig").replace(
+            "model = get_peft_model", f"model = {prepare}\nmodel = get_peft_model")})
+        found = findings_of("CKPT101", tmp_path, "train/src/entry_point/train.py")
+        assert [f.span.start.line for f in found] == lines, prepare
 
 
 def test_the_projects_own_checkpointing_switch_on_a_model_its_factory_makes_runs_its_checkpoint_calls(tmp_path):
@@ -1760,3 +1769,53 @@ def test_parsed_arguments_are_no_trainer_switch_in_a_script_that_runs_its_own_st
     })
     found = findings_of("CKPT201", tmp_path)
     assert [f.span.start.line for f in found] == [7]  # the script's own call, not the parser at line 4
+
+
+PEFT_TRAINER = """
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+model = get_peft_model(AutoModelForCausalLM.from_pretrained("Qwen/Qwen2.5-3B"), LoraConfig(r=16))
+args = TrainingArguments("out", gradient_checkpointing=True{find_unused})
+Trainer(model=model, args=args, train_dataset=ds).train()
+"""
+
+
+@pytest.mark.parametrize("launcher,reported", [
+    ("torchrun --nproc_per_node 2 train.py\n", True),
+    ("python train.py\n", False),  # one process: no DDP
+    ("deepspeed --num_gpus 2 train.py --deepspeed ds.json\n", False),  # DeepSpeed's engine, not DDP
+])
+def test_the_trainer_gives_ddp_find_unused_parameters_for_a_peft_model(tmp_path, launcher, reported):
+    # transformers' Trainer: a PeftModel is no PreTrainedModel, so `ddp_find_unused_parameters=None` becomes
+    # `find_unused_parameters=True` [H7]; with reentrant checkpointing DDP fails [T7] (trl#921, accelerate#3536)
+    write(tmp_path, {"train.py": PEFT_TRAINER.format(find_unused=""), "run.sh": launcher,
+                     "requirements.txt": "transformers==4.41.2\npeft==0.11.1\ntorch==2.3.1\n", "ds.json": "{}"})
+    found = findings_of("CKPT301", tmp_path)
+    assert bool(found) is reported
+    if reported:
+        assert "the Trainer gives DDP (2 processes) for a PEFT model" in found[0].message
+    write(tmp_path, {"train.py": PEFT_TRAINER.format(find_unused=", ddp_find_unused_parameters=False")})
+    assert findings_of("CKPT301", tmp_path) == []
+
+
+def test_a_launcher_on_more_gpus_is_a_run_of_its_own_for_the_distributed_rules(tmp_path):
+    # guc1/Meaning-in-Temperatures: one sbatch runs the script with `python`, another with `accelerate launch` on the
+    # two GPUs its job requests (no process count: accelerate starts one per visible GPU)
+    write(tmp_path, {"train.py": PEFT_TRAINER.format(find_unused=""),
+                     "requirements.txt": "transformers==4.41.2\npeft==0.11.1\ntorch==2.3.1\n",
+                     "run_1gpu.sbatch": "#!/bin/bash\n#SBATCH --gpus=1\npython train.py\n",
+                     "run_2gpu.sbatch": "#!/bin/bash\n#SBATCH --gpus=2\naccelerate launch train.py\n"})
+    (found,) = findings_of("CKPT301", tmp_path)
+    assert found.message.endswith("run_2gpu.sbatch:3 runs it)") and "(only as " in found.message
+    write(tmp_path, {"run_2gpu.sbatch": "#!/bin/bash\n#SBATCH --gpus=1\naccelerate launch train.py\n"})
+    assert findings_of("CKPT301", tmp_path) == []
+
+
+@pytest.mark.parametrize("text,gpus", [("#SBATCH --gpus=2\n", 2), ("#SBATCH --gres=gpu:a100:4\n#SBATCH -N 1\n", 4),
+                                       ("#SBATCH --gpus-per-node=8\n#SBATCH --nodes=2\n", 8),
+                                       ("#SBATCH --gpus=8\n#SBATCH --nodes=2\n", None), ("echo hi\n", None)])
+def test_the_gpus_a_slurm_job_requests(text, gpus):
+    from ckpt_doctor.analysis.launchers import job_gpus
+
+    assert job_gpus(text) == gpus

@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BLIND = HERE / "blind"
 sys.path.insert(0, str(HERE))
-from evaluate import family, from_estimate, from_findings, run_check, run_estimate  # noqa: E402
+from evaluate import OPTIMIZER_FAMILY, family, from_estimate, from_findings, run_check, run_estimate  # noqa: E402
 
 SETTINGS = ("batch_size", "seq_len", "dtype", "optimizer", "checkpointing")
 SEVERITIES = ("error", "warning", "info")
@@ -88,9 +89,22 @@ def match(tool: list[dict], expert: list[dict], window: int) -> tuple[list[tuple
     return pairs, left
 
 
+def _prose_optimizer(label: object) -> object:
+    """A label written as prose ("DeepSpeed AdamW (ZeRO-2)", "AdamW8bit (bitsandbytes, DDP path)", holdout19): the
+    family it names."""
+    text = str(label).lower().replace("_", "").replace("-", "")
+    if "adam" in text:
+        return "adamw-8bit" if "8bit" in text else "adamw"
+    return next((f for f in ("adafactor", "sgd") if f in text), label)
+
+
+_DTYPES = re.compile(r"\b(fp32|bf16|fp16|4bit|8bit|4-bit|8-bit)\b")
+
+
 def same_setting(name: str, expert: object, tool: object) -> bool:
     if name == "optimizer":
-        return family(tool) == family(expert)
+        wanted = family(expert)
+        return family(tool) == (wanted if wanted in set(OPTIMIZER_FAMILY.values()) else _prose_optimizer(expert))
     if name == "checkpointing":
         want = "on" if str(expert).startswith("on") else "off" if str(expert).startswith("off") else "depends"
         if want == "depends":
@@ -100,7 +114,12 @@ def same_setting(name: str, expert: object, tool: object) -> bool:
     if name == "dtype":  # the weights' dtype, or the mixed precision the step computes in (the labels' brief); holdout11's
         # reader wrote autocast over fp32 weights as "bf16-mixed"
         wanted = str(expert).lower().removesuffix("-mixed")
-        return any(str(t).lower() == wanted for t in (tool if isinstance(tool, tuple) else (tool,)))
+        tools = [str(t).lower() for t in (tool if isinstance(tool, tuple) else (tool,))]
+        if wanted in tools:
+            return True
+        # prose ("fp32 weights, bf16 autocast", "bf16 (on compute capability 8 GPUs)", holdout19): the dtypes it names
+        named = [d.replace("-", "") for d in _DTYPES.findall(wanted)]
+        return any(t in named for t in tools)
     try:
         return int(tool) == int(expert)
     except (TypeError, ValueError):

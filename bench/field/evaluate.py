@@ -55,6 +55,7 @@ OPTIMIZER_FAMILY = {
     "adamw": "adamw", "adamw-fused": "adamw", "adamw-loop": "adamw", "adam": "adamw",  # the same memory (holdout11 writes "adam")
     "adamw-torch": "adamw", "adamw-torch-fused": "adamw",  # transformers' `optim` names, `_` read as `-` (holdout18)
     "adamw-8bit": "adamw-8bit", "paged-adamw-8bit": "adamw-8bit",
+    "paged-adamw-32bit": "adamw",  # the tool sizes it as AdamW (its state lives on the card until memory runs short)
     "adafactor": "adafactor", "sgd": "sgd",
 }
 ESTIMATE_DEFAULTS = {"batch_size": 1, "dtype": "bf16", "optimizer": "adamw", "checkpointing": "off"}

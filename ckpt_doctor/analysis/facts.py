@@ -473,6 +473,9 @@ class _Extractor:
                 model = call.receiver_value
             elif call.names_a_trainer and "model" in call.kwargs:
                 model = call.kwargs["model"]
+            elif call.qualname in KBIT_PREPARATION and truth(call.kwarg("use_gradient_checkpointing")) is not False:
+                # peft calls `model.gradient_checkpointing_enable()` unless told not to (the default is True)
+                model = call.args[0] if call.args else call.kwarg("model")
             elif call.qualname is not None and own_checkpointing_keyword(call) is not None:
                 model = Instance(call.qualname, call)  # `MAR(..., grad_checkpointing=args.grad_checkpointing)`
             else:

@@ -229,6 +229,8 @@ def find_launches(script: str, files: ProjectFiles, root: Path | None) -> list[L
         for line, words, folder in runs:
             launch = _read_command(words, line, path, target, root, folder, files)
             if launch is not None:
+                if launch.runner == "accelerate" and launch.processes is None and not launch.runner_options:
+                    launch = replace(launch, processes=job_gpus(read(path) or ""))
                 if documents is None:  # read once per launcher, when it runs the script
                     documents = _here_documents(text) if "<<" in text else []
                 written = {name: (start, body) for start, name, body in documents if name and start < line}
@@ -998,6 +1000,25 @@ def _number(word: str) -> bool:
 
 def _redirect(word: str) -> bool:
     return (word[:1] in (">", "<") or word[:2] in ("2>", "1>", "&>")) and not (word.startswith("<") and word.endswith(">") and len(word) > 2)
+
+
+_SBATCH_GPUS = re.compile(r"^#SBATCH[ \t]+(?:--gpus-per-node|--gpus|-G)[= \t]+(?:\w+:)?(\d+)[ \t]*(?:#.*)?$"
+                          r"|^#SBATCH[ \t]+--gres[= \t]+gpu(?::\w+)?:(\d+)[ \t]*(?:#.*)?$", re.MULTILINE)
+_SBATCH_NODES = re.compile(r"^#SBATCH[ \t]+(?:--nodes|-N)[= \t]+(\d+)", re.MULTILINE)
+
+
+def job_gpus(text: str) -> int | None:
+    """The GPUs per node a SLURM job script requests (`#SBATCH --gpus=2`, `--gres=gpu:a100:4`, `--gpus-per-node=8`),
+    where `accelerate launch` with neither a process count nor a config file takes its processes from: it runs one per
+    visible GPU (accelerate `commands/launch.py` `_validate_launch_command`: `args.num_processes =
+    torch.cuda.device_count()`, "More than one GPU was found, enabling multi-GPU training"). None when the job asks
+    for GPUs over several nodes without saying how many each gets, or asks for none."""
+    counts = {int(a or b) for a, b in _SBATCH_GPUS.findall(text)}
+    nodes = {int(n) for n in _SBATCH_NODES.findall(text)}
+    per_node = "--gpus-per-node" in text or "--gres" in text
+    if len(counts) != 1 or (not per_node and nodes - {1}):
+        return None
+    return counts.pop()
 
 
 def _processes(runner: str, options: dict[str, object]) -> int | None:

@@ -278,7 +278,12 @@ class _T:
         self.dims: tuple[int, ...] = (numel,)
         self.numel = numel
         self.b = b
-        self.own = _round(numel * b) if own is None else own
+        if own is None:  # _round, inlined: the walk makes hundreds of thousands of tensors
+            own = numel * b
+            if own.__class__ is not int:
+                own = math.ceil(own)
+            own = -(-own // CUDA_BLOCK) * CUDA_BLOCK if own > 0 else 0
+        self.own = own
         self.rg = rg
         self.leaf = leaf
         self.refs = 1
@@ -408,7 +413,10 @@ class _Sim:
             if t is None:
                 continue
             t.refs -= 1
-            self._maybe_free(t)
+            if t.refs <= 0 and t.saves <= 0 and not t.leaf and not t.dead:  # _maybe_free, inlined
+                self._sub(t)
+                if t.base is not None:
+                    self.drop(t.base)
 
     def unsave(self, t: _T) -> None:
         t.saves -= 1
@@ -419,7 +427,11 @@ class _Sim:
            cat: str = "activations", passthrough: bool = False, extra_outs: Iterable[_T] = (),
            view_grads: Iterable[_T | None] = ()) -> _T:
         ins = [i for i in ins if i is not None]
-        rg = any(i.rg for i in ins)
+        rg = False
+        for i in ins:
+            if i.rg:
+                rg = True
+                break
         out = self.new(numel, b, rg, cat)
         if rg and self.rec is not None:
             sv = [out if s is _OUT else s for s in saves if s is not None]

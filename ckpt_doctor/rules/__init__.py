@@ -133,7 +133,48 @@ def get_rule(code: str) -> Rule | None:
     return REGISTRY.get(code.upper())
 
 
+# the rules whose verdict turns on how many processes run the script, and under which runner (DDP, DeepSpeed)
+_TOPOLOGY_RULES = ("CKPT111", "CKPT3")
+
+
 def run_rules(ctx: Context, rules: Iterable[Rule]) -> Iterator[Finding]:
+    rules = list(rules)
+    seen: set[tuple[str, Span]] = set()
+    for finding in _run_rules(ctx, rules):
+        seen.add((finding.code, finding.span))
+        yield finding
+    other = _other_topology(ctx)
+    if other is not None:
+        # the facts were read as the first launch runs the script; a launcher that runs it over another number of
+        # processes (`accelerate launch` on two GPUs, the first one `python`) is a run of its own for these rules
+        for finding in _run_rules(ctx.run_by(other), [r for r in rules if r.code.startswith(_TOPOLOGY_RULES)]):
+            if (finding.code, finding.span) not in seen:
+                yield _as_run_by(finding, other)
+
+
+def _other_topology(ctx: Context) -> Launch | None:
+    """The first launch that runs the script on another topology than the first launch: several processes against
+    one, or another runner over several."""
+    launches = ctx.facts.launches if ctx.kind == "script" else []
+    if len(launches) < 2:
+        return None
+
+    def topology(launch: Launch) -> tuple:
+        many = (launch.processes or 1) > 1
+        return (many, launch.runner if many else None)
+
+    first = topology(launches[0])
+    return next((l for l in launches[1:] if l.processes is not None and topology(l) != first), None)
+
+
+def _as_run_by(finding: Finding, launch: Launch) -> Finding:
+    said = f"as {launch.where} runs it"
+    if finding.message.endswith(")") and "(only " in finding.message:
+        return replace(finding, message=f"{finding.message[:-1]}, {said})")
+    return replace(finding, message=f"{finding.message} (only {said})")
+
+
+def _run_rules(ctx: Context, rules: Iterable[Rule]) -> Iterator[Finding]:
     for current in rules:
         for report in current.check(ctx):
             needs = report.condition.describe()

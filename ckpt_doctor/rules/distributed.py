@@ -30,9 +30,10 @@ def _checkpointing_spots(ctx: Context, reentrant: bool | None) -> list[tuple[Spa
     return spots
 
 
-def _find_unused(ctx: Context, condition: Condition) -> tuple[Call, Condition] | None:
-    """A DDP set-up with `find_unused_parameters=True` on the path `condition`, and the path with it: a constant, or
-    an option (`find_unused_parameters=args.find_unused`) on the path where it is passed."""
+def _find_unused(ctx: Context, condition: Condition) -> tuple[Call, Condition, str] | None:
+    """A DDP set-up with `find_unused_parameters=True` on the path `condition`, the path with it and how it is set: a
+    constant, an option (`find_unused_parameters=args.find_unused`) on the path where it is passed, or the Trainer's
+    own choice for a PEFT model."""
     for call in ctx.facts.calls:
         value = _find_unused_value(call)
         if value is None:
@@ -40,7 +41,28 @@ def _find_unused(ctx: Context, condition: Condition) -> tuple[Call, Condition] |
         for path, state in on_paths(value, None):
             joined = together(condition, call.condition, path)
             if state is True and joined is not None:
-                return call, joined
+                return call, joined, f"`find_unused_parameters=True` (line {call.line})"
+    return _trainer_find_unused(ctx, condition)
+
+
+def _trainer_find_unused(ctx: Context, condition: Condition) -> tuple[Call, Condition, str] | None:
+    """The Trainer's DDP of a PEFT model when `ddp_find_unused_parameters` is left unset: a `PeftModel` is not a
+    `PreTrainedModel`, so the Trainer passes `find_unused_parameters=True` (transformers 4.34.1 - 5.25 [H7]). DDP is a
+    launch of several processes that is neither FSDP nor DeepSpeed."""
+    settings = ctx.analysis.settings
+    if not (int(settings.gpus.value or 1) > 1 and settings.gpus.stated and not settings.zero.value) or ctx.training.deepspeed_configs:
+        return None
+    for call in ctx.facts.calls:
+        if _find_unused_value(call) is None or call.name.endswith(("Strategy", "Kwargs")) or call.qualname == DDP:
+            continue
+        value = call.kwarg("ddp_find_unused_parameters")
+        if not (isinstance(value, Missing) or (isinstance(value, Const) and value.value is None)) or call.star_kwargs:
+            continue
+        joined = together(condition, call.condition)
+        path = peft_on_path(ctx, joined) if joined is not None else None
+        if path is not None:
+            return call, path, (f"the `find_unused_parameters=True` the Trainer gives DDP ({settings.gpus.value} processes) for a "
+                                f"PEFT model when `ddp_find_unused_parameters` is not set (line {call.line})")
     return None
 
 
@@ -67,13 +89,12 @@ def reentrant_ddp_find_unused(ctx: Context) -> Iterator[Report]:
         found = _find_unused(ctx, condition)
         if found is None:
             continue
-        ddp, condition = found
+        ddp, condition, how = found
         fix = set_keyword(call, "use_reentrant", "False", Applicability.DISPLAY_ONLY, "Use `use_reentrant=False`", replace=True) if call else None
         yield Report(
             span,
-            f"reentrant checkpointing {label} with `find_unused_parameters=True` (line {ddp.line}): DDP fails in the "
-            "backward with \"RuntimeError: Expected to mark a variable ready only once\"; use `use_reentrant=False`, or "
-            "turn `find_unused_parameters` off",
+            f"reentrant checkpointing {label} with {how}: DDP fails in the backward with \"RuntimeError: Expected to "
+            "mark a variable ready only once\"; use `use_reentrant=False`, or turn `find_unused_parameters` off",
             fix=fix,
             condition=condition,
             related=_related(ddp, "`find_unused_parameters=True` here"),

@@ -80,11 +80,13 @@ def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
             sites = [s for s in ctx.training.hf_sites if s.enabled and s.kind in ("command line", "training config")]
             condition = next(filter(None, (together(condition, s.condition) for s in sites)), None)
             who, span = f"`{enable.name}(...)` (at `train()`)", enable.span
+        elif enable.receiver is None:  # `prepare_model_for_kbit_training(model)`, which calls the enable method
+            who, span = f"`{enable.name}(...)`", enable.span
         else:
             who, span = f"`{enable.receiver}.{enable.name}()`", enable.span
         if condition is None:
             continue
-        hf = isinstance(enable, Call) and enable.name in HF_ENABLE_METHODS
+        hf = isinstance(enable, Call) and (enable.name in HF_ENABLE_METHODS or enable.receiver is None)
         yield Report(
             span,
             f"{who} turns on the checkpointing of the project's own `{_model_name(load.qualname)}` (made at line "

@@ -1819,3 +1819,16 @@ def test_the_gpus_a_slurm_job_requests(text, gpus):
     from ckpt_doctor.analysis.launchers import job_gpus
 
     assert job_gpus(text) == gpus
+
+
+def test_the_trainers_enable_at_train_decides_the_mode_of_an_earlier_call(tmp_path):
+    # guc1 (holdout19): `prepare_model_for_kbit_training(base)` turns reentrant checkpointing on, then the Trainer turns
+    # it on again at `train()` with its own kwargs; the last one is the mode the DDP step runs with
+    script = PEFT_TRAINER.replace("model = get_peft_model(", "model = get_peft_model(prepare_model_for_kbit_training(").replace(
+        ', LoraConfig(r=16))', '), LoraConfig(r=16))').replace("from peft import", "from peft import prepare_model_for_kbit_training,")
+    files = {"run.sh": "torchrun --nproc_per_node 2 train.py\n", "requirements.txt": "transformers==4.41.2\npeft==0.11.1\ntorch==2.3.1\n"}
+    write(tmp_path, {**files, "train.py": script.format(find_unused="")})
+    assert [f.span.start.line for f in findings_of("CKPT301", tmp_path)] == [5]  # the Trainer's arguments only
+    kwargs = ', gradient_checkpointing_kwargs={"use_reentrant": False}'
+    write(tmp_path, {"train.py": script.format(find_unused=kwargs)})
+    assert findings_of("CKPT301", tmp_path) == []

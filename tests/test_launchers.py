@@ -400,6 +400,9 @@ def test_checkpointing_turned_on_for_the_projects_own_model_class_runs_its_check
     found = findings_of("CKPT101", tmp_path, "train/src/entry_point/train.py")
     assert [f.span.start.line for f in found] == [6]
     assert "modeling_llama.py:7" in found[0].message and found[0].fix is None
+    # its layers call torch's checkpoint themselves: Hugging Face's kwargs change nothing there, so no CKPT201
+    write(tmp_path, {"requirements.txt": "transformers==4.46.0\n"})
+    assert findings_of("CKPT201", tmp_path, "train/src/entry_point/train.py") == []
     # gammachen/p-llm-dialog-element-extraction (holdout19): peft's k-bit preparation turns it on as well, unless told not to
     entry = (tmp_path / "train/src/entry_point/train.py").read_text()
     for prepare, lines in (("prepare_model_for_kbit_training(model)", [5, 7]),

@@ -8,7 +8,7 @@ from ckpt_doctor.analysis.facts import Call
 from ckpt_doctor.findings import Applicability, Position, Related, Severity, Span
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
-from ckpt_doctor.rules.huggingface import _site_label
+from ckpt_doctor.rules.huggingface import _enabled_again_later, _site_label
 from ckpt_doctor.rules.shared import peft_on_path, set_keyword, zero3_recompute_fixed, zero3_recompute_note
 from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, APPLY_AC, CHECKPOINT_WRAPPER, DDP, TRL_NON_REENTRANT_SINCE
 from ckpt_doctor.analysis.training import HFSite, on_paths
@@ -25,19 +25,9 @@ def _checkpointing_spots(ctx: Context, reentrant: bool | None) -> list[tuple[Spa
         if reentrant is None or mode.reentrant is reentrant:
             spots.append((call.span, f"`{call.name}` ({mode.reason})", call, None, call.condition))
     for site in training.hf_sites:
-        if site.enabled and (reentrant is None or site.mode.reentrant is reentrant) and not _enabled_again(ctx, site):
+        if site.enabled and (reentrant is None or site.mode.reentrant is reentrant) and not _enabled_again_later(ctx, site):
             spots.append((site.span, f"{_site_label(site)} ({site.mode.reason})", None, site, site.condition))
     return spots
-
-
-def _enabled_again(ctx: Context, site: HFSite) -> bool:
-    """Whether the Trainer turns checkpointing on again at `train()` whenever the script's own call `site` runs
-    (`prepare_model_for_kbit_training(model)`, then `TrainingArguments(gradient_checkpointing=True)`): the Trainer's
-    `gradient_checkpointing_enable(...)` comes last, so its mode is the one the step runs with."""
-    if site.kind not in ("model method", "kbit preparation") or not any(c.names_a_trainer for c in ctx.facts.calls):
-        return False
-    return any(other.enabled and other.kind in ("training config", "command line") and site.condition.implies(other.condition)
-               for other in ctx.training.hf_sites)
 
 
 def _find_unused(ctx: Context, condition: Condition) -> tuple[Call, Condition, str] | None:

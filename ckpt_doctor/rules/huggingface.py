@@ -112,6 +112,8 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
             continue  # CKPT207: it does not turn checkpointing on at all
         if not _missing_use_reentrant(site):
             continue  # an explicit choice
+        if site.call is not None and any(enable is site.call for enable, *_ in ctx.facts.model_checkpoints):
+            continue  # the project's own model calls torch's checkpoint itself, whatever kwargs it is given (CKPT101)
         if _enabled_again_later(ctx, site):
             continue  # what decides is the later call (reported there when it is reentrant)
         if site.kind == "command line" and any(_trainer_again(ctx, visible) is site for visible in _reentrant_sites(ctx)

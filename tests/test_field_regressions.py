@@ -940,3 +940,22 @@ def test_an_option_assigned_after_parsing_is_what_the_script_reads():
     assert codes(code.format(assign="args.gradient_checkpointing = False"), v4) == []
     # an assignment to another object's attribute, or to a local of another function, is not the option
     assert "CKPT202" in [c for c, _ in codes(code.format(assign="other.gradient_checkpointing = False"), v4)]
+
+
+def test_an_option_assigned_on_one_path_only_is_still_the_option_on_the_other():
+    code = """
+    import argparse
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gradient_checkpointing", type=bool, default=True)
+    parser.add_argument("--prefix_tuning", action="store_true")
+    args = parser.parse_args()
+    if args.prefix_tuning:
+        args.gradient_checkpointing = False
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained("gpt2"), LoraConfig(r=8))
+    Trainer(model=model, args=TrainingArguments("out", gradient_checkpointing=args.gradient_checkpointing)).train()
+    """
+    v4 = {"transformers": "4.46", "torch": "2.5", "peft": "0.13"}
+    assert "CKPT202" in [c for c, _ in codes(code, v4)]  # the default run (no --prefix_tuning) checkpoints

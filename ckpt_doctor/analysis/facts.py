@@ -1425,9 +1425,13 @@ def _merge_branches(before: dict, then: dict, otherwise: dict, literals: list[Li
     with the other branch's value kept as an alternative: a constant that depends on the test, or an imported
     name that is another library's on the other path."""
     merged = dict(otherwise)
+    for name in [n for n in otherwise if "." in n and n not in before and n not in then]:
+        del merged[name]  # `args.x = ...` on one path only: read as the object gives it (no binding holds that value)
     for name, value in then.items():
         other = otherwise.get(name)
         if other is value:
+            continue
+        if other is None and "." in name and name not in before:
             continue
         rebound_in_else = name in otherwise and other is not before.get(name)
         if default is True or (default is None and not rebound_in_else):

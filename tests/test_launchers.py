@@ -1835,3 +1835,28 @@ def test_the_trainers_enable_at_train_decides_the_mode_of_an_earlier_call(tmp_pa
     kwargs = ', gradient_checkpointing_kwargs={"use_reentrant": False}'
     write(tmp_path, {"train.py": script.format(find_unused=kwargs)})
     assert findings_of("CKPT301", tmp_path) == []
+
+
+@pytest.mark.parametrize("read", ["json.loads(f.read())", "json.load(f)", "json.loads(Path(args.config).read_text())"])
+def test_a_json_config_read_as_text_gives_its_values(tmp_path, read):
+    # sarelWeinberger/qwen-hebrew-finetuning (holdout20): `with open(args.config) as f: config = json.loads(f.read())`
+    write(tmp_path, {
+        "cpt_config.json": '{"model_name_or_path": "meta-llama/Llama-3.2-1B", "per_device_train_batch_size": 2, "max_seq_length": 4096}',
+        "train.py": f"""
+            import argparse, json
+            from pathlib import Path
+            from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--config", type=str, default="cpt_config.json")
+            args = parser.parse_args()
+            with open(args.config, "r", encoding="utf8") as f:
+                config = {read}
+            model = AutoModelForCausalLM.from_pretrained(config["model_name_or_path"])
+            targs = TrainingArguments("out", per_device_train_batch_size=config["per_device_train_batch_size"])
+            ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=config["max_seq_length"]))
+            Trainer(model=model, args=targs, train_dataset=ds).train()
+            """,
+    })
+    settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
+    assert (settings.model.value, settings.batch_size.value, settings.seq_len.value) == ("meta-llama/Llama-3.2-1B", 2, 4096)

@@ -1262,6 +1262,10 @@ class _Extractor:
             return record.args[0]  # `frozenset([...])`, `set((...))`: the same items
         if isinstance(func, QualName) and func.name in _FILE_LOADERS and record.args:
             return self._loaded_file(record.args[0], node.lineno)
+        if isinstance(func, QualName) and func.name in _TEXT_LOADERS and node.args:
+            opened = self._read_text_of(node.args[0], scope)  # `json.loads(f.read())`, `json.loads(Path(p).read_text())`
+            if opened is not None:
+                return self._loaded_file(opened, node.lineno)
         if isinstance(func, QualName) and func.name in _SAME_PATH and record.args:
             return record.args[0]  # `os.path.abspath(sys.argv[1])` names the same file
         if isinstance(func, QualName) and func.name == "getattr" and len(record.args) == 2 and isinstance(record.args[0], QualName):
@@ -1348,6 +1352,19 @@ class _Extractor:
         values = dict(_file_value(data, Origin(node.lineno, f"value in {name}")).items)
         self.facts.settings_files.append((name, node.lineno, values))
         return values
+
+    def _read_text_of(self, node: ast.expr, scope: _Scope) -> Value | None:
+        """What `f.read()` (of `f = open(path)`) or `Path(path).read_text()` reads: the file, as `_read_file` takes
+        it; None for anything else."""
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and not node.args):
+            return None
+        owner = self.eval(node.func.value, scope)
+        if node.func.attr == "read" and isinstance(owner, Instance) and owner.qualname == "open":
+            return owner
+        if node.func.attr == "read_text" and isinstance(owner, Instance) and owner.qualname in ("pathlib.Path", "Path") \
+                and owner.call.args:
+            return owner.call.args[0]
+        return None
 
     def _loaded_file(self, source: Value, line: int) -> Value:
         """`json.load(open(path))`, `yaml.safe_load(f)`, `OmegaConf.load(path)`: the file's values."""
@@ -1535,6 +1552,7 @@ _STR_TESTS = {"endswith", "startswith"}
 _PREPARES = {"accelerate.Accelerator.prepare", "accelerate.Accelerator.prepare_model"}  # hand back what they are given
 _SAME_PATH = {"os.path.abspath", "os.path.realpath", "os.path.expanduser", "os.path.normpath"}
 _FILE_LOADERS = {"json.load", "yaml.safe_load", "yaml.load", "yaml.full_load", "omegaconf.OmegaConf.load"}
+_TEXT_LOADERS = {"json.loads", "yaml.safe_load", "yaml.load", "yaml.full_load"}  # given the file's text
 
 
 LOADERS = (".from_pretrained", ".from_config")

@@ -1010,9 +1010,9 @@ _SBATCH_NODES = re.compile(r"^#SBATCH[ \t]+(?:--nodes|-N)[= \t]+(\d+)", re.MULTI
 def job_gpus(text: str) -> int | None:
     """The GPUs per node a SLURM job script requests (`#SBATCH --gpus=2`, `--gres=gpu:a100:4`, `--gpus-per-node=8`),
     where `accelerate launch` with neither a process count nor a config file takes its processes from: it runs one per
-    visible GPU (accelerate `commands/launch.py` `_validate_launch_command`: `args.num_processes =
-    torch.cuda.device_count()`, "More than one GPU was found, enabling multi-GPU training"). None when the job asks
-    for GPUs over several nodes without saying how many each gets, or asks for none."""
+    visible GPU (docs/framework-facts.md [A6]: accelerate 1.16.0 `commands/launch.py` L1363-1373, "More than one GPU
+    was found, enabling multi-GPU training"). None when the job asks for GPUs over several nodes without saying how
+    many each gets, or asks for none."""
     counts = {int(a or b) for a, b in _SBATCH_GPUS.findall(text)}
     nodes = {int(n) for n in _SBATCH_NODES.findall(text)}
     per_node = "--gpus-per-node" in text or "--gres" in text

@@ -623,3 +623,15 @@ def test_mixed_precision_from_autocast_defaults_and_lightning(code, expected):
     text = "import torch\nimport lightning as L\n" + code + "\n"
     settings = analyze(SourceFile("t.py", text, text.encode()), Settings()).settings
     assert settings.mixed_precision.value == expected
+
+
+def test_a_batch_size_given_but_not_readable_is_assumed_not_the_default():
+    # BTGenTP (holdout20): `per_device_train_batch_size=int(spec.batch_size)` of a registry entry the analysis cannot read
+    code = textwrap.dedent("""
+        from transformers import TrainingArguments
+        args = TrainingArguments("out", per_device_train_batch_size=int(spec.batch_size))
+    """)
+    batch = analyze(SourceFile("t.py", code, code.encode()), Settings()).settings.batch_size
+    assert batch.note.startswith("assumed") and not batch.stated
+    code = code.replace("per_device_train_batch_size=int(spec.batch_size)", "learning_rate=1e-4")
+    assert analyze(SourceFile("t.py", code, code.encode()), Settings()).settings.batch_size.note == "TrainingArguments default"

@@ -252,6 +252,10 @@ def read_settings(training: Training) -> ScriptSettings:
         batch = _kwarg_setting(facts, config, "per_device_train_batch_size")
         if batch is None and config.star_kwargs:  # `TrainingArguments(**config)`: the dict's value
             batch = _named_setting(facts, ("per_device_train_batch_size",))
+        if batch is None and not isinstance(config.kwarg("per_device_train_batch_size"), Missing):
+            # given, but not a value the analysis can follow (`int(spec.batch_size)` of a registry entry): not the default
+            batch = Setting(8, None, f"assumed: the script's `per_device_train_batch_size` (line {config.line}) is not a "
+                                     f"constant; {config.name} default")
         out.batch_size = batch or Setting(8, None, f"{config.name} default")
         accumulation = _setting(config.kwarg("gradient_accumulation_steps"))
         if accumulation:

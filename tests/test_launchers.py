@@ -1860,3 +1860,48 @@ def test_a_json_config_read_as_text_gives_its_values(tmp_path, read):
     })
     settings = analyze(read_source(str(tmp_path / "train.py")), Settings(root=tmp_path)).settings
     assert (settings.model.value, settings.batch_size.value, settings.seq_len.value) == ("meta-llama/Llama-3.2-1B", 2, 4096)
+
+
+def test_a_module_read_first_as_an_import_of_an_import_still_follows_its_own_imports(tmp_path):
+    # HaiderDawoodKhan/LLM-Alignment (holdout16): `train_helpers` imports `model.policy`, so `model.policy` was read first
+    # at the deepest level (no imports followed) and that reading was reused for the script's own call of
+    # `build_policy_model`, whose `enable_grad_checkpointing_for_peft` (in `model/lora.py`) turns checkpointing on
+    write(tmp_path, {
+        "model/__init__.py": "",
+        "model/lora.py": """
+            def enable_grad_checkpointing_for_peft(model):
+                model.gradient_checkpointing_enable()
+            """,
+        "model/policy.py": """
+            from transformers import AutoModelForCausalLM
+            from model.lora import enable_grad_checkpointing_for_peft
+
+            def build_policy_model(name):
+                model = AutoModelForCausalLM.from_pretrained(name)
+                enable_grad_checkpointing_for_peft(model)
+                return model
+            """,
+        "train_helpers.py": """
+            from transformers import AutoTokenizer
+            from model.policy import build_policy_model
+
+            def build_reference(name):
+                AutoTokenizer.from_pretrained(name)
+                return build_policy_model(name)
+            """,
+        "train.py": """
+            import torch
+            from train_helpers import build_reference
+            from model.policy import build_policy_model
+
+            reference = build_reference("gpt2")
+            model = build_policy_model("gpt2")
+            optimizer = torch.optim.AdamW(model.parameters())
+            for batch in loader:
+                loss = model(**batch).loss
+                loss.backward()
+                optimizer.step()
+            """,
+    })
+    found = findings_of("CKPT203", tmp_path)
+    assert [f.span.start.line for f in found] == [6] and "model/lora.py:2" in found[0].message

@@ -66,7 +66,7 @@ class _Module:
 
 
 # (path, sha1 of the text) -> the module, shared by the scripts one process checks, least recently used first
-_MODULES: OrderedDict[tuple[str, str], _Module | None] = OrderedDict()
+_MODULES: OrderedDict[tuple[str, str, int], _Module | None] = OrderedDict()
 MAX_MODULES = 64
 
 
@@ -245,7 +245,9 @@ class Project:
         text = self.files.module(path)
         if text is None or (not RELEVANT.search(text) and not _REEXPORTS.search(text)):
             return None  # a module that mentions no library call a rule or the estimate reads: nothing to summarise
-        key = (str(path), hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest())
+        # the depth is part of the key: a module read as an import of an import follows no imports of its own, so its
+        # facts are fewer than those of the same module imported by the script itself
+        key = (str(path), hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest(), self.depth + 1)
         if key in _MODULES:
             _MODULES.move_to_end(key)
         else:

@@ -278,11 +278,9 @@ class _T:
         self.dims: tuple[int, ...] = (numel,)
         self.numel = numel
         self.b = b
-        if own is None:  # _round, inlined: the walk makes hundreds of thousands of tensors
+        if own is None:  # `_round`, inlined (the walk makes hundreds of thousands of tensors: `estimate --fit` < 1 s)
             own = numel * b
-            if own.__class__ is not int:
-                own = math.ceil(own)
-            own = -(-own // CUDA_BLOCK) * CUDA_BLOCK if own > 0 else 0
+            own = -(-math.ceil(own) // CUDA_BLOCK) * CUDA_BLOCK if own > 0 else 0
         self.own = own
         self.rg = rg
         self.leaf = leaf
@@ -375,16 +373,7 @@ class _Sim:
     # -- tensors ----------------------------------------------------------------------------------
     def new(self, numel: int, b: float, rg: bool = False, cat: str = "activations", own: int | None = None) -> _T:
         t = _T(numel, b, rg, cat, own)
-        if t.own:  # _add, inlined: the walk's most frequent call
-            t.block = self.allocations
-            self.allocations += 1
-            self.log.append(t.own)
-            cur = self.cur = self.cur + t.own
-            cats = self.cats
-            cats[cat] = cats.get(cat, 0) + t.own
-            if cur > self.peaks.get(self.phase, -1):
-                self.peaks[self.phase] = cur
-                self.snaps[self.phase] = dict(cats)
+        self._add(t)
         return t
 
     def param(self, numel: int, b: float, trainable: bool, cat: str, own: int | None = None,
@@ -413,10 +402,7 @@ class _Sim:
             if t is None:
                 continue
             t.refs -= 1
-            if t.refs <= 0 and t.saves <= 0 and not t.leaf and not t.dead:  # _maybe_free, inlined
-                self._sub(t)
-                if t.base is not None:
-                    self.drop(t.base)
+            self._maybe_free(t)
 
     def unsave(self, t: _T) -> None:
         t.saves -= 1
@@ -427,11 +413,7 @@ class _Sim:
            cat: str = "activations", passthrough: bool = False, extra_outs: Iterable[_T] = (),
            view_grads: Iterable[_T | None] = ()) -> _T:
         ins = [i for i in ins if i is not None]
-        rg = False
-        for i in ins:
-            if i.rg:
-                rg = True
-                break
+        rg = any(i.rg for i in ins)
         out = self.new(numel, b, rg, cat)
         if rg and self.rec is not None:
             sv = [out if s is _OUT else s for s in saves if s is not None]

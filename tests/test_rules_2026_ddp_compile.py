@@ -140,8 +140,9 @@ def test_the_trainer_under_several_processes_wraps_ddp(tmp_path):
 
 
 @pytest.mark.parametrize("launcher", ["python train.py\n", "deepspeed --num_gpus 4 train.py --deepspeed ds.json\n"])
-def test_the_trainer_on_one_process_or_under_deepspeed_is_clean(tmp_path, launcher):
-    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 3}}')
+@pytest.mark.parametrize("stage", [3, 0])  # DeepSpeed's engine is not DDP, whatever its ZeRO stage
+def test_the_trainer_on_one_process_or_under_deepspeed_is_clean(tmp_path, launcher, stage):
+    (tmp_path / "ds.json").write_text(f'{{"zero_optimization": {{"stage": {stage}}}}}')
     assert _project(tmp_path, TRAINER, launcher) == []
 
 

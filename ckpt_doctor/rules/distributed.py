@@ -9,8 +9,8 @@ from ckpt_doctor.findings import Applicability, Position, Related, Severity, Spa
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.huggingface import _enabled_again_later, _site_label
-from ckpt_doctor.rules.shared import peft_on_path, set_keyword, zero3_recompute_fixed, zero3_recompute_note
-from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, APPLY_AC, CHECKPOINT_WRAPPER, DDP, TRL_NON_REENTRANT_SINCE
+from ckpt_doctor.rules.shared import launched_ddp_processes, peft_on_path, set_keyword, zero3_recompute_fixed, zero3_recompute_note
+from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, APPLY_AC, CHECKPOINT_WRAPPER, DDP, TRL_NON_REENTRANT_SINCE, is_training_config
 from ckpt_doctor.analysis.training import HFSite, on_paths
 from ckpt_doctor.analysis.values import Const, DictVal, Missing, Value, truth
 
@@ -49,11 +49,11 @@ def _trainer_find_unused(ctx: Context, condition: Condition) -> tuple[Call, Cond
     """The Trainer's DDP of a PEFT model when `ddp_find_unused_parameters` is left unset: a `PeftModel` is not a
     `PreTrainedModel`, so the Trainer passes `find_unused_parameters=True` (transformers 4.34.1 - 5.25 [H7]). DDP is a
     launch of several processes that is neither FSDP nor DeepSpeed."""
-    settings = ctx.analysis.settings
-    if not (int(settings.gpus.value or 1) > 1 and settings.gpus.stated and not settings.zero.value) or ctx.training.deepspeed_configs:
+    processes = launched_ddp_processes(ctx)
+    if processes is None:
         return None
     for call in ctx.facts.calls:
-        if _find_unused_value(call) is None or call.name.endswith(("Strategy", "Kwargs")) or call.qualname == DDP:
+        if not is_training_config(call.qualname):
             continue
         value = call.kwarg("ddp_find_unused_parameters")
         if not (isinstance(value, Missing) or (isinstance(value, Const) and value.value is None)) or call.star_kwargs:
@@ -61,7 +61,7 @@ def _trainer_find_unused(ctx: Context, condition: Condition) -> tuple[Call, Cond
         joined = together(condition, call.condition)
         path = peft_on_path(ctx, joined) if joined is not None else None
         if path is not None:
-            return call, path, (f"the `find_unused_parameters=True` the Trainer gives DDP ({settings.gpus.value} processes) for a "
+            return call, path, (f"the `find_unused_parameters=True` the Trainer gives DDP ({processes} processes) for a "
                                 f"PEFT model when `ddp_find_unused_parameters` is not set (line {call.line})")
     return None
 

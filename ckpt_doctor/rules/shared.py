@@ -28,6 +28,17 @@ def insert_before(statement: Span, code: str, applicability: Applicability, mess
     return FixSpec(InsertStatement(code, before=True), statement, applicability, message)
 
 
+def launched_ddp_processes(ctx: Context) -> int | None:
+    """The processes of a launch that runs the script under DDP when the Trainer or accelerate wraps the model: several
+    of them, stated, and neither FSDP nor DeepSpeed (transformers `Trainer._wrap_model`, accelerate
+    `Accelerator.prepare_model`); None otherwise."""
+    settings = ctx.analysis.settings
+    gpus = int(settings.gpus.value or 1)
+    if gpus > 1 and settings.gpus.stated and not settings.zero.value and not ctx.training.deepspeed_configs:
+        return gpus
+    return None
+
+
 def peft_calls(ctx: Context) -> list[Call]:
     """The calls that make the trained model a PEFT model: `get_peft_model`, or a TRL trainer given `peft_config`."""
     return ctx.training.peft_calls + [

@@ -8,12 +8,12 @@ from typing import Iterator
 from ckpt_doctor.analysis.facts import AttrAssign, Call, is_checkpointing_switch, own_checkpointing_keyword
 from ckpt_doctor.analysis.training import on_paths
 from ckpt_doctor.findings import Applicability, Severity, Span
-from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, DDP, HF_ENABLE_METHODS, TORCH_CHECKPOINTS, is_training_config
+from ckpt_doctor.analysis.library import AUTOGRAD_FUNCTION, DDP, HF_ENABLE_METHODS, KBIT_PREPARATION, TORCH_CHECKPOINTS, is_training_config
 from ckpt_doctor.analysis.selective import op_collections
 from ckpt_doctor.analysis.graph_breaks import CheckpointedBody, checkpointed_bodies
 from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
-from ckpt_doctor.rules.shared import set_keyword, zero3_with_peft
+from ckpt_doctor.rules.shared import launched_ddp_processes, set_keyword, zero3_with_peft
 from ckpt_doctor.analysis.values import Const, DictVal, Missing, QualName, Value, constant, truth
 
 # torch warns about a `checkpoint` call without `use_reentrant` since 2.1 (pytorch/pytorch#100551; rules/CKPT101.md)
@@ -80,13 +80,13 @@ def use_reentrant_unset(ctx: Context) -> Iterator[Report]:
             sites = [s for s in ctx.training.hf_sites if s.enabled and s.kind in ("command line", "training config")]
             condition = next(filter(None, (together(condition, s.condition) for s in sites)), None)
             who, span = f"`{enable.name}(...)` (at `train()`)", enable.span
-        elif enable.receiver is None:  # `prepare_model_for_kbit_training(model)`, which calls the enable method
+        elif enable.qualname in KBIT_PREPARATION:  # `prepare_model_for_kbit_training(model)` calls the enable method
             who, span = f"`{enable.name}(...)`", enable.span
         else:
             who, span = f"`{enable.receiver}.{enable.name}()`", enable.span
         if condition is None:
             continue
-        hf = isinstance(enable, Call) and (enable.name in HF_ENABLE_METHODS or enable.receiver is None)
+        hf = isinstance(enable, Call) and (enable.name in HF_ENABLE_METHODS or enable.qualname in KBIT_PREPARATION)
         yield Report(
             span,
             f"{who} turns on the checkpointing of the project's own `{_model_name(load.qualname)}` (made at line "
@@ -539,10 +539,8 @@ def _ddp_wraps(ctx: Context, site) -> list:
     compile the Trainer or accelerate does, a launch of several processes that is not FSDP or DeepSpeed (both wrap the
     model in DDP then: transformers `Trainer._wrap_model`, accelerate `Accelerator.prepare_model`)."""
     wraps = ctx.facts.calls_to(DDP)
-    if site.kind in ("training config", "accelerate", "launcher") and not wraps:
-        settings = ctx.analysis.settings
-        if int(settings.gpus.value or 1) > 1 and not settings.zero.value and settings.gpus.stated:
-            return [site]
+    if site.kind in ("training config", "accelerate", "launcher") and not wraps and launched_ddp_processes(ctx) is not None:
+        return [site]
     return wraps
 
 

@@ -1837,13 +1837,14 @@ def test_the_trainers_enable_at_train_decides_the_mode_of_an_earlier_call(tmp_pa
     assert findings_of("CKPT301", tmp_path) == []
 
 
-@pytest.mark.parametrize("read", ["json.loads(f.read())", "json.load(f)", "json.loads(Path(args.config).read_text())"])
+@pytest.mark.parametrize("read", ["json.loads(f.read())", "json.load(f)", "json.loads(Path(args.config).read_text())",
+                                  "yaml.safe_load(f.read())"])
 def test_a_json_config_read_as_text_gives_its_values(tmp_path, read):
     # sarelWeinberger/qwen-hebrew-finetuning (holdout20): `with open(args.config) as f: config = json.loads(f.read())`
     write(tmp_path, {
         "cpt_config.json": '{"model_name_or_path": "meta-llama/Llama-3.2-1B", "per_device_train_batch_size": 2, "max_seq_length": 4096}',
         "train.py": f"""
-            import argparse, json
+            import argparse, json, yaml
             from pathlib import Path
             from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 

@@ -1261,11 +1261,8 @@ class _Extractor:
         if isinstance(func, QualName) and func.name in _COLLECTIONS and len(record.args) == 1 and isinstance(record.args[0], TupleVal):
             return record.args[0]  # `frozenset([...])`, `set((...))`: the same items
         if isinstance(func, QualName) and func.name in _FILE_LOADERS and record.args:
-            return self._loaded_file(record.args[0], node.lineno)
-        if isinstance(func, QualName) and func.name in _TEXT_LOADERS and node.args:
-            opened = self._read_text_of(node.args[0], scope)  # `json.loads(f.read())`, `json.loads(Path(p).read_text())`
-            if opened is not None:
-                return self._loaded_file(opened, node.lineno)
+            # the file, a path to it, or its text (`json.loads(f.read())`, `yaml.safe_load(Path(p).read_text())`)
+            return self._loaded_file(self._read_text_of(node.args[0], scope) or record.args[0], node.lineno)
         if isinstance(func, QualName) and func.name in _SAME_PATH and record.args:
             return record.args[0]  # `os.path.abspath(sys.argv[1])` names the same file
         if isinstance(func, QualName) and func.name == "getattr" and len(record.args) == 2 and isinstance(record.args[0], QualName):
@@ -1551,8 +1548,7 @@ _RETURNS_SELF = {"to", "cuda", "cpu", "half", "float", "bfloat16", "double", "tr
 _STR_TESTS = {"endswith", "startswith"}
 _PREPARES = {"accelerate.Accelerator.prepare", "accelerate.Accelerator.prepare_model"}  # hand back what they are given
 _SAME_PATH = {"os.path.abspath", "os.path.realpath", "os.path.expanduser", "os.path.normpath"}
-_FILE_LOADERS = {"json.load", "yaml.safe_load", "yaml.load", "yaml.full_load", "omegaconf.OmegaConf.load"}
-_TEXT_LOADERS = {"json.loads", "yaml.safe_load", "yaml.load", "yaml.full_load"}  # given the file's text
+_FILE_LOADERS = {"json.load", "json.loads", "yaml.safe_load", "yaml.load", "yaml.full_load", "omegaconf.OmegaConf.load"}
 
 
 LOADERS = (".from_pretrained", ".from_config")

@@ -2606,10 +2606,10 @@ def _replay(w: _Walk, allocator: CachingAllocator) -> None:
     cut_ids = dict(zip((0, loaded, stated, backward_at, optimizer_at, len(log)), ids))
     steady = cut_ids[stated]  # the step's own allocations: numbered anew when it runs again
     blocks: dict[int, Block] = {}
-    # ZeRO: the optimizer state (and DeepSpeed's fp32 master copy) is made as this rank's partition, never whole; the
-    # walk makes each tensor whole and then its shard, so the whole ones (made and freed while the state is made) are
-    # not played
-    never_whole = {~x for x in log[loaded:stated] if x < 0}
+    # ZeRO-3 / FSDP weights, and under ZeRO the optimizer state (and DeepSpeed's fp32 master copy), reach the device as
+    # this rank's shard, never whole; the walk makes each tensor whole and then its shard, so the whole ones (made and
+    # freed before the step) are not played
+    never_whole = {~x for x in log[:stated] if x < 0}
 
     malloc, free, pop = allocator.malloc, allocator.free, blocks.pop
 
@@ -2627,13 +2627,7 @@ def _replay(w: _Walk, allocator: CachingAllocator) -> None:
                 if b is not None:
                     free(b)
 
-    loaded_and_freed = {~x for x in log[:loaded] if x < 0}  # ZeRO-3 / FSDP: the whole weights, then their shards
-    n = 0
-    for x in log[:loaded]:  # the weights as they stay (sharded before they reach the device)
-        if x >= 0:
-            if x > SMALL_SIZE and n not in loaded_and_freed:
-                blocks[n] = allocator.malloc(x)
-            n += 1
+    play(0, loaded)  # the weights as they stay
     allocator.malloc(BLAS_WORKSPACE_BYTES)  # the forward's thread
     play(stated, backward_at)
     for _ in range(BLAS_WORKSPACES - 1):  # autograd's device thread

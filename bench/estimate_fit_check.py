@@ -19,9 +19,10 @@ budget, and the plan it chooses there is the one traced and checked:
 * ``cheaper fits``: a front plan with a lower predicted slowdown whose exact closed-form peak is <= the budget
   (full model and reduced model both; it must be "no").
 
-Plans the trace cannot run (host offload, 8-bit optimizers, ZeRO, a fused loss) are "not traceable" and counted
-apart; for those rows the planner runs once more restricted to what the trace can run (no fused loss, no
-bitsandbytes, no offload), and that plan is traced too (the ``traceable alternative`` lines).  Where the
+Plans the trace cannot run (host offload, ZeRO) are "not traceable" and counted apart; for those rows the planner
+runs once more restricted to what the trace can run (no offload), and that plan is traced too (the ``traceable
+alternative`` lines).  The trace runs a fused loss (Liger's fused linear cross-entropy) and bitsandbytes' 8-bit
+AdamW as their sources allocate (trace.py ``_fused_linear_cross_entropy``, ``_bnb_adamw_8bit``).  Where the
 reduced model's choice differs from the full model's, the full model's plan is traced at reduced depth as well,
 against the same reduced budget (the ``full model's plan`` lines).
 
@@ -42,14 +43,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from ckpt_doctor.estimate.arch import ModelArch
-from ckpt_doctor.estimate.fit import FitOptions, FitPlan, _with_loss, plan_fit
+from ckpt_doctor.estimate.fit import FitOptions, FitPlan, plan_fit
 from ckpt_doctor.estimate.memory import BLAS_WORKSPACE_BYTES, BLAS_WORKSPACES, TrainingSetup, card_bytes, estimate
 from ckpt_doctor.estimate.registry import resolve
 from estimate_traces import _reduced  # noqa: E402  (bench/estimate_traces.py: a bundled config cut to N layers)
 
 GiB = 1 << 30
 QV = ("q_proj", "v_proj")
-TRACEABLE = FitOptions(fused_loss_available=False, eight_bit_available=False, offload_available=False)
+TRACEABLE = FitOptions(offload_available=False)
 
 # (label, bundled model, layers traced, setup keywords, budget GiB for the full model)
 CONFIGS: list[tuple[str, str, int, dict, int]] = [
@@ -83,14 +84,13 @@ CONFIGS: list[tuple[str, str, int, dict, int]] = [
 
 
 def _smi(plan: FitPlan) -> int:
-    """The exact closed-form nvidia-smi peak of a plan (its fused loss applied)."""
-    return _with_loss(estimate(plan.setup), plan.fused_loss, plan.setup)[1]
+    """The exact closed-form nvidia-smi peak of a plan."""
+    return estimate(plan.setup).peak_bytes_nvidia_smi
 
 
 def traceable(plan: FitPlan) -> bool:
     s = plan.setup
-    return not (plan.fused_loss or s.checkpointing == "offload" or s.optimizer in ("adamw-8bit", "paged-adamw-8bit")
-                or s.zero or s.gpus != 1 or s.load_in_4bit or s.load_in_8bit)
+    return not (s.checkpointing == "offload" or s.zero or s.gpus != 1 or s.load_in_4bit or s.load_in_8bit)
 
 
 def cheaper_that_fit(fit, budget: int) -> list[str]:
@@ -112,7 +112,7 @@ def scaled_budget(ffit, small: TrainingSetup, budget: int) -> tuple[int, str]:
     budget does in the full model."""
     chosen = ffit.chosen
     like = replace(chosen.setup, arch=small.arch)
-    ratio = _with_loss(estimate(like), chosen.fused_loss, like)[1] / chosen.peak_bytes_nvidia_smi
+    ratio = estimate(like).peak_bytes_nvidia_smi / chosen.peak_bytes_nvidia_smi
     whole = plan_fit(small, None)
     lo = min(p.peak_bytes_nvidia_smi for p in whole.front)
     if budget * ratio < whole.current.peak_bytes_nvidia_smi and plan_fit(small, int(budget * ratio)).chosen:
@@ -197,7 +197,7 @@ def main() -> int:
         # the full model's own choice, at reduced depth, against the same budget (when the reduced model chose another)
         if not same:
             fp = ffit.chosen
-            like = FitPlan(fp.changes, replace(fp.setup, arch=arch), fp.fused_loss, 0, 0, fp.slowdown_pct, None, True)
+            like = FitPlan(fp.changes, replace(fp.setup, arch=arch), 0, 0, fp.slowdown_pct, None, True)
             lt, lv = check(like)
             if lv.startswith(("yes", "NO")):
                 counts["full plan fits" if lv.startswith("yes") else "full plan over"] += 1

@@ -162,6 +162,14 @@ ISSUE10: list[tuple[str, int, int, dict]] = [
     ("Qwen2.5-VL-7B-Instruct-2L", 1, 2048, {"freeze_vision_tower": True, "checkpointing": "full"}),
     ("Qwen2-VL-7B-Instruct-2L", 2, 1024, {"dtype": "fp32", "mixed_precision": "bf16", "images": 2,
                                           "checkpointing": "every_2"}),
+    # issue 10, the whole job: Liger's fused linear cross-entropy and bitsandbytes' 8-bit AdamW (the trace runs what
+    # their sources allocate: trace.py _fused_linear_cross_entropy, _bnb_adamw_8bit)
+    ("Llama-3.2-1B-2L", 2, 2048, {"loss": "fused", "dtype": "fp32", "mixed_precision": "bf16",
+                                  "gradient_accumulation": 2, "checkpointing": "full"}),
+    ("gemma-2-2b-2L", 1, 2048, {"attn": "eager", "loss": "fused"}),
+    ("Llama-3.2-1B-2L", 1, 2048, {"optimizer": "adamw-8bit"}),
+    ("Llama-3.2-3B-2L", 1, 1024, {"dtype": "fp32", "mixed_precision": "bf16", "optimizer": "paged-adamw-8bit",
+                                  "checkpointing": "full", "loss": "fused"}),
 ]
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from ckpt_doctor.estimate.arch import ModelArch
-from ckpt_doctor.estimate.fit import FitOptions, _with_loss, plan_fit
+from ckpt_doctor.estimate.fit import FitOptions, plan_fit
 from ckpt_doctor.estimate.memory import TrainingSetup, card_bytes, estimate
 from ckpt_doctor.estimate.registry import resolve
 
@@ -21,7 +21,7 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.fin
 
 
 def _exact_smi(plan) -> int:
-    return _with_loss(estimate(plan.setup), plan.fused_loss, plan.setup)[1]
+    return estimate(plan.setup).peak_bytes_nvidia_smi
 
 
 SETUPS = {
@@ -194,27 +194,34 @@ def _lint(code: str, versions: dict[str, str]):
 
 
 @pytest.mark.parametrize("transformers", ["4.46", "5.24"])
-def test_ckpt401_offers_the_cheapest_plan_as_a_fix_that_applies_and_compiles(transformers):
+@pytest.mark.parametrize("model", ["gpt2-xl", "meta-llama/Llama-3.2-1B"])
+def test_ckpt401_offers_the_cheapest_plan_as_a_fix_that_applies_and_compiles(transformers, model):
+    """GPT-2 XL (a 50k vocabulary): a smaller micro-batch with more accumulation and an 8-bit AdamW; Llama-3.2-1B (128k):
+    the logits weigh so much that Liger's fused linear cross-entropy alone fits, and is the cheaper plan."""
+    import re
+
     from ckpt_doctor.check.fix import applicable, apply_fixes
 
+    script = TRAINER_SCRIPT.replace("meta-llama/Llama-3.2-1B", model)
     versions = {"torch": "2.13", "transformers": transformers, "peft": "0.21", "trl": "1.16"}
-    findings = [f for f in _lint(TRAINER_SCRIPT, versions) if f.code == "CKPT401"]
+    findings = [f for f in _lint(script, versions) if f.code == "CKPT401"]
     assert len(findings) == 1
     finding = findings[0]
     assert "the peak is mostly activations" in finding.message
     assert "the cheapest plan that fits" in finding.message
     assert finding.fix is not None and str(finding.fix.applicability) == "unsafe"
     assert applicable(finding.fix, unsafe=True) and not applicable(finding.fix, unsafe=False)
-    fixed = apply_fixes(TRAINER_SCRIPT, [finding.fix])
+    fixed = apply_fixes(script, [finding.fix])
     compile(fixed, "train.py", "exec")
-    assert "per_device_train_batch_size=4," not in fixed  # the values the script passes are replaced, not repeated
-    assert fixed.count("per_device_train_batch_size") == 1 and fixed.count("gradient_accumulation_steps") == 1
-    # the global batch is kept, and the step fits: flagged no more
-    import re
-
-    batch = int(re.search(r"per_device_train_batch_size=(\d+)", fixed).group(1))
-    steps = int(re.search(r"gradient_accumulation_steps=(\d+)", fixed).group(1))
-    assert batch * steps == 16
+    if model == "gpt2-xl":
+        assert "per_device_train_batch_size=4," not in fixed  # the values the script passes are replaced, not repeated
+        assert fixed.count("per_device_train_batch_size") == 1 and fixed.count("gradient_accumulation_steps") == 1
+        batch = int(re.search(r"per_device_train_batch_size=(\d+)", fixed).group(1))
+        steps = int(re.search(r"gradient_accumulation_steps=(\d+)", fixed).group(1))
+        assert batch * steps == 16  # the global batch is kept
+    else:
+        assert "use_liger_kernel=True" in fixed and "per_device_train_batch_size=4," in fixed
+    # the step fits: flagged no more
     assert [f for f in _lint(fixed, versions) if f.code in ("CKPT401", "CKPT402")] == []
 
 
@@ -274,6 +281,6 @@ def test_a_composed_zero3_plan_counts_the_gathered_units(model):
     base = estimate(setup)
     zero = estimate(replace(setup, zero=3), like=base)
     for plan in ("full", "every_2"):
-        peak, _ = _compose(setup, base, estimate(replace(setup, checkpointing=plan)), base, zero, (2, 8), False)
+        peak, _ = _compose(setup, base, estimate(replace(setup, checkpointing=plan)), base, zero, base, (2, 8))
         exact = estimate(replace(setup, checkpointing=plan, zero=3)).peak_bytes
         assert -0.01 <= (peak - exact) / exact <= 0.03, (plan, peak / GiB, exact / GiB)

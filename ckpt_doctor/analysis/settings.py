@@ -115,7 +115,15 @@ class ScriptSettings:
             "frozen": str(self.frozen.value),
             "freeze_vision_tower": bool(self.freeze_vision_tower and self.freeze_vision_tower.value),
             "expandable_segments": bool(self.expandable_segments.value),
+            "loss": "fused" if self.liger_loss else "plain",
         }
+
+    @property
+    def liger_loss(self) -> bool:
+        """The fused loss is Liger's fused linear cross-entropy (`use_liger_kernel`, `enable_liger_kernel`,
+        `liger_fused_linear_cross_entropy`), which the estimate models; other fused losses leave it an upper bound."""
+        loss = self.fused_loss
+        return loss is not None and "liger" in f"{loss.value} {loss.note}".lower()
 
     @property
     def deepspeed_16bit_on(self) -> bool:
@@ -134,7 +142,8 @@ class ScriptSettings:
         if s.lora_r:
             parts.append(f"LoRA r={s.lora_r.value}")
         if s.fused_loss is not None:
-            parts.append(f"fused loss `{s.fused_loss.note}` (line {s.fused_loss.line}: the estimate's logits are an upper bound)")
+            parts.append(f"fused loss `{s.fused_loss.note}` (line {s.fused_loss.line}: "
+                         + ("Liger's fused linear cross-entropy)" if s.liger_loss else "the estimate's logits are an upper bound)"))
         if s.expandable_segments.value:
             parts.append(f"expandable segments {s.expandable_segments.describe()}")
         if s.frozen.stated:

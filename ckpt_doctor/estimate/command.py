@@ -56,6 +56,7 @@ DEFAULTS = {
     "image_size": 448,
     "freeze_vision_tower": False,
     "expandable_segments": False,  # PYTORCH_CUDA_ALLOC_CONF's expandable_segments:True
+    "loss": "plain",  # "fused": Liger's fused linear cross-entropy
 }
 
 
@@ -120,8 +121,9 @@ def settings_from_analysis(analysis, config, model_flag: str | None = None, wher
     from .host import offload_of
 
     offload, pins = offload_of(analysis)  # host memory only: the device estimate does not read it
-    # `fused_loss` is not a TrainingSetup field: what `--fit` must not propose again
-    return ({**settings.as_flags(), "model": model, "fused_loss": settings.fused_loss is not None, "offload": offload,
+    # `fused_loss`: a fused loss the setup does not model (not Liger's), which `--fit` must not propose again
+    flags = settings.as_flags()
+    return ({**flags, "model": model, "fused_loss": settings.fused_loss is not None and flags["loss"] != "fused", "offload": offload,
              "deepspeed_pins": pins, "trained_unknown": settings.trained_unknown}, settings.describe())
 
 
@@ -242,6 +244,9 @@ def _budget(gpu_memory: str | None, gpu: str | None) -> tuple[int, str]:
 @click.option("--expandable-segments/--no-expandable-segments", default=None,
               help="The caching allocator runs with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (what is reserved "
                    "beyond what is allocated; default: read from the script and its launcher, else off).")
+@click.option("--loss", type=click.Choice(["plain", "fused"]),
+              help="fused: Liger's fused linear cross-entropy (use_liger_kernel=True), which never holds the whole "
+                   "logits; causal LMs only (default: read from the script, else plain).")
 @click.option("--gpu-memory", metavar="SIZE", help="GPU memory budget, e.g. 80GiB, 24GB, 24000MiB.")
 @click.option("--gpu", "gpu_name", metavar="NAME", help="GPU by name for the budget, e.g. A100-80GB, RTX4090, L40S.")
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu"]), help="DeepSpeed offload_optimizer device (host memory only).")
@@ -259,7 +264,8 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
              lora_targets: str | None, load_in_4bit: bool | None, load_in_8bit: bool | None,
              kbit_upcast: bool | None, gpus: int | None, zero: str | None, gradient_accumulation: int | None,
              checkpointing: str | None, frozen: str | None, images: int | None, image_size: int | None,
-             freeze_vision_tower: bool | None, expandable_segments: bool | None, gpu_memory: str | None, gpu_name: str | None,
+             freeze_vision_tower: bool | None, expandable_segments: bool | None, loss: str | None, gpu_memory: str | None,
+             gpu_name: str | None,
              offload_optimizer: str | None, offload_param: str | None, pin_memory: bool | None,
              gpus_per_node: int | None, output_format: str, do_trace: bool, do_fit: bool = False) -> None:
     """Estimate the peak GPU memory of one training step (forward, backward, optimizer step) per GPU, the
@@ -271,7 +277,7 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
         "kbit_upcast": kbit_upcast, "gpus": gpus,
         "zero": int(zero) if zero is not None else None, "gradient_accumulation": gradient_accumulation,
         "checkpointing": checkpointing, "frozen": frozen, "images": images, "image_size": image_size,
-        "freeze_vision_tower": freeze_vision_tower, "expandable_segments": expandable_segments,
+        "freeze_vision_tower": freeze_vision_tower, "expandable_segments": expandable_segments, "loss": loss,
     }
     settings: dict = {}
     read = ""  # what the messages below add: the settings the script gave

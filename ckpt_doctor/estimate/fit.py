@@ -24,10 +24,9 @@ setup's micro-batch, one per alternative optimizer, one per ZeRO stage), per pha
 * activations, logits and the backward's temporaries scale linearly with the micro-batch's tokens;
 * gradient accumulation > 1 holds the gradients during the forward (added or removed as the accumulation
   crosses 1);
-* a fused loss never holds the whole logits: the term is replaced by ``FUSED_LOSS_WIDTH`` fp32 values of the
-  hidden size per token (Liger chunks the tokens so that one chunk of logits is about as large as the hidden
-  states; the chunk and its gradient live together).  The closed form does not model fused losses, so a plan
-  with one is approximate, and the trace cannot check it.
+* a fused loss (``TrainingSetup.loss = "fused"``: Liger's fused linear cross-entropy, which the closed form and the
+  trace both run) replaces the logits term by that of one exact estimate of the setup with it, scaled like the
+  activations.
 
 The marked plan and every cheaper front plan whose composed peak is within ``VERIFY_MARGIN`` of the budget are
 then estimated exactly (``exact=True``): the mark always rests on the closed form itself.
@@ -70,7 +69,6 @@ FUSED_LOSS_PCT = 2.0            # a fused / chunked cross-entropy against the pl
 GATHER_BYTES_PER_S = 100e9      # ZeRO-3 all-gather bus bandwidth per GPU (NVLink class; PCIe cards are slower)
 GATHER_OVERLAP = 0.5            # the share of ZeRO-3's gathers hidden behind compute (prefetching)
 
-FUSED_LOSS_WIDTH = 2            # a fused loss holds ~2 x hidden-size fp32 values per token instead of the logits
 OPTIM_8BIT_MIN_SHARE = 0.05     # no 8-bit optimizer when the optimizer state is under 5 % of the peak
 VERIFY_MARGIN = 1.15            # cheaper front plans composed within 15 % of the budget are estimated exactly
 MAX_MICRO_BATCHES = 8           # micro-batch sizes tried (the divisors of the global batch nearest the setup's)
@@ -113,7 +111,7 @@ class Change:
             return {"adamw-fused": "fused AdamW (`torch.optim.AdamW(fused=True)`, optim=\"adamw_torch_fused\")",
                     "adamw-8bit": "8-bit AdamW (bitsandbytes, optim=\"adamw_bnb_8bit\")"}.get(self.after, str(self.after))
         if self.kind == "loss":
-            return "a fused or chunked cross-entropy (Liger's fused linear cross-entropy, TRL's chunked_nll)"
+            return "Liger's fused linear cross-entropy (`use_liger_kernel=True`), which never holds the whole logits"
         if self.kind == "zero":
             return f"ZeRO-{self.after}" + (" / FSDP FULL_SHARD" if self.after == 3 else "") + " over the same GPUs"
         return f"{self.kind} {self.after}"
@@ -129,8 +127,7 @@ class Change:
 @dataclass
 class FitPlan:
     changes: tuple[Change, ...]
-    setup: TrainingSetup        # the setup with the changes (the loss is not a field of it: ``fused_loss``)
-    fused_loss: bool
+    setup: TrainingSetup        # the setup with the changes
     peak_bytes: int             # max_memory_allocated
     peak_bytes_nvidia_smi: int  # compared with the budget
     slowdown_pct: float         # predicted, against the setup as written
@@ -188,7 +185,7 @@ class FitOptions:
     """What the stack offers and what the script does beyond ``TrainingSetup``."""
 
     partial_plans: bool = True    # every_N and offload exist (transformers >= 5.16 through the Trainer)
-    fused_loss: bool = False      # the script already uses a fused / chunked loss
+    fused_loss: bool = False      # the script already uses a fused / chunked loss the setup does not model (upper bound)
     fused_loss_available: bool = True
     zero_available: bool = True   # the number of GPUs is stated (ZeRO over GPUs nobody states is not proposed)
     offload_available: bool = True
@@ -253,7 +250,7 @@ def plan_fit(setup: TrainingSetup, budget_bytes: int | None, options: FitOptions
     shares = term_shares(base)
     notes: list[str] = []
     here = _Choice(setup.checkpointing, (setup.batch_size, setup.gradient_accumulation), setup.optimizer, setup.zero,
-                   options.fused_loss)
+                   options.fused_loss or setup.loss == "fused")
 
     # what each dimension may take (the setup's own value first)
     plans = [setup.checkpointing] + [p for p in _plans(setup, options) if p != setup.checkpointing]
@@ -263,29 +260,31 @@ def plan_fit(setup: TrainingSetup, budget_bytes: int | None, options: FitOptions
     zeros = [setup.zero] + ([z for z in (2, 3) if z > setup.zero] if setup.gpus > 1 and options.zero_available else [])
     if setup.gpus > 1 and not options.zero_available:
         notes.append("ZeRO / FSDP stages not searched: the number of GPUs is not stated")
-    fused = [options.fused_loss]
-    if not options.fused_loss and options.fused_loss_available and setup.effective_task == "causal-lm":
+    fused = [here.fused]
+    if not here.fused and options.fused_loss_available and setup.effective_task == "causal-lm":
         fused.append(True)
     notes.append("selective checkpointing (attention or MLP only) is not searched: the memory model has no program for it")
 
     per_plan = {p: exact(replace(setup, checkpointing=p)) for p in plans}
     per_opt = {o: scaled(replace(setup, optimizer=o)) for o in optimizers}
     per_zero = {z: scaled(replace(setup, zero=z)) for z in zeros}
+    per_loss = {fl: scaled(replace(setup, loss="fused")) if fl != here.fused else per_plan[setup.checkpointing]
+                for fl in fused}
 
     candidates: list[FitPlan] = []
     for plan, micro, opt, zero, fl in itertools.product(plans, micros, optimizers, zeros, fused):
         choice = _Choice(plan, micro, opt, zero, fl)
         changes = _changes(here, choice)
         new = replace(setup, checkpointing=plan, batch_size=micro[0], gradient_accumulation=micro[1], optimizer=opt,
-                      zero=zero)
+                      zero=zero, loss="fused" if fl != here.fused else setup.loss)
         if not changes:
-            peak, smi = _with_loss(base, fl, setup) if fl else (base.peak_bytes, base.peak_bytes_nvidia_smi)
+            peak, smi = base.peak_bytes, base.peak_bytes_nvidia_smi
             is_exact = True
         else:
-            peak, smi = _compose(setup, base, per_plan[plan], per_opt[opt], per_zero[zero], micro, fl)
+            peak, smi = _compose(setup, base, per_plan[plan], per_opt[opt], per_zero[zero], per_loss[fl], micro)
             is_exact = False
         fits = None if budget_bytes is None else smi <= budget_bytes
-        candidates.append(FitPlan(changes, new, fl, peak, smi, _slowdown(setup, here, choice), fits, is_exact))
+        candidates.append(FitPlan(changes, new, peak, smi, _slowdown(setup, here, choice), fits, is_exact))
 
     current = candidates[0]
     front = _pareto(candidates)
@@ -357,9 +356,8 @@ def _scale(value: int, new: int, old: int) -> float:
 
 
 def _compose(setup: TrainingSetup, base: MemoryEstimate, plan: MemoryEstimate, opt: MemoryEstimate, zero: MemoryEstimate,
-             micro: tuple[int, int], fused: bool) -> tuple[int, int]:
+             loss: MemoryEstimate, micro: tuple[int, int]) -> tuple[int, int]:
     ratio = micro[0] / setup.batch_size
-    tokens = micro[0] * setup.seq_len
     grads_now = setup.gradient_accumulation > 1
     grads_then = micro[1] > 1
     peak = 0
@@ -378,31 +376,17 @@ def _compose(setup: TrainingSetup, base: MemoryEstimate, plan: MemoryEstimate, o
             g = _scale(g, zero.phase_breakdown["optimizer"].get("gradients", 0), base.phase_breakdown["optimizer"].get("gradients", 0)) \
                 if zero is not base else g
             total += g if grads_then else -min(g, bd.get("gradients", 0))
-        logits = bd.get("logits_and_loss", 0) * ratio
-        if fused and logits:
-            logits = min(logits, _fused_loss_bytes(setup, tokens))
+        if loss is base:
+            logits = bd.get("logits_and_loss", 0) * ratio
+        else:  # the fused loss' own term, with the temporaries it adds (the head's weight cast per chunk)
+            lb, b0 = loss.phase_breakdown[phase], base.phase_breakdown[phase]
+            logits = (lb.get("logits_and_loss", 0) + max(0, lb.get("temporaries", 0) - b0.get("temporaries", 0))) * ratio
         dynamic = bd.get("activations", 0) + (0 if phase == "optimizer" else bd.get("temporaries", 0))
         total += dynamic * ratio + logits + bd.get("cublas_workspaces", 0)
         if zero is not base and phase != "optimizer":  # the stage's gathered units and gradient buckets: per layer
             total += max(0, zero.phase_breakdown[phase].get("temporaries", 0) - base.phase_breakdown[phase].get("temporaries", 0))
         peak = max(peak, int(total))
     return peak, card_bytes(peak, plan, outside_from=opt)
-
-
-def _fused_loss_bytes(setup: TrainingSetup, tokens: int) -> int:
-    return FUSED_LOSS_WIDTH * tokens * setup.arch.hidden_size * 4
-
-
-def _with_loss(est: MemoryEstimate, fused: bool, setup: TrainingSetup) -> tuple[int, int]:
-    """The peak of ``est`` with a fused loss (its logits replaced), or as it is."""
-    if not fused:
-        return est.peak_bytes, est.peak_bytes_nvidia_smi
-    tokens = setup.batch_size * setup.seq_len
-    peak = 0
-    for phase, total in est.phases.items():
-        logits = est.phase_breakdown[phase].get("logits_and_loss", 0)
-        peak = max(peak, total - logits + (min(logits, _fused_loss_bytes(setup, tokens)) if logits else 0))
-    return peak, card_bytes(peak, est)
 
 
 # ---- slowdown ---------------------------------------------------------------------------------------------------
@@ -472,7 +456,7 @@ def _make_exact(p: FitPlan, exact) -> None:
     if p.exact:
         return
     est = exact(p.setup)
-    p.peak_bytes, p.peak_bytes_nvidia_smi = _with_loss(est, p.fused_loss, p.setup)
+    p.peak_bytes, p.peak_bytes_nvidia_smi = est.peak_bytes, est.peak_bytes_nvidia_smi
     p.exact = True
 
 

@@ -91,6 +91,7 @@ ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "elec
 
 BNB_BLOCK = 256          # bitsandbytes 8-bit optimizer state block (one fp32 absmax per block)
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit state for smaller tensors
+BNB_PAGED_MIN_SIZE = 100_000  # a paged optimizer's state buffers from this size on are paged (managed) memory
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit + 8-bit absmax per 64 + fp32 per 256 blocks
 INT8_BYTES_PER_PARAM = 1.0
 
@@ -111,6 +112,7 @@ def _round(nbytes: float) -> int:
 
 
 FROZEN = ("none", "trunk")
+LOSSES = ("plain", "fused")
 HEADS = ("lm_head", "classifier", "score")  # the output layers a heads-only fine-tune trains
 
 @dataclass(frozen=True)
@@ -156,6 +158,10 @@ class TrainingSetup:
     # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: one growing segment per pool instead of a segment per request
     # (see allocator.py); it changes what is reserved, not what is allocated
     expandable_segments: bool = False
+    # "fused": Liger's fused linear cross-entropy computes the loss and the head's gradients in chunks of tokens and never
+    # holds the whole logits (`use_liger_kernel=True`, `AutoLigerKernelForCausalLM`, `apply_liger_kernel_to_*`); causal
+    # LMs only.  Liger's other kernels (RMSNorm, SwiGLU, RoPE) are not modelled: with them the step holds a little less
+    loss: str = "plain"            # plain | fused
 
     @property
     def decoder_len(self) -> int:
@@ -188,6 +194,10 @@ class TrainingSetup:
         if self.frozen not in FROZEN:
             raise ValueError(f"frozen must be one of {FROZEN}, not {self.frozen!r}")
         _every(self.checkpointing)  # raises on a bad plan name
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
+        if self.loss == "fused" and self.effective_task != "causal-lm":
+            raise ValueError(f"a fused linear cross-entropy is for causal language models, not {self.effective_task}")
         if self.images < 0 or self.image_size < 1:
             raise ValueError("images must be >= 0 and image_size >= 1")
         vision = getattr(self.arch, "vision", None)
@@ -296,15 +306,16 @@ class _T:
 
 
 class _Node:
-    __slots__ = ("bw_temp", "ins", "outs", "passthrough", "saves", "view_grads")
+    __slots__ = ("bw_temp", "ins", "made", "outs", "passthrough", "saves", "view_grads")
 
-    def __init__(self, ins, outs, saves, bw_temp, passthrough, view_grads=()) -> None:
+    def __init__(self, ins, outs, saves, bw_temp, passthrough, view_grads=(), made=None) -> None:
         self.ins = ins
         self.outs = outs
         self.saves = saves
         self.bw_temp = bw_temp
         self.passthrough = passthrough
         self.view_grads = {id(t) for t in view_grads if t is not None}
+        self.made: dict[int, _T] = made or {}  # input -> the gradient the forward already made and saved (a fused loss)
 
 
 class _Ckpt:
@@ -329,6 +340,8 @@ class _Sim:
         self.peaks: dict[str, int] = {}
         self.snaps: dict[str, dict[str, int]] = {}
         self.rec: list | None = []
+        self.uses: dict[int, int] = {}  # see backward()
+        self.buffered: dict[int, _T | None] = {}
         self.cache: dict[int, _T] | None = None  # autocast weight-cast cache (forward only)
         # every allocation (its bytes) and free (~ the allocation's number), in order, for the caching allocator's replay
         self.log: list[int] = []
@@ -458,6 +471,22 @@ class _Sim:
         if t.grad is None:
             t.grad = g
             return
+        key = id(t)
+        if key in self.buffered:  # collected in the InputBuffer until the last use; then summed into .grad
+            self.uses[key] -= 1
+            held = self.buffered[key]
+            if held is not None:
+                if held.refs == 1 and not held.pinned:
+                    self.drop(g)
+                else:
+                    summed = self.new(t.numel, t.b, cat=held.cat)
+                    self.drop(held, g)
+                    held = summed
+                g = held
+            if self.uses[key] > 0:
+                self.buffered[key] = g
+                return
+            del self.buffered[key]
         old = t.grad
         if old.refs == 1 and not old.pinned:
             self.drop(g)  # added in place into our buffer; the incoming one is released
@@ -467,6 +496,21 @@ class _Sim:
         t.grad = new
 
     def backward(self, nodes: list) -> None:
+        # a leaf that already holds a gradient (the previous micro-step's) and takes part in several ops of `nodes`
+        # (a tied embedding: the head and the lookup): its AccumulateGrad node runs once every use has given its
+        # gradient, which its InputBuffer holds (and sums) until then (torch 2.13 torch/csrc/autograd/engine.cpp)
+        uses: dict[int, int] = {}
+        for nd in nodes:
+            if isinstance(nd, _Node):
+                for i in nd.ins:
+                    if i.leaf and i.rg and i.grad is not None:
+                        uses[id(i)] = uses.get(id(i), 0) + 1
+        outer = self.uses, self.buffered  # a checkpointed block's backward runs inside this one
+        self.uses, self.buffered = uses, {k: None for k, n in uses.items() if n > 1}
+        self._backward(nodes)
+        self.uses, self.buffered = outer
+
+    def _backward(self, nodes: list) -> None:
         for nd in reversed(nodes):
             if isinstance(nd, _Ckpt):
                 self._ckpt_backward(nd)
@@ -481,7 +525,11 @@ class _Sim:
                 if not i.rg:
                     continue
                 cat = "gradients" if i.leaf else "temporaries"
-                if nd.passthrough and gout is not None and i.b == nd.outs[0].b and i.numel == nd.outs[0].numel:
+                made = nd.made.get(id(i))
+                if made is not None:
+                    made.refs += 1
+                    self._give_grad(i, made, fresh=False)
+                elif nd.passthrough and gout is not None and i.b == nd.outs[0].b and i.numel == nd.outs[0].numel:
                     gout.refs += 1
                     self._give_grad(i, gout, fresh=False)
                 else:
@@ -730,6 +778,8 @@ class _Model:
             head.W, head.B, head.lA, head.lB = self.emb, None, None, None
         else:
             head = self.head
+        if c.setup.loss == "fused":
+            return self.fused_linear_cross_entropy(xn, head.W)
         logits = self.linear(xn, head)
         sim.recat(logits, "logits_and_loss")
         sim.drop(xn)
@@ -739,6 +789,59 @@ class _Model:
             logits = self.softcapped(logits, "logits_and_loss")
         loss = self.causal_lm_loss(logits)
         sim.drop(logits)
+        return loss
+
+    def fused_linear_cross_entropy(self, xn: _T, w: _T) -> _T:
+        """Liger's fused linear cross-entropy over the final hidden states ``xn`` and the head's weight ``w``, as the
+        trace runs it (trace.py ``_fused_linear_cross_entropy``, from liger-kernel ead96b6 ops/
+        fused_linear_cross_entropy.py and transformers/model/loss_utils.py): the shifted labels, the gradient buffers
+        and one chunk of logits at a time; the loop's locals live on into the next chunk.  Only the gradients are kept
+        for backward, which hands them on as they are."""
+        sim, c = self.sim, self.ctx
+        cat = "logits_and_loss"
+        labels = sim.new(c.b * (c.s + 1), 8, cat=cat)  # pad(labels, (0, 1), value=ignore_index)
+        target = sim.new(c.N, 8, cat=cat)  # labels[..., 1:].contiguous()
+        sim.drop(labels)
+        rec, sim.rec = sim.rec, None  # an autograd.Function: its forward records nothing
+        grad_input = sim.new(c.N * c.h, xn.b, cat=cat)  # zeros_like(_input)
+        grad_weight = sim.new(w.numel, w.b, cat=cat) if w.rg else None  # zeros_like(weight), when the head trains
+        loss_1d = sim.new(c.N, 4, cat=cat)
+        mask = sim.new(c.N, 1, cat=cat)  # target != ignore_index
+        sim.drop(sim.new(1, 8, cat=cat))  # target_mask.sum()
+        low = 2 if c.mixed else w.b  # the matmuls' dtype: autocast's, else the weight's
+        chunk = 1 << max(0, (-(-c.N // -(-c.V // c.h)) - 1).bit_length())  # next_power_of_2(cdiv(BT, cdiv(V, H)))
+        logits = cast_in = None
+        for start in range(0, c.N, chunk):
+            rows = min(chunk, c.N - start)
+            wt = sim.new(w.numel, low, cat="temporaries") if w.b != low else None  # weight.t(): a view, never cached
+            new = sim.new(rows * c.V, low, cat=cat)  # _input_chunk @ weight.t()
+            sim.drop(wt, logits)
+            logits = new
+            wc, own = self.wcast(w) if w.b != low else (w, False)  # grad_logits_chunk @ weight, into grad_input
+            sim.drop(sim.new(rows * c.h, low, cat="temporaries"))
+            if own:
+                sim.drop(wc)
+            if grad_weight is None:
+                continue
+            if grad_weight.b == 4 and low == 2:  # addmm(out_dtype=fp32, out=grad_weight): the input chunk in 16 bits
+                new = sim.new(rows * c.h, low, cat="temporaries") if xn.b != low else None
+                sim.drop(cast_in)
+                cast_in = new
+            else:  # grad_weight += mm(grad_logits_chunk.t(), _input_chunk).float()
+                mm = sim.new(w.numel, low, cat="temporaries")
+                sim.drop(sim.new(w.numel, 4, cat="temporaries") if low != 4 else None, mm)
+        loss = sim.new(1, 4, cat=cat)  # torch.sum(loss_1d)
+        sim.drop(logits, cast_in, loss_1d, mask)
+        sim.rec = rec
+        loss.rg = xn.rg or w.rg
+        made = {id(xn): grad_input, **({id(w): grad_weight} if grad_weight is not None else {})}
+        saved = [t for t in (grad_input, grad_weight) if t is not None]
+        if loss.rg and rec is not None:
+            for t in saved:
+                t.saves += 1
+            rec.append(_Node([xn, w], [loss], saved, 4, False, made=made))  # backward: torch.tensor(1.0)
+        sim.drop(*saved, target)
+        sim.drop(xn)
         return loss
 
     def linear_p(self, name: str, fin: int, fout: int, bias: bool, path: str = "", **kw) -> _Linear:
@@ -2359,17 +2462,17 @@ def _opt_state(sim: _Sim, p: _T, opt: str) -> tuple[list[_T], int]:
         st = [sim.new(p.numel, p.b, cat=cat), sim.new(p.numel, p.b, cat=cat), sim.new(1, 4, cat=cat)]
         return st, 0
     if opt in ("adamw-8bit", "paged-adamw-8bit"):
-        paged = opt == "paged-adamw-8bit"
+        # bitsandbytes Optimizer2State.init_state (optim_bits=8, bitsandbytes 95f9af3 bitsandbytes/optim/optimizer.py):
+        # two uint8 states and one fp32 absmax per 256-element block, fp32 states for a tensor under min_8bit_size;
+        # a paged optimizer puts a state of >= 1e5 elements in cudaMallocManaged memory, outside torch's allocator
+        # (get_state_buffer), never the absmax
+        outside = opt == "paged-adamw-8bit" and p.numel >= BNB_PAGED_MIN_SIZE
         if p.numel < BNB_MIN_8BIT_SIZE:
-            b = [sim.new(p.numel, 4, cat=cat), sim.new(p.numel, 4, cat=cat)]
+            b = [sim.new(p.numel, 4, cat=cat, own=0 if outside else None) for _ in range(2)]
         else:
             blocks = -(-p.numel // BNB_BLOCK)
-            b = [sim.new(p.numel, 1, cat=cat), sim.new(p.numel, 1, cat=cat),
-                 sim.new(blocks, 4, cat=cat), sim.new(blocks, 4, cat=cat)]
-        if paged:  # cudaMallocManaged: outside torch's allocator
-            for t in b:
-                sim._sub(t)
-                t.own = 0
+            b = [sim.new(p.numel, 1, cat=cat, own=0 if outside else None) for _ in range(2)]
+            b += [sim.new(blocks, 4, cat=cat), sim.new(blocks, 4, cat=cat)]
         return b, 0
     if opt == "adafactor":
         # transformers.optimization.Adafactor (beta1=None): factored second moment for matrices (a row and
@@ -2461,6 +2564,9 @@ def _walk(setup: TrainingSetup) -> _Walk:
     for p in (masters or trainable):
         st, _ = _opt_state(sim, p, setup.optimizer)
         states.extend(st)
+    if setup.optimizer in ("adamw-8bit", "paged-adamw-8bit") and any(p.numel >= BNB_MIN_8BIT_SIZE for p in (masters or trainable)):
+        sim.new(256, 4, cat="optimizer_state")  # the signed and unsigned quantisation maps, moved to the device once
+        sim.new(256, 4, cat="optimizer_state")
     states += masters
     if setup.zero >= 1 and shards > 1:
         for t in states:

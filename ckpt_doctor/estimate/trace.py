@@ -77,8 +77,6 @@ class TraceUnsupported(RuntimeError):
 def _check_supported(setup) -> None:
     if setup.load_in_4bit or setup.load_in_8bit:
         raise TraceUnsupported("--trace cannot run bitsandbytes quantisation without a GPU; drop --load-in-4bit/8bit")
-    if setup.optimizer in ("adamw-8bit", "paged-adamw-8bit"):
-        raise TraceUnsupported("--trace cannot run bitsandbytes 8-bit optimizers without a GPU; use --optimizer adamw")
     if setup.gpus != 1 or setup.zero:
         raise TraceUnsupported("--trace runs one process; drop --gpus/--zero (the closed form covers sharding)")
     if setup.checkpointing == "offload":
@@ -335,6 +333,8 @@ def make_optimizer(setup, params):
         foreach = setup.optimizer == "adamw"
         # foreach is what torch picks by default for CUDA tensors; on CPU it must be asked for.
         return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, foreach=foreach, fused=fused or None)
+    if setup.optimizer in ("adamw-8bit", "paged-adamw-8bit"):
+        return _bnb_adamw_8bit(params, paged=setup.optimizer == "paged-adamw-8bit")
     if setup.optimizer == "sgd":
         return torch.optim.SGD(params, lr=1e-3)
     if setup.optimizer == "adafactor":
@@ -343,6 +343,45 @@ def make_optimizer(setup, params):
         # as transformers.Trainer builds it for optim="adafactor"
         return Adafactor(params, lr=1e-4, scale_parameter=False, relative_step=False)
     raise TraceUnsupported(f"--trace cannot run optimizer {setup.optimizer!r}")
+
+
+def _bnb_adamw_8bit(params, *, paged: bool):
+    """bitsandbytes' 8-bit AdamW (``bnb.optim.AdamW8bit``, the Trainer's ``adamw_bnb_8bit``; ``PagedAdamW8bit``) as
+    memory sees it, without bitsandbytes or a GPU.  It allocates what ``Optimizer2State.init_state`` allocates on the
+    first step (bitsandbytes 95f9af3 bitsandbytes/optim/optimizer.py): per parameter two uint8 states of its shape and
+    two fp32 absmax vectors of one value per 256-element block, or two fp32 states for a tensor under
+    ``min_8bit_size`` (4096 elements); the two 256-value quantisation maps, once.  A paged optimizer's state buffer of
+    >= 1e5 elements is ``F.get_paged`` managed memory, outside torch's allocator (``get_state_buffer``): not
+    allocated here.  ``update_step`` is one in-place CUDA kernel (``optimizer_update_8bit_blockwise`` /
+    ``optimizer_update_32bit``): no temporaries, so the step changes nothing here (the values do not matter)."""
+    import torch
+
+    class AdamW8bitMemory(torch.optim.Optimizer):
+        def __init__(self, params) -> None:
+            super().__init__(params, {"lr": 1e-4})
+            self.qmaps: tuple | None = None
+
+        def _buffer(self, p, dtype):
+            return None if paged and p.numel() >= 1e5 else torch.zeros_like(p, dtype=dtype)
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    state = self.state[p]
+                    if p.grad is None or state:
+                        continue
+                    n = p.numel()
+                    if n < 4096:
+                        state["state1"], state["state2"] = self._buffer(p, torch.float32), self._buffer(p, torch.float32)
+                        continue
+                    if self.qmaps is None:
+                        self.qmaps = (torch.zeros(256), torch.zeros(256))
+                    state["state1"], state["state2"] = self._buffer(p, torch.uint8), self._buffer(p, torch.uint8)
+                    blocks = -(-n // 256)
+                    state["absmax1"], state["absmax2"] = torch.zeros(blocks), torch.zeros(blocks)
+
+    return AdamW8bitMemory(params)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -376,7 +415,11 @@ def _cuda_semantics_mode(mixed: str, state: dict):
     def cast(x, dtype):
         if not (isinstance(x, torch.Tensor) and x.is_floating_point()) or x.dtype == dtype or x.dtype == torch.float64:
             return x
-        cacheable = state["cache"] is not None and x.is_leaf and x.requires_grad
+        # autocast caches the low-precision cast of an fp32 leaf that requires grad and is no view (torch
+        # aten/src/ATen/autocast_mode.cpp cached_cast: ``arg.requires_grad() && arg.is_leaf() && !arg.is_view()``);
+        # a weight's view made under no_grad, ``weight.t()`` in a custom Function, is a leaf that requires grad
+        cacheable = (state["cache"] is not None and x.is_leaf and x.requires_grad and not x._is_view()
+                     and dtype == low and x.dtype == torch.float32)
         if cacheable:
             hit = state["cache"].get(id(x))
             if hit is not None and hit[0]() is x:
@@ -629,6 +672,90 @@ def live_bytes_tracker(describe: Callable[[str, Any], str] | None = None):
 # the step
 
 
+def _fused_loss_forward(model, inputs):
+    """The loss of a causal LM patched with Liger's fused linear cross-entropy (``use_liger_kernel=True``; liger-kernel
+    ead96b6 src/liger_kernel/transformers/model/llama.py ``lce_forward``, and the same in every model it patches): the
+    decoder's last hidden states, never the logits, go to ``LigerForCausalLMLoss`` (model/loss_utils.py), which shifts
+    the labels and runs ``LigerFusedLinearCrossEntropyFunction`` on the flattened tokens.  Liger's other kernels
+    (RMSNorm, SwiGLU, RoPE) are not applied: the trace keeps transformers' own, as the closed form does."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.base_model(**{k: v for k, v in inputs.items() if k != "labels"})[0]
+    kept = hidden[:, slice(0, None), :]  # logits_to_keep=0
+    labels = torch.nn.functional.pad(inputs["labels"], (0, 1), value=-100)
+    shift_labels = labels[..., 1:].contiguous()
+    del labels
+    softcap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)  # applied in the kernel, in place
+    del softcap
+    weight = base.get_output_embeddings().weight
+    return _fused_linear_cross_entropy().apply(kept.view(-1, kept.shape[-1]), weight, shift_labels.view(-1))
+
+
+_FLCE: Any = None
+
+
+def _fused_linear_cross_entropy():
+    """``LigerFusedLinearCrossEntropyFunction`` (reduction "mean", no bias, ``accum_dtype=None``) as memory sees it, in
+    torch (liger-kernel ead96b6 src/liger_kernel/ops/fused_linear_cross_entropy.py), line for line where it allocates:
+
+    * forward: ``grad_input = zeros_like(_input)``, ``grad_weight = zeros_like(weight)`` when the head trains, an fp32
+      ``loss_1d`` and the ``target != ignore_index`` mask; then the tokens in chunks of
+      ``next_power_of_2(cdiv(BT, cdiv(V, H)))``: a chunk's logits (``_input_chunk @ weight.t()``, in the matmul's
+      dtype), whose gradient the Triton kernel writes in place, ``grad_logits_chunk @ weight`` copied into
+      ``grad_input``, and the weight's gradient summed into ``grad_weight``: on a CUDA card of capability >= 8 with
+      torch >= 2.8, an fp32 ``grad_weight`` and 16-bit logits, by ``torch.addmm(..., out_dtype=torch.float32,
+      out=grad_weight)`` (no temporary but the input chunk cast to the logits' dtype), else ``grad_weight +=
+      torch.mm(grad_logits_chunk.t(), _input_chunk).float()``.  The loop's locals (the last chunk's logits and cast
+      input) live on into the next chunk, as in Python.  Only the gradients are saved for backward;
+    * backward: ``torch.equal(grad_output, torch.tensor(1.0))``, then the gradients scaled in place.
+
+    The Triton kernel's values are not computed (memory only): the loss is the sum of the zero ``loss_1d``."""
+    global _FLCE
+    if _FLCE is not None:
+        return _FLCE
+    import torch
+
+    class FusedLinearCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, _input, weight, target):
+            BT, H = _input.shape
+            V = weight.shape[0]
+            inc_factor = -(-V // H)
+            chunk_size = 1 << max(0, (-(-BT // inc_factor) - 1).bit_length())  # triton.next_power_of_2
+            grad_input = torch.zeros_like(_input)
+            grad_weight = torch.zeros_like(weight) if weight.requires_grad else None
+            loss_1d = torch.zeros(BT, dtype=torch.float32)
+            target_mask = target != -100
+            target_mask.sum()  # .item(): the count of labelled tokens
+            for start_idx in range(0, BT, chunk_size):
+                end_idx = min(start_idx + chunk_size, BT)
+                _input_chunk = _input[start_idx:end_idx]
+                logits_chunk = _input_chunk @ weight.t()
+                logits_chunk = logits_chunk.contiguous()
+                grad_logits_chunk = logits_chunk  # liger_cross_entropy_kernel: loss and gradient, in place
+                grad_input[start_idx:end_idx] = grad_logits_chunk @ weight
+                if grad_weight is not None:
+                    if grad_weight.dtype == torch.float32 and grad_logits_chunk.dtype in (torch.float16, torch.bfloat16):
+                        input_chunk = _input_chunk  # torch.addmm(grad_weight, ..., out_dtype=fp32, out=grad_weight)
+                        if input_chunk.dtype != grad_logits_chunk.dtype:
+                            input_chunk = input_chunk.to(grad_logits_chunk.dtype)
+                    else:
+                        grad_weight += torch.mm(grad_logits_chunk.t(), _input_chunk).float()
+            loss = torch.sum(loss_1d)
+            ctx.save_for_backward(grad_input.detach(), grad_weight.detach() if grad_weight is not None else None)
+            return loss
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            grad_input, grad_weight = ctx.saved_tensors
+            torch.tensor(1.0)  # torch.equal(grad_output, torch.tensor(1.0)); element_mul_kernel scales in place
+            return grad_input, grad_weight, None
+
+    _FLCE = FusedLinearCrossEntropy
+    return _FLCE
+
+
 def _step(model, opt, inputs, setup, tracker, autocast_state, iterations: int) -> None:
     micro = min(max(setup.gradient_accumulation, 1), 2)  # the 2nd micro-step already shows the held grads
     for it in range(iterations):
@@ -638,7 +765,8 @@ def _step(model, opt, inputs, setup, tracker, autocast_state, iterations: int) -
             tracker.set_phase("forward")
             autocast_state["enabled"] = True
             autocast_state["cache"] = {}
-            loss = model(**inputs).loss  # the output object (and its logits) is dropped, as in Trainer
+            # the output object (and its logits) is dropped, as in Trainer
+            loss = _fused_loss_forward(model, inputs) if getattr(setup, "loss", "plain") == "fused" else model(**inputs).loss
             if micro > 1:
                 loss = loss / setup.gradient_accumulation
             autocast_state["cache"] = None  # autocast clears its weight cache on exit
@@ -784,6 +912,7 @@ def allocator_step(setup, *, iterations: int = 2) -> TraceResult:
     tensors = list(model.parameters()) + list(model.buffers()) + list(inputs.values())
     tensors += [p.grad for p in model.parameters() if p.grad is not None]
     tensors += [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    tensors += list(getattr(opt, "qmaps", None) or ())  # the 8-bit optimizer's quantisation maps
     for t in tensors:
         st = t.untyped_storage()
         live[st.data_ptr()] = cuda_round(st.nbytes())

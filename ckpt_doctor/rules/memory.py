@@ -100,7 +100,8 @@ class Assessment:
             setup = replace(self.base, checkpointing=self.current)
             known = {name: p.estimate for name, p in self.computed.items() if p.estimate is not None}
             options = FitOptions(partial_plans=self.partial_plans, offload_available=self.partial_plans,
-                                 fused_loss=self.settings.fused_loss is not None, zero_available=self.settings.gpus.stated)
+                                 fused_loss=self.settings.fused_loss is not None and not self.settings.liger_loss,
+                                 zero_available=self.settings.gpus.stated)
             self.memo["fit"] = plan_fit(setup, self.budget.bytes, options, known=known)
         return self.memo["fit"]
 
@@ -161,7 +162,10 @@ def _assess_uncached(ctx: Context) -> Assessment | None:
     if settings.fused_loss is not None:
         loss = settings.fused_loss
         said = f"{loss.file}:{loss.line}" if loss.file else f"line {loss.line}"
-        upper_bound = f"a fused or chunked cross-entropy (`{loss.note}`, {said}) never holds the whole logits the estimate counts"
+        upper_bound = (f"Liger's kernels (`{loss.note}`, {said}) compute the loss as the estimate does, and swap in RMSNorm, "
+                       "SwiGLU and RoPE kernels that keep less for backward than the transformers layers it counts"
+                       if settings.liger_loss else
+                       f"a fused or chunked cross-entropy (`{loss.note}`, {said}) never holds the whole logits the estimate counts")
     if settings.optimizer.value not in memory.OPTIMIZERS:
         raise _Unknown(f"the optimizer {settings.optimizer.value!r} (line {settings.optimizer.line}) is not one the estimate models "
                        f"({', '.join(memory.OPTIMIZERS)}). Settings read: {settings.describe()}", where)
@@ -696,6 +700,7 @@ TRL_CHUNKED_NLL_DEFAULT_SINCE = "1.7"  # ... and is the default when use_liger_k
 class LogitsCost:
     bytes: int  # what the vocabulary-sized tensors add to the step's peak
     peak: int  # the step's estimated peak (PyTorch's view)
+    peak_nvidia_smi: int  # and on the card
     logits: int  # one fp32 copy of the logits: tokens x vocabulary x 4 bytes
     tokens: int
     vocab: int
@@ -715,10 +720,13 @@ def logits_cost(assessment: Assessment) -> LogitsCost:
         return estimate.peak_bytes - sum(estimate.breakdown[k] for k in PARAMETER_TERMS)
 
     step = assessment.plan(assessment.current).estimate
+    if step.setup.loss != "plain":  # Liger on by default: the cost on the runs where it is off
+        step = memory.estimate(replace(step.setup, loss="plain"))
     small = replace(step.setup, arch=replace(step.setup.arch, vocab_size=LOGITS_COUNTERFACTUAL_VOCAB))
     tokens = step.setup.batch_size * step.setup.seq_len
     vocab = step.setup.arch.vocab_size
-    return LogitsCost(max(0, rest(step) - rest(memory.estimate(small))), step.peak_bytes, tokens * vocab * 4, tokens, vocab)
+    return LogitsCost(max(0, rest(step) - rest(memory.estimate(small))), step.peak_bytes, step.peak_bytes_nvidia_smi,
+                      tokens * vocab * 4, tokens, vocab)
 
 
 @dataclass
@@ -858,10 +866,9 @@ def large_vocabulary_logits(ctx: Context) -> Iterator[Report]:
     stated = ctx.analysis.settings.seq_len
     if ctx.kind == "script" and (stated is None or not stated.stated):
         return  # the logits grow with the tokens of a step: an assumed sequence length would make the verdict a guess
-    step = assessment.plan(assessment.current)
-    if step.peak_bytes_nvidia_smi <= COMFORT * assessment.budget.bytes:
-        return  # a step that fits comfortably (CKPT403's measure) has nothing to gain
     cost = logits_cost(assessment)
+    if cost.peak_nvidia_smi <= COMFORT * assessment.budget.bytes:
+        return  # a step that fits comfortably (CKPT403's measure) has nothing to gain
     if cost.share < LOGITS_SHARE or cost.bytes < LOGITS_MIN_BYTES:
         return
     losses = _script_plain_losses(ctx, assessment) if ctx.kind == "script" else _config_plain_losses(ctx, assessment)
@@ -870,7 +877,7 @@ def large_vocabulary_logits(ctx: Context) -> Iterator[Report]:
             loss.span,
             f"the logits ({cost.tokens} tokens x a vocabulary of {cost.vocab}: {_gib(cost.logits)} in fp32, as the loss "
             f"upcasts them) and their gradient add an estimated {_gib(cost.bytes)} to the step's peak of {_gib(cost.peak)} "
-            f"({cost.share:.0%}; {_gib(step.peak_bytes_nvidia_smi)} on the card); a loss that never holds the whole logits "
+            f"({cost.share:.0%}; {_gib(cost.peak_nvidia_smi)} on the card); a loss that never holds the whole logits "
             f"would save most of it: {loss.advice}. Settings: {assessment.settings.describe()}",
             fix=loss.fix,
             condition=loss.condition if loss.condition is not None else _always(),

@@ -959,3 +959,70 @@ def test_an_option_assigned_on_one_path_only_is_still_the_option_on_the_other():
     """
     v4 = {"transformers": "4.46", "torch": "2.5", "peft": "0.13"}
     assert "CKPT202" in [c for c, _ in codes(code, v4)]  # the default run (no --prefix_tuning) checkpoints
+
+
+def test_a_model_loaded_again_after_training_runs_no_step():
+    """holdout21 (pipernowelliton31-dotcom/qwen2vl-repope-hallucination-qlora scripts/run_qlora.py): after
+    `trainer.train()` the smoke run loads the base again through the project's loader, which calls
+    `prepare_model_for_kbit_training`, only to reload the adapter and generate. No step runs with that checkpointing."""
+    code = """
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments
+
+    def load():
+        model = AutoModelForCausalLM.from_pretrained("gpt2", quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+        return prepare_model_for_kbit_training(model)
+
+    def main():
+        model = load()
+        trainer = Trainer(model=model, args=TrainingArguments("out", gradient_checkpointing=True,
+                          gradient_checkpointing_kwargs={"use_reentrant": False}))
+        trainer.train()
+        {after}
+
+    main()
+    """
+    v4 = {"transformers": "4.46", "torch": "2.5", "peft": "0.13"}
+    assert [c for c, _ in codes(code.replace("{after}", "base = load()"), v4)] == []
+    # without the Trainer's kwargs, the load before the training is reported, the one after it is not
+    plain = code.replace(""",
+                          gradient_checkpointing_kwargs={"use_reentrant": False})""", ")")
+    assert [(c, line) for c, line in codes(plain.replace("{after}", "base = load()"), v4) if c == "CKPT201"] == \
+        [(c, line) for c, line in codes(plain.replace("{after}", "pass"), v4) if c == "CKPT201"] != []
+
+
+def test_a_deepspeed_block_a_project_model_reads_is_used(tmp_path):
+    """holdout21 (eth-easl/fmengine cli/train.py): the script pops the `activation_checkpointing` block and passes it
+    to the project's `get_model`, whose pipeline layers call `deepspeed.checkpointing.checkpoint`: the block is used."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "model.py").write_text(textwrap.dedent("""
+        import deepspeed
+        import torch
+
+        class Block(torch.nn.Module):
+            def forward(self, x):
+                return deepspeed.checkpointing.checkpoint(self.mlp, x)
+
+        def get_model(config, ac_config):
+            return torch.nn.Sequential(*[Block() for _ in range(4)])
+        """))
+    script = textwrap.dedent("""
+        import deepspeed
+        from pkg.model import get_model
+
+        ds_config = {"train_micro_batch_size_per_gpu": 1, "activation_checkpointing": {"partition_activations": True}}
+        ac = ds_config.pop("activation_checkpointing", None)
+        model = get_model(None, ac)
+        engine, *_ = deepspeed.initialize(model=model, config=ds_config)
+        for batch in range(10):
+            loss = engine(batch)
+            engine.backward(loss)
+            engine.step()
+        """)
+    (tmp_path / "train.py").write_text(script)
+    settings = Settings(select=["CKPT305"], root=tmp_path)
+    assert check_file(str(tmp_path / "train.py"), settings).findings == []
+    (tmp_path / "pkg" / "model.py").write_text("import torch\n\ndef get_model(config, ac_config):\n    return torch.nn.Linear(4, 4)\n")
+    assert [f.code for f in check_file(str(tmp_path / "train.py"), settings).findings] == ["CKPT305"]

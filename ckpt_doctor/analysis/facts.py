@@ -25,7 +25,7 @@ from ckpt_doctor.analysis.config_files import NoFiles, ProjectFiles, settings_in
 from ckpt_doctor.analysis.launchers import UNKNOWN_VALUE, Launch, abbreviations, launched_value, with_launched
 from ckpt_doctor.analysis.parse import LEAVES, children, parse_module
 from ckpt_doctor.analysis.library import FLAT_PACKAGES as _FLAT_PACKAGES
-from ckpt_doctor.analysis.library import HF_ENABLE_METHODS, KBIT_PREPARATION, PEFT_WRAPPERS
+from ckpt_doctor.analysis.library import DEEPSPEED_CHECKPOINTS, HF_ENABLE_METHODS, KBIT_PREPARATION, PEFT_WRAPPERS
 from ckpt_doctor.analysis.values import (
     MISSING,
     constant,
@@ -233,6 +233,8 @@ class ScriptFacts:
     model_checkpoints: list[tuple["Call | AttrAssign", Call, str, Call]] = field(default_factory=list)
     # the project module the script imports whose code calls `.backward()`: the hand-written loop lives there
     loop_module: str | None = None
+    # the project module (reached from a function or class the script calls) whose code calls DeepSpeed's checkpoint
+    deepspeed_checkpoint_module: str | None = None
 
     @property
     def launch(self) -> Launch | None:
@@ -441,6 +443,7 @@ class _Extractor:
             node, scope = self.pending.pop(index)
             self.function_body(node, scope)
         self._project_model_checkpoints()
+        self._project_deepspeed_checkpoints()
         calls = self.facts.calls
         turns_on = any(c.name in HF_ENABLE_METHODS for c in calls) or any(a.attr == "gradient_checkpointing" for a in self.facts.attr_assigns)
         if self.project is not None and turns_on and not any(c.name == "backward" and c.is_method for c in calls):
@@ -488,6 +491,19 @@ class _Extractor:
                 if found is not None:
                     self.facts.model_checkpoints.append((switch, load.call, *found))
                     break
+
+    def _project_deepspeed_checkpoints(self) -> None:
+        """A project function or class the script calls whose module (or a project module it imports) calls DeepSpeed's
+        `deepspeed.checkpointing.checkpoint` (fmengine's `get_model`, whose pipeline layers checkpoint): the DeepSpeed
+        config's `activation_checkpointing` block configures those calls."""
+        if self.project is None or not any(name.split(".", 1)[0] == "deepspeed" for name in self.facts.imports):
+            return
+        for call in self.facts.calls:
+            if call.qualname and call.via is None:
+                found = self.project.own_checkpoint_call(call.qualname, DEEPSPEED_CHECKPOINTS)
+                if found is not None:
+                    self.facts.deepspeed_checkpoint_module = found[0]
+                    return
 
     def _project_fields(self, qualname: str) -> dict[str, Value]:
         """The field defaults of the project's own dataclass `qualname` (a class of a sibling module), {} for

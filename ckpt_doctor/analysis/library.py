@@ -11,6 +11,7 @@ from __future__ import annotations
 CHECKPOINT = "torch.utils.checkpoint.checkpoint"
 CHECKPOINT_SEQUENTIAL = "torch.utils.checkpoint.checkpoint_sequential"
 TORCH_CHECKPOINTS = (CHECKPOINT, CHECKPOINT_SEQUENTIAL)
+DEEPSPEED_CHECKPOINTS = ("deepspeed.checkpointing.checkpoint", "deepspeed.runtime.activation_checkpointing.checkpointing.checkpoint")
 CHECKPOINT_WRAPPER = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.checkpoint_wrapper"
 APPLY_AC = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper.apply_activation_checkpointing"
 DDP = "torch.nn.parallel.DistributedDataParallel"

@@ -162,10 +162,11 @@ class Project:
         inner = filter(None, (_imported(module, found.path, name) for name in found.facts.imports)) if depth + 1 < MAX_DEPTH else ()
         return next(filter(None, (self.runs_backward(name, depth + 1) for name in inner)), None)
 
-    def own_checkpoint_call(self, class_qualname: str) -> "tuple[str, Call] | None":
+    def own_checkpoint_call(self, class_qualname: str, callees: tuple[str, ...] = TORCH_CHECKPOINTS) -> "tuple[str, Call] | None":
         """(the module, its first `torch.utils.checkpoint` call without `use_reentrant`, else its first) when
         `class_qualname` is a class (or a factory function, or an entry `X[]` of a registry) of the project's own
-        module that calls torch's checkpoint itself (a copied `modeling_llama.py`)."""
+        module that calls torch's checkpoint itself (a copied `modeling_llama.py`); `callees`: other checkpoint
+        functions to look for (DeepSpeed's)."""
         module, name = self._defining(class_qualname)
         if module is None or (name not in module.facts.classes and name not in module.facts.functions and not name.endswith("[]")):
             return None
@@ -174,7 +175,7 @@ class Project:
         imported = (_imported(module_name, module.path, name) for name in module.facts.imports) if self.depth + 1 < MAX_DEPTH else ()
         nearby = (self._named_module(part) for name in filter(None, imported) for part in dict.fromkeys((name, name.rsplit(".", 1)[0])))
         for found in chain([module], filter(None, nearby)):
-            calls = [call for call in found.facts.calls if call.qualname in TORCH_CHECKPOINTS]
+            calls = [call for call in found.facts.calls if call.qualname in callees]
             if calls:
                 first = next((call for call in calls if isinstance(call.kwarg("use_reentrant"), Missing)), calls[0])
                 return shown_path(found.path), first

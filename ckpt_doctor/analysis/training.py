@@ -718,6 +718,14 @@ class Training:
         """The script's own `.backward()` calls (`loss.backward()`, `accelerator.backward(loss)`)."""
         return [c for c in self.facts.calls if c.name == "backward" and c.is_method]
 
+    def after_training(self, call: Call) -> bool:
+        """Whether `call` comes after the training of its function: a Trainer's `.train()` or a `.backward()` runs
+        earlier in the same function and none after it (a model loaded again to evaluate or generate)."""
+        trainers = {c.assigned_to for c in self.facts.calls if c.assigned_to and self.is_trainer(c)}
+        steps = [c.line for c in self.facts.calls if c.scope == call.scope and c.via is None and c.is_method
+                 and (c.name == "backward" or (c.name == "train" and c.receiver in trainers))]
+        return bool(steps) and max(steps) < call.line
+
     @property
     def uses_trainer(self) -> bool:
         """Whether the script builds a transformers / TRL Trainer (or a project subclass of one)."""

@@ -265,7 +265,8 @@ def plan_fit(setup: TrainingSetup, budget_bytes: int | None, options: FitOptions
         fused.append(True)
     notes.append("selective checkpointing (attention or MLP only) is not searched: the memory model has no program for it")
 
-    per_plan = {p: exact(replace(setup, checkpointing=p)) for p in plans}
+    # the other plans' allocator caches are scaled from the setup's replay too (every plan that may fit is replayed)
+    per_plan = {p: scaled(replace(setup, checkpointing=p)) for p in plans}
     per_opt = {o: scaled(replace(setup, optimizer=o)) for o in optimizers}
     per_zero = {z: scaled(replace(setup, zero=z)) for z in zeros}
     per_loss = {fl: scaled(replace(setup, loss="fused")) if fl != here.fused else per_plan[setup.checkpointing]

@@ -524,9 +524,11 @@ class _Sim:
             for i in nd.ins:
                 if not i.rg:
                     continue
-                cat = "gradients" if i.leaf else "temporaries"
+                # a gradient counts where its tensor does: the logits' and the loss' gradients are the loss' memory
+                cat = "gradients" if i.leaf else ("logits_and_loss" if i.cat == "logits_and_loss" else "temporaries")
                 made = nd.made.get(id(i))
                 if made is not None:
+                    self.recat(made, cat)
                     made.refs += 1
                     self._give_grad(i, made, fresh=False)
                 elif nd.passthrough and gout is not None and i.b == nd.outs[0].b and i.numel == nd.outs[0].numel:

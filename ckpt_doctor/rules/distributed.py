@@ -252,6 +252,8 @@ def deepspeed_block_unused(ctx: Context) -> Iterator[Report]:
         return
     if any(c.name == "checkpoint" and (c.receiver or "").endswith("checkpointing") for c in ctx.facts.calls):
         return
+    if ctx.facts.deepspeed_checkpoint_module:
+        return  # the model the project builds calls DeepSpeed's checkpoint itself
     for config in ctx.training.deepspeed_configs:
         block = config.data.get("activation_checkpointing")
         if isinstance(block, dict) and block:

@@ -116,6 +116,8 @@ def kwargs_missing_use_reentrant(ctx: Context) -> Iterator[Report]:
             continue  # the project's own model calls torch's checkpoint itself, whatever kwargs it is given (CKPT101)
         if _enabled_again_later(ctx, site):
             continue  # what decides is the later call (reported there when it is reentrant)
+        if site.call is not None and ctx.training.after_training(site.call):
+            continue  # a model loaded again after the training, to evaluate or generate: no step runs with it
         if site.kind == "command line" and any(_trainer_again(ctx, visible) is site for visible in _reentrant_sites(ctx)
                                                if _missing_use_reentrant(visible)):
             continue  # reported at the script's own `gradient_checkpointing_enable()` call

@@ -90,7 +90,8 @@ def _smi(plan: FitPlan) -> int:
 
 def traceable(plan: FitPlan) -> bool:
     s = plan.setup
-    return not (s.checkpointing == "offload" or s.zero or s.gpus != 1 or s.load_in_4bit or s.load_in_8bit)
+    return not (s.checkpointing == "offload" or s.zero or s.gpus != 1 or s.load_in_8bit
+                or (s.load_in_4bit and s.mixed_precision != "no"))
 
 
 def cheaper_that_fit(fit, budget: int) -> list[str]:

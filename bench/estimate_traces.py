@@ -170,6 +170,11 @@ ISSUE10: list[tuple[str, int, int, dict]] = [
     ("Llama-3.2-1B-2L", 1, 2048, {"optimizer": "adamw-8bit"}),
     ("Llama-3.2-3B-2L", 1, 1024, {"dtype": "fp32", "mixed_precision": "bf16", "optimizer": "paged-adamw-8bit",
                                   "checkpointing": "full", "loss": "fused"}),
+    # issue 10, QLoRA: 4-bit bases as bitsandbytes and peft hold them (trace_bnb.py), with and without peft's fp32 upcast
+    ("Llama-3.1-8B-2L", 1, 2048, {"load_in_4bit": True, "lora_r": 16, "lora_targets": QV}),
+    ("Qwen3-8B-2L", 1, 2048, {"load_in_4bit": True, "lora_r": 16, "lora_targets": ALL_LLAMA, "checkpointing": "full"}),
+    ("gemma-2-2b-2L", 1, 2048, {"attn": "eager", "load_in_4bit": True, "lora_r": 16, "lora_targets": QV,
+                                "kbit_upcast": False, "checkpointing": "full"}),
 ]
 
 

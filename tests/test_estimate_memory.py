@@ -239,7 +239,9 @@ def test_qlora_70b_without_the_fp32_upcast_within_10_percent_of_fms_acceleration
     err = (bare.peak_bytes - FMS_QLORA_70B_PEAK) / FMS_QLORA_70B_PEAK
     assert abs(err) <= 0.10, f"{bare.peak_bytes / GiB:.2f} GiB vs 63.45 ({100 * err:+.1f} %)"
     upcast = estimate(TrainingSetup(arch, **FMS_QLORA_70B))  # stock peft: more than the A100's 80 GiB
-    assert upcast.peak_bytes / GiB == pytest.approx(83.5, abs=0.1) and bare.peak_bytes / GiB == pytest.approx(63.7, abs=0.1)
+    # 83.5 GiB until stop 26, when the trace's 4-bit base (trace_bnb.py) showed bitsandbytes casting each 4-bit linear's
+    # output back to the fp32 stream (`.to(inp_dtype)`) and peft cloning it (`result.clone()`)
+    assert upcast.peak_bytes / GiB == pytest.approx(88.8, abs=0.1) and bare.peak_bytes / GiB == pytest.approx(63.7, abs=0.1)
     # the upcast is in the residual stream (checkpointed layer inputs) and the fp32 embeddings / norms / head
     assert upcast.breakdown["activations"] > 1.5 * bare.breakdown["activations"]
     assert upcast.breakdown["weights"] > bare.breakdown["weights"]

@@ -25,7 +25,7 @@ setup's micro-batch, one per alternative optimizer, one per ZeRO stage), per pha
 * gradient accumulation > 1 holds the gradients during the forward (added or removed as the accumulation
   crosses 1);
 * a fused loss (``TrainingSetup.loss = "fused"``: Liger's fused linear cross-entropy, which the closed form and the
-  trace both run) replaces the logits term by that of one exact estimate of the setup with it, scaled like the
+  trace both run) replaces the logits term by that of one estimate of the setup with it, scaled like the
   activations.
 
 The marked plan and every cheaper front plan whose composed peak is within ``VERIFY_MARGIN`` of the budget are
@@ -269,8 +269,9 @@ def plan_fit(setup: TrainingSetup, budget_bytes: int | None, options: FitOptions
     per_plan = {p: scaled(replace(setup, checkpointing=p)) for p in plans}
     per_opt = {o: scaled(replace(setup, optimizer=o)) for o in optimizers}
     per_zero = {z: scaled(replace(setup, zero=z)) for z in zeros}
-    per_loss = {fl: scaled(replace(setup, loss="fused")) if fl != here.fused else per_plan[setup.checkpointing]
-                for fl in fused}
+    per_loss = {here.fused: base}
+    if len(fused) > 1:
+        per_loss[True] = scaled(replace(setup, loss="fused"))
 
     candidates: list[FitPlan] = []
     for plan, micro, opt, zero, fl in itertools.product(plans, micros, optimizers, zeros, fused):

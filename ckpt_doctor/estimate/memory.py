@@ -904,6 +904,10 @@ class _Model:
             tmp = sim.new(1, deq, cat="temporaries")  # dequantised weight during the matmul
             out = sim.op([xin, lin.B], rows * lin.fout, c.compute, saves=(), bw_temp=_round(deq))
             sim.drop(tmp)
+            if lin.quant == 4 and x.b != c.compute:  # bitsandbytes Linear4bit.forward: `.to(inp_dtype)` (trace_bnb.py)
+                back = sim.cast(out, x.b)
+                sim.drop(out)
+                out = back
         elif c.mixed:
             xin = sim.cast(x, 2)
             owned.append(xin)
@@ -928,6 +932,10 @@ class _Model:
 
     def lora(self, x: _T, result: _T, lin: _Linear, rows: int) -> _T:
         sim, c = self.sim, self.ctx
+        if lin.quant == 4:  # peft lora.bnb.Linear4bit.forward: `result = result.clone()` (trace_bnb.py)
+            copy = sim.op([result], result.numel, result.b, passthrough=True)  # CloneBackward0 hands the gradient on
+            sim.drop(result)
+            result = copy
         xl = sim.cast(x, c.adapter_b) if not c.mixed else sim.ref(x)  # PEFT _cast_input_dtype to the adapter dtype
         la = _Linear.__new__(_Linear)
         la.fin, la.fout, la.count, la.quant, la.W, la.B, la.lA, la.lB = lin.fin, c.r, 1, 0, lin.lA, None, None, None

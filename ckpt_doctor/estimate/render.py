@@ -123,6 +123,8 @@ def render_text(est: MemoryEstimate, plan_results: list[PlanResult], budget_byte
         extras.append(f"{s.gpus} GPUs" + (f", ZeRO-{s.zero}" if s.zero else ", DDP"))
     if s.gradient_accumulation > 1:
         extras.append(f"gradient accumulation {s.gradient_accumulation}")
+    if s.loss == "fused":
+        extras.append("Liger's fused linear cross-entropy")
     vision = getattr(a, "vision", None)
     if vision is not None and vision.is_qwen:
         side = vision.image_grid(s.image_size)[0] * vision.patch_size

@@ -75,8 +75,10 @@ class TraceUnsupported(RuntimeError):
 
 
 def _check_supported(setup) -> None:
-    if setup.load_in_4bit or setup.load_in_8bit:
-        raise TraceUnsupported("--trace cannot run bitsandbytes quantisation without a GPU; drop --load-in-4bit/8bit")
+    if setup.load_in_8bit:
+        raise TraceUnsupported("--trace does not emulate 8-bit (LLM.int8) bases; drop --load-in-8bit")
+    if setup.load_in_4bit and setup.mixed_precision != "no":
+        raise TraceUnsupported("--trace runs a 4-bit base without autocast (--mixed-precision no)")
     if setup.gpus != 1 or setup.zero:
         raise TraceUnsupported("--trace runs one process; drop --gpus/--zero (the closed form covers sharding)")
     if setup.checkpointing == "offload":
@@ -133,6 +135,17 @@ def build_model(setup, *, meta: bool):
     weights = "fp32" if setup.mixed_precision != "no" else setup.dtype
     model.to(getattr(torch, _DTYPES[weights]))
     model.train()
+    if setup.load_in_4bit:  # as bitsandbytes and peft hold it (trace_bnb.py); the closed form's compute dtype
+        from .trace_bnb import quantize_4bit
+
+        quantize_4bit(model, torch.bfloat16 if setup.dtype == "fp32" else getattr(torch, _DTYPES[setup.dtype]))
+        if setup.kbit_upcast:
+            import peft
+
+            peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=setup.checkpointing not in ("none", None),
+                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.requires_grad_(False)
     if setup.lora_r:
         import peft
 
@@ -143,6 +156,10 @@ def build_model(setup, *, meta: bool):
                                    task_of(setup.arch), "CAUSAL_LM"))
         model = peft.get_peft_model(model, lcfg)
         model.train()
+        if setup.load_in_4bit:
+            from .trace_bnb import patch_lora_forward
+
+            patch_lora_forward(model)
     if getattr(setup, "freeze_vision_tower", False) and is_qwen_vl(setup.arch):  # `model.visual.requires_grad_(False)`
         for name, param in model.named_parameters():
             if ".visual." in f".{name}":

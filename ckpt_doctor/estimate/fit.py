@@ -16,8 +16,9 @@ Each candidate gets a peak (nvidia-smi view) and a predicted slowdown; the Paret
 kept and the front's cheapest plan that fits the budget is marked.
 
 Memory.  Every candidate would cost one closed-form walk (30-150 ms on a 7-70B model), too many for the 1 s the
-answer may take, so candidates are *composed* from a few exact estimates (those of the checkpointing plans at the
-setup's micro-batch, one per alternative optimizer, one per ZeRO stage), per phase and per term:
+answer may take, so candidates are *composed* from a few estimates (those of the checkpointing plans at the setup's
+micro-batch, and, on the model cut to ``SHALLOW_LAYERS`` layers, one per alternative optimizer, one per ZeRO stage and
+one with the fused loss, with the cut setup itself for their ratios), per phase and per term:
 
 * weights, master weights, gradients, optimizer state (and the optimizer step's temporaries) scale with the
   optimizer's and the ZeRO stage's ratio to the setup's, measured on the exact estimates;
@@ -267,11 +268,14 @@ def plan_fit(setup: TrainingSetup, budget_bytes: int | None, options: FitOptions
 
     # the other plans' allocator caches are scaled from the setup's replay too (every plan that may fit is replayed)
     per_plan = {p: scaled(replace(setup, checkpointing=p)) for p in plans}
-    per_opt = {o: scaled(replace(setup, optimizer=o)) for o in optimizers}
-    per_zero = {z: scaled(replace(setup, zero=z)) for z in zeros}
-    per_loss = {here.fused: base}
+    # the other changes' ratios and terms, from estimates of a shallower model (a walk of a 70B model: ~60 ms)
+    shallow = _shallow(setup)
+    ref = scaled(shallow)
+    per_opt = {o: scaled(replace(shallow, optimizer=o)) if o != setup.optimizer else ref for o in optimizers}
+    per_zero = {z: scaled(replace(shallow, zero=z)) if z != setup.zero else ref for z in zeros}
+    per_loss = {here.fused: ref}
     if len(fused) > 1:
-        per_loss[True] = scaled(replace(setup, loss="fused"))
+        per_loss[True] = scaled(replace(shallow, loss="fused"))
 
     candidates: list[FitPlan] = []
     for plan, micro, opt, zero, fl in itertools.product(plans, micros, optimizers, zeros, fused):
@@ -283,7 +287,7 @@ def plan_fit(setup: TrainingSetup, budget_bytes: int | None, options: FitOptions
             peak, smi = base.peak_bytes, base.peak_bytes_nvidia_smi
             is_exact = True
         else:
-            peak, smi = _compose(setup, base, per_plan[plan], per_opt[opt], per_zero[zero], per_loss[fl], micro)
+            peak, smi = _compose(setup, base, ref, per_plan[plan], per_opt[opt], per_zero[zero], per_loss[fl], micro)
             is_exact = False
         fits = None if budget_bytes is None else smi <= budget_bytes
         candidates.append(FitPlan(changes, new, peak, smi, _slowdown(setup, here, choice), fits, is_exact))
@@ -350,6 +354,18 @@ def _changes(here: _Choice, c: _Choice) -> tuple[Change, ...]:
 
 
 # ---- memory: composed from exact estimates -------------------------------------------------------------------
+SHALLOW_LAYERS = 16  # the depth of the estimates that give a composition its ratios (4 put Mixtral's ZeRO plans 15 % over)
+
+
+def _shallow(setup: TrainingSetup) -> TrainingSetup:
+    """``setup`` on a model of ``SHALLOW_LAYERS`` layers (the same model when it is no deeper, has a vision tower or two
+    stacks): the ratios another optimizer or ZeRO stage changes the terms by hardly depend on the depth, nor do the loss'
+    own term and a stage's per-layer temporaries (at 4 layers the stages' fixed-size gradient buckets weighed too much)."""
+    a = setup.arch
+    if a.num_layers <= SHALLOW_LAYERS or getattr(a, "vision", None) is not None or getattr(a, "is_encoder_decoder", False):
+        return setup
+    return replace(setup, arch=replace(a, num_layers=SHALLOW_LAYERS))
+
 def _scale(value: int, new: int, old: int) -> float:
     """``value`` under the ratio new/old of the same term elsewhere; a term absent in ``old``: ``new`` as it is."""
     if old == 0:
@@ -357,38 +373,43 @@ def _scale(value: int, new: int, old: int) -> float:
     return value * new / old
 
 
-def _compose(setup: TrainingSetup, base: MemoryEstimate, plan: MemoryEstimate, opt: MemoryEstimate, zero: MemoryEstimate,
-             loss: MemoryEstimate, micro: tuple[int, int]) -> tuple[int, int]:
+def _compose(setup: TrainingSetup, base: MemoryEstimate, ref: MemoryEstimate, plan: MemoryEstimate, opt: MemoryEstimate,
+             zero: MemoryEstimate, loss: MemoryEstimate, micro: tuple[int, int]) -> tuple[int, int]:
+    """``plan``: the checkpointing plan's estimate; ``zero``: the setup at another ZeRO stage, and ``base`` the setup
+    itself; ``opt``, ``loss``: the setup with another optimizer or the fused loss, and ``ref`` the setup itself, at a
+    reduced depth (``_shallow``).  Their ratios, the loss' own term and the stage's per-layer temporaries carry over."""
     ratio = micro[0] / setup.batch_size
     grads_now = setup.gradient_accumulation > 1
     grads_then = micro[1] > 1
     peak = 0
     for phase, bd in plan.phase_breakdown.items():
+        r0, b0 = ref.phase_breakdown[phase], base.phase_breakdown[phase]
+        o, z = opt.phase_breakdown[phase], zero.phase_breakdown[phase]
         total = 0.0
         static = list(STATIC) + (["temporaries"] if phase == "optimizer" else [])
         for k in static:
             v = bd.get(k, 0)
-            b0 = base.phase_breakdown[phase].get(k, 0)
-            v = _scale(v, opt.phase_breakdown[phase].get(k, 0), b0) if opt is not base else v
-            v = _scale(v, zero.phase_breakdown[phase].get(k, 0), b0) if zero is not base else v
+            v = _scale(v, o.get(k, 0), r0.get(k, 0)) if opt is not ref else v
+            v = _scale(v, z.get(k, 0), r0.get(k, 0)) if zero is not ref else v
             total += v
         if phase == "forward" and grads_then != grads_now:  # accumulation > 1 holds the gradients in the forward
             g = base.phase_breakdown["optimizer"].get("gradients", 0)
-            g = _scale(g, opt.phase_breakdown["optimizer"].get("gradients", 0), g) if opt is not base else g
-            g = _scale(g, zero.phase_breakdown["optimizer"].get("gradients", 0), base.phase_breakdown["optimizer"].get("gradients", 0)) \
-                if zero is not base else g
+            g = _scale(g, opt.phase_breakdown["optimizer"].get("gradients", 0), ref.phase_breakdown["optimizer"].get("gradients", 0)) \
+                if opt is not ref else g
+            g = _scale(g, zero.phase_breakdown["optimizer"].get("gradients", 0), ref.phase_breakdown["optimizer"].get("gradients", 0)) \
+                if zero is not ref else g
             total += g if grads_then else -min(g, bd.get("gradients", 0))
-        if loss is base:
+        if loss is ref:
             logits = bd.get("logits_and_loss", 0) * ratio
         else:  # the fused loss' own term, with the temporaries it adds (the head's weight cast per chunk)
-            lb, b0 = loss.phase_breakdown[phase], base.phase_breakdown[phase]
-            logits = (lb.get("logits_and_loss", 0) + max(0, lb.get("temporaries", 0) - b0.get("temporaries", 0))) * ratio
+            lb = loss.phase_breakdown[phase]
+            logits = (lb.get("logits_and_loss", 0) + max(0, lb.get("temporaries", 0) - r0.get("temporaries", 0))) * ratio
         dynamic = bd.get("activations", 0) + (0 if phase == "optimizer" else bd.get("temporaries", 0))
         total += dynamic * ratio + logits + bd.get("cublas_workspaces", 0)
-        if zero is not base and phase != "optimizer":  # the stage's gathered units and gradient buckets: per layer
-            total += max(0, zero.phase_breakdown[phase].get("temporaries", 0) - base.phase_breakdown[phase].get("temporaries", 0))
+        if zero is not ref and phase != "optimizer":  # the stage's gathered units and gradient buckets: per layer
+            total += max(0, z.get("temporaries", 0) - r0.get("temporaries", 0))
         peak = max(peak, int(total))
-    return peak, card_bytes(peak, plan, outside_from=opt)
+    return peak, card_bytes(peak, plan, outside_from=plan if opt is ref else opt)
 
 
 # ---- slowdown ---------------------------------------------------------------------------------------------------

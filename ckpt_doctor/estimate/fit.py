@@ -383,7 +383,7 @@ def _compose(setup: TrainingSetup, base: MemoryEstimate, ref: MemoryEstimate, pl
     grads_then = micro[1] > 1
     peak = 0
     for phase, bd in plan.phase_breakdown.items():
-        r0, b0 = ref.phase_breakdown[phase], base.phase_breakdown[phase]
+        r0 = ref.phase_breakdown[phase]
         o, z = opt.phase_breakdown[phase], zero.phase_breakdown[phase]
         total = 0.0
         static = list(STATIC) + (["temporaries"] if phase == "optimizer" else [])

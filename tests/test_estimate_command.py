@@ -204,8 +204,12 @@ def test_trace_flag(tmp_path):
     assert abs(tensors - t["peak_bytes"]) <= 0.03 * t["peak_bytes"]
     res = run("--model", str(tmp_path), "--seq-len", "64", "--trace")
     assert res.exit_code == 0 and "trace (exact, live tensors)" in res.stdout
-    res = run("--model", str(tmp_path), "--seq-len", "64", "--trace", "--load-in-4bit")
-    assert res.exit_code == 2 and "4bit" in res.stderr
+    res = run("--model", str(tmp_path), "--seq-len", "64", "--trace", "--load-in-8bit")
+    assert res.exit_code == 2 and "8-bit" in res.stderr  # 4-bit bases are traced since stop 26; LLM.int8 ones are not
+    res = run("--model", str(tmp_path), "--seq-len", "64", "--trace", "--load-in-4bit")  # nothing trains
+    assert res.exit_code == 2 and "--lora-r" in res.stderr
+    res = run("--model", str(tmp_path), "--seq-len", "64", "--trace", "--load-in-4bit", "--lora-r", "8")
+    assert res.exit_code == 0 and "trace (exact, live tensors)" in res.stdout, res.output
 
 
 def test_registered_in_the_cli():

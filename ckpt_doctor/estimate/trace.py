@@ -77,6 +77,8 @@ class TraceUnsupported(RuntimeError):
 def _check_supported(setup) -> None:
     if setup.load_in_8bit:
         raise TraceUnsupported("--trace does not emulate 8-bit (LLM.int8) bases; drop --load-in-8bit")
+    if setup.load_in_4bit and not setup.lora_r:
+        raise TraceUnsupported("--trace of a 4-bit base needs adapters (--lora-r): nothing else of it can train")
     if setup.load_in_4bit and setup.mixed_precision != "no":
         raise TraceUnsupported("--trace runs a 4-bit base without autocast (--mixed-precision no)")
     if setup.gpus != 1 or setup.zero:
@@ -802,7 +804,9 @@ def _step(model, opt, inputs, setup, tracker, autocast_state, iterations: int) -
 def _result(tracker, model, t0: float, method: str, notes: list[str]) -> TraceResult:
     phases = {p: int(tracker.phase_peaks.get(p, 0)) for p in PHASES}
     peak_phase = max(PHASES, key=lambda p: phases[p])
-    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    from .trace_bnb import packed_elements
+
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) + packed_elements(model)
     trainable = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad)
     return TraceResult(
         peak_bytes=phases[peak_phase], phases=phases, peak_phase=peak_phase,
@@ -960,10 +964,12 @@ def allocator_step(setup, *, iterations: int = 2) -> TraceResult:
     phases = {p: int(peaks.get(p, 0)) for p in PHASES}
     peak_phase = max(PHASES, key=lambda p: phases[p])
     params = {id(p): p for p in model.parameters()}.values()
+    from .trace_bnb import packed_elements
+
     return TraceResult(
         peak_bytes=phases[peak_phase], phases=phases, peak_phase=peak_phase, breakdown={"Total": phases[peak_phase]},
         phase_breakdown={p: {"Total": phases[p]} for p in PHASES},
-        params_total=int(sum(p.numel() for p in params)),
+        params_total=int(sum(p.numel() for p in params)) + packed_elements(model),
         params_trainable=int(sum(p.numel() for p in params if p.requires_grad)),
         seconds=round(time.perf_counter() - t0, 3), method="real CPU step + CPU allocator events (torch.profiler)",
         notes=[],

@@ -113,3 +113,12 @@ def _lora_4bit_forward(self, x, *args, **kwargs):
         output = output.to(expected_dtype)
         result = result + output
     return result
+
+
+def packed_elements(model) -> int:
+    """The parameters the 4-bit linears of ``model`` stand for beyond the bytes their packed weights count as elements
+    (``Params4bit`` holds two per byte): what a parameter count of the model adds for them."""
+    cls = _CLASSES.get("Linear4bitMemory")
+    if cls is None:
+        return 0
+    return sum(m.in_features * m.out_features - m.weight.numel() for m in model.modules() if isinstance(m, cls))

@@ -126,6 +126,12 @@ class ScriptSettings:
         return loss is not None and "liger" in f"{loss.value} {loss.note}".lower()
 
     @property
+    def unmodelled_fused_loss(self) -> bool:
+        """A fused or chunked loss the estimate does not model (cut-cross-entropy, TRL's `chunked_nll`): its logits are an
+        upper bound, and `--fit` must not propose a fused loss again."""
+        return self.fused_loss is not None and not self.liger_loss
+
+    @property
     def deepspeed_16bit_on(self) -> bool:
         """DeepSpeed's 16-bit mode over weights whose dtype is known to be 16-bit ("auto" waits for `complete_for`)."""
         return self.deepspeed_16bit and self.dtype.value in ("bf16", "fp16")

@@ -122,8 +122,7 @@ def settings_from_analysis(analysis, config, model_flag: str | None = None, wher
 
     offload, pins = offload_of(analysis)  # host memory only: the device estimate does not read it
     # `fused_loss`: a fused loss the setup does not model (not Liger's), which `--fit` must not propose again
-    flags = settings.as_flags()
-    return ({**flags, "model": model, "fused_loss": settings.fused_loss is not None and flags["loss"] != "fused", "offload": offload,
+    return ({**settings.as_flags(), "model": model, "fused_loss": settings.unmodelled_fused_loss, "offload": offload,
              "deepspeed_pins": pins, "trained_unknown": settings.trained_unknown}, settings.describe())
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 import weakref
 from typing import Any, Callable
@@ -375,13 +376,15 @@ def _bnb_adamw_8bit(params, *, paged: bool):
     ``optimizer_update_32bit``): no temporaries, so the step changes nothing here (the values do not matter)."""
     import torch
 
+    from .memory import BNB_BLOCK, BNB_MIN_8BIT_SIZE, BNB_PAGED_MIN_SIZE
+
     class AdamW8bitMemory(torch.optim.Optimizer):
         def __init__(self, params) -> None:
             super().__init__(params, {"lr": 1e-4})
             self.qmaps: tuple | None = None
 
         def _buffer(self, p, dtype):
-            return None if paged and p.numel() >= 1e5 else torch.zeros_like(p, dtype=dtype)
+            return None if paged and p.numel() >= BNB_PAGED_MIN_SIZE else torch.zeros_like(p, dtype=dtype)
 
         @torch.no_grad()
         def step(self, closure=None):
@@ -391,13 +394,13 @@ def _bnb_adamw_8bit(params, *, paged: bool):
                     if p.grad is None or state:
                         continue
                     n = p.numel()
-                    if n < 4096:
+                    if n < BNB_MIN_8BIT_SIZE:
                         state["state1"], state["state2"] = self._buffer(p, torch.float32), self._buffer(p, torch.float32)
                         continue
                     if self.qmaps is None:
                         self.qmaps = (torch.zeros(256), torch.zeros(256))
                     state["state1"], state["state2"] = self._buffer(p, torch.uint8), self._buffer(p, torch.uint8)
-                    blocks = -(-n // 256)
+                    blocks = -(-n // BNB_BLOCK)
                     state["absmax1"], state["absmax2"] = torch.zeros(blocks), torch.zeros(blocks)
 
     return AdamW8bitMemory(params)
@@ -695,7 +698,8 @@ def _fused_loss_forward(model, inputs):
     """The loss of a causal LM patched with Liger's fused linear cross-entropy (``use_liger_kernel=True``; liger-kernel
     ead96b6 src/liger_kernel/transformers/model/llama.py ``lce_forward``, and the same in every model it patches): the
     decoder's last hidden states, never the logits, go to ``LigerForCausalLMLoss`` (model/loss_utils.py), which shifts
-    the labels and runs ``LigerFusedLinearCrossEntropyFunction`` on the flattened tokens.  Liger's other kernels
+    the labels and runs ``LigerFusedLinearCrossEntropyFunction`` on the flattened tokens (Gemma's final soft-capping is
+    applied inside its kernel, in place: nothing to allocate).  Liger's other kernels
     (RMSNorm, SwiGLU, RoPE) are not applied: the trace keeps transformers' own, as the closed form does."""
     import torch
 
@@ -705,15 +709,11 @@ def _fused_loss_forward(model, inputs):
     labels = torch.nn.functional.pad(inputs["labels"], (0, 1), value=-100)
     shift_labels = labels[..., 1:].contiguous()
     del labels
-    softcap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)  # applied in the kernel, in place
-    del softcap
     weight = base.get_output_embeddings().weight
     return _fused_linear_cross_entropy().apply(kept.view(-1, kept.shape[-1]), weight, shift_labels.view(-1))
 
 
-_FLCE: Any = None
-
-
+@functools.cache
 def _fused_linear_cross_entropy():
     """``LigerFusedLinearCrossEntropyFunction`` (reduction "mean", no bias, ``accum_dtype=None``) as memory sees it, in
     torch (liger-kernel ead96b6 src/liger_kernel/ops/fused_linear_cross_entropy.py), line for line where it allocates:
@@ -730,9 +730,6 @@ def _fused_linear_cross_entropy():
     * backward: ``torch.equal(grad_output, torch.tensor(1.0))``, then the gradients scaled in place.
 
     The Triton kernel's values are not computed (memory only): the loss is the sum of the zero ``loss_1d``."""
-    global _FLCE
-    if _FLCE is not None:
-        return _FLCE
     import torch
 
     class FusedLinearCrossEntropy(torch.autograd.Function):
@@ -771,8 +768,7 @@ def _fused_linear_cross_entropy():
             torch.tensor(1.0)  # torch.equal(grad_output, torch.tensor(1.0)); element_mul_kernel scales in place
             return grad_input, grad_weight, None
 
-    _FLCE = FusedLinearCrossEntropy
-    return _FLCE
+    return FusedLinearCrossEntropy
 
 
 def _step(model, opt, inputs, setup, tracker, autocast_state, iterations: int) -> None:
@@ -801,13 +797,19 @@ def _step(model, opt, inputs, setup, tracker, autocast_state, iterations: int) -
         tracker.set_phase("idle")
 
 
+def _parameter_counts(model) -> tuple[int, int]:
+    """(total, trainable) parameters of ``model``, tied ones once, a 4-bit linear's as many as it stands for."""
+    from .trace_bnb import packed_elements
+
+    params = {id(p): p for p in model.parameters()}.values()
+    total = sum(p.numel() for p in params) + packed_elements(model)
+    return int(total), int(sum(p.numel() for p in params if p.requires_grad))
+
+
 def _result(tracker, model, t0: float, method: str, notes: list[str]) -> TraceResult:
     phases = {p: int(tracker.phase_peaks.get(p, 0)) for p in PHASES}
     peak_phase = max(PHASES, key=lambda p: phases[p])
-    from .trace_bnb import packed_elements
-
-    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) + packed_elements(model)
-    trainable = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad)
+    total, trainable = _parameter_counts(model)
     return TraceResult(
         peak_bytes=phases[peak_phase], phases=phases, peak_phase=peak_phase,
         breakdown=dict(tracker.phase_snaps.get(peak_phase, {})),
@@ -963,14 +965,11 @@ def allocator_step(setup, *, iterations: int = 2) -> TraceResult:
         peaks[phase] = max(peaks.get(phase, 0), cur)
     phases = {p: int(peaks.get(p, 0)) for p in PHASES}
     peak_phase = max(PHASES, key=lambda p: phases[p])
-    params = {id(p): p for p in model.parameters()}.values()
-    from .trace_bnb import packed_elements
-
+    total, trainable = _parameter_counts(model)
     return TraceResult(
         peak_bytes=phases[peak_phase], phases=phases, peak_phase=peak_phase, breakdown={"Total": phases[peak_phase]},
         phase_breakdown={p: {"Total": phases[p]} for p in PHASES},
-        params_total=int(sum(p.numel() for p in params)) + packed_elements(model),
-        params_trainable=int(sum(p.numel() for p in params if p.requires_grad)),
+        params_total=total, params_trainable=trainable,
         seconds=round(time.perf_counter() - t0, 3), method="real CPU step + CPU allocator events (torch.profiler)",
         notes=[],
     )

@@ -24,14 +24,12 @@ Only memory is emulated: the dequantised weights are empty tensors.  8-bit (LLM.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-_CLASSES: dict[str, Any] = {}
 
-
+@functools.cache
 def _classes() -> dict[str, Any]:
-    if _CLASSES:
-        return _CLASSES
     import torch
 
     class MatMul4Bit(torch.autograd.Function):
@@ -70,8 +68,7 @@ def _classes() -> dict[str, Any]:
             shape = (self.out_features, self.in_features)
             return MatMul4Bit.apply(x, self.weight, bias, shape).to(inp_dtype)
 
-    _CLASSES.update(MatMul4Bit=MatMul4Bit, Linear4bitMemory=Linear4bitMemory)
-    return _CLASSES
+    return {"MatMul4Bit": MatMul4Bit, "Linear4bitMemory": Linear4bitMemory}
 
 
 def quantize_4bit(model, compute_dtype) -> None:
@@ -118,7 +115,5 @@ def _lora_4bit_forward(self, x, *args, **kwargs):
 def packed_elements(model) -> int:
     """The parameters the 4-bit linears of ``model`` stand for beyond the bytes their packed weights count as elements
     (``Params4bit`` holds two per byte): what a parameter count of the model adds for them."""
-    cls = _CLASSES.get("Linear4bitMemory")
-    if cls is None:
-        return 0
+    cls = _classes()["Linear4bitMemory"]
     return sum(m.in_features * m.out_features - m.weight.numel() for m in model.modules() if isinstance(m, cls))

@@ -100,7 +100,7 @@ class Assessment:
             setup = replace(self.base, checkpointing=self.current)
             known = {name: p.estimate for name, p in self.computed.items() if p.estimate is not None}
             options = FitOptions(partial_plans=self.partial_plans, offload_available=self.partial_plans,
-                                 fused_loss=self.settings.fused_loss is not None and not self.settings.liger_loss,
+                                 fused_loss=self.settings.unmodelled_fused_loss,
                                  zero_available=self.settings.gpus.stated)
             self.memo["fit"] = plan_fit(setup, self.budget.bytes, options, known=known)
         return self.memo["fit"]

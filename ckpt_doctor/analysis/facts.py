@@ -121,6 +121,9 @@ class Call:
     # "utils.py:40" when the call is made by a project function the script calls (at `span`): it stands for
     # that call, so no fix may edit it here
     via: str | None = None
+    # made where autograd records nothing: under `with torch.no_grad():` / `torch.inference_mode()` /
+    # `torch.set_grad_enabled(False)`, or in a function decorated with one of them
+    grad_off: bool = False
 
     @property
     def runs_by_default(self) -> bool | None:
@@ -170,6 +173,25 @@ class AttrAssign:
     line: int
     condition: Condition = ALWAYS
     via: str | None = None  # as `Call.via`
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A `for` / `while` loop of the script's: its node (what it does is read from it), where it is, and whether it
+    runs with autograd off (as `Call.grad_off`)."""
+
+    node: ast.For | ast.AsyncFor | ast.While
+    scope: str
+    grad_off: bool
+
+    @property
+    def line(self) -> int:
+        return self.node.lineno
+
+    def holds(self, call: Call) -> bool:
+        """Whether `call` is made in the loop's body (the script's own calls, not a project function's)."""
+        end = self.node.end_lineno or self.node.lineno
+        return call.via is None and call.scope == self.scope and self.node.lineno < call.line <= end
 
 
 @dataclass
@@ -227,6 +249,7 @@ class ScriptFacts:
     # block (a library's helper module only defines)
     runs: bool = False
     param_tests: list[ParamTest] = field(default_factory=list)
+    loops: list[Loop] = field(default_factory=list)
     # checkpointing turned on for a model class of the project's own, whose module calls torch's `checkpoint` itself
     # (a copied `modeling_llama.py`): (what turns it on: an enable call, a Trainer given the model, the model's own
     # keyword (the load itself) or `model.gradient_checkpointing = ...`; the model's load; its module; that call)
@@ -416,6 +439,8 @@ class _Extractor:
         self.parses_dataclasses = False  # the script fills dataclasses from the command line (`HfArgumentParser`, `TrlParser`)
         self.assigned: dict[int, set[str]] = {}  # id(function node) -> the names its body binds (the prepass)
         self.not_project: set[str] = set()  # qualified names no project module defines as a class
+        self.grad_off = False  # the statement being walked runs with autograd off (`with torch.no_grad():`)
+        self.grad_off_functions: set[int] = set()  # id(function node) of those decorated `@torch.no_grad()`
 
     # positions
     def _col(self, line: int, byte_col: int) -> int:
@@ -676,7 +701,9 @@ class _Extractor:
             self.facts.functions[node.name] = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
             scope.bindings.update(self._arguments(node, self.local_calls.get(node.name, [])))
         self.condition = ALWAYS
+        self.grad_off = id(node) in self.grad_off_functions  # a body runs as its decorators say, not where it is defined
         self.block(node.body, scope)
+        self.grad_off = False
 
     def _arguments(self, node: ast.FunctionDef | ast.AsyncFunctionDef, calls: list[Call]) -> dict[str, Value]:
         """What the parameters hold when the function is called from one place or from none we see (a CLI
@@ -753,6 +780,8 @@ class _Extractor:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for expr in node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d]:
                 self.record_calls(expr, scope)
+            if any(self._turns_grad_off(d, scope) for d in node.decorator_list):
+                self.grad_off_functions.add(id(node))
             copied = node.name in _PEFT_COPIES and {"use_gradient_checkpointing", "gradient_checkpointing_kwargs"} <= _params(node.args)
             # a copy of peft's `prepare_model_for_kbit_training` (peft >= 0.6's signature) kept in the script does what
             # peft's does
@@ -810,16 +839,20 @@ class _Extractor:
         elif isinstance(node, (ast.For, ast.AsyncFor)):
             self.record_calls(node.iter, scope)
             self.bind(node.target, self._loop_item(node, scope), scope, node)
+            self.facts.loops.append(Loop(node, scope.name, self.grad_off))
             self.block(node.body, scope)
             self.block(node.orelse, scope)
         elif isinstance(node, (ast.With, ast.AsyncWith)):
+            outer = self.grad_off
             for item in node.items:
                 self.record_calls(item.context_expr, scope)
+                self.grad_off = self.grad_off or self._turns_grad_off(item.context_expr, scope)
                 if item.optional_vars is not None:
                     entered = self.eval(item.context_expr, scope)
                     is_file = isinstance(entered, Instance) and entered.qualname == "open"  # `with open(p) as f`
                     self.bind(item.optional_vars, entered if is_file else UNKNOWN, scope, node)
             self.block(node.body, scope)
+            self.grad_off = outer
         elif isinstance(node, ast.If):
             self.record_calls(node.test, scope)
             then, otherwise, default = self._test_literals(node.test, scope)
@@ -834,6 +867,7 @@ class _Extractor:
             scope.bindings = _merge_branches(before, after_body, scope.bindings, then, default)
         elif isinstance(node, ast.While):
             self.record_calls(node.test, scope)
+            self.facts.loops.append(Loop(node, scope.name, self.grad_off))
             self.block(node.body, scope)
             self.block(node.orelse, scope)
         elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
@@ -858,6 +892,18 @@ class _Extractor:
             for child in children(node):
                 if isinstance(child, ast.expr):
                     self.record_calls(child, scope)
+
+    def _turns_grad_off(self, expr: ast.expr, scope: _Scope) -> bool:
+        """`torch.no_grad()`, `torch.inference_mode()`, `torch.set_grad_enabled(<anything but True>)` (as a context or a
+        decorator; `@torch.no_grad` also without the call)."""
+        called = isinstance(expr, ast.Call)
+        callee = self.eval(expr.func if called else expr, scope)
+        name = callee.name if isinstance(callee, QualName) else None
+        if name in GRAD_OFF:
+            return not (called and expr.args and truth(self.eval(expr.args[0], scope)) is False)  # `inference_mode(False)`
+        if name in GRAD_SWITCHES and called and expr.args:
+            return truth(self.eval(expr.args[0], scope)) is not True  # `set_grad_enabled(phase == "train")` too
+        return False
 
     def _loop_item(self, node: ast.For | ast.AsyncFor, scope: _Scope) -> Value:
         """`for p in model.bert.parameters():` binds `p` to a parameter of `model.bert` (a `PARAMETERS` instance
@@ -1001,6 +1047,7 @@ class _Extractor:
             node=node,
             condition=self.condition,
             other_qualnames=other_qualnames,
+            grad_off=self.grad_off,
         )
         if partial is not None:
             record.via_partial = partial.call
@@ -1568,6 +1615,10 @@ _FILE_LOADERS = {"json.load", "json.loads", "yaml.safe_load", "yaml.load", "yaml
 
 
 LOADERS = (".from_pretrained", ".from_config")
+# what turns autograd's recording off, as a context manager or a decorator (torch 2.13.0 `torch/autograd/grad_mode.py`)
+GRAD_OFF = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode",
+                      "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
+GRAD_SWITCHES = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled", "torch.autograd.grad_mode.set_grad_enabled"})
 
 
 def _model_loads(value: Value, depth: int = 0) -> list[Instance]:

@@ -26,6 +26,7 @@ from ckpt_doctor.analysis.source import NotPython, SourceError, SourceFile, read
 PREFILTER = re.compile(r"checkpoint|use_cache|kbit|deepspeed|\btrl\b|TrainingArguments|find_unused|fsdp|activation_memory_budget|compute_metrics|vllm", re.IGNORECASE)
 # The memory rules (CKPT4xx) look at any script that loads a model and trains it.
 MEMORY_PREFILTER = re.compile(r"from_pretrained|Trainer\b|\.backward\(")
+MEMORY_RULES = ("CKPT401", "CKPT404", "CKPT407")  # those of them that need no keyword of PREFILTER
 
 
 @dataclass
@@ -76,7 +77,7 @@ def check_source(source: SourceFile, settings: Settings) -> FileResult:
 def lint_text(source: SourceFile, settings: Settings, dependencies: list[str] | None = None,
               suppressed: list[Finding] | None = None) -> list[Finding]:
     """The findings of a script or notebook; those a noqa comment hides go to `suppressed` when it is given."""
-    memory_rules = settings.enabled("CKPT401") or settings.enabled("CKPT404")
+    memory_rules = any(settings.enabled(code) for code in MEMORY_RULES)
     if not PREFILTER.search(source.text) and not (memory_rules and MEMORY_PREFILTER.search(source.text)) and not _imports_siblings(source):
         if source.text.strip():
             compile_check(source)

@@ -218,5 +218,5 @@ def _within_versions(fix: FixSpec | None, versions: TargetVersions) -> FixSpec |
 def _load() -> None:
     # every time, not "once the registry has entries": importing one rule module on its own (`estimate`
     # imports `rules.memory`) must not hide the others; a second import is a dictionary lookup
-    from ckpt_doctor.rules import adapters, distributed, huggingface, memory, suppression, torch_checkpoint  # noqa: F401
+    from ckpt_doctor.rules import adapters, distributed, evaluation, huggingface, memory, suppression, torch_checkpoint  # noqa: F401
     from ckpt_doctor.rules import configs  # noqa: F401  (after the others: it adds config checks to their rules)

@@ -1026,3 +1026,75 @@ def test_a_deepspeed_block_a_project_model_reads_is_used(tmp_path):
     assert check_file(str(tmp_path / "train.py"), settings).findings == []
     (tmp_path / "pkg" / "model.py").write_text("import torch\n\ndef get_model(config, ac_config):\n    return torch.nn.Linear(4, 4)\n")
     assert [f.code for f in check_file(str(tmp_path / "train.py"), settings).findings] == ["CKPT305"]
+
+
+def test_quantization_on_branches_neither_known_to_run_is_unknown_not_both():
+    # holdout22 (tachyon-beep/mixtral-trainer): `if precision == INT8: 8-bit elif precision == INT4: 4-bit` on a value
+    # set elsewhere made both flags true, and the estimate raised (an internal error)
+    from ckpt_doctor.analysis import analyze
+    from ckpt_doctor.rules import Context
+
+    text = textwrap.dedent("""
+        import torch
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments
+
+        if config.precision == Precision.INT8:
+            quantization = BitsAndBytesConfig(load_in_8bit=True)
+        elif config.precision == Precision.INT4:
+            quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained("mistralai/Mistral-7B-v0.1", quantization_config=quantization)
+        Trainer(model=model, args=TrainingArguments("out", gradient_checkpointing=True)).train()
+        """)
+    settings = Settings(target_versions=NEWEST, gpu_memory="80GiB")
+    found = lint_text(SourceFile("t.py", text, text.encode()), settings)
+    assert [f.code for f in found if f.code.startswith("CKPT40")] == ["CKPT404"]
+    read = Context(analyze(SourceFile("t.py", text, text.encode()), settings), settings).analysis.settings
+    assert not (read.load_in_4bit or read.load_in_8bit) and "quantization depends" in read.trained_unknown
+    # one of them on the default run decides it
+    default_run = text.replace("if config.precision == Precision.INT8:", "if False:")
+    read = Context(analyze(SourceFile("t.py", default_run, default_run.encode()), settings), settings).analysis.settings
+    assert read.load_in_4bit and not read.load_in_8bit and read.trained_unknown is None
+
+
+def test_an_embedding_resized_after_the_peft_wrap_trains_before_transformers_4_36():
+    # holdout22 (MihailoMilenkovic/llm-chat-finetuning): before 4.36 `resize_token_embeddings` installs a new
+    # `nn.Embedding` that requires grad, so the checkpointed layers' inputs require grad and the adapters train [H12]
+    code = """
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+        model = AutoModelForCausalLM.from_pretrained("bigscience/bloom-1b1")
+        model = get_peft_model(model, LoraConfig(r=8))
+        model.resize_token_embeddings(len(tokenizer))
+        args = TrainingArguments("out", gradient_checkpointing=True)
+        Trainer(model=model, args=args).train()
+        """
+    old = {"torch": "2.1", "transformers": "4.33", "peft": "0.5"}
+    assert ("CKPT202", 8) not in codes(code, targets=old)
+    assert ("CKPT202", 8) in codes(code, targets={**old, "transformers": "4.40"})
+    lines = code.splitlines()
+    lines[5], lines[6] = lines[6], lines[5]  # resized before the wrap: the wrap freezes the new embedding
+    assert ("CKPT202", 8) in codes("\n".join(lines), targets=old)
+
+
+def test_a_fused_loss_the_script_turns_on_itself_is_read():
+    # holdout22 (Scicom small-ablation): `LigerFusedLinearCrossEntropyLoss()(lm_head.weight, hidden, labels)` in the
+    # script's own forward; the estimate counted whole fp32 logits and reported an out-of-memory error
+    from ckpt_doctor.analysis import analyze
+    from ckpt_doctor.config import Settings as Config
+
+    def fused(body: str):
+        text = "from transformers import AutoModelForCausalLM\n" + textwrap.dedent(body) + \
+            '\nmodel = AutoModelForCausalLM.from_pretrained("Qwen/Qwen3-8B")\n'
+        read = analyze(SourceFile("t.py", text, text.encode()), Config(target_versions=NEWEST)).settings
+        return read.fused_loss.value if read.fused_loss else None
+
+    assert fused("from liger_kernel.transformers import apply_liger_kernel_to_qwen3\napply_liger_kernel_to_qwen3()\n") == "liger"
+    assert fused("from liger_kernel.transformers import apply_liger_kernel_to_qwen3\n"
+                 "apply_liger_kernel_to_qwen3(fused_linear_cross_entropy=False)\n") is None
+    assert fused("from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss\n"
+                 "loss_fn = LigerFusedLinearCrossEntropyLoss(reduction='sum')\n") == "liger"
+    assert fused("from liger_kernel.transformers import AutoLigerKernelForCausalLM\n"
+                 "m = AutoLigerKernelForCausalLM.from_pretrained('Qwen/Qwen3-8B')\n") == "liger"
+    assert fused("from cut_cross_entropy.transformers import cce_patch\n") == "cut-cross-entropy"
+    assert fused("import torch\n") is None

@@ -37,7 +37,7 @@ SETTINGS = ("batch_size", "seq_len", "dtype", "optimizer", "checkpointing")
 SEVERITIES = ("error", "warning", "info")
 
 
-LATER_HOLDOUTS = ("holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8", "holdout9", "holdout10", "holdout11", "holdout12", "holdout13", "holdout14", "holdout15", "holdout16", "holdout17", "holdout18", "holdout19", "holdout20", "holdout21")  # gathered and labelled after the first split, each in its own list
+LATER_HOLDOUTS = ("holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8", "holdout9", "holdout10", "holdout11", "holdout12", "holdout13", "holdout14", "holdout15", "holdout16", "holdout17", "holdout18", "holdout19", "holdout20", "holdout21", "holdout22")  # gathered and labelled after the first split, each in its own list
 
 
 def scored_in(folder: Path, split: str) -> list[tuple[str, str]]:

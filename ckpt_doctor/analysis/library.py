@@ -38,6 +38,9 @@ TRAINER_OWN_KEYS = {"every_n_layers", "offload"}
 MLLAMA_VISION_UNCHECKPOINTED_SINCE = "4.55"
 MLLAMA_TEXT_ONLY = ("MllamaForCausalLM", "MllamaTextModel")
 MLLAMA_MODEL_ID = r"(?i)llama-3\.2-\d+b-vision|llama-guard-3-11b-vision"
+# `resize_token_embeddings` keeps the embedding's `requires_grad` (huggingface/transformers#26865); before, the new
+# `nn.Embedding` it installs always requires grad [H12]
+TRANSFORMERS_RESIZE_KEEPS_REQUIRES_GRAD_SINCE = "4.36"
 # Defaults of `TrainingArguments` fields that do not depend on the release [H3, H7]; a field the command
 # line sets (`HfArgumentParser`) and nothing else names has this value unless the option is passed.
 TRAINING_ARGS_DEFAULTS = {"gradient_checkpointing": False, "per_device_train_batch_size": 8}

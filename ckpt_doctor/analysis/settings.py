@@ -254,11 +254,7 @@ def read_settings(training: Training) -> ScriptSettings:
                 out.deepspeed_16bit = True
                 if out.dtype.value != key:  # the engine casts the parameters to its dtype
                     out.dtype = Setting(key, config.line, f"DeepSpeed {key}.enabled in {config.where}, fp32 master weights")
-    for call in facts.calls_to("transformers.BitsAndBytesConfig"):
-        if call.runs_by_default is False:  # `if args.use_qlora:` with its default off
-            continue
-        out.load_in_4bit = out.load_in_4bit or truth(call.kwarg("load_in_4bit")) is True
-        out.load_in_8bit = out.load_in_8bit or truth(call.kwarg("load_in_8bit")) is True
+    _quantization(facts, out)
 
     # training arguments
     config = out.config_call
@@ -362,7 +358,8 @@ def read_settings(training: Training) -> ScriptSettings:
         if truth(parsed.get("use_peft", MISSING)) is True:
             out.lora_r = _setting(parsed.get("lora_r", MISSING)) or Setting(16, None, "TRL ModelConfig default lora_r")
 
-    out.trained_unknown = _trained_unknown(training, out)
+    out.trained_unknown = out.trained_unknown or _trained_unknown(training, out)
+    out.fused_loss = out.fused_loss or _library_fused_loss(facts)
 
     # sharding
     stage = training.zero_stage
@@ -732,6 +729,55 @@ def _kwarg_setting(facts: ScriptFacts, call: Call, name: str) -> Setting | None:
 
 
 _AUTOCAST = ("torch.autocast", "torch.amp.autocast", "torch.cuda.amp.autocast", "torch.cpu.amp.autocast")
+
+
+# what the script itself calls to compute its loss without the whole logits (liger-kernel ead96b6,
+# `transformers/monkey_patch.py`: every `apply_liger_kernel_to_<model>` takes `fused_linear_cross_entropy: bool = True`;
+# `AutoLigerKernelForCausalLM` applies it with its defaults)
+LIGER_PATCH = "liger_kernel.transformers.apply_liger_kernel_to_"
+LIGER_AUTO_MODEL = "liger_kernel.transformers.AutoLigerKernelForCausalLM"
+LIGER_LOSS = "LigerFusedLinearCrossEntropyLoss"
+CUT_CROSS_ENTROPY = "cut_cross_entropy"  # Apple's cut cross-entropy (not modelled: the estimate's logits stay an upper bound)
+
+
+def _library_fused_loss(facts: ScriptFacts) -> Setting | None:
+    """Liger's fused linear cross-entropy as the script turns it on by itself: a patch `apply_liger_kernel_to_llama()`
+    (its `fused_linear_cross_entropy` not False), a model `AutoLigerKernelForCausalLM.from_pretrained(...)`, or its own
+    loss `LigerFusedLinearCrossEntropyLoss()` over the head's weight; else Apple's cut cross-entropy imported."""
+    for call in facts.calls:
+        name = call.qualname or ""
+        if name.startswith(LIGER_PATCH) and call.runs_by_default is not False:
+            fused = call.kwarg("fused_linear_cross_entropy")
+            if isinstance(fused, Missing) or truth(fused) is True:
+                return Setting("liger", call.line, f"`{call.name}()`: fused_linear_cross_entropy")
+        elif (name.startswith(LIGER_AUTO_MODEL) or name.endswith(LIGER_LOSS)) and call.runs_by_default is not False:
+            return Setting("liger", call.line, f"`{call.name}`" if name.endswith(LIGER_LOSS) else "`AutoLigerKernelForCausalLM`")
+    imported = next((line for module, line in facts.imports.items() if module.split(".", 1)[0] == CUT_CROSS_ENTROPY), None)
+    if imported is not None:
+        return Setting("cut-cross-entropy", imported, "imports cut_cross_entropy")
+    return None
+
+
+def _quantization(facts: ScriptFacts, out: ScriptSettings) -> None:
+    """4-bit or 8-bit from the `BitsAndBytesConfig(...)` calls that may run by default (`if args.use_qlora:` with its
+    default off does not). Calls of both kinds on branches neither of which is known to run (`if precision == INT8:
+    ... elif precision == INT4:` on a value set elsewhere) leave the quantization unknown, not both."""
+    bits = {}
+    for call in facts.calls_to("transformers.BitsAndBytesConfig"):
+        if call.runs_by_default is False:
+            continue
+        for flag in ("load_in_4bit", "load_in_8bit"):
+            if truth(call.kwarg(flag)) is True:
+                bits.setdefault(flag, []).append(call)
+    if len(bits) == 2:
+        chosen = [flag for flag, calls in bits.items() if any(c.runs_by_default is True for c in calls)]
+        if len(chosen) != 1:
+            lines = " and ".join(f"{flag} at {calls[0].via or f'line {calls[0].line}'}" for flag, calls in bits.items())
+            out.trained_unknown = out.trained_unknown or f"the quantization depends on which branch runs ({lines})"
+            return
+        bits = {chosen[0]: bits[chosen[0]]}
+    out.load_in_4bit = out.load_in_4bit or "load_in_4bit" in bits
+    out.load_in_8bit = out.load_in_8bit or "load_in_8bit" in bits
 
 
 def _autocast(facts: ScriptFacts) -> Setting | None:

@@ -31,6 +31,7 @@ from ckpt_doctor.analysis.library import (
     TRAINER_OWN_KEYS,
     TRANSFORMERS_EXPLICIT_REENTRANT_SINCE,
     TRANSFORMERS_NON_REENTRANT_DEFAULT,
+    TRANSFORMERS_RESIZE_KEEPS_REQUIRES_GRAD_SINCE,
     TRANSFORMERS_TRAINER_EMPTY_IS_NONE_SINCE,
     TRANSFORMERS_TRAINER_PASSES_NONE_SINCE,
     TRL_CHECKPOINTING_DEFAULT_ON,
@@ -651,6 +652,11 @@ class Training:
         # (on any receiver: `model.get_input_embeddings().register_forward_hook(make_inputs_require_grad)` has no name)
         calls += [c for c in self.facts.calls if c.name == "register_forward_hook" and c.is_method
                   and "require" in " ".join(filter(None, c.arg_names)).lower()]
+        if self.versions.at_least("transformers", TRANSFORMERS_RESIZE_KEEPS_REQUIRES_GRAD_SINCE) is not True:
+            # an embedding resized after the PEFT wrap is a new one that trains, so the layers' inputs require grad [H12]
+            wraps = self.peft_calls
+            calls += [c for c in self.facts.method_calls("resize_token_embeddings")
+                      if any(w.scope == c.scope and w.line < c.line for w in wraps)]
         return calls
 
     @property

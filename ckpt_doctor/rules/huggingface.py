@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import ast
 from typing import Iterator
 
 from ckpt_doctor.analysis.facts import AttrAssign, own_name
 from ckpt_doctor.findings import Applicability, FixSpec, Related, RenameAttribute, RenameKeywords, RenameMethod, SetDictKey, Severity
-from ckpt_doctor.analysis.conditions import ALWAYS, Condition, on_path, together
+from ckpt_doctor.analysis.conditions import Condition, on_path, together
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after, insert_before, peft_call_on_path, set_keyword, zero3_with_peft
-from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, KBIT_PREPARATION, MLLAMA_VISION_UNCHECKPOINTED_SINCE, TRANSFORMERS_NON_REENTRANT_DEFAULT, PEFT_KBIT_KWARGS_SINCE, PEFT_MODELS, TRANSFORMERS_KWARGS_SINCE, is_training_config
-from ckpt_doctor.analysis.training import HFSite, on_paths
-from ckpt_doctor.analysis.values import MISSING, UNKNOWN, Const, DictVal, Instance, Missing, Namespace, OptionVal, constant, truth
+from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, MLLAMA_VISION_UNCHECKPOINTED_SINCE, TRANSFORMERS_NON_REENTRANT_DEFAULT, PEFT_KBIT_KWARGS_SINCE, TRANSFORMERS_KWARGS_SINCE, is_training_config
+from ckpt_doctor.analysis.training import HFSite
+from ckpt_doctor.analysis.whole_job import logits_kept_in_evaluation
+from ckpt_doctor.analysis.values import MISSING, Const, DictVal, Instance, Missing, Namespace, truth
 
 SAVE_METHODS = ("save_pretrained", "push_to_hub", "save_model")
 STEP_METHODS = ("backward", "step", "train")
@@ -580,115 +580,6 @@ def checkpointing_in_eval_mode(ctx: Context) -> Iterator[Report]:
 
 
 # -- evaluation that keeps every batch's logits -------------------------------------------------------
-EVAL_TRAINERS = ("transformers.Trainer", "transformers.Seq2SeqTrainer", "trl.SFTTrainer")
-EVAL_OVERRIDES = {"prediction_step", "evaluation_loop", "evaluate"}
-LM_HEADS = ("ForCausalLM", "ForMaskedLM", "LMHeadModel", "ForConditionalGeneration", "ForSeq2SeqLM", "ForPreTraining", "WithLMHead",
-            "ForImageTextToText", "ForVision2Seq")
-
-
-def _eval_trainer(ctx: Context, call) -> str | None:
-    """The library trainer `call` builds (its own subclass counts unless it overrides evaluation), else None."""
-    qualname = call.qualname or ""
-    func = call.node.func
-    written = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
-    own = ctx.facts.classes.get(written) if written else None
-    if own is not None and own.methods & EVAL_OVERRIDES:
-        return None  # the script's subclass (the facts name it by its library base) evaluates its own way
-    if qualname in EVAL_TRAINERS:
-        return qualname
-    if qualname.startswith("<local>."):
-        local = qualname.split(".", 1)[1]
-        known = ctx.facts.classes.get(local)
-        base = ctx.facts.library_base(local)
-        if base in EVAL_TRAINERS and known is not None and not known.methods & EVAL_OVERRIDES:
-            return base
-    return None
-
-
-def _language_model(ctx: Context, value, trainer: str) -> bool | None:
-    """Whether the trained model puts out vocabulary-sized logits: a `...ForCausalLM` / `...ForMaskedLM` / ... load
-    (through PEFT wrapping), a model id given to TRL's SFTTrainer; None when it cannot be told."""
-    if trainer == "trl.SFTTrainer":
-        return True
-    for _ in range(4):
-        if isinstance(value, Const) and isinstance(value.value, str):
-            return None
-        if not isinstance(value, Instance):
-            break
-        qualname = value.qualname
-        if qualname in PEFT_MODELS or qualname in KBIT_PREPARATION:
-            call = value.call
-            value = call.args[0] if call.args else call.kwarg("model")
-            continue
-        owner = qualname.rsplit(".", 2)[-2] if qualname.count(".") >= 2 else qualname
-        return any(marker in owner for marker in LM_HEADS) or (owner.startswith("AutoModelFor") and "LM" in owner)
-    loads = ctx.training.model_loads
-    if not loads:
-        return None
-    heads = [any(marker in (c.qualname or "") for marker in LM_HEADS) or "AutoModelForCausalLM" in (c.qualname or "") for c in loads]
-    return True if all(heads) else None
-
-
-def _field(args, name: str):
-    """A `TrainingArguments` field as the Trainer will see it: the call's keyword, the command line's option, or
-    MISSING (the class default)."""
-    if isinstance(args, Instance) and is_training_config(args.qualname):
-        return args.call.kwarg(name)
-    if isinstance(args, Namespace):
-        return args.get(name)
-    if isinstance(args, Missing):
-        return MISSING
-    return UNKNOWN
-
-
-def _off_paths(value, condition: Condition, off_when) -> Condition | None:
-    """The part of `condition` on which the setting `value` leaves accumulation on (`off_when(v)` False): MISSING and
-    None leave it on; a constant that turns it off ends it; an option leaves it on on the run without the option;
-    a value not known statically may turn it off (None)."""
-    if isinstance(value, Missing):
-        return condition
-    if isinstance(value, OptionVal):
-        for path, state in on_paths(value, None):
-            if state is False and (joined := together(condition, path)) is not None:
-                return joined
-        return None
-    if not isinstance(value, Const):
-        return None
-    own = on_paths(value, None)[0][0] if value.alternatives else ALWAYS
-    candidates = [(own, value)] + [(c, v) for c, v in value.alternatives if isinstance(v, Const)]
-    for path, candidate in candidates:
-        if candidate.value is None or not off_when(candidate.value):
-            if (joined := together(condition, path)) is not None:
-                return joined
-    return None
-
-
-def _evaluates(ctx: Context, call, args, condition: Condition) -> tuple[Condition, str] | None:
-    """The path on which the trainer built at `call` evaluates, and what makes it: an `eval_strategy` other than
-    "no", or an explicit `trainer.evaluate()`."""
-    for name in ("eval_strategy", "evaluation_strategy"):
-        value = _field(args, name)
-        if isinstance(value, Missing):
-            continue
-        if isinstance(value, OptionVal):
-            for path, state in on_paths(value, None):
-                if state is True and (joined := together(condition, path)) is not None:
-                    return joined, f"`{value.option}`"
-            continue
-        text = str(constant(value, getattr(value, "name", "")) or "").lower()
-        if text and not text.endswith("no"):
-            return condition, f"`{name}={constant(value, getattr(value, 'name', ''))!r}`"
-    trainer_name = call.assigned_to
-    for evaluation in ctx.facts.method_calls("evaluate"):
-        receiver = evaluation.receiver_value
-        same = (isinstance(receiver, Instance) and receiver.call is call) or (trainer_name and evaluation.receiver == trainer_name)
-        if same:
-            joined = together(condition, evaluation.condition)
-            if joined is not None:
-                return joined, f"`{evaluation.receiver}.evaluate()` at line {evaluation.line}"
-    return None
-
-
 @rule(
     "CKPT209",
     "eval-accumulates-logits",
@@ -696,54 +587,16 @@ def _evaluates(ctx: Context, call, args, condition: Condition) -> tuple[Conditio
     summary="the Trainer keeps every evaluation batch's vocabulary logits on the GPU for `compute_metrics`",
 )
 def eval_accumulates_logits(ctx: Context) -> Iterator[Report]:
-    for call in ctx.facts.calls:
-        trainer = _eval_trainer(ctx, call)
-        if trainer is None or call.via:
-            continue
-        if "compute_metrics" not in call.kwargs:
-            continue  # not given (or in `**kwargs`, not known)
-        metrics = call.kwargs["compute_metrics"]
-        if isinstance(metrics, Const) and metrics.value is None and not metrics.alternatives:
-            continue
-        condition = call.condition
-        if isinstance(metrics, Const):  # `compute_metrics=fn if args.metrics else None`
-            found = [path for path, state in on_paths(metrics, None) if state is not False]
-            condition = next((j for p in found if (j := together(condition, p)) is not None), None)
-            if condition is None:
-                continue
-        preprocess = call.kwarg("preprocess_logits_for_metrics")
-        if not isinstance(preprocess, Missing) and not (isinstance(preprocess, Const) and preprocess.value is None and not preprocess.alternatives):
-            continue  # given (on some path: `fn if training_args.do_eval else None` goes with the same test on compute_metrics)
-        args = call.kwarg("args")
-        if isinstance(args, Missing) and len(call.args) > 1:
-            args = call.args[1]
-        model = call.kwarg("model")
-        if isinstance(model, Missing) and call.args:
-            model = call.args[0]
-        if _language_model(ctx, model, trainer) is not True:
-            continue
-        for name, off_when in (("eval_accumulation_steps", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
-                               ("batch_eval_metrics", bool), ("prediction_loss_only", bool), ("predict_with_generate", bool)):
-            if condition is None:
-                break
-            if name == "predict_with_generate" and "Seq2Seq" not in str(getattr(args, "qualname", None) or getattr(args, "config_class", None)):
-                continue  # a field of `Seq2SeqTrainingArguments` only
-            condition = _off_paths(_field(args, name), condition, off_when)
-        if condition is None:
-            continue
-        evaluates = _evaluates(ctx, call, args, condition)
-        if evaluates is None:
-            continue
-        condition, why = evaluates
+    for kept in logits_kept_in_evaluation(ctx.training):
         yield Report(
-            call.span,
-            f"`{call.name}` with `compute_metrics` evaluates ({why}) without `preprocess_logits_for_metrics` or "
+            kept.call.span,
+            f"`{kept.call.name}` with `compute_metrics` evaluates ({kept.why}) without `preprocess_logits_for_metrics` or "
             "`eval_accumulation_steps`: its evaluation loop keeps every batch's logits (batch x sequence x vocabulary, "
             "in the model's dtype) on the GPU until the last batch, then hands them to `compute_metrics` at once, so a "
             "language model runs out of memory in evaluation after training fitted; pass "
             "`preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1)` (or what the metric needs), or set "
             "`eval_accumulation_steps` to move them to the CPU every few batches",
-            condition=condition,
+            condition=kept.condition,
         )
 
 

@@ -15,6 +15,7 @@ from ckpt_doctor.analysis.library import ACTIVATION_CHECKPOINTING_SINCE, TRANSFO
 from ckpt_doctor.rules import Context, Report, rule
 from ckpt_doctor.rules.shared import insert_after
 from ckpt_doctor.analysis.settings import ScriptSettings, complete_for
+from ckpt_doctor.analysis.whole_job import config_colocations, script_colocations
 
 GIB = 2**30
 COMFORT = 0.80  # CKPT403: "fits comfortably" = the plan without checkpointing uses at most 80 % of the budget
@@ -529,115 +530,6 @@ def memory_not_estimated(ctx: Context) -> Iterator[Report]:
 
 
 # -- vLLM colocated with training (TRL GRPO / RLOO) ---------------------------------------------------
-VLLM_CONFIGS = ("trl.GRPOConfig", "trl.RLOOConfig")
-VLLM_UTILIZATION_DEFAULT = 0.3  # GRPOConfig / RLOOConfig `vllm_gpu_memory_utilization`, trl 0.18 .. 1.9 [R5]
-# keys that put vLLM elsewhere when no `vllm_mode` is given: a device of its own (trl 0.14 .. 0.17), a server [R5]
-VLLM_ELSEWHERE = ("vllm_device", "vllm_server_host", "vllm_server_base_url")
-TRL_COLOCATE_DEFAULT_SINCE = "1.0"  # `vllm_mode` defaults to "colocate" (before: "server") [R5]
-
-
-@dataclass
-class Colocation:
-    span: Span
-    utilization: float
-    said: str  # where the utilization comes from: "line 5", "the GRPOConfig default 0.3"
-    mode: str  # why vLLM is colocated: "`vllm_mode=\"colocate\"`", "the default of trl >= 1.0"
-    condition: object = None  # analysis.conditions.Condition
-
-
-def _colocated_by_default(ctx: Context) -> str | None:
-    """Why vLLM is colocated when no `vllm_mode` is given: the default of trl >= 1.0, only where the project declares
-    such a release (before 1.0 the default is "server": an error never rests on a trl release nobody declared)."""
-    if ctx.versions.at_least("trl", TRL_COLOCATE_DEFAULT_SINCE) is not True:
-        return None
-    return f"`vllm_mode` defaults to \"colocate\" from trl {TRL_COLOCATE_DEFAULT_SINCE}"
-
-
-def _script_colocations(ctx: Context) -> list[Colocation]:
-    from ckpt_doctor.analysis.conditions import ALWAYS, together
-    from ckpt_doctor.analysis.training import on_paths
-    from ckpt_doctor.analysis.values import Const, Missing, OptionVal
-
-    found = []
-    sources = [(c.kwarg, c.keyword_spans.get("vllm_gpu_memory_utilization", c.span), c.condition, c.qualname, c.kwarg_names)
-               for c in ctx.facts.calls if c.qualname in VLLM_CONFIGS and not c.via]
-    for namespace, line in ctx.training.cli_configs():
-        if namespace.config_class in VLLM_CONFIGS:
-            sources.append((namespace.get, Span(Position(line, 1), Position(line, 1)), ALWAYS, namespace.config_class, {}))
-    for get, span, condition, config, names in sources:
-        def on(name: str, default: bool | None):
-            """The path on which the flag `name` is on (or off when `default` is what is asked for)."""
-            value = get(name)
-            if isinstance(value, Missing):
-                return condition if default else None
-            for path, state in on_paths(value, names.get(name)):
-                if state is True and (joined := together(condition, path)) is not None:
-                    return joined
-            return None
-
-        path = on("use_vllm", False)
-        if path is None:
-            continue
-        if any(isinstance(get(key), Const) and get(key).value is not None for key in VLLM_ELSEWHERE):
-            continue  # vLLM on a device or server of its own (`vllm_device`: trl < 0.18)
-        mode = get("vllm_mode")
-        if isinstance(mode, Missing):
-            why = _colocated_by_default(ctx)
-            if why is None:
-                continue
-        elif isinstance(mode, Const) and mode.value == "colocate":
-            why = "`vllm_mode=\"colocate\"`"
-        else:
-            continue  # a server on other GPUs, or not known
-        sleep = get("vllm_enable_sleep_mode")
-        if not isinstance(sleep, Missing):
-            if isinstance(sleep, OptionVal):
-                paths = [p for p, state in on_paths(sleep, None) if state is False]
-                path = next((j for p in paths if (j := together(path, p)) is not None), None)
-            elif not (isinstance(sleep, Const) and sleep.value is False):
-                path = None  # on, or not known: vLLM may release its memory during the step
-            if path is None:
-                continue
-        utilization = get("vllm_gpu_memory_utilization")
-        if isinstance(utilization, Missing):
-            found.append(Colocation(span, VLLM_UTILIZATION_DEFAULT, f"the {config.rsplit('.', 1)[-1]} default", why, path))
-        elif isinstance(utilization, Const) and isinstance(utilization.value, (int, float)) and not isinstance(utilization.value, bool):
-            origin = utilization.origin.describe() if utilization.origin else "the script"
-            found.append(Colocation(span, float(utilization.value), origin, why, path))
-    return found
-
-
-def _config_colocations(ctx: Context) -> list[Colocation]:
-    run = ctx.analysis.run
-    document = run.document
-    if run.framework.id != "trl" or document.value("use_vllm") is not True:
-        return []
-    mode = document.get("vllm_mode")
-    if mode is None and any(key in document for key in VLLM_ELSEWHERE):
-        return []  # vLLM on a device or server of its own (`vllm_device`: trl < 0.18)
-    if mode is None:
-        why = _colocated_by_default(ctx)
-        if why is None:
-            return []
-    elif mode.value == "colocate":
-        why = "`vllm_mode: colocate`" + ("" if run.launched_by else f" (line {mode.line})")
-    else:
-        return []
-    if document.get("vllm_enable_sleep_mode") is not None and document.value("vllm_enable_sleep_mode") is not False:
-        return []
-    entry = document.get("vllm_gpu_memory_utilization")
-    use = document.get("use_vllm")
-    at = entry or use
-    span = Span(Position(at.line, at.column), Position(at.line, at.column + len(at.key.rsplit(".", 1)[-1])))
-    if entry is not None:
-        if not isinstance(entry.value, (int, float)) or isinstance(entry.value, bool):
-            return []
-        return [Colocation(span, float(entry.value), "as the config sets it" if run.launched_by else f"line {entry.line}", why)]
-    if run.command not in ("grpo", "rloo"):
-        return []  # another trainer's default (online DPO: 0.55) may apply
-    return [Colocation(span, VLLM_UTILIZATION_DEFAULT, f"the `trl {run.command}` default", why)]
-
-
 @rule(
     "CKPT405",
     "vllm-colocate-leaves-no-room",
@@ -645,7 +537,7 @@ def _config_colocations(ctx: Context) -> list[Colocation]:
     summary="vLLM colocated with training takes the memory the training step needs",
 )
 def vllm_colocate_leaves_no_room(ctx: Context) -> Iterator[Report]:
-    colocations = _script_colocations(ctx) if ctx.kind == "script" else _config_colocations(ctx)
+    colocations = script_colocations(ctx.training) if ctx.kind == "script" else config_colocations(ctx.analysis.run, ctx.versions)
     if not colocations:
         return
     assessment = _assess(ctx)
@@ -672,7 +564,7 @@ def vllm_colocate_leaves_no_room(ctx: Context) -> Iterator[Report]:
             f"more than the card has (the estimate counts no reference model); {advice}turn on `vllm_enable_sleep_mode=True`, "
             f"which frees vLLM's memory during the step, or run vLLM as a server on other GPUs (`vllm_mode=\"server\"`). "
             f"Settings: {assessment.settings.describe()}",
-            condition=colocation.condition if colocation.condition is not None else _always(),
+            condition=colocation.condition,
         )
 
 

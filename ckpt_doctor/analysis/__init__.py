@@ -97,7 +97,12 @@ class ConfigAnalysis:
 
     @cached_property
     def settings(self) -> "ScriptSettings":
-        return self.run.settings()
+        from ckpt_doctor.analysis.settings import vllm_setting
+        from ckpt_doctor.analysis.whole_job import config_colocations
+
+        settings = self.run.settings()
+        settings.vllm_colocated = vllm_setting(config_colocations(self.run, self.versions))
+        return settings
 
     @property
     def lines(self) -> list[str]:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from ckpt_doctor.analysis.facts import PARAMETERS, AttrAssign, Call, ScriptFacts, own_checkpointing_keyword
+from ckpt_doctor.analysis.whole_job import EVAL_BATCH_DEFAULT, Colocation, logits_kept_in_evaluation, script_colocations, training_field
 from ckpt_doctor.analysis.launchers import ENVIRONMENT
 from ckpt_doctor.analysis.library import APPLY_AC, CHECKPOINT_WRAPPER, GRPO_CONFIG, TRL_UNTRUNCATED_PROMPT_SINCE, is_training_config
 from ckpt_doctor.analysis.training import Training
@@ -89,6 +90,10 @@ class ScriptSettings:
     # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, set by the script or its launcher (what is reserved, not allocated)
     expandable_segments: Setting = field(default_factory=lambda: Setting(False, None, "torch's default allocator"))
     is_training: bool = False
+    # the job beyond its training step (analysis.whole_job), on the default run: the per-device batch of an evaluation
+    # that keeps every batch's logits on the GPU, and the share of each GPU a colocated vLLM holds
+    eval_logits_batch: Setting | None = None
+    vllm_colocated: Setting | None = None
 
     def as_flags(self) -> dict[str, object]:
         """The settings under `estimate`'s flag names, as `TrainingSetup` takes them (None: not known)."""
@@ -360,6 +365,8 @@ def read_settings(training: Training) -> ScriptSettings:
 
     out.trained_unknown = out.trained_unknown or _trained_unknown(training, out)
     out.fused_loss = out.fused_loss or _library_fused_loss(facts)
+    out.eval_logits_batch = _eval_logits_batch(training)
+    out.vllm_colocated = vllm_setting(script_colocations(training))
 
     # sharding
     stage = training.zero_stage
@@ -756,6 +763,28 @@ def _library_fused_loss(facts: ScriptFacts) -> Setting | None:
     if imported is not None:
         return Setting("cut-cross-entropy", imported, "imports cut_cross_entropy")
     return None
+
+
+def _eval_logits_batch(training: Training) -> Setting | None:
+    """The per-device evaluation batch of a Trainer that keeps every batch's logits, on the default run."""
+    for kept in logits_kept_in_evaluation(training):
+        if kept.condition.runs_by_default is False:
+            continue
+        trainer = f"`{kept.call.name}` at line {kept.call.line}, {kept.why}"
+        given = _setting(training_field(kept.args, "per_device_eval_batch_size"))
+        if given is None:
+            return Setting(EVAL_BATCH_DEFAULT, None, f"{trainer}; per_device_eval_batch_size: the TrainingArguments default")
+        return Setting(given.value, None, f"{trainer}; per_device_eval_batch_size: {given.describe()}")
+    return None
+
+
+def vllm_setting(colocations: list[Colocation]) -> Setting | None:
+    """The share of each GPU vLLM holds in the training processes, on the default run."""
+    found = next((c for c in colocations if c.condition.runs_by_default is not False), None)
+    if found is None:
+        return None
+    said = f"`vllm_gpu_memory_utilization` at {found.said}" if found.said.startswith("line") else found.said
+    return Setting(found.utilization, None, f"{said}, {found.mode}")
 
 
 def _quantization(facts: ScriptFacts, out: ScriptSettings) -> None:

@@ -25,6 +25,7 @@ from .gpus import (
 from .memory import OPTIMIZERS, TrainingSetup
 from .memory import estimate as _estimate
 from .memory import plans as _plans
+from .job import job_phases, render_job
 from .render import render_fit, render_host, render_text, to_json_dict
 
 __all__ = ["DEFAULTS", "EstimateError", "configured_budget", "estimate", "estimate_plans", "settings_from_analysis",
@@ -122,8 +123,16 @@ def settings_from_analysis(analysis, config, model_flag: str | None = None, wher
 
     offload, pins = offload_of(analysis)  # host memory only: the device estimate does not read it
     # `fused_loss`: a fused loss the setup does not model (not Liger's), which `--fit` must not propose again
+    job = {"eval_logits_batch": _said(settings.eval_logits_batch), "vllm_colocated": _said(settings.vllm_colocated)}
     return ({**settings.as_flags(), "model": model, "fused_loss": settings.unmodelled_fused_loss, "offload": offload,
-             "deepspeed_pins": pins, "trained_unknown": settings.trained_unknown}, settings.describe())
+             "deepspeed_pins": pins, "trained_unknown": settings.trained_unknown, "job": job}, settings.describe())
+
+
+def _said(setting) -> tuple[object, str] | None:
+    """A setting of the job beyond the step as (value, where the script says it)."""
+    if setting is None:
+        return None
+    return setting.value, (f"line {setting.line}, {setting.note}" if setting.line else setting.note)
 
 
 def setup_from_settings(settings: dict, *, seq_len_given: bool, from_script: bool, read: str = "") -> tuple[TrainingSetup, str]:
@@ -279,10 +288,12 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
         "freeze_vision_tower": freeze_vision_tower, "expandable_segments": expandable_segments, "loss": loss,
     }
     settings: dict = {}
+    job: dict = {}  # the phases beyond the step the script sets up (evaluation keeping logits, vLLM colocated)
     read = ""  # what the messages below add: the settings the script gave
     if script:
         from_script, described = settings_from_script(script, model)
         unknown = from_script.pop("trained_unknown")
+        job = from_script.pop("job")
         settings.update({k: v for k, v in from_script.items() if v is not None})
         read = f" (settings read from {script}: {described})"
         if unknown and lora_r is None and not load_in_4bit and not load_in_8bit:
@@ -306,15 +317,19 @@ def estimate(script: str | None, model: str | None, batch_size: int | None, seq_
     if do_trace:
         trace_dict = _run_trace(setup)
     fit = _fit(setup, budget, plan_results, bool(settings.get("fused_loss"))) if do_fit else None
+    phases = job_phases(est, budget, job.get("eval_logits_batch"), job.get("vllm_colocated"))
 
     if output_format == "json":
         d = to_json_dict(est, plan_results, budget, budget_source, source, trace_dict)
         if fit is not None:
             d["fit"] = fit.to_dict()
         d["host_memory"] = {name: h.to_dict() for name, h in host.items()}
+        d["job"] = [phase.to_dict() for phase in phases]
         click.echo(json.dumps(d, indent=2, sort_keys=False))
     else:
         text = render_text(est, plan_results, budget, budget_source, source, trace_dict)
+        if phases:
+            text += "\n" + "\n".join(render_job(phases))
         if fit is not None:
             text += "\n\n" + "\n".join(render_fit(fit))
         click.echo(text)

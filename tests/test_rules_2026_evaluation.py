@@ -254,3 +254,70 @@ def test_a_model_nothing_trains_records_nothing():
             total += ref_model(**batch).loss
         return total
     """) == []
+
+
+ENGINE = """
+import torch
+
+
+def train_fn(model, loader, optimizer):
+    model.train()
+    for data in loader:
+        optimizer.zero_grad()
+        _, loss = model(**data)
+        loss.backward()
+        optimizer.step()
+
+
+def eval_fn(model, loader):
+    model.eval()
+    preds = []
+    for data in loader:
+        batch_preds, loss = model(**data)
+        preds.append(batch_preds)
+    return preds
+"""
+
+
+def test_an_evaluation_function_another_module_of_the_project_calls(tmp_path):
+    """`engine.py` holds the loops and `train.py` runs them: the call in `train.py` says whether autograd is on."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'p'\n", encoding="utf-8")
+    engine = tmp_path / "engine.py"
+    engine.write_text(textwrap.dedent(ENGINE), encoding="utf-8")
+    settings = Settings(target_versions=NEWEST, select=["CKPT407"])
+
+    def check(train: str | None) -> list:
+        runner = tmp_path / "train.py"
+        if train is None:
+            runner.unlink(missing_ok=True)
+        else:
+            runner.write_text(textwrap.dedent(train), encoding="utf-8")
+        text = engine.read_text(encoding="utf-8")
+        return [f for f in lint_text(SourceFile(str(engine), text, text.encode()), settings) if f.code == "CKPT407"]
+
+    with_grad = check("""
+        import engine
+        for epoch in range(3):
+            engine.train_fn(model, train_loader, optimizer)
+            preds = engine.eval_fn(model, valid_loader)
+    """)
+    assert [f.span.start.line for f in with_grad] == [18]
+    assert "nor around its call at" in with_grad[0].message and "train.py:5" in with_grad[0].message
+    from_import = check("""
+        from engine import eval_fn, train_fn
+        train_fn(model, train_loader, optimizer)
+        preds = eval_fn(model, valid_loader)
+    """)
+    assert len(from_import) == 1
+    assert check("""
+        import torch
+        import engine
+        engine.train_fn(model, train_loader, optimizer)
+        with torch.no_grad():
+            preds = engine.eval_fn(model, valid_loader)
+    """) == []
+    assert check("""
+        from other import eval_fn  # another module's function of the same name
+        preds = eval_fn(model, valid_loader)
+    """) == []
+    assert check(None) == []  # nothing calls it: a caller nobody sees may turn autograd off

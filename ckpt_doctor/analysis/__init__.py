@@ -43,6 +43,7 @@ class Analysis:
     facts: "ScriptFacts"
     versions: TargetVersions
     files: ProjectFiles = field(repr=False)
+    project: "Project | None" = field(default=None, repr=False)
 
     @cached_property
     def training(self) -> "Training":
@@ -82,7 +83,7 @@ def analyze(source: SourceFile, config: "Settings", launches: "list[Launch] | No
         ceilings=version_ceilings(facts),
         inline_pins=source.pip_pins(),
     )
-    return Analysis(source, facts, versions, files)
+    return Analysis(source, facts, versions, files, project)
 
 
 @dataclass

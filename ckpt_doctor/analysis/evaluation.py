@@ -5,7 +5,8 @@ optimizer `.step()` in it, nor after it in its function before the model is put 
 when the model's last mode call before it is `.eval()`, or when its function is named for evaluation
 (`evaluate`, `validate`, `eval_epoch`). A forward in it records its graph unless the loop, its function or a call of
 that function runs under `torch.no_grad()` / `torch.inference_mode()` / `torch.set_grad_enabled(False)`
-(`Call.grad_off`), and the graph lives as long as a tensor made from the forward's output does: what the loop keeps
+(`Call.grad_off`); a function the script never calls is judged by its calls in the project's other modules (an
+`engine.py` whose `eval_fn` `train.py` runs), and not at all when none is found. The graph lives as long as a tensor made from the forward's output does: what the loop keeps
 across batches (`total += loss`, `losses.append(outputs.loss)`) keeps every batch's graph.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from ckpt_doctor.analysis.facts import GRAD_SWITCHES, Call, Loop, ScriptFacts
 from ckpt_doctor.analysis.values import truth
@@ -41,6 +43,7 @@ class GradForward:
     loop: Loop  # the innermost loop it is in
     in_eval_mode: bool  # the model's last mode call before the loop is `.eval()`
     kept: tuple[tuple[int, str], ...]  # (line, source) of what the loop keeps of it across batches
+    called_from: str | None = None  # "train.py:110": the other module's call of its function, when the script makes none
 
     @property
     def over_batches(self) -> bool:
@@ -50,7 +53,11 @@ class GradForward:
             isinstance(node.iter, ast.Call) and isinstance(node.iter.func, ast.Name) and node.iter.func.id == "range")
 
 
-def grad_forwards(facts: ScriptFacts) -> list[GradForward]:
+# the calls other modules of the project make of one of the script's top-level functions: (file:line, call)
+ImporterCalls = Callable[[str], "list[tuple[str, Call]]"]
+
+
+def grad_forwards(facts: ScriptFacts, importer_calls: ImporterCalls = lambda function: []) -> list[GradForward]:
     """The forwards of the script's evaluation loops that autograd records."""
     if any(c.qualname in GRAD_SWITCHES and c.args and truth(c.args[0]) is False for c in facts.calls):
         return []  # `torch.set_grad_enabled(False)` somewhere: where it holds is not followed
@@ -61,12 +68,16 @@ def grad_forwards(facts: ScriptFacts) -> list[GradForward]:
         if model is None or model not in trained or call.grad_off or call.via is not None:
             continue  # (a model nothing trains, `ref_model`, `teacher_model`, has no parameter autograd would record)
         loop = _innermost(facts, call)
-        if loop is None or loop.grad_off or _steps(facts, loop) or _called_without_grad(facts, call.scope):
+        if loop is None or loop.grad_off or _steps(facts, loop):
             continue
         in_eval_mode = _last_mode(facts, model, call.scope, loop.line) == "eval"
         if not (in_eval_mode or _EVALUATION_NAME.search(call.scope.rsplit(".", 1)[-1])):
             continue
-        found.append(GradForward(call, model, loop, in_eval_mode, _kept(loop.node, call.node)))
+        called_from = _called_with_grad(facts, call.scope, importer_calls)
+        if called_from is None:
+            continue
+        found.append(GradForward(call, model, loop, in_eval_mode, _kept(loop.node, call.node),
+                                 called_from if called_from != "here" else None))
     return found
 
 
@@ -130,15 +141,19 @@ def _steps(facts: ScriptFacts, loop: Loop) -> bool:
     return False
 
 
-def _called_without_grad(facts: ScriptFacts, scope: str) -> bool:
-    """Whether some call of the function `scope` in the script runs with autograd off, or nothing in it calls it (a
-    caller elsewhere may turn it off)."""
+def _called_with_grad(facts: ScriptFacts, scope: str, importer_calls: ImporterCalls) -> str | None:
+    """How the function `scope` is known to run with autograd on: "here" when the script calls it and none of its calls
+    turns autograd off, the first call another module of the project makes (`"train.py:110"`) when the script makes
+    none and none of those turns it off; None otherwise (a caller nobody sees may turn it off)."""
     if scope == "<module>":
-        return False
+        return "here"
     name = scope.rsplit(".", 1)[-1]
     method = "." in scope  # `self.evaluate(...)`, `trainer.evaluate(...)`
     callers = [c for c in facts.calls if c.name == name and (c.qualname == f"<local>.{scope}" or (method and c.is_method))]
-    return not callers or any(c.grad_off for c in callers)
+    if callers:
+        return None if any(c.grad_off for c in callers) else "here"
+    elsewhere = [] if method else importer_calls(name)
+    return elsewhere[0][0] if elsewhere and not any(c.grad_off for _, c in elsewhere) else None
 
 
 def _last_mode(facts: ScriptFacts, model: str, scope: str, line: int) -> str | None:

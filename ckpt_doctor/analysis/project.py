@@ -40,6 +40,7 @@ RELEVANT = re.compile(r"checkpoint|from_pretrained|from_config|requires_grad|pef
                       r"TrainingArguments|Trainer|Config\b|backward|kbit|BitsAndBytes|DistributedDataParallel|@dataclass|add_argument")
 MAX_DEPTH = 2  # the script's imports, and theirs: enough for `train.py -> utils -> model_utils`
 _ROOT_WALK = 6
+MAX_SIBLINGS = 200  # the modules of a folder `calls_from_importers` reads the names of
 
 
 @dataclass
@@ -181,6 +182,26 @@ class Project:
                 return shown_path(found.path), first
         return None
 
+    def calls_from_importers(self, function: str) -> "list[tuple[str, Call]]":
+        """(file:line, call) for each call of the script's top-level function `function` that the project's other
+        modules make: `engine.eval_fn(model, loader)` in `train.py` for `engine.py`'s `eval_fn` (a Kaggle-style
+        `engine.py` whose loops `train.py` runs). Looked for in the `.py` files of the script's folder and of the
+        project root that name both the script's module and the function; their own imports are not followed."""
+        if self.root is None or self.folder is None:
+            return []
+        stem = Path(self.files.script).stem
+        found = []
+        for path in _sibling_modules(self.folder, self.root):
+            if path.stem == stem and path.parent == self.folder:
+                continue
+            text = self.files.module(path)
+            if text is None or function not in text or stem not in text:
+                continue
+            module = _extract_module(path, text, MAX_DEPTH)
+            found += [(f"{shown_path(path)}:{call.line}", call) for call in (module.facts.calls if module else [])
+                      if call.name == function and (call.qualname or "").endswith(f"{stem}.{function}")]
+        return found
+
     def _defining(self, qualname: str) -> "tuple[_Module | None, str]":
         """The project module that defines `qualname`, and the name in it."""
         if self.root is None or self.depth >= MAX_DEPTH or "." not in qualname.lstrip("."):
@@ -278,6 +299,17 @@ def _summarise(module: _Module, function: str) -> FunctionSummary | None:
     assigns = [a for a in facts.attr_assigns if _in(a.scope, scopes)]
     returned = next((v for v in facts.returns.get(function, []) if _is_library_object(v) or _is_parsed_args(v)), None)
     return FunctionSummary(shown_path(module.path), facts.functions[function], calls, assigns, returned)
+
+
+def _sibling_modules(folder: Path, root: Path) -> list[Path]:
+    """The `.py` files of `folder` and of `root` (MAX_SIBLINGS of each at most, by name)."""
+    paths: list[Path] = []
+    for base in dict.fromkeys([folder, root]):
+        try:
+            paths += sorted(p for p in base.glob("*.py") if is_regular_file(p))[:MAX_SIBLINGS]
+        except OSError:
+            continue
+    return paths
 
 
 def _imported(module: str, path: Path, name: str) -> str | None:

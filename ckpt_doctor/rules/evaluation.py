@@ -20,14 +20,17 @@ def evaluation_forward_with_grad(ctx: Context) -> Iterator[Report]:
     if not training.backward_calls:
         return  # a hand-written training script: its model has parameters that require grad
     checkpointed = {s.call.receiver for s in training.hf_sites if s.kind == "model method" and s.enabled and s.call}
-    for forward in grad_forwards(ctx.facts):
-        where = f"`{forward.model}(...)` runs with gradients on in an evaluation loop (no `torch.no_grad()` around it)"
+    project = getattr(ctx.analysis, "project", None)
+    for forward in grad_forwards(ctx.facts, project.calls_from_importers if project is not None else lambda function: []):
+        around = f"no `torch.no_grad()` around it, nor around its call at {forward.called_from}" if forward.called_from \
+            else "no `torch.no_grad()` around it"
+        where = f"`{forward.model}(...)` runs with gradients on in an evaluation loop ({around})"
         if forward.kept:
             line, text = forward.kept[0]
             yield Report(forward.call.span, (
                 f"{where}, and `{text}` at line {line} keeps each batch's autograd graph, with its saved activations, "
                 "until the loop ends: memory grows with every batch; put the loop under `torch.no_grad()` "
-                "(or keep `.item()`)"))
+                "(or keep `.item()` / `.detach()` of it)"))
         elif forward.in_eval_mode and forward.over_batches and _checkpointed(forward, checkpointed):
             yield Report(forward.call.span, (
                 f"{where}, in eval mode: transformers checkpoints only in training mode, so this forward stores every "

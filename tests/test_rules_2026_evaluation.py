@@ -321,3 +321,91 @@ def test_an_evaluation_function_another_module_of_the_project_calls(tmp_path):
         preds = eval_fn(model, valid_loader)
     """) == []
     assert check(None) == []  # nothing calls it: a caller nobody sees may turn autograd off
+
+
+def test_a_name_rebound_to_itself_and_the_forward_accumulates():
+    code = """
+def evaluate(loader):
+    model.eval()
+    preds = torch.Tensor()
+    for batch in loader:
+        outputs = model(batch)
+        outputs = F.softmax(outputs, dim=1)
+        preds = torch.cat((preds, outputs), dim=0)
+    return preds
+"""
+    assert lines(code) == [6]
+    own = """
+def evaluate(loader):
+    model.eval()
+    correct = 0
+    for batch, target in loader:
+        output = model(batch)
+        output = F.interpolate(output, size=target.size()[1:])
+        correct += (output.argmax(1) == target).sum().item()
+    return correct
+"""
+    assert lines(own) == []  # rebinding this batch's own output keeps nothing of the last batch
+
+
+def test_a_module_the_optimizer_trains_is_a_model_by_any_name():
+    head = """
+import torch
+net = Net().cuda()
+opt = torch.optim.Adam(net.parameters())
+for batch in train_loader:
+    net(batch).backward()
+    opt.step()
+net.eval()
+losses = []
+for batch in val_loader:
+    out = net(batch)
+    losses.append(out)
+"""
+    text = textwrap.dedent(head)
+    settings = Settings(target_versions=NEWEST, select=["CKPT407"])
+    found = [f for f in lint_text(SourceFile("t.py", text, text.encode()), settings) if f.code == "CKPT407"]
+    assert [f.span.start.line for f in found] == [11]
+    text = text.replace("opt = torch.optim.Adam(net.parameters())", "opt = torch.optim.Adam(head.parameters())")
+    assert [f for f in lint_text(SourceFile("t.py", text, text.encode()), settings) if f.code == "CKPT407"] == []
+
+
+TEST_MODULE = """
+import torch
+
+
+def test_epoch(model, loader):
+    model.eval()
+    outputs = []
+    for batch in loader:
+        out = model(batch)
+        outputs.append(out)
+    return torch.cat(outputs)
+"""
+
+
+def test_an_evaluation_of_a_model_handed_in_by_the_module_that_trains_it(tmp_path):
+    """`test.py` only evaluates (no step of its own); `train.py` trains `model` and hands it to `test_epoch`."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'p'\n", encoding="utf-8")
+    module = tmp_path / "test.py"
+    module.write_text(textwrap.dedent(TEST_MODULE), encoding="utf-8")
+    settings = Settings(target_versions=NEWEST, select=["CKPT407"])
+    train = """
+        from test import test_epoch
+        for epoch in range(3):
+            for batch in train_loader:
+                model(batch).backward()
+                optimizer.step()
+            test_epoch(model, val_loader){}
+    """
+    text = module.read_text(encoding="utf-8")
+
+    def check(runner: str) -> list:
+        (tmp_path / "train.py").write_text(textwrap.dedent(runner), encoding="utf-8")
+        return [f for f in lint_text(SourceFile(str(module), text, text.encode()), settings) if f.code == "CKPT407"]
+
+    found = check(train.format(""))
+    assert [f.span.start.line for f in found] == [9] and "train.py:7" in found[0].message
+    # the module that calls it trains nothing: an inference script's model has no gradients to record
+    assert check(train.format("").replace("model(batch).backward()", "pass")) == []
+    assert check("import torch\n" + textwrap.dedent(train.format("")).replace("    test_epoch(", "    with torch.no_grad():\n        test_epoch(")) == []

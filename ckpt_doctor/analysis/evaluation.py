@@ -44,6 +44,7 @@ class GradForward:
     in_eval_mode: bool  # the model's last mode call before the loop is `.eval()`
     kept: tuple[tuple[int, str], ...]  # (line, source) of what the loop keeps of it across batches
     called_from: str | None = None  # "train.py:110": the other module's call of its function, when the script makes none
+    trained_elsewhere: bool = False  # the model is a parameter of its function, trained by the module calling it
 
     @property
     def over_batches(self) -> bool:
@@ -53,60 +54,78 @@ class GradForward:
             isinstance(node.iter, ast.Call) and isinstance(node.iter.func, ast.Name) and node.iter.func.id == "range")
 
 
-# the calls other modules of the project make of one of the script's top-level functions: (file:line, call)
-ImporterCalls = Callable[[str], "list[tuple[str, Call]]"]
+# the calls other modules of the project make of one of the script's top-level functions: (file:line, call, whether
+# that module trains: calls `.backward()`)
+ImporterCalls = Callable[[str], "list[tuple[str, Call, bool]]"]
 
 
 def grad_forwards(facts: ScriptFacts, importer_calls: ImporterCalls = lambda function: []) -> list[GradForward]:
-    """The forwards of the script's evaluation loops that autograd records."""
+    """The forwards of the script's evaluation loops that autograd records: of a model the script trains, or, in a
+    function of the script that another module of the project calls, of the model that module trains and hands it
+    (`test_epoch(model, val_loader)` in the `train.py` that steps `model`'s optimizer)."""
     if any(c.qualname in GRAD_SWITCHES and c.args and truth(c.args[0]) is False for c in facts.calls):
         return []  # `torch.set_grad_enabled(False)` somewhere: where it holds is not followed
     found = []
-    trained = _trained(facts)
+    trained, optimized = _trained(facts)
     for call in facts.calls:
-        model = _model_called(call)
-        if model is None or model not in trained or call.grad_off or call.via is not None:
-            continue  # (a model nothing trains, `ref_model`, `teacher_model`, has no parameter autograd would record)
+        model = _model_called(call, optimized)
+        if model is None or call.grad_off or call.via is not None:
+            continue
+        # a model nothing trains (`ref_model`, `teacher_model`) has no parameter autograd would record
+        trained_elsewhere = model not in trained and _handed_in(facts, model, call.scope)
+        if model not in trained and not trained_elsewhere:
+            continue
         loop = _innermost(facts, call)
         if loop is None or loop.grad_off or _steps(facts, loop):
             continue
         in_eval_mode = _last_mode(facts, model, call.scope, loop.line) == "eval"
         if not (in_eval_mode or _EVALUATION_NAME.search(call.scope.rsplit(".", 1)[-1])):
             continue
-        called_from = _called_with_grad(facts, call.scope, importer_calls)
+        called_from = _called_with_grad(facts, call.scope, importer_calls, trained_elsewhere)
         if called_from is None:
             continue
         found.append(GradForward(call, model, loop, in_eval_mode, _kept(loop.node, call.node),
-                                 called_from if called_from != "here" else None))
+                                 called_from if called_from != "here" else None, trained_elsewhere))
     return found
 
 
-def _model_called(call: Call) -> str | None:
-    """`model(...)`, `self.model(...)`, `model.forward(...)`, `model.module(...)`: the model's name, else None."""
+def _model_called(call: Call, optimized: set[str]) -> str | None:
+    """`model(...)`, `self.model(...)`, `model.forward(...)`, `model.module(...)`, or a call of a module whose parameters
+    the script gives an optimizer by whatever name (`gad(batch)`): the model's name, else None."""
     func = call.node.func
     if isinstance(func, ast.Attribute) and func.attr in ("forward", "module"):
         func = func.value
     name = _dotted(func)
-    if name is None or "model" not in name.rsplit(".", 1)[-1].lower():
+    if name is None or ("model" not in name.rsplit(".", 1)[-1].lower() and name not in optimized):
         return None
     return name
 
 
-def _trained(facts: ScriptFacts) -> set[str]:
+def _trained(facts: ScriptFacts) -> tuple[set[str], set[str]]:
     """How the script names the models it trains: what it calls `.train()` on, whose parameters it gives an optimizer,
-    what it hands `accelerator.prepare(...)` / `deepspeed.initialize(...)`."""
+    what it hands `accelerator.prepare(...)` / `deepspeed.initialize(...)`; and, of them, those whose parameters it
+    gives an optimizer (a module, whatever its name)."""
     trained = {c.receiver for c in facts.calls if c.name == "train" and c.is_method and c.receiver
                and (not c.args or truth(c.args[0]) is True)}
+    optimized: set[str] = set()
     for call in facts.calls:
         if not _TAKES_TRAINED.search(call.name):
             continue
         for node in ast.walk(call.node):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("parameters", "named_parameters"):
-                trained.add(_dotted(node.func.value))
+                optimized.add(_dotted(node.func.value))
         given = list(call.node.args) + [k.value for k in call.node.keywords]
         trained.update(name for name in map(_dotted, given) if name and "model" in name.rsplit(".", 1)[-1].lower())
+    optimized.discard(None)
+    trained |= optimized
     trained.discard(None)
-    return trained
+    return trained, optimized
+
+
+def _handed_in(facts: ScriptFacts, model: str, scope: str) -> bool:
+    """Whether `model` is a parameter of the top-level function `scope` (`def test_epoch(model, loader):`): a model its
+    caller may train."""
+    return "." not in scope and model in facts.functions.get(scope, [])
 
 
 def _dotted(node: ast.expr) -> str | None:
@@ -141,18 +160,22 @@ def _steps(facts: ScriptFacts, loop: Loop) -> bool:
     return False
 
 
-def _called_with_grad(facts: ScriptFacts, scope: str, importer_calls: ImporterCalls) -> str | None:
+def _called_with_grad(facts: ScriptFacts, scope: str, importer_calls: ImporterCalls, trained_elsewhere: bool) -> str | None:
     """How the function `scope` is known to run with autograd on: "here" when the script calls it and none of its calls
     turns autograd off, the first call another module of the project makes (`"train.py:110"`) when the script makes
-    none and none of those turns it off; None otherwise (a caller nobody sees may turn it off)."""
+    none and none of those turns it off; None otherwise (a caller nobody sees may turn it off). A function that runs a
+    model handed in is judged by the calls of the modules that train it (`trained_elsewhere`), wherever else it is
+    called from."""
     if scope == "<module>":
-        return "here"
+        return None if trained_elsewhere else "here"
     name = scope.rsplit(".", 1)[-1]
     method = "." in scope  # `self.evaluate(...)`, `trainer.evaluate(...)`
     callers = [c for c in facts.calls if c.name == name and (c.qualname == f"<local>.{scope}" or (method and c.is_method))]
-    if callers:
+    if callers and not trained_elsewhere:
         return None if any(c.grad_off for c in callers) else "here"
-    elsewhere = [] if method else importer_calls(name)
+    if method:
+        return None
+    elsewhere = [(where, call) for where, call, trains in importer_calls(name) if trains or not trained_elsewhere]
     return elsewhere[0][0] if elsewhere and not any(c.grad_off for _, c in elsewhere) else None
 
 
@@ -165,9 +188,11 @@ def _last_mode(facts: ScriptFacts, model: str, scope: str, line: int) -> str | N
 
 def _kept(loop: ast.For | ast.AsyncFor | ast.While, forward: ast.Call) -> tuple[tuple[int, str], ...]:
     """What the loop keeps of the forward's output from one iteration to the next: `+=` into a name the loop does not
-    rebind, `.append(...)` / `.extend(...)` on one."""
+    rebind, `.append(...)` / `.extend(...)` on one, or a name rebound to a value made of itself
+    (`preds = torch.cat((preds, outputs))`, `total = total + loss`)."""
     statements = [node for stmt in loop.body for node in _walk(stmt)]
-    rebound = {t.id for node in statements if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    rebound = {t.id for node in statements if isinstance(node, ast.Assign) and not _accumulates(node)
+               for t in node.targets if isinstance(t, ast.Name)}
     carried: set[str] = set()
     for node in statements:  # source order: an assignment taints the names read after it
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and _carries(node.value, forward, carried):
@@ -175,7 +200,9 @@ def _kept(loop: ast.For | ast.AsyncFor | ast.While, forward: ast.Call) -> tuple[
             carried.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
     kept = []
     for node in statements:
-        if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and _carries(node.value, forward, carried):
+        if isinstance(node, ast.Assign) and _accumulates(node) and _carries(node.value, forward, carried - {node.targets[0].id}):
+            kept.append((node.lineno, ast.unparse(node)))  # not `output = F.interpolate(output, ...)`: this batch's own
+        elif isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and _carries(node.value, forward, carried):
             target = _dotted(node.target)
             if target and target not in rebound:
                 kept.append((node.lineno, ast.unparse(node)))
@@ -184,6 +211,15 @@ def _kept(loop: ast.For | ast.AsyncFor | ast.While, forward: ast.Call) -> tuple[
               and any(_carries(a, forward, carried) for a in node.args)):
             kept.append((node.lineno, ast.unparse(node)))
     return tuple(kept)
+
+
+def _accumulates(node: ast.Assign) -> bool:
+    """`name = f(..., name, ...)`: one name rebound to a value that reads it (an accumulation when the value also has
+    the forward's history through another name)."""
+    if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+        return False
+    target = node.targets[0].id
+    return any(isinstance(n, ast.Name) and n.id == target for n in ast.walk(node.value))
 
 
 def _walk(node: ast.AST):

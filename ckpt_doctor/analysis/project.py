@@ -182,8 +182,9 @@ class Project:
                 return shown_path(found.path), first
         return None
 
-    def calls_from_importers(self, function: str) -> "list[tuple[str, Call]]":
-        """(file:line, call) for each call of the script's top-level function `function` that the project's other
+    def calls_from_importers(self, function: str) -> "list[tuple[str, Call, bool]]":
+        """(file:line, call, whether that module calls `.backward()`) for each call of the script's top-level function
+        `function` that the project's other
         modules make: `engine.eval_fn(model, loader)` in `train.py` for `engine.py`'s `eval_fn` (a Kaggle-style
         `engine.py` whose loops `train.py` runs). Looked for in the `.py` files of the script's folder and of the
         project root that name both the script's module and the function; their own imports are not followed."""
@@ -198,7 +199,9 @@ class Project:
             if text is None or function not in text or stem not in text:
                 continue
             module = _extract_module(path, text, MAX_DEPTH)
-            found += [(f"{shown_path(path)}:{call.line}", call) for call in (module.facts.calls if module else [])
+            calls = module.facts.calls if module else []
+            trains = any(call.name == "backward" and call.is_method for call in calls)
+            found += [(f"{shown_path(path)}:{call.line}", call, trains) for call in calls
                       if call.name == function and (call.qualname or "").endswith(f"{stem}.{function}")]
         return found
 

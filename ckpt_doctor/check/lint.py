@@ -25,7 +25,7 @@ from ckpt_doctor.analysis.source import NotPython, SourceError, SourceFile, read
 # A file that mentions none of these cannot trigger any rule: it skips the parse.
 PREFILTER = re.compile(r"checkpoint|use_cache|kbit|deepspeed|\btrl\b|TrainingArguments|find_unused|fsdp|activation_memory_budget|compute_metrics|vllm", re.IGNORECASE)
 # The memory rules (CKPT4xx) look at any script that loads a model and trains it.
-MEMORY_PREFILTER = re.compile(r"from_pretrained|Trainer\b|\.backward\(")
+MEMORY_PREFILTER = re.compile(r"from_pretrained|Trainer\b|\.backward\(|\.eval\(\)")  # CKPT407: an evaluation another module runs
 MEMORY_RULES = ("CKPT401", "CKPT404", "CKPT407")  # those of them that need no keyword of PREFILTER
 
 

@@ -17,11 +17,11 @@ from ckpt_doctor.rules import Context, Report, rule
 )
 def evaluation_forward_with_grad(ctx: Context) -> Iterator[Report]:
     training = ctx.training
-    if not training.backward_calls:
-        return  # a hand-written training script: its model has parameters that require grad
     checkpointed = {s.call.receiver for s in training.hf_sites if s.kind == "model method" and s.enabled and s.call}
     project = getattr(ctx.analysis, "project", None)
     for forward in grad_forwards(ctx.facts, project.calls_from_importers if project is not None else lambda function: []):
+        if not training.backward_calls and not forward.trained_elsewhere:
+            continue  # a hand-written training step, here or in the module that calls it: the model's parameters train
         around = f"no `torch.no_grad()` around it, nor around its call at {forward.called_from}" if forward.called_from \
             else "no `torch.no_grad()` around it"
         where = f"`{forward.model}(...)` runs with gradients on in an evaluation loop ({around})"

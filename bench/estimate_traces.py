@@ -175,6 +175,11 @@ ISSUE10: list[tuple[str, int, int, dict]] = [
     ("Qwen3-8B-2L", 1, 2048, {"load_in_4bit": True, "lora_r": 16, "lora_targets": ALL_LLAMA, "checkpointing": "full"}),
     ("gemma-2-2b-2L", 1, 2048, {"attn": "eager", "load_in_4bit": True, "lora_r": 16, "lora_targets": QV,
                                 "kbit_upcast": False, "checkpointing": "full"}),
+    # 8-bit (LLM.int8) bases (trace_bnb.py MatMul8bitLt): the input kept on the autograd context, checkpointed or not
+    ("Llama-3.1-8B-2L", 1, 2048, {"load_in_8bit": True, "lora_r": 16, "lora_targets": QV}),
+    ("Qwen3-8B-2L", 1, 2048, {"load_in_8bit": True, "lora_r": 16, "lora_targets": ALL_LLAMA, "checkpointing": "full"}),
+    ("gemma-2-2b-2L", 1, 2048, {"attn": "eager", "load_in_8bit": True, "dtype": "fp16", "lora_r": 16, "lora_targets": QV,
+                                "kbit_upcast": False, "checkpointing": "full"}),
 ]
 
 

@@ -319,14 +319,15 @@ class _Node:
 
 
 class _Ckpt:
-    __slots__ = ("fn", "keep", "offload", "out", "x")
+    __slots__ = ("fn", "held", "keep", "offload", "out", "x")
 
-    def __init__(self, fn, x, out, offload, keep=()) -> None:
+    def __init__(self, fn, x, out, offload, keep=(), held=()) -> None:
         self.fn = fn
         self.x = x
         self.out = out
         self.offload = offload
         self.keep = keep
+        self.held = held  # what the first forward's nodes hold outside saved tensors, until the block's backward
 
 
 _OUT = object()  # "save my own output"
@@ -343,6 +344,7 @@ class _Sim:
         self.uses: dict[int, int] = {}  # see backward()
         self.buffered: dict[int, _T | None] = {}
         self.cache: dict[int, _T] | None = None  # autocast weight-cast cache (forward only)
+        self.held: list[_T] | None = None  # inside a checkpointed forward: what its nodes hold outside saved tensors
         # every allocation (its bytes) and free (~ the allocation's number), in order, for the caching allocator's replay
         self.log: list[int] = []
         self.allocations = 0
@@ -424,12 +426,18 @@ class _Sim:
     # -- ops --------------------------------------------------------------------------------------
     def op(self, ins: Iterable[_T | None], numel: int, b: float, saves: Iterable[Any] = (), bw_temp: int = 0,
            cat: str = "activations", passthrough: bool = False, extra_outs: Iterable[_T] = (),
-           view_grads: Iterable[_T | None] = ()) -> _T:
+           view_grads: Iterable[_T | None] = (), held: Iterable[_T] = ()) -> _T:
+        """``held``: tensors the node keeps as attributes of its ``ctx`` rather than with ``save_for_backward`` (what a
+        checkpoint's saved-tensor hooks do not see: they stay alive inside a checkpointed forward too)."""
         ins = [i for i in ins if i is not None]
         rg = any(i.rg for i in ins)
         out = self.new(numel, b, rg, cat)
+        if rg and self.rec is None and self.held is not None:
+            for t in held:
+                t.saves += 1
+                self.held.append(t)
         if rg and self.rec is not None:
-            sv = [out if s is _OUT else s for s in saves if s is not None]
+            sv = [out if s is _OUT else s for s in [*saves, *held] if s is not None]
             for s in sv:
                 s.saves += 1
             self.rec.append(_Node(ins, [out, *extra_outs], sv, bw_temp, passthrough, view_grads))
@@ -446,8 +454,9 @@ class _Sim:
         (``keep``: the recompute closure holds them) stay alive until its backward recomputes it.  ``fn`` may return
         one tensor or a tuple of them (T5's block returns its hidden states and the position biases it made)."""
         rec, self.rec = self.rec, None
+        held, self.held = self.held, []
         out = fn(x)
-        self.rec = rec
+        self.rec, held, self.held = rec, self.held, held
         outs = out if isinstance(out, tuple) else (out,)
         if any(o is not None and o.rg for o in outs) and rec is not None:
             if not offload:
@@ -455,7 +464,10 @@ class _Sim:
             keep = tuple(keep)
             for k in keep:
                 k.saves += 1
-            rec.append(_Ckpt(fn, x, out, offload, keep))
+            rec.append(_Ckpt(fn, x, out, offload, keep, tuple(held)))
+        else:
+            for t in held:
+                self.unsave(t)
         return out
 
     # -- backward ---------------------------------------------------------------------------------
@@ -572,7 +584,7 @@ class _Sim:
                 g, o.grad = o.grad, None
                 self.drop(g)
             self.unsave(o)
-        for k in nd.keep:
+        for k in (*nd.keep, *nd.held):
             self.unsave(k)
         if nd.offload:
             if x.grad is not None:
@@ -897,7 +909,9 @@ class _Model:
         sim, c = self.sim, self.ctx
         rows = c.N if rows is None else rows
         owned: list[_T] = []
-        if lin.quant:
+        if lin.quant == 8:
+            out = self.int8_linear(x, lin, rows)
+        elif lin.quant:
             xin = sim.cast(x, c.compute) if x.b != c.compute else sim.ref(x)
             owned.append(xin)
             deq = lin.fin * lin.fout * 2
@@ -929,6 +943,30 @@ class _Model:
         if lin.lA is not None:
             out = self.lora(x, out, lin, rows)
         return out
+
+    def int8_linear(self, x: _T, lin: _Linear, rows: int) -> _T:
+        """bitsandbytes' ``MatMul8bitLt`` over a frozen int8 weight (trace_bnb.py, bitsandbytes 95f9af3): the input is
+        quantised row-wise through an fp16 copy (with an ``abs() >= threshold`` outlier mask), the int32 product is
+        dequantised to fp16 and cast to the input's dtype; it keeps its input, and its backward dequantises the
+        weight in the input's dtype (plus the fp32 row scales) for ``grad_output @ CB``."""
+        sim, c = self.sim, self.ctx
+        fp16 = self.fp16_stream(x)
+        a16 = sim.ref(x) if fp16 else sim.new(x.numel, 2, cat="temporaries")  # A.to(torch.float16)
+        quantised = [sim.new(rows, 4, cat="temporaries"), sim.new(x.numel, 1, cat="temporaries")]  # row stats, CA
+        mask = [sim.new(x.numel, 2, cat="temporaries"), sim.new(x.numel, 1, cat="temporaries")]  # abs(), >= threshold
+        sim.drop(*mask, a16)
+        product = [sim.new(rows * lin.fout, 4, cat="temporaries")]  # int8_linear_matmul's int32 output
+        if not fp16:
+            product.append(sim.new(rows * lin.fout, 2, cat="temporaries"))  # int8_mm_dequant's fp16, then .to(A.dtype)
+        # `ctx.tensors = (CAt, subA, A)`: an attribute, not `save_for_backward`, so a checkpointed block keeps it too
+        out = sim.op([x, lin.B], rows * lin.fout, x.b, held=[x],
+                     bw_temp=_round(lin.fin * lin.fout * x.b) + _round(4 * lin.fout))
+        sim.drop(*product, *quantised)
+        return out
+
+    def fp16_stream(self, x: _T) -> bool:
+        """Whether ``x`` is fp16 (2 bytes in an fp16 run: bf16 is 2 bytes too, and ``.to(torch.float16)`` copies it)."""
+        return x.b == 2 and self.ctx.setup.dtype == "fp16"
 
     def lora(self, x: _T, result: _T, lin: _Linear, rows: int) -> _T:
         sim, c = self.sim, self.ctx
@@ -2808,7 +2846,10 @@ def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True, like: Memo
     if setup.attn == "flash":
         notes.append("flash attention keeps the same tensors as SDPA's flash kernel")
     if setup.load_in_8bit:
-        notes.append("8-bit (LLM.int8) activations are approximate")
+        notes.append("8-bit (LLM.int8): no outlier columns assumed")
+        if setup.checkpointing not in ("none", None):
+            notes.append("8-bit linears keep their inputs on the autograd context, which non-reentrant checkpointing does "
+                         "not free (counted); reentrant checkpointing (transformers 4's default) frees them")
     if getattr(setup.arch, "family", "") in ("gpt_neox", "falcon", "opt", "phi"):
         notes.append(f"{setup.arch.model_type}: activations follow the GPT-2-style program (approximate)")
     return MemoryEstimate(

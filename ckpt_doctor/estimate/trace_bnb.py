@@ -1,4 +1,5 @@
-"""A 4-bit (QLoRA) base for the trace, as bitsandbytes and peft hold it in memory, without bitsandbytes or a GPU.
+"""4-bit (QLoRA) and 8-bit (LLM.int8) bases for the trace, as bitsandbytes and peft hold them in memory, without
+bitsandbytes or a GPU.
 
 What a QLoRA script runs (transformers' bitsandbytes integration, bitsandbytes 95f9af3, peft 0.21.2), and what is made
 here instead, allocation for allocation:
@@ -19,7 +20,26 @@ here instead, allocation for allocation:
   ("for 4bit, we need to defensively clone here"), casts the input to the adapters' dtype, and casts their output to
   the result's before adding it: ``patch_lora_forward``.
 
-Only memory is emulated: the dequantised weights are empty tensors.  8-bit (LLM.int8) bases are not.
+An 8-bit base (``BitsAndBytesConfig(load_in_8bit=True)``: ``llm_int8_threshold`` 6.0, ``llm_int8_has_fp16_weight``
+False) turns the same linears into ``bnb.nn.Linear8bitLt``: an int8 ``[out, in]`` weight (``Int8Params.CB``) and one
+fp32 scale per row (``SCB``).  Here: ``Linear8bitMemory``.  Its forward (bitsandbytes 95f9af3) is ``bnb.matmul`` ->
+``MatMul8bitLt`` (autograd/_functions.py), on CUDA:
+
+* ``F.int8_vectorwise_quant(A.to(torch.float16), threshold)`` (backends/cuda/ops.py): an fp16 copy of the input
+  (unless it is fp16), fp32 row stats, the int8 rows, and for the outlier columns ``A.abs() >= threshold``; which
+  columns are outliers depends on the values, which a fake tensor does not have: taken as none (LLM.int8's outliers
+  are a few of thousands of features; their ``subA`` columns are kept for the backward);
+* ``int8_mixed_scaled_mm`` (backends/default/ops.py) -> ``int8_scaled_mm``: an int32 ``[N, out]`` product
+  (``int8_linear_matmul``), dequantised into an fp16 ``[N, out]`` (``int8_mm_dequant``) and returned as ``.to(A.dtype)``;
+* it keeps its input for the backward (``ctx.tensors = (CAt, subA, A)`` whenever the input requires grad; ``CAt`` is
+  None with a frozen weight), and the backward dequantises the weight in the input's dtype
+  (``state.CB.to(ctx.dtype_A, copy=True).mul_(state.SCB.unsqueeze(1).mul(1.0 / 127.0))``) for
+  ``grad_output @ CB``.
+
+peft's LoRA layer over a ``Linear8bitLt`` (peft/tuners/lora/bnb.py ``Linear8bitLt.forward``) does not clone the base
+result.
+
+Only memory is emulated: the dequantised weights and the quantised inputs are empty tensors.
 """
 
 from __future__ import annotations
@@ -68,37 +88,97 @@ def _classes() -> dict[str, Any]:
             shape = (self.out_features, self.in_features)
             return MatMul4Bit.apply(x, self.weight, bias, shape).to(inp_dtype)
 
-    return {"MatMul4Bit": MatMul4Bit, "Linear4bitMemory": Linear4bitMemory}
+    class MatMul8bitLt(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, A, CB, SCB, bias):
+            grad_shape = A.shape
+            if A.dim() == 3:
+                A = A.reshape(-1, A.shape[-1])
+            # F.int8_vectorwise_quant(A.to(torch.float16), threshold=6.0)
+            a16 = A.to(torch.float16)
+            row_stats = torch.empty(a16.shape[0], dtype=torch.float32)
+            CA = torch.empty(a16.shape, dtype=torch.int8)
+            outliers = a16.abs() >= THRESHOLD  # outlier_cols = argwhere(outliers.any(dim=0)): taken as none
+            del outliers, a16
+            subA = torch.empty(0, dtype=A.dtype)  # int8_mixed_scaled_mm without outlier columns
+            out_i32 = torch.empty((A.shape[0], CB.shape[0]), dtype=torch.int32)  # int8_linear_matmul
+            out16 = torch.empty_like(out_i32, dtype=torch.float16)  # int8_mm_dequant
+            if bias is not None:
+                out16.add_(bias)
+            output = out16.to(A.dtype)
+            del out16, out_i32, CA, row_stats
+            if ctx.needs_input_grad[0]:
+                ctx.tensors = (None, subA, A)  # CAt: None, the weight being frozen
+            ctx.CB, ctx.SCB, ctx.dtype_A, ctx.grad_shape = CB, SCB, A.dtype, grad_shape
+            return output.reshape(*grad_shape[:-1], CB.shape[0])
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            grad_bias = None
+            if ctx.needs_input_grad[3]:
+                grad_bias = grad_output.sum(0)
+            grad_output = grad_output.reshape(-1, grad_output.shape[-1]).contiguous()
+            CB = ctx.CB.to(ctx.dtype_A, copy=True).mul_(ctx.SCB.unsqueeze(1).mul(1.0 / 127.0))
+            grad_A = torch.matmul(grad_output.to(ctx.dtype_A), CB).view(ctx.grad_shape)
+            return grad_A, None, None, grad_bias
+
+    class Linear8bitMemory(torch.nn.Linear):
+        def __init__(self, linear) -> None:
+            torch.nn.Module.__init__(self)
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            device = linear.weight.device
+            self.weight = torch.nn.Parameter(torch.empty(self.out_features, self.in_features, dtype=torch.int8,
+                                                         device=device), requires_grad=False)
+            self.register_buffer("SCB", torch.empty(self.out_features, dtype=torch.float32, device=device))
+            self.bias = linear.bias
+
+        def forward(self, x):
+            if self.bias is not None and self.bias.dtype != x.dtype:
+                self.bias.data = self.bias.data.to(x.dtype)
+            return MatMul8bitLt.apply(x, self.weight, self.SCB, self.bias)
+
+    return {"MatMul4Bit": MatMul4Bit, "Linear4bitMemory": Linear4bitMemory, "MatMul8bitLt": MatMul8bitLt,
+            "Linear8bitMemory": Linear8bitMemory}
 
 
-def quantize_4bit(model, compute_dtype) -> None:
-    """Every ``nn.Linear`` of ``model`` but its output embedding becomes a ``Linear4bitMemory``, as transformers'
-    bitsandbytes integration replaces them (the output embedding is in ``modules_to_not_convert``)."""
+THRESHOLD = 6.0  # transformers' BitsAndBytesConfig.llm_int8_threshold default
+
+
+def quantize(model, bits: int, compute_dtype) -> None:
+    """Every ``nn.Linear`` of ``model`` but its output embedding becomes a ``Linear4bitMemory`` (``bits`` 4) or a
+    ``Linear8bitMemory`` (8), as transformers' bitsandbytes integration replaces them (the output embedding is in
+    ``modules_to_not_convert``); ``compute_dtype``: the 4-bit ``bnb_4bit_compute_dtype``."""
     import torch
 
-    cls = _classes()["Linear4bitMemory"]
+    classes = _classes()
+    make = (lambda child: classes["Linear4bitMemory"](child, compute_dtype)) if bits == 4 else classes["Linear8bitMemory"]
     head = model.get_output_embeddings()
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is torch.nn.Linear and child is not head:
-                setattr(module, name, cls(child, compute_dtype))
-    model.is_loaded_in_4bit = True
+                setattr(module, name, make(child))
+    setattr(model, f"is_loaded_in_{bits}bit", True)  # what peft's prepare_model_for_kbit_training asks
 
 
 def patch_lora_forward(model) -> None:
-    """peft's LoRA layers over a ``Linear4bitMemory`` run peft's ``lora.bnb.Linear4bit.forward`` (vanilla LoRA, no
-    autocast: the trace's autocast is a function mode, and a 4-bit trace runs without it)."""
+    """peft's LoRA layers over a ``Linear4bitMemory`` / ``Linear8bitMemory`` run peft's ``lora.bnb.Linear4bit.forward``
+    / ``Linear8bitLt.forward`` (vanilla LoRA, no autocast: the trace's autocast is a function mode, and a quantised
+    trace runs without it)."""
+    import functools
     import types
 
-    cls = _classes()["Linear4bitMemory"]
+    classes = _classes()
     for module in model.modules():
-        if isinstance(getattr(module, "base_layer", None), cls) and hasattr(module, "lora_A"):
-            module.forward = types.MethodType(_lora_4bit_forward, module)
+        base = getattr(module, "base_layer", None)
+        if isinstance(base, (classes["Linear4bitMemory"], classes["Linear8bitMemory"])) and hasattr(module, "lora_A"):
+            clone = isinstance(base, classes["Linear4bitMemory"])
+            module.forward = types.MethodType(functools.partial(_lora_bnb_forward, clone=clone), module)
 
 
-def _lora_4bit_forward(self, x, *args, **kwargs):
+def _lora_bnb_forward(self, x, *args, clone: bool, **kwargs):
     result = self.base_layer(x, *args, **kwargs)
-    result = result.clone()  # "for 4bit, we need to defensively clone here"
+    if clone:
+        result = result.clone()  # 4-bit: "for 4bit, we need to defensively clone here"
     for active_adapter in self.active_adapters:
         if active_adapter not in self.lora_A.keys():
             continue

@@ -34,7 +34,8 @@ ROUNDS = {1: ("corpus.tsv", "expert.json", "/tmp/rules2026-corpus"), 2: ("round2
           3: ("round3.tsv", "expert_round3.json", "/tmp/rules2026-round3"), 4: ("round4.tsv", "expert_round4.json", "/tmp/rules2026-round4"),
           5: ("round5.tsv", "expert_round5.json", "/tmp/rules2026-round5"), 6: ("round6.tsv", "expert_round6.json", "/tmp/rules2026-round6"),
           7: ("round7.tsv", "expert_round7.json", "/tmp/rules2026-round7"), 9: ("round9.tsv", "expert_round9.json", "/tmp/rules2026-round9"),
-          10: ("round10.tsv", "expert_round10.json", "/tmp/rules2026-round10")}
+          10: ("round10.tsv", "expert_round10.json", "/tmp/rules2026-round10"),
+          11: ("round11.tsv", "expert_round11.json", "/tmp/rules2026-round11")}
 
 
 def scored(round_: int) -> list[tuple[str, str]]:

@@ -597,6 +597,17 @@ def test_k_bit_preparation_on_the_path_upcasts_and_its_absence_does_not():
     assert off.kbit_upcast.value is False  # a call that never runs prepares nothing
 
 
+def test_reentrant_checkpointing_is_a_setting_the_estimate_reads():
+    """peft's preparation passes `{}` (torch's reentrant default), explicit kwargs say which; any site not known to be
+    reentrant leaves the estimate's non-reentrant assumption (an 8-bit base keeps more under it)."""
+    kbit = _read(QLORA.replace("PREPARE", "model = prepare_model_for_kbit_training(model)"))
+    assert kbit.checkpointing.value == "full" and kbit.as_flags()["reentrant"] is True
+    explicit = _read(QLORA.replace("PREPARE", 'model = prepare_model_for_kbit_training(model, '
+                                              'gradient_checkpointing_kwargs={"use_reentrant": False})'))
+    assert explicit.checkpointing.value == "full" and explicit.as_flags()["reentrant"] is False
+    assert _read(QLORA.replace("PREPARE", "")).as_flags()["reentrant"] is False  # no checkpointing at all
+
+
 def test_trl_sft_trainer_upcasts_a_quantized_model_before_0_26_only():
     old = _read_at(QLORA_TRL, {"transformers": "4.56", "trl": "0.24"}).kbit_upcast
     assert old.value is True and "calls prepare_model_for_kbit_training" in old.note

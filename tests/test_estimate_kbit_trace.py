@@ -28,6 +28,8 @@ RUNS = {
     "all linears": dict(lora_targets=ALL),
     "q/v, checkpointing": dict(lora_targets=QV, checkpointing="full"),
     "q/v, checkpointing, no upcast": dict(lora_targets=QV, checkpointing="full", kbit_upcast=False),
+    # the first forward under no_grad: an 8-bit linear's input is not kept on a ctx
+    "q/v, reentrant checkpointing": dict(lora_targets=QV, checkpointing="full", reentrant=True),
 }
 
 

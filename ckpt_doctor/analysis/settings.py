@@ -90,6 +90,9 @@ class ScriptSettings:
     # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, set by the script or its launcher (what is reserved, not allocated)
     expandable_segments: Setting = field(default_factory=lambda: Setting(False, None, "torch's default allocator"))
     is_training: bool = False
+    # Hugging Face checkpointing that runs torch's reentrant variant on every site of the default run (the mode the
+    # rules read: CKPT201); False when any site is non-reentrant or not known to be reentrant
+    checkpointing_reentrant: bool = False
     # the job beyond its training step (analysis.whole_job), on the default run: the per-device batch of an evaluation
     # that keeps every batch's logits on the GPU, and the share of each GPU a colocated vLLM holds
     eval_logits_batch: Setting | None = None
@@ -121,6 +124,7 @@ class ScriptSettings:
             "freeze_vision_tower": bool(self.freeze_vision_tower and self.freeze_vision_tower.value),
             "expandable_segments": bool(self.expandable_segments.value),
             "loss": "fused" if self.liger_loss else "plain",
+            "reentrant": self.checkpointing_reentrant,
         }
 
     @property
@@ -414,6 +418,8 @@ def read_settings(training: Training) -> ScriptSettings:
                 plan = f"every_{every}"
         line = sites[0].span.start.line if sites else training.torch_checkpoint_sites[0].line
         out.checkpointing = Setting(plan, line)
+        out.checkpointing_reentrant = bool(sites) and not training.torch_checkpoint_sites and all(
+            s.mode.reentrant is True for s in sites)
     elif flagged := _module_flag(training):
         out.checkpointing = Setting("full", flagged.line, f"`{flagged.target} = True`")
     elif own := _own_model_checkpointing(facts):

@@ -58,6 +58,7 @@ DEFAULTS = {
     "freeze_vision_tower": False,
     "expandable_segments": False,  # PYTORCH_CUDA_ALLOC_CONF's expandable_segments:True
     "loss": "plain",  # "fused": Liger's fused linear cross-entropy
+    "reentrant": False,  # checkpointing runs torch's reentrant variant (read from a script or config, no flag)
 }
 
 

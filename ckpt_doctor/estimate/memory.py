@@ -162,6 +162,10 @@ class TrainingSetup:
     # holds the whole logits (`use_liger_kernel=True`, `AutoLigerKernelForCausalLM`, `apply_liger_kernel_to_*`); causal
     # LMs only.  Liger's other kernels (RMSNorm, SwiGLU, RoPE) are not modelled: with them the step holds a little less
     loss: str = "plain"            # plain | fused
+    # checkpointing runs torch's reentrant variant (transformers 4's default; `use_reentrant=True`): its first forward
+    # runs under no_grad, so what a node keeps outside saved tensors (an 8-bit linear's input on its ctx) is not kept;
+    # the rest of the memory is the same as non-reentrant checkpointing's
+    reentrant: bool = False
 
     @property
     def decoder_len(self) -> int:
@@ -334,7 +338,8 @@ _OUT = object()  # "save my own output"
 
 
 class _Sim:
-    def __init__(self) -> None:
+    def __init__(self, reentrant: bool = False) -> None:
+        self.reentrant = reentrant  # a checkpointed forward records no graph at all (see checkpoint())
         self.cur = 0
         self.cats: dict[str, int] = {}
         self.phase = "setup"
@@ -454,7 +459,7 @@ class _Sim:
         (``keep``: the recompute closure holds them) stay alive until its backward recomputes it.  ``fn`` may return
         one tensor or a tuple of them (T5's block returns its hidden states and the position biases it made)."""
         rec, self.rec = self.rec, None
-        held, self.held = self.held, []
+        held, self.held = self.held, (None if self.reentrant else [])  # reentrant: no autograd context to hold them
         out = fn(x)
         self.rec, held, self.held = rec, self.held, held
         outs = out if isinstance(out, tuple) else (out,)
@@ -464,9 +469,9 @@ class _Sim:
             keep = tuple(keep)
             for k in keep:
                 k.saves += 1
-            rec.append(_Ckpt(fn, x, out, offload, keep, tuple(held)))
+            rec.append(_Ckpt(fn, x, out, offload, keep, tuple(held or ())))
         else:
-            for t in held:
+            for t in held or ():
                 self.unsave(t)
         return out
 
@@ -2576,7 +2581,7 @@ class _Walk:
 def _walk(setup: TrainingSetup) -> _Walk:
     """The steady-state step of ``setup``, after the first step made the optimizer state."""
     ctx = _Ctx(setup)
-    sim = _Sim()
+    sim = _Sim(reentrant=setup.reentrant)
     model = _model_class(ctx)(sim, ctx)
     model.build()
     notes: list[str] = []
@@ -2847,7 +2852,7 @@ def estimate(setup: TrainingSetup, *, cublas_workspaces: bool = True, like: Memo
         notes.append("flash attention keeps the same tensors as SDPA's flash kernel")
     if setup.load_in_8bit:
         notes.append("8-bit (LLM.int8): no outlier columns assumed")
-        if setup.checkpointing not in ("none", None):
+        if setup.checkpointing not in ("none", None) and not setup.reentrant:
             notes.append("8-bit linears keep their inputs on the autograd context, which non-reentrant checkpointing does "
                          "not free (counted); reentrant checkpointing (transformers 4's default) frees them")
     if getattr(setup.arch, "family", "") in ("gpt_neox", "falcon", "opt", "phi"):

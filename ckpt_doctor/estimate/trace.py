@@ -146,7 +146,7 @@ def build_model(setup, *, meta: bool):
             import peft
 
             peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=setup.checkpointing not in ("none", None),
-                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
+                                                 gradient_checkpointing_kwargs={"use_reentrant": setup.reentrant})
         else:
             model.requires_grad_(False)
     if setup.lora_r:
@@ -175,18 +175,18 @@ def build_model(setup, *, meta: bool):
     if setup.checkpointing not in ("none", None):
         every = 1 if setup.checkpointing == "full" else int(setup.checkpointing.split("_", 1)[1])
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        enable_checkpointing(base, every)
+        enable_checkpointing(base, every, setup.reentrant)
     return model
 
 
-def enable_checkpointing(model, every: int) -> None:
-    """Non-reentrant checkpointing of every ``every``-th layer, through the installed transformers' own API:
-    ``activation_checkpointing_enable`` from 5.23, ``gradient_checkpointing_enable`` before (docs/version-facts.md
-    H3), which has no ``every_n_layers``."""
+def enable_checkpointing(model, every: int, reentrant: bool = False) -> None:
+    """Checkpointing of every ``every``-th layer (non-reentrant unless ``reentrant``), through the installed
+    transformers' own API: ``activation_checkpointing_enable`` from 5.23, ``gradient_checkpointing_enable`` before
+    (docs/version-facts.md H3), which has no ``every_n_layers``."""
     if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=every)
+        model.activation_checkpointing_enable({"use_reentrant": reentrant}, every_n_layers=every)
     elif every == 1:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
     else:
         import transformers
 

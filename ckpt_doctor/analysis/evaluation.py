@@ -6,8 +6,9 @@ when the model's last mode call before it is `.eval()`, or when its function is 
 (`evaluate`, `validate`, `eval_epoch`). A forward in it records its graph unless the loop, its function or a call of
 that function runs under `torch.no_grad()` / `torch.inference_mode()` / `torch.set_grad_enabled(False)`
 (`Call.grad_off`); a function the script never calls is judged by its calls in the project's other modules (an
-`engine.py` whose `eval_fn` `train.py` runs), and not at all when none is found. The graph lives as long as a tensor made from the forward's output does: what the loop keeps
-across batches (`total += loss`, `losses.append(outputs.loss)`) keeps every batch's graph.
+`engine.py` whose `eval_fn` `train.py` runs), and not at all when none is found. The graph lives as long as a tensor
+made from the forward's output does: what the loop keeps across batches (`total += loss`,
+`losses.append(outputs.loss)`, `preds = torch.cat((preds, outputs))`) keeps every batch's graph.
 """
 
 from __future__ import annotations

@@ -184,10 +184,10 @@ class Project:
 
     def calls_from_importers(self, function: str) -> "list[tuple[str, Call, bool]]":
         """(file:line, call, whether that module calls `.backward()`) for each call of the script's top-level function
-        `function` that the project's other
-        modules make: `engine.eval_fn(model, loader)` in `train.py` for `engine.py`'s `eval_fn` (a Kaggle-style
-        `engine.py` whose loops `train.py` runs). Looked for in the `.py` files of the script's folder and of the
-        project root that name both the script's module and the function; their own imports are not followed."""
+        `function` that the project's other modules make: `engine.eval_fn(model, loader)` in `train.py` for
+        `engine.py`'s `eval_fn` (a Kaggle-style `engine.py` whose loops `train.py` runs). Looked for in the `.py` files
+        of the script's folder and of the project root that name both the script's module and the function; their own
+        imports are not followed."""
         if self.root is None or self.folder is None:
             return []
         stem = Path(self.files.script).stem

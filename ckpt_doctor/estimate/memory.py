@@ -954,7 +954,7 @@ class _Model:
         quantised row-wise through an fp16 copy (with an ``abs() >= threshold`` outlier mask), the int32 product is
         dequantised to fp16 and cast to the input's dtype; it keeps its input, and its backward dequantises the
         weight in the input's dtype (plus the fp32 row scales) for ``grad_output @ CB``."""
-        sim, c = self.sim, self.ctx
+        sim = self.sim
         fp16 = self.fp16_stream(x)
         a16 = sim.ref(x) if fp16 else sim.new(x.numel, 2, cat="temporaries")  # A.to(torch.float16)
         quantised = [sim.new(rows, 4, cat="temporaries"), sim.new(x.numel, 1, cat="temporaries")]  # row stats, CA

@@ -180,6 +180,11 @@ ISSUE10: list[tuple[str, int, int, dict]] = [
     ("Qwen3-8B-2L", 1, 2048, {"load_in_8bit": True, "lora_r": 16, "lora_targets": ALL_LLAMA, "checkpointing": "full"}),
     ("gemma-2-2b-2L", 1, 2048, {"attn": "eager", "load_in_8bit": True, "dtype": "fp16", "lora_r": 16, "lora_targets": QV,
                                 "kbit_upcast": False, "checkpointing": "full"}),
+    # the usual QLoRA run: bf16 autocast over the fp32 rest (`bf16=True`), 4-bit and 8-bit
+    ("Llama-3.1-8B-2L", 1, 2048, {"dtype": "fp32", "mixed_precision": "bf16", "load_in_4bit": True, "lora_r": 16,
+                                  "lora_targets": ALL_LLAMA, "checkpointing": "full"}),
+    ("Qwen3-8B-2L", 1, 2048, {"dtype": "fp32", "mixed_precision": "bf16", "load_in_8bit": True, "lora_r": 16,
+                              "lora_targets": QV}),
 ]
 
 

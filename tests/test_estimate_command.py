@@ -260,7 +260,7 @@ def test_trace_refusals_and_failures_are_one_line(tmp_path, monkeypatch):
         res = CliRunner().invoke(estimate, [*args, "--seq-len", "64", "--trace"])
         assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
 
-    def boom(setup, *, meta):
+    def boom(setup, *, meta, autocast_state=None):
         raise RuntimeError("something deep inside transformers\nsecond line")
 
     monkeypatch.setattr(_trace, "build_model", boom)

@@ -79,8 +79,6 @@ def _check_supported(setup) -> None:
     bits = 4 if setup.load_in_4bit else (8 if setup.load_in_8bit else 0)
     if bits and not setup.lora_r:
         raise TraceUnsupported(f"--trace of a {bits}-bit base needs adapters (--lora-r): nothing else of it can train")
-    if bits and setup.mixed_precision != "no":
-        raise TraceUnsupported(f"--trace runs a {bits}-bit base without autocast (--mixed-precision no)")
     if setup.gpus != 1 or setup.zero:
         raise TraceUnsupported("--trace runs one process; drop --gpus/--zero (the closed form covers sharding)")
     if setup.checkpointing == "offload":
@@ -121,7 +119,7 @@ def hf_config(setup):
     return cfg
 
 
-def build_model(setup, *, meta: bool):
+def build_model(setup, *, meta: bool, autocast_state: dict | None = None):
     """The transformers model for ``setup``: dtype, attention, LoRA and checkpointing as a user sets them."""
     import torch
     import transformers
@@ -162,7 +160,7 @@ def build_model(setup, *, meta: bool):
         if setup.load_in_4bit or setup.load_in_8bit:
             from .trace_bnb import patch_lora_forward
 
-            patch_lora_forward(model)
+            patch_lora_forward(model, autocast_state if setup.mixed_precision != "no" else None)
     if getattr(setup, "freeze_vision_tower", False) and is_qwen_vl(setup.arch):  # `model.visual.requires_grad_(False)`
         for name, param in model.named_parameters():
             if ".visual." in f".{name}":
@@ -866,12 +864,12 @@ def _trace_step(setup, device: str = "cpu", *, fake: bool = True, iterations: in
     if fake:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
-        model = build_model(setup, meta=True)
+        model = build_model(setup, meta=True, autocast_state=autocast_state)
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         _materialize_fake(model, fake_mode)
     else:
         torch.manual_seed(0)
-        model = build_model(setup, meta=False)
+        model = build_model(setup, meta=False, autocast_state=autocast_state)
     _recompute_under(model, sem)
     with _hf_sees_real_tensors(), (_qwen_vl_patches(setup) if fake else contextlib.nullcontext()), fake_mode:
         inputs = make_inputs(setup, vocab)
@@ -915,7 +913,7 @@ def allocator_step(setup, *, iterations: int = 2) -> TraceResult:
     torch.manual_seed(0)
     autocast_state: dict[str, Any] = {"enabled": False, "cache": None}
     sem = _cuda_semantics_mode(setup.mixed_precision, autocast_state)
-    model = build_model(setup, meta=False)
+    model = build_model(setup, meta=False, autocast_state=autocast_state)
     _recompute_under(model, sem)
     inputs = make_inputs(setup, int(getattr(hf_config(setup), "vocab_size", 32000)))
     opt = make_optimizer(setup, model.parameters())

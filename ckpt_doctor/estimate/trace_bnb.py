@@ -160,22 +160,24 @@ def quantize(model, bits: int, compute_dtype) -> None:
     setattr(model, f"is_loaded_in_{bits}bit", True)  # what peft's prepare_model_for_kbit_training asks
 
 
-def patch_lora_forward(model) -> None:
+def patch_lora_forward(model, autocast: dict | None = None) -> None:
     """peft's LoRA layers over a ``Linear4bitMemory`` / ``Linear8bitMemory`` run peft's ``lora.bnb.Linear4bit.forward``
-    / ``Linear8bitLt.forward`` (vanilla LoRA, no autocast: the trace's autocast is a function mode, and a quantised
-    trace runs without it)."""
+    / ``Linear8bitLt.forward`` (vanilla LoRA). Both skip their dtype conversions under autocast
+    (``requires_conversion = not torch.is_autocast_enabled()``); the trace's autocast is a function mode, which
+    ``torch.is_autocast_enabled()`` does not see, so ``autocast`` (the trace's state: ``{"enabled": ...}``) says it."""
     import functools
     import types
 
     classes = _classes()
+    state = autocast if autocast is not None else {}
     for module in model.modules():
         base = getattr(module, "base_layer", None)
         if isinstance(base, (classes["Linear4bitMemory"], classes["Linear8bitMemory"])) and hasattr(module, "lora_A"):
             clone = isinstance(base, classes["Linear4bitMemory"])
-            module.forward = types.MethodType(functools.partial(_lora_bnb_forward, clone=clone), module)
+            module.forward = types.MethodType(functools.partial(_lora_bnb_forward, clone=clone, autocast=state), module)
 
 
-def _lora_bnb_forward(self, x, *args, clone: bool, **kwargs):
+def _lora_bnb_forward(self, x, *args, clone: bool, autocast: dict, **kwargs):
     result = self.base_layer(x, *args, **kwargs)
     if clone:
         result = result.clone()  # 4-bit: "for 4bit, we need to defensively clone here"
@@ -184,10 +186,13 @@ def _lora_bnb_forward(self, x, *args, clone: bool, **kwargs):
             continue
         lora_A, lora_B = self.lora_A[active_adapter], self.lora_B[active_adapter]
         dropout, scaling = self.lora_dropout[active_adapter], self.scaling[active_adapter]
-        expected_dtype = result.dtype
-        x = self._cast_input_dtype(x, lora_A.weight.dtype)
+        requires_conversion = not autocast.get("enabled", False)
+        if requires_conversion:
+            expected_dtype = result.dtype
+            x = self._cast_input_dtype(x, lora_A.weight.dtype)
         output = lora_B(lora_A(dropout(x))) * scaling
-        output = output.to(expected_dtype)
+        if requires_conversion:
+            output = output.to(expected_dtype)
         result = result + output
     return result
 

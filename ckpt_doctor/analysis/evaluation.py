@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from ckpt_doctor.analysis.facts import GRAD_SWITCHES, Call, Loop, ScriptFacts
+from ckpt_doctor.analysis.facts import GRAD_SWITCHES, Call, Loop, ScriptFacts, dotted_name
 from ckpt_doctor.analysis.values import truth
 
 _EVALUATION_NAME = re.compile(r"(?:^|_)(?:eval|evaluate|evaluation|valid|validate|validation|val|test)(?:_|$)", re.IGNORECASE)
@@ -96,7 +96,7 @@ def _model_called(call: Call, optimized: set[str]) -> str | None:
     func = call.node.func
     if isinstance(func, ast.Attribute) and func.attr in ("forward", "module"):
         func = func.value
-    name = _dotted(func)
+    name = dotted_name(func)
     if name is None or ("model" not in name.rsplit(".", 1)[-1].lower() and name not in optimized):
         return None
     return name
@@ -114,9 +114,9 @@ def _trained(facts: ScriptFacts) -> tuple[set[str], set[str]]:
             continue
         for node in ast.walk(call.node):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("parameters", "named_parameters"):
-                optimized.add(_dotted(node.func.value))
+                optimized.add(dotted_name(node.func.value))
         given = list(call.node.args) + [k.value for k in call.node.keywords]
-        trained.update(name for name in map(_dotted, given) if name and "model" in name.rsplit(".", 1)[-1].lower())
+        trained.update(name for name in map(dotted_name, given) if name and "model" in name.rsplit(".", 1)[-1].lower())
     optimized.discard(None)
     trained |= optimized
     trained.discard(None)
@@ -129,22 +129,13 @@ def _handed_in(facts: ScriptFacts, model: str, scope: str) -> bool:
     return "." not in scope and model in facts.functions.get(scope, [])
 
 
-def _dotted(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        base = _dotted(node.value)
-        return f"{base}.{node.attr}" if base else None
-    return None
-
-
 def _innermost(facts: ScriptFacts, call: Call) -> Loop | None:
     holding = [loop for loop in facts.loops if loop.holds(call)]
     return max(holding, key=lambda loop: loop.line, default=None)
 
 
 def _is_step(call: Call) -> bool:
-    return (call.name in ("backward", "manual_backward") and call.is_method) or call.qualname == "torch.autograd.grad" \
+    return call.is_backward or (call.name == "manual_backward" and call.is_method) or call.qualname == "torch.autograd.grad" \
         or (call.name == "step" and bool(call.receiver) and bool(_OPTIMIZER.search(call.receiver)))
 
 
@@ -204,7 +195,7 @@ def _kept(loop: ast.For | ast.AsyncFor | ast.While, forward: ast.Call) -> tuple[
         if isinstance(node, ast.Assign) and _accumulates(node) and _carries(node.value, forward, carried - {node.targets[0].id}):
             kept.append((node.lineno, ast.unparse(node)))  # not `output = F.interpolate(output, ...)`: this batch's own
         elif isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and _carries(node.value, forward, carried):
-            target = _dotted(node.target)
+            target = dotted_name(node.target)
             if target and target not in rebound:
                 kept.append((node.lineno, ast.unparse(node)))
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _KEEPS
@@ -254,7 +245,7 @@ def _carries(expr: ast.expr, forward: ast.Call, carried: set[str]) -> bool:
         if func.attr in _DETACHING:
             return False
         return func.attr in _KEEPING and _carries(func.value, forward, carried)
-    name = (_dotted(func) or "").lower()
+    name = (dotted_name(func) or "").lower()
     differentiable = "loss" in name or "criterion" in name or (name.startswith(("torch.", "f.")) and "arg" not in name)
     return differentiable and any(_carries(a, forward, carried) for a in expr.args)
 
@@ -265,4 +256,4 @@ def _is_function(func: ast.Attribute) -> bool:
     root = func.value
     while isinstance(root, ast.Attribute):
         root = root.value
-    return isinstance(root, ast.Name) and root.id in ("torch", "F", "nn", "self") and _dotted(func.value) is not None
+    return isinstance(root, ast.Name) and root.id in ("torch", "F", "nn", "self") and dotted_name(func.value) is not None

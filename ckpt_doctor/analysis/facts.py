@@ -126,6 +126,11 @@ class Call:
     grad_off: bool = False
 
     @property
+    def is_backward(self) -> bool:
+        """`loss.backward()`, `accelerator.backward(loss)`: a backward pass the script runs itself."""
+        return self.name == "backward" and self.is_method
+
+    @property
     def runs_by_default(self) -> bool | None:
         """Whether the `if` tests around the call hold when the script runs with its defaults: False under
         `if args.gradient_checkpointing:` with an argparse default of False, None if unknown."""
@@ -471,7 +476,7 @@ class _Extractor:
         self._project_deepspeed_checkpoints()
         calls = self.facts.calls
         turns_on = any(c.name in HF_ENABLE_METHODS for c in calls) or any(a.attr == "gradient_checkpointing" for a in self.facts.attr_assigns)
-        if self.project is not None and turns_on and not any(c.name == "backward" and c.is_method for c in calls):
+        if self.project is not None and turns_on and not any(c.is_backward for c in calls):
             # where a script turns checkpointing on but runs no step itself, is its loop in a module of the project?
             self.facts.loop_module = next(filter(None, map(self.project.runs_backward, list(self.facts.imports))), None)
         for call in self.facts.calls:
@@ -583,7 +588,7 @@ class _Extractor:
                 self.entry_points.update(a.id for a in node.args if type(a) is ast.Name)
                 if type(node.func) is ast.Attribute and node.func.attr == "add_argument":
                     self._argparse_option(node, consts)
-                    self.option_holders.add(_dotted(node.func.value))
+                    self.option_holders.add(dotted_name(node.func.value))
                 elif type(node.func) is ast.Attribute and node.func.attr in _HF_PARSES:
                     self.parses_dataclasses = True
             elif kind is ast.ClassDef:
@@ -674,7 +679,7 @@ class _Extractor:
             if value_node is None:
                 fields[name] = UNKNOWN
                 continue
-            if isinstance(value_node, ast.Call) and _dotted(value_node.func) in ("field", "dataclasses.field"):
+            if isinstance(value_node, ast.Call) and dotted_name(value_node.func) in ("field", "dataclasses.field"):
                 default = next((k.value for k in value_node.keywords if k.arg == "default"), None)
                 if default is None:
                     fields[name] = UNKNOWN
@@ -749,7 +754,7 @@ class _Extractor:
         `conf/config.yaml` beside the script, as the decorated function's argument (its `defaults:` list and the
         command line's overrides are not followed)."""
         for decorator in node.decorator_list:
-            named = _dotted(decorator.func) if isinstance(decorator, ast.Call) else None
+            named = dotted_name(decorator.func) if isinstance(decorator, ast.Call) else None
             if not (named == "hydra.main" or (named == "main" and "hydra.main" in self.facts.imports)):
                 continue
             given = {k.arg: k.value for k in decorator.keywords if k.arg}
@@ -825,7 +830,7 @@ class _Extractor:
             value = self.eval(node.value, scope)
             self.record_calls(node.value, scope)
             if isinstance(node.value, ast.Call) and len(node.targets) == 1:
-                self.call_records[id(node.value)].assigned_to = _dotted(node.targets[0])
+                self.call_records[id(node.value)].assigned_to = dotted_name(node.targets[0])
             for target in node.targets:
                 self.bind(target, value, scope, node)
         elif isinstance(node, ast.AnnAssign):
@@ -940,7 +945,7 @@ class _Extractor:
                 scope.bindings[f"{target.value.id}.{target.attr}"] = value
             self.facts.attr_assigns.append(
                 AttrAssign(
-                    target=_dotted(target) or target.attr,
+                    target=dotted_name(target) or target.attr,
                     attr=target.attr,
                     base_value=base,
                     value=value,
@@ -1007,7 +1012,7 @@ class _Extractor:
             if qualname.startswith("<local>."):
                 qualname = self.facts.library_base(qualname.split(".", 1)[1]) or qualname
         if isinstance(node.func, ast.Attribute):
-            receiver = _dotted(node.func.value)
+            receiver = dotted_name(node.func.value)
             receiver_value = self.eval(node.func.value, scope)
             if qualname is None:
                 method = node.func.attr
@@ -1034,9 +1039,9 @@ class _Extractor:
             receiver=receiver,
             receiver_value=receiver_value,
             args=args,
-            arg_names=[_dotted(a) for a in node.args if not isinstance(a, ast.Starred)],
+            arg_names=[dotted_name(a) for a in node.args if not isinstance(a, ast.Starred)],
             kwargs=kwargs,
-            kwarg_names={k.arg: name for k in node.keywords if k.arg and (name := _dotted(k.value))},
+            kwarg_names={k.arg: name for k in node.keywords if k.arg and (name := dotted_name(k.value))},
             keyword_spans=spans,
             star_args=any(isinstance(a, ast.Starred) for a in node.args),
             star_kwargs=star_kwargs,
@@ -1272,7 +1277,7 @@ class _Extractor:
         subject = test
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
             left, op, right = test.left, test.ops[0], test.comparators[0]
-            if isinstance(op, ast.In) and isinstance(left, ast.Constant) and isinstance(left.value, str) and _dotted(right) == "sys.argv":
+            if isinstance(op, ast.In) and isinstance(left, ast.Constant) and isinstance(left.value, str) and dotted_name(right) == "sys.argv":
                 passed = self.facts.launch is not None and self.facts.launch.passes(left.value)  # absent unless passed
                 return Literal(f"option {left.value}", holds, text, left.value, default=passed if holds else not passed)
             if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)) and isinstance(right, ast.Constant):
@@ -1355,7 +1360,7 @@ class _Extractor:
         if isinstance(node.func, ast.Attribute):
             receiver = record.receiver_value
             attr = node.func.attr
-            if attr in ("parse_args", "parse_known_args") and (_is_argparse(receiver) or _dotted(node.func.value) in self.option_holders):
+            if attr in ("parse_args", "parse_known_args") and (_is_argparse(receiver) or dotted_name(node.func.value) in self.option_holders):
                 # a parser built here, or one a helper is handed (`def default_args(parser): parser.add_argument(...)`)
                 for dest, given in abbreviations(self.facts.launch, self.facts.argparse_defaults).items():
                     default = self.facts.argparse_defaults[dest]  # `--max_seq_len 2048` sets `--max_seq_length`
@@ -1477,7 +1482,7 @@ class _Extractor:
 def _is_main_guard(test: ast.expr) -> bool:
     if not (isinstance(test, ast.Compare) and len(test.comparators) == 1 and isinstance(test.ops[0], ast.Eq)):
         return False
-    sides = {_dotted(test.left), _dotted(test.comparators[0])}
+    sides = {dotted_name(test.left), dotted_name(test.comparators[0])}
     constants = {s.value for s in (test.left, test.comparators[0]) if isinstance(s, ast.Constant)}
     return "__name__" in sides and "__main__" in constants
 
@@ -1534,7 +1539,7 @@ def _click_options(node: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, Va
     fills (`gradient_checkpointing`) and its default, as the value of that option."""
     options: dict[str, Value] = {}
     for decorator in node.decorator_list:
-        if not (isinstance(decorator, ast.Call) and (_dotted(decorator.func) or "").rsplit(".", 1)[-1] == "option"):
+        if not (isinstance(decorator, ast.Call) and (dotted_name(decorator.func) or "").rsplit(".", 1)[-1] == "option"):
             continue
         names = [a.value for a in decorator.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
         if not names:
@@ -1590,10 +1595,11 @@ def _is_argparse(value: Value) -> bool:
 
 def _is_dataclass_decorator(node: ast.expr) -> bool:
     target = node.func if isinstance(node, ast.Call) else node
-    return _dotted(target) in ("dataclass", "dataclasses.dataclass")
+    return dotted_name(target) in ("dataclass", "dataclasses.dataclass")
 
 
-def _dotted(node: ast.AST) -> str | None:
+def dotted_name(node: ast.AST) -> str | None:
+    """`a.b.c` for a name or an attribute chain over a name, else None."""
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)

@@ -158,7 +158,7 @@ class Project:
         found = self._named_module(module)
         if found is None:
             return None
-        if any(c.name == "backward" and c.is_method for c in found.facts.calls):
+        if any(c.is_backward for c in found.facts.calls):
             return shown_path(found.path)
         inner = filter(None, (_imported(module, found.path, name) for name in found.facts.imports)) if depth + 1 < MAX_DEPTH else ()
         return next(filter(None, (self.runs_backward(name, depth + 1) for name in inner)), None)
@@ -200,7 +200,7 @@ class Project:
                 continue
             module = _extract_module(path, text, MAX_DEPTH)
             calls = module.facts.calls if module else []
-            trains = any(call.name == "backward" and call.is_method for call in calls)
+            trains = any(call.is_backward for call in calls)
             found += [(f"{shown_path(path)}:{call.line}", call, trains) for call in calls
                       if call.name == function and (call.qualname or "").endswith(f"{stem}.{function}")]
         return found

@@ -287,7 +287,7 @@ class Training:
         `training_args.gradient_checkpointing` is a value the script reads, not a switch."""
         trainers = [c for c in self.facts.calls if c.name.endswith("Trainer")]
         if not trainers:  # one a project module builds may take them, unless the script runs its own step
-            return not any(c.name == "backward" and c.is_method for c in self.facts.calls)
+            return not any(c.is_backward for c in self.facts.calls)
         own = [self.facts.classes.get(own_name(c.qualname)) for c in trainers if c.qualname]
         return len(own) < len(trainers) or any(info is None or info.library_base for info in own)
 
@@ -722,7 +722,7 @@ class Training:
     @property
     def backward_calls(self) -> list[Call]:
         """The script's own `.backward()` calls (`loss.backward()`, `accelerator.backward(loss)`)."""
-        return [c for c in self.facts.calls if c.name == "backward" and c.is_method]
+        return [c for c in self.facts.calls if c.is_backward]
 
     def after_training(self, call: Call) -> bool:
         """Whether `call` comes after the training of its function: a Trainer's `.train()` or a `.backward()` runs
@@ -731,6 +731,12 @@ class Training:
         steps = [c.line for c in self.facts.calls if c.scope == call.scope and c.via is None and c.is_method
                  and (c.name == "backward" or (c.name == "train" and c.receiver in trainers))]
         return bool(steps) and max(steps) < call.line
+
+    @property
+    def enabled_model_methods(self) -> list[HFSite]:
+        """The Hugging Face checkpointing the script turns on with a method of the model
+        (`model.gradient_checkpointing_enable()`), on some path."""
+        return [s for s in self.hf_sites if s.kind == "model method" and s.enabled]
 
     @property
     def uses_trainer(self) -> bool:

@@ -131,7 +131,6 @@ def _evaluates(facts: ScriptFacts, call: Call, args, condition: Condition) -> tu
     return None
 
 
-
 @dataclass
 class KeptLogits:
     """A Trainer whose evaluation keeps every batch's logits on the GPU: the call that builds it, the path on which

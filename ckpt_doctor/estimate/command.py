@@ -124,16 +124,9 @@ def settings_from_analysis(analysis, config, model_flag: str | None = None, wher
 
     offload, pins = offload_of(analysis)  # host memory only: the device estimate does not read it
     # `fused_loss`: a fused loss the setup does not model (not Liger's), which `--fit` must not propose again
-    job = {"eval_logits_batch": _said(settings.eval_logits_batch), "vllm_colocated": _said(settings.vllm_colocated)}
+    job = {"eval_logits_batch": settings.eval_logits_batch, "vllm_colocated": settings.vllm_colocated}
     return ({**settings.as_flags(), "model": model, "fused_loss": settings.unmodelled_fused_loss, "offload": offload,
              "deepspeed_pins": pins, "trained_unknown": settings.trained_unknown, "job": job}, settings.describe())
-
-
-def _said(setting) -> tuple[object, str] | None:
-    """A setting of the job beyond the step as (value, where the script says it)."""
-    if setting is None:
-        return None
-    return setting.value, (f"line {setting.line}, {setting.note}" if setting.line else setting.note)
 
 
 def setup_from_settings(settings: dict, *, seq_len_given: bool, from_script: bool, read: str = "") -> tuple[TrainingSetup, str]:

@@ -366,6 +366,7 @@ def _shallow(setup: TrainingSetup) -> TrainingSetup:
         return setup
     return replace(setup, arch=replace(a, num_layers=SHALLOW_LAYERS))
 
+
 def _scale(value: int, new: int, old: int) -> float:
     """``value`` under the ratio new/old of the same term elsewhere; a term absent in ``old``: ``new`` as it is."""
     if old == 0:

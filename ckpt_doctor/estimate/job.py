@@ -14,9 +14,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .memory import MemoryEstimate
 from .render import fmt_gib
+
+if TYPE_CHECKING:
+    from ckpt_doctor.analysis.settings import Setting
 
 RESIDENT_TERMS = ("weights", "master_weights", "optimizer_state", "cublas_workspaces")
 
@@ -65,13 +69,14 @@ def vllm_phase(est: MemoryEstimate, utilization: float, said: str, budget: int) 
     return JobPhase("vLLM colocated", total, what, total <= budget)
 
 
-def job_phases(est: MemoryEstimate, budget: int, eval_batch: tuple[int, str] | None,
-               vllm: tuple[float, str] | None) -> list[JobPhase]:
+def job_phases(est: MemoryEstimate, budget: int, eval_batch: "Setting | None", vllm: "Setting | None") -> list[JobPhase]:
+    """The phases the script's settings set up (analysis.settings: `eval_logits_batch`, `vllm_colocated`; each says in
+    its note where the script gives it)."""
     phases = []
     if eval_batch is not None:
-        phases.append(evaluation_phase(est, eval_batch[0], eval_batch[1], budget))
+        phases.append(evaluation_phase(est, eval_batch.value, eval_batch.note, budget))
     if vllm is not None:
-        phases.append(vllm_phase(est, vllm[0], vllm[1], budget))
+        phases.append(vllm_phase(est, vllm.value, vllm.note, budget))
     return phases
 
 

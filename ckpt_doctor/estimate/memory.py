@@ -168,6 +168,11 @@ class TrainingSetup:
     reentrant: bool = False
 
     @property
+    def quant_bits(self) -> int:
+        """4 or 8 for a bitsandbytes-quantised base (`load_in_4bit` / `load_in_8bit`), 0 otherwise."""
+        return 4 if self.load_in_4bit else (8 if self.load_in_8bit else 0)
+
+    @property
     def decoder_len(self) -> int:
         """Tokens per sequence the decoder of an encoder-decoder model runs: ``target_len``, else ``seq_len``."""
         return self.target_len or self.seq_len
@@ -621,7 +626,7 @@ class _Ctx:
         self.L = a.num_layers
         self.family = getattr(a, "family", "llama")
         self.mixed = setup.mixed_precision != "no"
-        self.quant = 4 if setup.load_in_4bit else (8 if setup.load_in_8bit else 0)
+        self.quant = setup.quant_bits
         self.compute = DTYPE_BYTES[setup.dtype] if setup.dtype != "fp32" or not self.quant else 2
         # bytes of trainable/dense weights
         self.wb = 4 if self.mixed else DTYPE_BYTES[setup.dtype]
@@ -916,14 +921,14 @@ class _Model:
         owned: list[_T] = []
         if lin.quant == 8:
             out = self.int8_linear(x, lin, rows)
-        elif lin.quant:
+        elif lin.quant == 4:
             xin = sim.cast(x, c.compute) if x.b != c.compute else sim.ref(x)
             owned.append(xin)
             deq = lin.fin * lin.fout * 2
             tmp = sim.new(1, deq, cat="temporaries")  # dequantised weight during the matmul
             out = sim.op([xin, lin.B], rows * lin.fout, c.compute, saves=(), bw_temp=_round(deq))
             sim.drop(tmp)
-            if lin.quant == 4 and x.b != c.compute:  # bitsandbytes Linear4bit.forward: `.to(inp_dtype)` (trace_bnb.py)
+            if x.b != c.compute:  # bitsandbytes Linear4bit.forward: `.to(inp_dtype)` (trace_bnb.py)
                 back = sim.cast(out, x.b)
                 sim.drop(out)
                 out = back

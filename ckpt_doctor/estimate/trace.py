@@ -76,7 +76,7 @@ class TraceUnsupported(RuntimeError):
 
 
 def _check_supported(setup) -> None:
-    bits = 4 if setup.load_in_4bit else (8 if setup.load_in_8bit else 0)
+    bits = setup.quant_bits
     if bits and not setup.lora_r:
         raise TraceUnsupported(f"--trace of a {bits}-bit base needs adapters (--lora-r): nothing else of it can train")
     if setup.gpus != 1 or setup.zero:
@@ -135,11 +135,10 @@ def build_model(setup, *, meta: bool, autocast_state: dict | None = None):
     weights = "fp32" if setup.mixed_precision != "no" else setup.dtype
     model.to(getattr(torch, _DTYPES[weights]))
     model.train()
-    if setup.load_in_4bit or setup.load_in_8bit:  # as bitsandbytes and peft hold it (trace_bnb.py); the closed form's
-        from .trace_bnb import quantize  # compute dtype
+    if setup.quant_bits:  # as bitsandbytes and peft hold it (trace_bnb.py); the closed form's compute dtype
+        from .trace_bnb import quantize
 
-        quantize(model, 4 if setup.load_in_4bit else 8,
-                 torch.bfloat16 if setup.dtype == "fp32" else getattr(torch, _DTYPES[setup.dtype]))
+        quantize(model, setup.quant_bits, torch.bfloat16 if setup.dtype == "fp32" else getattr(torch, _DTYPES[setup.dtype]))
         if setup.kbit_upcast:
             import peft
 
@@ -157,7 +156,7 @@ def build_model(setup, *, meta: bool, autocast_state: dict | None = None):
                                    task_of(setup.arch), "CAUSAL_LM"))
         model = peft.get_peft_model(model, lcfg)
         model.train()
-        if setup.load_in_4bit or setup.load_in_8bit:
+        if setup.quant_bits:
             from .trace_bnb import patch_lora_forward
 
             patch_lora_forward(model, autocast_state if setup.mixed_precision != "no" else None)

@@ -17,7 +17,7 @@ from ckpt_doctor.rules import Context, Report, rule
 )
 def evaluation_forward_with_grad(ctx: Context) -> Iterator[Report]:
     training = ctx.training
-    checkpointed = {s.call.receiver for s in training.hf_sites if s.kind == "model method" and s.enabled and s.call}
+    checkpointed = {s.call.receiver for s in training.enabled_model_methods if s.call}
     project = getattr(ctx.analysis, "project", None)
     for forward in grad_forwards(ctx.facts, project.calls_from_importers if project is not None else lambda function: []):
         if not training.backward_calls and not forward.trained_elsewhere:

@@ -545,7 +545,7 @@ def _launched_unquantized(ctx: Context) -> bool:
 )
 def checkpointing_in_eval_mode(ctx: Context) -> Iterator[Report]:
     training = ctx.training
-    sites = [s for s in training.hf_sites if s.kind == "model method" and s.enabled]
+    sites = training.enabled_model_methods
     if training.uses_trainer or not sites or not training.backward_calls:
         return  # (a loop in a module of the project may call `.train()` itself)
     calls = ctx.facts.calls

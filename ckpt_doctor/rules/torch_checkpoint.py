@@ -179,7 +179,7 @@ def reentrant_with_kwargs(ctx: Context) -> Iterator[Report]:
 )
 def reentrant_with_autograd_grad(ctx: Context) -> Iterator[Report]:
     grads = ctx.facts.calls_to("torch.autograd.grad")
-    grads += [c for c in ctx.facts.calls if c.name == "backward" and c.is_method and "inputs" in c.kwargs]
+    grads += [c for c in ctx.facts.calls if c.is_backward and "inputs" in c.kwargs]
     # a custom `autograd.Function`'s own backward computes gradients of its own graph, not of the step's
     grads = [g for g in grads if not _in_autograd_function(ctx, g)]
     for call in ctx.training.torch_checkpoint_sites:
